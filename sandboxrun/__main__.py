@@ -1,0 +1,3 @@
+from sandboxrun.cli import main
+
+main()

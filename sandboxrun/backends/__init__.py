@@ -1,0 +1,24 @@
+"""Sandbox backends: where the agent runs (a local directory, or an E2B cloud sandbox)."""
+
+from __future__ import annotations
+
+from sandboxrun.backends.base import Backend, ExecResult, Sandbox
+from sandboxrun.errors import UsageError
+
+BACKEND_NAMES = ("local", "e2b")
+
+
+def get_backend(name: str, settings) -> Backend:
+    """Return the backend called ``name`` configured from ``settings``."""
+    if name == "local":
+        from sandboxrun.backends.local import LocalBackend
+
+        return LocalBackend(settings)
+    if name == "e2b":
+        from sandboxrun.backends.e2b import E2BBackend
+
+        return E2BBackend(settings)
+    raise UsageError(f"unknown backend {name!r}", f"Use one of: {', '.join(BACKEND_NAMES)}.")
+
+
+__all__ = ["BACKEND_NAMES", "Backend", "ExecResult", "Sandbox", "get_backend"]

@@ -1,0 +1,142 @@
+"""The contract every sandbox backend fulfils.
+
+The run pipeline (``sandboxrun.runner``) only talks to a :class:`Sandbox` through these few
+primitives, so a new backend plugs in without touching the pipeline. Paths inside a sandbox
+are strings (POSIX); ``Sandbox.home`` is the sandbox's home directory (``/home/user`` on E2B,
+a private directory for the local backend) and the repository lives at ``Sandbox.repo_dir``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """Outcome of a short command run inside a sandbox."""
+
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+    def text(self) -> str:
+        return self.stdout.decode(errors="backslashreplace")
+
+    def error_text(self) -> str:
+        return (self.stderr or self.stdout).decode(errors="backslashreplace").strip()
+
+
+class Sandbox(Protocol):
+    """A live sandbox: a place with a filesystem where commands run."""
+
+    id: str
+    home: str
+
+    @property
+    def repo_dir(self) -> str:
+        """Where the repository is unpacked (``{home}/repo``)."""
+        ...
+
+    def exec(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float = 120,
+    ) -> ExecResult:
+        """Run a short command to completion (argv list, never a shell string with user text)."""
+        ...
+
+    def start_detached(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: str,
+        env: Mapping[str, str],
+        stdin_path: str,
+        log_path: str,
+        stderr_path: str,
+        exit_path: str,
+        pid_path: str,
+    ) -> int:
+        """Start a long-running process in its own process group, detached from us.
+
+        stdout goes to ``log_path``, stderr to ``stderr_path``; when it ends its exit code is
+        written to ``exit_path`` (atomically). Its process-group id is written to ``pid_path``
+        and returned. The process must survive our own process dying.
+        """
+        ...
+
+    def read_file(self, path: str, offset: int = 0) -> bytes:
+        """Bytes of ``path`` from byte ``offset`` on; raises FileNotFoundError if it is absent."""
+        ...
+
+    def write_file(self, path: str, data: bytes) -> None:
+        """Create or replace ``path`` with ``data`` (parent directories are created)."""
+        ...
+
+    def upload_and_unpack(self, tarball: Path, compression: str, dest: str) -> None:
+        """Stream ``tarball`` into the sandbox and unpack it into ``dest`` safely.
+
+        Refuses links, special files, absolute names and ``..`` components.
+        """
+        ...
+
+    def signal_group(self, pgid: int, signame: str) -> bool:
+        """Send ``signame`` (INT, TERM, KILL) to process group ``pgid``; False if it is gone."""
+        ...
+
+    def set_timeout(self, seconds: float) -> None:
+        """Make the sandbox live ``seconds`` from now (no-op where there is no such limit)."""
+        ...
+
+    def is_alive(self) -> bool:
+        """True while the sandbox exists and accepts commands."""
+        ...
+
+    def time_left(self) -> float | None:
+        """Seconds until the backend itself ends the sandbox, or None if it never will."""
+        ...
+
+    def destroy(self) -> None:
+        """Tear the sandbox down and free its resources (idempotent)."""
+        ...
+
+
+class Backend(Protocol):
+    """Creates sandboxes and reconnects to them by id."""
+
+    name: str
+    #: True when the sandbox is isolated from this machine (E2B); False for ``local``.
+    isolated: bool
+
+    def check_ready(self, *, dry_run: bool) -> None:
+        """Raise a SandboxrunError naming the fix when this backend cannot run (missing key...)."""
+        ...
+
+    def create(
+        self,
+        session_id: str,
+        *,
+        timeout_s: float,
+        env: Mapping[str, str],
+        metadata: Mapping[str, str],
+    ) -> Sandbox:
+        """Create a fresh sandbox for ``session_id``."""
+        ...
+
+    def connect(self, sandbox_id: str) -> Sandbox:
+        """Reconnect to an existing sandbox; raises SandboxLostError when it is gone."""
+        ...
+
+    def agent_env(self, *, dry_run: bool) -> dict[str, str]:
+        """Environment the agent needs inside the sandbox (credentials). Never stored or logged."""
+        ...

@@ -1,0 +1,159 @@
+"""Settings: built-in defaults, then the repo's config file, then env vars, then flags.
+
+The repo's file is ``.sandboxrun.toml`` (top-level keys) or ``[tool.sandboxrun]`` in its
+``pyproject.toml``. Environment variables (``SANDBOXRUN_*``) override the file because they are
+the per-machine, per-shell choice; explicit command-line flags override everything.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from sandboxrun.errors import ConfigError, UsageError
+
+DEFAULT_HOME = Path.home() / ".local" / "share" / "sandboxrun"
+DEFAULT_TEMPLATE = "sandboxrun-claude"
+
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([hms]?)")
+_UNIT = {"h": 3600, "m": 60, "s": 1, "": 1}
+
+
+def parse_duration(text: str | int | float) -> float:
+    """Parse ``90s``, ``20m``, ``1h``, ``1h30m`` (or a bare number of seconds) into seconds."""
+    if isinstance(text, int | float):
+        if text <= 0:
+            raise UsageError(f"duration must be positive, got {text}")
+        return float(text)
+    raw = text.strip().lower()
+    pos, total = 0, 0.0
+    for match in _DURATION_RE.finditer(raw):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNIT[match.group(2)]
+        pos = match.end()
+    if not raw or pos != len(raw) or total <= 0:
+        raise UsageError(
+            f"invalid duration {text!r}", "Use a number with a unit: 90s, 20m, 1h or 1h30m."
+        )
+    return total
+
+
+def parse_durations(text: str) -> list[float]:
+    """Parse a comma-separated list of durations (``30m,50m``), sorted ascending."""
+    parts = [p for p in (s.strip() for s in text.split(",")) if p]
+    return sorted(parse_duration(p) for p in parts)
+
+
+def format_duration(seconds: float) -> str:
+    """Render seconds compactly: ``45s``, ``12m05s``, ``1h02m``."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Effective settings for one command."""
+
+    home: Path = DEFAULT_HOME
+    claude_bin: str = "claude"
+    backend: str | None = None  # None: e2b when E2B_API_KEY is set, else an error naming both
+    timeout: float = 3600.0
+    warn_at: tuple[float, ...] = (1800.0, 3000.0)
+    #: seconds before the hard limit when we stop the agent and collect its work
+    grace: float = 60.0
+    model: str | None = None
+    max_turns: int | None = None
+    template: str = DEFAULT_TEMPLATE
+    worktree_dir: str = ".worktrees"
+    branch_prefix: str = "sandboxrun/"
+    compression: str = "gzip"
+    #: how often the follower polls the agent's log, seconds
+    poll_interval: float = 0.5
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "state.db"
+
+    @property
+    def sandboxes_dir(self) -> Path:
+        return self.home / "sandboxes"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.home / "artifacts"
+
+    def session_artifacts(self, session_id: str) -> Path:
+        return self.artifacts_dir / session_id
+
+    def with_overrides(self, **kwargs: Any) -> Settings:
+        """Return a copy with every non-None keyword applied (flags win)."""
+        return replace(self, **{k: v for k, v in kwargs.items() if v is not None})
+
+
+_FILE_KEYS = {f.name for f in fields(Settings)} - {"home", "extra"}
+
+
+def _read_repo_file(repo: Path | None) -> dict[str, Any]:
+    if repo is None:
+        return {}
+    own = repo / ".sandboxrun.toml"
+    try:
+        if own.is_file():
+            return tomllib.loads(own.read_text())
+        pyproject = repo / "pyproject.toml"
+        if pyproject.is_file():
+            return tomllib.loads(pyproject.read_text()).get("tool", {}).get("sandboxrun", {})
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            f"cannot parse the sandboxrun config in {repo}: {exc}",
+            "Fix the TOML syntax in .sandboxrun.toml (or [tool.sandboxrun] in pyproject.toml).",
+        ) from exc
+    return {}
+
+
+def _coerce(key: str, value: Any, source: str) -> Any:
+    try:
+        if key in ("timeout", "grace", "poll_interval"):
+            return parse_duration(value)
+        if key == "warn_at":
+            if isinstance(value, list):
+                return tuple(sorted(parse_duration(v) for v in value))
+            return tuple(parse_durations(str(value)))
+        if key == "max_turns":
+            return int(value)
+        return str(value)
+    except (UsageError, ValueError) as exc:
+        raise ConfigError(f"invalid value for {key!r} in {source}: {value!r}", str(exc)) from exc
+
+
+def load_settings(repo: Path | None = None, env: dict[str, str] | None = None) -> Settings:
+    """Build settings from defaults, the repo's config file and ``SANDBOXRUN_*`` env vars."""
+    env = dict(os.environ) if env is None else env
+    values: dict[str, Any] = {}
+    file_values = _read_repo_file(repo)
+    for key, value in file_values.items():
+        norm = key.replace("-", "_")
+        if norm not in _FILE_KEYS:
+            raise ConfigError(
+                f"unknown setting {key!r} in the sandboxrun config of {repo}",
+                f"Known settings: {', '.join(sorted(_FILE_KEYS))}.",
+            )
+        values[norm] = _coerce(norm, value, "the repo config")
+    for key in _FILE_KEYS:
+        env_value = env.get(f"SANDBOXRUN_{key.upper()}")
+        if env_value:
+            values[key] = _coerce(key, env_value, f"SANDBOXRUN_{key.upper()}")
+    home = env.get("SANDBOXRUN_HOME")
+    if home:
+        values["home"] = Path(home).expanduser()
+    return Settings(**values)

@@ -1,0 +1,1 @@
+"""Moving work in and out of sandboxes: packing trees, safe unpacking, checking patches."""
