@@ -91,7 +91,10 @@ class Sandbox(Protocol):
         ...
 
     def signal_group(self, pgid: int, signame: str) -> bool:
-        """Send ``signame`` (INT, TERM, KILL) to process group ``pgid``; False if it is gone."""
+        """Send ``signame`` (INT, TERM, KILL) to process group ``pgid``; False if it is gone.
+
+        ``signame="0"`` sends nothing and only tells whether the group still exists.
+        """
         ...
 
     def set_timeout(self, seconds: float) -> None:
