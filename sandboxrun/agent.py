@@ -1,0 +1,299 @@
+"""Claude Code as a program: its argv, and its stream-json output turned into events.
+
+Pure functions, tested offline against event lines captured from the real CLI. The parser
+tolerates unknown event types and fields: Claude Code adds both between releases.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+#: statuses of `rate_limit_event` that mean the agent cannot go on until a reset
+RATE_LIMIT_BLOCKED = {"rejected"}
+
+
+def build_claude_argv(
+    claude_bin: str,
+    *,
+    model: str | None = None,
+    max_turns: int | None = None,
+    extra: list[str] | None = None,
+) -> list[str]:
+    """The argv of a headless agent run. The prompt is not in it: it goes in on stdin."""
+    argv = [
+        claude_bin,
+        "-p",
+        "--dangerously-skip-permissions",
+        "--output-format",
+        "stream-json",
+        "--verbose",
+    ]
+    if model:
+        argv += ["--model", model]
+    if max_turns is not None:
+        argv += ["--max-turns", str(int(max_turns))]
+    return argv + list(extra or [])
+
+
+@dataclass
+class AgentEvent:
+    """One thing the agent did, normalized from a stream-json line."""
+
+    type: str  # init | text | tool_use | tool_result | tool_error | result | rate_limit | system | unknown | raw
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def summary(self) -> str:
+        """A short human line for the live view and `logs`."""
+        d = self.data
+        if self.type == "init":
+            return f"agent started (model {d.get('model') or '?'}, session {d.get('session_id') or '?'})"
+        if self.type == "text":
+            return _one_line(d.get("text", ""), 200)
+        if self.type == "tool_use":
+            detail = d.get("summary") or ""
+            return f"{d.get('name')}: {detail}" if detail else str(d.get("name"))
+        if self.type == "tool_error":
+            return f"tool error: {_one_line(d.get('content', ''), 200)}"
+        if self.type == "tool_result":
+            return f"tool result ({d.get('chars', 0)} chars)"
+        if self.type == "result":
+            cost = d.get("total_cost_usd")
+            cost_s = f", ${cost:.4f}" if isinstance(cost, int | float) else ""
+            return (
+                f"result: {d.get('subtype')} after {d.get('num_turns')} turns{cost_s}"
+                + (" (error)" if d.get("is_error") else "")
+            )
+        if self.type == "rate_limit":
+            reset = d.get("resets_at")
+            when = datetime.fromtimestamp(reset).isoformat(" ", "minutes") if reset else "?"
+            return f"rate limit {d.get('status')} ({d.get('limit_type') or '?'}), resets {when}"
+        if self.type == "system":
+            return f"system: {d.get('subtype')}"
+        if self.type == "raw":
+            return _one_line(d.get("line", ""), 200)
+        return f"{d.get('event_type', 'unknown')} event"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, **self.data}
+
+
+def _one_line(text: str, limit: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+_TOOL_SUMMARY_KEYS = (
+    "file_path", "command", "pattern", "path", "url", "query", "description", "notebook_path",
+    "prompt",
+)
+
+
+def summarize_tool_input(name: str, tool_input: Any) -> str:
+    """The one detail a person wants to see for a tool call (file, command, pattern...)."""
+    if not isinstance(tool_input, dict):
+        return ""
+    if name == "TodoWrite" and isinstance(tool_input.get("todos"), list):
+        return f"{len(tool_input['todos'])} todos"
+    for key in _TOOL_SUMMARY_KEYS:
+        value = tool_input.get(key)
+        if isinstance(value, str) and value:
+            return _one_line(value, 120)
+    return ""
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for item in content:
+            if isinstance(item, dict) and item.get("type") == "text":
+                parts.append(str(item.get("text", "")))
+        return "\n".join(parts)
+    return ""
+
+
+def parse_event(obj: dict[str, Any]) -> list[AgentEvent]:
+    """Normalize one decoded stream-json object into zero or more events."""
+    etype = obj.get("type")
+    if etype == "system":
+        subtype = obj.get("subtype")
+        if subtype == "init":
+            return [AgentEvent("init", {
+                "session_id": obj.get("session_id"),
+                "model": obj.get("model"),
+                "cwd": obj.get("cwd"),
+                "claude_code_version": obj.get("claude_code_version"),
+                "permission_mode": obj.get("permissionMode"),
+                "tools": len(obj.get("tools") or []),
+            })]
+        return [AgentEvent("system", {"subtype": subtype})]
+    if etype == "assistant":
+        events = []
+        for block in (obj.get("message") or {}).get("content") or []:
+            if not isinstance(block, dict):
+                continue
+            if block.get("type") == "text" and str(block.get("text", "")).strip():
+                events.append(AgentEvent("text", {"text": block["text"]}))
+            elif block.get("type") == "tool_use":
+                name = str(block.get("name") or "?")
+                events.append(AgentEvent("tool_use", {
+                    "name": name,
+                    "id": block.get("id"),
+                    "summary": summarize_tool_input(name, block.get("input")),
+                }))
+        return events
+    if etype == "user":
+        events = []
+        content = (obj.get("message") or {}).get("content")
+        for block in content if isinstance(content, list) else []:
+            if isinstance(block, dict) and block.get("type") == "tool_result":
+                text = _content_text(block.get("content"))
+                if block.get("is_error"):
+                    events.append(AgentEvent("tool_error", {
+                        "tool_use_id": block.get("tool_use_id"), "content": _one_line(text, 500),
+                    }))
+                else:
+                    events.append(AgentEvent("tool_result", {
+                        "tool_use_id": block.get("tool_use_id"), "chars": len(text),
+                    }))
+        return events
+    if etype == "result":
+        data = {
+            "subtype": obj.get("subtype"),
+            "is_error": bool(obj.get("is_error")),
+            "num_turns": obj.get("num_turns"),
+            "total_cost_usd": obj.get("total_cost_usd"),
+            "duration_ms": obj.get("duration_ms"),
+            "session_id": obj.get("session_id"),
+            "result": obj.get("result"),
+            "terminal_reason": obj.get("terminal_reason"),
+        }
+        events = [AgentEvent("result", data)]
+        reset = parse_limit_message(str(obj.get("result") or ""))
+        if obj.get("is_error") and reset is not None:
+            events.append(AgentEvent("rate_limit", {
+                "status": "rejected", "resets_at": reset, "limit_type": None, "source": "result",
+            }))
+        return events
+    if etype == "rate_limit_event":
+        info = obj.get("rate_limit_info") or {}
+        return [AgentEvent("rate_limit", {
+            "status": info.get("status"),
+            "resets_at": info.get("resetsAt"),
+            "limit_type": info.get("rateLimitType"),
+        })]
+    return [AgentEvent("unknown", {"event_type": str(etype)})]
+
+
+def parse_line(line: str) -> list[AgentEvent]:
+    """Parse one line of stream-json output; non-JSON lines become ``raw`` events."""
+    line = line.strip()
+    if not line:
+        return []
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError:
+        return [AgentEvent("raw", {"line": line})]
+    if not isinstance(obj, dict):
+        return [AgentEvent("raw", {"line": line})]
+    return parse_event(obj)
+
+
+@dataclass
+class AgentProgress:
+    """Running totals over the events seen so far (for the live view and the session row)."""
+
+    session_id: str | None = None
+    model: str | None = None
+    turns: int = 0
+    tools: dict[str, int] = field(default_factory=dict)
+    cost_usd: float | None = None
+    result: dict[str, Any] | None = None
+    rate_limited_until: float | None = None
+    last_lines: list[str] = field(default_factory=list)
+
+    def feed(self, event: AgentEvent) -> None:
+        """Update totals with one event."""
+        d = event.data
+        if event.type == "init":
+            self.session_id = d.get("session_id") or self.session_id
+            self.model = d.get("model") or self.model
+        elif event.type == "text":
+            self.turns += 1
+        elif event.type == "tool_use":
+            self.tools[d["name"]] = self.tools.get(d["name"], 0) + 1
+        elif event.type == "result":
+            self.result = d
+            self.turns = d.get("num_turns") or self.turns
+            if isinstance(d.get("total_cost_usd"), int | float):
+                self.cost_usd = float(d["total_cost_usd"])
+            self.session_id = d.get("session_id") or self.session_id
+        elif event.type == "rate_limit":
+            if d.get("status") in RATE_LIMIT_BLOCKED:
+                self.rate_limited_until = d.get("resets_at") or self.rate_limited_until
+            else:
+                self.rate_limited_until = None
+        if event.type in ("text", "tool_use", "tool_error", "result", "rate_limit", "raw"):
+            self.last_lines = [*self.last_lines, event.summary][-5:]
+
+
+# -- usage-limit messages ------------------------------------------------------------------
+
+_EPOCH_RE = re.compile(r"usage limit reached\|(\d{9,})", re.I)
+_RESETS_RE = re.compile(
+    r"(?:limit|limits).*?resets\s+(?:(?P<dow>mon|tue|wed|thu|fri|sat|sun)\w*\s+)?"
+    r"(?:(?P<mon>jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)\w*\s+(?P<day>\d{1,2})\s+at\s+)?"
+    r"(?P<hour>\d{1,2})(?::(?P<min>\d{2}))?\s*(?P<ampm>am|pm)"
+    r"(?:\s*\((?P<tz>[A-Za-z_]+(?:/[A-Za-z_+-]+)*)\))?",
+    re.I,
+)
+_DOWS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+_MONTHS = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
+
+
+def parse_limit_message(text: str, now: float | None = None) -> float | None:
+    """Reset time (epoch seconds) from a Claude usage-limit message, or None if it is not one.
+
+    Understands ``Claude AI usage limit reached|<epoch>`` and the ``... resets 3am``,
+    ``resets 3:45pm``, ``resets Mon 12:00am``, ``resets Apr 23 at 4pm (Area/City)`` forms.
+    Times without a date mean the next such time after ``now``.
+    """
+    m = _EPOCH_RE.search(text)
+    if m:
+        return float(m.group(1))
+    m = _RESETS_RE.search(text)
+    if not m:
+        return None
+    tz = None
+    if m.group("tz"):
+        try:
+            tz = ZoneInfo(m.group("tz"))
+        except (ZoneInfoNotFoundError, ValueError):
+            tz = None
+    now_dt = datetime.fromtimestamp(time.time() if now is None else now, tz=tz).astimezone(tz)
+    hour = int(m.group("hour")) % 12 + (12 if m.group("ampm").lower() == "pm" else 0)
+    minute = int(m.group("min") or 0)
+    if m.group("mon"):
+        month = _MONTHS.index(m.group("mon").lower()[:3]) + 1
+        candidate = now_dt.replace(month=month, day=int(m.group("day")), hour=hour,
+                                   minute=minute, second=0, microsecond=0)
+        if candidate < now_dt - timedelta(days=1):
+            candidate = candidate.replace(year=candidate.year + 1)
+        return candidate.timestamp()
+    candidate = now_dt.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    if m.group("dow"):
+        delta = (_DOWS.index(m.group("dow").lower()[:3]) - candidate.weekday()) % 7
+        candidate += timedelta(days=delta)
+        if candidate <= now_dt:
+            candidate += timedelta(days=7)
+    elif candidate <= now_dt:
+        candidate += timedelta(days=1)
+    return candidate.timestamp()

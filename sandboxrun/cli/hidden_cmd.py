@@ -1,0 +1,27 @@
+"""Internal commands that sandboxrun starts itself (not for people to type)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from sandboxrun.cli.common import open_store
+from sandboxrun.config import load_settings
+from sandboxrun.store import SessionStore
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("_drive", hidden=True)
+    def drive(session_id: str) -> None:
+        """Drive a detached session to its end (started by `run --detach`)."""
+        from sandboxrun.runner import RunDriver
+
+        home_store = open_store(load_settings())
+        session = home_store.get(session_id)
+        # The repo's own config (timeouts, compression...) applies as it did for `run`.
+        settings = load_settings(Path(session.repo))
+        store = home_store if settings.db_path == home_store.path else SessionStore(settings.db_path)
+        final = RunDriver(settings, store, session).execute()
+        if final.status not in ("completed", "completed_no_changes"):
+            raise typer.Exit(1)

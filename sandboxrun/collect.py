@@ -1,0 +1,191 @@
+"""Bringing the agent's work back: patches out of the sandbox, checked, committed on the branch.
+
+Inside the sandbox the agent's own commits since the baseline become a ``format-patch`` mbox
+(kept as separate commits) and whatever it left uncommitted becomes one binary-safe diff. We
+stage with a private index file so collecting while the agent works never touches its index.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sandboxrun.config import format_duration
+from sandboxrun.errors import BackendError, PatchRejectedError, SandboxrunError
+from sandboxrun.store import Session
+
+if TYPE_CHECKING:
+    from sandboxrun.backends.base import Sandbox
+    from sandboxrun.follow import FollowOutcome
+    from sandboxrun.runner import RunDriver
+
+log = logging.getLogger(__name__)
+
+LEFTOVER_MESSAGE = "sandboxrun: uncommitted changes left by the agent"
+
+# Arguments come in through "$@" only. GIT_INDEX_FILE points at a copy of the agent's index.
+_COLLECT_SCRIPT = r"""
+set -e
+cd "$1"
+ctl="$3"
+rm -f "$ctl/collect.index"
+if [ -f .git/index ]; then cp .git/index "$ctl/collect.index"; fi
+export GIT_INDEX_FILE="$ctl/collect.index"
+git -c core.quotepath=on format-patch --no-color --no-signature --binary --full-index --stdout "$2"..HEAD > "$ctl/commits.mbox.tmp"
+git add -A
+git -c core.quotepath=on diff --no-color --cached --binary --full-index HEAD > "$ctl/changes.diff.tmp"
+mv "$ctl/commits.mbox.tmp" "$ctl/commits.mbox"
+mv "$ctl/changes.diff.tmp" "$ctl/changes.diff"
+rm -f "$ctl/collect.index"
+git rev-list --count "$2"..HEAD
+"""
+
+
+@dataclass
+class Patches:
+    """The agent's work as brought back from the sandbox."""
+
+    commits: bytes  # format-patch mbox of the agent's own commits
+    leftover: bytes  # binary diff of uncommitted changes
+    agent_commits: int
+
+    @property
+    def empty(self) -> bool:
+        return not self.commits.strip() and not self.leftover.strip()
+
+
+def collect_patches(sandbox: Sandbox, session: Session) -> Patches:
+    """Produce and download the agent's patches without disturbing it."""
+    from sandboxrun.runner import control_dir
+
+    ctl = control_dir(sandbox)
+    base = session.sandbox_base
+    if not base:
+        raise BackendError("the sandbox has no baseline commit, so there is nothing to collect")
+    res = sandbox.exec(["sh", "-c", _COLLECT_SCRIPT, "sh", sandbox.repo_dir, base, ctl],
+                       timeout=600)
+    if not res.ok:
+        raise BackendError(f"collecting the agent's changes failed: {res.error_text()[-2000:]}")
+    count = int((res.text().strip().splitlines() or ["0"])[-1] or 0)
+    return Patches(
+        commits=sandbox.read_file(f"{ctl}/commits.mbox"),
+        leftover=sandbox.read_file(f"{ctl}/changes.diff"),
+        agent_commits=count,
+    )
+
+
+def save_artifacts(directory: Path, patches: Patches) -> None:
+    """Write the patches under ``directory`` (atomically: a reader never sees half a file)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, data in (("commits.mbox", patches.commits), ("changes.diff", patches.leftover)):
+        tmp = directory / f".{name}.tmp"
+        tmp.write_bytes(data)
+        tmp.replace(directory / name)
+
+
+def _copy_logs(driver: RunDriver) -> None:
+    from sandboxrun.runner import control_dir
+
+    ctl = control_dir(driver.sandbox)
+    for name in ("agent.log", "agent.stderr"):
+        with contextlib.suppress(FileNotFoundError, SandboxrunError):
+            (driver.artifacts / name).write_bytes(driver.sandbox.read_file(f"{ctl}/{name}"))
+
+
+def describe_failure(result: dict[str, Any] | None, exit_code: int | None, stderr: str,
+                     max_turns: int | None) -> str:
+    """One sentence saying why the agent did not succeed."""
+    if result:
+        subtype = result.get("subtype") or "error"
+        if subtype == "error_max_turns":
+            limit = f" (--max-turns {max_turns})" if max_turns else ""
+            return f"the agent reached its turn limit{limit} before finishing (error_max_turns)"
+        text = " ".join(str(result.get("result") or "").split())
+        if text:
+            return f"the agent failed ({subtype}): {text[:500]}"
+        return f"the agent failed ({subtype})"
+    tail = " ".join(stderr.strip().splitlines()[-3:])[:500]
+    code = "an unknown code" if exit_code is None else f"code {exit_code}"
+    return f"the agent exited with {code} without a result" + (f": {tail}" if tail else "")
+
+
+def finish_with_patches(driver: RunDriver, outcome: FollowOutcome) -> Session:
+    """Collect, check and apply the work, tear down, and record how the session ended."""
+    from sandboxrun.sync.patches import apply_changes
+
+    store, sid = driver.store, driver.session.id
+    s = driver._refresh()
+    store.set_status(sid, "collecting", only_if_active=True)
+    driver.reporter.phase("collecting", "bringing the work back")
+    if outcome.reason == "killed" and s.discard:
+        driver._teardown()
+        store.set_status(sid, "killed", only_if_active=True, exit_code=outcome.exit_code,
+                         error="killed by `sandboxrun kill --discard`; the work was discarded")
+        return driver._refresh()
+
+    t0 = time.monotonic()
+    patches = collect_patches(driver.sandbox, s)
+    save_artifacts(driver.artifacts, patches)
+    _copy_logs(driver)
+    driver.phase_times["collect"] = time.monotonic() - t0
+    driver._teardown()
+
+    result = driver.progress.result
+    status, error = "completed", None
+    if outcome.reason == "killed":
+        status, error = "killed", "killed by `sandboxrun kill`; the work so far was collected"
+    elif outcome.reason == "timeout":
+        status = "timeout"
+        error = (f"stopped at the time limit ({format_duration(s.timeout_s or 0)}); "
+                 "the work so far was collected")
+    elif outcome.reason == "quota" or (
+        driver.progress.rate_limited_until and (result is None or result.get("is_error"))
+    ):
+        status = "waiting_quota"
+        reset = driver.progress.rate_limited_until
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(reset)) if reset else "unknown"
+        error = f"Claude usage limit reached; it resets at {when}. The work so far was collected."
+    elif result is None or result.get("is_error") or outcome.exit_code not in (0, None):
+        status = "failed"
+        stderr = (driver.artifacts / "agent.stderr")
+        error = describe_failure(result, outcome.exit_code,
+                                 stderr.read_text(errors="replace") if stderr.exists() else "",
+                                 s.max_turns)
+
+    t0 = time.monotonic()
+    fields: dict[str, Any] = {"exit_code": outcome.exit_code}
+    if driver.progress.rate_limited_until:
+        fields["options"] = {**s.options, "quota_resets_at": driver.progress.rate_limited_until}
+    try:
+        applied = apply_changes(
+            Path(s.worktree), patches.commits, patches.leftover,
+            allow_sensitive=bool(s.options.get("allow_sensitive")),
+            leftover_message=LEFTOVER_MESSAGE,
+            artifacts_hint=str(driver.artifacts),
+        )
+    except PatchRejectedError as exc:
+        store.set_status(sid, "failed", only_if_active=True,
+                         error=f"{exc.message} (patches kept in {driver.artifacts})", **fields)
+        raise
+    driver.phase_times["apply"] = time.monotonic() - t0
+    if status == "completed" and not applied.commits:
+        status = "completed_no_changes"
+    store.set_status(
+        sid, status, only_if_active=True, error=error, result_commits=applied.commits,
+        files_changed=len(applied.files_changed), insertions=applied.insertions,
+        deletions=applied.deletions, **fields,
+    )
+    summary = {
+        "status": status, "branch": s.branch, "commits": applied.commits,
+        "files_changed": applied.files_changed, "insertions": applied.insertions,
+        "deletions": applied.deletions, "warnings": applied.warnings,
+        "phases": {k: round(v, 3) for k, v in driver.phase_times.items()},
+    }
+    store.add_event(sid, "summary", summary)
+    (driver.artifacts / "summary.json").write_text(json.dumps(summary, indent=2))
+    return driver._refresh()

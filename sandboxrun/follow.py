@@ -1,0 +1,210 @@
+"""Following a running agent: its log, the clock, and requests to stop it.
+
+The agent writes stream-json to a log file inside the sandbox; we read it by byte offset (kept
+in the store after every complete line) so that a driver that reconnects neither loses nor
+repeats lines. The same loop is the watchdog: warnings at the ``--warn-at`` marks, a graceful
+stop shortly before the hard limit, and ``kill`` requests from other terminals.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sandboxrun.agent import parse_line
+from sandboxrun.config import format_duration
+from sandboxrun.errors import BackendError, SandboxLostError
+
+if TYPE_CHECKING:
+    from sandboxrun.runner import RunDriver
+
+log = logging.getLogger(__name__)
+
+#: how long a blocked agent (usage limit rejected) may sit without a result before we stop it
+QUOTA_STALL_SECONDS = 20.0
+#: save a snapshot of the agent's patches this often (and at every warning mark)
+SNAPSHOT_INTERVAL = 600.0
+#: heartbeat writes at most this often when nothing else is written
+HEARTBEAT_INTERVAL = 5.0
+
+
+@dataclass
+class FollowOutcome:
+    """Why following ended."""
+
+    reason: str  # exited | killed | timeout | quota
+    exit_code: int | None = None
+
+
+def stop_margin(timeout: float, grace: float) -> float:
+    """Seconds before the hard limit at which we stop the agent to collect its work."""
+    return min(grace, timeout * 0.1)
+
+
+def follow_agent(driver: RunDriver) -> FollowOutcome:
+    """Follow the agent until it exits or we stop it; returns why it ended."""
+    from sandboxrun.runner import control_dir
+
+    store, sb = driver.store, driver.sandbox
+    sid = driver.session.id
+    log_path = f"{control_dir(sb)}/agent.log"
+    offset = driver.session.log_offset or 0
+    pending = b""
+    warned = {
+        ev["payload"].get("mark")
+        for ev in store.events(sid, kinds=("warning",))
+        if isinstance(ev["payload"], dict)
+    }
+    reason: str | None = None
+    last_beat = 0.0
+    last_snapshot = time.monotonic()
+    rate_limited_since: float | None = None
+
+    def drain() -> None:
+        nonlocal offset, pending, last_beat
+        try:
+            chunk = sb.read_file(log_path, offset)
+        except FileNotFoundError:
+            return
+        if not chunk:
+            return
+        offset += len(chunk)
+        data = pending + chunk
+        *lines, pending = data.split(b"\n")
+        if not lines:
+            return
+        items: list[tuple[str, object]] = []
+        updates: dict[str, object] = {}
+        for raw in lines:
+            text = raw.decode("utf-8", errors="replace")
+            if not text.strip():
+                continue
+            items.append(("stdout", {"line": text}))
+            for event in parse_line(text):
+                items.append(("agent", event.to_dict()))
+                driver.progress.feed(event)
+                driver.reporter.agent_event(event)
+                _row_updates(event, updates)
+        store.add_events(sid, items)
+        last_beat = time.monotonic()
+        store.update(sid, log_offset=offset - len(pending), last_heartbeat=time.time(), **updates)
+
+    while True:
+        try:
+            drain()
+            s = driver._refresh()
+            now = time.time()
+            timeout = s.timeout_s or driver.settings.timeout
+            started = s.started_at or now
+            elapsed = now - started
+            deadline = s.deadline or started + timeout
+            remaining = deadline - now
+            driver.reporter.tick(driver.progress, elapsed, remaining)
+
+            if driver.agent_exited():
+                drain()
+                reason = "exited"
+                break
+            if s.kill_requested:
+                driver.reporter.warning("kill requested: stopping the agent")
+                driver.stop_agent()
+                reason = "killed"
+                break
+            grace = stop_margin(timeout, s.options.get("grace", driver.settings.grace))
+            if remaining <= grace:
+                msg = (f"time limit reached ({format_duration(deadline - started)}): "
+                       "stopping the agent and collecting its work")
+                store.add_event(sid, "warning", {"mark": "limit", "message": msg})
+                driver.reporter.warning(msg)
+                driver.stop_agent()
+                reason = "timeout"
+                break
+            for mark in s.warn_at or []:
+                if mark not in warned and elapsed >= mark:
+                    warned.add(mark)
+                    msg = (f"{format_duration(elapsed)} elapsed; {format_duration(remaining)} "
+                           "left before the time limit (extend with `sandboxrun extend`)")
+                    store.add_event(sid, "warning", {"mark": mark, "message": msg})
+                    driver.reporter.warning(msg)
+                    _snapshot(driver)
+                    last_snapshot = time.monotonic()
+            if driver.progress.rate_limited_until and driver.progress.result is None:
+                rate_limited_since = rate_limited_since or time.monotonic()
+                if time.monotonic() - rate_limited_since > QUOTA_STALL_SECONDS:
+                    driver.reporter.warning("usage limit reached: stopping the waiting agent")
+                    driver.stop_agent()
+                    reason = "quota"
+                    break
+            else:
+                rate_limited_since = None
+            if time.monotonic() - last_snapshot > SNAPSHOT_INTERVAL:
+                _snapshot(driver)
+                last_snapshot = time.monotonic()
+            if time.monotonic() - last_beat > HEARTBEAT_INTERVAL:
+                store.update(sid, last_heartbeat=time.time())
+                last_beat = time.monotonic()
+        except SandboxLostError:
+            raise
+        except BackendError as exc:
+            # Transient trouble reaching the sandbox: say so and keep trying until the limit.
+            log.warning("following %s: %s", sid, exc)
+            if not sb.is_alive():
+                raise SandboxLostError(
+                    f"the sandbox {sb.id} is gone", "The last snapshot of the work is kept."
+                ) from exc
+        time.sleep(driver.settings.poll_interval)
+
+    drain()
+    if pending.strip():  # a last line without a newline
+        offset_before = offset
+        pending, chunk = b"", pending
+        store.add_event(sid, "stdout", {"line": chunk.decode("utf-8", errors="replace")})
+        for event in parse_line(chunk.decode("utf-8", errors="replace")):
+            store.add_event(sid, "agent", event.to_dict())
+            driver.progress.feed(event)
+            updates: dict[str, object] = {}
+            _row_updates(event, updates)
+            if updates:
+                store.update(sid, **updates)
+        store.update(sid, log_offset=offset_before)
+    return FollowOutcome(reason, _exit_code(driver))
+
+
+def _row_updates(event, updates: dict[str, object]) -> None:
+    """Session columns that an agent event sets."""
+    d = event.data
+    if event.type == "init":
+        if d.get("session_id"):
+            updates["agent_session_id"] = d["session_id"]
+        if d.get("model"):
+            updates["model"] = d["model"]
+    elif event.type == "result":
+        updates.update({
+            "cost_usd": d.get("total_cost_usd"), "num_turns": d.get("num_turns"),
+            "duration_ms": d.get("duration_ms"), "result_subtype": d.get("subtype"),
+        })
+        if d.get("session_id"):
+            updates["agent_session_id"] = d["session_id"]
+
+
+def _exit_code(driver: RunDriver) -> int | None:
+    from sandboxrun.runner import control_dir
+
+    try:
+        raw = driver.sandbox.read_file(f"{control_dir(driver.sandbox)}/agent.exit")
+        return int(raw.decode().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _snapshot(driver: RunDriver) -> None:
+    """Save the work so far as artifacts, so a lost sandbox still leaves something behind."""
+    from sandboxrun.collect import collect_patches, save_artifacts
+
+    try:
+        save_artifacts(driver.artifacts, collect_patches(driver.sandbox, driver.session))
+        driver.store.add_event(driver.session.id, "phase", {"phase": "snapshot"})
+    except BackendError as exc:
+        log.warning("snapshot of %s failed: %s", driver.session.id, exc)

@@ -1,0 +1,232 @@
+"""Git operations on the user's repository: worktrees, branches, excludes.
+
+Every call goes through :mod:`sandboxrun.process`. Worktree changes take a file lock in the
+common git dir because concurrent ``git worktree add`` from one repo races on ``.git/config``
+and half-written admin dirs.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sandboxrun import process
+from sandboxrun.errors import (
+    GitError,
+    NameInUseError,
+    NotAGitRepoError,
+    ProcessError,
+    UsageError,
+)
+
+#: identity used for commits sandboxrun makes when the repo has none configured (CI machines)
+FALLBACK_IDENTITY = ("sandboxrun", "sandboxrun@localhost")
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def git(
+    repo: Path | str,
+    *args: str,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+    input: str | bytes | None = None,
+) -> process.Result:
+    """Run ``git -C repo ARGS``."""
+    full_env = None
+    if env:
+        full_env = {**os.environ, **env}
+    try:
+        return process.run(["git", "-C", str(repo), *args], check=check, env=full_env, input=input)
+    except ProcessError as exc:
+        raise GitError(exc.message, exc.hint) from exc
+
+
+def repo_root(path: Path) -> Path:
+    """Top level of the work tree containing ``path``; NotAGitRepoError otherwise."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise NotAGitRepoError(f"{path} does not exist", "Pass --repo with a git repository path.")
+    res = process.run(["git", "-C", str(path), "rev-parse", "--show-toplevel"], check=False)
+    if not res.ok:
+        raise NotAGitRepoError(
+            f"{path} is not inside a git repository",
+            "Run from a git checkout, pass --repo PATH, or `git init` and commit first.",
+        )
+    return Path(res.stdout.strip()).resolve()
+
+
+def main_worktree(path: Path) -> Path:
+    """The repository's main work tree, even when ``path`` is one of its linked worktrees."""
+    common = common_dir(path)
+    return common.parent if common.name == ".git" else Path(repo_root(path))
+
+
+def common_dir(repo: Path) -> Path:
+    """The git dir shared by all worktrees (``.git`` of the main checkout)."""
+    out = git(repo, "rev-parse", "--path-format=absolute", "--git-common-dir").stdout.strip()
+    return Path(out)
+
+
+def resolve_commit(repo: Path, ref: str) -> str:
+    """Full SHA of ``ref``; a clear error when it does not name a commit."""
+    res = git(repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
+    if not res.ok:
+        if ref == "HEAD":
+            raise GitError(
+                "the repository has no commits yet",
+                "Make a first commit (git add -A && git commit -m init) and run again.",
+            )
+        raise GitError(
+            f"{ref!r} is not a commit in {repo}", "Pass --base with a branch, tag or SHA."
+        )
+    return res.stdout.strip()
+
+
+def validate_name(name: str) -> str:
+    """Session names become branch and directory names: keep them simple."""
+    if not _NAME_RE.match(name) or name.endswith(".lock") or ".." in name:
+        raise UsageError(
+            f"invalid session name {name!r}",
+            "Use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit.",
+        )
+    return name
+
+
+@contextmanager
+def repo_lock(repo: Path) -> Iterator[None]:
+    """Exclusive lock for worktree/branch changes in ``repo`` (all worktrees share it)."""
+    lock_path = common_dir(repo) / "sandboxrun.lock"
+    with open(lock_path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def ensure_excluded(repo: Path, pattern: str) -> None:
+    """Add ``pattern`` to ``.git/info/exclude`` (never to a tracked file) if missing."""
+    exclude = common_dir(repo) / "info" / "exclude"
+    exclude.parent.mkdir(parents=True, exist_ok=True)
+    text = exclude.read_text() if exclude.exists() else ""
+    if pattern in (line.strip() for line in text.splitlines()):
+        return
+    if text and not text.endswith("\n"):
+        text += "\n"
+    exclude.write_text(text + pattern + "\n")
+
+
+def branch_exists(repo: Path, branch: str) -> bool:
+    return git(repo, "show-ref", "--verify", "--quiet", f"refs/heads/{branch}", check=False).ok
+
+
+def create_worktree(repo: Path, path: Path, branch: str, base_commit: str) -> None:
+    """Create ``path`` on a new ``branch`` at ``base_commit``; leave nothing behind on failure."""
+    with repo_lock(repo):
+        if branch_exists(repo, branch):
+            raise NameInUseError(
+                f"branch {branch!r} already exists",
+                "Pick another --name, or delete the old branch with "
+                f"`git branch -D {branch}` if you no longer need it.",
+            )
+        if path.exists():
+            raise NameInUseError(
+                f"{path} already exists",
+                "Pick another --name, or remove that directory if it is left over.",
+            )
+        res = git(
+            repo, "worktree", "add", "--no-track", "-b", branch, str(path), base_commit, check=False
+        )
+        if not res.ok:
+            # A failed `worktree add -b` can leave the branch behind: remove what we made.
+            if branch_exists(repo, branch) and not path.exists():
+                git(repo, "branch", "-D", branch, check=False)
+            git(repo, "worktree", "prune", check=False)
+            raise GitError(
+                f"git worktree add failed: {res.stderr.strip()}",
+                "Check the repository state with `git worktree list`.",
+            )
+
+
+def remove_worktree(
+    repo: Path,
+    path: Path,
+    branch: str | None = None,
+    *,
+    delete_branch: bool = False,
+    force: bool = False,
+) -> None:
+    """Remove a worktree (and optionally its branch). Refuses dirty trees unless ``force``."""
+    with repo_lock(repo):
+        if path.exists():
+            args = ["worktree", "remove", str(path)]
+            if force:
+                args[2:2] = ["--force", "--force"]
+            res = git(repo, *args, check=False)
+            if not res.ok:
+                raise GitError(
+                    f"cannot remove worktree {path}: {res.stderr.strip()}",
+                    "It has uncommitted changes; commit them or pass --force to discard them.",
+                )
+        git(repo, "worktree", "prune", check=False)
+        if delete_branch and branch and branch_exists(repo, branch):
+            git(repo, "branch", "-D", branch)
+
+
+def is_clean(worktree: Path) -> bool:
+    """True when ``worktree`` has no staged, unstaged or untracked (non-ignored) changes."""
+    return git(worktree, "status", "--porcelain", "--untracked-files=all").stdout.strip() == ""
+
+
+def identity_env(repo: Path) -> dict[str, str]:
+    """Committer/author env to use when the repo has no identity configured."""
+    name = git(repo, "config", "user.name", check=False).stdout.strip()
+    email = git(repo, "config", "user.email", check=False).stdout.strip()
+    if name and email:
+        return {}
+    n, e = FALLBACK_IDENTITY
+    return {
+        "GIT_AUTHOR_NAME": name or n,
+        "GIT_AUTHOR_EMAIL": email or e,
+        "GIT_COMMITTER_NAME": name or n,
+        "GIT_COMMITTER_EMAIL": email or e,
+    }
+
+
+def carry_changes(source: Path, worktree: Path) -> str | None:
+    """Copy ``source``'s uncommitted and untracked (not ignored) changes into ``worktree``.
+
+    Committed there as the branch's first commit, so the agent starts from what the user sees.
+    Returns the new commit SHA, or None when there was nothing to carry.
+    """
+    # A temporary index keeps the user's own index untouched.
+    git_dir = git(source, "rev-parse", "--absolute-git-dir").stdout.strip()
+    tmp_index = Path(git_dir) / f"sandboxrun-carry-{os.getpid()}.index"
+    env = {"GIT_INDEX_FILE": str(tmp_index)}
+    try:
+        git(source, "read-tree", "HEAD", env=env)
+        git(source, "add", "-A", env=env)
+        diff = process.run_bytes(
+            ["git", "-C", str(source), "diff", "--cached", "--binary", "--full-index", "HEAD"],
+            env={**os.environ, **env},
+        )
+    finally:
+        tmp_index.unlink(missing_ok=True)
+    if not diff.strip():
+        return None
+    git(worktree, "apply", "--index", "--binary", input=diff)
+    git(
+        worktree,
+        "commit",
+        "-q",
+        "--no-verify",
+        "-m",
+        "sandboxrun: uncommitted changes carried from the main checkout",
+        env=identity_env(worktree),
+    )
+    return git(worktree, "rev-parse", "HEAD").stdout.strip()

@@ -1,0 +1,451 @@
+"""The sandbox run pipeline: worktree → pack → sandbox → agent → follow → collect → commit.
+
+``prepare_run`` validates everything and creates the worktree and session row (leaving nothing
+behind if it fails). ``RunDriver`` then drives the session to an end state; it only talks to
+the sandbox through the :class:`~sandboxrun.backends.base.Sandbox` primitives, so every
+backend runs the same pipeline. The driver can also pick up a session whose driving process
+died (``resume``), because all its state lives in the store and in the sandbox.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sandboxrun import gitops
+from sandboxrun.agent import AgentEvent, AgentProgress, build_claude_argv
+from sandboxrun.backends import get_backend
+from sandboxrun.backends.base import Backend, Sandbox
+from sandboxrun.collect import collect_patches, finish_with_patches, save_artifacts
+from sandboxrun.config import Settings, format_duration
+from sandboxrun.errors import (
+    AgentError,
+    BackendError,
+    SandboxLostError,
+    SandboxrunError,
+    UsageError,
+)
+from sandboxrun.reporting import NullReporter, Reporter
+from sandboxrun.store import Session, SessionStore
+
+log = logging.getLogger(__name__)
+
+#: seconds added to the sandbox's own lifetime beyond our limit, to collect the work
+COLLECT_MARGIN = 300.0
+#: how long to wait after each stop signal before escalating (INT → TERM → KILL)
+STOP_WAITS = (10.0, 5.0, 3.0)
+
+
+def control_dir(sandbox: Sandbox) -> str:
+    """Where sandboxrun keeps its files inside a sandbox (outside the repo, so not in diffs)."""
+    return f"{sandbox.home}/.sandboxrun"
+
+
+@dataclass
+class RunRequest:
+    """Everything ``sandboxrun run`` was asked to do."""
+
+    repo: Path
+    prompt: str | None = None
+    prompt_file: Path | None = None
+    name: str | None = None
+    base: str = "HEAD"
+    backend: str | None = None
+    keep: bool = False
+    dry_run: bool = False
+    allow_sensitive: bool = False
+    with_changes: bool = False
+    extra_options: dict[str, Any] = field(default_factory=dict)
+
+
+def default_name(prompt_file: Path | None, prompt: str | None) -> str:
+    """``<prompt-file stem>-<4 hex>``, or the first words of the prompt, or ``run-<hex>``."""
+    if prompt_file is not None:
+        stem = prompt_file.stem
+    elif prompt:
+        stem = "-".join(re.findall(r"[A-Za-z0-9]+", prompt)[:3])
+    else:
+        stem = "run"
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-._").lower()[:40] or "run"
+    return f"{stem}-{secrets.token_hex(2)}"
+
+
+def choose_backend(settings: Settings, requested: str | None) -> str:
+    """The backend to use: the flag, else the config, else e2b when E2B_API_KEY is set."""
+    name = requested or settings.backend
+    if name:
+        return name
+    if os.environ.get("E2B_API_KEY"):
+        return "e2b"
+    raise UsageError(
+        "no backend chosen and E2B_API_KEY is not set",
+        "Set E2B_API_KEY to run in an E2B cloud sandbox, or pass --backend local to run in a "
+        "directory on this machine (not isolated).",
+    )
+
+
+def prepare_run(settings: Settings, store: SessionStore, req: RunRequest) -> Session:
+    """Validate the request, create the worktree + branch and register the session."""
+    if (req.prompt is None) == (req.prompt_file is None):
+        raise UsageError("give exactly one of --prompt or --prompt-file",
+                         "e.g. sandboxrun run --prompt-file PLAN.md")
+    prompt = req.prompt
+    if req.prompt_file is not None:
+        path = req.prompt_file.expanduser()
+        if not path.is_file():
+            raise UsageError(f"prompt file {req.prompt_file} does not exist",
+                             "Check the path, or pass the text with --prompt.")
+        prompt = path.read_text(encoding="utf-8", errors="replace")
+    if not (prompt or "").strip() and not req.dry_run:
+        raise UsageError("the prompt is empty", "Write the task into the prompt file.")
+
+    requested_root = gitops.repo_root(req.repo)
+    repo = gitops.main_worktree(requested_root)
+    if requested_root != repo and requested_root.parent.name == settings.worktree_dir:
+        raise UsageError(
+            f"{requested_root} is a sandboxrun worktree, not the main checkout",
+            f"Run from the main checkout: sandboxrun run --repo {repo} ...",
+        )
+    backend_name = choose_backend(settings, req.backend)
+    backend = get_backend(backend_name, settings)
+    backend.check_ready(dry_run=req.dry_run)
+
+    name = gitops.validate_name(req.name or default_name(req.prompt_file, prompt))
+    base_commit = gitops.resolve_commit(repo, req.base)
+    branch = f"{settings.branch_prefix}{name}"
+    worktree = repo / settings.worktree_dir / name
+    for other in store.list():
+        if other.name == name:
+            raise_name_in_use(name)
+    gitops.ensure_excluded(repo, f"/{settings.worktree_dir}/")
+    gitops.create_worktree(repo, worktree, branch, base_commit)
+    try:
+        if req.with_changes:
+            gitops.carry_changes(requested_root, worktree)
+        options = {
+            "keep": req.keep, "dry_run": req.dry_run, "allow_sensitive": req.allow_sensitive,
+            "with_changes": req.with_changes, "compression": settings.compression,
+            "template": settings.template, "grace": settings.grace, **req.extra_options,
+        }
+        session = store.create_session(
+            name=name, mode="sandbox", backend=backend_name, repo=str(repo),
+            worktree=str(worktree), branch=branch, base_ref=req.base, base_commit=base_commit,
+            prompt=prompt, prompt_file=str(req.prompt_file) if req.prompt_file else None,
+            model=settings.model, max_turns=settings.max_turns, timeout_s=settings.timeout,
+            warn_at=[w for w in settings.warn_at if w < settings.timeout], options=options,
+        )
+    except BaseException:
+        # Leave nothing half-made: the worktree and branch are ours and hold no user work.
+        gitops.remove_worktree(repo, worktree, branch, delete_branch=True, force=True)
+        raise
+    return session
+
+
+def raise_name_in_use(name: str) -> None:
+    from sandboxrun.errors import NameInUseError
+
+    raise NameInUseError(
+        f"a session named {name!r} already exists",
+        f"Pick another --name, or look at it with `sandboxrun status {name}`.",
+    )
+
+
+class RunDriver:
+    """Drives one sandbox session to its end. One driver per session at a time."""
+
+    def __init__(self, settings: Settings, store: SessionStore, session: Session,
+                 reporter: Reporter | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.session = session
+        self.reporter = reporter or NullReporter()
+        self.backend: Backend = get_backend(session.backend, settings)
+        self.sandbox: Sandbox | None = None
+        self.progress = AgentProgress()
+        self.phase_times: dict[str, float] = {}
+        self.artifacts = settings.session_artifacts(session.id)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _refresh(self) -> Session:
+        self.session = self.store.get(self.session.id)
+        return self.session
+
+    def _phase(self, status: str, detail: str = "") -> None:
+        self.store.set_status(self.session.id, status)
+        self.store.add_event(self.session.id, "phase", {"phase": status, "detail": detail})
+        self.reporter.phase(status, detail)
+
+    def _event(self, kind: str, payload: Any) -> None:
+        self.store.add_event(self.session.id, kind, payload)
+
+    def _claim(self) -> None:
+        self.store.update(self.session.id, owner_pid=os.getpid(), owner_host=os.uname().nodename,
+                          last_heartbeat=time.time())
+
+    def _killed(self) -> bool:
+        return bool(self._refresh().kill_requested)
+
+    # -- the whole run -------------------------------------------------------------------------
+
+    def execute(self) -> Session:
+        """Run the session from its worktree to an end state; returns the final row."""
+        self._claim()
+        try:
+            tarball, pack_result = self._pack()
+            self._check_kill_before_agent()
+            self._provision(tarball, pack_result)
+            tarball.unlink(missing_ok=True)
+            self._check_kill_before_agent()
+            if self.session.options.get("dry_run"):
+                return self._finish_dry_run(pack_result)
+            self._start_agent()
+            return self._follow_and_finish()
+        except _KilledBeforeAgent:
+            self._teardown()
+            self.store.set_status(self.session.id, "killed", only_if_active=True,
+                                  error="killed before the agent started")
+            return self._refresh()
+        except SandboxLostError as exc:
+            self.store.set_status(self.session.id, "lost", only_if_active=True, error=exc.message)
+            raise
+        except SandboxrunError as exc:
+            self._teardown()
+            self.store.set_status(self.session.id, "failed", only_if_active=True,
+                                  error=exc.message)
+            raise
+        except BaseException as exc:
+            self._teardown()
+            self.store.set_status(self.session.id, "failed", only_if_active=True,
+                                  error=f"interrupted: {type(exc).__name__}: {exc}")
+            raise
+
+    def resume(self) -> Session:
+        """Carry on a session whose driver died: reconnect, follow, warn, collect."""
+        s = self._refresh()
+        if not s.sandbox_id or s.agent_pgid is None:
+            raise UsageError(
+                f"session {s.name} never started its agent, so there is nothing to attach to",
+                "Start a new run.",
+            )
+        self._claim()
+        try:
+            self.sandbox = self.backend.connect(s.sandbox_id)
+        except SandboxLostError as exc:
+            self.store.set_status(s.id, "lost", only_if_active=True, error=exc.message)
+            raise
+        self.store.add_event(s.id, "phase", {"phase": "attached", "detail": f"pid {os.getpid()}"})
+        self.reporter.phase("attached", s.sandbox_id)
+        # Rebuild totals from what was already stored so the view and the row stay right.
+        for ev in self.store.events(s.id, kinds=("agent",)):
+            payload = dict(ev["payload"])
+            self.progress.feed(AgentEvent(payload.pop("type"), payload))
+        try:
+            return self._follow_and_finish()
+        except SandboxLostError as exc:
+            self.store.set_status(s.id, "lost", only_if_active=True, error=exc.message)
+            raise
+
+    def _check_kill_before_agent(self) -> None:
+        if self._killed():
+            raise _KilledBeforeAgent()
+
+    # -- phases ------------------------------------------------------------------------------
+
+    def _pack(self):
+        from sandboxrun.sync.pack import pack_worktree
+
+        self._phase("packing", self.session.worktree)
+        t0 = time.monotonic()
+        self.artifacts.mkdir(parents=True, exist_ok=True)
+        compression = self.session.options.get("compression", "gzip")
+        suffix = ".tar.zst" if compression == "zstd" else ".tar.gz"
+        tarball = self.artifacts / f"upload{suffix}"
+        result = pack_worktree(Path(self.session.worktree), tarball, compression=compression)
+        self.phase_times["pack"] = time.monotonic() - t0
+        sel = result.selection
+        self._event("pack", {
+            "files": result.file_count, "bytes_in": result.bytes_in,
+            "bytes_out": result.bytes_out, "compression": result.compression,
+            "excluded_secrets": list(sel.excluded_secrets),
+            "excluded_by_ignorefile": len(sel.excluded_by_ignorefile),
+            "seconds": round(self.phase_times["pack"], 3),
+        })
+        if sel.excluded_secrets:
+            self.reporter.warning(
+                "kept out of the upload (secrets deny-list): " + ", ".join(sel.excluded_secrets)
+            )
+        return tarball, result
+
+    def _provision(self, tarball: Path, pack_result) -> None:
+        s = self.session
+        self._phase("provisioning", f"backend {s.backend}")
+        t0 = time.monotonic()
+        env = self.backend.agent_env(dry_run=bool(s.options.get("dry_run")))
+        metadata = {"sandboxrun_session": s.id, "repo": Path(s.repo).name}
+        sandbox = self.backend.create(
+            s.id, timeout_s=(s.timeout_s or self.settings.timeout) + COLLECT_MARGIN,
+            env=env, metadata=metadata,
+        )
+        self.sandbox = sandbox
+        self.store.update(s.id, sandbox_id=sandbox.id, sandbox_home=sandbox.home)
+        self.phase_times["create"] = time.monotonic() - t0
+        t0 = time.monotonic()
+        sandbox.upload_and_unpack(tarball, pack_result.compression, sandbox.repo_dir)
+        self.phase_times["upload"] = time.monotonic() - t0
+        t0 = time.monotonic()
+        base = self._baseline_commit()
+        self.store.update(s.id, sandbox_base=base)
+        self.phase_times["baseline"] = time.monotonic() - t0
+
+    def _sh(self, script: str, *args: str, timeout: float = 300) -> bytes:
+        """Run a fixed shell script (arguments only via "$@") in the sandbox; raise on failure."""
+        assert self.sandbox is not None
+        res = self.sandbox.exec(["sh", "-c", script, "sh", *args], cwd=self.sandbox.home,
+                                timeout=timeout)
+        if not res.ok:
+            raise BackendError(f"command in the sandbox failed: {res.error_text()[-2000:]}")
+        return res.stdout
+
+    def _baseline_commit(self) -> str:
+        out = self._sh(
+            'cd "$1" && git init -q && git config user.name "Claude (sandboxrun)" '
+            '&& git config user.email "agent@sandboxrun.invalid" '
+            "&& git config commit.gpgsign false && git add -A "
+            '&& git commit -q --no-verify --allow-empty -m "sandboxrun baseline" '
+            "&& git rev-parse HEAD",
+            self.sandbox.repo_dir,
+        )
+        return out.decode().strip().splitlines()[-1]
+
+    def _finish_dry_run(self, pack_result) -> Session:
+        from sandboxrun.sync.unpack import manifest
+
+        self._phase("collecting", "verifying the upload")
+        t0 = time.monotonic()
+        files = pack_result.selection.files
+        local = manifest(Path(self.session.worktree), files)
+        # Hash what arrived inside the sandbox, file by file, in the order we sent the names.
+        names = b"\0".join(f.encode(errors="surrogateescape") for f in files)
+        self.sandbox.write_file(f"{control_dir(self.sandbox)}/files.lst", names)
+        remote_out = self._sh(
+            'cd "$1" && { xargs -0 -r sha256sum -z -- < "$2" 2>/dev/null; true; }',
+            self.sandbox.repo_dir, f"{control_dir(self.sandbox)}/files.lst",
+        )
+        remote = {}
+        for entry in remote_out.split(b"\0"):
+            if entry:
+                digest, path = entry.split(b"  ", 1)
+                remote[path.decode(errors="surrogateescape")] = digest.decode()
+        missing = sorted(set(local) - set(remote))
+        differ = sorted(p for p in local if p in remote and remote[p] != local[p])
+        self.phase_times["verify"] = time.monotonic() - t0
+        t0 = time.monotonic()
+        patches = collect_patches(self.sandbox, self.session)
+        self.phase_times["collect"] = time.monotonic() - t0
+        save_artifacts(self.artifacts, patches)
+        report = {
+            "files": len(files), "verified": len(local) - len(missing) - len(differ),
+            "missing": missing[:20], "differ": differ[:20],
+            "bytes_in": pack_result.bytes_in, "bytes_out": pack_result.bytes_out,
+            "compression": pack_result.compression,
+            "collected_bytes": len(patches.commits) + len(patches.leftover),
+            "phases": {k: round(v, 3) for k, v in self.phase_times.items()},
+        }
+        self._event("dry_run", report)
+        self._teardown()
+        if missing or differ:
+            bad = ", ".join((missing + differ)[:5])
+            self.store.set_status(self.session.id, "failed",
+                                  error=f"upload verification failed for {bad}")
+            raise BackendError(f"files did not arrive intact in the sandbox: {bad}")
+        self.store.set_status(self.session.id, "completed_no_changes", result_commits=[],
+                              files_changed=0)
+        return self._refresh()
+
+    def _start_agent(self) -> None:
+        s, sb = self.session, self.sandbox
+        assert sb is not None
+        ctl = control_dir(sb)
+        sb.write_file(f"{ctl}/prompt.txt", (s.prompt or "").encode())
+        claude = self._find_claude()
+        argv = build_claude_argv(claude, model=s.model, max_turns=s.max_turns)
+        env = self.backend.agent_env(dry_run=False)
+        pgid = sb.start_detached(
+            argv, cwd=sb.repo_dir, env=env, stdin_path=f"{ctl}/prompt.txt",
+            log_path=f"{ctl}/agent.log", stderr_path=f"{ctl}/agent.stderr",
+            exit_path=f"{ctl}/agent.exit", pid_path=f"{ctl}/agent.pid",
+        )
+        now = time.time()
+        timeout = s.timeout_s or self.settings.timeout
+        self.store.update(s.id, agent_pgid=pgid, started_at=now, deadline=now + timeout,
+                          log_offset=0)
+        sb.set_timeout(timeout + COLLECT_MARGIN)
+        self._phase("running", f"agent pid {pgid}, limit {format_duration(timeout)}")
+
+    def _find_claude(self) -> str:
+        claude = self.settings.claude_bin
+        res = self.sandbox.exec(["sh", "-c", 'command -v "$1"', "sh", claude])
+        if not res.ok:
+            where = "this machine" if not self.backend.isolated else "the sandbox"
+            raise AgentError(
+                f"Claude Code ({claude!r}) is not installed in {where}",
+                "Use a template with Claude Code (`sandboxrun template build`), pass "
+                "--install-claude, or set SANDBOXRUN_CLAUDE_BIN to the claude executable."
+                if self.backend.isolated else
+                "Install it with `npm install -g @anthropic-ai/claude-code`, or set "
+                "SANDBOXRUN_CLAUDE_BIN to the claude executable.",
+            )
+        return res.text().strip().splitlines()[-1]
+
+    # -- following -------------------------------------------------------------------------------
+
+    def _follow_and_finish(self) -> Session:
+        from sandboxrun.follow import follow_agent
+
+        outcome = follow_agent(self)
+        return finish_with_patches(self, outcome)
+
+    def stop_agent(self) -> None:
+        """Interrupt the agent: INT, then TERM, then KILL, waiting for it between each."""
+        s, sb = self.session, self.sandbox
+        if sb is None or s.agent_pgid is None:
+            return
+        for signame, wait in zip(("INT", "TERM", "KILL"), STOP_WAITS, strict=True):
+            if not sb.signal_group(s.agent_pgid, signame):
+                return
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                if self.agent_exited():
+                    return
+                time.sleep(0.1)
+
+    def agent_exited(self) -> bool:
+        """True once the agent has written its exit code or its process group is gone."""
+        sb = self.sandbox
+        try:
+            sb.read_file(f"{control_dir(sb)}/agent.exit")
+            return True
+        except FileNotFoundError:
+            return not sb.signal_group(self.session.agent_pgid, "0")
+
+    def _teardown(self) -> None:
+        if self.sandbox is None:
+            return
+        if self.session.options.get("keep"):
+            self._event("phase", {"phase": "kept", "detail": self.sandbox.home})
+            return
+        try:
+            self.sandbox.destroy()
+        except SandboxrunError as exc:
+            log.warning("could not tear down sandbox %s: %s", self.sandbox.id, exc)
+
+
+class _KilledBeforeAgent(Exception):
+    """`kill` arrived before the agent started: stop without collecting anything."""

@@ -1,0 +1,375 @@
+"""The one SQLite database both modes share: sessions and their events.
+
+WAL mode and a busy timeout let many ``sandboxrun`` processes use it at once; every
+read-modify-write runs inside ``BEGIN IMMEDIATE`` so two writers never interleave; the schema
+evolves through named migrations (sqlite-utils ``Migrations``), applied under a file lock so two
+processes opening a fresh database never race.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import secrets
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+from sqlite_utils.migrations import Migrations
+
+from sandboxrun.errors import AmbiguousSessionError, NameInUseError, SessionNotFoundError
+
+migrations = Migrations("sandboxrun")
+
+#: statuses after which nothing more happens to a session
+TERMINAL_STATUSES = frozenset(
+    {"completed", "completed_no_changes", "failed", "timeout", "killed", "lost"}
+)
+#: statuses of a session whose agent may still be working
+ACTIVE_STATUSES = frozenset(
+    {"created", "preparing", "packing", "provisioning", "running", "collecting", "waiting_quota"}
+)
+
+
+@migrations()
+def m001_sessions_and_events(db: sqlite_utils.Database) -> None:
+    db.execute(
+        """
+        CREATE TABLE sessions (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            mode TEXT NOT NULL,              -- sandbox | local
+            backend TEXT NOT NULL,           -- e2b | local | tmux
+            status TEXT NOT NULL,
+            repo TEXT,
+            worktree TEXT,
+            branch TEXT,
+            base_ref TEXT,
+            base_commit TEXT,
+            prompt TEXT,
+            prompt_file TEXT,
+            model TEXT,
+            max_turns INTEGER,
+            sandbox_id TEXT,
+            sandbox_home TEXT,
+            tmux_session TEXT,
+            agent_session_id TEXT,
+            agent_pgid INTEGER,
+            sandbox_base TEXT,               -- baseline commit inside the sandbox
+            log_offset INTEGER NOT NULL DEFAULT 0,  -- bytes of the agent log already consumed
+            owner_pid INTEGER,
+            owner_host TEXT,
+            created_at REAL NOT NULL,
+            started_at REAL,
+            ended_at REAL,
+            last_heartbeat REAL,
+            timeout_s REAL,
+            deadline REAL,
+            warn_at TEXT,                    -- JSON list of seconds
+            exit_code INTEGER,
+            cost_usd REAL,
+            num_turns INTEGER,
+            duration_ms INTEGER,
+            result_subtype TEXT,
+            result_commits TEXT,             -- JSON list of SHAs
+            files_changed INTEGER,
+            insertions INTEGER,
+            deletions INTEGER,
+            error TEXT,
+            kill_requested INTEGER NOT NULL DEFAULT 0,
+            discard INTEGER NOT NULL DEFAULT 0,
+            options TEXT                     -- JSON: keep, allow_sensitive, dry_run, ...
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+            ts REAL NOT NULL,
+            kind TEXT NOT NULL,
+            payload TEXT NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX events_session ON events(session_id, id)")
+    db.execute("CREATE INDEX sessions_status ON sessions(status)")
+
+
+_JSON_COLUMNS = {"warn_at", "result_commits", "options"}
+
+
+@dataclass
+class Session:
+    """One row of ``sessions``, with JSON columns decoded."""
+
+    row: dict[str, Any]
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.row[name]
+        except KeyError as exc:
+            raise AttributeError(name) from exc
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return self.row.get("options") or {}
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.row["status"] in TERMINAL_STATUSES
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready view (``cost_usd``, ``num_turns`` ... as stored)."""
+        return dict(self.row)
+
+
+def _decode(row: sqlite3.Row | dict[str, Any]) -> dict[str, Any]:
+    data = dict(row)
+    for key in _JSON_COLUMNS:
+        if data.get(key):
+            data[key] = json.loads(data[key])
+    return data
+
+
+def new_session_id() -> str:
+    """A short random id, unique enough to be typed as a prefix."""
+    return secrets.token_hex(6)
+
+
+class SessionStore:
+    """Access to ``state.db``. Cheap to create; open one per process (or per thread)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we issue BEGIN ourselves, so read-modify-write can be IMMEDIATE.
+        self.conn = sqlite3.connect(
+            self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+        )
+        self.conn.row_factory = sqlite3.Row
+        self.conn.execute("PRAGMA busy_timeout = 30000")
+        self.conn.execute("PRAGMA journal_mode = WAL")
+        self.conn.execute("PRAGMA synchronous = NORMAL")
+        self.conn.execute("PRAGMA foreign_keys = ON")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        db = sqlite_utils.Database(self.conn)
+        if not migrations.pending(db):
+            return
+        lock_path = self.path.with_name(self.path.name + ".migrate.lock")
+        with open(lock_path, "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            migrations.apply(db)  # re-checks pending under the lock
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``: take the write lock up front."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    # -- sessions ---------------------------------------------------------------------------
+
+    def create_session(self, **fields: Any) -> Session:
+        """Insert a session; raises NameInUseError if the name is taken."""
+        fields.setdefault("id", new_session_id())
+        fields.setdefault("created_at", time.time())
+        fields.setdefault("status", "created")
+        row = {
+            k: (json.dumps(v) if k in _JSON_COLUMNS and v is not None else v)
+            for k, v in fields.items()
+        }
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        try:
+            with self.transaction() as conn:
+                conn.execute(f"INSERT INTO sessions ({cols}) VALUES ({marks})", list(row.values()))
+                self._add_event(conn, fields["id"], "status", {"status": fields["status"]})
+        except sqlite3.IntegrityError as exc:
+            raise NameInUseError(
+                f"a session named {fields.get('name')!r} already exists",
+                f"Pick another --name, or see it with `sandboxrun status {fields.get('name')}`.",
+            ) from exc
+        return self.get(fields["id"])
+
+    def get(self, session_id: str) -> Session:
+        row = self.conn.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        if row is None:
+            raise SessionNotFoundError(
+                f"no session with id {session_id!r}", "List sessions with `sandboxrun status`."
+            )
+        return Session(_decode(row))
+
+    def resolve(self, ref: str) -> Session:
+        """Find a session by exact id, exact name, or unique id prefix."""
+        ref = ref.strip()
+        row = self.conn.execute(
+            "SELECT * FROM sessions WHERE id = ? OR name = ?", (ref, ref)
+        ).fetchone()
+        if row is not None:
+            return Session(_decode(row))
+        if ref:
+            rows = self.conn.execute(
+                "SELECT * FROM sessions WHERE id LIKE ? ESCAPE '\\'",
+                (ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%",),
+            ).fetchall()
+            if len(rows) == 1:
+                return Session(_decode(rows[0]))
+            if len(rows) > 1:
+                names = ", ".join(f"{r['id']} ({r['name']})" for r in rows[:5])
+                raise AmbiguousSessionError(
+                    f"{ref!r} matches {len(rows)} sessions: {names}",
+                    "Type more characters of the id, or use the session name.",
+                )
+        raise SessionNotFoundError(
+            f"no session matches {ref!r}",
+            "List sessions with `sandboxrun status` and use an id, id prefix or name.",
+        )
+
+    def list(self, *, repo: str | None = None, active_only: bool = False) -> list[Session]:
+        sql = "SELECT * FROM sessions"
+        where, args = [], []
+        if repo:
+            where.append("repo = ?")
+            args.append(repo)
+        if active_only:
+            where.append(f"status IN ({', '.join('?' for _ in ACTIVE_STATUSES)})")
+            args.extend(sorted(ACTIVE_STATUSES))
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at"
+        return [Session(_decode(r)) for r in self.conn.execute(sql, args).fetchall()]
+
+    def update(self, session_id: str, **fields: Any) -> Session:
+        """Set columns on a session (JSON columns encoded)."""
+        if fields:
+            row = {
+                k: (json.dumps(v) if k in _JSON_COLUMNS and v is not None else v)
+                for k, v in fields.items()
+            }
+            sets = ", ".join(f"{k} = ?" for k in row)
+            with self.transaction() as conn:
+                conn.execute(
+                    f"UPDATE sessions SET {sets} WHERE id = ?", [*row.values(), session_id]
+                )
+        return self.get(session_id)
+
+    def set_status(
+        self, session_id: str, status: str, *, only_if_active: bool = False, **fields: Any
+    ) -> bool:
+        """Change status (and other columns) and record a ``status`` event, atomically.
+
+        With ``only_if_active`` nothing happens when the session already reached a terminal
+        status: the first process to finish a session decides how it ended.
+        """
+        with self.transaction() as conn:
+            current = conn.execute(
+                "SELECT status FROM sessions WHERE id = ?", (session_id,)
+            ).fetchone()
+            if current is None:
+                raise SessionNotFoundError(f"no session with id {session_id!r}")
+            if only_if_active and current["status"] in TERMINAL_STATUSES:
+                return False
+            if status in TERMINAL_STATUSES:
+                fields.setdefault("ended_at", time.time())
+            row = {
+                k: (json.dumps(v) if k in _JSON_COLUMNS and v is not None else v)
+                for k, v in {"status": status, **fields}.items()
+            }
+            sets = ", ".join(f"{k} = ?" for k in row)
+            conn.execute(f"UPDATE sessions SET {sets} WHERE id = ?", [*row.values(), session_id])
+            payload: dict[str, Any] = {"status": status, "previous": current["status"]}
+            if fields.get("error"):
+                payload["error"] = fields["error"]
+            self._add_event(conn, session_id, "status", payload)
+        return True
+
+    def request_kill(self, session_id: str, *, discard: bool) -> None:
+        """Flag a session for the process that drives it to stop (and maybe discard)."""
+        self.update(session_id, kill_requested=1, discard=1 if discard else 0)
+
+    def delete(self, session_id: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM events WHERE session_id = ?", (session_id,))
+            conn.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+
+    # -- events -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _add_event(conn: sqlite3.Connection, session_id: str, kind: str, payload: Any) -> int:
+        cur = conn.execute(
+            "INSERT INTO events (session_id, ts, kind, payload) VALUES (?, ?, ?, ?)",
+            (session_id, time.time(), kind, json.dumps(payload, default=str)),
+        )
+        return int(cur.lastrowid or 0)
+
+    def add_event(self, session_id: str, kind: str, payload: Any) -> int:
+        """Append one event; returns its id."""
+        with self.transaction() as conn:
+            return self._add_event(conn, session_id, kind, payload)
+
+    def add_events(self, session_id: str, items: list[tuple[str, Any]]) -> None:
+        """Append several events in one transaction (cheap for bursts of log lines)."""
+        if not items:
+            return
+        with self.transaction() as conn:
+            for kind, payload in items:
+                self._add_event(conn, session_id, kind, payload)
+
+    def events(
+        self,
+        session_id: str,
+        *,
+        after_id: int = 0,
+        kinds: tuple[str, ...] | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Events of a session with id > ``after_id``, oldest first."""
+        sql = "SELECT id, ts, kind, payload FROM events WHERE session_id = ? AND id > ?"
+        args: list[Any] = [session_id, after_id]
+        if kinds:
+            sql += f" AND kind IN ({', '.join('?' for _ in kinds)})"
+            args.extend(kinds)
+        sql += " ORDER BY id"
+        if limit:
+            sql += " LIMIT ?"
+            args.append(limit)
+        return [
+            {"id": r["id"], "ts": r["ts"], "kind": r["kind"], "payload": json.loads(r["payload"])}
+            for r in self.conn.execute(sql, args).fetchall()
+        ]
+
+
+def owner_alive(session: Session) -> bool:
+    """True when the process driving ``session`` is alive on this machine."""
+    pid = session.row.get("owner_pid")
+    if not pid or session.row.get("owner_host") not in (None, os.uname().nodename):
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still answers kill(0); treat it as dead.
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ", 1)[1][:1] != "Z"
+    except OSError:
+        return True
