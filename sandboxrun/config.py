@@ -78,6 +78,8 @@ class Settings:
     compression: str = "gzip"
     #: how often the follower polls the agent's log, seconds
     poll_interval: float = 0.5
+    #: how long an agent blocked by a usage limit may sit without a result before we stop it
+    quota_stall: float = 20.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -123,7 +125,7 @@ def _read_repo_file(repo: Path | None) -> dict[str, Any]:
 
 def _coerce(key: str, value: Any, source: str) -> Any:
     try:
-        if key in ("timeout", "grace", "poll_interval"):
+        if key in ("timeout", "grace", "poll_interval", "quota_stall"):
             return parse_duration(value)
         if key == "warn_at":
             if isinstance(value, list):

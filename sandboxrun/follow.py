@@ -22,8 +22,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: how long a blocked agent (usage limit rejected) may sit without a result before we stop it
-QUOTA_STALL_SECONDS = 20.0
 #: save a snapshot of the agent's patches this often (and at every warning mark)
 SNAPSHOT_INTERVAL = 600.0
 #: heartbeat writes at most this often when nothing else is written
@@ -132,7 +130,8 @@ def follow_agent(driver: RunDriver) -> FollowOutcome:
                     last_snapshot = time.monotonic()
             if driver.progress.rate_limited_until and driver.progress.result is None:
                 rate_limited_since = rate_limited_since or time.monotonic()
-                if time.monotonic() - rate_limited_since > QUOTA_STALL_SECONDS:
+                stall = s.options.get("quota_stall", driver.settings.quota_stall)
+                if time.monotonic() - rate_limited_since > stall:
                     driver.reporter.warning("usage limit reached: stopping the waiting agent")
                     driver.stop_agent()
                     reason = "quota"

@@ -198,19 +198,33 @@ def identity_env(repo: Path) -> dict[str, str]:
     }
 
 
-def carry_changes(source: Path, worktree: Path) -> str | None:
+def carry_changes(source: Path, worktree: Path) -> tuple[str | None, list[str]]:
     """Copy ``source``'s uncommitted and untracked (not ignored) changes into ``worktree``.
 
     Committed there as the branch's first commit, so the agent starts from what the user sees.
-    Returns the new commit SHA, or None when there was nothing to carry.
+    Files on the secrets deny-list (``.env``, keys...) are never carried. Returns the new
+    commit SHA (None when there was nothing to carry) and the secret paths left behind.
     """
+    import pathspec
+
+    from sandboxrun.sync.pack import SECRET_PATTERNS
+
     # A temporary index keeps the user's own index untouched.
     git_dir = git(source, "rev-parse", "--absolute-git-dir").stdout.strip()
     tmp_index = Path(git_dir) / f"sandboxrun-carry-{os.getpid()}.index"
     env = {"GIT_INDEX_FILE": str(tmp_index)}
+    secrets_spec = pathspec.GitIgnoreSpec.from_lines(SECRET_PATTERNS)
     try:
         git(source, "read-tree", "HEAD", env=env)
         git(source, "add", "-A", env=env)
+        changed = process.run_bytes(
+            ["git", "-C", str(source), "diff", "--cached", "--name-only", "-z", "HEAD"],
+            env={**os.environ, **env},
+        )
+        names = [n.decode(errors="surrogateescape") for n in changed.split(b"\0") if n]
+        skipped = [n for n in names if secrets_spec.match_file(n)]
+        if skipped:
+            git(source, "rm", "-q", "--cached", "--", *skipped, env=env)
         diff = process.run_bytes(
             ["git", "-C", str(source), "diff", "--cached", "--binary", "--full-index", "HEAD"],
             env={**os.environ, **env},
@@ -218,15 +232,9 @@ def carry_changes(source: Path, worktree: Path) -> str | None:
     finally:
         tmp_index.unlink(missing_ok=True)
     if not diff.strip():
-        return None
+        return None, skipped
     git(worktree, "apply", "--index", "--binary", input=diff)
-    git(
-        worktree,
-        "commit",
-        "-q",
-        "--no-verify",
-        "-m",
+    git(worktree, "commit", "-q", "--no-verify", "-m",
         "sandboxrun: uncommitted changes carried from the main checkout",
-        env=identity_env(worktree),
-    )
-    return git(worktree, "rev-parse", "HEAD").stdout.strip()
+        env=identity_env(worktree))
+    return git(worktree, "rev-parse", "HEAD").stdout.strip(), skipped

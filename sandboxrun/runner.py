@@ -126,12 +126,15 @@ def prepare_run(settings: Settings, store: SessionStore, req: RunRequest) -> Ses
     gitops.ensure_excluded(repo, f"/{settings.worktree_dir}/")
     gitops.create_worktree(repo, worktree, branch, base_commit)
     try:
+        carried_secrets: list[str] = []
         if req.with_changes:
-            gitops.carry_changes(requested_root, worktree)
+            _, carried_secrets = gitops.carry_changes(requested_root, worktree)
         options = {
             "keep": req.keep, "dry_run": req.dry_run, "allow_sensitive": req.allow_sensitive,
             "with_changes": req.with_changes, "compression": settings.compression,
-            "template": settings.template, "grace": settings.grace, **req.extra_options,
+            "template": settings.template, "grace": settings.grace,
+            "quota_stall": settings.quota_stall, "secrets_not_carried": carried_secrets,
+            **req.extra_options,
         }
         session = store.create_session(
             name=name, mode="sandbox", backend=backend_name, repo=str(repo),

@@ -212,6 +212,9 @@ def register(app: typer.Typer) -> None:
             with_changes=with_changes,
         )
         session = prepare_run(settings, store, req)
+        if session.options.get("secrets_not_carried"):
+            err_console.print("[yellow]! not carried into the branch (secrets deny-list): "
+                              + ", ".join(session.options["secrets_not_carried"]) + "[/yellow]")
         if detach:
             pid = spawn_detached(session)
             store.update(session.id, owner_pid=pid, owner_host=os.uname().nodename)

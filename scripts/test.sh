@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Install the development dependencies and run the whole test suite (what CI runs).
+#
+#   scripts/test.sh                  # everything, including slow end-to-end tests
+#   scripts/test.sh -m 'not slow'    # the fast part; any pytest arguments pass through
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$here"
+python="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$python" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]' 2>&1 \
+  | grep -v '^WARNING: Location' || true
+
+# The real Claude Code CLI for the end-to-end tests, cached outside the repo. If it cannot be
+# installed the e2e tests report SKIPPED with the reason, never passed.
+if [ -x scripts/install_claude.sh ]; then
+  claude_path="$(scripts/install_claude.sh | tail -n 1)"
+  if [ -x "$claude_path" ]; then
+    export SANDBOXRUN_TEST_CLAUDE="$claude_path"
+  fi
+fi
+
+.venv/bin/ruff check sandboxrun tests benchmarks scripts
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,56 @@
+"""Durations and the settings layers: defaults < repo file < env < flags."""
+
+from __future__ import annotations
+
+import pytest
+
+from sandboxrun.config import format_duration, load_settings, parse_duration, parse_durations
+from sandboxrun.errors import ConfigError, UsageError
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("90s", 90), ("20m", 1200), ("1h", 3600), ("1h30m", 5400), ("45", 45), ("0.5s", 0.5),
+    (" 2M ", 120),
+])
+def test_parse_duration(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "soon", "10x", "m", "-5m", "0s", "1h 2x"])
+def test_bad_durations_are_usage_errors(text):
+    with pytest.raises(UsageError, match="invalid duration|must be positive"):
+        parse_duration(text)
+
+
+def test_durations_list_and_format():
+    assert parse_durations("50m, 30m") == [1800, 3000]
+    assert format_duration(59) == "59s" and format_duration(61) == "1m01s"
+    assert format_duration(3725) == "1h02m"
+
+
+def test_layers(tmp_path):
+    (tmp_path / ".sandboxrun.toml").write_text('timeout = "20m"\nmodel = "sonnet"\n'
+                                               'warn_at = ["5m", "10m"]\n')
+    s = load_settings(tmp_path, env={})
+    assert s.timeout == 1200 and s.model == "sonnet" and s.warn_at == (300, 600)
+    s = load_settings(tmp_path, env={"SANDBOXRUN_TIMEOUT": "30m", "SANDBOXRUN_HOME": "/x/y"})
+    assert s.timeout == 1800 and str(s.db_path) == "/x/y/state.db"
+    assert s.with_overrides(timeout=60.0, model=None).timeout == 60.0
+    assert s.with_overrides(model=None).model == "sonnet"
+
+
+def test_pyproject_section(tmp_path):
+    (tmp_path / "pyproject.toml").write_text('[tool.sandboxrun]\nmax_turns = 7\n')
+    assert load_settings(tmp_path, env={}).max_turns == 7
+
+
+def test_bad_config_names_the_problem(tmp_path):
+    (tmp_path / ".sandboxrun.toml").write_text("timout = '20m'\n")
+    with pytest.raises(ConfigError, match="unknown setting 'timout'"):
+        load_settings(tmp_path, env={})
+    (tmp_path / ".sandboxrun.toml").write_text("timeout = [\n")
+    with pytest.raises(ConfigError, match="cannot parse"):
+        load_settings(tmp_path, env={})
+    (tmp_path / ".sandboxrun.toml").write_text("timeout = 'forever'\n")
+    with pytest.raises(ConfigError, match="invalid value for 'timeout'"):
+        load_settings(tmp_path, env={})

@@ -1,0 +1,322 @@
+"""`sandboxrun run` end to end on the local backend, through the CLI as a real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import git, retry_until
+
+pytestmark = pytest.mark.slow
+
+
+def branch_files(repo: Path, branch: str) -> set[str]:
+    return set(git(repo, "ls-tree", "-r", "--name-only", branch).split())
+
+
+def test_happy_path_brings_back_commits_and_leftovers(cli, repo):
+    """Edits, adds, deletes, renames, binary files and agent commits come back on the branch."""
+    plan = repo / "PLAN.md"
+    plan.write_text(
+        "Do the work.\n"
+        "@write src/new.py NEW = 2\n"
+        "@append README.md more text\n"
+        "@commit agent: add new.py and extend README\n"
+        "@delete src/old.py\n"
+        "@rename src/app.py src/main.py\n"
+        "@binary assets/blob.bin 3000\n"
+        "@chmod src/new.py 755\n"
+    )
+    git(repo, "add", "PLAN.md")
+    git(repo, "commit", "-q", "-m", "plan")
+    proc = cli("run", "--backend", "local", "--prompt-file", "PLAN.md", "--name", "happy")
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert "completed" in proc.stdout
+    assert "sandboxrun/happy" in proc.stdout
+    assert "git -C" in proc.stdout and "merge sandboxrun/happy" in proc.stdout
+
+    log = git(repo, "log", "--format=%s", "main..sandboxrun/happy").splitlines()
+    assert log == ["sandboxrun: uncommitted changes left by the agent",
+                   "agent: add new.py and extend README"]
+    files = branch_files(repo, "sandboxrun/happy")
+    assert {"src/new.py", "src/main.py", "assets/blob.bin", "PLAN.md"} <= files
+    assert "src/old.py" not in files and "src/app.py" not in files
+    assert git(repo, "show", "sandboxrun/happy:README.md") == "# project\nmore text\n"
+    blob = subprocess.run(["git", "-C", str(repo), "show", "sandboxrun/happy:assets/blob.bin"],
+                          capture_output=True, check=True).stdout
+    assert len(blob) == 3003 and b"\0" in blob
+    mode = git(repo, "ls-tree", "sandboxrun/happy", "src/new.py").split()[0]
+    assert mode == "100755"
+    # The worktree has the work checked out and is clean; the main checkout is untouched.
+    wt = repo / ".worktrees" / "happy"
+    assert (wt / "src" / "new.py").read_text() == "NEW = 2\n"
+    assert git(wt, "status", "--porcelain") == ""
+    assert git(repo, "rev-parse", "--abbrev-ref", "HEAD").strip() == "main"
+    assert ".worktrees/" not in (repo / ".gitignore").read_text()
+    assert "/.worktrees/" in (repo / ".git" / "info" / "exclude").read_text()
+
+    st = cli.status("happy")
+    assert st["status"] == "completed"
+    assert st["mode"] == "sandbox" and st["backend"] == "local"
+    assert st["branch"] == "sandboxrun/happy"
+    assert st["num_turns"] == 8 and st["cost_usd"] > 0
+    assert len(st["result_commits"]) == 2 and st["files_changed"] >= 6
+    assert st["agent_session_id"]
+    # Patches are kept as artifacts.
+    artifacts = Path(os.environ["SANDBOXRUN_HOME"]) / "artifacts" / st["id"]
+    assert (artifacts / "commits.mbox").stat().st_size > 0
+    assert (artifacts / "changes.diff").stat().st_size > 0
+    # The sandbox is torn down.
+    assert not (Path(os.environ["SANDBOXRUN_HOME"]) / "sandboxes" / st["id"]).exists()
+
+
+def test_ignored_files_and_secrets_never_reach_the_sandbox(cli, repo):
+    """The agent lists what it sees: no .env, no ignored files."""
+    proc = cli("run", "--backend", "local", "--name", "seen", "--prompt",
+               "@bash find . -path ./.git -prune -o -type f -print | sort > seen.txt")
+    assert proc.returncode == 0, proc.stderr
+    seen = git(repo, "show", "sandboxrun/seen:seen.txt").split()
+    assert "./src/app.py" in seen and "./README.md" in seen
+    assert not any(".env" in s or s.endswith(".log") or "build/" in s for s in seen), seen
+    assert ".env" in proc.stderr  # the user is told what was kept out
+    db = (Path(os.environ["SANDBOXRUN_HOME"]) / "state.db").read_bytes()
+    assert b"supersecret-value-123" not in db
+
+
+def test_no_changes(cli, repo):
+    proc = cli("run", "--backend", "local", "--name", "idle", "--prompt", "just look around")
+    assert proc.returncode == 0, proc.stderr
+    st = cli.status("idle")
+    assert st["status"] == "completed_no_changes"
+    assert st["result_commits"] == []
+    assert git(repo, "rev-parse", "sandboxrun/idle") == git(repo, "rev-parse", "main")
+
+
+def test_agent_failure_is_reported_with_reason(cli, repo):
+    proc = cli("run", "--backend", "local", "--name", "boom", "--prompt",
+               "@write partial.txt half done\n@fail 3")
+    assert proc.returncode == 1
+    st = cli.status("boom")
+    assert st["status"] == "failed"
+    assert "code 3" in st["error"] and "failing on request" in st["error"]
+    # Work so far is still collected.
+    assert "partial.txt" in branch_files(repo, "sandboxrun/boom")
+
+    proc = cli("run", "--backend", "local", "--name", "boom2", "--prompt", "@error API Error: 500")
+    assert proc.returncode == 1
+    assert "API Error: 500" in cli.status("boom2")["error"]
+
+
+def test_sensitive_paths_are_refused_unless_allowed(cli, repo):
+    plan = "@write .claude/settings.json {}\n@write ok.txt fine"
+    proc = cli("run", "--backend", "local", "--name", "sneaky", "--prompt", plan)
+    assert proc.returncode == 1
+    assert ".claude/settings.json" in proc.stderr
+    assert "--allow-sensitive" in proc.stderr
+    st = cli.status("sneaky")
+    assert st["status"] == "failed" and ".claude/settings.json" in st["error"]
+    # Nothing applied: the branch is still at base.
+    assert git(repo, "rev-parse", "sandboxrun/sneaky") == git(repo, "rev-parse", "main")
+
+    proc = cli("run", "--backend", "local", "--name", "allowed", "--allow-sensitive",
+               "--prompt", plan)
+    assert proc.returncode == 0, proc.stderr
+    assert ".claude/settings.json" in branch_files(repo, "sandboxrun/allowed")
+
+
+def test_symlink_escaping_the_tree_is_refused(cli, repo):
+    proc = cli("run", "--backend", "local", "--name", "link", "--prompt",
+               "@symlink evil /etc/passwd")
+    assert proc.returncode == 1
+    assert "evil" in proc.stderr
+
+
+def test_timeout_warns_stops_and_collects(cli, repo):
+    proc = cli("run", "--backend", "local", "--name", "slow", "--timeout", "4s",
+               "--warn-at", "1s,2s", "--prompt", "@write early.txt before the limit\n@sleep 60")
+    assert proc.returncode == 1
+    st = cli.status("slow")
+    assert st["status"] == "timeout"
+    assert "early.txt" in branch_files(repo, "sandboxrun/slow")
+    events = [json.loads(line) for line in cli("logs", "slow", "--json").stdout.splitlines()]
+    warnings = [e for e in events if e["kind"] == "warning"]
+    assert [w["payload"]["mark"] for w in warnings] == [1.0, 2.0, "limit"]
+    assert "left before the time limit" in warnings[0]["payload"]["message"]
+
+
+def test_kill_from_another_process_collects_work(cli, repo):
+    run = cli.popen("run", "--backend", "local", "--name", "victim", "--prompt",
+                    "@write made.txt made before kill\n@sleep 60")
+    try:
+        retry_until(lambda: "Write" in cli("logs", "victim").stdout, timeout=30)
+        proc = cli("kill", "victim")
+        assert proc.returncode == 0, proc.stderr
+        assert "killed" in proc.stdout
+        out, err = run.communicate(timeout=60)
+    finally:
+        run.kill()
+    assert run.returncode == 1
+    assert "killed" in out
+    st = cli.status("victim")
+    assert st["status"] == "killed"
+    assert "made.txt" in branch_files(repo, "sandboxrun/victim")
+
+
+def test_kill_discard_keeps_nothing(cli, repo):
+    run = cli.popen("run", "--backend", "local", "--name", "discard", "--prompt",
+                    "@write thrown.txt away\n@sleep 60")
+    try:
+        retry_until(lambda: "Write" in cli("logs", "discard").stdout, timeout=30)
+        assert cli("kill", "discard", "--discard").returncode == 0
+        run.communicate(timeout=60)
+    finally:
+        run.kill()
+    assert cli.status("discard")["status"] == "killed"
+    assert "thrown.txt" not in branch_files(repo, "sandboxrun/discard")
+
+
+def test_concurrent_runs_in_one_repo(cli, repo):
+    procs = [cli.popen("run", "--backend", "local", "--name", f"par{i}", "--prompt",
+                       f"@write out{i}.txt run {i}") for i in range(4)]
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    for i in range(4):
+        files = branch_files(repo, f"sandboxrun/par{i}")
+        assert f"out{i}.txt" in files
+        assert not any(f"out{j}.txt" in files for j in range(4) if j != i)
+    assert len(git(repo, "worktree", "list").splitlines()) == 5
+
+
+def test_detach_and_follow_logs_from_another_terminal(cli, repo):
+    proc = cli("run", "--backend", "local", "--name", "bg", "--detach", "--prompt",
+               "@sleep 1\n@write bg.txt background")
+    assert proc.returncode == 0, proc.stderr
+    assert "sandboxrun logs bg --follow" in proc.stdout
+    follow = cli("logs", "bg", "--follow", timeout=60)
+    assert follow.returncode == 0
+    assert "Write" in follow.stdout
+    assert "completed" in follow.stdout
+    assert cli.status("bg")["status"] == "completed"
+    assert "bg.txt" in branch_files(repo, "sandboxrun/bg")
+    raw = cli("logs", "bg", "--raw").stdout.splitlines()
+    assert json.loads(raw[0])["type"] == "system"
+
+
+def test_download_while_running_then_attach_after_sigkill(cli, repo):
+    """SIGKILL the `run` process: the agent goes on; download and attach recover the work."""
+    run = cli.popen("run", "--backend", "local", "--name", "crash", "--prompt",
+                    "@write first.txt one\n@sleep 3\n@write second.txt two")
+    retry_until(lambda: "Write" in cli("logs", "crash").stdout, timeout=30)
+    out_dir = repo.parent / "dl"
+    proc = cli("download", "crash", "--output", str(out_dir))
+    assert proc.returncode == 0, proc.stderr
+    assert b"first.txt" in (out_dir / "changes.diff").read_bytes()
+    run.send_signal(signal.SIGKILL)
+    run.wait(timeout=10)
+    st = cli.status("crash")
+    assert st["status"] == "running" and not st["driver_alive"]
+    assert "attach" in cli("status", "crash").stdout
+    proc = cli("attach", "crash", timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    files = branch_files(repo, "sandboxrun/crash")
+    assert {"first.txt", "second.txt"} <= files
+    st = cli.status("crash")
+    assert st["status"] == "completed" and st["num_turns"] == 3
+
+
+def test_with_changes_starts_from_the_working_tree(cli, repo):
+    (repo / "README.md").write_text("# project\nlocal edit\n")
+    (repo / "notes.txt").write_text("untracked but wanted\n")
+    proc = cli("run", "--backend", "local", "--name", "wc", "--with-changes", "--prompt",
+               "@bash cat README.md notes.txt > combined.txt")
+    assert proc.returncode == 0, proc.stderr
+    log = git(repo, "log", "--format=%s", "main..sandboxrun/wc").splitlines()
+    assert log[-1] == "sandboxrun: uncommitted changes carried from the main checkout"
+    combined = git(repo, "show", "sandboxrun/wc:combined.txt")
+    assert "local edit" in combined and "untracked but wanted" in combined
+    # The user's checkout is untouched, and the secret was not carried (.env is untracked).
+    assert git(repo, "status", "--porcelain").strip() != ""
+    assert ".env" not in branch_files(repo, "sandboxrun/wc")
+
+
+def test_dry_run_needs_no_agent(cli, repo, monkeypatch):
+    proc = cli("run", "--backend", "local", "--dry-run", "--name", "dry", "--prompt", "x",
+               env={"SANDBOXRUN_CLAUDE_BIN": "/nonexistent/claude"})
+    assert proc.returncode == 0, proc.stderr
+    assert "files verified intact" in proc.stdout
+    for phase in ("pack", "create", "upload", "verify", "collect"):
+        assert phase in proc.stdout
+    assert cli.status("dry")["status"] == "completed_no_changes"
+
+
+def test_usage_limit_is_recorded_as_waiting_quota(cli, repo):
+    reset = int(time.time()) + 3600
+    proc = cli("run", "--backend", "local", "--name", "quota", "--prompt",
+               f"@write w.txt work\n@ratelimit {reset}", env={"SANDBOXRUN_QUOTA_STALL": "1s"})
+    assert proc.returncode == 1
+    st = cli.status("quota")
+    assert st["status"] == "waiting_quota"
+    assert st["quota_resets_at"] == reset
+    assert "w.txt" in branch_files(repo, "sandboxrun/quota")
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--prompt-file", "missing.md"], 2, "prompt file missing.md does not exist"),
+        (["--prompt", "x", "--repo", "/"], 1, "is not inside a git repository"),
+        (["--prompt", "x", "--timeout", "soon"], 2, "invalid duration"),
+        (["--prompt", "x"], 2, "E2B_API_KEY"),
+        (["--prompt", "x", "--backend", "nope"], 2, "unknown backend"),
+        (["--prompt", "x", "--name", "bad name"], 2, "invalid session name"),
+    ],
+)
+def test_bad_input_gives_clear_error_and_leaves_nothing(cli, repo, args, code, message):
+    before_branches = git(repo, "branch", "--list")
+    proc = cli("run", *args)
+    assert proc.returncode == code, proc.stderr
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert git(repo, "branch", "--list") == before_branches
+    assert not (repo / ".worktrees").exists() or not any((repo / ".worktrees").iterdir())
+    db = Path(os.environ["SANDBOXRUN_HOME"]) / "state.db"
+    if db.exists():
+        assert sqlite3.connect(db).execute("SELECT count(*) FROM sessions").fetchone()[0] == 0
+
+
+def test_name_in_use_and_unknown_session(cli, repo):
+    assert cli("run", "--backend", "local", "--name", "dup", "--prompt", "x").returncode == 0
+    proc = cli("run", "--backend", "local", "--name", "dup", "--prompt", "x")
+    assert proc.returncode == 1
+    assert "already exists" in proc.stderr and "--name" in proc.stderr
+    for command in (["status", "nosuch"], ["logs", "nosuch"], ["kill", "nosuch"],
+                    ["download", "nosuch"]):
+        proc = cli(*command)
+        assert proc.returncode == 1
+        assert "no session matches 'nosuch'" in proc.stderr
+
+
+def test_status_json_shape_and_prefix_resolution(cli, repo):
+    assert cli("run", "--backend", "local", "--name", "shape", "--prompt", "x").returncode == 0
+    data = cli.json("status")
+    assert isinstance(data, list) and len(data) == 1
+    for key in ("id", "name", "mode", "backend", "status", "branch", "worktree", "cost_usd",
+                "num_turns"):
+        assert key in data[0]
+    prefix = data[0]["id"][:4]
+    assert cli.status(prefix)["name"] == "shape"
+
+
+def test_not_in_the_main_checkout(cli, repo):
+    assert cli("run", "--backend", "local", "--name", "first", "--prompt", "x").returncode == 0
+    proc = cli("run", "--backend", "local", "--prompt", "x",
+               cwd=repo / ".worktrees" / "first")
+    assert proc.returncode == 2
+    assert "main checkout" in proc.stderr
