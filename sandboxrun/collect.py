@@ -36,7 +36,7 @@ ctl="$3"
 rm -f "$ctl/collect.index"
 if [ -f .git/index ]; then cp .git/index "$ctl/collect.index"; fi
 export GIT_INDEX_FILE="$ctl/collect.index"
-git -c core.quotepath=on format-patch --no-color --no-signature --binary --full-index --stdout "$2"..HEAD > "$ctl/commits.mbox.tmp"
+git -c core.quotepath=on format-patch --pretty=mboxrd --no-color --no-signature --binary --full-index --stdout "$2"..HEAD > "$ctl/commits.mbox.tmp"
 git add -A
 git -c core.quotepath=on diff --no-color --cached --binary --full-index HEAD > "$ctl/changes.diff.tmp"
 mv "$ctl/commits.mbox.tmp" "$ctl/commits.mbox"

@@ -119,6 +119,7 @@ def main():
         elif verb == "binary":
             rng = random.Random(parts[0])
             data = bytes(rng.randrange(256) for _ in range(int(parts[1]))) + b"\0\0\xff"
+            os.makedirs(os.path.dirname(parts[0]) or ".", exist_ok=True)
             with open(parts[0], "wb") as fh:
                 fh.write(data)
             tool("Write", {"file_path": os.path.abspath(parts[0])}, "Binary written")

@@ -52,7 +52,7 @@ def main() -> None:
     if os.environ.get("SANDBOXRUN_DEBUG"):
         logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)
     except SandboxrunError as exc:
         common.print_error(exc)
         sys.exit(exc.exit_code)
@@ -71,3 +71,5 @@ def main() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+    # Without standalone mode click returns (not raises) the code of a `typer.Exit`.
+    sys.exit(rc if isinstance(rc, int) else 0)

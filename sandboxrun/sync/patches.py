@@ -605,7 +605,7 @@ def apply_changes(
         _precheck_with_git(worktree, both_file, changes, artifacts_hint)
         try:
             if has_commits:
-                res = _git(worktree, "am", "--keep-cr", "--keep-non-patch", "--no-3way",
+                res = _git(worktree, "am", "--patch-format=mboxrd", "--keep-cr", "--keep-non-patch", "--no-3way",
                            "--no-scissors", "--whitespace=nowarn", "--quiet", mbox_file, env=env)  # fmt: skip
                 if not res.ok:
                     raise _did_not_apply("the agent's commits", res, artifacts_hint)

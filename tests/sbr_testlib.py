@@ -1,0 +1,129 @@
+"""Shared test helpers and fixtures: an isolated sandboxrun home, a real git repo, the CLI as a
+process. Named uniquely (not conftest) so test modules can import it unambiguously."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+FAKE_CLAUDE = TESTS / "fake_claude.py"
+
+
+def git(repo: Path, *args: str, check: bool = True) -> str:
+    """Run git in ``repo`` with a fixed test identity; return stdout."""
+    proc = subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=Test", "-c", "user.email=test@example.com",
+         *args],
+        capture_output=True, text=True, check=False,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"git {args} failed: {proc.stderr}")
+    return proc.stdout
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path, monkeypatch):
+    """Every test gets its own SANDBOXRUN_HOME and no global git identity (like CI)."""
+    home = tmp_path / "sbr-home"
+    monkeypatch.setenv("SANDBOXRUN_HOME", str(home))
+    gitconfig = tmp_path / "gitconfig"
+    gitconfig.write_text("")
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(gitconfig))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    for var in ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME",
+                "GIT_COMMITTER_EMAIL", "E2B_API_KEY", "SANDBOXRUN_BACKEND"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("SANDBOXRUN_CLAUDE_BIN", str(FAKE_CLAUDE))
+    monkeypatch.setenv("SANDBOXRUN_POLL_INTERVAL", "0.1")
+    return home
+
+
+@pytest.fixture
+def repo(tmp_path) -> Path:
+    """A small real git repository with one commit, ignored files and a secret."""
+    root = tmp_path / "project"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    (root / "README.md").write_text("# project\n")
+    (root / "src").mkdir()
+    (root / "src" / "app.py").write_text("print('hello')\n")
+    (root / "src" / "old.py").write_text("OLD = 1\n")
+    (root / ".gitignore").write_text("*.log\nbuild/\n")
+    # A secret committed by mistake: it is in every checkout, but must never be uploaded.
+    (root / "deploy").mkdir()
+    (root / "deploy" / "server.pem").write_text("-----BEGIN PRIVATE KEY-----\nsupersecret-pem\n")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "initial")
+    (root / "debug.log").write_text("ignored\n")
+    (root / "build").mkdir()
+    (root / "build" / "out.bin").write_text("ignored\n")
+    (root / ".env").write_text("API_TOKEN=supersecret-value-123\n")
+    return root
+
+
+class CLI:
+    """Runs `python -m sandboxrun` as a real process."""
+
+    def __init__(self, cwd: Path) -> None:
+        self.cwd = cwd
+
+    def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(TESTS.parent)
+        env.update(extra or {})
+        return env
+
+    def __call__(self, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+                 timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "sandboxrun", *args], cwd=cwd or self.cwd,
+            env=self.env(env), capture_output=True, text=True, timeout=timeout,
+        )
+
+    def popen(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "sandboxrun", *args], cwd=self.cwd, env=self.env(env),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+
+    def json(self, *args: str, **kw):
+        proc = self(*args, "--json", **kw)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    def status(self, session: str) -> dict:
+        return self.json("status", session)[0]
+
+    def wait_status(self, session: str, predicate, timeout: float = 60) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            proc = self("status", session, "--json")
+            if proc.returncode == 0:
+                data = json.loads(proc.stdout)[0]
+                if predicate(data):
+                    return data
+            time.sleep(0.2)
+        raise AssertionError(f"timed out waiting on {session}: last {proc.stdout} {proc.stderr}")
+
+
+@pytest.fixture
+def cli(repo) -> CLI:
+    return CLI(repo)
+
+
+def retry_until(fn, timeout: float = 30, interval: float = 0.1):
+    """Poll ``fn`` until it returns something truthy (instead of sleeping blindly)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = fn()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
