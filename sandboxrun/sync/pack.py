@@ -13,6 +13,7 @@ Two steps with a boundary between them so the CLI can show one without the other
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -91,6 +92,8 @@ ZSTD_LEVEL = 3
 _BLOCK = 1 << 20  # uncompressed bytes per parallel gzip block
 _BIG_FILE = 32 << 20  # files above this are streamed in chunks instead of read whole
 _RECORD = 10240  # tar record size: pad the archive like GNU tar and tarfile do
+# never follow a link swapped in since selection; never hang on a fifo swapped in either
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 @dataclass
@@ -211,34 +214,16 @@ def select_files(root: Path) -> Selection:
     sel = Selection(root=root)
     if _is_git_worktree(root):
         candidates = _git_candidates(root)
-        ignored = _git_ignored_matching(root, include_lines, include_spec) if include_spec else []
+        ignored = _git_ignored_matching(root, include_lines) if include_spec else []
     else:
         sel.source = "walk"
         candidates, ignored = _walk_candidates(root, include_lines, include_spec)
 
-    chosen: dict[str, int] = {}
-    for rel, size in _regular_files(root, candidates, sel.skipped):
-        if ignore_spec is not None and ignore_spec.match(rel):
-            sel.excluded_by_ignorefile.append(rel)
-        elif _SECRETS.match(rel):
-            if include_spec is not None and include_spec.match(rel):
-                sel.included_on_purpose.append(rel)
-                chosen[rel] = size
-            else:
-                sel.excluded_secrets.append(rel)
-        else:
-            chosen[rel] = size
-    if include_spec is not None:
-        matching = [p for p in ignored if include_spec.match(p)]
-        for rel, size in _regular_files(root, matching, sel.skipped):
-            if rel in chosen:
-                continue
-            if ignore_spec is not None and ignore_spec.match(rel):
-                sel.excluded_by_ignorefile.append(rel)
-            else:
-                sel.included_on_purpose.append(rel)
-                chosen[rel] = size
-
+    dir_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        chosen = _filter(sel, dir_fd, candidates, ignored, ignore_spec, include_spec)
+    finally:
+        os.close(dir_fd)
     sel.files = sorted(chosen)
     sel.total_bytes = sum(chosen.values())
     for lst in (sel.excluded_secrets, sel.excluded_by_ignorefile, sel.included_on_purpose):
@@ -252,6 +237,43 @@ def select_files(root: Path) -> Selection:
         sel.source,
     )
     return sel
+
+
+def _filter(
+    sel: Selection,
+    dir_fd: int,
+    candidates: list[str],
+    ignored: list[str],
+    ignore_spec: _Spec | None,
+    include_spec: _Spec | None,
+) -> dict[str, int]:
+    """Apply .sandboxrunignore, the deny-list and .sandboxruninclude; return {path: size}.
+
+    The left-out paths are recorded in ``sel``.
+    """
+    chosen: dict[str, int] = {}
+    for rel, size in _regular_files(dir_fd, candidates, sel.skipped):
+        if ignore_spec is not None and ignore_spec.match(rel):
+            sel.excluded_by_ignorefile.append(rel)
+        elif _SECRETS.match(rel):
+            if include_spec is not None and include_spec.match(rel):
+                sel.included_on_purpose.append(rel)
+                chosen[rel] = size
+            else:
+                sel.excluded_secrets.append(rel)
+        else:
+            chosen[rel] = size
+    if include_spec is not None:
+        matching = [p for p in ignored if include_spec.match(p)]
+        for rel, size in _regular_files(dir_fd, matching, sel.skipped):
+            if rel in chosen:
+                continue
+            if ignore_spec is not None and ignore_spec.match(rel):
+                sel.excluded_by_ignorefile.append(rel)
+            else:
+                sel.included_on_purpose.append(rel)
+                chosen[rel] = size
+    return chosen
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -307,7 +329,7 @@ def _include_pathspecs(lines: Iterable[str]) -> list[str]:
     return out
 
 
-def _git_ignored_matching(root: Path, include_lines: list[str], include_spec: _Spec) -> list[str]:
+def _git_ignored_matching(root: Path, include_lines: list[str]) -> list[str]:
     specs = _include_pathspecs(include_lines)
     if not specs:
         return []
@@ -392,23 +414,12 @@ def _walk_candidates(
 
 
 def _regular_files(
-    root: Path, paths: Iterable[str], skipped: list[tuple[str, str]]
-) -> Iterator[tuple[str, int]]:
-    """Yield (path, size) for regular files; note symlinks and the like in ``skipped``."""
-    dir_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        yield from _regular_files_at(dir_fd, paths, skipped)
-    finally:
-        os.close(dir_fd)
-
-
-def _regular_files_at(
     dir_fd: int, paths: Iterable[str], skipped: list[tuple[str, str]]
 ) -> Iterator[tuple[str, int]]:
-    lstat = os.lstat
+    """Yield (path, size) for regular files; note symlinks and the like in ``skipped``."""
     for rel in paths:
         try:
-            st = lstat(rel, dir_fd=dir_fd)
+            st = os.lstat(rel, dir_fd=dir_fd)  # dir_fd: no path joins, ~2x faster
         except FileNotFoundError:
             continue  # tracked but deleted in the work tree: nothing to upload
         except OSError as exc:
@@ -641,15 +652,28 @@ def _make_sink(compression: str, out: BinaryIO, level: int | None) -> _Sink:
     return _Sink(out)
 
 
-def _read_member(dir_fd: int, rel: str) -> tuple[os.stat_result, bytes] | None:
-    """Open without following links and read a small file whole; None if it vanished."""
+def _read_member(dir_fd: int, rel: str) -> tuple[os.stat_result, bytes] | str:
+    """Read a small file whole (big ones: stat only), or say why it is to be skipped.
+
+    Opened relative to the root, without following links: the tree may have changed since
+    the selection was made.
+    """
     try:
-        fd = os.open(rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        fd = os.open(rel, _OPEN_FLAGS, dir_fd=dir_fd)
     except FileNotFoundError:
-        return None
+        return "vanished before packing"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "became a symlink before packing"
+        raise PackError(
+            f"cannot read {rel}: {exc.strerror}",
+            f"Fix its permissions, or list it in {IGNORE_FILE} to leave it out.",
+        ) from exc
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > _BIG_FILE:
+        if not stat.S_ISREG(st.st_mode):
+            return "no longer a regular file"
+        if st.st_size > _BIG_FILE:
             return st, b""
         # size + 1 detects growth; the header is written from what was actually read
         data = os.read(fd, st.st_size + 1)
@@ -664,7 +688,7 @@ def _read_member(dir_fd: int, rel: str) -> tuple[os.stat_result, bytes] | None:
 
 
 def _stream_big(dir_fd: int, rel: str, size: int, write: Callable[[bytes], None]) -> None:
-    fd = os.open(rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    fd = os.open(rel, _OPEN_FLAGS, dir_fd=dir_fd)
     try:
         left = size
         while left:
@@ -744,13 +768,10 @@ def pack_worktree(
             total, next_report = sel.total_bytes, 0
             for rel in files:
                 got = _read_member(dir_fd, rel)
-                if got is None:
-                    skipped.append((rel, "vanished before packing"))
+                if isinstance(got, str):
+                    skipped.append((rel, got))
                     continue
                 st, data = got
-                if not stat.S_ISREG(st.st_mode):
-                    skipped.append((rel, "no longer a regular file"))
-                    continue
                 size = len(data) if st.st_size <= _BIG_FILE else st.st_size
                 batch.write(_tar_header(rel, size, st.st_mode & 0o777, int(st.st_mtime)))
                 if st.st_size <= _BIG_FILE:
@@ -782,7 +803,7 @@ def pack_worktree(
     finally:
         os.close(dir_fd)
     if len(written) != len(sel.files) or skipped != sel.skipped:
-        sel = replace(sel, files=written, skipped=sorted(skipped))
+        sel = replace(sel, files=written, skipped=sorted(skipped), total_bytes=bytes_in)
     result = PackResult(
         path=output,
         compression=compression,
