@@ -1,0 +1,162 @@
+"""`sandboxrun pack`: show (and write) exactly what would be uploaded to a sandbox."""
+
+from __future__ import annotations
+
+import enum
+import functools
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sandboxrun.cli.common import console, err_console, print_json
+from sandboxrun.sync.pack import SUFFIXES, PackResult, Selection, pack_worktree, select_files
+
+# Paragraphs are single lines (the help renderer wraps them); \b blocks keep their layout.
+PACK_HELP = (
+    "Show exactly which files would be uploaded to a sandbox, and pack them into a tarball.\n\n"
+    "Which files: in a git work tree, what `git ls-files -co --exclude-standard` lists "
+    "(tracked files plus untracked files no .gitignore, .git/info/exclude or global excludes "
+    "file ignores); in a plain directory, every file no .gitignore in it ignores. Then:\n\n"
+    "\b\n"
+    "- .sandboxrunignore (repo root, gitignore syntax) leaves out more files.\n"
+    "- The secrets deny-list leaves out: .env, .env.* (but not .env.example,\n"
+    "  .env.sample, .env.template), .envrc, *.pem, *.key, *.p12, *.pfx,\n"
+    "  *.keystore, *.jks, id_rsa*, id_dsa*, id_ecdsa*, id_ed25519* (but not\n"
+    "  id_*.pub),"
+    "  .ssh/, .aws/credentials, .docker/config.json, .netrc, .npmrc, .pypirc,\n"
+    "  .pgpass, .git-credentials, credentials.json, secrets.{json,yaml,yml,toml}.\n"
+    "- .sandboxruninclude (repo root, gitignore syntax) brings files back on\n"
+    "  purpose, even if git ignores them or the deny-list matches them\n"
+    "  (.sandboxrunignore still wins).\n\n"
+    "Symlinks, submodules and special files are never uploaded; they are listed as skipped.\n\n"
+    "By default the tarball is written to ./<directory name>.tar.gz (.tar.zst with zstd) and a "
+    "summary is printed; the tarball never packs an older copy of itself. With --list only the "
+    "file list is printed and nothing is written.\n\n"
+    "\b\n"
+    "Examples:\n"
+    "  sandboxrun pack --list        # what would be uploaded, one path per line\n"
+    "  sandboxrun pack ~/src/app -o /tmp/app.tar.gz\n"
+    "  sandboxrun pack --compression zstd --json\n"
+)
+
+
+class Compression(enum.StrEnum):
+    """Tarball compression."""
+
+    gzip = "gzip"
+    zstd = "zstd"
+    none = "none"
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB"
+
+
+def _names(paths: list[str], limit: int = 10) -> str:
+    shown = ", ".join(paths[:limit])
+    return shown + (f", ... (+{len(paths) - limit} more)" if len(paths) > limit else "")
+
+
+def _summary(sel: Selection, result: PackResult | None) -> None:
+    how = "git ls-files" if sel.source == "git" else "directory walk honouring .gitignore"
+    # soft_wrap: long paths stay on one line (copyable, and greppable in scripts)
+    out = functools.partial(console.print, markup=False, highlight=False, soft_wrap=True)
+    out(f"{len(sel.files):,} files, {_mb(sel.total_bytes)} from {sel.root} ({how})")
+    if sel.excluded_secrets:
+        out(
+            f"  excluded as secrets ({len(sel.excluded_secrets)}): {_names(sel.excluded_secrets)}",
+        )
+        out("    (list them in .sandboxruninclude to upload them anyway)")
+    if sel.excluded_by_ignorefile:
+        out(f"  excluded by .sandboxrunignore: {len(sel.excluded_by_ignorefile):,} files")
+    if sel.included_on_purpose:
+        out(
+            f"  included on purpose by .sandboxruninclude ({len(sel.included_on_purpose)}): "
+            f"{_names(sel.included_on_purpose)}",
+        )
+    if sel.skipped:
+        shown = [f"{p} ({why})" for p, why in sel.skipped]
+        out(f"  skipped ({len(sel.skipped)}): {_names(shown, 5)}")
+    if result is not None:
+        out(
+            f"wrote {result.path}: {_mb(result.bytes_out)} {result.compression} "
+            f"in {result.seconds:.2f}s",
+        )
+
+
+def _pack_with_progress(root: Path, output: Path, compression: str, sel: Selection) -> PackResult:
+    if not err_console.is_terminal:
+        return pack_worktree(root, output, compression=compression, selection=sel)
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+    with Progress(
+        "packing",
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("pack", total=sel.total_bytes)
+        return pack_worktree(
+            root,
+            output,
+            compression=compression,
+            selection=sel,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``pack`` command to ``app``."""
+
+    @app.command("pack", help=PACK_HELP)
+    def pack(
+        path: Annotated[
+            Path, typer.Argument(help="Work tree (or plain directory) to pack.")
+        ] = Path("."),
+        output: Annotated[
+            Path | None,
+            typer.Option(
+                "--output",
+                "-o",
+                help="Tarball to write. Default: ./<directory name>.tar.gz (or .tar.zst).",
+            ),
+        ] = None,
+        compression: Annotated[
+            Compression,
+            typer.Option(
+                "--compression",
+                "-c",
+                help="gzip (parallel, readable by any tar), zstd (needs the zstd program) or none.",
+            ),
+        ] = Compression.gzip,
+        list_files: Annotated[
+            bool,
+            typer.Option(
+                "--list", help="Only print the files that would be uploaded, one per line."
+            ),
+        ] = False,
+        as_json: Annotated[
+            bool, typer.Option("--json", help="Print one JSON object instead.")
+        ] = False,
+    ) -> None:
+        sel = select_files(path)
+        if list_files:
+            if as_json:
+                print_json(sel.to_dict())
+            else:
+                for name in sel.files:
+                    console.print(name, markup=False, highlight=False, soft_wrap=True)
+            return
+        target = output or Path.cwd() / f"{sel.root.name or 'root'}{SUFFIXES[compression.value]}"
+        if as_json:
+            result = pack_worktree(sel.root, target, compression=compression.value, selection=sel)
+            data = result.selection.to_dict()
+            del data["files"]  # --list --json gives the full list; this stays readable
+            data["output"] = result.to_dict()
+            print_json(data)
+        else:
+            result = _pack_with_progress(sel.root, target, compression.value, sel)
+            _summary(result.selection, result)
