@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.table import Table
 
 from sandboxrun.cli.common import (
     console,
@@ -18,7 +17,7 @@ from sandboxrun.cli.common import (
     settings_for,
 )
 from sandboxrun.config import format_duration, parse_duration
-from sandboxrun.store import Session, owner_alive
+from sandboxrun.store import TERMINAL_STATUSES, Session, owner_alive
 
 STATUS_FIELDS = (
     "id", "name", "mode", "backend", "status", "branch", "worktree", "repo", "base_commit",
@@ -98,17 +97,18 @@ def register(app: typer.Typer) -> None:
         if not sessions:
             console.print("No sessions yet. Start one with `sandboxrun run --prompt-file PLAN.md`.")
             return
-        table = Table(box=None, header_style="bold")
-        for col in ("ID", "NAME", "STATUS", "BACKEND", "BRANCH", "STARTED", "TURNS", "COST"):
-            table.add_column(col)
+        width = max(len(s.name) for s in sessions)
+        console.print(f"[bold]{'ID':<12}  {'NAME':<{width}}  {'STATUS':<20}  {'BACKEND':<7}  "
+                      f"{'STARTED':<11}  {'TURNS':>5}  {'COST':>8}[/bold]", soft_wrap=True)
         for s in sessions:
-            table.add_row(
-                s.id, s.name, f"[{_status_style(s.status)}]{s.status}[/]", s.backend,
-                s.branch or "-", _when(s.started_at or s.created_at),
-                str(s.num_turns) if s.num_turns is not None else "-",
-                f"${s.cost_usd:.4f}" if s.cost_usd is not None else "-",
+            started = datetime.fromtimestamp(s.started_at or s.created_at).strftime("%m-%d %H:%M")
+            turns = str(s.num_turns) if s.num_turns is not None else "-"
+            cost = f"${s.cost_usd:.4f}" if s.cost_usd is not None else "-"
+            console.print(
+                f"{s.id:<12}  {s.name:<{width}}  [{_status_style(s.status)}]{s.status:<20}[/]  "
+                f"{s.backend:<7}  {started:<11}  {turns:>5}  {cost:>8}",
+                highlight=False, soft_wrap=True,
             )
-        console.print(table)
 
     @app.command("logs")
     def logs(
@@ -279,6 +279,8 @@ def format_event(ev: dict[str, Any]) -> str | None:
             return None
         return f"{ts} agent   {AgentEvent(etype, data).summary}"
     if kind == "status":
+        if p.get("status") not in TERMINAL_STATUSES and p.get("status") != "created":
+            return None  # the matching phase event says it with more detail
         extra = f" — {p['error']}" if p.get("error") else ""
         return f"{ts} status  {p.get('status')}{extra}"
     if kind == "phase":
