@@ -1,0 +1,653 @@
+"""The ``e2b`` backend: each session in its own E2B cloud sandbox, through the ``e2b`` SDK.
+
+Every primitive of :class:`~sandboxrun.backends.base.Sandbox` is one or two SDK calls: commands
+go through ``commands.run`` (``/bin/bash -l -c`` as user ``user`` in ``/home/user``), files
+through ``files.read`` / ``files.write``. Argv lists become shell text only through
+``shlex.join`` after a fixed script's ``set --``, so no user text is ever interpreted by a
+shell. Command output comes back base64-encoded, because the SDK hands it over as decoded text
+and patches are bytes.
+
+SDK exceptions are translated here into our error hierarchy, with the next step in the hint.
+Rate limits and network hiccups are retried with backoff for calls that are safe to repeat
+(creating is: it carries an idempotency key). Secrets (the E2B key, Claude credentials) are
+never put in metadata, messages or logs: they reach the sandbox only as environment
+variables of the create call or of the agent's command.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+import math
+import os
+import random
+import shlex
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+from e2b import (
+    AuthenticationException,
+    CommandExitException,
+    FileNotFoundException,
+    NotEnoughSpaceException,
+    RateLimitException,
+    SandboxException,
+    SandboxNotFoundException,
+    SandboxNotRunningException,
+    SandboxUnreachableException,
+    ServiceBusyException,
+    TimeoutException,
+)
+from e2b import Sandbox as SDKSandbox
+
+from sandboxrun.backends.base import ExecResult
+from sandboxrun.config import DEFAULT_TEMPLATE, Settings
+from sandboxrun.errors import (
+    AgentError,
+    AuthError,
+    BackendError,
+    SandboxLostError,
+    SandboxrunError,
+    UnsafeArchiveError,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+HOME = "/home/user"
+#: the Claude Code release baked into our template (newer ones need Node >= 22 at install)
+CLAUDE_CODE_VERSION = "2.1.330"
+#: credentials the agent may use, in the order Claude Code prefers them
+CREDENTIAL_VARS = ("ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN", "ANTHROPIC_AUTH_TOKEN")
+#: non-secret settings of Claude Code passed through from the user's environment when set
+PASSTHROUGH_VARS = (
+    "ANTHROPIC_BASE_URL",
+    "ANTHROPIC_MODEL",
+    "ANTHROPIC_SMALL_FAST_MODEL",
+    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC",
+    "DISABLE_AUTOUPDATER",
+    "DISABLE_TELEMETRY",
+    "DISABLE_ERROR_REPORTING",
+)
+SECRET_VARS = ("E2B_API_KEY", *CREDENTIAL_VARS)
+#: read_file deltas up to this size come back inline (base64) in one command round trip;
+#: bigger ones are cut in the sandbox and downloaded as a file
+INLINE_READ_LIMIT = 1 << 20
+DEFAULT_RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0)
+_MARK = "@@sandboxrun@@"
+_SIGNALS = ("INT", "TERM", "KILL", "0")
+
+# `exec`: run "$@" with stdin from /dev/null; stdout and stderr come back base64-encoded after
+# a marker, so bytes survive the SDK's text decoding and login-shell chatter is skipped.
+_EXEC_SCRIPT = rf"""
+e=$(mktemp) || exit 125
+printf '{_MARK}'
+"$@" 2>"$e" | base64 -w0
+c=${{PIPESTATUS[0]}}
+printf '{_MARK}' >&2
+base64 -w0 "$e" >&2
+rm -f -- "$e"
+exit "$c"
+"""
+
+# `start_detached`, part 1 (runs in the agent's own session, detached): the same contract as
+# the local backend's wrapper. `trap : INT TERM` makes the shell wait for the agent's own
+# shutdown instead of dying first. The pid file is written atomically, then polled for.
+_DETACH_WRAPPER = r"""
+trap : INT TERM
+echo $$ > "$SBR_PID_PATH.tmp" && mv -f "$SBR_PID_PATH.tmp" "$SBR_PID_PATH"
+"$@" < "$SBR_STDIN_PATH" > "$SBR_LOG_PATH" 2> "$SBR_STDERR_PATH"
+code=$?
+echo $code > "$SBR_EXIT_PATH.tmp" && mv -f "$SBR_EXIT_PATH.tmp" "$SBR_EXIT_PATH"
+"""
+
+# `start_detached`, part 2 (the short command we wait for): check the program exists, launch
+# the wrapper with setsid + nohup (new session = own process group, immune to hangups, not a
+# child of this command's shell once it exits), wait for its pid file and print it.
+# `setsid -f` forks by itself: a shell's `cmd &` would start the agent with SIGINT ignored
+# (POSIX, for background jobs without job control), and INT is our gentle stop. The `&` form
+# is the fallback for a setsid without -f (busybox), where a stop escalates to TERM.
+_LAUNCH_SCRIPT = rf"""
+command -v -- "$1" >/dev/null 2>&1 || {{ printf '{_MARK}NOAGENT'; exit 127; }}
+rm -f -- "$SBR_PID_PATH" "$SBR_EXIT_PATH"
+if setsid -f true >/dev/null 2>&1; then
+  setsid -f nohup /bin/sh -c "$SBR_WRAPPER" sh "$@" </dev/null >/dev/null 2>&1
+else
+  setsid nohup /bin/sh -c "$SBR_WRAPPER" sh "$@" </dev/null >/dev/null 2>&1 &
+fi
+i=0
+until [ -s "$SBR_PID_PATH" ]; do
+  i=$((i + 1))
+  [ "$i" -gt 400 ] && {{ printf '{_MARK}NOPID'; exit 1; }}
+  sleep 0.05
+done
+printf '{_MARK}PID %s' "$(cat -- "$SBR_PID_PATH")"
+"""
+
+# `read_file` from an offset: report the size first so a big delta is downloaded as a file.
+_READ_SCRIPT = rf"""
+f="$1"; off="$2"
+[ -f "$f" ] || {{ printf '{_MARK}MISSING'; exit 0; }}
+size=$(stat -c %s -- "$f") || exit 1
+if [ "$size" -le "$off" ]; then printf '{_MARK}EMPTY'; exit 0; fi
+if [ $((size - off)) -gt "$3" ]; then
+  tail -c +$((off + 1)) -- "$f" > "$4" && printf '{_MARK}FILE'
+  exit
+fi
+printf '{_MARK}DATA'
+tail -c +$((off + 1)) -- "$f" | base64 -w0
+"""
+
+# `upload_and_unpack`: the archive is checked in the sandbox before anything is extracted —
+# only regular files and directories (first character of the `tar -tv` mode column), no
+# absolute names, no `..` or `.git` components — then extracted without owners. GNU tar
+# escapes odd characters in listings, so a newline in a name cannot forge a line.
+_UNPACK_SCRIPT = r"""
+set -o pipefail
+t="$1"; d="$2"
+trap 'rm -f -- "$t"' EXIT
+case "$3" in
+  gzip) z=(-z) ;;
+  zstd) z=(-I zstd) ;;
+  none) z=() ;;
+  *) echo "unknown compression: $3" >&2; exit 64 ;;
+esac
+bad=$(tar "${z[@]}" -tvf "$t" | awk '{ c = substr($0, 1, 1); if (c != "-" && c != "d") { n++; if (n <= 5) print } } END { exit n > 0 }')
+st=$?
+if [ "$st" -eq 1 ]; then printf 'links or special files:\n%s\n' "$bad" >&2; exit 66; fi
+if [ "$st" -ne 0 ]; then echo "cannot read the archive" >&2; exit 65; fi
+bad=$(tar "${z[@]}" -tf "$t" | awk '{ if ($0 ~ /^\// || $0 ~ /(^|\/)\.\.(\/|$)/ || $0 ~ /(^|\/)\.git(\/|$)/) { n++; if (n <= 5) print } } END { exit n > 0 }')
+st=$?
+if [ "$st" -eq 1 ]; then printf 'unsafe names:\n%s\n' "$bad" >&2; exit 66; fi
+if [ "$st" -ne 0 ]; then echo "cannot read the archive" >&2; exit 65; fi
+mkdir -p -- "$d"
+tar "${z[@]}" -xf "$t" -C "$d" --no-same-owner
+"""
+
+
+def _script(script: str, argv: Sequence[str]) -> str:
+    """Shell text that runs a fixed ``script`` with ``argv`` as its ``"$@"`` (all quoted)."""
+    return f"set -- {shlex.join(str(a) for a in argv)}\n{script}" if argv else script
+
+
+def _after_mark(text: str) -> str:
+    """What a script printed after its last marker (login-shell chatter comes before it)."""
+    return text.rsplit(_MARK, 1)[-1] if _MARK in text else ""
+
+
+def scrub(text: str) -> str:
+    """``text`` with the values of our secret environment variables masked."""
+    for var in SECRET_VARS:
+        value = os.environ.get(var)
+        if value and len(value) >= 4:
+            text = text.replace(value, "***")
+    return text
+
+
+def claude_template():
+    """The E2B template sandboxrun runs in: Node, git, zstd and a pinned Claude Code."""
+    from e2b import Template
+
+    return (
+        Template()
+        .from_node_image("22-bookworm")
+        .apt_install(["git", "zstd", "ca-certificates", "procps"], no_install_recommends=True)
+        .npm_install(f"@anthropic-ai/claude-code@{CLAUDE_CODE_VERSION}", g=True)
+        .run_cmd("claude --version")
+        .set_user("user")
+        .set_workdir(HOME)
+    )
+
+
+class E2BSandbox:
+    """A live E2B sandbox, driven through the SDK."""
+
+    home = HOME
+
+    def __init__(self, backend: E2BBackend, sdk: SDKSandbox) -> None:
+        self._backend = backend
+        self._sdk = sdk
+        self.id: str = sdk.sandbox_id
+
+    @property
+    def repo_dir(self) -> str:
+        return f"{self.home}/repo"
+
+    # -- commands ----------------------------------------------------------------------------
+
+    def _run(
+        self,
+        command: str,
+        *,
+        what: str,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float = 120,
+    ) -> tuple[int, str, str]:
+        """Run shell text to completion: (exit code, stdout, stderr). Not retried."""
+        try:
+            result = self._sdk.commands.run(
+                command,
+                cwd=cwd or self.home,
+                envs=dict(env or {}),
+                timeout=timeout,
+            )
+            return result.exit_code, result.stdout, result.stderr
+        except CommandExitException as exc:
+            return exc.exit_code, exc.stdout, exc.stderr
+        except TimeoutException as exc:
+            if isinstance(exc, SandboxNotRunningException | SandboxUnreachableException):
+                raise self._backend.translate(exc, what, self.id) from None
+            raise BackendError(
+                f"{what} did not finish within {timeout:g}s in E2B sandbox {self.id}",
+                "The sandbox may be overloaded; try again, or inspect it with `sandboxrun status`.",
+            ) from None
+        except Exception as exc:  # noqa: BLE001 - every SDK failure becomes one of ours
+            raise self._backend.translate(exc, what, self.id) from None
+
+    def exec(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float = 120,
+    ) -> ExecResult:
+        """Run ``argv`` to completion in the sandbox; output comes back byte for byte."""
+        if not argv:
+            raise ValueError("exec needs a program to run")
+        what = f"running {Path(str(argv[0])).name}"
+        code, out, err = self._run(
+            _script(_EXEC_SCRIPT, argv), what=what, cwd=cwd, env=env, timeout=timeout
+        )
+        try:
+            stdout = base64.b64decode(_after_mark(out))
+            stderr = base64.b64decode(_after_mark(err))
+        except ValueError:
+            # The wrapper itself did not run to its end (e.g. mktemp failed): pass text on.
+            stdout, stderr = out.encode(), err.encode()
+        return ExecResult(code, stdout, stderr)
+
+    def start_detached(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: str,
+        env: Mapping[str, str],
+        stdin_path: str,
+        log_path: str,
+        stderr_path: str,
+        exit_path: str,
+        pid_path: str,
+    ) -> int:
+        """Start ``argv`` in its own session (process group); it outlives this connection."""
+        full_env = dict(env)
+        full_env.update(
+            {
+                "SBR_WRAPPER": _DETACH_WRAPPER,
+                "SBR_PID_PATH": pid_path,
+                "SBR_STDIN_PATH": stdin_path,
+                "SBR_LOG_PATH": log_path,
+                "SBR_STDERR_PATH": stderr_path,
+                "SBR_EXIT_PATH": exit_path,
+            }
+        )
+        code, out, err = self._run(
+            _script(_LAUNCH_SCRIPT, argv),
+            what="starting the agent",
+            cwd=cwd,
+            env=full_env,
+            timeout=60,
+        )
+        answer = _after_mark(out)
+        if answer == "NOAGENT":
+            raise AgentError(
+                f"cannot run the agent in E2B sandbox {self.id}: {argv[0]} is not installed "
+                f"in template {self._backend.settings.template!r}",
+                "Build the template with `sandboxrun template build` (it installs Claude "
+                "Code), or point SANDBOXRUN_TEMPLATE at a template that has `claude` on PATH.",
+            )
+        if code != 0 or not answer.startswith("PID "):
+            raise BackendError(
+                f"could not start the agent in E2B sandbox {self.id}: "
+                f"{scrub(err.strip() or answer or f'exit code {code}')[-500:]}"
+            )
+        return int(answer.split()[1])
+
+    # -- files -------------------------------------------------------------------------------
+
+    def read_file(self, path: str, offset: int = 0) -> bytes:
+        """Bytes of ``path`` from ``offset`` on; a poll with nothing new costs one small call."""
+        if offset <= 0:
+            return self._download(path)
+        tmp = f"/tmp/sandboxrun-read-{uuid.uuid4().hex}"
+        code, out, err = self._run(
+            _script(_READ_SCRIPT, [path, str(offset), str(INLINE_READ_LIMIT), tmp]),
+            what=f"reading {path}",
+            timeout=300,
+        )
+        answer = _after_mark(out)
+        if answer == "MISSING":
+            raise FileNotFoundError(path)
+        if answer == "EMPTY":
+            return b""
+        if answer.startswith("DATA") and code == 0:
+            return base64.b64decode(answer[4:])
+        if answer == "FILE" and code == 0:
+            try:
+                return self._download(tmp)
+            finally:
+                self._backend.retry(f"removing {tmp}", lambda: self._sdk.files.remove(tmp))
+        raise BackendError(
+            f"reading {path} in E2B sandbox {self.id} failed: "
+            f"{scrub(err.strip() or f'exit code {code}')[-500:]}"
+        )
+
+    def _download(self, path: str) -> bytes:
+        try:
+            return bytes(
+                self._backend.retry(
+                    f"downloading {path}",
+                    lambda: self._sdk.files.read(path, format="bytes"),
+                    sandbox_id=self.id,
+                    passthrough=(FileNotFoundException,),
+                )
+            )
+        except FileNotFoundException:
+            raise FileNotFoundError(path) from None
+
+    def write_file(self, path: str, data: bytes) -> None:
+        """Create or replace ``path`` (envd creates the parent directories)."""
+        self._backend.retry(
+            f"writing {path}", lambda: self._sdk.files.write(path, data), sandbox_id=self.id
+        )
+
+    def upload_and_unpack(self, tarball: Path, compression: str, dest: str) -> None:
+        """Stream ``tarball`` up (never whole in memory), check it, unpack it into ``dest``."""
+        remote = f"/tmp/sandboxrun-upload-{uuid.uuid4().hex}.tar"
+
+        def upload() -> None:
+            with open(tarball, "rb") as fh:  # a file object: the SDK streams it
+                self._sdk.files.write(remote, fh)
+
+        self._backend.retry(f"uploading {tarball.name}", upload, sandbox_id=self.id)
+        res = self.exec(
+            ["bash", "-c", _UNPACK_SCRIPT, "unpack", remote, dest, compression], timeout=900
+        )
+        if res.exit_code == 66:
+            raise UnsafeArchiveError(
+                f"refused to unpack {tarball.name} in the sandbox: {res.error_text()}",
+                "The archive holds links, special files or names that could escape the "
+                "repository; sandboxrun's own packer never makes those, so check where it "
+                "came from.",
+            )
+        if not res.ok:
+            raise BackendError(
+                f"unpacking {tarball.name} in E2B sandbox {self.id} failed: "
+                f"{res.error_text()[-1000:]}",
+                "zstd archives need `zstd` in the template: rebuild it with `sandboxrun "
+                "template build`, or use --compression gzip."
+                if compression == "zstd"
+                else None,
+            )
+
+    # -- processes and lifetime ------------------------------------------------------------
+
+    def signal_group(self, pgid: int, signame: str) -> bool:
+        """``kill -SIG -- -PGID`` in the sandbox; False when the group is gone."""
+        if signame not in _SIGNALS:
+            raise ValueError(f"unsupported signal {signame!r}")
+        flag = "-0" if signame == "0" else f"-{signame}"
+        return self.exec(["kill", flag, "--", f"-{int(pgid)}"], timeout=60).ok
+
+    def set_timeout(self, seconds: float) -> None:
+        """Make E2B keep the sandbox ``seconds`` from now (it may also shorten it)."""
+        self._backend.retry(
+            "extending the sandbox's lifetime",
+            lambda: self._sdk.set_timeout(max(1, math.ceil(seconds))),
+            sandbox_id=self.id,
+        )
+
+    def time_left(self) -> float | None:
+        info = self._backend.retry(
+            "asking E2B about the sandbox", self._sdk.get_info, sandbox_id=self.id
+        )
+        return max(0.0, (info.end_at - datetime.now(UTC)).total_seconds())
+
+    def is_alive(self) -> bool:
+        try:
+            info = self._backend.retry(
+                "asking E2B about the sandbox", self._sdk.get_info, sandbox_id=self.id
+            )
+        except SandboxLostError:
+            return False
+        return str(getattr(info.state, "value", info.state)) == "running"
+
+    def destroy(self) -> None:
+        # Already gone is what we wanted: kill() answers False for an unknown sandbox.
+        with contextlib.suppress(SandboxLostError):
+            self._backend.retry("killing the sandbox", self._sdk.kill, sandbox_id=self.id)
+
+
+class E2BBackend:
+    """Creates E2B sandboxes from ``settings.template`` and reconnects to them by id."""
+
+    name = "e2b"
+    isolated = True
+
+    def __init__(
+        self, settings: Settings, *, retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS
+    ) -> None:
+        self.settings = settings
+        self.retry_delays = tuple(retry_delays)
+
+    # -- readiness and credentials -----------------------------------------------------------
+
+    def check_ready(self, *, dry_run: bool) -> None:
+        if not os.environ.get("E2B_API_KEY"):
+            raise BackendError(
+                "E2B_API_KEY is not set, so no E2B sandbox can be created",
+                "Get a key at https://e2b.dev/dashboard?tab=keys and `export E2B_API_KEY=...`, "
+                "or run on this machine with `--backend local` (not isolated).",
+            )
+
+    def agent_env(self, *, dry_run: bool) -> dict[str, str]:
+        """Claude's credentials and settings from this environment, for inside the sandbox."""
+        env = {
+            var: os.environ[var]
+            for var in (*CREDENTIAL_VARS, *PASSTHROUGH_VARS)
+            if os.environ.get(var)
+        }
+        if not dry_run and not any(var in env for var in CREDENTIAL_VARS):
+            raise AgentError(
+                "no Claude credentials to give the agent in the E2B sandbox",
+                "Set ANTHROPIC_API_KEY, or CLAUDE_CODE_OAUTH_TOKEN (from `claude "
+                "setup-token`) to use a Claude subscription. `--dry-run` needs neither.",
+            )
+        # Claude Code refuses --dangerously-skip-permissions as root unless told it is in a
+        # sandbox; E2B runs commands as `user`, but a custom template may not.
+        env["IS_SANDBOX"] = "1"
+        return env
+
+    # -- sandboxes ---------------------------------------------------------------------------
+
+    def create(
+        self,
+        session_id: str,
+        *,
+        timeout_s: float,
+        env: Mapping[str, str],
+        metadata: Mapping[str, str],
+    ) -> E2BSandbox:
+        template = self.settings.template
+        meta = {str(k): str(v) for k, v in metadata.items()}
+        meta.setdefault("sandboxrun_session", session_id)
+        # One key for all our retries: if a create went through but its answer was lost, E2B
+        # hands back the same sandbox instead of starting a second one.
+        key = str(uuid.uuid4())
+        timeout = max(1, math.ceil(timeout_s))
+
+        def create() -> SDKSandbox:
+            return SDKSandbox.create(
+                template=template,
+                timeout=timeout,
+                metadata=meta,
+                envs=dict(env),
+                idempotency_key=key,
+            )
+
+        try:
+            sdk = self.retry("creating the sandbox", create)
+        except BackendError as exc:
+            cause = exc.__cause__ if isinstance(exc.__cause__, SandboxException) else None
+            status = getattr(cause, "status_code", None)
+            text = str(cause or "").lower()
+            if status == 404 or ("template" in text and "not found" in text):
+                raise BackendError(
+                    f"the E2B template {template!r} does not exist (or is not yours)",
+                    "Build it once with `sandboxrun template build`"
+                    + ("" if template == DEFAULT_TEMPLATE else f" --name {template}")
+                    + ", or choose another with SANDBOXRUN_TEMPLATE / `template` in "
+                    ".sandboxrun.toml.",
+                ) from cause
+            if status == 400 and "timeout" in text:
+                raise BackendError(
+                    f"E2B refused a sandbox lifetime of {timeout}s: {scrub(str(cause))}",
+                    "E2B allows at most 1 h per sandbox on the Hobby plan and 24 h on Pro: "
+                    "lower --timeout.",
+                ) from cause
+            raise
+        log.debug("created E2B sandbox %s for session %s", sdk.sandbox_id, session_id)
+        return E2BSandbox(self, sdk)
+
+    def connect(self, sandbox_id: str) -> E2BSandbox:
+        sdk = self.retry(
+            "reconnecting to the sandbox",
+            lambda: SDKSandbox.connect(sandbox_id),
+            sandbox_id=sandbox_id,
+        )
+        return E2BSandbox(self, sdk)
+
+    # -- errors and retries ------------------------------------------------------------------
+
+    def retry(
+        self,
+        what: str,
+        fn: Callable[[], T],
+        *,
+        sandbox_id: str | None = None,
+        passthrough: tuple[type[BaseException], ...] = (),
+    ) -> T:
+        """Call ``fn``, retrying rate limits and network hiccups with backoff.
+
+        Only for calls that are safe to repeat. ``passthrough`` exceptions are re-raised as
+        they are (e.g. a missing file, which the caller turns into ``FileNotFoundError``);
+        everything else becomes a :class:`BackendError` subclass.
+        """
+        attempt = 0
+        while True:
+            try:
+                return fn()
+            except passthrough:
+                raise
+            except Exception as exc:  # noqa: BLE001 - classified below
+                transient = isinstance(
+                    exc,
+                    RateLimitException
+                    | ServiceBusyException
+                    | SandboxUnreachableException
+                    | httpx.TransportError
+                    | ConnectionError,
+                )
+                if not transient or attempt >= len(self.retry_delays):
+                    raise self.translate(exc, what, sandbox_id) from exc
+                delay = self.retry_delays[attempt] * (0.75 + random.random() / 2)
+                log.info("E2B: %s failed (%s); retrying in %.1fs", what, type(exc).__name__, delay)
+                time.sleep(delay)
+                attempt += 1
+
+    def translate(
+        self, exc: BaseException, what: str, sandbox_id: str | None = None
+    ) -> SandboxrunError:
+        """One of our errors for an SDK (or network) failure while doing ``what``."""
+        where = f"E2B sandbox {sandbox_id}" if sandbox_id else "E2B"
+        detail = scrub(str(exc)).strip()[:500]
+        if isinstance(exc, AuthenticationException):
+            return AuthError(
+                f"E2B rejected the API key (E2B_API_KEY) while {what}",
+                "Check the key at https://e2b.dev/dashboard?tab=keys and export it again, or "
+                "use `--backend local`.",
+            )
+        if isinstance(exc, SandboxNotFoundException | SandboxNotRunningException):
+            return SandboxLostError(
+                f"{where} is gone (it was killed or reached its time limit) while {what}",
+                "Whatever was collected before is kept under the session's artifacts; "
+                "`sandboxrun extend` keeps a running sandbox alive longer.",
+            )
+        if isinstance(exc, RateLimitException):
+            return BackendError(
+                f"E2B kept rate-limiting us while {what} (gave up after "
+                f"{len(self.retry_delays)} retries)",
+                "Start fewer sandboxes at once (E2B allows 1 creation/s on Hobby, 5/s on "
+                "Pro) and try again in a minute.",
+            )
+        if isinstance(exc, NotEnoughSpaceException):
+            return BackendError(
+                f"{where} ran out of disk space while {what}",
+                "Make the upload smaller (.sandboxrunignore), or build a template with more "
+                "disk (`sandboxrun template build`).",
+            )
+        if isinstance(
+            exc,
+            httpx.TransportError
+            | ConnectionError
+            | SandboxUnreachableException
+            | ServiceBusyException,
+        ):
+            return BackendError(
+                f"cannot reach {where} while {what}: {detail}",
+                "Check the network (and https://status.e2b.dev); the run can be picked up "
+                "again with `sandboxrun attach`.",
+            )
+        if isinstance(exc, TimeoutException):
+            return BackendError(f"E2B timed out while {what}: {detail}")
+        if isinstance(exc, SandboxrunError):
+            return exc
+        return BackendError(f"E2B failed while {what}: {detail}")
+
+
+def build_template(
+    name: str,
+    *,
+    cpu_count: int = 2,
+    memory_mb: int = 2048,
+    on_log: Callable[[str], None] | None = None,
+) -> str:
+    """Build :func:`claude_template` on E2B as ``name``; returns the template id."""
+    from e2b import Template
+
+    def logs(entry) -> None:
+        if on_log is not None:
+            on_log(scrub(str(entry)))
+
+    try:
+        info = Template.build(
+            claude_template(), name, cpu_count=cpu_count, memory_mb=memory_mb, on_build_logs=logs
+        )
+    except AuthenticationException:
+        raise AuthError(
+            "E2B rejected the API key (E2B_API_KEY) while building the template",
+            "Check the key at https://e2b.dev/dashboard?tab=keys.",
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - BuildException, network errors, ...
+        raise BackendError(
+            f"building the E2B template {name!r} failed: {scrub(str(exc))[:1000]}"
+        ) from None
+    return getattr(info, "template_id", name)

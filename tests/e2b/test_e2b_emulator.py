@@ -1,0 +1,197 @@
+"""The E2B emulator, checked with the unmodified e2b SDK over real loopback HTTP."""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+
+import pytest
+from e2b import (
+    AuthenticationException,
+    CommandExitException,
+    FileNotFoundException,
+    NotEnoughSpaceException,
+    RateLimitException,
+    Sandbox,
+    SandboxNotFoundException,
+    SandboxNotRunningException,
+    SandboxQuery,
+)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_create_run_files_info_list_kill(emulator):
+    """The SDK's basic round trip works end to end."""
+    sb = Sandbox.create(template="base", timeout=60, metadata={"who": "test"}, envs={"FOO": "b"})
+    result = sb.commands.run("echo $FOO $HOME $USER; pwd; echo err >&2")
+    assert result.stdout == "b /home/user user\n/home/user\n"
+    assert result.stderr == "err\n"
+    sb.files.write("/home/user/dir/file.txt", "hello")
+    assert sb.files.read("/home/user/dir/file.txt") == "hello"
+    assert sb.commands.run("cat dir/file.txt").stdout == "hello"
+    assert emulator.host_path(sb.sandbox_id, "/home/user/dir/file.txt").read_text() == "hello"
+    info = sb.get_info()
+    assert info.metadata == {"who": "test"} and info.template_id == "base"
+    listed = Sandbox.list(query=SandboxQuery(metadata={"who": "test"})).next_items()
+    assert [s.sandbox_id for s in listed] == [sb.sandbox_id]
+    assert Sandbox.list(query=SandboxQuery(metadata={"who": "else"})).next_items() == []
+    assert sb.kill() is True
+    assert sb.is_running() is False
+    with pytest.raises(SandboxNotFoundException):
+        sb.get_info()
+    with pytest.raises(SandboxNotRunningException):
+        sb.commands.run("true")
+
+
+def test_home_is_private_to_each_sandbox(emulator):
+    """/home/user means each sandbox's own directory, in commands and in file calls."""
+    a = Sandbox.create(template="base")
+    b = Sandbox.create(template="base")
+    a.commands.run("echo from-a > /home/user/mine")
+    assert a.files.read("/home/user/mine") == "from-a\n"
+    with pytest.raises(FileNotFoundException):
+        b.files.read("/home/user/mine")
+    assert b.commands.run("ls -A /home/user").stdout == ""
+    assert not os.path.exists("/home/user/mine")  # this machine's /home/user stays untouched
+    # each sandbox sees only its own processes, as in a VM
+    ps = a.commands.run("ps -e -o comm=").stdout.split()
+    assert "python" in ps[0] or ps[0].startswith("python")  # its init
+    assert len(ps) <= 4
+
+
+def test_exit_codes_and_missing_files(emulator):
+    """Non-zero exits and missing files map to the SDK's own exceptions."""
+    sb = Sandbox.create(template="base")
+    with pytest.raises(CommandExitException) as err:
+        sb.commands.run("echo out; exit 3")
+    assert err.value.exit_code == 3 and err.value.stdout == "out\n"
+    with pytest.raises(FileNotFoundException):
+        sb.files.read("/home/user/absent")
+    assert sb.files.exists("/home/user") and not sb.files.exists("/home/user/absent")
+
+
+def test_streamed_and_gzip_uploads(emulator):
+    """File objects go up as a streamed octet-stream body, gzip bodies are inflated."""
+    sb = Sandbox.create(template="base")
+    payload = os.urandom(3 << 20)
+    sb.files.write("/home/user/big.bin", io.BytesIO(payload))
+    assert bytes(sb.files.read("/home/user/big.bin", format="bytes")) == payload
+    sb.files.write("/home/user/z.txt", b"zipped", gzip=True)
+    assert sb.files.read("/home/user/z.txt") == "zipped"
+
+
+def test_background_command_connect_and_kill(emulator):
+    """Background commands can be listed, reconnected to and killed by pid."""
+    sb = Sandbox.create(template="base")
+    handle = sb.commands.run("echo started; sleep 30", background=True, timeout=0)
+    assert handle.pid in [p.pid for p in sb.commands.list()]
+    again = sb.commands.connect(handle.pid, timeout=0)
+    assert sb.commands.kill(handle.pid) is True
+    with pytest.raises(CommandExitException) as err:
+        again.wait()
+    assert err.value.exit_code == -1
+    assert sb.commands.list() == []
+
+
+def test_detached_process_survives_its_command(emulator):
+    """A setsid'd child outlives the command that started it (the stream still ends)."""
+    sb = Sandbox.create(template="base")
+    start = time.monotonic()
+    sb.commands.run("setsid sh -c 'sleep 0.5; echo late > /home/user/late' >/dev/null 2>&1 &")
+    assert time.monotonic() - start < 0.5
+    deadline = time.monotonic() + 5
+    while not sb.files.exists("/home/user/late") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sb.files.read("/home/user/late") == "late\n"
+
+
+def test_timeout_expiry_kills_everything(emulator):
+    """A sandbox past its end time is deleted with every process in it; set_timeout extends."""
+    sb = Sandbox.create(template="base", timeout=1)
+    sb.set_timeout(3)
+    sb.commands.run("setsid sleep 300 >/dev/null 2>&1 &")
+    init_pid = emulator.sandbox(sb.sandbox_id).init_pid
+    host = emulator.sandbox(sb.sandbox_id).root
+    time.sleep(1.5)
+    assert sb.is_running()  # extended past its first timeout
+    deadline = time.monotonic() + 10
+    while sb.sandbox_id in emulator.sandbox_ids() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sb.sandbox_id not in emulator.sandbox_ids()
+    with pytest.raises(SandboxNotFoundException):
+        sb.get_info()
+    assert not _pid_alive(init_pid)
+    assert not host.exists()
+
+
+def test_lose_kills_processes(emulator):
+    """lose() kills the namespace (detached processes included) and forgets the sandbox."""
+    sb = Sandbox.create(template="base")
+    sb.commands.run("setsid sleep 300 >/dev/null 2>&1 &")
+    init_pid = emulator.sandbox(sb.sandbox_id).init_pid
+    assert emulator.lose(sb.sandbox_id)
+    assert not _pid_alive(init_pid)
+    assert sb.is_running() is False
+
+
+def test_wrong_api_key_is_401(emulator):
+    """A wrong key gets E2B's 401, which the SDK raises as AuthenticationException."""
+    with pytest.raises(AuthenticationException):
+        Sandbox.create(template="base", api_key="e2b_wrong")
+    assert emulator.stats["auth_rejected"] >= 1
+
+
+def test_unknown_template_is_404(emulator):
+    """Creating from a template E2B does not know fails with its 404."""
+    with pytest.raises(Exception, match="404"):
+        Sandbox.create(template="no-such-template")
+
+
+def test_rate_limit_injection(emulator):
+    """Injected 429s are retried by the SDK, then surface as RateLimitException."""
+    emulator.fail_control_plane(2, status=429)
+    sb = Sandbox.create(template="base")  # the SDK's own retries absorb two
+    assert sb.is_running()
+    emulator.fail_control_plane(10, status=429)
+    with pytest.raises(RateLimitException):
+        Sandbox.create(template="base")
+
+
+def test_no_space_injection(emulator):
+    """An injected 507 on upload surfaces as NotEnoughSpaceException."""
+    sb = Sandbox.create(template="base")
+    emulator.fail_uploads(1)
+    with pytest.raises(NotEnoughSpaceException):
+        sb.files.write("/home/user/f", io.BytesIO(b"x" * 100_000))
+    sb.files.write("/home/user/f", b"fine")
+    assert sb.files.read("/home/user/f") == "fine"
+
+
+def test_claude_on_path_is_optional(emulator, tmp_path):
+    """`claude` resolves inside sandboxes only when the emulator is given one."""
+    sb = Sandbox.create(template="base")
+    assert sb.commands.run("command -v claude || echo none").stdout == "none\n"
+    fake = tmp_path / "claude"
+    fake.write_text('#!/bin/sh\necho fake-claude "$@"\n')
+    fake.chmod(0o755)
+    emulator.set_claude(fake)
+    assert sb.commands.run("claude --version").stdout == "fake-claude --version\n"
+    emulator.set_claude(None)
+    with pytest.raises(CommandExitException):
+        sb.commands.run("claude --version")
+
+
+def test_idempotency_key_returns_the_same_sandbox(emulator):
+    """A retried create with the same Idempotency-Key gets the same sandbox back."""
+    a = Sandbox.create(template="base", idempotency_key="k-123")
+    b = Sandbox.create(template="base", idempotency_key="k-123")
+    assert a.sandbox_id == b.sandbox_id
+    assert len(emulator.sandbox_ids()) == 1

@@ -1,0 +1,364 @@
+"""Emulated sandboxes: a private mount + PID namespace each, commands as real processes.
+
+Each sandbox is a directory on this machine bind-mounted onto ``/home/user`` inside its own
+mount namespace, with its own PID namespace whose init (``nsinit.py``) reaps orphans. Commands
+enter both namespaces with ``nsenter``, so inside a sandbox ``/home/user`` is that sandbox's
+home, ``ps`` sees only its processes and process groups behave as in a VM. The rest of the
+filesystem (``/tmp``, ``/usr``, this checkout) is this machine's, shared by all sandboxes.
+
+Everything here runs on the emulator's event loop thread; the test-facing API in
+``server.py`` hops onto it with ``run_coroutine_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SANDBOX_HOME = "/home/user"
+#: empty on this machine yet on root's login PATH (/etc/profile): each sandbox gets the
+#: emulator's tools directory mounted here, which holds ``claude`` when the emulator has one
+TOOLS_MOUNT = "/usr/local/sbin"
+BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#: >= 0.6.2 so the SDK enables octet-stream uploads and file metadata
+ENVD_VERSION = "0.6.7"
+CHUNK = 32 << 10  # envd reads process output in 32 KiB chunks
+
+_INIT = Path(__file__).with_name("nsinit.py")
+_HOLDER_SCRIPT = (
+    f'mount --bind "$1" {SANDBOX_HOME} && mount --bind "$2" {TOOLS_MOUNT} '
+    '&& echo ready && exec "$3" "$4" </dev/null >/dev/null 2>&1'
+)
+# `nsenter --wd` resolves the directory before entering the mount namespace (so /home/user
+# would be this machine's); a tiny shell changes directory inside, then execs (same pid).
+_CD_EXEC = 'cd -- "$1" || exit 1; shift; exec "$@"'
+
+
+class EmulatorError(Exception):
+    """A request the emulated envd refuses (mapped to a Connect or HTTP error by the caller)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind  # not_found | invalid | exists
+        self.message = message
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+@dataclass
+class ProcessEnd:
+    """How a command ended, in envd's terms (Go's ProcessState)."""
+
+    exit_code: int
+    exited: bool
+    status: str
+    error: str | None
+
+
+class EmuProcess:
+    """One command started through ``process.Process/Start``."""
+
+    def __init__(
+        self,
+        sandbox: EmuSandbox,
+        proc: asyncio.subprocess.Process,
+        *,
+        cmd: str,
+        args: list[str],
+        envs: dict[str, str],
+        cwd: str,
+        tag: str | None,
+    ) -> None:
+        self.sandbox = sandbox
+        self.proc = proc
+        self.pid = proc.pid
+        self.cmd, self.args, self.envs, self.cwd, self.tag = cmd, args, envs, cwd, tag
+        self.subscribers: list[asyncio.Queue] = []
+        self.end: ProcessEnd | None = None
+        self.task: asyncio.Task | None = None
+
+    def subscribe(self) -> asyncio.Queue:
+        queue: asyncio.Queue = asyncio.Queue()
+        if self.end is not None:
+            queue.put_nowait(("end", self.end))
+        self.subscribers.append(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue) -> None:
+        with contextlib.suppress(ValueError):
+            self.subscribers.remove(queue)
+
+    def publish(self, item: tuple) -> None:
+        for queue in list(self.subscribers):
+            queue.put_nowait(item)
+
+    async def pump(self) -> None:
+        """Forward output to subscribers until the process ends, then publish its end."""
+        readers = [
+            asyncio.create_task(self._read(self.proc.stdout, "stdout")),
+            asyncio.create_task(self._read(self.proc.stderr, "stderr")),
+        ]
+        returncode = await self.proc.wait()
+        # envd closes the pipes once the process is reaped: output still held open by
+        # background children is not waited for (the stream ends with the process).
+        _, pending = await asyncio.wait(readers, timeout=0.2)
+        for task in pending:
+            task.cancel()
+        if returncode >= 0:
+            status = f"exit status {returncode}"
+            self.end = ProcessEnd(returncode, True, status, None if returncode == 0 else status)
+        else:
+            status = f"signal: {signal.Signals(-returncode).name[3:].lower()}"
+            self.end = ProcessEnd(-1, False, status, status)
+        self.sandbox.procs.pop(self.pid, None)
+        if self.sandbox.alive:
+            self.publish(("end", self.end))
+
+    async def _read(self, stream: asyncio.StreamReader | None, name: str) -> None:
+        if stream is None:
+            return
+        while True:
+            chunk = await stream.read(CHUNK)
+            if not chunk:
+                return
+            self.publish(("data", name, chunk))
+
+    def send_signal(self, signum: int) -> None:
+        """Signal the command itself (bash), not its children, as envd does."""
+        targets = _children(self.pid) or [self.pid]
+        for pid in targets:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    async def write_stdin(self, data: bytes) -> None:
+        if self.proc.stdin is None or self.proc.stdin.is_closing():
+            raise EmulatorError("invalid", "stdin not enabled or closed")
+        self.proc.stdin.write(data)
+        await self.proc.stdin.drain()
+
+    def close_stdin(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+
+
+@dataclass
+class EmuSandbox:
+    """One emulated sandbox."""
+
+    sandbox_id: str
+    template_id: str
+    root: Path
+    metadata: dict[str, str]
+    env_vars: dict[str, str]
+    started_at: float
+    end_at: float
+    access_token: str
+    client_id: str = "emulator"
+    holder: asyncio.subprocess.Process | None = None
+    init_pid: int = 0
+    alive: bool = True
+    procs: dict[int, EmuProcess] = field(default_factory=dict)
+
+    @property
+    def home(self) -> Path:
+        """The directory on this machine that is ``/home/user`` inside the sandbox."""
+        return self.root / "home"
+
+    def resolve(self, path: str) -> str:
+        """An absolute path inside the sandbox (relative paths start at ``/home/user``)."""
+        if not path.startswith("/"):
+            path = f"{SANDBOX_HOME}/{path}"
+        return os.path.normpath(path).replace("//", "/")
+
+    def host_path(self, path: str) -> Path:
+        """Where ``path`` (as seen inside the sandbox) is reachable from this machine.
+
+        ``/proc/<init>/root`` walks the sandbox's own mount table, so ``/home/user`` lands in
+        its home and every other path in this machine's filesystem, exactly as commands see it.
+        """
+        return Path(f"/proc/{self.init_pid}/root{self.resolve(path)}")
+
+
+class SandboxManager:
+    """Creates, runs commands in and tears down emulated sandboxes."""
+
+    def __init__(self, root: Path, tools_dir: Path) -> None:
+        self.root = root
+        self.tools_dir = tools_dir
+        self.sandboxes: dict[str, EmuSandbox] = {}
+        #: sandboxes that no longer exist, with why (for the proxy's error message)
+        self.gone: dict[str, str] = {}
+        self._reaper: asyncio.Task | None = None
+
+    def start_reaper(self) -> None:
+        self._reaper = asyncio.get_running_loop().create_task(self._reap_expired())
+
+    async def _reap_expired(self) -> None:
+        # E2B kills a sandbox when its timeout passes: set_timeout() is what keeps it alive.
+        while True:
+            now = time.time()
+            for sandbox in list(self.sandboxes.values()):
+                if sandbox.end_at <= now:
+                    await self.destroy(sandbox.sandbox_id, "expired")
+            await asyncio.sleep(0.05)
+
+    async def create(
+        self,
+        *,
+        template_id: str,
+        timeout: float,
+        metadata: dict[str, str],
+        env_vars: dict[str, str],
+    ) -> EmuSandbox:
+        sandbox_id = "i" + secrets.token_hex(10)
+        root = self.root / sandbox_id
+        (root / "home").mkdir(parents=True)
+        now = time.time()
+        sandbox = EmuSandbox(
+            sandbox_id=sandbox_id,
+            template_id=template_id,
+            root=root,
+            metadata=dict(metadata),
+            env_vars=dict(env_vars),
+            started_at=now,
+            end_at=now + timeout,
+            access_token=secrets.token_hex(16),
+        )
+        # setpriv --pdeathsig: if this emulator dies without cleaning up, unshare dies with it
+        # and --kill-child then takes the whole PID namespace down.
+        sandbox.holder = await asyncio.create_subprocess_exec(
+            "setpriv",
+            "--pdeathsig",
+            "KILL",
+            "unshare",
+            "--mount",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "--propagation",
+            "private",
+            "--kill-child",
+            "--",
+            "/bin/sh",
+            "-c",
+            _HOLDER_SCRIPT,
+            "sh",
+            str(sandbox.home),
+            str(self.tools_dir),
+            sys.executable,
+            str(_INIT),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            line = await asyncio.wait_for(sandbox.holder.stdout.readline(), 15)
+        except TimeoutError:
+            line = b""
+        children = _children(sandbox.holder.pid)
+        if line != b"ready\n" or not children:
+            with contextlib.suppress(ProcessLookupError):
+                sandbox.holder.kill()
+            err = await sandbox.holder.stderr.read()
+            shutil.rmtree(root, ignore_errors=True)
+            raise RuntimeError(f"emulator could not start a sandbox namespace: {err.decode()!r}")
+        sandbox.init_pid = children[0]
+        self.sandboxes[sandbox_id] = sandbox
+        return sandbox
+
+    async def start_process(
+        self,
+        sandbox: EmuSandbox,
+        *,
+        cmd: str,
+        args: list[str],
+        envs: dict[str, str],
+        cwd: str | None,
+        stdin: bool,
+        tag: str | None,
+    ) -> tuple[EmuProcess, asyncio.Queue]:
+        """Start a command as envd would; returns it already subscribed (no output lost)."""
+        cwd = sandbox.resolve(cwd or SANDBOX_HOME)
+        if not sandbox.host_path(cwd).is_dir():
+            raise EmulatorError("invalid", f"cwd '{cwd}' does not exist")
+        # envd's environment: its PATH, the user's identity, the sandbox's env vars, then the
+        # request's (later wins).
+        env = {"PATH": BASE_PATH, "HOME": SANDBOX_HOME, "USER": "user", "LOGNAME": "user"}
+        env.update(sandbox.env_vars)
+        env.update(envs)
+        proc = await asyncio.create_subprocess_exec(
+            "nsenter",
+            "-t",
+            str(sandbox.init_pid),
+            "-m",
+            "-p",
+            "--",
+            "/bin/sh",
+            "-c",
+            _CD_EXEC,
+            "sh",
+            cwd,
+            cmd,
+            *args,
+            env=env,
+            cwd="/",
+            stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+        emu = EmuProcess(sandbox, proc, cmd=cmd, args=args, envs=envs, cwd=cwd, tag=tag)
+        queue = emu.subscribe()
+        sandbox.procs[emu.pid] = emu
+        emu.task = asyncio.get_running_loop().create_task(emu.pump())
+        return emu, queue
+
+    async def destroy(self, sandbox_id: str, reason: str) -> bool:
+        """Kill everything in the sandbox and delete its files; False if it did not exist."""
+        sandbox = self.sandboxes.pop(sandbox_id, None)
+        if sandbox is None:
+            return False
+        sandbox.alive = False
+        self.gone[sandbox_id] = reason
+        message = f"The sandbox {sandbox_id} was not found"
+        for proc in list(sandbox.procs.values()):
+            proc.publish(("lost", message))
+        # SIGKILL to the namespace's init makes the kernel kill every process inside it.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(sandbox.init_pid, signal.SIGKILL)
+        if sandbox.holder is not None:
+            try:
+                await asyncio.wait_for(sandbox.holder.wait(), 10)
+            except TimeoutError:
+                log.warning("sandbox %s: namespace holder did not exit", sandbox_id)
+        for proc in list(sandbox.procs.values()):
+            if proc.task is not None:
+                with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                    await asyncio.wait_for(asyncio.shield(proc.task), 5)
+        # The bind mount lived only in the sandbox's namespace, now gone: this removes the
+        # sandbox's own directory, never anything mounted over.
+        await asyncio.to_thread(shutil.rmtree, sandbox.root, True)
+        return True
+
+    async def destroy_all(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+        for sandbox_id in list(self.sandboxes):
+            await self.destroy(sandbox_id, "emulator stopped")
