@@ -227,8 +227,9 @@ class AgentProgress:
             self.session_id = d.get("session_id") or self.session_id
             self.model = d.get("model") or self.model
         elif event.type == "text":
-            self.turns += 1
+            self.turns += 1  # an estimate until the result event gives the real count
         elif event.type == "tool_use":
+            self.turns += 1
             self.tools[d["name"]] = self.tools.get(d["name"], 0) + 1
         elif event.type == "result":
             self.result = d
@@ -241,8 +242,9 @@ class AgentProgress:
                 self.rate_limited_until = d.get("resets_at") or self.rate_limited_until
             else:
                 self.rate_limited_until = None
-        if event.type in ("text", "tool_use", "tool_error", "result", "rate_limit", "raw"):
-            self.last_lines = [*self.last_lines, event.summary][-5:]
+        if event.type in ("text", "raw"):
+            # What the agent says; its actions are listed elsewhere (tools, printed lines).
+            self.last_lines = [*self.last_lines, event.summary][-3:]
 
 
 # -- usage-limit messages ------------------------------------------------------------------
