@@ -101,6 +101,11 @@ class CLI:
     def status(self, session: str) -> dict:
         return self.json("status", session)[0]
 
+    def status_or_none(self, session: str) -> dict | None:
+        """The session's status, or None while it does not exist yet."""
+        proc = self("status", session, "--json")
+        return json.loads(proc.stdout)[0] if proc.returncode == 0 else None
+
     def wait_status(self, session: str, predicate, timeout: float = 60) -> dict:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

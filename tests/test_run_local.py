@@ -337,3 +337,56 @@ def test_not_in_the_main_checkout(cli, repo):
                cwd=repo / ".worktrees" / "first")
     assert proc.returncode == 2
     assert "main checkout" in proc.stderr
+
+
+def test_extend_pushes_the_limit(cli, repo):
+    run = cli.popen("run", "--backend", "local", "--name", "ext", "--timeout", "3s",
+                    "--warn-at", "1h", "--prompt", "@sleep 5\n@write done.txt finished")
+    try:
+        retry_until(lambda: (cli.status_or_none("ext") or {}).get("status") == "running",
+                    timeout=30)
+        proc = cli("extend", "ext", "30s")
+        assert proc.returncode == 0, proc.stderr
+        assert "limit now" in proc.stdout
+        out, err = run.communicate(timeout=60)
+    finally:
+        run.kill()
+    assert run.returncode == 0, err
+    st = cli.status("ext")
+    assert st["status"] == "completed"
+    assert "done.txt" in branch_files(repo, "sandboxrun/ext")
+
+
+def test_keep_then_cleanup_never_touches_branches_or_dirty_worktrees(cli, repo):
+    home = Path(os.environ["SANDBOXRUN_HOME"])
+    assert cli("run", "--backend", "local", "--name", "kept", "--keep", "--prompt",
+               "@write k.txt k").returncode == 0
+    assert cli("run", "--backend", "local", "--name", "dirty", "--prompt",
+               "@write d.txt d").returncode == 0
+    kept = cli.status("kept")
+    assert (home / "sandboxes" / kept["id"]).is_dir()
+    (repo / ".worktrees" / "dirty" / "scratch.txt").write_text("user work in progress\n")
+
+    dry = cli.json("cleanup", "--worktrees", "--dry-run")
+    assert dry["sandboxes_removed"] == ["kept"]
+    assert (home / "sandboxes" / kept["id"]).is_dir()
+
+    report = cli.json("cleanup", "--worktrees")
+    assert report["sandboxes_removed"] == ["kept"]
+    assert not (home / "sandboxes" / kept["id"]).exists()
+    assert str(repo / ".worktrees" / "kept") in report["worktrees_removed"]
+    assert str(repo / ".worktrees" / "dirty") in report["kept_dirty"]
+    assert (repo / ".worktrees" / "dirty" / "scratch.txt").exists()
+    # Branches stay: the work is there to merge.
+    assert "k.txt" in branch_files(repo, "sandboxrun/kept")
+    assert "d.txt" in branch_files(repo, "sandboxrun/dirty")
+
+
+def test_download_after_the_end_uses_saved_artifacts(cli, repo):
+    assert cli("run", "--backend", "local", "--name", "fin", "--prompt",
+               "@write f.txt f\n@commit add f").returncode == 0
+    out = repo.parent / "fin-out"
+    data = cli.json("download", "fin", "--output", str(out))
+    assert data["live"] is False
+    assert b"Subject: [PATCH] add f" in (out / "commits.mbox").read_bytes()
+    assert (out / "agent.log").exists()
