@@ -54,9 +54,11 @@ mkdir -p "$CACHE"
 installed && succeed
 
 # Serialize concurrent installs (parallel CI jobs sharing a cache) on a lock in the cache.
-exec 9>"${CACHE}/.install-claude.lock"
-flock 9
-installed && succeed
+if command -v flock >/dev/null 2>&1; then
+    exec 9>"${CACHE}/.install-claude.lock"
+    flock 9
+    installed && succeed
+fi
 
 command -v npm >/dev/null 2>&1 || unavailable "npm not found on PATH (Node.js is needed to install ${PACKAGE})"
 
