@@ -174,7 +174,7 @@ def test_retry_watchdog_waits_on_usage_limit(run_claude, fake_api, agent_env, tm
     agent_env.update(claude_env(fake_api.url, tmp_path / "agent-home", gateway=True))
     agent_env["CLAUDE_CODE_RETRY_WATCHDOG"] = "1"
 
-    run = run_claude("Do something", timeout=6)
+    run = run_claude("Do something", timeout=10)
 
     assert run.timed_out
     assert run.result is None
