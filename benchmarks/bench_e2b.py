@@ -110,7 +110,7 @@ def phases(backend: E2BBackend, tarball: Path) -> dict[str, float]:
 
         def agent() -> None:
             sb.start_detached(
-                ["sh", "-c", "find . -name '*.py' | head -200 | xargs sed -i 's/def/fn/'"],
+                ["sh", "-c", "find . -name '*.py' | head -200 | xargs sed -i 's/def/fn/'; echo ok"],
                 cwd=sb.repo_dir,
                 env={},
                 stdin_path=f"{CTL}/prompt.txt",
@@ -127,7 +127,9 @@ def phases(backend: E2BBackend, tarball: Path) -> dict[str, float]:
                     time.sleep(0.02)
 
         timed("agent_start_to_exit", agent)
-        timed("empty_log_poll", lambda: sb.read_file(f"{CTL}/agent.log", 0))
+        # the follow loop's steady state: a poll at the end of the log, nothing new
+        timed("log_poll_nothing_new", lambda: sb.read_file(f"{CTL}/agent.log", 3))
+        timed("log_read_from_start", lambda: sb.read_file(f"{CTL}/agent.log", 0))
 
         def collect() -> int:
             sb.exec(["sh", "-c", COLLECT, "sh", sb.repo_dir, f"{CTL}/changes.diff"])

@@ -62,9 +62,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 HOME = "/home/user"
-#: the Claude Code release baked into our template (newer ones need Node >= 22 at install)
+#: the Claude Code release baked into our template (pinned: a template build is reproducible)
 CLAUDE_CODE_VERSION = "2.1.330"
-#: credentials the agent may use, in the order Claude Code prefers them
+#: credentials the agent may use (any one of them is enough)
 CREDENTIAL_VARS = ("ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN", "ANTHROPIC_AUTH_TOKEN")
 #: non-secret settings of Claude Code passed through from the user's environment when set
 PASSTHROUGH_VARS = (
@@ -422,12 +422,19 @@ class E2BSandbox:
         return max(0.0, (info.end_at - datetime.now(UTC)).total_seconds())
 
     def is_alive(self) -> bool:
+        """False once E2B says the sandbox is gone; True while it runs, or when E2B cannot be
+        reached even after retries (unknown is not lost: the caller keeps trying)."""
         try:
             info = self._backend.retry(
                 "asking E2B about the sandbox", self._sdk.get_info, sandbox_id=self.id
             )
         except SandboxLostError:
             return False
+        except AuthError:
+            raise
+        except BackendError as exc:
+            log.warning("cannot tell whether E2B sandbox %s is alive: %s", self.id, exc)
+            return True
         return str(getattr(info.state, "value", info.state)) == "running"
 
     def destroy(self) -> None:

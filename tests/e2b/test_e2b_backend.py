@@ -310,6 +310,15 @@ def test_expired_sandbox_is_lost(sandbox, backend, emulator):
     sandbox.destroy()
 
 
+def test_unreachable_control_plane_is_not_lost(sandbox, emulator):
+    """When E2B keeps failing (503), is_alive cannot tell and does not declare the sandbox lost."""
+    emulator.fail_control_plane(1000, status=503)
+    assert sandbox.is_alive() is True
+    with pytest.raises(BackendError, match="cannot reach"):
+        sandbox.time_left()
+    emulator.reset()
+
+
 def test_wrong_key_is_an_auth_error(backend, monkeypatch):
     """A rejected key names E2B_API_KEY and never shows its value."""
     monkeypatch.setenv("E2B_API_KEY", "e2b_wrong_key_value_42")
