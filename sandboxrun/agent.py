@@ -175,6 +175,7 @@ def parse_event(obj: dict[str, Any]) -> list[AgentEvent]:
             "session_id": obj.get("session_id"),
             "result": obj.get("result"),
             "terminal_reason": obj.get("terminal_reason"),
+            "api_error_status": obj.get("api_error_status"),
         }
         events = [AgentEvent("result", data)]
         reset = parse_limit_message(str(obj.get("result") or ""))
@@ -189,6 +190,8 @@ def parse_event(obj: dict[str, Any]) -> list[AgentEvent]:
             "status": info.get("status"),
             "resets_at": info.get("resetsAt"),
             "limit_type": info.get("rateLimitType"),
+            # Paid overage lets the agent go on despite a "rejected" plan limit.
+            "using_overage": bool(info.get("isUsingOverage")),
         })]
     return [AgentEvent("unknown", {"event_type": str(etype)})]
 
@@ -238,9 +241,12 @@ class AgentProgress:
                 self.cost_usd = float(d["total_cost_usd"])
             self.session_id = d.get("session_id") or self.session_id
         elif event.type == "rate_limit":
-            if d.get("status") in RATE_LIMIT_BLOCKED:
-                self.rate_limited_until = d.get("resets_at") or self.rate_limited_until
-            else:
+            if d.get("status") in RATE_LIMIT_BLOCKED and not d.get("using_overage"):
+                # The event's resetsAt is exact; a time parsed from text (source "result") is
+                # only to the minute, so it never replaces one we already have.
+                if d.get("source") != "result" or self.rate_limited_until is None:
+                    self.rate_limited_until = d.get("resets_at") or self.rate_limited_until
+            elif d.get("status") is not None and d.get("source") != "result":
                 self.rate_limited_until = None
         if event.type in ("text", "raw"):
             # What the agent says; its actions are listed elsewhere (tools, printed lines).
@@ -252,7 +258,8 @@ class AgentProgress:
 _EPOCH_RE = re.compile(r"usage limit reached\|(\d{9,})", re.I)
 _RESETS_RE = re.compile(
     r"(?:limit|limits).*?resets\s+(?:(?P<dow>mon|tue|wed|thu|fri|sat|sun)\w*\s+)?"
-    r"(?:(?P<mon>jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)\w*\s+(?P<day>\d{1,2})\s+at\s+)?"
+    r"(?:(?P<mon>jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)\w*\s+(?P<day>\d{1,2})"
+    r"(?:,\s*(?P<year>\d{4}))?(?:\s+at\s+|,\s*))?"
     r"(?P<hour>\d{1,2})(?::(?P<min>\d{2}))?\s*(?P<ampm>am|pm)"
     r"(?:\s*\((?P<tz>[A-Za-z_]+(?:/[A-Za-z_+-]+)*)\))?",
     re.I,
@@ -287,7 +294,9 @@ def parse_limit_message(text: str, now: float | None = None) -> float | None:
         month = _MONTHS.index(m.group("mon").lower()[:3]) + 1
         candidate = now_dt.replace(month=month, day=int(m.group("day")), hour=hour,
                                    minute=minute, second=0, microsecond=0)
-        if candidate < now_dt - timedelta(days=1):
+        if m.group("year"):
+            candidate = candidate.replace(year=int(m.group("year")))
+        elif candidate < now_dt - timedelta(days=1):
             candidate = candidate.replace(year=candidate.year + 1)
         return candidate.timestamp()
     candidate = now_dt.replace(hour=hour, minute=minute, second=0, microsecond=0)

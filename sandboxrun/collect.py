@@ -102,6 +102,10 @@ def describe_failure(result: dict[str, Any] | None, exit_code: int | None, stder
     """One sentence saying why the agent did not succeed."""
     if result:
         subtype = result.get("subtype") or "error"
+        if subtype == "success" and result.get("is_error"):
+            # API failures end as subtype "success" + is_error; say what actually happened.
+            status = result.get("api_error_status")
+            subtype = f"{result.get('terminal_reason') or 'error'}" + (f" {status}" if status else "")
         if subtype == "error_max_turns":
             limit = f" (--max-turns {max_turns})" if max_turns else ""
             return f"the agent reached its turn limit{limit} before finishing (error_max_turns)"

@@ -61,7 +61,7 @@ def follow_agent(driver: RunDriver) -> FollowOutcome:
     rate_limited_since: float | None = None
 
     def drain() -> None:
-        nonlocal offset, pending, last_beat
+        nonlocal offset, pending, last_beat, rate_limited_since
         try:
             chunk = sb.read_file(log_path, offset)
         except FileNotFoundError:
@@ -87,6 +87,7 @@ def follow_agent(driver: RunDriver) -> FollowOutcome:
                 _row_updates(event, updates)
         store.add_events(sid, items)
         last_beat = time.monotonic()
+        rate_limited_since = None  # the agent is still talking: restart the quota-stall clock
         store.update(sid, log_offset=offset - len(pending), last_heartbeat=time.time(), **updates)
 
     while True:

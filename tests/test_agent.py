@@ -100,3 +100,23 @@ def test_error_result_with_limit_text_becomes_rate_limit():
     events = parse_line(line)
     assert [e.type for e in events] == ["result", "rate_limit"]
     assert events[1].data["resets_at"] == 1767000000
+
+
+def test_limit_messages_with_dates_and_years():
+    utc = ZoneInfo("UTC")
+    now = datetime(2026, 11, 21, 10, 0, tzinfo=utc).timestamp()
+    at = parse_limit_message("You've hit your 5-hour limit · resets Jan 1, 2030, 12am (UTC)", now)
+    assert datetime.fromtimestamp(at, utc) == datetime(2030, 1, 1, 0, 0, tzinfo=utc)
+    at = parse_limit_message("You've hit your weekly limit · resets Nov 24, 11:29am (UTC)", now)
+    assert datetime.fromtimestamp(at, utc) == datetime(2026, 11, 24, 11, 29, tzinfo=utc)
+
+
+def test_overage_and_text_do_not_override_exact_reset():
+    p = AgentProgress()
+    p.feed(AgentEvent("rate_limit", {"status": "rejected", "resets_at": 1000,
+                                     "using_overage": True}))
+    assert p.rate_limited_until is None
+    p.feed(AgentEvent("rate_limit", {"status": "rejected", "resets_at": 1893456000}))
+    p.feed(AgentEvent("rate_limit", {"status": "rejected", "resets_at": 1893455940,
+                                     "source": "result"}))
+    assert p.rate_limited_until == 1893456000

@@ -169,11 +169,6 @@ def test_usage_limit_records_waiting_quota(sandboxrun, fake_api, project):
     assert git(project, "show", "sandboxrun/quota:partial.txt") == "before the limit\n"
 
 
-@pytest.mark.xfail(
-    reason="the runner lets the result text's minute-precision 'resets 2:37pm (UTC)' override "
-    "the exact resetsAt of the rate_limit_event that came before it",
-    strict=False,
-)
 def test_usage_limit_reset_time_is_exact(sandboxrun, fake_api):
     """The reset time recorded is the rate_limit_event's resetsAt, to the second."""
     status, resets_at, _ = run_into_usage_limit(sandboxrun, fake_api, "exact")
