@@ -66,9 +66,8 @@ class AgentEvent:
         if self.type == "result":
             cost = d.get("total_cost_usd")
             cost_s = f", ${cost:.4f}" if isinstance(cost, int | float) else ""
-            return (
-                f"result: {d.get('subtype')} after {d.get('num_turns')} turns{cost_s}"
-                + (" (error)" if d.get("is_error") else "")
+            return f"result: {d.get('subtype')} after {d.get('num_turns')} turns{cost_s}" + (
+                " (error)" if d.get("is_error") else ""
             )
         if self.type == "rate_limit":
             reset = d.get("resets_at")
@@ -90,7 +89,14 @@ def _one_line(text: str, limit: int) -> str:
 
 
 _TOOL_SUMMARY_KEYS = (
-    "file_path", "command", "pattern", "path", "url", "query", "description", "notebook_path",
+    "file_path",
+    "command",
+    "pattern",
+    "path",
+    "url",
+    "query",
+    "description",
+    "notebook_path",
     "prompt",
 )
 
@@ -126,14 +132,19 @@ def parse_event(obj: dict[str, Any]) -> list[AgentEvent]:
     if etype == "system":
         subtype = obj.get("subtype")
         if subtype == "init":
-            return [AgentEvent("init", {
-                "session_id": obj.get("session_id"),
-                "model": obj.get("model"),
-                "cwd": obj.get("cwd"),
-                "claude_code_version": obj.get("claude_code_version"),
-                "permission_mode": obj.get("permissionMode"),
-                "tools": len(obj.get("tools") or []),
-            })]
+            return [
+                AgentEvent(
+                    "init",
+                    {
+                        "session_id": obj.get("session_id"),
+                        "model": obj.get("model"),
+                        "cwd": obj.get("cwd"),
+                        "claude_code_version": obj.get("claude_code_version"),
+                        "permission_mode": obj.get("permissionMode"),
+                        "tools": len(obj.get("tools") or []),
+                    },
+                )
+            ]
         return [AgentEvent("system", {"subtype": subtype})]
     if etype == "assistant":
         events = []
@@ -144,11 +155,16 @@ def parse_event(obj: dict[str, Any]) -> list[AgentEvent]:
                 events.append(AgentEvent("text", {"text": block["text"]}))
             elif block.get("type") == "tool_use":
                 name = str(block.get("name") or "?")
-                events.append(AgentEvent("tool_use", {
-                    "name": name,
-                    "id": block.get("id"),
-                    "summary": summarize_tool_input(name, block.get("input")),
-                }))
+                events.append(
+                    AgentEvent(
+                        "tool_use",
+                        {
+                            "name": name,
+                            "id": block.get("id"),
+                            "summary": summarize_tool_input(name, block.get("input")),
+                        },
+                    )
+                )
         return events
     if etype == "user":
         events = []
@@ -157,13 +173,25 @@ def parse_event(obj: dict[str, Any]) -> list[AgentEvent]:
             if isinstance(block, dict) and block.get("type") == "tool_result":
                 text = _content_text(block.get("content"))
                 if block.get("is_error"):
-                    events.append(AgentEvent("tool_error", {
-                        "tool_use_id": block.get("tool_use_id"), "content": _one_line(text, 500),
-                    }))
+                    events.append(
+                        AgentEvent(
+                            "tool_error",
+                            {
+                                "tool_use_id": block.get("tool_use_id"),
+                                "content": _one_line(text, 500),
+                            },
+                        )
+                    )
                 else:
-                    events.append(AgentEvent("tool_result", {
-                        "tool_use_id": block.get("tool_use_id"), "chars": len(text),
-                    }))
+                    events.append(
+                        AgentEvent(
+                            "tool_result",
+                            {
+                                "tool_use_id": block.get("tool_use_id"),
+                                "chars": len(text),
+                            },
+                        )
+                    )
         return events
     if etype == "result":
         data = {
@@ -180,19 +208,32 @@ def parse_event(obj: dict[str, Any]) -> list[AgentEvent]:
         events = [AgentEvent("result", data)]
         reset = parse_limit_message(str(obj.get("result") or ""))
         if obj.get("is_error") and reset is not None:
-            events.append(AgentEvent("rate_limit", {
-                "status": "rejected", "resets_at": reset, "limit_type": None, "source": "result",
-            }))
+            events.append(
+                AgentEvent(
+                    "rate_limit",
+                    {
+                        "status": "rejected",
+                        "resets_at": reset,
+                        "limit_type": None,
+                        "source": "result",
+                    },
+                )
+            )
         return events
     if etype == "rate_limit_event":
         info = obj.get("rate_limit_info") or {}
-        return [AgentEvent("rate_limit", {
-            "status": info.get("status"),
-            "resets_at": info.get("resetsAt"),
-            "limit_type": info.get("rateLimitType"),
-            # Paid overage lets the agent go on despite a "rejected" plan limit.
-            "using_overage": bool(info.get("isUsingOverage")),
-        })]
+        return [
+            AgentEvent(
+                "rate_limit",
+                {
+                    "status": info.get("status"),
+                    "resets_at": info.get("resetsAt"),
+                    "limit_type": info.get("rateLimitType"),
+                    # Paid overage lets the agent go on despite a "rejected" plan limit.
+                    "using_overage": bool(info.get("isUsingOverage")),
+                },
+            )
+        ]
     return [AgentEvent("unknown", {"event_type": str(etype)})]
 
 
@@ -292,8 +333,9 @@ def parse_limit_message(text: str, now: float | None = None) -> float | None:
     minute = int(m.group("min") or 0)
     if m.group("mon"):
         month = _MONTHS.index(m.group("mon").lower()[:3]) + 1
-        candidate = now_dt.replace(month=month, day=int(m.group("day")), hour=hour,
-                                   minute=minute, second=0, microsecond=0)
+        candidate = now_dt.replace(
+            month=month, day=int(m.group("day")), hour=hour, minute=minute, second=0, microsecond=0
+        )
         if m.group("year"):
             candidate = candidate.replace(year=int(m.group("year")))
         elif candidate < now_dt - timedelta(days=1):

@@ -67,8 +67,9 @@ def collect_patches(sandbox: Sandbox, session: Session) -> Patches:
     base = session.sandbox_base
     if not base:
         raise BackendError("the sandbox has no baseline commit, so there is nothing to collect")
-    res = sandbox.exec(["sh", "-c", _COLLECT_SCRIPT, "sh", sandbox.repo_dir, base, ctl],
-                       timeout=600)
+    res = sandbox.exec(
+        ["sh", "-c", _COLLECT_SCRIPT, "sh", sandbox.repo_dir, base, ctl], timeout=600
+    )
     if not res.ok:
         raise BackendError(f"collecting the agent's changes failed: {res.error_text()[-2000:]}")
     count = int((res.text().strip().splitlines() or ["0"])[-1] or 0)
@@ -97,15 +98,18 @@ def _copy_logs(driver: RunDriver) -> None:
             (driver.artifacts / name).write_bytes(driver.sandbox.read_file(f"{ctl}/{name}"))
 
 
-def describe_failure(result: dict[str, Any] | None, exit_code: int | None, stderr: str,
-                     max_turns: int | None) -> str:
+def describe_failure(
+    result: dict[str, Any] | None, exit_code: int | None, stderr: str, max_turns: int | None
+) -> str:
     """One sentence saying why the agent did not succeed."""
     if result:
         subtype = result.get("subtype") or "error"
         if subtype == "success" and result.get("is_error"):
             # API failures end as subtype "success" + is_error; say what actually happened.
             status = result.get("api_error_status")
-            subtype = f"{result.get('terminal_reason') or 'error'}" + (f" {status}" if status else "")
+            subtype = f"{result.get('terminal_reason') or 'error'}" + (
+                f" {status}" if status else ""
+            )
         if subtype == "error_max_turns":
             limit = f" (--max-turns {max_turns})" if max_turns else ""
             return f"the agent reached its turn limit{limit} before finishing (error_max_turns)"
@@ -128,8 +132,13 @@ def finish_with_patches(driver: RunDriver, outcome: FollowOutcome) -> Session:
     driver.reporter.phase("collecting", "bringing the work back")
     if outcome.reason == "killed" and s.discard:
         driver._teardown()
-        store.set_status(sid, "killed", only_if_active=True, exit_code=outcome.exit_code,
-                         error="killed by `sandboxrun kill --discard`; the work was discarded")
+        store.set_status(
+            sid,
+            "killed",
+            only_if_active=True,
+            exit_code=outcome.exit_code,
+            error="killed by `sandboxrun kill --discard`; the work was discarded",
+        )
         return driver._refresh()
 
     t0 = time.monotonic()
@@ -145,8 +154,10 @@ def finish_with_patches(driver: RunDriver, outcome: FollowOutcome) -> Session:
         status, error = "killed", "killed by `sandboxrun kill`; the work so far was collected"
     elif outcome.reason == "timeout":
         status = "timeout"
-        error = (f"stopped at the time limit ({format_duration(s.timeout_s or 0)}); "
-                 "the work so far was collected")
+        error = (
+            f"stopped at the time limit ({format_duration(s.timeout_s or 0)}); "
+            "the work so far was collected"
+        )
     elif outcome.reason == "quota" or (
         driver.progress.rate_limited_until and (result is None or result.get("is_error"))
     ):
@@ -156,10 +167,13 @@ def finish_with_patches(driver: RunDriver, outcome: FollowOutcome) -> Session:
         error = f"Claude usage limit reached; it resets at {when}. The work so far was collected."
     elif result is None or result.get("is_error") or outcome.exit_code not in (0, None):
         status = "failed"
-        stderr = (driver.artifacts / "agent.stderr")
-        error = describe_failure(result, outcome.exit_code,
-                                 stderr.read_text(errors="replace") if stderr.exists() else "",
-                                 s.max_turns)
+        stderr = driver.artifacts / "agent.stderr"
+        error = describe_failure(
+            result,
+            outcome.exit_code,
+            stderr.read_text(errors="replace") if stderr.exists() else "",
+            s.max_turns,
+        )
 
     t0 = time.monotonic()
     fields: dict[str, Any] = {"exit_code": outcome.exit_code}
@@ -167,27 +181,44 @@ def finish_with_patches(driver: RunDriver, outcome: FollowOutcome) -> Session:
         fields["options"] = {**s.options, "quota_resets_at": driver.progress.rate_limited_until}
     try:
         applied = apply_changes(
-            Path(s.worktree), patches.commits, patches.leftover,
+            Path(s.worktree),
+            patches.commits,
+            patches.leftover,
             allow_sensitive=bool(s.options.get("allow_sensitive")),
             leftover_message=LEFTOVER_MESSAGE,
             artifacts_hint=str(driver.artifacts),
         )
     except PatchRejectedError as exc:
-        store.set_status(sid, "failed", only_if_active=True,
-                         error=f"{exc.message} (patches kept in {driver.artifacts})", **fields)
+        store.set_status(
+            sid,
+            "failed",
+            only_if_active=True,
+            error=f"{exc.message} (patches kept in {driver.artifacts})",
+            **fields,
+        )
         raise
     driver.phase_times["apply"] = time.monotonic() - t0
     if status == "completed" and not applied.commits:
         status = "completed_no_changes"
     store.set_status(
-        sid, status, only_if_active=True, error=error, result_commits=applied.commits,
-        files_changed=len(applied.files_changed), insertions=applied.insertions,
-        deletions=applied.deletions, **fields,
+        sid,
+        status,
+        only_if_active=True,
+        error=error,
+        result_commits=applied.commits,
+        files_changed=len(applied.files_changed),
+        insertions=applied.insertions,
+        deletions=applied.deletions,
+        **fields,
     )
     summary = {
-        "status": status, "branch": s.branch, "commits": applied.commits,
-        "files_changed": applied.files_changed, "insertions": applied.insertions,
-        "deletions": applied.deletions, "warnings": applied.warnings,
+        "status": status,
+        "branch": s.branch,
+        "commits": applied.commits,
+        "files_changed": applied.files_changed,
+        "insertions": applied.insertions,
+        "deletions": applied.deletions,
+        "warnings": applied.warnings,
         "phases": {k: round(v, 3) for k, v in driver.phase_times.items()},
     }
     store.add_event(sid, "summary", summary)

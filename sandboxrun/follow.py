@@ -113,8 +113,10 @@ def follow_agent(driver: RunDriver) -> FollowOutcome:
                 break
             grace = stop_margin(timeout, s.options.get("grace", driver.settings.grace))
             if remaining <= grace:
-                msg = (f"time limit reached ({format_duration(deadline - started)}): "
-                       "stopping the agent and collecting its work")
+                msg = (
+                    f"time limit reached ({format_duration(deadline - started)}): "
+                    "stopping the agent and collecting its work"
+                )
                 store.add_event(sid, "warning", {"mark": "limit", "message": msg})
                 driver.reporter.warning(msg)
                 driver.stop_agent()
@@ -123,8 +125,10 @@ def follow_agent(driver: RunDriver) -> FollowOutcome:
             for mark in s.warn_at or []:
                 if mark not in warned and elapsed >= mark:
                     warned.add(mark)
-                    msg = (f"{format_duration(elapsed)} elapsed; {format_duration(remaining)} "
-                           "left before the time limit (extend with `sandboxrun extend`)")
+                    msg = (
+                        f"{format_duration(elapsed)} elapsed; {format_duration(remaining)} "
+                        "left before the time limit (extend with `sandboxrun extend`)"
+                    )
                     store.add_event(sid, "warning", {"mark": mark, "message": msg})
                     driver.reporter.warning(msg)
                     _snapshot(driver)
@@ -181,10 +185,14 @@ def _row_updates(event, updates: dict[str, object]) -> None:
         if d.get("model"):
             updates["model"] = d["model"]
     elif event.type == "result":
-        updates.update({
-            "cost_usd": d.get("total_cost_usd"), "num_turns": d.get("num_turns"),
-            "duration_ms": d.get("duration_ms"), "result_subtype": d.get("subtype"),
-        })
+        updates.update(
+            {
+                "cost_usd": d.get("total_cost_usd"),
+                "num_turns": d.get("num_turns"),
+                "duration_ms": d.get("duration_ms"),
+                "result_subtype": d.get("subtype"),
+            }
+        )
         if d.get("session_id"):
             updates["agent_session_id"] = d["session_id"]
 

@@ -234,7 +234,13 @@ def carry_changes(source: Path, worktree: Path) -> tuple[str | None, list[str]]:
     if not diff.strip():
         return None, skipped
     git(worktree, "apply", "--index", "--binary", input=diff)
-    git(worktree, "commit", "-q", "--no-verify", "-m",
+    git(
+        worktree,
+        "commit",
+        "-q",
+        "--no-verify",
+        "-m",
         "sandboxrun: uncommitted changes carried from the main checkout",
-        env=identity_env(worktree))
+        env=identity_env(worktree),
+    )
     return git(worktree, "rev-parse", "HEAD").stdout.strip(), skipped

@@ -110,8 +110,12 @@ def run_bytes(
     log.debug("run(bytes) %s (cwd=%s)", args, cwd)
     try:
         proc = subprocess.run(
-            args, cwd=cwd, env=dict(env) if env is not None else None,
-            capture_output=True, timeout=timeout, check=False,
+            args,
+            cwd=cwd,
+            env=dict(env) if env is not None else None,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
         )
     except FileNotFoundError as exc:
         raise ProcessError(f"{args[0]} is not installed or not on PATH", argv=args) from exc

@@ -93,14 +93,18 @@ def choose_backend(settings: Settings, requested: str | None) -> str:
 def prepare_run(settings: Settings, store: SessionStore, req: RunRequest) -> Session:
     """Validate the request, create the worktree + branch and register the session."""
     if (req.prompt is None) == (req.prompt_file is None):
-        raise UsageError("give exactly one of --prompt or --prompt-file",
-                         "e.g. sandboxrun run --prompt-file PLAN.md")
+        raise UsageError(
+            "give exactly one of --prompt or --prompt-file",
+            "e.g. sandboxrun run --prompt-file PLAN.md",
+        )
     prompt = req.prompt
     if req.prompt_file is not None:
         path = req.prompt_file.expanduser()
         if not path.is_file():
-            raise UsageError(f"prompt file {req.prompt_file} does not exist",
-                             "Check the path, or pass the text with --prompt.")
+            raise UsageError(
+                f"prompt file {req.prompt_file} does not exist",
+                "Check the path, or pass the text with --prompt.",
+            )
         prompt = path.read_text(encoding="utf-8", errors="replace")
     if not (prompt or "").strip() and not req.dry_run:
         raise UsageError("the prompt is empty", "Write the task into the prompt file.")
@@ -130,18 +134,33 @@ def prepare_run(settings: Settings, store: SessionStore, req: RunRequest) -> Ses
         if req.with_changes:
             _, carried_secrets = gitops.carry_changes(requested_root, worktree)
         options = {
-            "keep": req.keep, "dry_run": req.dry_run, "allow_sensitive": req.allow_sensitive,
-            "with_changes": req.with_changes, "compression": settings.compression,
-            "template": settings.template, "grace": settings.grace,
-            "quota_stall": settings.quota_stall, "secrets_not_carried": carried_secrets,
+            "keep": req.keep,
+            "dry_run": req.dry_run,
+            "allow_sensitive": req.allow_sensitive,
+            "with_changes": req.with_changes,
+            "compression": settings.compression,
+            "template": settings.template,
+            "grace": settings.grace,
+            "quota_stall": settings.quota_stall,
+            "secrets_not_carried": carried_secrets,
             **req.extra_options,
         }
         session = store.create_session(
-            name=name, mode="sandbox", backend=backend_name, repo=str(repo),
-            worktree=str(worktree), branch=branch, base_ref=req.base, base_commit=base_commit,
-            prompt=prompt, prompt_file=str(req.prompt_file) if req.prompt_file else None,
-            model=settings.model, max_turns=settings.max_turns, timeout_s=settings.timeout,
-            warn_at=[w for w in settings.warn_at if w < settings.timeout], options=options,
+            name=name,
+            mode="sandbox",
+            backend=backend_name,
+            repo=str(repo),
+            worktree=str(worktree),
+            branch=branch,
+            base_ref=req.base,
+            base_commit=base_commit,
+            prompt=prompt,
+            prompt_file=str(req.prompt_file) if req.prompt_file else None,
+            model=settings.model,
+            max_turns=settings.max_turns,
+            timeout_s=settings.timeout,
+            warn_at=[w for w in settings.warn_at if w < settings.timeout],
+            options=options,
         )
     except BaseException:
         # Leave nothing half-made: the worktree and branch are ours and hold no user work.
@@ -162,8 +181,13 @@ def raise_name_in_use(name: str) -> None:
 class RunDriver:
     """Drives one sandbox session to its end. One driver per session at a time."""
 
-    def __init__(self, settings: Settings, store: SessionStore, session: Session,
-                 reporter: Reporter | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: SessionStore,
+        session: Session,
+        reporter: Reporter | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.session = session
@@ -189,8 +213,12 @@ class RunDriver:
         self.store.add_event(self.session.id, kind, payload)
 
     def _claim(self) -> None:
-        self.store.update(self.session.id, owner_pid=os.getpid(), owner_host=os.uname().nodename,
-                          last_heartbeat=time.time())
+        self.store.update(
+            self.session.id,
+            owner_pid=os.getpid(),
+            owner_host=os.uname().nodename,
+            last_heartbeat=time.time(),
+        )
 
     def _killed(self) -> bool:
         return bool(self._refresh().kill_requested)
@@ -212,21 +240,28 @@ class RunDriver:
             return self._follow_and_finish()
         except _KilledBeforeAgent:
             self._teardown()
-            self.store.set_status(self.session.id, "killed", only_if_active=True,
-                                  error="killed before the agent started")
+            self.store.set_status(
+                self.session.id,
+                "killed",
+                only_if_active=True,
+                error="killed before the agent started",
+            )
             return self._refresh()
         except SandboxLostError as exc:
             self.store.set_status(self.session.id, "lost", only_if_active=True, error=exc.message)
             raise
         except SandboxrunError as exc:
             self._teardown()
-            self.store.set_status(self.session.id, "failed", only_if_active=True,
-                                  error=exc.message)
+            self.store.set_status(self.session.id, "failed", only_if_active=True, error=exc.message)
             raise
         except BaseException as exc:
             self._teardown()
-            self.store.set_status(self.session.id, "failed", only_if_active=True,
-                                  error=f"interrupted: {type(exc).__name__}: {exc}")
+            self.store.set_status(
+                self.session.id,
+                "failed",
+                only_if_active=True,
+                error=f"interrupted: {type(exc).__name__}: {exc}",
+            )
             raise
 
     def resume(self) -> Session:
@@ -273,13 +308,18 @@ class RunDriver:
         result = pack_worktree(Path(self.session.worktree), tarball, compression=compression)
         self.phase_times["pack"] = time.monotonic() - t0
         sel = result.selection
-        self._event("pack", {
-            "files": result.file_count, "bytes_in": result.bytes_in,
-            "bytes_out": result.bytes_out, "compression": result.compression,
-            "excluded_secrets": list(sel.excluded_secrets),
-            "excluded_by_ignorefile": len(sel.excluded_by_ignorefile),
-            "seconds": round(self.phase_times["pack"], 3),
-        })
+        self._event(
+            "pack",
+            {
+                "files": result.file_count,
+                "bytes_in": result.bytes_in,
+                "bytes_out": result.bytes_out,
+                "compression": result.compression,
+                "excluded_secrets": list(sel.excluded_secrets),
+                "excluded_by_ignorefile": len(sel.excluded_by_ignorefile),
+                "seconds": round(self.phase_times["pack"], 3),
+            },
+        )
         if sel.excluded_secrets:
             self.reporter.warning(
                 "kept out of the upload (secrets deny-list): " + ", ".join(sel.excluded_secrets)
@@ -293,8 +333,10 @@ class RunDriver:
         env = self.backend.agent_env(dry_run=bool(s.options.get("dry_run")))
         metadata = {"sandboxrun_session": s.id, "repo": Path(s.repo).name}
         sandbox = self.backend.create(
-            s.id, timeout_s=(s.timeout_s or self.settings.timeout) + COLLECT_MARGIN,
-            env=env, metadata=metadata,
+            s.id,
+            timeout_s=(s.timeout_s or self.settings.timeout) + COLLECT_MARGIN,
+            env=env,
+            metadata=metadata,
         )
         self.sandbox = sandbox
         self.store.update(s.id, sandbox_id=sandbox.id, sandbox_home=sandbox.home)
@@ -310,8 +352,9 @@ class RunDriver:
     def _sh(self, script: str, *args: str, timeout: float = 300) -> bytes:
         """Run a fixed shell script (arguments only via "$@") in the sandbox; raise on failure."""
         assert self.sandbox is not None
-        res = self.sandbox.exec(["sh", "-c", script, "sh", *args], cwd=self.sandbox.home,
-                                timeout=timeout)
+        res = self.sandbox.exec(
+            ["sh", "-c", script, "sh", *args], cwd=self.sandbox.home, timeout=timeout
+        )
         if not res.ok:
             raise BackendError(f"command in the sandbox failed: {res.error_text()[-2000:]}")
         return res.stdout
@@ -339,7 +382,8 @@ class RunDriver:
         self.sandbox.write_file(f"{control_dir(self.sandbox)}/files.lst", names)
         remote_out = self._sh(
             'cd "$1" && { xargs -0 -r sha256sum -z -- < "$2" 2>/dev/null; true; }',
-            self.sandbox.repo_dir, f"{control_dir(self.sandbox)}/files.lst",
+            self.sandbox.repo_dir,
+            f"{control_dir(self.sandbox)}/files.lst",
         )
         remote = {}
         for entry in remote_out.split(b"\0"):
@@ -354,9 +398,12 @@ class RunDriver:
         self.phase_times["collect"] = time.monotonic() - t0
         save_artifacts(self.artifacts, patches)
         report = {
-            "files": len(files), "verified": len(local) - len(missing) - len(differ),
-            "missing": missing[:20], "differ": differ[:20],
-            "bytes_in": pack_result.bytes_in, "bytes_out": pack_result.bytes_out,
+            "files": len(files),
+            "verified": len(local) - len(missing) - len(differ),
+            "missing": missing[:20],
+            "differ": differ[:20],
+            "bytes_in": pack_result.bytes_in,
+            "bytes_out": pack_result.bytes_out,
             "compression": pack_result.compression,
             "collected_bytes": len(patches.commits) + len(patches.leftover),
             "phases": {k: round(v, 3) for k, v in self.phase_times.items()},
@@ -365,11 +412,13 @@ class RunDriver:
         self._teardown()
         if missing or differ:
             bad = ", ".join((missing + differ)[:5])
-            self.store.set_status(self.session.id, "failed",
-                                  error=f"upload verification failed for {bad}")
+            self.store.set_status(
+                self.session.id, "failed", error=f"upload verification failed for {bad}"
+            )
             raise BackendError(f"files did not arrive intact in the sandbox: {bad}")
-        self.store.set_status(self.session.id, "completed_no_changes", result_commits=[],
-                              files_changed=0)
+        self.store.set_status(
+            self.session.id, "completed_no_changes", result_commits=[], files_changed=0
+        )
         return self._refresh()
 
     def _start_agent(self) -> None:
@@ -381,14 +430,20 @@ class RunDriver:
         argv = build_claude_argv(claude, model=s.model, max_turns=s.max_turns)
         env = self.backend.agent_env(dry_run=False)
         pgid = sb.start_detached(
-            argv, cwd=sb.repo_dir, env=env, stdin_path=f"{ctl}/prompt.txt",
-            log_path=f"{ctl}/agent.log", stderr_path=f"{ctl}/agent.stderr",
-            exit_path=f"{ctl}/agent.exit", pid_path=f"{ctl}/agent.pid",
+            argv,
+            cwd=sb.repo_dir,
+            env=env,
+            stdin_path=f"{ctl}/prompt.txt",
+            log_path=f"{ctl}/agent.log",
+            stderr_path=f"{ctl}/agent.stderr",
+            exit_path=f"{ctl}/agent.exit",
+            pid_path=f"{ctl}/agent.pid",
         )
         now = time.time()
         timeout = s.timeout_s or self.settings.timeout
-        self.store.update(s.id, agent_pgid=pgid, started_at=now, deadline=now + timeout,
-                          log_offset=0)
+        self.store.update(
+            s.id, agent_pgid=pgid, started_at=now, deadline=now + timeout, log_offset=0
+        )
         sb.set_timeout(timeout + COLLECT_MARGIN)
         self._phase("running", f"agent pid {pgid}, limit {format_duration(timeout)}")
 
@@ -401,8 +456,8 @@ class RunDriver:
                 f"Claude Code ({claude!r}) is not installed in {where}",
                 "Use a template with Claude Code (`sandboxrun template build`), pass "
                 "--install-claude, or set SANDBOXRUN_CLAUDE_BIN to the claude executable."
-                if self.backend.isolated else
-                "Install it with `npm install -g @anthropic-ai/claude-code`, or set "
+                if self.backend.isolated
+                else "Install it with `npm install -g @anthropic-ai/claude-code`, or set "
                 "SANDBOXRUN_CLAUDE_BIN to the claude executable.",
             )
         return res.text().strip().splitlines()[-1]

@@ -22,8 +22,14 @@ from sandboxrun.store import TERMINAL_STATUSES, Session, SessionStore, owner_ali
 log = logging.getLogger(__name__)
 
 
-def kill_session(settings: Settings, store: SessionStore, session: Session, *,
-                 discard: bool = False, wait: float = 120.0) -> Session:
+def kill_session(
+    settings: Settings,
+    store: SessionStore,
+    session: Session,
+    *,
+    discard: bool = False,
+    wait: float = 120.0,
+) -> Session:
     """Stop a session's agent, collect its work (unless ``discard``) and tear it down.
 
     When another process drives the session we ask it to stop (through the store) and wait for
@@ -32,8 +38,10 @@ def kill_session(settings: Settings, store: SessionStore, session: Session, *,
     from sandboxrun.runner import RunDriver
 
     if session.is_terminal:
-        raise UsageError(f"session {session.name} already ended ({session.status})",
-                         f"See it with `sandboxrun status {session.name}`.")
+        raise UsageError(
+            f"session {session.name} already ended ({session.status})",
+            f"See it with `sandboxrun status {session.name}`.",
+        )
     store.request_kill(session.id, discard=discard)
     if owner_alive(session):
         deadline = time.monotonic() + wait
@@ -56,8 +64,9 @@ def kill_session(settings: Settings, store: SessionStore, session: Session, *,
         if current.sandbox_id:
             with contextlib.suppress(SandboxLostError):
                 driver.backend.connect(current.sandbox_id).destroy()
-        store.set_status(current.id, "killed", only_if_active=True,
-                         error="killed before the agent started")
+        store.set_status(
+            current.id, "killed", only_if_active=True, error="killed before the agent started"
+        )
         return store.get(current.id)
     try:
         driver.sandbox = driver.backend.connect(current.sandbox_id)
@@ -77,14 +86,17 @@ def kill_session(settings: Settings, store: SessionStore, session: Session, *,
     return finish_with_patches(driver, FollowOutcome("killed", _exit_code(driver)))
 
 
-def attach_session(settings: Settings, store: SessionStore, session: Session,
-                   reporter: Reporter | None = None) -> Session:
+def attach_session(
+    settings: Settings, store: SessionStore, session: Session, reporter: Reporter | None = None
+) -> Session:
     """Take over a session whose driving process died, and carry it to its end."""
     from sandboxrun.runner import RunDriver
 
     if session.is_terminal:
-        raise UsageError(f"session {session.name} already ended ({session.status})",
-                         f"Its work is on branch {session.branch}; see `sandboxrun status`.")
+        raise UsageError(
+            f"session {session.name} already ended ({session.status})",
+            f"Its work is on branch {session.branch}; see `sandboxrun status`.",
+        )
     if owner_alive(session):
         raise UsageError(
             f"session {session.name} is still driven by process {session.owner_pid}",
@@ -103,8 +115,9 @@ class Download:
     agent_commits: int | None = None
 
 
-def download_session(settings: Settings, store: SessionStore, session: Session,
-                     output: Path) -> Download:
+def download_session(
+    settings: Settings, store: SessionStore, session: Session, output: Path
+) -> Download:
     """Write the session's current patches to ``output`` without stopping it."""
     output.mkdir(parents=True, exist_ok=True)
     patches: Patches | None = None
@@ -135,8 +148,9 @@ def download_session(settings: Settings, store: SessionStore, session: Session,
     return Download(output, files, live=False)
 
 
-def extend_session(settings: Settings, store: SessionStore, session: Session,
-                   seconds: float) -> Session:
+def extend_session(
+    settings: Settings, store: SessionStore, session: Session, seconds: float
+) -> Session:
     """Push the session's time limit (ours and the sandbox's) by ``seconds``."""
     from sandboxrun.runner import COLLECT_MARGIN
 
@@ -168,8 +182,14 @@ class CleanupReport:
     forgotten: list[str] = field(default_factory=list)
 
 
-def cleanup(settings: Settings, store: SessionStore, *, worktrees: bool = False,
-            forget: bool = False, dry_run: bool = False) -> CleanupReport:
+def cleanup(
+    settings: Settings,
+    store: SessionStore,
+    *,
+    worktrees: bool = False,
+    forget: bool = False,
+    dry_run: bool = False,
+) -> CleanupReport:
     """Tear down leftovers of ended sessions. Never deletes branches or uncommitted work.
 
     Always: sandboxes (local directories, E2B sandboxes) of ended sessions that still exist

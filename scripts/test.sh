@@ -23,5 +23,6 @@ if [ -x scripts/install_claude.sh ]; then
   fi
 fi
 
-.venv/bin/ruff check sandboxrun tests benchmarks scripts
+.venv/bin/ruff check sandboxrun tests benchmarks
+.venv/bin/ruff format --check --quiet sandboxrun tests benchmarks
 exec .venv/bin/python -m pytest "$@"

@@ -43,9 +43,19 @@ def emit(obj):
 
 
 def assistant(content):
-    emit({"type": "assistant", "session_id": SESSION_ID,
-          "message": {"id": f"msg_{uuid.uuid4().hex[:12]}", "type": "message", "role": "assistant",
-                      "model": MODEL, "content": content}})
+    emit(
+        {
+            "type": "assistant",
+            "session_id": SESSION_ID,
+            "message": {
+                "id": f"msg_{uuid.uuid4().hex[:12]}",
+                "type": "message",
+                "role": "assistant",
+                "model": MODEL,
+                "content": content,
+            },
+        }
+    )
 
 
 def tool(name, tool_input, result_text, is_error=False):
@@ -53,19 +63,42 @@ def tool(name, tool_input, result_text, is_error=False):
     STATE["cost"] += 0.0012
     tid = f"toolu_{uuid.uuid4().hex[:12]}"
     assistant([{"type": "tool_use", "id": tid, "name": name, "input": tool_input}])
-    emit({"type": "user", "session_id": SESSION_ID,
-          "message": {"role": "user", "content": [
-              {"type": "tool_result", "tool_use_id": tid, "content": result_text,
-               "is_error": is_error}]}})
+    emit(
+        {
+            "type": "user",
+            "session_id": SESSION_ID,
+            "message": {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": tid,
+                        "content": result_text,
+                        "is_error": is_error,
+                    }
+                ],
+            },
+        }
+    )
 
 
 def result(subtype="success", is_error=False, text="done"):
-    emit({"type": "result", "subtype": subtype, "is_error": is_error,
-          "duration_ms": int((time.time() - START) * 1000), "duration_api_ms": 5,
-          "num_turns": STATE["turns"] + 1, "result": text, "session_id": SESSION_ID,
-          "total_cost_usd": round(STATE["cost"] + 0.0005, 6),
-          "usage": {"input_tokens": 10, "output_tokens": 20}, "permission_denials": [],
-          "terminal_reason": "completed" if not is_error else subtype})
+    emit(
+        {
+            "type": "result",
+            "subtype": subtype,
+            "is_error": is_error,
+            "duration_ms": int((time.time() - START) * 1000),
+            "duration_api_ms": 5,
+            "num_turns": STATE["turns"] + 1,
+            "result": text,
+            "session_id": SESSION_ID,
+            "total_cost_usd": round(STATE["cost"] + 0.0005, 6),
+            "usage": {"input_tokens": 10, "output_tokens": 20},
+            "permission_denials": [],
+            "terminal_reason": "completed" if not is_error else subtype,
+        }
+    )
 
 
 def on_signal(signum, frame):
@@ -85,10 +118,19 @@ def main():
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     prompt = sys.stdin.read()
-    emit({"type": "system", "subtype": "init", "session_id": SESSION_ID, "cwd": os.getcwd(),
-          "model": MODEL, "tools": ["Bash", "Write", "Edit", "Read"],
-          "permissionMode": "bypassPermissions", "claude_code_version": "0.0.0-fake",
-          "future_field": {"tolerated": True}})
+    emit(
+        {
+            "type": "system",
+            "subtype": "init",
+            "session_id": SESSION_ID,
+            "cwd": os.getcwd(),
+            "model": MODEL,
+            "tools": ["Bash", "Write", "Edit", "Read"],
+            "permissionMode": "bypassPermissions",
+            "claude_code_version": "0.0.0-fake",
+            "future_field": {"tolerated": True},
+        }
+    )
     emit({"type": "brand_new_event_type", "whatever": 1})
     for line in prompt.splitlines():
         line = line.strip()
@@ -130,10 +172,17 @@ def main():
             os.symlink(parts[1], parts[0])
             tool("Bash", {"command": f"ln -s {parts[1]} {parts[0]}"}, "")
         elif verb == "commit":
-            out = subprocess.run(["sh", "-c", 'git add -A && git commit -q -m "$1"', "sh",
-                                  " ".join(parts)], capture_output=True, text=True)
-            tool("Bash", {"command": "git commit"}, out.stdout + out.stderr,
-                 is_error=out.returncode != 0)
+            out = subprocess.run(
+                ["sh", "-c", 'git add -A && git commit -q -m "$1"', "sh", " ".join(parts)],
+                capture_output=True,
+                text=True,
+            )
+            tool(
+                "Bash",
+                {"command": "git commit"},
+                out.stdout + out.stderr,
+                is_error=out.returncode != 0,
+            )
         elif verb == "sleep":
             tool("Bash", {"command": f"sleep {parts[0]}"}, "")
             end = time.time() + float(parts[0])
@@ -147,11 +196,23 @@ def main():
             return 1
         elif verb == "bash":
             out = subprocess.run(["sh", "-c", " ".join(parts)], capture_output=True, text=True)
-            tool("Bash", {"command": " ".join(parts)}, out.stdout + out.stderr,
-                 is_error=out.returncode != 0)
+            tool(
+                "Bash",
+                {"command": " ".join(parts)},
+                out.stdout + out.stderr,
+                is_error=out.returncode != 0,
+            )
         elif verb == "ratelimit":
-            emit({"type": "rate_limit_event", "rate_limit_info": {
-                "status": "rejected", "resetsAt": int(parts[0]), "rateLimitType": "five_hour"}})
+            emit(
+                {
+                    "type": "rate_limit_event",
+                    "rate_limit_info": {
+                        "status": "rejected",
+                        "resetsAt": int(parts[0]),
+                        "rateLimitType": "five_hour",
+                    },
+                }
+            )
             while True:
                 time.sleep(0.1)
     assistant([{"type": "text", "text": "All done."}])

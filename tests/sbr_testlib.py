@@ -19,9 +19,19 @@ FAKE_CLAUDE = TESTS / "fake_claude.py"
 def git(repo: Path, *args: str, check: bool = True) -> str:
     """Run git in ``repo`` with a fixed test identity; return stdout."""
     proc = subprocess.run(
-        ["git", "-C", str(repo), "-c", "user.name=Test", "-c", "user.email=test@example.com",
-         *args],
-        capture_output=True, text=True, check=False,
+        [
+            "git",
+            "-C",
+            str(repo),
+            "-c",
+            "user.name=Test",
+            "-c",
+            "user.email=test@example.com",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"git {args} failed: {proc.stderr}")
@@ -37,8 +47,14 @@ def isolated_env(tmp_path, monkeypatch):
     gitconfig.write_text("")
     monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(gitconfig))
     monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-    for var in ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME",
-                "GIT_COMMITTER_EMAIL", "E2B_API_KEY", "SANDBOXRUN_BACKEND"):
+    for var in (
+        "GIT_AUTHOR_NAME",
+        "GIT_AUTHOR_EMAIL",
+        "GIT_COMMITTER_NAME",
+        "GIT_COMMITTER_EMAIL",
+        "E2B_API_KEY",
+        "SANDBOXRUN_BACKEND",
+    ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("SANDBOXRUN_CLAUDE_BIN", str(FAKE_CLAUDE))
     monkeypatch.setenv("SANDBOXRUN_POLL_INTERVAL", "0.1")
@@ -80,17 +96,30 @@ class CLI:
         env.update(extra or {})
         return env
 
-    def __call__(self, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
-                 timeout: float = 120) -> subprocess.CompletedProcess:
+    def __call__(
+        self,
+        *args: str,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float = 120,
+    ) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "sandboxrun", *args], cwd=cwd or self.cwd,
-            env=self.env(env), capture_output=True, text=True, timeout=timeout,
+            [sys.executable, "-m", "sandboxrun", *args],
+            cwd=cwd or self.cwd,
+            env=self.env(env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
     def popen(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         return subprocess.Popen(
-            [sys.executable, "-m", "sandboxrun", *args], cwd=self.cwd, env=self.env(env),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [sys.executable, "-m", "sandboxrun", *args],
+            cwd=self.cwd,
+            env=self.env(env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
 
     def json(self, *args: str, **kw):

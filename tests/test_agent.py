@@ -17,8 +17,14 @@ from sandboxrun.agent import (
 
 def test_argv_has_no_prompt_and_the_required_flags():
     argv = build_claude_argv("claude", model="opus", max_turns=3)
-    assert argv[:6] == ["claude", "-p", "--dangerously-skip-permissions", "--output-format",
-                        "stream-json", "--verbose"]
+    assert argv[:6] == [
+        "claude",
+        "-p",
+        "--dangerously-skip-permissions",
+        "--output-format",
+        "stream-json",
+        "--verbose",
+    ]
     assert argv[6:] == ["--model", "opus", "--max-turns", "3"]
 
 
@@ -27,22 +33,53 @@ def test_argv_without_options():
 
 
 def test_parse_init_tool_use_and_result():
-    init = {"type": "system", "subtype": "init", "session_id": "abc", "model": "m",
-            "cwd": "/r", "tools": ["Bash"], "claude_code_version": "2.1.330", "new": 1}
+    init = {
+        "type": "system",
+        "subtype": "init",
+        "session_id": "abc",
+        "model": "m",
+        "cwd": "/r",
+        "tools": ["Bash"],
+        "claude_code_version": "2.1.330",
+        "new": 1,
+    }
     (ev,) = parse_line(json.dumps(init))
     assert ev.type == "init" and ev.data["session_id"] == "abc"
-    tool = {"type": "assistant", "message": {"content": [
-        {"type": "text", "text": "Let me write"},
-        {"type": "tool_use", "id": "t1", "name": "Write",
-         "input": {"file_path": "/r/a.py", "content": "x"}}]}}
+    tool = {
+        "type": "assistant",
+        "message": {
+            "content": [
+                {"type": "text", "text": "Let me write"},
+                {
+                    "type": "tool_use",
+                    "id": "t1",
+                    "name": "Write",
+                    "input": {"file_path": "/r/a.py", "content": "x"},
+                },
+            ]
+        },
+    }
     text, use = parse_line(json.dumps(tool))
     assert text.type == "text" and use.summary == "Write: /r/a.py"
-    res = {"type": "user", "message": {"content": [
-        {"type": "tool_result", "tool_use_id": "t1", "content": "oops", "is_error": True}]}}
+    res = {
+        "type": "user",
+        "message": {
+            "content": [
+                {"type": "tool_result", "tool_use_id": "t1", "content": "oops", "is_error": True}
+            ]
+        },
+    }
     (err,) = parse_line(json.dumps(res))
     assert err.type == "tool_error" and "oops" in err.summary
-    result = {"type": "result", "subtype": "success", "is_error": False, "num_turns": 2,
-              "total_cost_usd": 0.0123, "duration_ms": 500, "session_id": "abc"}
+    result = {
+        "type": "result",
+        "subtype": "success",
+        "is_error": False,
+        "num_turns": 2,
+        "total_cost_usd": 0.0123,
+        "duration_ms": 500,
+        "session_id": "abc",
+    }
     (r,) = parse_line(json.dumps(result))
     assert r.type == "result" and r.data["num_turns"] == 2
     assert "$0.0123" in r.summary
@@ -72,8 +109,16 @@ def test_progress_totals():
 
 
 def test_rate_limit_event():
-    line = json.dumps({"type": "rate_limit_event", "rate_limit_info": {
-        "status": "rejected", "resetsAt": 1767000000, "rateLimitType": "five_hour"}})
+    line = json.dumps(
+        {
+            "type": "rate_limit_event",
+            "rate_limit_info": {
+                "status": "rejected",
+                "resetsAt": 1767000000,
+                "rateLimitType": "five_hour",
+            },
+        }
+    )
     (ev,) = parse_line(line)
     assert ev.type == "rate_limit" and ev.data["resets_at"] == 1767000000
 
@@ -95,8 +140,14 @@ def test_limit_messages():
 
 
 def test_error_result_with_limit_text_becomes_rate_limit():
-    line = json.dumps({"type": "result", "subtype": "success", "is_error": True,
-                       "result": "Claude AI usage limit reached|1767000000"})
+    line = json.dumps(
+        {
+            "type": "result",
+            "subtype": "success",
+            "is_error": True,
+            "result": "Claude AI usage limit reached|1767000000",
+        }
+    )
     events = parse_line(line)
     assert [e.type for e in events] == ["result", "rate_limit"]
     assert events[1].data["resets_at"] == 1767000000
@@ -113,10 +164,14 @@ def test_limit_messages_with_dates_and_years():
 
 def test_overage_and_text_do_not_override_exact_reset():
     p = AgentProgress()
-    p.feed(AgentEvent("rate_limit", {"status": "rejected", "resets_at": 1000,
-                                     "using_overage": True}))
+    p.feed(
+        AgentEvent("rate_limit", {"status": "rejected", "resets_at": 1000, "using_overage": True})
+    )
     assert p.rate_limited_until is None
     p.feed(AgentEvent("rate_limit", {"status": "rejected", "resets_at": 1893456000}))
-    p.feed(AgentEvent("rate_limit", {"status": "rejected", "resets_at": 1893455940,
-                                     "source": "result"}))
+    p.feed(
+        AgentEvent(
+            "rate_limit", {"status": "rejected", "resets_at": 1893455940, "source": "result"}
+        )
+    )
     assert p.rate_limited_until == 1893456000

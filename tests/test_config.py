@@ -8,10 +8,18 @@ from sandboxrun.config import format_duration, load_settings, parse_duration, pa
 from sandboxrun.errors import ConfigError, UsageError
 
 
-@pytest.mark.parametrize(("text", "seconds"), [
-    ("90s", 90), ("20m", 1200), ("1h", 3600), ("1h30m", 5400), ("45", 45), ("0.5s", 0.5),
-    (" 2M ", 120),
-])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("90s", 90),
+        ("20m", 1200),
+        ("1h", 3600),
+        ("1h30m", 5400),
+        ("45", 45),
+        ("0.5s", 0.5),
+        (" 2M ", 120),
+    ],
+)
 def test_parse_duration(text, seconds):
     assert parse_duration(text) == seconds
 
@@ -29,8 +37,9 @@ def test_durations_list_and_format():
 
 
 def test_layers(tmp_path):
-    (tmp_path / ".sandboxrun.toml").write_text('timeout = "20m"\nmodel = "sonnet"\n'
-                                               'warn_at = ["5m", "10m"]\n')
+    (tmp_path / ".sandboxrun.toml").write_text(
+        'timeout = "20m"\nmodel = "sonnet"\nwarn_at = ["5m", "10m"]\n'
+    )
     s = load_settings(tmp_path, env={})
     assert s.timeout == 1200 and s.model == "sonnet" and s.warn_at == (300, 600)
     s = load_settings(tmp_path, env={"SANDBOXRUN_TIMEOUT": "30m", "SANDBOXRUN_HOME": "/x/y"})
@@ -40,7 +49,7 @@ def test_layers(tmp_path):
 
 
 def test_pyproject_section(tmp_path):
-    (tmp_path / "pyproject.toml").write_text('[tool.sandboxrun]\nmax_turns = 7\n')
+    (tmp_path / "pyproject.toml").write_text("[tool.sandboxrun]\nmax_turns = 7\n")
     assert load_settings(tmp_path, env={}).max_turns == 7
 
 

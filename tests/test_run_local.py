@@ -42,14 +42,19 @@ def test_happy_path_brings_back_commits_and_leftovers(cli, repo):
     assert "git -C" in proc.stdout and "merge sandboxrun/happy" in proc.stdout
 
     log = git(repo, "log", "--format=%s", "main..sandboxrun/happy").splitlines()
-    assert log == ["sandboxrun: uncommitted changes left by the agent",
-                   "agent: add new.py and extend README"]
+    assert log == [
+        "sandboxrun: uncommitted changes left by the agent",
+        "agent: add new.py and extend README",
+    ]
     files = branch_files(repo, "sandboxrun/happy")
     assert {"src/new.py", "src/main.py", "assets/blob.bin", "PLAN.md"} <= files
     assert "src/old.py" not in files and "src/app.py" not in files
     assert git(repo, "show", "sandboxrun/happy:README.md") == "# project\nmore text\n"
-    blob = subprocess.run(["git", "-C", str(repo), "show", "sandboxrun/happy:assets/blob.bin"],
-                          capture_output=True, check=True).stdout
+    blob = subprocess.run(
+        ["git", "-C", str(repo), "show", "sandboxrun/happy:assets/blob.bin"],
+        capture_output=True,
+        check=True,
+    ).stdout
     assert len(blob) == 3003 and b"\0" in blob
     mode = git(repo, "ls-tree", "sandboxrun/happy", "src/new.py").split()[0]
     assert mode == "100755"
@@ -78,8 +83,15 @@ def test_happy_path_brings_back_commits_and_leftovers(cli, repo):
 
 def test_ignored_files_and_secrets_never_reach_the_sandbox(cli, repo):
     """The agent lists what it sees: no .env, no ignored files."""
-    proc = cli("run", "--backend", "local", "--name", "seen", "--prompt",
-               "@bash find . -path ./.git -prune -o -type f -print | sort > seen.txt")
+    proc = cli(
+        "run",
+        "--backend",
+        "local",
+        "--name",
+        "seen",
+        "--prompt",
+        "@bash find . -path ./.git -prune -o -type f -print | sort > seen.txt",
+    )
     assert proc.returncode == 0, proc.stderr
     seen = git(repo, "show", "sandboxrun/seen:seen.txt").split()
     assert "./src/app.py" in seen and "./README.md" in seen
@@ -93,13 +105,18 @@ def test_ignored_files_and_secrets_never_reach_the_sandbox(cli, repo):
 
 def test_commit_message_with_from_line_survives(cli, repo):
     """format-patch in mboxrd form: a message line starting with "From " does not split it."""
-    plan = ("@write a.txt a\n"
-            "@bash git add -A && printf 'subject line\\n\\nFrom 0123456789abcdef0123456789abcdef01234567 Mon Sep 17 00:00:00 2001\\n' "
-            "| git commit -q -F -")
+    plan = (
+        "@write a.txt a\n"
+        "@bash git add -A && printf 'subject line\\n\\nFrom 0123456789abcdef0123456789abcdef01234567 Mon Sep 17 00:00:00 2001\\n' "
+        "| git commit -q -F -"
+    )
     proc = cli("run", "--backend", "local", "--name", "fromline", "--prompt", plan)
     assert proc.returncode == 0, proc.stderr
     body = git(repo, "log", "-1", "--format=%B", "sandboxrun/fromline")
-    assert body.strip() == "subject line\n\nFrom 0123456789abcdef0123456789abcdef01234567 Mon Sep 17 00:00:00 2001"
+    assert (
+        body.strip()
+        == "subject line\n\nFrom 0123456789abcdef0123456789abcdef01234567 Mon Sep 17 00:00:00 2001"
+    )
 
 
 def test_no_changes(cli, repo):
@@ -112,8 +129,15 @@ def test_no_changes(cli, repo):
 
 
 def test_agent_failure_is_reported_with_reason(cli, repo):
-    proc = cli("run", "--backend", "local", "--name", "boom", "--prompt",
-               "@write partial.txt half done\n@fail 3")
+    proc = cli(
+        "run",
+        "--backend",
+        "local",
+        "--name",
+        "boom",
+        "--prompt",
+        "@write partial.txt half done\n@fail 3",
+    )
     assert proc.returncode == 1
     st = cli.status("boom")
     assert st["status"] == "failed"
@@ -137,22 +161,35 @@ def test_sensitive_paths_are_refused_unless_allowed(cli, repo):
     # Nothing applied: the branch is still at base.
     assert git(repo, "rev-parse", "sandboxrun/sneaky") == git(repo, "rev-parse", "main")
 
-    proc = cli("run", "--backend", "local", "--name", "allowed", "--allow-sensitive",
-               "--prompt", plan)
+    proc = cli(
+        "run", "--backend", "local", "--name", "allowed", "--allow-sensitive", "--prompt", plan
+    )
     assert proc.returncode == 0, proc.stderr
     assert ".claude/settings.json" in branch_files(repo, "sandboxrun/allowed")
 
 
 def test_symlink_escaping_the_tree_is_refused(cli, repo):
-    proc = cli("run", "--backend", "local", "--name", "link", "--prompt",
-               "@symlink evil /etc/passwd")
+    proc = cli(
+        "run", "--backend", "local", "--name", "link", "--prompt", "@symlink evil /etc/passwd"
+    )
     assert proc.returncode == 1
     assert "evil" in proc.stderr
 
 
 def test_timeout_warns_stops_and_collects(cli, repo):
-    proc = cli("run", "--backend", "local", "--name", "slow", "--timeout", "4s",
-               "--warn-at", "1s,2s", "--prompt", "@write early.txt before the limit\n@sleep 60")
+    proc = cli(
+        "run",
+        "--backend",
+        "local",
+        "--name",
+        "slow",
+        "--timeout",
+        "4s",
+        "--warn-at",
+        "1s,2s",
+        "--prompt",
+        "@write early.txt before the limit\n@sleep 60",
+    )
     assert proc.returncode == 1
     st = cli.status("slow")
     assert st["status"] == "timeout"
@@ -164,8 +201,15 @@ def test_timeout_warns_stops_and_collects(cli, repo):
 
 
 def test_kill_from_another_process_collects_work(cli, repo):
-    run = cli.popen("run", "--backend", "local", "--name", "victim", "--prompt",
-                    "@write made.txt made before kill\n@sleep 60")
+    run = cli.popen(
+        "run",
+        "--backend",
+        "local",
+        "--name",
+        "victim",
+        "--prompt",
+        "@write made.txt made before kill\n@sleep 60",
+    )
     try:
         retry_until(lambda: "Write" in cli("logs", "victim").stdout, timeout=30)
         proc = cli("kill", "victim")
@@ -182,8 +226,15 @@ def test_kill_from_another_process_collects_work(cli, repo):
 
 
 def test_kill_discard_keeps_nothing(cli, repo):
-    run = cli.popen("run", "--backend", "local", "--name", "discard", "--prompt",
-                    "@write thrown.txt away\n@sleep 60")
+    run = cli.popen(
+        "run",
+        "--backend",
+        "local",
+        "--name",
+        "discard",
+        "--prompt",
+        "@write thrown.txt away\n@sleep 60",
+    )
     try:
         retry_until(lambda: "Write" in cli("logs", "discard").stdout, timeout=30)
         assert cli("kill", "discard", "--discard").returncode == 0
@@ -195,8 +246,18 @@ def test_kill_discard_keeps_nothing(cli, repo):
 
 
 def test_concurrent_runs_in_one_repo(cli, repo):
-    procs = [cli.popen("run", "--backend", "local", "--name", f"par{i}", "--prompt",
-                       f"@write out{i}.txt run {i}") for i in range(4)]
+    procs = [
+        cli.popen(
+            "run",
+            "--backend",
+            "local",
+            "--name",
+            f"par{i}",
+            "--prompt",
+            f"@write out{i}.txt run {i}",
+        )
+        for i in range(4)
+    ]
     for p in procs:
         out, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
@@ -208,8 +269,16 @@ def test_concurrent_runs_in_one_repo(cli, repo):
 
 
 def test_detach_and_follow_logs_from_another_terminal(cli, repo):
-    proc = cli("run", "--backend", "local", "--name", "bg", "--detach", "--prompt",
-               "@sleep 1\n@write bg.txt background")
+    proc = cli(
+        "run",
+        "--backend",
+        "local",
+        "--name",
+        "bg",
+        "--detach",
+        "--prompt",
+        "@sleep 1\n@write bg.txt background",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "sandboxrun logs bg --follow" in proc.stdout
     follow = cli("logs", "bg", "--follow", timeout=60)
@@ -224,8 +293,15 @@ def test_detach_and_follow_logs_from_another_terminal(cli, repo):
 
 def test_download_while_running_then_attach_after_sigkill(cli, repo):
     """SIGKILL the `run` process: the agent goes on; download and attach recover the work."""
-    run = cli.popen("run", "--backend", "local", "--name", "crash", "--prompt",
-                    "@write first.txt one\n@sleep 3\n@write second.txt two")
+    run = cli.popen(
+        "run",
+        "--backend",
+        "local",
+        "--name",
+        "crash",
+        "--prompt",
+        "@write first.txt one\n@sleep 3\n@write second.txt two",
+    )
     retry_until(lambda: "Write" in cli("logs", "crash").stdout, timeout=30)
     out_dir = repo.parent / "dl"
     proc = cli("download", "crash", "--output", str(out_dir))
@@ -247,8 +323,16 @@ def test_download_while_running_then_attach_after_sigkill(cli, repo):
 def test_with_changes_starts_from_the_working_tree(cli, repo):
     (repo / "README.md").write_text("# project\nlocal edit\n")
     (repo / "notes.txt").write_text("untracked but wanted\n")
-    proc = cli("run", "--backend", "local", "--name", "wc", "--with-changes", "--prompt",
-               "@bash cat README.md notes.txt > combined.txt; ls -a > listing.txt")
+    proc = cli(
+        "run",
+        "--backend",
+        "local",
+        "--name",
+        "wc",
+        "--with-changes",
+        "--prompt",
+        "@bash cat README.md notes.txt > combined.txt; ls -a > listing.txt",
+    )
     assert proc.returncode == 0, proc.stderr
     log = git(repo, "log", "--format=%s", "main..sandboxrun/wc").splitlines()
     assert log[-1] == "sandboxrun: uncommitted changes carried from the main checkout"
@@ -264,8 +348,17 @@ def test_with_changes_starts_from_the_working_tree(cli, repo):
 
 
 def test_dry_run_needs_no_agent(cli, repo, monkeypatch):
-    proc = cli("run", "--backend", "local", "--dry-run", "--name", "dry", "--prompt", "x",
-               env={"SANDBOXRUN_CLAUDE_BIN": "/nonexistent/claude"})
+    proc = cli(
+        "run",
+        "--backend",
+        "local",
+        "--dry-run",
+        "--name",
+        "dry",
+        "--prompt",
+        "x",
+        env={"SANDBOXRUN_CLAUDE_BIN": "/nonexistent/claude"},
+    )
     assert proc.returncode == 0, proc.stderr
     assert "files verified intact" in proc.stdout
     for phase in ("pack", "create", "upload", "verify", "collect"):
@@ -275,8 +368,16 @@ def test_dry_run_needs_no_agent(cli, repo, monkeypatch):
 
 def test_usage_limit_is_recorded_as_waiting_quota(cli, repo):
     reset = int(time.time()) + 3600
-    proc = cli("run", "--backend", "local", "--name", "quota", "--prompt",
-               f"@write w.txt work\n@ratelimit {reset}", env={"SANDBOXRUN_QUOTA_STALL": "1s"})
+    proc = cli(
+        "run",
+        "--backend",
+        "local",
+        "--name",
+        "quota",
+        "--prompt",
+        f"@write w.txt work\n@ratelimit {reset}",
+        env={"SANDBOXRUN_QUOTA_STALL": "1s"},
+    )
     assert proc.returncode == 1
     st = cli.status("quota")
     assert st["status"] == "waiting_quota"
@@ -313,8 +414,12 @@ def test_name_in_use_and_unknown_session(cli, repo):
     proc = cli("run", "--backend", "local", "--name", "dup", "--prompt", "x")
     assert proc.returncode == 1
     assert "already exists" in proc.stderr and "--name" in proc.stderr
-    for command in (["status", "nosuch"], ["logs", "nosuch"], ["kill", "nosuch"],
-                    ["download", "nosuch"]):
+    for command in (
+        ["status", "nosuch"],
+        ["logs", "nosuch"],
+        ["kill", "nosuch"],
+        ["download", "nosuch"],
+    ):
         proc = cli(*command)
         assert proc.returncode == 1
         assert "no session matches 'nosuch'" in proc.stderr
@@ -324,8 +429,17 @@ def test_status_json_shape_and_prefix_resolution(cli, repo):
     assert cli("run", "--backend", "local", "--name", "shape", "--prompt", "x").returncode == 0
     data = cli.json("status")
     assert isinstance(data, list) and len(data) == 1
-    for key in ("id", "name", "mode", "backend", "status", "branch", "worktree", "cost_usd",
-                "num_turns"):
+    for key in (
+        "id",
+        "name",
+        "mode",
+        "backend",
+        "status",
+        "branch",
+        "worktree",
+        "cost_usd",
+        "num_turns",
+    ):
         assert key in data[0]
     prefix = data[0]["id"][:4]
     assert cli.status(prefix)["name"] == "shape"
@@ -333,18 +447,29 @@ def test_status_json_shape_and_prefix_resolution(cli, repo):
 
 def test_not_in_the_main_checkout(cli, repo):
     assert cli("run", "--backend", "local", "--name", "first", "--prompt", "x").returncode == 0
-    proc = cli("run", "--backend", "local", "--prompt", "x",
-               cwd=repo / ".worktrees" / "first")
+    proc = cli("run", "--backend", "local", "--prompt", "x", cwd=repo / ".worktrees" / "first")
     assert proc.returncode == 2
     assert "main checkout" in proc.stderr
 
 
 def test_extend_pushes_the_limit(cli, repo):
-    run = cli.popen("run", "--backend", "local", "--name", "ext", "--timeout", "3s",
-                    "--warn-at", "1h", "--prompt", "@sleep 5\n@write done.txt finished")
+    run = cli.popen(
+        "run",
+        "--backend",
+        "local",
+        "--name",
+        "ext",
+        "--timeout",
+        "3s",
+        "--warn-at",
+        "1h",
+        "--prompt",
+        "@sleep 5\n@write done.txt finished",
+    )
     try:
-        retry_until(lambda: (cli.status_or_none("ext") or {}).get("status") == "running",
-                    timeout=30)
+        retry_until(
+            lambda: (cli.status_or_none("ext") or {}).get("status") == "running", timeout=30
+        )
         proc = cli("extend", "ext", "30s")
         assert proc.returncode == 0, proc.stderr
         assert "limit now" in proc.stdout
@@ -359,10 +484,16 @@ def test_extend_pushes_the_limit(cli, repo):
 
 def test_keep_then_cleanup_never_touches_branches_or_dirty_worktrees(cli, repo):
     home = Path(os.environ["SANDBOXRUN_HOME"])
-    assert cli("run", "--backend", "local", "--name", "kept", "--keep", "--prompt",
-               "@write k.txt k").returncode == 0
-    assert cli("run", "--backend", "local", "--name", "dirty", "--prompt",
-               "@write d.txt d").returncode == 0
+    assert (
+        cli(
+            "run", "--backend", "local", "--name", "kept", "--keep", "--prompt", "@write k.txt k"
+        ).returncode
+        == 0
+    )
+    assert (
+        cli("run", "--backend", "local", "--name", "dirty", "--prompt", "@write d.txt d").returncode
+        == 0
+    )
     kept = cli.status("kept")
     assert (home / "sandboxes" / kept["id"]).is_dir()
     (repo / ".worktrees" / "dirty" / "scratch.txt").write_text("user work in progress\n")
@@ -383,8 +514,18 @@ def test_keep_then_cleanup_never_touches_branches_or_dirty_worktrees(cli, repo):
 
 
 def test_download_after_the_end_uses_saved_artifacts(cli, repo):
-    assert cli("run", "--backend", "local", "--name", "fin", "--prompt",
-               "@write f.txt f\n@commit add f").returncode == 0
+    assert (
+        cli(
+            "run",
+            "--backend",
+            "local",
+            "--name",
+            "fin",
+            "--prompt",
+            "@write f.txt f\n@commit add f",
+        ).returncode
+        == 0
+    )
     out = repo.parent / "fin-out"
     data = cli.json("download", "fin", "--output", str(out))
     assert data["live"] is False

@@ -80,14 +80,24 @@ for i in range(200):
 def test_many_processes_write_at_once(tmp_path):
     """Concurrent writers on a fresh file: migrations serialize, no 'database is locked'."""
     db = tmp_path / "fresh.db"
-    openers = [subprocess.Popen([sys.executable, "-c",
-                                 "import sys; from sandboxrun.store import SessionStore; "
-                                 "SessionStore(sys.argv[1])", str(db)]) for _ in range(6)]
+    openers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import sys; from sandboxrun.store import SessionStore; SessionStore(sys.argv[1])",
+                str(db),
+            ]
+        )
+        for _ in range(6)
+    ]
     assert all(p.wait(timeout=60) == 0 for p in openers)
     store = SessionStore(db)
     s = make(store, "busy")
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(db), s.id],
-                              stderr=subprocess.PIPE) for _ in range(4)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(db), s.id], stderr=subprocess.PIPE)
+        for _ in range(4)
+    ]
     for p in procs:
         _, err = p.communicate(timeout=120)
         assert p.returncode == 0, err.decode()

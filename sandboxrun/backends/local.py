@@ -66,13 +66,19 @@ class LocalSandbox:
         self._require()
         try:
             proc = subprocess.run(
-                list(argv), cwd=cwd or self.home, env=self._env(env),
-                capture_output=True, timeout=timeout, check=False,
+                list(argv),
+                cwd=cwd or self.home,
+                env=self._env(env),
+                capture_output=True,
+                timeout=timeout,
+                check=False,
             )
         except FileNotFoundError:
             return ExecResult(127, b"", f"{argv[0]}: command not found".encode())
         except subprocess.TimeoutExpired as exc:
-            raise BackendError(f"{argv[0]} did not finish within {timeout:g}s in the sandbox") from exc
+            raise BackendError(
+                f"{argv[0]} did not finish within {timeout:g}s in the sandbox"
+            ) from exc
         return ExecResult(proc.returncode, proc.stdout, proc.stderr)
 
     def start_detached(
@@ -96,14 +102,23 @@ class LocalSandbox:
                 "SANDBOXRUN_CLAUDE_BIN to its path.",
             )
         wrap_env = self._env(env)
-        wrap_env.update({
-            "SBR_PID_PATH": pid_path, "SBR_STDIN_PATH": stdin_path, "SBR_LOG_PATH": log_path,
-            "SBR_STDERR_PATH": stderr_path, "SBR_EXIT_PATH": exit_path,
-        })
+        wrap_env.update(
+            {
+                "SBR_PID_PATH": pid_path,
+                "SBR_STDIN_PATH": stdin_path,
+                "SBR_LOG_PATH": log_path,
+                "SBR_STDERR_PATH": stderr_path,
+                "SBR_EXIT_PATH": exit_path,
+            }
+        )
         proc = subprocess.Popen(
             ["/bin/sh", "-c", DETACH_WRAPPER, "sh", *argv],
-            cwd=cwd, env=wrap_env, start_new_session=True,
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            cwd=cwd,
+            env=wrap_env,
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         # Reap it when it ends so a finished agent does not linger as a zombie in our group
         # checks; if we die first, init adopts it and it carries on.

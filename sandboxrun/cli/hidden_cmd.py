@@ -21,7 +21,9 @@ def register(app: typer.Typer) -> None:
         session = home_store.get(session_id)
         # The repo's own config (timeouts, compression...) applies as it did for `run`.
         settings = load_settings(Path(session.repo))
-        store = home_store if settings.db_path == home_store.path else SessionStore(settings.db_path)
+        store = (
+            home_store if settings.db_path == home_store.path else SessionStore(settings.db_path)
+        )
         final = RunDriver(settings, store, session).execute()
         if final.status not in ("completed", "completed_no_changes"):
             raise typer.Exit(1)

@@ -46,8 +46,7 @@ class LiveReporter:
         self.progress = AgentProgress()
         self.elapsed = 0.0
         self.remaining: float | None = None
-        self.live = Live(self._render(), console=err_console, refresh_per_second=4,
-                         transient=True)
+        self.live = Live(self._render(), console=err_console, refresh_per_second=4, transient=True)
 
     def __enter__(self) -> LiveReporter:
         self.live.__enter__()
@@ -59,7 +58,8 @@ class LiveReporter:
     def _render(self) -> Table:
         grid = Table.grid(padding=(0, 1))
         head = Text.assemble(
-            (f"{self.session.name}", "bold"), f"  {self.phase_name}  ",
+            (f"{self.session.name}", "bold"),
+            f"  {self.phase_name}  ",
             f"elapsed {format_duration(self.elapsed)}",
             f"  left {format_duration(self.remaining)}" if self.remaining is not None else "",
             f"  turns {self.progress.turns}",
@@ -125,17 +125,23 @@ def print_summary(session: Session) -> None:
     console.print(f"  worktree: {s.worktree}", highlight=False)
     console.print(
         f"  commits:  {len(commits)}   files changed: {s.files_changed or 0} "
-        f"(+{s.insertions or 0} -{s.deletions or 0})", highlight=False,
+        f"(+{s.insertions or 0} -{s.deletions or 0})",
+        highlight=False,
     )
     cost = f"${s.cost_usd:.4f}" if s.cost_usd is not None else "n/a"
-    console.print(f"  cost:     {cost}   turns: {s.num_turns if s.num_turns is not None else 'n/a'}"
-                  f"   duration: {format_duration(duration)}", highlight=False)
+    console.print(
+        f"  cost:     {cost}   turns: {s.num_turns if s.num_turns is not None else 'n/a'}"
+        f"   duration: {format_duration(duration)}",
+        highlight=False,
+    )
     if commits:
         console.print("\n  Review and merge:", highlight=False)
-        console.print(f"    git -C {s.repo} log --stat {s.base_commit[:12]}..{s.branch}",
-                      highlight=False)
-        console.print(f"    git -C {s.repo} diff {s.base_commit[:12]}...{s.branch}",
-                      highlight=False)
+        console.print(
+            f"    git -C {s.repo} log --stat {s.base_commit[:12]}..{s.branch}", highlight=False
+        )
+        console.print(
+            f"    git -C {s.repo} diff {s.base_commit[:12]}...{s.branch}", highlight=False
+        )
         console.print(f"    git -C {s.repo} merge {s.branch}", highlight=False)
     console.print(f"  Logs:     sandboxrun logs {s.name}", highlight=False)
 
@@ -150,7 +156,10 @@ def spawn_detached(session: Session) -> int:
     with open(log_dir / "driver.log", "ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "sandboxrun", "_drive", session.id],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
             env=os.environ.copy(),
         )
     return proc.pid
@@ -160,38 +169,62 @@ def register(app: typer.Typer) -> None:
     @app.command("run", help=RUN_HELP)
     def run(
         prompt: str = typer.Option(None, "--prompt", "-p", help="The task, as text."),
-        prompt_file: Path = typer.Option(None, "--prompt-file", "-f",
-                                         help="A file with the task (e.g. PLAN.md)."),
+        prompt_file: Path = typer.Option(
+            None, "--prompt-file", "-f", help="A file with the task (e.g. PLAN.md)."
+        ),
         repo: Path = typer.Option(Path("."), "--repo", help="The git repository (default: here)."),
-        name: str = typer.Option(None, "--name", "-n",
-                                 help="Session name; also the branch sandboxrun/NAME. "
-                                      "Default: the prompt file's stem plus a short suffix."),
+        name: str = typer.Option(
+            None,
+            "--name",
+            "-n",
+            help="Session name; also the branch sandboxrun/NAME. "
+            "Default: the prompt file's stem plus a short suffix.",
+        ),
         base: str = typer.Option("HEAD", "--base", help="Branch, tag or commit to start from."),
-        backend: str = typer.Option(None, "--backend", "-b",
-                                    help="e2b (default when E2B_API_KEY is set) or local "
-                                         "(a directory on this machine; not isolated)."),
-        timeout: str = typer.Option(None, "--timeout", help="Hard time limit: 90s, 20m, 1h. "
-                                    "Default 60m."),
-        warn_at: str = typer.Option(None, "--warn-at",
-                                    help="Comma-separated warning marks. Default 30m,50m."),
+        backend: str = typer.Option(
+            None,
+            "--backend",
+            "-b",
+            help="e2b (default when E2B_API_KEY is set) or local "
+            "(a directory on this machine; not isolated).",
+        ),
+        timeout: str = typer.Option(
+            None, "--timeout", help="Hard time limit: 90s, 20m, 1h. Default 60m."
+        ),
+        warn_at: str = typer.Option(
+            None, "--warn-at", help="Comma-separated warning marks. Default 30m,50m."
+        ),
         model: str = typer.Option(None, "--model", help="Claude model for the agent."),
         max_turns: int = typer.Option(None, "--max-turns", help="Stop the agent after N turns."),
         template: str = typer.Option(None, "--template", help="E2B template name."),
-        compression: str = typer.Option(None, "--compression",
-                                        help="Upload compression: gzip (default) or zstd."),
+        compression: str = typer.Option(
+            None, "--compression", help="Upload compression: gzip (default) or zstd."
+        ),
         keep: bool = typer.Option(False, "--keep", help="Keep the sandbox after the run."),
-        dry_run: bool = typer.Option(False, "--dry-run",
-                                     help="The whole round trip without the agent: pack, "
-                                          "upload, unpack, verify, collect. No API key needed."),
-        detach: bool = typer.Option(False, "--detach", "-d",
-                                    help="Continue in the background; follow with "
-                                         "`sandboxrun logs NAME --follow`."),
-        with_changes: bool = typer.Option(False, "--with-changes",
-                                          help="Start from your uncommitted and untracked "
-                                               "changes (committed first on the branch)."),
-        allow_sensitive: bool = typer.Option(False, "--allow-sensitive",
-                                             help="Accept agent changes to .claude/, .mcp.json, "
-                                                  "CI workflows and other sensitive paths."),
+        dry_run: bool = typer.Option(
+            False,
+            "--dry-run",
+            help="The whole round trip without the agent: pack, "
+            "upload, unpack, verify, collect. No API key needed.",
+        ),
+        detach: bool = typer.Option(
+            False,
+            "--detach",
+            "-d",
+            help="Continue in the background; follow with `sandboxrun logs NAME --follow`.",
+        ),
+        with_changes: bool = typer.Option(
+            False,
+            "--with-changes",
+            help="Start from your uncommitted and untracked "
+            "changes (committed first on the branch).",
+        ),
+        allow_sensitive: bool = typer.Option(
+            False,
+            "--allow-sensitive",
+            help="Accept agent changes to .claude/, .mcp.json, "
+            "CI workflows and other sensitive paths.",
+        ),
         json_out: bool = typer.Option(False, "--json", help="Print events as JSON lines."),
     ) -> None:
         if prompt_file is not None and prompt is not None:
@@ -199,7 +232,9 @@ def register(app: typer.Typer) -> None:
         flags = {
             "timeout": parse_duration(timeout) if timeout else None,
             "warn_at": tuple(parse_durations(warn_at)) if warn_at else None,
-            "model": model, "max_turns": max_turns, "template": template,
+            "model": model,
+            "max_turns": max_turns,
+            "template": template,
             "compression": compression,
         }
         if compression not in (None, "gzip", "zstd"):
@@ -207,34 +242,57 @@ def register(app: typer.Typer) -> None:
         settings = settings_for(repo, **flags)
         store = open_store(settings)
         req = RunRequest(
-            repo=repo, prompt=prompt, prompt_file=prompt_file, name=name, base=base,
-            backend=backend, keep=keep, dry_run=dry_run, allow_sensitive=allow_sensitive,
+            repo=repo,
+            prompt=prompt,
+            prompt_file=prompt_file,
+            name=name,
+            base=base,
+            backend=backend,
+            keep=keep,
+            dry_run=dry_run,
+            allow_sensitive=allow_sensitive,
             with_changes=with_changes,
         )
         session = prepare_run(settings, store, req)
         if session.options.get("secrets_not_carried"):
-            err_console.print("[yellow]! not carried into the branch (secrets deny-list): "
-                              + ", ".join(session.options["secrets_not_carried"]) + "[/yellow]")
+            err_console.print(
+                "[yellow]! not carried into the branch (secrets deny-list): "
+                + ", ".join(session.options["secrets_not_carried"])
+                + "[/yellow]"
+            )
         if detach:
             pid = spawn_detached(session)
             store.update(session.id, owner_pid=pid, owner_host=os.uname().nodename)
             if json_out:
-                print_json_line({"session": session.id, "name": session.name,
-                                 "branch": session.branch, "detached_pid": pid})
+                print_json_line(
+                    {
+                        "session": session.id,
+                        "name": session.name,
+                        "branch": session.branch,
+                        "detached_pid": pid,
+                    }
+                )
             else:
-                console.print(f"Started {session.name} ({session.id}) in the background "
-                              f"on branch {session.branch}.", highlight=False)
-                console.print(f"  Follow: sandboxrun logs {session.name} --follow\n"
-                              f"  Status: sandboxrun status {session.name}\n"
-                              f"  Stop:   sandboxrun kill {session.name}", highlight=False)
+                console.print(
+                    f"Started {session.name} ({session.id}) in the background "
+                    f"on branch {session.branch}.",
+                    highlight=False,
+                )
+                console.print(
+                    f"  Follow: sandboxrun logs {session.name} --follow\n"
+                    f"  Status: sandboxrun status {session.name}\n"
+                    f"  Stop:   sandboxrun kill {session.name}",
+                    highlight=False,
+                )
             return
         if json_out:
             reporter = JsonReporter(session)
             final = _drive(settings, store, session, reporter)
             print_json_line({"session": final.id, "kind": "end", **_end_fields(final)})
         else:
-            err_console.print(f"Session {session.name} ({session.id}) on branch "
-                              f"{session.branch}", highlight=False)
+            err_console.print(
+                f"Session {session.name} ({session.id}) on branch {session.branch}", highlight=False
+            )
             with LiveReporter(session) as reporter:
                 final = _drive(settings, store, session, reporter)
             if final.options.get("dry_run"):
@@ -249,8 +307,18 @@ def _drive(settings, store, session, reporter) -> Session:
 
 
 def _end_fields(s: Session) -> dict:
-    keys = ("name", "status", "branch", "worktree", "error", "result_commits", "files_changed",
-            "cost_usd", "num_turns", "agent_session_id")
+    keys = (
+        "name",
+        "status",
+        "branch",
+        "worktree",
+        "error",
+        "result_commits",
+        "files_changed",
+        "cost_usd",
+        "num_turns",
+        "agent_session_id",
+    )
     return {k: s.row.get(k) for k in keys}
 
 
@@ -259,8 +327,11 @@ def _print_dry_run(store, session: Session) -> None:
     if not reports:
         return
     r = reports[-1]["payload"]
-    console.print(f"\nDry run: {r['verified']}/{r['files']} files verified intact; "
-                  f"{r['bytes_in']:,} bytes packed to {r['bytes_out']:,} ({r['compression']}); "
-                  f"collected {r['collected_bytes']} bytes of changes.", highlight=False)
+    console.print(
+        f"\nDry run: {r['verified']}/{r['files']} files verified intact; "
+        f"{r['bytes_in']:,} bytes packed to {r['bytes_out']:,} ({r['compression']}); "
+        f"collected {r['collected_bytes']} bytes of changes.",
+        highlight=False,
+    )
     for phase, secs in r["phases"].items():
         console.print(f"  {phase:<10} {secs:8.3f}s", highlight=False)

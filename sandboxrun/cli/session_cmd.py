@@ -20,10 +20,34 @@ from sandboxrun.config import format_duration, parse_duration
 from sandboxrun.store import TERMINAL_STATUSES, Session, owner_alive
 
 STATUS_FIELDS = (
-    "id", "name", "mode", "backend", "status", "branch", "worktree", "repo", "base_commit",
-    "cost_usd", "num_turns", "duration_ms", "agent_session_id", "sandbox_id", "result_subtype",
-    "result_commits", "files_changed", "insertions", "deletions", "error", "created_at",
-    "started_at", "ended_at", "deadline", "timeout_s", "model", "max_turns", "exit_code",
+    "id",
+    "name",
+    "mode",
+    "backend",
+    "status",
+    "branch",
+    "worktree",
+    "repo",
+    "base_commit",
+    "cost_usd",
+    "num_turns",
+    "duration_ms",
+    "agent_session_id",
+    "sandbox_id",
+    "result_subtype",
+    "result_commits",
+    "files_changed",
+    "insertions",
+    "deletions",
+    "error",
+    "created_at",
+    "started_at",
+    "ended_at",
+    "deadline",
+    "timeout_s",
+    "model",
+    "max_turns",
+    "exit_code",
 )
 
 
@@ -45,23 +69,39 @@ def _when(ts: float | None) -> str:
 
 
 def _status_style(status: str) -> str:
-    return {"completed": "green", "completed_no_changes": "green", "running": "cyan",
-            "failed": "red", "lost": "red", "killed": "yellow", "timeout": "yellow",
-            "waiting_quota": "yellow"}.get(status, "")
+    return {
+        "completed": "green",
+        "completed_no_changes": "green",
+        "running": "cyan",
+        "failed": "red",
+        "lost": "red",
+        "killed": "yellow",
+        "timeout": "yellow",
+        "waiting_quota": "yellow",
+    }.get(status, "")
 
 
 def _print_one(s: Session) -> None:
     d = session_json(s)
     console.print(f"[bold]{s.name}[/bold] ({s.id})  [{_status_style(s.status)}]{s.status}[/]")
     rows = [
-        ("backend", f"{s.mode}/{s.backend}" + (f"  sandbox {s.sandbox_id}" if s.sandbox_id else "")),
-        ("branch", s.branch), ("worktree", s.worktree),
+        (
+            "backend",
+            f"{s.mode}/{s.backend}" + (f"  sandbox {s.sandbox_id}" if s.sandbox_id else ""),
+        ),
+        ("branch", s.branch),
+        ("worktree", s.worktree),
         ("base", f"{s.base_ref} ({(s.base_commit or '')[:12]})"),
-        ("created", _when(s.created_at)), ("started", _when(s.started_at)),
+        ("created", _when(s.created_at)),
+        ("started", _when(s.started_at)),
         ("ended", _when(s.ended_at)),
         ("time left", format_duration(d["time_left_s"]) if d["time_left_s"] is not None else "-"),
-        ("driver", f"pid {s.owner_pid} ({'alive' if d['driver_alive'] else 'not running'})"
-         if s.owner_pid else "-"),
+        (
+            "driver",
+            f"pid {s.owner_pid} ({'alive' if d['driver_alive'] else 'not running'})"
+            if s.owner_pid
+            else "-",
+        ),
         ("agent session", s.agent_session_id or "-"),
         ("turns", s.num_turns if s.num_turns is not None else "-"),
         ("cost", f"${s.cost_usd:.4f}" if s.cost_usd is not None else "-"),
@@ -73,8 +113,10 @@ def _print_one(s: Session) -> None:
     for key, value in rows:
         console.print(f"  {key:<14} {value}", highlight=False)
     if not s.is_terminal and not d["driver_alive"] and s.agent_pgid:
-        console.print(f"  [yellow]No process is following this session: "
-                      f"`sandboxrun attach {s.name}` carries it on.[/yellow]")
+        console.print(
+            f"  [yellow]No process is following this session: "
+            f"`sandboxrun attach {s.name}` carries it on.[/yellow]"
+        )
 
 
 def register(app: typer.Typer) -> None:
@@ -98,8 +140,11 @@ def register(app: typer.Typer) -> None:
             console.print("No sessions yet. Start one with `sandboxrun run --prompt-file PLAN.md`.")
             return
         width = max(len(s.name) for s in sessions)
-        console.print(f"[bold]{'ID':<12}  {'NAME':<{width}}  {'STATUS':<20}  {'BACKEND':<7}  "
-                      f"{'STARTED':<11}  {'TURNS':>5}  {'COST':>8}[/bold]", soft_wrap=True)
+        console.print(
+            f"[bold]{'ID':<12}  {'NAME':<{width}}  {'STATUS':<20}  {'BACKEND':<7}  "
+            f"{'STARTED':<11}  {'TURNS':>5}  {'COST':>8}[/bold]",
+            soft_wrap=True,
+        )
         for s in sessions:
             started = datetime.fromtimestamp(s.started_at or s.created_at).strftime("%m-%d %H:%M")
             turns = str(s.num_turns) if s.num_turns is not None else "-"
@@ -107,16 +152,19 @@ def register(app: typer.Typer) -> None:
             console.print(
                 f"{s.id:<12}  {s.name:<{width}}  [{_status_style(s.status)}]{s.status:<20}[/]  "
                 f"{s.backend:<7}  {started:<11}  {turns:>5}  {cost:>8}",
-                highlight=False, soft_wrap=True,
+                highlight=False,
+                soft_wrap=True,
             )
 
     @app.command("logs")
     def logs(
         session: str = typer.Argument(..., help="Session id, id prefix or name."),
-        follow: bool = typer.Option(False, "--follow", "-F",
-                                    help="Keep printing until the session ends."),
-        raw: bool = typer.Option(False, "--raw",
-                                 help="Print the agent's raw stream-json lines only."),
+        follow: bool = typer.Option(
+            False, "--follow", "-F", help="Keep printing until the session ends."
+        ),
+        raw: bool = typer.Option(
+            False, "--raw", help="Print the agent's raw stream-json lines only."
+        ),
         json_out: bool = typer.Option(False, "--json", help="Print stored events as JSON lines."),
     ) -> None:
         """Print a session's events (phases, agent actions, warnings), from any terminal."""
@@ -149,8 +197,9 @@ def register(app: typer.Typer) -> None:
     @app.command("kill")
     def kill(
         session: str = typer.Argument(..., help="Session id, id prefix or name."),
-        discard: bool = typer.Option(False, "--discard",
-                                     help="Throw the agent's work away instead of collecting it."),
+        discard: bool = typer.Option(
+            False, "--discard", help="Throw the agent's work away instead of collecting it."
+        ),
         json_out: bool = typer.Option(False, "--json", help="Print the final session as JSON."),
     ) -> None:
         """Stop a running session's agent, collect its work (unless --discard), tear down."""
@@ -164,14 +213,14 @@ def register(app: typer.Typer) -> None:
         else:
             console.print(f"{s.name}: {s.status}. {s.error or ''}", highlight=False)
             if s.result_commits:
-                console.print(f"  {len(s.result_commits)} commit(s) on {s.branch}",
-                              highlight=False)
+                console.print(f"  {len(s.result_commits)} commit(s) on {s.branch}", highlight=False)
 
     @app.command("download")
     def download(
         session: str = typer.Argument(..., help="Session id, id prefix or name."),
-        output: Path = typer.Option(None, "--output", "-o",
-                                    help="Directory to write into (default ./sandboxrun-NAME)."),
+        output: Path = typer.Option(
+            None, "--output", "-o", help="Directory to write into (default ./sandboxrun-NAME)."
+        ),
         json_out: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
     ) -> None:
         """Write a session's current patches (commits.mbox, changes.diff) without stopping it."""
@@ -183,17 +232,27 @@ def register(app: typer.Typer) -> None:
         out = output or Path(f"sandboxrun-{s.name}")
         result = download_session(settings, store, s, out)
         if json_out:
-            print_json({"directory": str(result.directory), "live": result.live,
-                        "files": [str(f) for f in result.files],
-                        "agent_commits": result.agent_commits})
+            print_json(
+                {
+                    "directory": str(result.directory),
+                    "live": result.live,
+                    "files": [str(f) for f in result.files],
+                    "agent_commits": result.agent_commits,
+                }
+            )
             return
         source = "the running sandbox" if result.live else "the saved artifacts"
-        console.print(f"Wrote {len(result.files)} file(s) from {source} to {result.directory}:",
-                      highlight=False)
+        console.print(
+            f"Wrote {len(result.files)} file(s) from {source} to {result.directory}:",
+            highlight=False,
+        )
         for f in result.files:
             console.print(f"  {f} ({f.stat().st_size:,} bytes)", highlight=False)
-        console.print(f"Apply elsewhere with: git am {result.directory}/commits.mbox && "
-                      f"git apply {result.directory}/changes.diff", highlight=False)
+        console.print(
+            f"Apply elsewhere with: git am {result.directory}/commits.mbox && "
+            f"git apply {result.directory}/changes.diff",
+            highlight=False,
+        )
 
     @app.command("attach")
     def attach(
@@ -228,16 +287,22 @@ def register(app: typer.Typer) -> None:
         settings = settings_for(None)
         store = open_store(settings)
         s = extend_session(settings, store, store.resolve(session), parse_duration(duration))
-        console.print(f"{s.name}: limit now {_when(s.deadline)} "
-                      f"({format_duration(s.deadline - time.time())} from now).", highlight=False)
+        console.print(
+            f"{s.name}: limit now {_when(s.deadline)} "
+            f"({format_duration(s.deadline - time.time())} from now).",
+            highlight=False,
+        )
 
     @app.command("cleanup")
     def cleanup_cmd(
-        worktrees: bool = typer.Option(False, "--worktrees",
-                                       help="Also remove clean worktrees of ended sessions "
-                                            "(branches are kept)."),
-        forget: bool = typer.Option(False, "--forget",
-                                    help="Also delete ended sessions from the database."),
+        worktrees: bool = typer.Option(
+            False,
+            "--worktrees",
+            help="Also remove clean worktrees of ended sessions (branches are kept).",
+        ),
+        forget: bool = typer.Option(
+            False, "--forget", help="Also delete ended sessions from the database."
+        ),
         dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would be done."),
         json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     ) -> None:
@@ -253,15 +318,20 @@ def register(app: typer.Typer) -> None:
             print_json(asdict(report))
             return
         verb = "Would remove" if dry_run else "Removed"
-        console.print(f"{verb} {len(report.sandboxes_removed)} sandbox(es), "
-                      f"{len(report.worktrees_removed)} worktree(s); "
-                      f"forgot {len(report.forgotten)} session(s).", highlight=False)
+        console.print(
+            f"{verb} {len(report.sandboxes_removed)} sandbox(es), "
+            f"{len(report.worktrees_removed)} worktree(s); "
+            f"forgot {len(report.forgotten)} session(s).",
+            highlight=False,
+        )
         for path in report.kept_dirty:
             console.print(f"  kept {path}: it has uncommitted changes", highlight=False)
         for name in report.orphans:
-            console.print(f"  {name} is active but nothing follows it: "
-                          f"`sandboxrun attach {name}` or `sandboxrun kill {name}`",
-                          highlight=False)
+            console.print(
+                f"  {name} is active but nothing follows it: "
+                f"`sandboxrun attach {name}` or `sandboxrun kill {name}`",
+                highlight=False,
+            )
 
 
 def format_event(ev: dict[str, Any]) -> str | None:
@@ -292,8 +362,10 @@ def format_event(ev: dict[str, Any]) -> str | None:
         note = f"; kept out: {', '.join(secrets)}" if secrets else ""
         return f"{ts} pack    {p.get('files')} files, {p.get('bytes_out'):,} bytes{note}"
     if kind == "summary":
-        return (f"{ts} summary {p.get('status')}: {len(p.get('commits') or [])} commit(s), "
-                f"{len(p.get('files_changed') or [])} file(s) changed on {p.get('branch')}")
+        return (
+            f"{ts} summary {p.get('status')}: {len(p.get('commits') or [])} commit(s), "
+            f"{len(p.get('files_changed') or [])} file(s) changed on {p.get('branch')}"
+        )
     if kind == "stderr":
         return f"{ts} stderr  {p.get('line')}"
     return f"{ts} {kind:<7} {p}"
