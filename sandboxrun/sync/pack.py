@@ -204,13 +204,43 @@ def select_files(root: Path) -> Selection:
     over it). Symlinks, submodules and special files are never uploaded: they are listed in
     ``skipped`` because the sandbox-side unpack refuses links.
     """
+    sel, named = _start(root)
+    chosen: dict[str, int] = {}
+    dir_fd = _open_dir(sel.root)
+    try:
+        for rel, on_purpose in named(dir_fd):
+            try:
+                st = os.lstat(rel, dir_fd=dir_fd)  # dir_fd: no path joins, ~2x faster
+            except FileNotFoundError:
+                continue  # tracked but deleted in the work tree: nothing to upload
+            if stat.S_ISREG(st.st_mode):
+                chosen[rel] = st.st_size
+                if on_purpose:
+                    sel.included_on_purpose.append(rel)
+            else:
+                sel.skipped.append(_skip(rel, _kind(st.st_mode), fresh=True))
+    finally:
+        os.close(dir_fd)
+    return _finish(sel, list(chosen), sum(chosen.values()))
+
+
+NamedFiles = Callable[[int], Iterator[tuple[str, bool]]]
+
+
+def _start(root: Path) -> tuple[Selection, NamedFiles]:
+    """List candidates and load the rules; return an empty Selection and a generator.
+
+    The generator applies the name rules only and yields ``(path, on_purpose)`` for each
+    path to upload if it turns out to be a regular file; excluded paths that exist are
+    recorded in the Selection. Callers look at the files themselves: :func:`select_files`
+    with lstat, :func:`pack_worktree` by opening them, so it stats each file only once.
+    """
     root = Path(root).resolve()
     if not root.is_dir():
         raise PackError(f"{root} is not a directory", "Pass the path of a work tree to pack.")
     ignore_spec = _load_spec(root / IGNORE_FILE)
     include_lines = _read_lines(root / INCLUDE_FILE)
     include_spec = _Spec(include_lines) if include_lines else None
-
     sel = Selection(root=root)
     if _is_git_worktree(root):
         candidates = _git_candidates(root)
@@ -219,13 +249,36 @@ def select_files(root: Path) -> Selection:
         sel.source = "walk"
         candidates, ignored = _walk_candidates(root, include_lines, include_spec)
 
-    dir_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        chosen = _filter(sel, dir_fd, candidates, ignored, ignore_spec, include_spec)
-    finally:
-        os.close(dir_fd)
-    sel.files = sorted(chosen)
-    sel.total_bytes = sum(chosen.values())
+    def note(lst: list[str], dir_fd: int, rel: str) -> None:
+        with contextlib.suppress(OSError):  # a deleted tracked file is not worth a mention
+            os.lstat(rel, dir_fd=dir_fd)
+            lst.append(rel)
+
+    def named(dir_fd: int) -> Iterator[tuple[str, bool]]:
+        for rel in candidates:
+            if ignore_spec is not None and ignore_spec.match(rel):
+                note(sel.excluded_by_ignorefile, dir_fd, rel)
+            elif not _SECRETS.match(rel):
+                yield rel, False
+            elif include_spec is not None and include_spec.match(rel):
+                yield rel, True
+            else:
+                note(sel.excluded_secrets, dir_fd, rel)
+        # ignored by git (or .gitignore): only what .sandboxruninclude names comes back
+        for rel in ignored:
+            if include_spec is None or not include_spec.match(rel):
+                continue
+            if ignore_spec is not None and ignore_spec.match(rel):
+                note(sel.excluded_by_ignorefile, dir_fd, rel)
+            else:
+                yield rel, True
+
+    return sel, named
+
+
+def _finish(sel: Selection, files: list[str], total_bytes: int) -> Selection:
+    sel.files = sorted(files)
+    sel.total_bytes = total_bytes
     for lst in (sel.excluded_secrets, sel.excluded_by_ignorefile, sel.included_on_purpose):
         lst.sort()
     sel.skipped.sort()
@@ -233,47 +286,38 @@ def select_files(root: Path) -> Selection:
         "selected %d files (%d bytes) under %s by %s",
         len(sel.files),
         sel.total_bytes,
-        root,
+        sel.root,
         sel.source,
     )
     return sel
 
 
-def _filter(
-    sel: Selection,
-    dir_fd: int,
-    candidates: list[str],
-    ignored: list[str],
-    ignore_spec: _Spec | None,
-    include_spec: _Spec | None,
-) -> dict[str, int]:
-    """Apply .sandboxrunignore, the deny-list and .sandboxruninclude; return {path: size}.
+def _open_dir(root: Path) -> int:
+    return os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
-    The left-out paths are recorded in ``sel``.
-    """
-    chosen: dict[str, int] = {}
-    for rel, size in _regular_files(dir_fd, candidates, sel.skipped):
-        if ignore_spec is not None and ignore_spec.match(rel):
-            sel.excluded_by_ignorefile.append(rel)
-        elif _SECRETS.match(rel):
-            if include_spec is not None and include_spec.match(rel):
-                sel.included_on_purpose.append(rel)
-                chosen[rel] = size
-            else:
-                sel.excluded_secrets.append(rel)
-        else:
-            chosen[rel] = size
-    if include_spec is not None:
-        matching = [p for p in ignored if include_spec.match(p)]
-        for rel, size in _regular_files(dir_fd, matching, sel.skipped):
-            if rel in chosen:
-                continue
-            if ignore_spec is not None and ignore_spec.match(rel):
-                sel.excluded_by_ignorefile.append(rel)
-            else:
-                sel.included_on_purpose.append(rel)
-                chosen[rel] = size
-    return chosen
+
+def _kind(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "symlink"
+    return "dir" if stat.S_ISDIR(mode) else "special"
+
+
+# why a path is not in the archive: found so at selection (fresh) or changed since (raced)
+_SKIP_FRESH = {
+    "symlink": "symlink (the sandbox unpack refuses links)",
+    "dir": "submodule or nested git repository",
+    "special": "not a regular file",
+}
+_SKIP_RACED = {
+    "missing": "vanished before packing",
+    "symlink": "became a symlink before packing",
+    "dir": "no longer a regular file",
+    "special": "no longer a regular file",
+}
+
+
+def _skip(rel: str, kind: str, *, fresh: bool) -> tuple[str, str]:
+    return rel.rstrip("/"), (_SKIP_FRESH if fresh else _SKIP_RACED)[kind]
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -411,29 +455,6 @@ def _walk_candidates(
             else:
                 files.append(rel)
     return files, ignored
-
-
-def _regular_files(
-    dir_fd: int, paths: Iterable[str], skipped: list[tuple[str, str]]
-) -> Iterator[tuple[str, int]]:
-    """Yield (path, size) for regular files; note symlinks and the like in ``skipped``."""
-    for rel in paths:
-        try:
-            st = os.lstat(rel, dir_fd=dir_fd)  # dir_fd: no path joins, ~2x faster
-        except FileNotFoundError:
-            continue  # tracked but deleted in the work tree: nothing to upload
-        except OSError as exc:
-            skipped.append((rel, f"cannot read: {exc.strerror}"))
-            continue
-        mode = st.st_mode
-        if stat.S_ISREG(mode):
-            yield rel, st.st_size
-        elif stat.S_ISLNK(mode):
-            skipped.append((rel, "symlink (the sandbox unpack refuses links)"))
-        elif stat.S_ISDIR(mode):
-            skipped.append((rel.rstrip("/"), "submodule or nested git repository"))
-        else:
-            skipped.append((rel, "not a regular file"))
 
 
 # --------------------------------------------------------------------------- tar stream
@@ -653,18 +674,19 @@ def _make_sink(compression: str, out: BinaryIO, level: int | None) -> _Sink:
 
 
 def _read_member(dir_fd: int, rel: str) -> tuple[os.stat_result, bytes] | str:
-    """Read a small file whole (big ones: stat only), or say why it is to be skipped.
+    """Read a small file whole (big ones: stat only), or return what it is instead.
 
-    Opened relative to the root, without following links: the tree may have changed since
-    the selection was made.
+    Opened relative to the root, without following links (the tree may have changed since
+    the selection) and without blocking (a fifo would hang a plain open). Returns
+    ``"missing"``, ``"symlink"``, ``"dir"`` or ``"special"`` for a path not to pack.
     """
     try:
         fd = os.open(rel, _OPEN_FLAGS, dir_fd=dir_fd)
     except FileNotFoundError:
-        return "vanished before packing"
+        return "missing"
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            return "became a symlink before packing"
+            return "symlink"
         raise PackError(
             f"cannot read {rel}: {exc.strerror}",
             f"Fix its permissions, or list it in {IGNORE_FILE} to leave it out.",
@@ -672,7 +694,7 @@ def _read_member(dir_fd: int, rel: str) -> tuple[os.stat_result, bytes] | str:
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            return "no longer a regular file"
+            return _kind(st.st_mode)
         if st.st_size > _BIG_FILE:
             return st, b""
         # size + 1 detects growth; the header is written from what was actually read
@@ -719,13 +741,16 @@ def pack_worktree(
 
     ``compression`` is ``"gzip"`` (default; parallel blocks, one standard gzip member),
     ``"zstd"`` (needs the ``zstd`` program) or ``"none"``; ``level`` overrides the default
-    level (:data:`GZIP_LEVEL`, :data:`ZSTD_LEVEL`). ``selection`` defaults to
-    :func:`select_files`. Members are regular files with relative names, their permission
-    bits and mtime, owner 0:0 and no user names. The archive is streamed to a temporary file
-    beside ``output`` and renamed into place only when complete. ``progress`` is called as
-    ``progress(bytes_done, bytes_total)`` (uncompressed) about once per MiB and at the end.
-    A file the selection listed that has vanished or become a link is skipped and noted in
-    the result's ``selection.skipped``.
+    level (:data:`GZIP_LEVEL`, :data:`ZSTD_LEVEL`). Members are regular files with relative
+    names, their permission bits and mtime, owner 0:0 and no user names. The archive is
+    streamed to a temporary file beside ``output`` and renamed into place only when complete.
+
+    Without ``selection`` the files are chosen exactly as :func:`select_files` would, while
+    packing (compression overlaps selection, and each file is stat'ed once); the result's
+    ``selection`` reports them. ``progress`` is called as ``progress(bytes_done, bytes_total)``
+    (uncompressed) about once per MiB and at the end; it needs the total first, so with
+    ``progress`` and no ``selection`` the selection is made up front. A file of a given
+    selection that has vanished or become a link is skipped and noted in ``skipped``.
     """
     if compression not in COMPRESSIONS:
         raise UsageError(
@@ -737,39 +762,51 @@ def pack_worktree(
             f"{compression} level {level} is out of range", f"Use {limits[0]}..{limits[1]}."
         )
     started = time.perf_counter()
-    root = Path(root).resolve()
     output = Path(output).absolute()
     if not output.parent.is_dir():
         raise PackError(
             f"cannot write {output}: {output.parent} is not a directory",
             "Create the directory first or choose another --output.",
         )
-    sel = selection if selection is not None else select_files(root)
-    files, skipped = list(sel.files), list(sel.skipped)
+    if selection is None and progress is not None:
+        selection = select_files(root)
+    if selection is None:
+        sel, named = _start(root)
+        skipped = sel.skipped
+    else:
+        sel = selection
+        brought_back = set(sel.included_on_purpose)
+        skipped = list(sel.skipped)
+
+        def named(dir_fd: int) -> Iterator[tuple[str, bool]]:
+            return ((rel, rel in brought_back) for rel in sel.files)
+
     # never pack an earlier copy of the tarball we are about to write
     try:
-        own = output.resolve().relative_to(root).as_posix()
+        own = output.resolve().relative_to(sel.root).as_posix()
     except ValueError:
         own = None
-    if own in files:
-        files.remove(own)
-        skipped.append((own, "the output tarball itself"))
 
     fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
     tmp = Path(tmp_name)
     bytes_in = 0
+    written: list[str] = []
+    included: list[str] = []
     sink: _Sink | None = None
-    dir_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    dir_fd = _open_dir(sel.root)
     try:
         with os.fdopen(fd, "wb", buffering=1 << 20) as out:
             sink = _make_sink(compression, out, level)
             batch = _Batcher(sink)
-            written: list[str] = []
-            total, next_report = sel.total_bytes, 0
-            for rel in files:
+            next_report = 0
+            for rel, on_purpose in named(dir_fd):
+                if rel == own:
+                    skipped.append((rel, "the output tarball itself"))
+                    continue
                 got = _read_member(dir_fd, rel)
                 if isinstance(got, str):
-                    skipped.append((rel, got))
+                    if selection is not None or got != "missing":  # else: deleted, tracked
+                        skipped.append(_skip(rel, got, fresh=selection is None))
                     continue
                 st, data = got
                 size = len(data) if st.st_size <= _BIG_FILE else st.st_size
@@ -782,8 +819,10 @@ def pack_worktree(
                     batch.write(b"\0" * (512 - size % 512))
                 bytes_in += size
                 written.append(rel)
+                if on_purpose:
+                    included.append(rel)
                 if progress is not None and bytes_in >= next_report:
-                    progress(bytes_in, max(total, bytes_in))
+                    progress(bytes_in, max(sel.total_bytes, bytes_in))
                     next_report = bytes_in + _BLOCK
             # end-of-archive: two zero blocks, then pad to a whole record like tar does
             batch.write(b"\0" * 1024)
@@ -792,7 +831,7 @@ def pack_worktree(
             sink.close()
             sink = None
         if progress is not None:
-            progress(bytes_in, max(total, bytes_in))
+            progress(bytes_in, max(sel.total_bytes, bytes_in))
         os.chmod(tmp, 0o644)
         os.replace(tmp, output)
     except BaseException:
@@ -802,8 +841,17 @@ def pack_worktree(
         raise
     finally:
         os.close(dir_fd)
-    if len(written) != len(sel.files) or skipped != sel.skipped:
-        sel = replace(sel, files=written, skipped=sorted(skipped), total_bytes=bytes_in)
+    if selection is None:
+        sel.included_on_purpose = included
+        sel = _finish(sel, written, bytes_in)
+    elif len(written) != len(sel.files) or skipped != sel.skipped:
+        sel = replace(
+            sel,
+            files=written,
+            skipped=sorted(skipped),
+            total_bytes=bytes_in,
+            included_on_purpose=included,
+        )
     result = PackResult(
         path=output,
         compression=compression,
