@@ -85,11 +85,13 @@ def _summary(sel: Selection, result: PackResult | None) -> None:
         )
 
 
-def _pack_with_progress(root: Path, output: Path, compression: str, sel: Selection) -> PackResult:
-    if not err_console.is_terminal:
-        return pack_worktree(root, output, compression=compression, selection=sel)
+def _pack(root: Path, output: Path, compression: str, show_progress: bool) -> PackResult:
+    if not show_progress:
+        # no selection given: pack_worktree selects while it packs, which is faster
+        return pack_worktree(root, output, compression=compression)
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
+    sel = select_files(root)  # a progress bar needs the total up front
     with Progress(
         "packing",
         BarColumn(),
@@ -142,21 +144,22 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--json", help="Print one JSON object instead.")
         ] = False,
     ) -> None:
-        sel = select_files(path)
         if list_files:
+            sel = select_files(path)
             if as_json:
                 print_json(sel.to_dict())
             else:
                 for name in sel.files:
                     console.print(name, markup=False, highlight=False, soft_wrap=True)
             return
-        target = output or Path.cwd() / f"{sel.root.name or 'root'}{SUFFIXES[compression.value]}"
+        root = path.resolve()
+        target = output or Path.cwd() / f"{root.name or 'root'}{SUFFIXES[compression.value]}"
+        show_progress = not as_json and err_console.is_terminal
+        result = _pack(root, target, compression.value, show_progress)
         if as_json:
-            result = pack_worktree(sel.root, target, compression=compression.value, selection=sel)
             data = result.selection.to_dict()
             del data["files"]  # --list --json gives the full list; this stays readable
             data["output"] = result.to_dict()
             print_json(data)
         else:
-            result = _pack_with_progress(sel.root, target, compression.value, sel)
             _summary(result.selection, result)
