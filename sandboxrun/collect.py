@@ -151,7 +151,7 @@ def finish_with_patches(driver: RunDriver, outcome: FollowOutcome) -> Session:
     result = driver.progress.result
     status, error = "completed", None
     if outcome.reason == "killed":
-        status, error = "killed", "killed by `sandboxrun kill`; the work so far was collected"
+        status, error = "killed", "stopped on request; the work so far was collected"
     elif outcome.reason == "timeout":
         status = "timeout"
         error = (

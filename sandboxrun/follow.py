@@ -149,6 +149,16 @@ def follow_agent(driver: RunDriver) -> FollowOutcome:
             if time.monotonic() - last_beat > HEARTBEAT_INTERVAL:
                 store.update(sid, last_heartbeat=time.time())
                 last_beat = time.monotonic()
+            time.sleep(driver.settings.poll_interval)
+        except KeyboardInterrupt:
+            if driver._refresh().kill_requested:
+                raise  # a second Ctrl-C: the driver leaves the agent running
+            msg = ("Ctrl-C: stopping the agent and collecting its work "
+                   "(Ctrl-C again to leave it running in the background)")  # fmt: skip
+            driver.reporter.warning(msg)
+            store.add_event(sid, "warning", {"mark": "interrupt", "message": msg})
+            store.request_kill(sid, discard=False)
+            continue
         except SandboxLostError:
             raise
         except BackendError as exc:
@@ -158,7 +168,7 @@ def follow_agent(driver: RunDriver) -> FollowOutcome:
                 raise SandboxLostError(
                     f"the sandbox {sb.id} is gone", "The last snapshot of the work is kept."
                 ) from exc
-        time.sleep(driver.settings.poll_interval)
+            time.sleep(driver.settings.poll_interval)
 
     drain()
     if pending.strip():  # a last line without a newline

@@ -250,19 +250,48 @@ class RunDriver:
         except SandboxLostError as exc:
             self.store.set_status(self.session.id, "lost", only_if_active=True, error=exc.message)
             raise
-        except SandboxrunError as exc:
-            self._teardown()
-            self.store.set_status(self.session.id, "failed", only_if_active=True, error=exc.message)
-            raise
-        except BaseException as exc:
+        except KeyboardInterrupt:
+            if self._agent_started():
+                # A second Ctrl-C: leave the agent and its sandbox alone, nothing is lost.
+                raise SandboxrunError(
+                    f"interrupted; the agent of {self.session.name} may still be running "
+                    f"in sandbox {self.session.sandbox_id}",
+                    f"Carry on with `sandboxrun attach {self.session.name}`, or stop it and "
+                    f"collect its work with `sandboxrun kill {self.session.name}`.",
+                ) from None
             self._teardown()
             self.store.set_status(
-                self.session.id,
-                "failed",
-                only_if_active=True,
-                error=f"interrupted: {type(exc).__name__}: {exc}",
-            )
+                self.session.id, "failed", only_if_active=True,
+                error="interrupted before the agent started",
+            )  # fmt: skip
             raise
+        except SandboxrunError as exc:
+            self._fail(exc.message)
+            raise
+        except Exception as exc:
+            self._fail(f"unexpected error: {type(exc).__name__}: {exc}")
+            raise
+
+    def _agent_started(self) -> bool:
+        return self._refresh().agent_pgid is not None and self.sandbox is not None
+
+    def _fail(self, message: str) -> None:
+        """Record a failure; keep the sandbox when it may still hold uncollected work."""
+        if self._agent_started():
+            try:
+                alive = self.sandbox.is_alive()
+            except SandboxrunError:
+                alive = False
+            if alive:
+                message += (
+                    f" (sandbox {self.session.sandbox_id} kept: `sandboxrun download "
+                    f"{self.session.name}` fetches its work, `sandboxrun cleanup` removes it)"
+                )
+                self.store.set_status(self.session.id, "failed", only_if_active=True,
+                                      error=message)  # fmt: skip
+                return
+        self._teardown()
+        self.store.set_status(self.session.id, "failed", only_if_active=True, error=message)
 
     def resume(self) -> Session:
         """Carry on a session whose driver died: reconnect, follow, warn, collect."""

@@ -121,7 +121,8 @@ def download_session(
     """Write the session's current patches to ``output`` without stopping it."""
     output.mkdir(parents=True, exist_ok=True)
     patches: Patches | None = None
-    if not session.is_terminal and session.sandbox_id and session.sandbox_base:
+    # A live sandbox (running, or kept after the end) has the freshest work.
+    if session.sandbox_id and session.sandbox_base:
         backend = get_backend(session.backend, settings)
         try:
             sandbox = backend.connect(session.sandbox_id)

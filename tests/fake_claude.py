@@ -19,6 +19,7 @@ reaches the agent on every backend:
     @error TEXT...             end with an error result (is_error true)
     @bash CMD...               run a shell command
     @ratelimit EPOCH           emit a rejected rate_limit_event, then hang (like the real CLI)
+    @slowstop SECONDS          from now on, take SECONDS to shut down after SIGINT/SIGTERM
 
 Only the standard library: it runs wherever python3 exists (local dirs, emulated sandboxes).
 """
@@ -101,8 +102,12 @@ def result(subtype="success", is_error=False, text="done"):
     )
 
 
+SLOW_STOP = {"seconds": 0.0}
+
+
 def on_signal(signum, frame):
     # The real CLI stops when interrupted; it does not print a result.
+    time.sleep(SLOW_STOP["seconds"])
     sys.exit(128 + signum)
 
 
@@ -202,6 +207,8 @@ def main():
                 out.stdout + out.stderr,
                 is_error=out.returncode != 0,
             )
+        elif verb == "slowstop":
+            SLOW_STOP["seconds"] = float(parts[0])
         elif verb == "ratelimit":
             emit(
                 {

@@ -531,3 +531,38 @@ def test_download_after_the_end_uses_saved_artifacts(cli, repo):
     assert data["live"] is False
     assert b"Subject: [PATCH] add f" in (out / "commits.mbox").read_bytes()
     assert (out / "agent.log").exists()
+
+
+def test_ctrl_c_stops_and_collects_and_a_second_leaves_the_agent_running(cli, repo):
+    run = cli.popen("run", "--backend", "local", "--name", "ctrlc", "--prompt",
+                    "@write c.txt before ctrl-c\n@sleep 60")  # fmt: skip
+    try:
+        retry_until(lambda: "Write" in cli("logs", "ctrlc").stdout, timeout=30)
+        run.send_signal(signal.SIGINT)
+        out, err = run.communicate(timeout=60)
+    finally:
+        run.kill()
+    assert run.returncode == 1
+    assert "Ctrl-C: stopping the agent" in err
+    st = cli.status("ctrlc")
+    assert st["status"] == "killed"
+    assert "c.txt" in branch_files(repo, "sandboxrun/ctrlc")
+
+    run = cli.popen("run", "--backend", "local", "--name", "ctrlc2", "--prompt",
+                    "@slowstop 4\n@write d.txt first\n@sleep 30")  # fmt: skip
+    try:
+        retry_until(lambda: "Write" in cli("logs", "ctrlc2").stdout, timeout=30)
+        # The agent takes 4 s to stop; a second Ctrl-C meanwhile must leave it running.
+        run.send_signal(signal.SIGINT)
+        retry_until(lambda: "Ctrl-C" in cli("logs", "ctrlc2").stdout, timeout=30)
+        run.send_signal(signal.SIGINT)
+        out, err = run.communicate(timeout=60)
+    finally:
+        run.kill()
+    assert run.returncode == 1
+    st = cli.status("ctrlc2")
+    assert "sandboxrun attach ctrlc2" in err
+    assert st["status"] in ("running", "collecting") and not st["driver_alive"]
+    assert cli("kill", "ctrlc2").returncode == 0
+    assert cli.status("ctrlc2")["status"] == "killed"
+    assert "d.txt" in branch_files(repo, "sandboxrun/ctrlc2")
