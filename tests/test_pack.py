@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from sandboxrun import process
 from sandboxrun.cli import app
 from sandboxrun.errors import PackError, UsageError
-from sandboxrun.sync.pack import SECRET_PATTERNS, pack_worktree, select_files
+from sandboxrun.sync.pack import SECRET_PATTERNS, Selection, pack_worktree, select_files
 from sandboxrun.sync.unpack import safe_extract
 
 GIT_ID = ["-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c", "commit.gpgsign=false"]
@@ -45,6 +45,16 @@ def repo(tmp_path: Path) -> Path:
 def commit_all(repo: Path) -> None:
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "c")
+
+
+def same_when_streamed(root: Path, sel: Selection) -> bool:
+    """pack_worktree without a selection chooses (and reports) exactly what select_files did."""
+    out = root.parent / "streamed.tar"
+    packed = pack_worktree(root, out, compression="none").selection
+    with tarfile.open(out) as tf:
+        names = sorted(tf.getnames())
+    out.unlink()
+    return packed == sel and names == sel.files
 
 
 def test_git_ignore_rules_match_git(repo: Path) -> None:
@@ -77,6 +87,7 @@ def test_git_ignore_rules_match_git(repo: Path) -> None:
     ]
     assert sel.source == "git"
     assert sel.total_bytes == sum((repo / f).stat().st_size for f in sel.files)
+    assert same_when_streamed(repo, sel)
 
 
 def test_secrets_excluded_even_when_not_ignored(repo: Path) -> None:
@@ -109,6 +120,7 @@ def test_secrets_excluded_even_when_not_ignored(repo: Path) -> None:
         "home/.aws/credentials",
         "untracked.key",
     ]
+    assert same_when_streamed(repo, sel)
 
 
 def test_secret_patterns_are_documented() -> None:
@@ -136,6 +148,7 @@ def test_sandboxrunignore_removes_files(repo: Path) -> None:
 
     assert sel.files == [".sandboxrunignore", "app.py"]
     assert sel.excluded_by_ignorefile == ["data/big.csv", "data/small.csv", "docs/a.md"]
+    assert same_when_streamed(repo, sel)
 
 
 def test_sandboxruninclude_brings_back_ignored_and_secret_files(repo: Path) -> None:
@@ -172,6 +185,7 @@ def test_sandboxruninclude_brings_back_ignored_and_secret_files(repo: Path) -> N
             "models/small.bin",
         ]
     )
+    assert same_when_streamed(repo, sel)
 
 
 def test_symlinks_are_skipped_and_reported(repo: Path) -> None:
@@ -186,6 +200,7 @@ def test_symlinks_are_skipped_and_reported(repo: Path) -> None:
     assert sel.files == ["real.txt"]
     assert [p for p, _ in sel.skipped] == ["link.txt", "outside"]
     assert all("symlink" in why for _, why in sel.skipped)
+    assert same_when_streamed(repo, sel)
 
 
 def test_plain_directory_honours_nested_gitignore(tmp_path: Path) -> None:
@@ -226,6 +241,7 @@ def test_plain_directory_honours_nested_gitignore(tmp_path: Path) -> None:
     ]
     assert sel.excluded_secrets == [".env"]
     assert sel.included_on_purpose == ["build/keep.me"]
+    assert same_when_streamed(root, sel)
 
 
 def make_tree(root: Path) -> dict[str, bytes]:
@@ -436,11 +452,14 @@ def test_cli_summary_writes_default_tarball(
     assert str(out) in result.output
 
 
-def test_cli_json_shape(cli_repo: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_cli_json_shape(cli_repo: Path, tmp_path: Path, compression: str) -> None:
     """`pack --json` prints one object: selection summary plus the output."""
-    out = tmp_path / "o.tar.zst"
+    if compression == "zstd" and process.which("zstd") is None:
+        pytest.skip("zstd not installed")
+    out = tmp_path / "o.tar.x"
     result = CliRunner().invoke(
-        app, ["pack", str(cli_repo), "--json", "-c", "zstd", "--output", str(out)]
+        app, ["pack", str(cli_repo), "--json", "-c", compression, "--output", str(out)]
     )
 
     assert result.exit_code == 0, result.output
@@ -459,7 +478,7 @@ def test_cli_json_shape(cli_repo: Path, tmp_path: Path) -> None:
     assert data["file_count"] == 3
     assert data["excluded_secrets"] == [".env"]
     assert data["output"]["path"] == str(out)
-    assert data["output"]["compression"] == "zstd"
+    assert data["output"]["compression"] == compression
     assert data["output"]["bytes_out"] == out.stat().st_size
 
 
