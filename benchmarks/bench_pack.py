@@ -287,7 +287,6 @@ def main() -> int:
         f"corpus: {repo}\n  {len(sel.files)} files, {sel.total_bytes / 1e6:.1f} MB selected; "
         f"machine: {cpus} cores; median of {args.repeat} warm runs\n"
     )
-    load_before = os.getloadavg()[0]
     for fn in runs.values():  # warm the page cache and git's index stat info
         fn()
     times: dict[str, list[float]] = {name: [] for name in runs}
@@ -347,14 +346,15 @@ def main() -> int:
             f"{cli_out.stat().st_size / 1e6:>9.1f}"
             "          (one run: process start + imports + select + gzip pack)"
         )
-    load = os.getloadavg()[0]
+    # other work on the machine shows up as medians well above minimums
+    spread = max(r["median_s"] / r["min_s"] - 1 for r in rows)
     print(
-        f"\nLoad average (1 min) before/after: {load_before:.2f} / {load:.2f}"
-        + ("  -- other work was running: expect noisy figures" if load > 0.5 else "")
+        f"\nWorst median/min spread: {spread:.0%}"
+        + ("  -- something else was using the CPUs: figures are noisy" if spread > 0.15 else "")
     )
     print(
-        "Note: the pipelines also pack the secrets (.env, certs/server.pem) that sandboxrun "
-        f"excludes ({', '.join(sel.excluded_secrets)}), hence the file-count difference."
+        f"Note: the pipelines also pack the secrets sandboxrun leaves out "
+        f"({', '.join(sel.excluded_secrets)}), hence their extra files."
     )
     if args.json:
         print(
