@@ -18,6 +18,9 @@ from sandboxrun.errors import ConfigError, UsageError
 
 DEFAULT_HOME = Path.home() / ".local" / "share" / "sandboxrun"
 DEFAULT_TEMPLATE = "sandboxrun-claude"
+#: the Claude Code release sandboxrun installs (template build, --install-claude). Newer ones
+#: need Node >= 22; this one runs on Node 20 too.
+CLAUDE_CODE_VERSION = "2.1.330"
 
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([hms]?)")
 _UNIT = {"h": 3600, "m": 60, "s": 1, "": 1}

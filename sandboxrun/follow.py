@@ -37,8 +37,12 @@ class FollowOutcome:
 
 
 def stop_margin(timeout: float, grace: float) -> float:
-    """Seconds before the hard limit at which we stop the agent to collect its work."""
-    return min(grace, timeout * 0.1)
+    """Seconds before the hard limit at which we stop the agent to collect its work.
+
+    The hard limit is also the sandbox's own end, so stopping and collecting must fit in this
+    margin: ``grace`` (60 s by default), but at most a quarter of a short run.
+    """
+    return min(grace, max(timeout * 0.25, 1.0))
 
 
 def follow_agent(driver: RunDriver) -> FollowOutcome:

@@ -23,7 +23,7 @@ from sandboxrun.agent import AgentEvent, AgentProgress, build_claude_argv
 from sandboxrun.backends import get_backend
 from sandboxrun.backends.base import Backend, Sandbox
 from sandboxrun.collect import collect_patches, finish_with_patches, save_artifacts
-from sandboxrun.config import Settings, format_duration
+from sandboxrun.config import CLAUDE_CODE_VERSION, Settings, format_duration
 from sandboxrun.errors import (
     AgentError,
     BackendError,
@@ -36,8 +36,9 @@ from sandboxrun.store import Session, SessionStore
 
 log = logging.getLogger(__name__)
 
-#: seconds added to the sandbox's own lifetime beyond our limit, to collect the work
-COLLECT_MARGIN = 300.0
+#: extra lifetime asked for a sandbox while packing and uploading, before the agent's clock
+#: starts (the limit is then reset to exactly --timeout when the agent starts)
+PROVISION_MARGIN = 600.0
 #: how long to wait after each stop signal before escalating (INT → TERM → KILL)
 STOP_WAITS = (10.0, 5.0, 3.0)
 
@@ -363,7 +364,9 @@ class RunDriver:
         metadata = {"sandboxrun_session": s.id, "repo": Path(s.repo).name}
         sandbox = self.backend.create(
             s.id,
-            timeout_s=(s.timeout_s or self.settings.timeout) + COLLECT_MARGIN,
+            # Enough for the upload; the sandbox's lifetime is set to the run's limit when the
+            # agent starts (never above it: E2B Hobby sandboxes live at most 1 h).
+            timeout_s=PROVISION_MARGIN,
             env=env,
             metadata=metadata,
         )
@@ -473,23 +476,71 @@ class RunDriver:
         self.store.update(
             s.id, agent_pgid=pgid, started_at=now, deadline=now + timeout, log_offset=0
         )
-        sb.set_timeout(timeout + COLLECT_MARGIN)
+        # The sandbox's own end is the hard limit; we stop the agent and collect a little
+        # before it (follow.stop_margin), while the sandbox is still alive.
+        sb.set_timeout(timeout)
         self._phase("running", f"agent pid {pgid}, limit {format_duration(timeout)}")
 
     def _find_claude(self) -> str:
-        claude = self.settings.claude_bin
-        res = self.sandbox.exec(["sh", "-c", 'command -v "$1"', "sh", claude])
-        if not res.ok:
-            where = "this machine" if not self.backend.isolated else "the sandbox"
+        """The agent executable inside the sandbox; installs or updates it when asked."""
+        sb, opts = self.sandbox, self.session.options
+        # SANDBOXRUN_CLAUDE_BIN names a program on this machine; an isolated sandbox has its
+        # own `claude` (from the template, or from --install-claude).
+        claude = "claude" if self.backend.isolated else self.settings.claude_bin
+        found = self._which(claude)
+        if found is None and opts.get("install_claude"):
+            found = self._install_claude()
+        if found is None:
+            where = "the sandbox" if self.backend.isolated else "this machine"
             raise AgentError(
                 f"Claude Code ({claude!r}) is not installed in {where}",
-                "Use a template with Claude Code (`sandboxrun template build`), pass "
-                "--install-claude, or set SANDBOXRUN_CLAUDE_BIN to the claude executable."
+                "Use a template with Claude Code (`sandboxrun template build`), or pass "
+                "--install-claude to install it in the sandbox with npm."
                 if self.backend.isolated
-                else "Install it with `npm install -g @anthropic-ai/claude-code`, or set "
-                "SANDBOXRUN_CLAUDE_BIN to the claude executable.",
+                else "Install it with `scripts/install.sh --with-claude` or `npm install -g "
+                "@anthropic-ai/claude-code`, or set SANDBOXRUN_CLAUDE_BIN to the claude "
+                "executable.",
             )
-        return res.text().strip().splitlines()[-1]
+        if opts.get("update_claude"):
+            self.reporter.phase("provisioning", "claude update")
+            res = sb.exec([found, "update"], cwd=sb.home, timeout=600)
+            detail = (res.text() or res.error_text()).strip()[-300:]
+            self._event("phase", {"phase": "claude_update", "detail": detail, "ok": res.ok})
+            if not res.ok:
+                self.reporter.warning(f"`claude update` failed, going on with the current one: "
+                                      f"{res.error_text()[-300:]}")  # fmt: skip
+        return found
+
+    def _which(self, program: str) -> str | None:
+        res = self.sandbox.exec(["sh", "-c", 'command -v "$1"', "sh", program])
+        return res.text().strip().splitlines()[-1] if res.ok and res.text().strip() else None
+
+    def _install_claude(self) -> str | None:
+        """Install the pinned Claude Code with npm into a prefix we own inside the sandbox."""
+        if not self.backend.isolated:
+            raise UsageError(
+                "--install-claude installs into an isolated sandbox only (--backend e2b)",
+                "On this machine, install it yourself: scripts/install.sh --with-claude.",
+            )
+        sb = self.sandbox
+        prefix = f"{control_dir(sb)}/npm"
+        package = f"@anthropic-ai/claude-code@{CLAUDE_CODE_VERSION}"
+        self._phase("provisioning", f"installing {package} in the sandbox")
+        if self._which("npm") is None:
+            raise AgentError(
+                "--install-claude needs npm in the sandbox, and this template has none",
+                "Build the template with `sandboxrun template build` (Node, git, Claude Code).",
+            )
+        res = sb.exec(
+            ["npm", "install", "-g", "--prefix", prefix, "--no-audit", "--no-fund", package],
+            cwd=sb.home, timeout=900,
+        )  # fmt: skip
+        if not res.ok:
+            raise AgentError(
+                f"installing {package} in the sandbox failed: {res.error_text()[-500:]}",
+                "Use a template with Claude Code (`sandboxrun template build`).",
+            )
+        return self._which(f"{prefix}/bin/claude")
 
     # -- following -------------------------------------------------------------------------------
 

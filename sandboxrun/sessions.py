@@ -153,8 +153,6 @@ def extend_session(
     settings: Settings, store: SessionStore, session: Session, seconds: float
 ) -> Session:
     """Push the session's time limit (ours and the sandbox's) by ``seconds``."""
-    from sandboxrun.runner import COLLECT_MARGIN
-
     if session.is_terminal:
         raise UsageError(f"session {session.name} already ended ({session.status})")
     now = time.time()
@@ -166,7 +164,7 @@ def extend_session(
     if session.sandbox_id:
         try:
             sandbox = get_backend(session.backend, settings).connect(session.sandbox_id)
-            sandbox.set_timeout(deadline - now + COLLECT_MARGIN)
+            sandbox.set_timeout(deadline - now)
         except SandboxLostError as exc:
             raise SandboxrunError(f"the sandbox of {session.name} is gone: {exc.message}") from exc
     return store.get(session.id)

@@ -120,6 +120,9 @@ def main():
     if "--version" in args:
         print("0.0.0-fake (Claude Code)")
         return 0
+    if args[:1] == ["update"]:
+        print("Claude Code is up to date (0.0.0-fake)")
+        return 0
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     prompt = sys.stdin.read()

@@ -47,7 +47,7 @@ from e2b import (
 from e2b import Sandbox as SDKSandbox
 
 from sandboxrun.backends.base import ExecResult
-from sandboxrun.config import DEFAULT_TEMPLATE, Settings
+from sandboxrun.config import CLAUDE_CODE_VERSION, DEFAULT_TEMPLATE, Settings
 from sandboxrun.errors import (
     AgentError,
     AuthError,
@@ -63,7 +63,6 @@ T = TypeVar("T")
 
 HOME = "/home/user"
 #: the Claude Code release baked into our template (pinned: a template build is reproducible)
-CLAUDE_CODE_VERSION = "2.1.330"
 #: credentials the agent may use (any one of them is enough)
 CREDENTIAL_VARS = ("ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN", "ANTHROPIC_AUTH_TOKEN")
 #: non-secret settings of Claude Code passed through from the user's environment when set

@@ -7,11 +7,7 @@ from typing import Annotated
 import typer
 
 from sandboxrun.cli.common import console, err_console, print_json
-from sandboxrun.config import DEFAULT_TEMPLATE
-
-#: must equal sandboxrun.backends.e2b.CLAUDE_CODE_VERSION (a test checks); repeated here so
-#: that building the CLI does not import the e2b SDK
-CLAUDE_CODE_VERSION = "2.1.330"
+from sandboxrun.config import CLAUDE_CODE_VERSION, DEFAULT_TEMPLATE
 
 TEMPLATE_HELP = "Manage the E2B sandbox template (Node, git, zstd and a pinned Claude Code)."
 

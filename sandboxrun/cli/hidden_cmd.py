@@ -20,7 +20,10 @@ def register(app: typer.Typer) -> None:
         home_store = open_store(load_settings())
         session = home_store.get(session_id)
         # The repo's own config (timeouts, compression...) applies as it did for `run`.
-        settings = load_settings(Path(session.repo))
+        settings = load_settings(Path(session.repo)).with_overrides(
+            template=session.options.get("template"),
+            compression=session.options.get("compression"),
+        )
         store = (
             home_store if settings.db_path == home_store.path else SessionStore(settings.db_path)
         )

@@ -225,6 +225,15 @@ def register(app: typer.Typer) -> None:
             help="Accept agent changes to .claude/, .mcp.json, "
             "CI workflows and other sensitive paths.",
         ),
+        install_claude: bool = typer.Option(
+            False,
+            "--install-claude",
+            help="If the E2B template has no Claude Code, install the pinned release with npm "
+            "in the sandbox (slower than a template that has it: `sandboxrun template build`).",
+        ),
+        update_claude: bool = typer.Option(
+            False, "--update-claude", help="Run `claude update` in the sandbox first."
+        ),
         json_out: bool = typer.Option(False, "--json", help="Print events as JSON lines."),
     ) -> None:
         if prompt_file is not None and prompt is not None:
@@ -252,6 +261,7 @@ def register(app: typer.Typer) -> None:
             dry_run=dry_run,
             allow_sensitive=allow_sensitive,
             with_changes=with_changes,
+            extra_options={"install_claude": install_claude, "update_claude": update_claude},
         )
         session = prepare_run(settings, store, req)
         if session.options.get("secrets_not_carried"):

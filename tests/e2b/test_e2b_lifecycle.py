@@ -1,0 +1,99 @@
+"""E2B runs over time: warnings, the hard limit, extend, and getting Claude Code in place."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sbr_testlib import FAKE_CLAUDE, git, retry_until
+
+pytestmark = pytest.mark.slow
+
+SECRET = "sk-ant-api03-e2b-lifecycle-secret"
+
+
+@pytest.fixture
+def e2b(emulator, monkeypatch):
+    emulator.set_claude(FAKE_CLAUDE)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
+    return emulator
+
+
+def branch_files(repo: Path, branch: str) -> set[str]:
+    return set(git(repo, "ls-tree", "-r", "--name-only", branch).split())
+
+
+def events(cli, name: str) -> list[dict]:
+    return [json.loads(x) for x in cli("logs", name, "--json").stdout.splitlines() if x]
+
+
+def test_warnings_and_timeout_collect_before_the_sandbox_ends(cli, repo, e2b):
+    """The sandbox lives exactly --timeout; we warn, stop the agent and collect before that."""
+    proc = cli("run", "--backend", "e2b", "--name", "limit", "--timeout", "6s",
+               "--warn-at", "1s,2s", "--prompt", "@write early.txt x\n@sleep 60")  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    st = cli.status("limit")
+    assert st["status"] == "timeout", st
+    assert "early.txt" in branch_files(repo, "sandboxrun/limit")
+    marks = [e["payload"]["mark"] for e in events(cli, "limit") if e["kind"] == "warning"]
+    assert marks == [1.0, 2.0, "limit"]
+    assert e2b.sandbox_ids() == []
+
+
+def test_extend_pushes_our_limit_and_the_sandboxes(cli, repo, e2b):
+    run = cli.popen("run", "--backend", "e2b", "--name", "ext", "--timeout", "4s",
+                    "--warn-at", "1h", "--prompt", "@sleep 6\n@write done.txt ok")  # fmt: skip
+    try:
+        retry_until(lambda: (cli.status_or_none("ext") or {}).get("status") == "running",
+                    timeout=60)  # fmt: skip
+        sandbox_id = cli.status("ext")["sandbox_id"]
+        before = e2b.sandbox(sandbox_id).end_at
+        proc = cli("extend", "ext", "30s")
+        assert proc.returncode == 0, proc.stderr
+        assert e2b.sandbox(sandbox_id).end_at >= before + 25
+        assert cli.status("ext")["time_left_s"] > 20
+        out, err = run.communicate(timeout=90)
+    finally:
+        run.kill()
+    assert run.returncode == 0, err
+    assert "done.txt" in branch_files(repo, "sandboxrun/ext")
+
+
+def test_install_claude_when_the_template_has_none(cli, repo, e2b, tmp_path):
+    """--install-claude runs the pinned npm install into a prefix of ours, then uses it."""
+    e2b.set_claude(None)
+    tools = Path(e2b.manager.tools_dir)
+    # A stand-in npm on the sandbox PATH: records its argv and "installs" the fake claude.
+    npm = tools / "npm"
+    npm.write_text(
+        "#!/bin/sh\n"
+        'echo "$@" > "$HOME/npm-args.txt"\n'
+        'while [ "$1" != "--prefix" ]; do shift; done\n'
+        'mkdir -p "$2/bin" && ln -sf ' + str(FAKE_CLAUDE) + ' "$2/bin/claude"\n'
+    )
+    npm.chmod(0o755)
+    try:
+        proc = cli("run", "--backend", "e2b", "--name", "noclaude", "--prompt", "x")
+        assert proc.returncode == 1
+        assert "--install-claude" in proc.stderr
+        proc = cli("run", "--backend", "e2b", "--name", "inst", "--install-claude",
+                   "--update-claude", "--keep", "--prompt", "@write i.txt installed")  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        st = cli.status("inst")
+        args = e2b.host_path(st["sandbox_id"], "/home/user/npm-args.txt").read_text()
+        assert "install -g --prefix /home/user/.sandboxrun/npm" in args
+        assert "@anthropic-ai/claude-code@2.1.330" in args
+        updates = [e for e in events(cli, "inst") if e["payload"].get("phase") == "claude_update"]
+        assert updates and updates[0]["payload"]["ok"]
+        assert "i.txt" in branch_files(repo, "sandboxrun/inst")
+    finally:
+        npm.unlink()
+        cli("cleanup")
+
+
+def test_local_backend_refuses_install_claude(cli, repo, monkeypatch):
+    monkeypatch.setenv("SANDBOXRUN_CLAUDE_BIN", "definitely-not-installed-claude")
+    proc = cli("run", "--backend", "local", "--name", "li", "--install-claude", "--prompt", "x")
+    assert proc.returncode == 1
+    assert "not installed on this machine" in proc.stderr
