@@ -90,6 +90,19 @@ def test_git_ignore_rules_match_git(repo: Path) -> None:
     assert same_when_streamed(repo, sel)
 
 
+def test_tracked_dir_replaced_by_file(repo: Path) -> None:
+    """A tracked a/b.py whose directory became a file is simply gone, not an error."""
+    write(repo, "a/b.py")
+    commit_all(repo)
+    shutil.rmtree(repo / "a")
+    write(repo, "a", "now a file\n")
+
+    sel = select_files(repo)
+
+    assert sel.files == ["a"]
+    assert same_when_streamed(repo, sel)
+
+
 def test_secrets_excluded_even_when_not_ignored(repo: Path) -> None:
     """The deny-list drops .env, keys and .ssh/ whether tracked or untracked; templates stay."""
     write(repo, "app.py")

@@ -211,8 +211,10 @@ def select_files(root: Path) -> Selection:
         for rel, on_purpose in named(dir_fd):
             try:
                 st = os.lstat(rel, dir_fd=dir_fd)  # dir_fd: no path joins, ~2x faster
-            except FileNotFoundError:
+            except (FileNotFoundError, NotADirectoryError):
                 continue  # tracked but deleted in the work tree: nothing to upload
+            except OSError as exc:
+                raise PackError(f"cannot look at {rel}: {exc.strerror}") from exc
             if stat.S_ISREG(st.st_mode):
                 chosen[rel] = st.st_size
                 if on_purpose:
@@ -224,10 +226,10 @@ def select_files(root: Path) -> Selection:
     return _finish(sel, list(chosen), sum(chosen.values()))
 
 
-NamedFiles = Callable[[int], Iterator[tuple[str, bool]]]
+_NamedFiles = Callable[[int], Iterator[tuple[str, bool]]]
 
 
-def _start(root: Path) -> tuple[Selection, NamedFiles]:
+def _start(root: Path) -> tuple[Selection, _NamedFiles]:
     """List candidates and load the rules; return an empty Selection and a generator.
 
     The generator applies the name rules only and yields ``(path, on_purpose)`` for each
@@ -682,7 +684,7 @@ def _read_member(dir_fd: int, rel: str) -> tuple[os.stat_result, bytes] | str:
     """
     try:
         fd = os.open(rel, _OPEN_FLAGS, dir_fd=dir_fd)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return "missing"
     except OSError as exc:
         if exc.errno == errno.ELOOP:
