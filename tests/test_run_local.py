@@ -393,6 +393,7 @@ def test_usage_limit_is_recorded_as_waiting_quota(cli, repo):
         (["--prompt", "x", "--timeout", "soon"], 2, "invalid duration"),
         (["--prompt", "x"], 2, "E2B_API_KEY"),
         (["--prompt", "x", "--backend", "nope"], 2, "unknown backend"),
+        (["--prompt", "x", "--bogus"], 2, "No such option"),
         (["--prompt", "x", "--backend", "local", "--name", "bad name"], 2, "invalid session name"),
     ],
 )

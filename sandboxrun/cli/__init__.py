@@ -48,28 +48,15 @@ _register_all()
 
 
 def main() -> None:
-    """Console-script entry point: run the app and translate our errors into exit codes."""
+    """Console-script entry point: run the app and translate our errors into exit codes.
+
+    Click's standalone mode handles its own usage errors (exit 2), ``typer.Exit`` and Ctrl-C
+    outside a run; our :class:`SandboxrunError` becomes ``Error: ...`` + hint, exit 1 or 2.
+    """
     if os.environ.get("SANDBOXRUN_DEBUG"):
         logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
     try:
-        rc = app(standalone_mode=False)
+        app()
     except SandboxrunError as exc:
         common.print_error(exc)
         sys.exit(exc.exit_code)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        common.err_console.print("Aborted.")
-        sys.exit(1)
-    except KeyboardInterrupt:
-        common.err_console.print("Interrupted.")
-        sys.exit(130)
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
-    # Without standalone mode click returns (not raises) the code of a `typer.Exit`.
-    sys.exit(rc if isinstance(rc, int) else 0)
