@@ -40,21 +40,17 @@ def which(program: str) -> str | None:
     return shutil.which(program)
 
 
-def run(
+def _run(
     argv: Sequence[str | os.PathLike[str]],
     *,
-    cwd: str | os.PathLike[str] | None = None,
-    env: Mapping[str, str] | None = None,
-    input: str | bytes | None = None,
-    check: bool = True,
-    timeout: float | None = None,
-    hint: str | None = None,
-) -> Result:
-    """Run ``argv`` to completion and return its output.
-
-    With ``check`` (the default) a non-zero exit raises :class:`ProcessError` carrying the
-    program's stderr, so the user sees git's own words rather than a bare exit code.
-    """
+    cwd: str | os.PathLike[str] | None,
+    env: Mapping[str, str] | None,
+    input: str | bytes | None,
+    check: bool,
+    timeout: float | None,
+    hint: str | None,
+) -> tuple[list[str], subprocess.CompletedProcess[bytes]]:
+    """Start ``argv``, wait for it, and raise :class:`ProcessError` the way callers expect."""
     args = [os.fspath(a) for a in argv]
     log.debug("run %s (cwd=%s)", args, cwd)
     data = input.encode() if isinstance(input, str) else input
@@ -78,23 +74,43 @@ def run(
         raise ProcessError(
             f"{Path(args[0]).name} did not finish within {timeout:g}s", hint, argv=args
         ) from exc
-    result = Result(
+    if check and proc.returncode != 0:
+        stdout = proc.stdout.decode(errors="backslashreplace")
+        stderr = proc.stderr.decode(errors="backslashreplace")
+        detail = stderr.strip() or stdout.strip() or f"exit code {proc.returncode}"
+        raise ProcessError(
+            f"{Path(args[0]).name} {' '.join(args[1:3])} failed: {detail}",
+            hint,
+            argv=args,
+            returncode=proc.returncode,
+            stdout=stdout,
+            stderr=stderr,
+        )
+    return args, proc
+
+
+def run(
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    cwd: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    input: str | bytes | None = None,
+    check: bool = True,
+    timeout: float | None = None,
+    hint: str | None = None,
+) -> Result:
+    """Run ``argv`` to completion and return its output as text.
+
+    With ``check`` (the default) a non-zero exit raises :class:`ProcessError` carrying the
+    program's stderr, so the user sees git's own words rather than a bare exit code.
+    """
+    args, proc = _run(argv, cwd=cwd, env=env, input=input, check=check, timeout=timeout, hint=hint)
+    return Result(
         argv=args,
         returncode=proc.returncode,
         stdout=proc.stdout.decode(errors="backslashreplace"),
         stderr=proc.stderr.decode(errors="backslashreplace"),
     )
-    if check and not result.ok:
-        detail = result.stderr.strip() or result.stdout.strip() or f"exit code {result.returncode}"
-        raise ProcessError(
-            f"{Path(args[0]).name} {' '.join(args[1:3])} failed: {detail}",
-            hint,
-            argv=args,
-            returncode=result.returncode,
-            stdout=result.stdout,
-            stderr=result.stderr,
-        )
-    return result
 
 
 def run_bytes(
@@ -106,25 +122,5 @@ def run_bytes(
     timeout: float | None = None,
 ) -> bytes:
     """Run ``argv`` and return its raw stdout (for binary-safe diffs and NUL lists)."""
-    args = [os.fspath(a) for a in argv]
-    log.debug("run(bytes) %s (cwd=%s)", args, cwd)
-    try:
-        proc = subprocess.run(
-            args,
-            cwd=cwd,
-            env=dict(env) if env is not None else None,
-            capture_output=True,
-            timeout=timeout,
-            check=False,
-        )
-    except FileNotFoundError as exc:
-        raise ProcessError(f"{args[0]} is not installed or not on PATH", argv=args) from exc
-    if check and proc.returncode != 0:
-        detail = proc.stderr.decode(errors="backslashreplace").strip()
-        raise ProcessError(
-            f"{Path(args[0]).name} {' '.join(args[1:3])} failed: {detail or proc.returncode}",
-            argv=args,
-            returncode=proc.returncode,
-            stderr=detail,
-        )
+    _, proc = _run(argv, cwd=cwd, env=env, input=None, check=check, timeout=timeout, hint=None)
     return proc.stdout
