@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sandboxrun.backends.base import control_dir
 from sandboxrun.config import format_duration
 from sandboxrun.errors import BackendError, PatchRejectedError, SandboxrunError
 from sandboxrun.store import Session
@@ -61,8 +62,6 @@ class Patches:
 
 def collect_patches(sandbox: Sandbox, session: Session) -> Patches:
     """Produce and download the agent's patches without disturbing it."""
-    from sandboxrun.runner import control_dir
-
     ctl = control_dir(sandbox)
     base = session.sandbox_base
     if not base:
@@ -90,8 +89,6 @@ def save_artifacts(directory: Path, patches: Patches) -> None:
 
 
 def _copy_logs(driver: RunDriver) -> None:
-    from sandboxrun.runner import control_dir
-
     ctl = control_dir(driver.sandbox)
     for name in ("agent.log", "agent.stderr"):
         with contextlib.suppress(FileNotFoundError, SandboxrunError):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sandboxrun.agent import parse_line
+from sandboxrun.backends.base import control_dir
 from sandboxrun.config import format_duration
 from sandboxrun.errors import BackendError, SandboxLostError
 
@@ -47,8 +48,6 @@ def stop_margin(timeout: float, grace: float) -> float:
 
 def follow_agent(driver: RunDriver) -> FollowOutcome:
     """Follow the agent until it exits or we stop it; returns why it ended."""
-    from sandboxrun.runner import control_dir
-
     store, sb = driver.store, driver.sandbox
     sid = driver.session.id
     log_path = f"{control_dir(sb)}/agent.log"
@@ -187,7 +186,7 @@ def follow_agent(driver: RunDriver) -> FollowOutcome:
             if updates:
                 store.update(sid, **updates)
         store.update(sid, log_offset=offset_before)
-    return FollowOutcome(reason, _exit_code(driver))
+    return FollowOutcome(reason, read_exit_code(driver))
 
 
 def _row_updates(event, updates: dict[str, object]) -> None:
@@ -211,9 +210,8 @@ def _row_updates(event, updates: dict[str, object]) -> None:
             updates["agent_session_id"] = d["session_id"]
 
 
-def _exit_code(driver: RunDriver) -> int | None:
-    from sandboxrun.runner import control_dir
-
+def read_exit_code(driver: RunDriver) -> int | None:
+    """The agent's exit code from its exit file, or None when it has none (killed, running)."""
     try:
         raw = driver.sandbox.read_file(f"{control_dir(driver.sandbox)}/agent.exit")
         return int(raw.decode().strip())

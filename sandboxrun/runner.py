@@ -9,6 +9,7 @@ died (``resume``), because all its state lives in the store and in the sandbox.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -21,7 +22,7 @@ from typing import Any
 from sandboxrun import gitops
 from sandboxrun.agent import AgentEvent, AgentProgress, build_claude_argv
 from sandboxrun.backends import get_backend
-from sandboxrun.backends.base import Backend, Sandbox
+from sandboxrun.backends.base import Backend, Sandbox, control_dir
 from sandboxrun.collect import collect_patches, finish_with_patches, save_artifacts
 from sandboxrun.config import CLAUDE_CODE_VERSION, Settings, format_duration
 from sandboxrun.errors import (
@@ -31,6 +32,7 @@ from sandboxrun.errors import (
     SandboxrunError,
     UsageError,
 )
+from sandboxrun.follow import FollowOutcome, follow_agent, read_exit_code
 from sandboxrun.reporting import NullReporter, Reporter
 from sandboxrun.store import Session, SessionStore
 
@@ -41,11 +43,6 @@ log = logging.getLogger(__name__)
 PROVISION_MARGIN = 600.0
 #: how long to wait after each stop signal before escalating (INT → TERM → KILL)
 STOP_WAITS = (10.0, 5.0, 3.0)
-
-
-def control_dir(sandbox: Sandbox) -> str:
-    """Where sandboxrun keeps its files inside a sandbox (outside the repo, so not in diffs)."""
-    return f"{sandbox.home}/.sandboxrun"
 
 
 @dataclass
@@ -310,15 +307,39 @@ class RunDriver:
             raise
         self.store.add_event(s.id, "phase", {"phase": "attached", "detail": f"pid {os.getpid()}"})
         self.reporter.phase("attached", s.sandbox_id)
-        # Rebuild totals from what was already stored so the view and the row stay right.
-        for ev in self.store.events(s.id, kinds=("agent",)):
-            payload = dict(ev["payload"])
-            self.progress.feed(AgentEvent(payload.pop("type"), payload))
+        self._replay_progress()
         try:
             return self._follow_and_finish()
         except SandboxLostError as exc:
             self.store.set_status(s.id, "lost", only_if_active=True, error=exc.message)
             raise
+
+    def finish_orphan_kill(self) -> Session:
+        """Stop and collect a session whose driver is gone (``kill`` from another terminal)."""
+        s = self._refresh()
+        if not s.sandbox_id or s.agent_pgid is None:
+            if s.sandbox_id:
+                with contextlib.suppress(SandboxLostError):
+                    self.backend.connect(s.sandbox_id).destroy()
+            self.store.set_status(
+                s.id, "killed", only_if_active=True, error="killed before the agent started"
+            )
+            return self._refresh()
+        try:
+            self.sandbox = self.backend.connect(s.sandbox_id)
+        except SandboxLostError as exc:
+            self.store.set_status(s.id, "lost", only_if_active=True, error=exc.message)
+            return self._refresh()
+        self._claim()
+        self.stop_agent()
+        self._replay_progress()
+        return finish_with_patches(self, FollowOutcome("killed", read_exit_code(self)))
+
+    def _replay_progress(self) -> None:
+        """Rebuild the agent's totals from the stored events (after a driver change)."""
+        for ev in self.store.events(self.session.id, kinds=("agent",)):
+            payload = dict(ev["payload"])
+            self.progress.feed(AgentEvent(payload.pop("type"), payload))
 
     def _check_kill_before_agent(self) -> None:
         if self._killed():
@@ -545,8 +566,6 @@ class RunDriver:
     # -- following -------------------------------------------------------------------------------
 
     def _follow_and_finish(self) -> Session:
-        from sandboxrun.follow import follow_agent
-
         outcome = follow_agent(self)
         return finish_with_patches(self, outcome)
 

@@ -4,7 +4,6 @@ cleanup. Each works from what the store and the sandbox hold, so it also works a
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import shutil
 import time
@@ -59,31 +58,7 @@ def kill_session(
     current = store.get(session.id)
     if current.is_terminal:
         return current
-    driver = RunDriver(settings, store, current)
-    if not current.sandbox_id or current.agent_pgid is None:
-        if current.sandbox_id:
-            with contextlib.suppress(SandboxLostError):
-                driver.backend.connect(current.sandbox_id).destroy()
-        store.set_status(
-            current.id, "killed", only_if_active=True, error="killed before the agent started"
-        )
-        return store.get(current.id)
-    try:
-        driver.sandbox = driver.backend.connect(current.sandbox_id)
-    except SandboxLostError as exc:
-        store.set_status(current.id, "lost", only_if_active=True, error=exc.message)
-        return store.get(current.id)
-    driver._claim()
-    driver.stop_agent()
-    from sandboxrun.collect import finish_with_patches
-    from sandboxrun.follow import FollowOutcome, _exit_code
-
-    for ev in store.events(current.id, kinds=("agent",)):
-        payload = dict(ev["payload"])
-        from sandboxrun.agent import AgentEvent
-
-        driver.progress.feed(AgentEvent(payload.pop("type"), payload))
-    return finish_with_patches(driver, FollowOutcome("killed", _exit_code(driver)))
+    return RunDriver(settings, store, current).finish_orphan_kill()
 
 
 def attach_session(

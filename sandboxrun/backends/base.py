@@ -14,6 +14,11 @@ from pathlib import Path
 from typing import Protocol
 
 
+def control_dir(sandbox: Sandbox) -> str:
+    """Where sandboxrun keeps its files inside a sandbox (outside the repo, so not in diffs)."""
+    return f"{sandbox.home}/.sandboxrun"
+
+
 @dataclass(frozen=True)
 class ExecResult:
     """Outcome of a short command run inside a sandbox."""
