@@ -17,7 +17,8 @@ from sandboxrun.agent import AgentEvent, AgentProgress
 from sandboxrun.cli.common import console, err_console, open_store, print_json_line, settings_for
 from sandboxrun.config import format_duration, parse_duration, parse_durations
 from sandboxrun.errors import UsageError
-from sandboxrun.runner import RunDriver, RunRequest, prepare_run
+from sandboxrun.prepare import RunRequest, prepare_run
+from sandboxrun.runner import RunDriver
 from sandboxrun.store import Session
 
 RUN_HELP = """Run Claude Code on a prompt in a sandbox and commit its work on a new branch.
