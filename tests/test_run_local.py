@@ -122,6 +122,8 @@ def test_commit_message_with_from_line_survives(cli, repo):
 def test_no_changes(cli, repo):
     proc = cli("run", "--backend", "local", "--name", "idle", "--prompt", "just look around")
     assert proc.returncode == 0, proc.stderr
+    # The fixture's checkout has an untracked .env: the user is told it is not included.
+    assert "uncommitted changes" in proc.stderr and "--with-changes" in proc.stderr
     st = cli.status("idle")
     assert st["status"] == "completed_no_changes"
     assert st["result_commits"] == []

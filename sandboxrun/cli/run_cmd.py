@@ -13,6 +13,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from sandboxrun import gitops
 from sandboxrun.agent import AgentEvent, AgentProgress
 from sandboxrun.cli.common import console, err_console, open_store, print_json_line, settings_for
 from sandboxrun.config import format_duration, parse_duration, parse_durations
@@ -265,6 +266,11 @@ def register(app: typer.Typer) -> None:
             extra_options={"install_claude": install_claude, "update_claude": update_claude},
         )
         session = prepare_run(settings, store, req)
+        if not with_changes and base == "HEAD" and not gitops.is_clean(Path(session.repo)):
+            err_console.print(
+                "[yellow]! the agent starts from your last commit; uncommitted changes in "
+                f"{session.repo} are not included (--with-changes includes them)[/yellow]"
+            )
         if session.options.get("secrets_not_carried"):
             err_console.print(
                 "[yellow]! not carried into the branch (secrets deny-list): "
