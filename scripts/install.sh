@@ -34,7 +34,12 @@ if [ ! -x .venv/bin/python ]; then
 fi
 echo "Installing sandboxrun into .venv ..."
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e . 2>&1 | grep -v '^WARNING: Location' || true
+# pip's build chatter goes to a log; shown only if the install fails.
+if ! .venv/bin/python -m pip install --disable-pip-version-check -e . > .venv/install.log 2>&1; then
+  cat .venv/install.log >&2
+  echo "Installing sandboxrun failed (full log: .venv/install.log)." >&2
+  exit 1
+fi
 .venv/bin/sandboxrun --help >/dev/null
 
 mkdir -p "$HOME/.local/bin"

@@ -11,8 +11,12 @@ python="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]' 2>&1 \
-  | grep -v '^WARNING: Location' || true
+if ! .venv/bin/python -m pip install --disable-pip-version-check -e '.[dev]' \
+    > .venv/install.log 2>&1; then
+  cat .venv/install.log >&2
+  echo "Installing the dev dependencies failed (full log: .venv/install.log)." >&2
+  exit 1
+fi
 
 # The real Claude Code CLI for the end-to-end tests, cached outside the repo. If it cannot be
 # installed the e2e tests report SKIPPED with the reason, never passed.
