@@ -122,6 +122,10 @@ class E2BEmulator:
         self._fs_app = FilesystemASGIApplication(envd.FilesystemService())
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # E2B's servers (Go) answer with Nagle off. asyncio turns it off only for sockets
+        # created with proto=IPPROTO_TCP, so set it here (accepted sockets inherit it):
+        # without it every keep-alive request waits ~40 ms for a delayed ACK.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
