@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import signal
 import threading
+from pathlib import Path
 
 from .server import DEFAULT_API_KEY, E2BEmulator
 
@@ -17,11 +18,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--api-key", default=DEFAULT_API_KEY)
     parser.add_argument("--claude", help="program to expose as `claude` inside sandboxes")
+    parser.add_argument(
+        "--root", help="where the sandboxes' files live (default: a new directory in /tmp)"
+    )
     args = parser.parse_args()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    with E2BEmulator(api_key=args.api_key, claude=args.claude) as emulator:
+    root = Path(args.root) if args.root else None
+    with E2BEmulator(api_key=args.api_key, claude=args.claude, root=root) as emulator:
         for key, value in emulator.env().items():
             print(f"export {key}={value}", flush=True)
         stop.wait()

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from .server import E2BEmulator
 
 current_sandbox: ContextVar[EmuSandbox] = ContextVar("current_sandbox")
+_WRITE_BATCH = 1 << 20
 
 _CODES = {
     "not_found": Code.NOT_FOUND,
@@ -296,6 +297,34 @@ def _write_target(sandbox: EmuSandbox, path: str):
     return open(host, "wb")  # noqa: SIM115 - closed by the caller
 
 
+async def _write_file(sandbox: EmuSandbox, path: str, chunks) -> None:
+    """Write ``chunks`` (an async iterator) to ``path``, with the disk work in a thread.
+
+    Each E2B sandbox writes to its own VM's disk; here all sandboxes share this event loop, so
+    a write that blocks (the page cache throttling a busy disk) must not stall the others.
+    Chunks are gathered into 1 MiB writes to keep the thread hops few.
+    """
+    fh = await asyncio.to_thread(_write_target, sandbox, path)
+    try:
+        pending: list[bytes] = []
+        size = 0
+        async for chunk in chunks:
+            pending.append(chunk)
+            size += len(chunk)
+            if size >= _WRITE_BATCH:
+                await asyncio.to_thread(fh.write, b"".join(pending))
+                pending, size = [], 0
+        if pending:
+            await asyncio.to_thread(fh.write, b"".join(pending))
+    finally:
+        await asyncio.to_thread(fh.close)
+
+
+async def _part_chunks(part):
+    while chunk := await part.read(CHUNK * 8):
+        yield chunk
+
+
 async def upload(request: Request, emulator: E2BEmulator) -> Response:
     """``POST /files``: octet-stream body (``?path=``) or multipart field(s) ``file``."""
     sandbox = current_sandbox.get()
@@ -315,18 +344,14 @@ async def upload(request: Request, emulator: E2BEmulator) -> Response:
             if not target:
                 return _error(400, "no path given for the uploaded file")
             path = sandbox.resolve(target)
-            with _write_target(sandbox, path) as fh:
-                while chunk := await part.read(CHUNK * 8):
-                    fh.write(chunk)
+            await _write_file(sandbox, path, _part_chunks(part))
             written.append(path)
         await form.close()
     else:
         if not query_path:
             return _error(400, "missing 'path' query parameter")
         path = sandbox.resolve(query_path)
-        with _write_target(sandbox, path) as fh:
-            async for chunk in _body_chunks(request):
-                fh.write(chunk)
+        await _write_file(sandbox, path, _body_chunks(request))
         written.append(path)
     emulator.stats["bytes_uploaded"] += sum(sandbox.host_path(p).stat().st_size for p in written)
     return JSONResponse([{"name": os.path.basename(p), "type": "file", "path": p} for p in written])
@@ -337,17 +362,21 @@ async def download(request: Request, emulator: E2BEmulator) -> Response:
     sandbox = current_sandbox.get()
     path = sandbox.resolve(request.query_params.get("path", ""))
     host = sandbox.host_path(path)
-    if not host.exists():
-        return _error(404, f"path '{path}' does not exist")
     if host.is_dir():
         return _error(400, f"path '{path}' is a directory")
-    size = host.stat().st_size
+    try:
+        # Opened before answering, as envd does: once the client has the headers (all of an
+        # empty file) it may kill the sandbox, and a later open would find it gone.
+        fh = await asyncio.to_thread(open, host, "rb")
+    except (FileNotFoundError, NotADirectoryError):
+        return _error(404, f"path '{path}' does not exist")
+    size = os.fstat(fh.fileno()).st_size
     emulator.stats["bytes_downloaded"] += size
 
     def chunks():
         # Exactly `size` bytes: a log still growing must not overrun the Content-Length.
         left = size
-        with open(host, "rb") as fh:
+        with fh:
             while left > 0 and (chunk := fh.read(min(left, CHUNK * 8))):
                 left -= len(chunk)
                 yield chunk

@@ -206,6 +206,8 @@ class SandboxManager:
         #: sandboxes that no longer exist, with why (for the proxy's error message)
         self.gone: dict[str, str] = {}
         self._reaper: asyncio.Task | None = None
+        #: background removals of destroyed sandboxes' files
+        self._cleanups: set[asyncio.Task] = set()
 
     def start_reaper(self) -> None:
         self._reaper = asyncio.get_running_loop().create_task(self._reap_expired())
@@ -353,12 +355,23 @@ class SandboxManager:
                 with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
                     await asyncio.wait_for(asyncio.shield(proc.task), 5)
         # The bind mount lived only in the sandbox's namespace, now gone: this removes the
-        # sandbox's own directory, never anything mounted over.
-        await asyncio.to_thread(shutil.rmtree, sandbox.root, True)
+        # sandbox's own directory, never anything mounted over. E2B answers a kill once the VM
+        # is dead, not once its disk is scrubbed, so the files go in the background.
+        task = asyncio.get_running_loop().create_task(
+            asyncio.to_thread(shutil.rmtree, sandbox.root, True)
+        )
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
         return True
+
+    async def settle(self) -> None:
+        """Wait until the files of every destroyed sandbox are gone from this machine."""
+        while self._cleanups:
+            await asyncio.gather(*list(self._cleanups), return_exceptions=True)
 
     async def destroy_all(self) -> None:
         if self._reaper is not None:
             self._reaper.cancel()
         for sandbox_id in list(self.sandboxes):
             await self.destroy(sandbox_id, "emulator stopped")
+        await self.settle()

@@ -191,6 +191,10 @@ class E2BEmulator:
         while wait and sandbox_id in self.manager.sandboxes and time.monotonic() < deadline:
             time.sleep(0.02)
 
+    def settle(self, timeout: float = 120) -> None:
+        """Wait until destroyed sandboxes' files are gone (a kill does not wait for that)."""
+        self._call(self.manager.settle(), timeout=timeout)
+
     def lose(self, sandbox_id: str) -> bool:
         """Kill and forget the sandbox at once, as if E2B lost it."""
         return self._call(self.manager.destroy(sandbox_id, "lost"))
@@ -328,6 +332,7 @@ class E2BEmulator:
                 Route("/sandboxes/{sid}/timeout", self._set_timeout, methods=["POST"]),
                 Route("/_emulator/sandboxes/{sid}/expire", self._http_expire, methods=["POST"]),
                 Route("/_emulator/sandboxes/{sid}/lose", self._http_lose, methods=["POST"]),
+                Route("/_emulator/settle", self._http_settle, methods=["POST"]),
             ]
         )
 
@@ -455,3 +460,7 @@ class E2BEmulator:
     async def _http_lose(self, request: Request) -> Response:
         found = await self.manager.destroy(request.path_params["sid"], "lost")
         return Response(status_code=204 if found else 404)
+
+    async def _http_settle(self, request: Request) -> Response:
+        await self.manager.settle()
+        return Response(status_code=204)
