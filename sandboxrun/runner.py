@@ -40,6 +40,32 @@ PROVISION_MARGIN = 600.0
 #: how long to wait after each stop signal before escalating (INT → TERM → KILL)
 STOP_WAITS = (10.0, 5.0, 3.0)
 
+# The baseline commit of the unpacked repository ("$1"), without a file per object: `git add`
+# streams every blob over core.bigFileThreshold (1 byte) into one pack, and `git fast-import`
+# writes the trees and the commit from the index's own listing (C-quoted paths, which it
+# reads back as they are). `git write-tree` then proves the commit's tree is exactly the
+# index's; those trees already exist, so it writes nothing. Level-0 deflate and no fsync: it is
+# a scratch store in a throwaway sandbox. No hooks run (neither command has any).
+BASELINE_SCRIPT = r"""
+set -e
+cd "$1"
+git init -q
+git config user.name "Claude (sandboxrun)"
+git config user.email "agent@sandboxrun.invalid"
+git config commit.gpgsign false
+fast="-c core.fsync=none -c core.compression=0 -c pack.compression=0"
+git $fast -c core.bigFileThreshold=1 add -A
+ref=$(git symbolic-ref HEAD)
+tab=$(printf '\t')
+{
+  printf 'commit %s\ncommitter Claude (sandboxrun) <agent@sandboxrun.invalid> now\ndata 20\nsandboxrun baseline\n\n' "$ref"
+  git -c core.quotepath=on ls-files -s | sed "s/^\([0-7]*\) \([0-9a-f]*\) 0$tab/M \1 \2 /"
+} | git $fast fast-import --quiet --date-format=now
+tree=$(git write-tree)
+[ "$(git rev-parse 'HEAD^{tree}')" = "$tree" ] || { echo "baseline tree differs from the index" >&2; exit 1; }
+git rev-parse HEAD
+"""
+
 
 class RunDriver:
     """Drives one sandbox session to its end. One driver per session at a time."""
@@ -278,14 +304,7 @@ class RunDriver:
         return res.stdout
 
     def _baseline_commit(self) -> str:
-        out = self._sh(
-            'cd "$1" && git init -q && git config user.name "Claude (sandboxrun)" '
-            '&& git config user.email "agent@sandboxrun.invalid" '
-            "&& git config commit.gpgsign false && git add -A "
-            '&& git commit -q --no-verify --allow-empty -m "sandboxrun baseline" '
-            "&& git rev-parse HEAD",
-            self.sandbox.repo_dir,
-        )
+        out = self._sh(BASELINE_SCRIPT, self.sandbox.repo_dir)
         return out.decode().strip().splitlines()[-1]
 
     def _finish_dry_run(self, pack_result) -> Session:
