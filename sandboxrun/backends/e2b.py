@@ -124,8 +124,8 @@ fi
 i=0
 until [ -s "$SBR_PID_PATH" ]; do
   i=$((i + 1))
-  [ "$i" -gt 400 ] && {{ printf '{_MARK}NOPID'; exit 1; }}
-  sleep 0.05
+  [ "$i" -gt 2000 ] && {{ printf '{_MARK}NOPID'; exit 1; }}
+  sleep 0.01
 done
 printf '{_MARK}PID %s' "$(cat -- "$SBR_PID_PATH")"
 """
@@ -144,30 +144,75 @@ printf '{_MARK}DATA'
 tail -c +$((off + 1)) -- "$f" | base64 -w0
 """
 
-# `upload_and_unpack`: the archive is checked in the sandbox before anything is extracted —
-# only regular files and directories (first character of the `tar -tv` mode column), no
-# absolute names, no `..` or `.git` components — then extracted without owners. GNU tar
-# escapes odd characters in listings, so a newline in a name cannot forge a line.
+# `upload_and_unpack`: the archive is decompressed once, to a plain tar beside the upload, and
+# GNU tar itself then lists it (cheap: it seeks over a plain file's data) and must accept every
+# member before anything is extracted — only regular files and directories (first character of
+# the `tar -tv` mode column), no absolute names, no `..` or `.git` components (any case), and a
+# listing without errors — then the very same file is extracted, without owners. One parser
+# decides both what is checked and what is written. GNU tar escapes odd characters in
+# listings, so a newline in a name cannot forge a line.
+#
+# Creating files is most of the cost and scales with CPUs, so a big archive is extracted by
+# one tar per CPU (up to 4), each taking whole top-level entries: bins 1.. take plainly named
+# ones (`-T`, taken verbatim: no name is ever read as an option), bin 0 everything else
+# (`--exclude` of those, anchored). The split is proven before use: the bins' own listings,
+# put together, must be exactly the archive's listing; otherwise, or if a bin fails, one tar
+# extracts it all.
 _UNPACK_SCRIPT = r"""
 set -o pipefail
-t="$1"; d="$2"
-trap 'rm -f -- "$t"' EXIT
+t="$1"; d="$2"; u="$t"
+trap 'rm -f -- "$t" "$t".*' EXIT
 case "$3" in
-  gzip) z=(-z) ;;
-  zstd) z=(-I zstd) ;;
-  none) z=() ;;
+  gzip) dc=(gzip -dc) ;;
+  zstd) dc=(zstd -dcq) ;;
+  none) dc=() ;;
   *) echo "unknown compression: $3" >&2; exit 64 ;;
 esac
-bad=$(tar "${z[@]}" -tvf "$t" | awk '{ c = substr($0, 1, 1); if (c != "-" && c != "d") { n++; if (n <= 5) print } } END { exit n > 0 }')
+if [ "${#dc[@]}" -gt 0 ]; then
+  u="$t.plain"
+  "${dc[@]}" -- "$t" > "$u" || { echo "cannot decompress the archive" >&2; exit 65; }
+  rm -f -- "$t"
+fi
+bad=$(tar -tvf "$u" | awk '{ c = substr($0, 1, 1); if (c != "-" && c != "d") { n++; if (n <= 5) print } } END { exit n > 0 }')
 st=$?
 if [ "$st" -eq 1 ]; then printf 'links or special files:\n%s\n' "$bad" >&2; exit 66; fi
 if [ "$st" -ne 0 ]; then echo "cannot read the archive" >&2; exit 65; fi
-bad=$(tar "${z[@]}" -tf "$t" | awk '{ if ($0 ~ /^\// || $0 ~ /(^|\/)\.\.(\/|$)/ || $0 ~ /(^|\/)\.git(\/|$)/) { n++; if (n <= 5) print } } END { exit n > 0 }')
-st=$?
-if [ "$st" -eq 1 ]; then printf 'unsafe names:\n%s\n' "$bad" >&2; exit 66; fi
-if [ "$st" -ne 0 ]; then echo "cannot read the archive" >&2; exit 65; fi
+tar -tf "$u" > "$t.names" || { echo "cannot read the archive" >&2; exit 65; }
+bad=$(awk '{ s = tolower($0); if (s ~ /^\// || s ~ /(^|\/)\.\.(\/|$)/ || s ~ /(^|\/)\.git(\/|$)/) { n++; if (n <= 5) print } } END { exit n > 0 }' "$t.names")
+if [ "$?" -ne 0 ]; then printf 'unsafe names:\n%s\n' "$bad" >&2; exit 66; fi
 mkdir -p -- "$d"
-tar "${z[@]}" -xf "$t" -C "$d" --no-same-owner
+n=$(nproc 2>/dev/null) || n=1
+[ "$n" -gt 4 ] && n=4
+if [ "$n" -gt 1 ] && [ "$(wc -l < "$t.names")" -ge 500 ] && awk -v n="$n" -v out="$t" '
+  { i = index($0, "/"); g = i ? substr($0, 1, i - 1) : $0; if (!(g in cnt)) order[++k] = g; cnt[g]++ }
+  END {
+    safe = "^[A-Za-z0-9_][A-Za-z0-9._+@=,-]*$"
+    for (j = 1; j <= k; j++) if (order[j] !~ safe) load[0] += cnt[order[j]]
+    for (j = 1; j <= k; j++) {
+      g = order[j]; if (g !~ safe) continue
+      b = 0; for (x = 1; x < n; x++) if (load[x] < load[b]) b = x
+      load[b] += cnt[g]
+      if (b > 0) { print g > (out ".part" b); print g > (out ".excl") }
+    }
+    for (x = 1; x < n; x++) if (!load[x]) exit 1
+  }' "$t.names"; then
+  bin() {
+    local b="$1"; shift
+    if [ "$b" -eq 0 ]; then tar "$@" --anchored --no-wildcards -X "$t.excl"
+    else tar "$@" --no-wildcards --verbatim-files-from -T "$t.part$b"; fi
+  }
+  for ((b = 0; b < n; b++)); do bin "$b" -tf "$u" || exit 1; done | LC_ALL=C sort > "$t.split" \
+    && LC_ALL=C sort "$t.names" | cmp -s - "$t.split"
+  if [ "$?" -eq 0 ]; then
+    pids=()
+    for ((b = 0; b < n; b++)); do bin "$b" -xf "$u" -C "$d" --no-same-owner & pids+=($!); done
+    ok=0
+    for p in "${pids[@]}"; do wait "$p" || ok=1; done
+    [ "$ok" -eq 0 ] && exit 0
+    echo "extracting in parallel failed; extracting in one pass" >&2
+  fi
+fi
+tar -xf "$u" -C "$d" --no-same-owner
 """
 
 
@@ -370,27 +415,39 @@ class E2BSandbox:
 
     def upload_and_unpack(self, tarball: Path, compression: str, dest: str) -> None:
         """Stream ``tarball`` up (never whole in memory), check it, unpack it into ``dest``."""
+        self.unpack(self.upload(tarball), compression, dest, name=tarball.name)
+
+    def upload(self, tarball: Path) -> str:
+        """Stream ``tarball`` to a fresh file under ``/tmp`` in the sandbox; returns its path."""
         remote = f"/tmp/sandboxrun-upload-{uuid.uuid4().hex}.tar"
 
         def upload() -> None:
-            with open(tarball, "rb") as fh:  # a file object: the SDK streams it
+            with open(tarball, "rb") as fh:  # a binary file object: the SDK streams it
                 self._sdk.files.write(remote, fh)
 
         self._backend.retry(f"uploading {tarball.name}", upload, sandbox_id=self.id)
+        return remote
+
+    def unpack(self, remote: str, compression: str, dest: str, *, name: str = "") -> None:
+        """Check the uploaded archive ``remote`` and extract it into ``dest`` (one command).
+
+        GNU tar must list every member as a regular file or directory with a safe name
+        before anything is extracted; ``remote`` is removed whatever happens.
+        """
+        name = name or Path(remote).name
         res = self.exec(
             ["bash", "-c", _UNPACK_SCRIPT, "unpack", remote, dest, compression], timeout=900
         )
         if res.exit_code == 66:
             raise UnsafeArchiveError(
-                f"refused to unpack {tarball.name} in the sandbox: {res.error_text()}",
+                f"refused to unpack {name} in the sandbox: {res.error_text()}",
                 "The archive holds links, special files or names that could escape the "
                 "repository; sandboxrun's own packer never makes those, so check where it "
                 "came from.",
             )
         if not res.ok:
             raise BackendError(
-                f"unpacking {tarball.name} in E2B sandbox {self.id} failed: "
-                f"{res.error_text()[-1000:]}",
+                f"unpacking {name} in E2B sandbox {self.id} failed: {res.error_text()[-1000:]}",
                 "zstd archives need `zstd` in the template: rebuild it with `sandboxrun "
                 "template build`, or use --compression gzip."
                 if compression == "zstd"

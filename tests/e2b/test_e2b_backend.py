@@ -191,9 +191,9 @@ def test_upload_and_unpack_zstd(sandbox, emulator, tmp_path):
     assert emulator.host_path(sandbox.id, f"{sandbox.repo_dir}/z.txt").read_bytes() == b"zstd!\n"
 
 
-def _symlink():
-    info = tarfile.TarInfo("link")
-    info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+def _symlink(name="link", target="/etc/passwd"):
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = tarfile.SYMTYPE, target
     return info
 
 
@@ -220,8 +220,19 @@ def _fifo():
         lambda: ("a/../../escape", b"x"),
         lambda: (".git/hooks/post-checkout", b"#!/bin/sh\n"),
         lambda: ("sub/.git/config", b"x"),
+        lambda: (".GIT/config", b"x"),
     ],
-    ids=["symlink", "hardlink", "fifo", "absolute", "dotdot", "nested-dotdot", "git", "subgit"],
+    ids=[
+        "symlink",
+        "hardlink",
+        "fifo",
+        "absolute",
+        "dotdot",
+        "nested-dotdot",
+        "git",
+        "subgit",
+        "GIT-uppercase",
+    ],
 )
 def test_malicious_tarball_is_refused_before_extracting(sandbox, emulator, tmp_path, bad):
     """Links, special files, absolute, `..` and `.git` members: nothing is extracted."""
@@ -230,6 +241,153 @@ def test_malicious_tarball_is_refused_before_extracting(sandbox, emulator, tmp_p
         sandbox.upload_and_unpack(tb, "gzip", sandbox.repo_dir)
     assert not emulator.host_path(sandbox.id, sandbox.repo_dir).exists()
     assert not [p for p in os.listdir("/tmp") if p.startswith("sandboxrun-upload-")]
+
+
+def test_big_archive_is_extracted_in_parallel_exactly(sandbox, emulator, tmp_path):
+    """Over 500 members, one tar per CPU; odd names (dashes, spaces, newlines) come out whole.
+
+    Names that look like tar options must stay names: a member called
+    `--checkpoint-action=exec=...` is a file, not a command.
+    """
+    from sandboxrun.backends.e2b import _UNPACK_SCRIPT
+
+    tops = ["src", "src10", "-C", "--checkpoint-action=exec=touch PWNED", "sp ace", "new\nl",
+            "ünï", ".github", "a*b", "back\\slash", "README"]  # fmt: skip
+    files = {}
+    tb = tmp_path / "big.tar.gz"
+    with tarfile.open(tb, "w:gz") as tf:
+        for i in range(600):
+            top = tops[i % len(tops)]
+            name = top if top == "README" else f"{top}/d{i % 7}/f{i}"
+            files[name] = data = f"{name}:{i}".encode()  # README: the last one wins
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o755 if i % 5 == 0 else 0o644
+            tf.addfile(info, io.BytesIO(data))
+    remote = sandbox.upload(tb)
+    res = sandbox.exec(
+        ["bash", "-x", "-c", _UNPACK_SCRIPT, "unpack", remote, sandbox.repo_dir, "gzip"]
+    )
+    assert res.ok, res.error_text()
+    trace = res.stderr.decode()
+    assert "--verbatim-files-from -T" in trace and "one pass" not in trace  # the parallel path
+    repo = emulator.host_path(sandbox.id, sandbox.repo_dir)
+    found = {str(p.relative_to(repo)): p.read_bytes() for p in repo.rglob("*") if p.is_file()}
+    assert found == files
+    assert os.access(repo / "src" / "d0" / "f0", os.X_OK)
+    assert (
+        not (repo / "PWNED").exists()
+        and not (emulator.host_path(sandbox.id, sandbox.home) / "PWNED").exists()
+    )
+    assert not [p for p in os.listdir("/tmp") if p.startswith(os.path.basename(remote))]
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd", "none"])
+def test_symlink_then_write_through_is_refused(sandbox, emulator, tmp_path, compression):
+    """A symlink out of the tree, then a file "inside" it: refused before either is written."""
+    import subprocess
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    members = [("README", b"ok\n"), _symlink("l", str(outside)), ("l/pwned", b"x")]
+    tb = _tarball(tmp_path / "bad.tar", members, "w")
+    if compression == "gzip":
+        tb = _tarball(tmp_path / "bad.tar.gz", members, "w:gz")
+    elif compression == "zstd":
+        subprocess.run(["zstd", "-q", "-f", str(tb), "-o", f"{tb}.zst"], check=True)
+        tb = Path(f"{tb}.zst")
+    with pytest.raises(UnsafeArchiveError, match="links or special files"):
+        sandbox.upload_and_unpack(tb, compression, sandbox.repo_dir)
+    assert list(outside.iterdir()) == []
+    assert not emulator.host_path(sandbox.id, sandbox.repo_dir).exists()
+    assert not [p for p in os.listdir("/tmp") if p.startswith("sandboxrun-upload-")]
+
+
+def test_member_hidden_from_python_tarfile_is_still_refused(sandbox, emulator, tmp_path):
+    """The check is GNU tar's own listing, not a second parser that could disagree with it.
+
+    A header with a bad checksum ends the archive for Python's tarfile, while GNU tar skips to
+    the next header and would extract the symlink behind it: checking with tarfile before the
+    upload would miss it.
+    """
+    plain = _tarball(tmp_path / "p.tar", [("README", b"ok\n"), ("x", b"y"), _symlink()], "w")
+    raw = bytearray(plain.read_bytes())
+    raw[1024 + 148 : 1024 + 156] = b"0000000\0"  # the second header's checksum
+    bad = tmp_path / "hidden.tar"
+    bad.write_bytes(bytes(raw))
+    with tarfile.open(bad) as tf:
+        assert tf.getnames() == ["README"]  # tarfile stops there
+    with pytest.raises((UnsafeArchiveError, BackendError)):
+        sandbox.upload_and_unpack(bad, "none", sandbox.repo_dir)
+    assert not emulator.host_path(sandbox.id, sandbox.repo_dir).exists()
+    assert not [p for p in os.listdir("/tmp") if p.startswith("sandboxrun-upload-")]
+
+
+def test_corrupt_archive_fails_without_extracting(sandbox, emulator, tmp_path):
+    """A truncated gzip fails in decompression, before anything lands; nothing is left over."""
+    good = _tarball(tmp_path / "a.tar.gz", [(f"f{i}", os.urandom(5000)) for i in range(20)])
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(BackendError, match="cannot decompress"):
+        sandbox.upload_and_unpack(cut, "gzip", sandbox.repo_dir)
+    assert not emulator.host_path(sandbox.id, sandbox.repo_dir).exists()
+    assert not [p for p in os.listdir("/tmp") if p.startswith("sandboxrun-upload-")]
+
+
+def test_baseline_script_commits_exactly_the_tree(sandbox, emulator, tmp_path):
+    """The runner's baseline (blobs in a pack, trees by fast-import) equals a plain commit."""
+    from sandboxrun.runner import BASELINE_SCRIPT
+
+    names = [
+        "plain.txt",
+        "with space.txt",
+        " leading space",
+        "tab\there",
+        "new\nline",
+        'quo"te',
+        '"starts-with-quote',
+        "back\\slash",
+        "ünïcödé.txt",
+        "M 100644 0000000000000000000000000000000000000000 fake",
+        "dir with space/inner file",
+        "a/b/c/deep.py",
+        "empty",
+        "one",
+    ]
+    members = [(n, b"" if n == "empty" else b"1" if n == "one" else n.encode() * 3) for n in names]
+    tb = tmp_path / "names.tar.gz"
+    with tarfile.open(tb, "w:gz") as tf:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+        exe = tarfile.TarInfo("run.sh")
+        exe.size, exe.mode = 10, 0o755
+        tf.addfile(exe, io.BytesIO(b"#!/bin/sh\n"))
+    sandbox.upload_and_unpack(tb, "gzip", sandbox.repo_dir)
+    res = sandbox.exec(["sh", "-c", BASELINE_SCRIPT, "sh", sandbox.repo_dir])
+    assert res.ok, res.error_text()
+    head = res.text().strip().splitlines()[-1]
+    check = sandbox.exec(
+        [
+            "sh",
+            "-c",
+            'cd "$1" && git status --porcelain && find .git/objects -path "*/??/*" -type f '
+            "| sed 's|.*/\\(..\\)/|\\1|' | git cat-file --batch-check='%(objecttype)' "
+            "| grep -c blob "
+            '&& git log --format="%an|%cn|%s" && git rev-parse "HEAD^{tree}" '
+            "&& cp -r . ../copy && cd ../copy && rm -rf .git && git init -q && git add -A "
+            "&& git write-tree",
+            "sh",
+            sandbox.repo_dir,
+        ]
+    )
+    assert check.ok, check.error_text()
+    lines = check.text().splitlines()
+    loose_blobs, log, tree, plain_tree = lines  # no status lines: the tree is clean
+    assert int(loose_blobs) <= 2  # only the 0- and 1-byte files are not in the pack
+    assert log == "Claude (sandboxrun)|Claude (sandboxrun)|sandboxrun baseline"
+    assert tree == plain_tree
+    assert len(head) == 40
 
 
 def test_start_detached_survives_and_writes_exit_file(sandbox, backend, emulator):
