@@ -47,6 +47,14 @@ from e2b import (
 from e2b import Sandbox as SDKSandbox
 
 from sandboxrun.backends.base import ExecResult
+from sandboxrun.backends.e2b_scripts import (
+    _DETACH_WRAPPER,
+    _EXEC_SCRIPT,
+    _LAUNCH_SCRIPT,
+    _READ_SCRIPT,
+    _UNPACK_SCRIPT,
+)
+from sandboxrun.backends.e2b_scripts import MARK as _MARK
 from sandboxrun.config import CLAUDE_CODE_VERSION, DEFAULT_TEMPLATE, Settings
 from sandboxrun.errors import (
     AgentError,
@@ -80,140 +88,7 @@ SECRET_VARS = ("E2B_API_KEY", *CREDENTIAL_VARS)
 #: bigger ones are cut in the sandbox and downloaded as a file
 INLINE_READ_LIMIT = 1 << 20
 DEFAULT_RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0)
-_MARK = "@@sandboxrun@@"
 _SIGNALS = ("INT", "TERM", "KILL", "0")
-
-# `exec`: run "$@" with stdin from /dev/null; stdout and stderr come back base64-encoded after
-# a marker, so bytes survive the SDK's text decoding and login-shell chatter is skipped.
-_EXEC_SCRIPT = rf"""
-e=$(mktemp) || exit 125
-printf '{_MARK}'
-"$@" 2>"$e" | base64 -w0
-c=${{PIPESTATUS[0]}}
-printf '{_MARK}' >&2
-base64 -w0 "$e" >&2
-rm -f -- "$e"
-exit "$c"
-"""
-
-# `start_detached`, part 1 (runs in the agent's own session, detached): the same contract as
-# the local backend's wrapper. `trap : INT TERM` makes the shell wait for the agent's own
-# shutdown instead of dying first. The pid file is written atomically, then polled for.
-_DETACH_WRAPPER = r"""
-trap : INT TERM
-echo $$ > "$SBR_PID_PATH.tmp" && mv -f "$SBR_PID_PATH.tmp" "$SBR_PID_PATH"
-"$@" < "$SBR_STDIN_PATH" > "$SBR_LOG_PATH" 2> "$SBR_STDERR_PATH"
-code=$?
-echo $code > "$SBR_EXIT_PATH.tmp" && mv -f "$SBR_EXIT_PATH.tmp" "$SBR_EXIT_PATH"
-"""
-
-# `start_detached`, part 2 (the short command we wait for): check the program exists, launch
-# the wrapper with setsid + nohup (new session = own process group, immune to hangups, not a
-# child of this command's shell once it exits), wait for its pid file and print it.
-# `setsid -f` forks by itself: a shell's `cmd &` would start the agent with SIGINT ignored
-# (POSIX, for background jobs without job control), and INT is our gentle stop. The `&` form
-# is the fallback for a setsid without -f (busybox), where a stop escalates to TERM.
-_LAUNCH_SCRIPT = rf"""
-command -v -- "$1" >/dev/null 2>&1 || {{ printf '{_MARK}NOAGENT'; exit 127; }}
-rm -f -- "$SBR_PID_PATH" "$SBR_EXIT_PATH"
-if setsid -f true >/dev/null 2>&1; then
-  setsid -f nohup /bin/sh -c "$SBR_WRAPPER" sh "$@" </dev/null >/dev/null 2>&1
-else
-  setsid nohup /bin/sh -c "$SBR_WRAPPER" sh "$@" </dev/null >/dev/null 2>&1 &
-fi
-i=0
-until [ -s "$SBR_PID_PATH" ]; do
-  i=$((i + 1))
-  [ "$i" -gt 2000 ] && {{ printf '{_MARK}NOPID'; exit 1; }}
-  sleep 0.01
-done
-printf '{_MARK}PID %s' "$(cat -- "$SBR_PID_PATH")"
-"""
-
-# `read_file` from an offset: report the size first so a big delta is downloaded as a file.
-_READ_SCRIPT = rf"""
-f="$1"; off="$2"
-[ -f "$f" ] || {{ printf '{_MARK}MISSING'; exit 0; }}
-size=$(stat -c %s -- "$f") || exit 1
-if [ "$size" -le "$off" ]; then printf '{_MARK}EMPTY'; exit 0; fi
-if [ $((size - off)) -gt "$3" ]; then
-  tail -c +$((off + 1)) -- "$f" > "$4" && printf '{_MARK}FILE'
-  exit
-fi
-printf '{_MARK}DATA'
-tail -c +$((off + 1)) -- "$f" | base64 -w0
-"""
-
-# `upload_and_unpack`: the archive is decompressed once, to a plain tar beside the upload, and
-# GNU tar itself then lists it (cheap: it seeks over a plain file's data) and must accept every
-# member before anything is extracted — only regular files and directories (first character of
-# the `tar -tv` mode column), no absolute names, no `..` or `.git` components (any case), and a
-# listing without errors — then the very same file is extracted, without owners. One parser
-# decides both what is checked and what is written. GNU tar escapes odd characters in
-# listings, so a newline in a name cannot forge a line.
-#
-# Creating files is most of the cost and scales with CPUs, so a big archive is extracted by
-# one tar per CPU (up to 4), each taking whole top-level entries: bins 1.. take plainly named
-# ones (`-T`, taken verbatim: no name is ever read as an option), bin 0 everything else
-# (`--exclude` of those, anchored). The split is proven before use: the bins' own listings,
-# put together, must be exactly the archive's listing; otherwise, or if a bin fails, one tar
-# extracts it all.
-_UNPACK_SCRIPT = r"""
-set -o pipefail
-t="$1"; d="$2"; u="$t"
-trap 'rm -f -- "$t" "$t".*' EXIT
-case "$3" in
-  gzip) dc=(gzip -dc) ;;
-  zstd) dc=(zstd -dcq) ;;
-  none) dc=() ;;
-  *) echo "unknown compression: $3" >&2; exit 64 ;;
-esac
-if [ "${#dc[@]}" -gt 0 ]; then
-  u="$t.plain"
-  "${dc[@]}" -- "$t" > "$u" || { echo "cannot decompress the archive" >&2; exit 65; }
-  rm -f -- "$t"
-fi
-bad=$(tar -tvf "$u" | awk '{ c = substr($0, 1, 1); if (c != "-" && c != "d") { n++; if (n <= 5) print } } END { exit n > 0 }')
-st=$?
-if [ "$st" -eq 1 ]; then printf 'links or special files:\n%s\n' "$bad" >&2; exit 66; fi
-if [ "$st" -ne 0 ]; then echo "cannot read the archive" >&2; exit 65; fi
-tar -tf "$u" > "$t.names" || { echo "cannot read the archive" >&2; exit 65; }
-bad=$(awk '{ s = tolower($0); if (s ~ /^\// || s ~ /(^|\/)\.\.(\/|$)/ || s ~ /(^|\/)\.git(\/|$)/) { n++; if (n <= 5) print } } END { exit n > 0 }' "$t.names")
-if [ "$?" -ne 0 ]; then printf 'unsafe names:\n%s\n' "$bad" >&2; exit 66; fi
-mkdir -p -- "$d"
-n=$(nproc 2>/dev/null) || n=1
-[ "$n" -gt 4 ] && n=4
-if [ "$n" -gt 1 ] && [ "$(wc -l < "$t.names")" -ge 500 ] && awk -v n="$n" -v out="$t" '
-  { i = index($0, "/"); g = i ? substr($0, 1, i - 1) : $0; if (!(g in cnt)) order[++k] = g; cnt[g]++ }
-  END {
-    safe = "^[A-Za-z0-9_][A-Za-z0-9._+@=,-]*$"
-    for (j = 1; j <= k; j++) if (order[j] !~ safe) load[0] += cnt[order[j]]
-    for (j = 1; j <= k; j++) {
-      g = order[j]; if (g !~ safe) continue
-      b = 0; for (x = 1; x < n; x++) if (load[x] < load[b]) b = x
-      load[b] += cnt[g]
-      if (b > 0) { print g > (out ".part" b); print g > (out ".excl") }
-    }
-    for (x = 1; x < n; x++) if (!load[x]) exit 1
-  }' "$t.names"; then
-  bin() {
-    local b="$1"; shift
-    if [ "$b" -eq 0 ]; then tar "$@" --anchored --no-wildcards -X "$t.excl"
-    else tar "$@" --no-wildcards --verbatim-files-from -T "$t.part$b"; fi
-  }
-  for ((b = 0; b < n; b++)); do bin "$b" -tf "$u" || exit 1; done | LC_ALL=C sort > "$t.split" \
-    && LC_ALL=C sort "$t.names" | cmp -s - "$t.split"
-  if [ "$?" -eq 0 ]; then
-    pids=()
-    for ((b = 0; b < n; b++)); do bin "$b" -xf "$u" -C "$d" --no-same-owner & pids+=($!); done
-    ok=0
-    for p in "${pids[@]}"; do wait "$p" || ok=1; done
-    [ "$ok" -eq 0 ] && exit 0
-    echo "extracting in parallel failed; extracting in one pass" >&2
-  fi
-fi
-tar -xf "$u" -C "$d" --no-same-owner
-"""
 
 
 def _script(script: str, argv: Sequence[str]) -> str:
