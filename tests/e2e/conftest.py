@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from sbr_testlib import git
 
 # tests/e2e has no __init__.py, so pytest puts this directory, not the repository root, on
 # sys.path: add the root for `tests.fake_anthropic` (as tests/e2b/conftest.py does).
@@ -185,37 +186,16 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
 # -- sandboxrun itself, driving the real CLI --------------------------------------------------
 
 
-def _git(repo: Path, *args: str) -> str:
-    """Run git in ``repo`` (test identity); return stdout, failing the test on error."""
-    proc = subprocess.run(
-        [
-            "git",
-            "-C",
-            str(repo),
-            "-c",
-            "user.name=Test",
-            "-c",
-            "user.email=test@example.com",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert proc.returncode == 0, f"git {' '.join(args)} failed: {proc.stderr}"
-    return proc.stdout
-
-
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A small git repository for sandboxrun to run an agent on."""
     root = tmp_path / "project"
     (root / "src").mkdir(parents=True)
-    _git(root, "init", "-q", "-b", "main")
+    git(root, "init", "-q", "-b", "main")
     (root / "README.md").write_text("# project\n")
     (root / "src" / "app.py").write_text("print('hello')\n")
-    _git(root, "add", "-A")
-    _git(root, "commit", "-q", "-m", "initial")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "initial")
     return root
 
 

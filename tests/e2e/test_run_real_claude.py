@@ -6,22 +6,14 @@ follower parsing genuine stream-json, collection as commits, and ``status --json
 
 from __future__ import annotations
 
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
+from sbr_testlib import git
 
 from tests.fake_anthropic import error, gateway_token, rate_limited, text, tool, unified_headers
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-
-def git(repo: Path, *args: str) -> str:
-    """Run git in ``repo``; return stdout, failing the test on error."""
-    proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
-    assert proc.returncode == 0, f"git {' '.join(args)} failed: {proc.stderr}"
-    return proc.stdout
 
 
 def in_cwd(name: str, **tool_input: str):
