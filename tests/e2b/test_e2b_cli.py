@@ -33,10 +33,16 @@ def branch_files(repo: Path, branch: str) -> set[str]:
     return set(git(repo, "ls-tree", "-r", "--name-only", branch).split())
 
 
-def _has_phase(cli, name: str, phase: str) -> bool:
+def _snapshot_after_write(cli, name: str) -> bool:
     lines = cli("logs", name, "--json").stdout.splitlines()
     events = [json.loads(line) for line in lines if line.strip()]
-    return any(e["kind"] == "phase" and e["payload"].get("phase") == phase for e in events)
+    writes = [
+        e["id"] for e in events if e["kind"] == "agent" and e["payload"].get("name") == "Write"
+    ]
+    snaps = [
+        e["id"] for e in events if e["kind"] == "phase" and e["payload"].get("phase") == "snapshot"
+    ]
+    return bool(writes and snaps and max(snaps) > min(writes))
 
 
 def home() -> Path:
@@ -167,12 +173,14 @@ def test_expired_sandbox_is_lost_with_artifacts_kept(cli, repo, e2b):
         "--name",
         "doomed",
         "--warn-at",
-        "1s",
+        "1s,2s,3s,4s,6s,8s,12s",
         "--prompt",
         "@write kept.txt before the end\n@sleep 60",
     )
     try:
-        retry_until(lambda: _has_phase(cli, "doomed", "snapshot"), timeout=30)
+        # A snapshot (taken at each warning mark) after the agent wrote the file: on a loaded
+        # machine the agent can start after the first mark.
+        retry_until(lambda: _snapshot_after_write(cli, "doomed"), timeout=45)
         sandbox_id = cli.status("doomed")["sandbox_id"]
         e2b.expire(sandbox_id)
         out, err = run.communicate(timeout=60)
