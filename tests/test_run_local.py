@@ -186,7 +186,7 @@ def test_timeout_warns_stops_and_collects(cli, repo):
         "--name",
         "slow",
         "--timeout",
-        "4s",
+        "6s",
         "--warn-at",
         "1s,2s",
         "--prompt",
@@ -463,11 +463,11 @@ def test_extend_pushes_the_limit(cli, repo):
         "--name",
         "ext",
         "--timeout",
-        "3s",
+        "6s",
         "--warn-at",
         "1h",
         "--prompt",
-        "@sleep 5\n@write done.txt finished",
+        "@sleep 8\n@write done.txt finished",
     )
     try:
         retry_until(
