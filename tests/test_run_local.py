@@ -302,7 +302,7 @@ def test_download_while_running_then_attach_after_sigkill(cli, repo):
         "--name",
         "crash",
         "--prompt",
-        "@write first.txt one\n@sleep 3\n@write second.txt two",
+        "@write first.txt one\n@sleep 6\n@write second.txt two",
     )
     retry_until(lambda: "Write" in cli("logs", "crash").stdout, timeout=30)
     out_dir = repo.parent / "dl"

@@ -149,7 +149,7 @@ def test_sigkill_the_run_process_then_attach(cli, repo, e2b):
         "--name",
         "crash",
         "--prompt",
-        "@write first.txt one\n@sleep 3\n@write second.txt two",
+        "@write first.txt one\n@sleep 6\n@write second.txt two",
     )
     retry_until(lambda: "Write" in cli("logs", "crash").stdout, timeout=30)
     run.send_signal(signal.SIGKILL)
