@@ -183,19 +183,17 @@ def is_clean(worktree: Path) -> bool:
     return git(worktree, "status", "--porcelain", "--untracked-files=all").stdout.strip() == ""
 
 
-def identity_env(repo: Path) -> dict[str, str]:
-    """Committer/author env to use when the repo has no identity configured."""
-    name = git(repo, "config", "user.name", check=False).stdout.strip()
-    email = git(repo, "config", "user.email", check=False).stdout.strip()
-    if name and email:
-        return {}
-    n, e = FALLBACK_IDENTITY
-    return {
-        "GIT_AUTHOR_NAME": name or n,
-        "GIT_AUTHOR_EMAIL": email or e,
-        "GIT_COMMITTER_NAME": name or n,
-        "GIT_COMMITTER_EMAIL": email or e,
-    }
+def identity_env(repo: Path, fallback: tuple[str, str] = FALLBACK_IDENTITY) -> dict[str, str]:
+    """Env overrides that give git an identity for each role it has none for (CI machines).
+
+    Asks git itself (``git var``), so whatever it would use (config, env vars, a guessable
+    host name) is respected and only a missing identity is filled in.
+    """
+    env: dict[str, str] = {}
+    for role in ("COMMITTER", "AUTHOR"):
+        if not git(repo, "var", f"GIT_{role}_IDENT", check=False).ok:
+            env[f"GIT_{role}_NAME"], env[f"GIT_{role}_EMAIL"] = fallback
+    return env
 
 
 def carry_changes(source: Path, worktree: Path) -> tuple[str | None, list[str]]:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sandboxrun.errors import GitError, PatchRejectedError
+from sandboxrun.gitops import FALLBACK_IDENTITY, identity_env
 from sandboxrun.process import Result, run, run_bytes
 from sandboxrun.sync.patchcheck import (
     SENSITIVE_PATHS,
@@ -62,7 +63,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_LEFTOVER_MESSAGE = "sandboxrun: uncommitted changes left by the agent"
 #: Identity for commits when git has none configured (CI machines), unless the caller passes one.
-DEFAULT_IDENTITY = ("sandboxrun", "sandboxrun@localhost")
+DEFAULT_IDENTITY = FALLBACK_IDENTITY
 
 
 @dataclass
@@ -115,7 +116,7 @@ def apply_changes(
 
     _require_clean(worktree)
     orig = _git(worktree, "rev-parse", "--verify", "HEAD^{commit}").stdout.strip()
-    env = _identity_env(worktree, committer or DEFAULT_IDENTITY)
+    env = {**os.environ, **identity_env(worktree, committer or DEFAULT_IDENTITY)}
     with tempfile.TemporaryDirectory(prefix="sandboxrun-patches-") as tmp:
         mbox_file, diff_file, both_file = (Path(tmp) / n for n in ("mbox", "diff", "both"))
         mbox_file.write_bytes(commits_mbox)
@@ -197,15 +198,6 @@ def _require_clean(worktree: Path) -> None:
             "agent's work over them.",
             f"Commit or stash them (`git -C {worktree} stash`), then retry.",
         )
-
-
-def _identity_env(worktree: Path, fallback: tuple[str, str]) -> dict[str, str]:
-    """The environment for git, with a fallback identity where git has none configured."""
-    env = dict(os.environ)
-    for role in ("COMMITTER", "AUTHOR"):
-        if not _git(worktree, "var", f"GIT_{role}_IDENT", env=env).ok:
-            env[f"GIT_{role}_NAME"], env[f"GIT_{role}_EMAIL"] = fallback
-    return env
 
 
 def _precheck_with_git(
