@@ -131,6 +131,19 @@ class Session:
         return dict(self.row)
 
 
+def _encode(fields: dict[str, Any]) -> dict[str, Any]:
+    """Column values ready for SQLite: JSON columns serialized."""
+    return {
+        k: (json.dumps(v) if k in _JSON_COLUMNS and v is not None else v) for k, v in fields.items()
+    }
+
+
+def _update_row(conn: sqlite3.Connection, session_id: str, fields: dict[str, Any]) -> None:
+    row = _encode(fields)
+    sets = ", ".join(f"{k} = ?" for k in row)
+    conn.execute(f"UPDATE sessions SET {sets} WHERE id = ?", [*row.values(), session_id])
+
+
 def _decode(row: sqlite3.Row | dict[str, Any]) -> dict[str, Any]:
     data = dict(row)
     for key in _JSON_COLUMNS:
@@ -191,10 +204,7 @@ class SessionStore:
         fields.setdefault("id", new_session_id())
         fields.setdefault("created_at", time.time())
         fields.setdefault("status", "created")
-        row = {
-            k: (json.dumps(v) if k in _JSON_COLUMNS and v is not None else v)
-            for k, v in fields.items()
-        }
+        row = _encode(fields)
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
         try:
@@ -259,15 +269,8 @@ class SessionStore:
     def update(self, session_id: str, **fields: Any) -> Session:
         """Set columns on a session (JSON columns encoded)."""
         if fields:
-            row = {
-                k: (json.dumps(v) if k in _JSON_COLUMNS and v is not None else v)
-                for k, v in fields.items()
-            }
-            sets = ", ".join(f"{k} = ?" for k in row)
             with self.transaction() as conn:
-                conn.execute(
-                    f"UPDATE sessions SET {sets} WHERE id = ?", [*row.values(), session_id]
-                )
+                _update_row(conn, session_id, fields)
         return self.get(session_id)
 
     def set_status(
@@ -288,12 +291,7 @@ class SessionStore:
                 return False
             if status in TERMINAL_STATUSES:
                 fields.setdefault("ended_at", time.time())
-            row = {
-                k: (json.dumps(v) if k in _JSON_COLUMNS and v is not None else v)
-                for k, v in {"status": status, **fields}.items()
-            }
-            sets = ", ".join(f"{k} = ?" for k in row)
-            conn.execute(f"UPDATE sessions SET {sets} WHERE id = ?", [*row.values(), session_id])
+            _update_row(conn, session_id, {"status": status, **fields})
             payload: dict[str, Any] = {"status": status, "previous": current["status"]}
             if fields.get("error"):
                 payload["error"] = fields["error"]
