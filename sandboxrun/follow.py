@@ -63,17 +63,17 @@ def follow_agent(driver: RunDriver) -> FollowOutcome:
     last_snapshot = time.monotonic()
     rate_limited_since: float | None = None
 
-    def drain() -> None:
+    def drain(final: bool = False) -> None:
+        """Store every complete new line; with ``final``, a last line without a newline too."""
         nonlocal offset, pending, last_beat, rate_limited_since
         try:
             chunk = sb.read_file(log_path, offset)
         except FileNotFoundError:
-            return
-        if not chunk:
-            return
+            chunk = b""
         offset += len(chunk)
-        data = pending + chunk
-        *lines, pending = data.split(b"\n")
+        *lines, pending = (pending + chunk).split(b"\n")
+        if final and pending.strip():
+            lines, pending = [*lines, pending], b""
         if not lines:
             return
         items: list[tuple[str, object]] = []
@@ -173,19 +173,7 @@ def follow_agent(driver: RunDriver) -> FollowOutcome:
                 ) from exc
             time.sleep(driver.settings.poll_interval)
 
-    drain()
-    if pending.strip():  # a last line without a newline
-        offset_before = offset
-        pending, chunk = b"", pending
-        store.add_event(sid, "stdout", {"line": chunk.decode("utf-8", errors="replace")})
-        for event in parse_line(chunk.decode("utf-8", errors="replace")):
-            store.add_event(sid, "agent", event.to_dict())
-            driver.progress.feed(event)
-            updates: dict[str, object] = {}
-            _row_updates(event, updates)
-            if updates:
-                store.update(sid, **updates)
-        store.update(sid, log_offset=offset_before)
+    drain(final=True)
     return FollowOutcome(reason, read_exit_code(driver))
 
 
