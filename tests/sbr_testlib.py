@@ -38,6 +38,11 @@ def git(repo: Path, *args: str, check: bool = True) -> str:
     return proc.stdout
 
 
+def branch_files(repo: Path, branch: str) -> set[str]:
+    """The paths committed on ``branch`` of ``repo``."""
+    return set(git(repo, "ls-tree", "-r", "--name-only", branch).split())
+
+
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path, monkeypatch):
     """Every test gets its own SANDBOXRUN_HOME and no global git identity (like CI)."""

@@ -11,13 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from sbr_testlib import git, retry_until
+from sbr_testlib import branch_files, git, retry_until
 
 pytestmark = pytest.mark.slow
-
-
-def branch_files(repo: Path, branch: str) -> set[str]:
-    return set(git(repo, "ls-tree", "-r", "--name-only", branch).split())
 
 
 def test_happy_path_brings_back_commits_and_leftovers(cli, repo):

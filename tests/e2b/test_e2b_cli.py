@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from sbr_testlib import FAKE_CLAUDE, git, retry_until
+from sbr_testlib import FAKE_CLAUDE, branch_files, git, retry_until
 
 pytestmark = pytest.mark.slow
 
@@ -27,10 +27,6 @@ def e2b(emulator, monkeypatch):
     monkeypatch.setenv("SANDBOXRUN_CLAUDE_BIN", "claude")
     monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
     return emulator
-
-
-def branch_files(repo: Path, branch: str) -> set[str]:
-    return set(git(repo, "ls-tree", "-r", "--name-only", branch).split())
 
 
 def _snapshot_after_write(cli, name: str) -> bool:

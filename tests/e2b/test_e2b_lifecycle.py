@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from sbr_testlib import FAKE_CLAUDE, git, retry_until
+from sbr_testlib import FAKE_CLAUDE, branch_files, retry_until
 
 pytestmark = pytest.mark.slow
 
@@ -18,10 +18,6 @@ def e2b(emulator, monkeypatch):
     emulator.set_claude(FAKE_CLAUDE)
     monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
     return emulator
-
-
-def branch_files(repo: Path, branch: str) -> set[str]:
-    return set(git(repo, "ls-tree", "-r", "--name-only", branch).split())
 
 
 def events(cli, name: str) -> list[dict]:
