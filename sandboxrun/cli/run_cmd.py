@@ -16,6 +16,7 @@ from rich.text import Text
 from sandboxrun import gitops
 from sandboxrun.agent import AgentEvent, AgentProgress
 from sandboxrun.cli.common import console, err_console, open_store, print_json_line, settings_for
+from sandboxrun.cli.session_cmd import session_json
 from sandboxrun.config import format_duration, parse_duration, parse_durations
 from sandboxrun.errors import UsageError
 from sandboxrun.prepare import RunRequest, prepare_run
@@ -305,7 +306,7 @@ def register(app: typer.Typer) -> None:
         if json_out:
             reporter = JsonReporter(session)
             final = _drive(settings, store, session, reporter)
-            print_json_line({"session": final.id, "kind": "end", **_end_fields(final)})
+            print_json_line({"session": final.id, "kind": "end", **session_json(final)})
         else:
             err_console.print(
                 f"Session {session.name} ({session.id}) on branch {session.branch}", highlight=False
@@ -321,22 +322,6 @@ def register(app: typer.Typer) -> None:
 
 def _drive(settings, store, session, reporter) -> Session:
     return RunDriver(settings, store, session, reporter).execute()
-
-
-def _end_fields(s: Session) -> dict:
-    keys = (
-        "name",
-        "status",
-        "branch",
-        "worktree",
-        "error",
-        "result_commits",
-        "files_changed",
-        "cost_usd",
-        "num_turns",
-        "agent_session_id",
-    )
-    return {k: s.row.get(k) for k in keys}
 
 
 def _print_dry_run(store, session: Session) -> None:

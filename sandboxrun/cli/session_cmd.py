@@ -268,7 +268,7 @@ def register(app: typer.Typer) -> None:
         s = store.resolve(session)
         if json_out:
             final = attach_session(settings, store, s, JsonReporter(s))
-            print_json_line({"session": final.id, "kind": "end", "status": final.status})
+            print_json_line({"session": final.id, "kind": "end", **session_json(final)})
         else:
             with LiveReporter(s) as reporter:
                 final = attach_session(settings, store, s, reporter)
