@@ -49,10 +49,10 @@ from types import SimpleNamespace
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sandboxrun.backends.e2b import E2BBackend, E2BSandbox  # noqa: E402
-from sandboxrun.collect import LEFTOVER_MESSAGE, collect_patches  # noqa: E402
 from sandboxrun.config import Settings  # noqa: E402
-from sandboxrun.runner import BASELINE_SCRIPT  # noqa: E402
+from sandboxrun.sandbox.backends.e2b import E2BBackend, E2BSandbox  # noqa: E402
+from sandboxrun.sandbox.collect import LEFTOVER_MESSAGE, collect_patches  # noqa: E402
+from sandboxrun.sandbox.runner import BASELINE_SCRIPT  # noqa: E402
 from sandboxrun.sync.pack import pack_worktree  # noqa: E402
 from sandboxrun.sync.patches import apply_changes  # noqa: E402
 

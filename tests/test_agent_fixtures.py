@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sandboxrun.agent import AgentProgress, parse_line
-from sandboxrun.collect import describe_failure
+from sandboxrun.sandbox.collect import describe_failure
 
 FIXTURES = Path(__file__).parent / "fixtures" / "stream_json"
 MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())

@@ -50,8 +50,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         from e2b import Template
 
-        from sandboxrun.backends.e2b import E2BBackend, build_template, claude_template
         from sandboxrun.cli.common import settings_for
+        from sandboxrun.sandbox.backends.e2b import E2BBackend, build_template, claude_template
 
         if dockerfile:
             typer.echo(Template.to_dockerfile(claude_template()), nl=False)

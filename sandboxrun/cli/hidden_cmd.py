@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
     @app.command("_drive", hidden=True)
     def drive(session_id: str) -> None:
         """Drive a detached session to its end (started by `run --detach`)."""
-        from sandboxrun.runner import RunDriver
+        from sandboxrun.sandbox.runner import RunDriver
 
         home_store = open_store(load_settings())
         session = home_store.get(session_id)

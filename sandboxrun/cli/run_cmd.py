@@ -19,8 +19,8 @@ from sandboxrun.cli.common import console, err_console, open_store, print_json_l
 from sandboxrun.cli.session_cmd import session_json
 from sandboxrun.config import format_duration, parse_duration, parse_durations
 from sandboxrun.errors import UsageError
-from sandboxrun.prepare import RunRequest, prepare_run
-from sandboxrun.runner import RunDriver
+from sandboxrun.sandbox.prepare import RunRequest, prepare_run
+from sandboxrun.sandbox.runner import RunDriver
 from sandboxrun.store import Session
 
 RUN_HELP = """Run Claude Code on a prompt in a sandbox and commit its work on a new branch.

@@ -203,7 +203,7 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print the final session as JSON."),
     ) -> None:
         """Stop a running session's agent, collect its work (unless --discard), tear down."""
-        from sandboxrun.sessions import kill_session
+        from sandboxrun.sandbox.sessions import kill_session
 
         settings = settings_for(None)
         store = open_store(settings)
@@ -224,7 +224,7 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
     ) -> None:
         """Write a session's current patches (commits.mbox, changes.diff) without stopping it."""
-        from sandboxrun.sessions import download_session
+        from sandboxrun.sandbox.sessions import download_session
 
         settings = settings_for(None)
         store = open_store(settings)
@@ -261,7 +261,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Reconnect to a run whose `run` process died and carry on following and collecting."""
         from sandboxrun.cli.run_cmd import JsonReporter, LiveReporter, print_summary
-        from sandboxrun.sessions import attach_session
+        from sandboxrun.sandbox.sessions import attach_session
 
         settings = settings_for(None)
         store = open_store(settings)
@@ -282,7 +282,7 @@ def register(app: typer.Typer) -> None:
         duration: str = typer.Argument(..., help="How much longer: 90s, 20m, 1h."),
     ) -> None:
         """Push a running session's time limit (and its sandbox's) back by DURATION."""
-        from sandboxrun.sessions import extend_session
+        from sandboxrun.sandbox.sessions import extend_session
 
         settings = settings_for(None)
         store = open_store(settings)
@@ -309,7 +309,7 @@ def register(app: typer.Typer) -> None:
         """Tear down sandboxes left by ended sessions. Never deletes branches or dirty worktrees."""
         from dataclasses import asdict
 
-        from sandboxrun.sessions import cleanup
+        from sandboxrun.sandbox.sessions import cleanup
 
         settings = settings_for(None)
         store = open_store(settings)

@@ -11,12 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from sandboxrun.backends.e2b import (
-    CLAUDE_CODE_VERSION,
-    INLINE_READ_LIMIT,
-    E2BBackend,
-    claude_template,
-)
 from sandboxrun.config import Settings
 from sandboxrun.errors import (
     AgentError,
@@ -24,6 +18,12 @@ from sandboxrun.errors import (
     BackendError,
     SandboxLostError,
     UnsafeArchiveError,
+)
+from sandboxrun.sandbox.backends.e2b import (
+    CLAUDE_CODE_VERSION,
+    INLINE_READ_LIMIT,
+    E2BBackend,
+    claude_template,
 )
 
 SECRET = "sk-ant-test-secret-value-0123456789"
@@ -249,7 +249,7 @@ def test_big_archive_is_extracted_in_parallel_exactly(sandbox, emulator, tmp_pat
     Names that look like tar options must stay names: a member called
     `--checkpoint-action=exec=...` is a file, not a command.
     """
-    from sandboxrun.backends.e2b import _UNPACK_SCRIPT
+    from sandboxrun.sandbox.backends.e2b import _UNPACK_SCRIPT
 
     tops = ["src", "src10", "-C", "--checkpoint-action=exec=touch PWNED", "sp ace", "new\nl",
             "ünï", ".github", "a*b", "back\\slash", "README"]  # fmt: skip
@@ -335,7 +335,7 @@ def test_corrupt_archive_fails_without_extracting(sandbox, emulator, tmp_path):
 
 def test_baseline_script_commits_exactly_the_tree(sandbox, emulator, tmp_path):
     """The runner's baseline (blobs in a pack, trees by fast-import) equals a plain commit."""
-    from sandboxrun.runner import BASELINE_SCRIPT
+    from sandboxrun.sandbox.runner import BASELINE_SCRIPT
 
     names = [
         "plain.txt",
@@ -541,7 +541,7 @@ def test_secrets_never_in_error_messages(sandbox):
     with pytest.raises(BackendError) as err:
         sandbox.upload_and_unpack(Path("/dev/null"), "bogus", sandbox.repo_dir)
     assert SECRET not in str(err.value)
-    from sandboxrun.backends.e2b import scrub
+    from sandboxrun.sandbox.backends.e2b import scrub
 
     assert scrub(f"key={SECRET}") == "key=***"
 

@@ -266,8 +266,8 @@ def test_secrets_never_stored_logged_or_collected(cli, repo, e2b):
 
 def test_template_build_help_and_dockerfile(cli):
     """`template build --help` documents the command; --dockerfile shows the definition."""
-    from sandboxrun.backends.e2b import CLAUDE_CODE_VERSION
     from sandboxrun.cli import e2b_cmd
+    from sandboxrun.sandbox.backends.e2b import CLAUDE_CODE_VERSION
 
     assert e2b_cmd.CLAUDE_CODE_VERSION == CLAUDE_CODE_VERSION
     proc = cli("template", "build", "--help")

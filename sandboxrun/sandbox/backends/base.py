@@ -1,6 +1,6 @@
 """The contract every sandbox backend fulfils.
 
-The run pipeline (``sandboxrun.runner``) only talks to a :class:`Sandbox` through these few
+The run pipeline (``sandboxrun.sandbox.runner``) only talks to a :class:`Sandbox` through these few
 primitives, so a new backend plugs in without touching the pipeline. Paths inside a sandbox
 are strings (POSIX); ``Sandbox.home`` is the sandbox's home directory (``/home/user`` on E2B,
 a private directory for the local backend) and the repository lives at ``Sandbox.repo_dir``.

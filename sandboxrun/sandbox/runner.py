@@ -1,8 +1,8 @@
 """The sandbox run pipeline: pack → sandbox → agent → follow → collect → commit.
 
-``sandboxrun.prepare.prepare_run`` has made the worktree and the session row. ``RunDriver``
+``sandboxrun.sandbox.prepare.prepare_run`` has made the worktree and the session row. ``RunDriver``
 drives the session to an end state; it only talks to
-the sandbox through the :class:`~sandboxrun.backends.base.Sandbox` primitives, so every
+the sandbox through the :class:`~sandboxrun.sandbox.backends.base.Sandbox` primitives, so every
 backend runs the same pipeline. The driver can also pick up a session whose driving process
 died (``resume``), because all its state lives in the store and in the sandbox.
 """
@@ -17,9 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from sandboxrun.agent import AgentEvent, AgentProgress, build_claude_argv
-from sandboxrun.backends import get_backend
-from sandboxrun.backends.base import Backend, Sandbox, control_dir
-from sandboxrun.collect import collect_patches, finish_with_patches, save_artifacts
 from sandboxrun.config import CLAUDE_CODE_VERSION, Settings, format_duration
 from sandboxrun.errors import (
     AgentError,
@@ -28,8 +25,11 @@ from sandboxrun.errors import (
     SandboxrunError,
     UsageError,
 )
-from sandboxrun.follow import FollowOutcome, follow_agent, read_exit_code
-from sandboxrun.reporting import NullReporter, Reporter
+from sandboxrun.sandbox.backends import get_backend
+from sandboxrun.sandbox.backends.base import Backend, Sandbox, control_dir
+from sandboxrun.sandbox.collect import collect_patches, finish_with_patches, save_artifacts
+from sandboxrun.sandbox.follow import FollowOutcome, follow_agent, read_exit_code
+from sandboxrun.sandbox.reporting import NullReporter, Reporter
 from sandboxrun.store import Session, SessionStore
 
 log = logging.getLogger(__name__)

@@ -15,15 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sandboxrun.backends.base import control_dir
 from sandboxrun.config import format_duration
 from sandboxrun.errors import BackendError, PatchRejectedError, SandboxrunError
+from sandboxrun.sandbox.backends.base import control_dir
 from sandboxrun.store import Session
 
 if TYPE_CHECKING:
-    from sandboxrun.backends.base import Sandbox
-    from sandboxrun.follow import FollowOutcome
-    from sandboxrun.runner import RunDriver
+    from sandboxrun.sandbox.backends.base import Sandbox
+    from sandboxrun.sandbox.follow import FollowOutcome
+    from sandboxrun.sandbox.runner import RunDriver
 
 log = logging.getLogger(__name__)
 

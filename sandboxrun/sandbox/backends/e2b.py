@@ -1,6 +1,6 @@
 """The ``e2b`` backend: each session in its own E2B cloud sandbox, through the ``e2b`` SDK.
 
-Every primitive of :class:`~sandboxrun.backends.base.Sandbox` is one or two SDK calls: commands
+Every primitive of :class:`~sandboxrun.sandbox.backends.base.Sandbox` is one or two SDK calls: commands
 go through ``commands.run`` (``/bin/bash -l -c`` as user ``user`` in ``/home/user``), files
 through ``files.read`` / ``files.write``. Argv lists become shell text only through
 ``shlex.join`` after a fixed script's ``set --``, so no user text is ever interpreted by a
@@ -46,15 +46,6 @@ from e2b import (
 )
 from e2b import Sandbox as SDKSandbox
 
-from sandboxrun.backends.base import ExecResult
-from sandboxrun.backends.e2b_scripts import (
-    _DETACH_WRAPPER,
-    _EXEC_SCRIPT,
-    _LAUNCH_SCRIPT,
-    _READ_SCRIPT,
-    _UNPACK_SCRIPT,
-)
-from sandboxrun.backends.e2b_scripts import MARK as _MARK
 from sandboxrun.config import CLAUDE_CODE_VERSION, DEFAULT_TEMPLATE, Settings
 from sandboxrun.errors import (
     AgentError,
@@ -64,6 +55,15 @@ from sandboxrun.errors import (
     SandboxrunError,
     UnsafeArchiveError,
 )
+from sandboxrun.sandbox.backends.base import ExecResult
+from sandboxrun.sandbox.backends.e2b_scripts import (
+    _DETACH_WRAPPER,
+    _EXEC_SCRIPT,
+    _LAUNCH_SCRIPT,
+    _READ_SCRIPT,
+    _UNPACK_SCRIPT,
+)
+from sandboxrun.sandbox.backends.e2b_scripts import MARK as _MARK
 
 log = logging.getLogger(__name__)
 

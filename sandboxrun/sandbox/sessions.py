@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sandboxrun import gitops
-from sandboxrun.backends import get_backend
-from sandboxrun.collect import Patches, collect_patches, save_artifacts
 from sandboxrun.config import Settings
 from sandboxrun.errors import SandboxLostError, SandboxrunError, UsageError
-from sandboxrun.reporting import Reporter
+from sandboxrun.sandbox.backends import get_backend
+from sandboxrun.sandbox.collect import Patches, collect_patches, save_artifacts
+from sandboxrun.sandbox.reporting import Reporter
 from sandboxrun.store import TERMINAL_STATUSES, Session, SessionStore, owner_alive
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ def kill_session(
     When another process drives the session we ask it to stop (through the store) and wait for
     it; when none does (it crashed), we do the whole job here.
     """
-    from sandboxrun.runner import RunDriver
+    from sandboxrun.sandbox.runner import RunDriver
 
     if session.is_terminal:
         raise UsageError(
@@ -65,7 +65,7 @@ def attach_session(
     settings: Settings, store: SessionStore, session: Session, reporter: Reporter | None = None
 ) -> Session:
     """Take over a session whose driving process died, and carry it to its end."""
-    from sandboxrun.runner import RunDriver
+    from sandboxrun.sandbox.runner import RunDriver
 
     if session.is_terminal:
         raise UsageError(

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from sandboxrun.backends.base import Backend, ExecResult, Sandbox
 from sandboxrun.errors import UsageError
+from sandboxrun.sandbox.backends.base import Backend, ExecResult, Sandbox
 
 BACKEND_NAMES = ("local", "e2b")
 
@@ -11,11 +11,11 @@ BACKEND_NAMES = ("local", "e2b")
 def get_backend(name: str, settings) -> Backend:
     """Return the backend called ``name`` configured from ``settings``."""
     if name == "local":
-        from sandboxrun.backends.local import LocalBackend
+        from sandboxrun.sandbox.backends.local import LocalBackend
 
         return LocalBackend(settings)
     if name == "e2b":
-        from sandboxrun.backends.e2b import E2BBackend
+        from sandboxrun.sandbox.backends.e2b import E2BBackend
 
         return E2BBackend(settings)
     raise UsageError(f"unknown backend {name!r}", f"Use one of: {', '.join(BACKEND_NAMES)}.")

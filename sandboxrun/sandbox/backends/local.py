@@ -17,9 +17,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from sandboxrun import process
-from sandboxrun.backends.base import ExecResult
 from sandboxrun.config import Settings
 from sandboxrun.errors import AgentError, BackendError, SandboxLostError
+from sandboxrun.sandbox.backends.base import ExecResult
 
 # The wrapper runs the agent with its stdio redirected and records its exit code atomically.
 # `trap : INT TERM` makes the shell wait for the agent to finish its own shutdown instead of

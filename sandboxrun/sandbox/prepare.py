@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from sandboxrun import gitops
-from sandboxrun.backends import get_backend
 from sandboxrun.config import Settings
 from sandboxrun.errors import NameInUseError, UsageError
+from sandboxrun.sandbox.backends import get_backend
 from sandboxrun.store import Session, SessionStore
 
 

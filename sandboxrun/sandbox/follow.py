@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sandboxrun.agent import parse_line
-from sandboxrun.backends.base import control_dir
 from sandboxrun.config import format_duration
 from sandboxrun.errors import BackendError, SandboxLostError
+from sandboxrun.sandbox.backends.base import control_dir
 
 if TYPE_CHECKING:
-    from sandboxrun.runner import RunDriver
+    from sandboxrun.sandbox.runner import RunDriver
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +209,7 @@ def read_exit_code(driver: RunDriver) -> int | None:
 
 def _snapshot(driver: RunDriver) -> None:
     """Save the work so far as artifacts, so a lost sandbox still leaves something behind."""
-    from sandboxrun.collect import collect_patches, save_artifacts
+    from sandboxrun.sandbox.collect import collect_patches, save_artifacts
 
     try:
         save_artifacts(driver.artifacts, collect_patches(driver.sandbox, driver.session))

@@ -1,0 +1,1 @@
+"""Coordination: presence, messages, claims and merges, a library over the store."""

@@ -1,0 +1,1 @@
+"""Local mode: interactive Claude Code sessions in the user's own worktrees."""
