@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -200,18 +201,16 @@ def carry_changes(source: Path, worktree: Path) -> tuple[str | None, list[str]]:
     """Copy ``source``'s uncommitted and untracked (not ignored) changes into ``worktree``.
 
     Committed there as the branch's first commit, so the agent starts from what the user sees.
-    Files on the secrets deny-list (``.env``, keys...) are never carried. Returns the new
-    commit SHA (None when there was nothing to carry) and the secret paths left behind.
+    The same secrets check as the upload applies (:mod:`sandboxrun.sync.secrets`: by name,
+    and by content for text files), so ``prod.env``, ``deploy_key`` or a source file with a
+    token pasted in are never carried, unless ``.sandboxruninclude`` names them. Returns the
+    new commit SHA (None when there was nothing to carry) and the secret paths left behind.
     """
-    import pathspec
-
-    from sandboxrun.sync.pack import SECRET_PATTERNS
 
     # A temporary index keeps the user's own index untouched.
     git_dir = git(source, "rev-parse", "--absolute-git-dir").stdout.strip()
     tmp_index = Path(git_dir) / f"sandboxrun-carry-{os.getpid()}.index"
     env = {"GIT_INDEX_FILE": str(tmp_index)}
-    secrets_spec = pathspec.GitIgnoreSpec.from_lines(SECRET_PATTERNS)
     try:
         git(source, "read-tree", "HEAD", env=env)
         git(source, "add", "-A", env=env)
@@ -220,7 +219,7 @@ def carry_changes(source: Path, worktree: Path) -> tuple[str | None, list[str]]:
             env={**os.environ, **env},
         )
         names = [n.decode(errors="surrogateescape") for n in changed.split(b"\0") if n]
-        skipped = [n for n in names if secrets_spec.match_file(n)]
+        skipped = secret_paths(source, names)
         if skipped:
             git(source, "rm", "-q", "--cached", "--", *skipped, env=env)
         diff = process.run_bytes(
@@ -242,3 +241,37 @@ def carry_changes(source: Path, worktree: Path) -> tuple[str | None, list[str]]:
         env=identity_env(worktree),
     )
     return git(worktree, "rev-parse", "HEAD").stdout.strip(), skipped
+
+
+def secret_paths(root: Path, names: list[str]) -> list[str]:
+    """Those of ``names`` (relative to ``root``) that the secrets check keeps out.
+
+    By name, then by the content of the file as it is in ``root`` now (regular files only,
+    read without following links); ``.sandboxruninclude`` at ``root`` brings a file back.
+    """
+    import pathspec
+
+    from sandboxrun.sync.secrets import SCAN_LIMIT, name_reason, scan_content
+
+    try:
+        lines = (root / ".sandboxruninclude").read_text(errors="replace").splitlines()
+    except OSError:
+        lines = []
+    include = pathspec.GitIgnoreSpec.from_lines(lines)
+    found = []
+    for name in names:
+        secret = name_reason(name) is not None
+        if not secret:
+            try:
+                fd = os.open(root / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            except OSError:
+                continue  # deleted, a link or unreadable: nothing to scan
+            try:
+                regular = stat.S_ISREG(os.fstat(fd).st_mode)
+                data = os.read(fd, SCAN_LIMIT + 1) if regular else b""
+            finally:
+                os.close(fd)
+            secret = scan_content(data) is not None
+        if secret and not include.match_file(name):
+            found.append(name)
+    return found

@@ -258,13 +258,17 @@ class RunDriver:
                 "bytes_out": result.bytes_out,
                 "compression": result.compression,
                 "excluded_secrets": list(sel.excluded_secrets),
+                "secret_reasons": dict(sel.secret_reasons),
                 "excluded_by_ignorefile": len(sel.excluded_by_ignorefile),
                 "seconds": round(self.phase_times["pack"], 3),
             },
         )
         if sel.excluded_secrets:
             self.reporter.warning(
-                "kept out of the upload (secrets deny-list): " + ", ".join(sel.excluded_secrets)
+                "kept out of the upload as secrets: "
+                + ", ".join(
+                    f"{p} ({sel.secret_reasons.get(p, 'secret')})" for p in sel.excluded_secrets
+                )
             )
         return tarball, result
 

@@ -341,9 +341,12 @@ def is_text(data: bytes) -> bool:
 
 
 def _placeholder(value: bytes) -> bool:
-    """Documentation values: EXAMPLE keys, xxxx-filled or low-variety strings."""
+    """Documentation values: EXAMPLE keys, xxxx-filled, counting or low-variety strings."""
     upper = value.upper()
-    return b"EXAMPLE" in upper or b"XXXXXXXX" in upper or len(set(value)) < 10
+    return (
+        any(word in upper for word in (b"EXAMPLE", b"XXXXXXXX", b"ABCDEFGH", b"12345678"))
+        or len(set(value)) < 10
+    )
 
 
 def scan_content(data: bytes) -> str | None:
