@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from sandboxrun.config import format_duration
 from sandboxrun.errors import BackendError, PatchRejectedError, SandboxrunError
+from sandboxrun.redact import Redactor
 from sandboxrun.sandbox.backends.base import control_dir
 from sandboxrun.store import Session
 
@@ -80,19 +82,26 @@ def collect_patches(sandbox: Sandbox, session: Session) -> Patches:
 
 
 def save_artifacts(directory: Path, patches: Patches) -> None:
-    """Write the patches under ``directory`` (atomically: a reader never sees half a file)."""
+    """Write the patches under ``directory`` (atomically: a reader never sees half a file).
+
+    Credential values from our environment are redacted from what is saved (not from what is
+    applied: the branch gets the agent's work as it is).
+    """
     directory.mkdir(parents=True, exist_ok=True)
+    redactor = Redactor.from_env(os.environ)
     for name, data in (("commits.mbox", patches.commits), ("changes.diff", patches.leftover)):
         tmp = directory / f".{name}.tmp"
-        tmp.write_bytes(data)
+        tmp.write_bytes(redactor.bytes(data))
         tmp.replace(directory / name)
 
 
 def _copy_logs(driver: RunDriver) -> None:
     ctl = control_dir(driver.sandbox)
+    redactor = Redactor.from_env(os.environ)
     for name in ("agent.log", "agent.stderr"):
         with contextlib.suppress(FileNotFoundError, SandboxrunError):
-            (driver.artifacts / name).write_bytes(driver.sandbox.read_file(f"{ctl}/{name}"))
+            data = redactor.bytes(driver.sandbox.read_file(f"{ctl}/{name}"))
+            (driver.artifacts / name).write_bytes(data)
 
 
 def describe_failure(
@@ -218,6 +227,7 @@ def finish_with_patches(driver: RunDriver, outcome: FollowOutcome) -> Session:
         "warnings": applied.warnings,
         "phases": {k: round(v, 3) for k, v in driver.phase_times.items()},
     }
+    summary = Redactor.from_env(os.environ).obj(summary)
     store.add_event(sid, "summary", summary)
     (driver.artifacts / "summary.json").write_text(json.dumps(summary, indent=2))
     return driver._refresh()

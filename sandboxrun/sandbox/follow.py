@@ -9,13 +9,15 @@ stop shortly before the hard limit, and ``kill`` requests from other terminals.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sandboxrun.agent import parse_line
+from sandboxrun.agent import parse_line, stored_line
 from sandboxrun.config import format_duration
 from sandboxrun.errors import BackendError, SandboxLostError
+from sandboxrun.redact import Redactor
 from sandboxrun.sandbox.backends.base import control_dir
 
 if TYPE_CHECKING:
@@ -62,6 +64,7 @@ def follow_agent(driver: RunDriver) -> FollowOutcome:
     last_beat = 0.0
     last_snapshot = time.monotonic()
     rate_limited_since: float | None = None
+    redactor = Redactor.from_env(os.environ)  # the agent's credentials never reach the store
 
     def drain(final: bool = False) -> None:
         """Store every complete new line; with ``final``, a last line without a newline too."""
@@ -79,10 +82,10 @@ def follow_agent(driver: RunDriver) -> FollowOutcome:
         items: list[tuple[str, object]] = []
         updates: dict[str, object] = {}
         for raw in lines:
-            text = raw.decode("utf-8", errors="replace")
+            text = redactor.text(raw.decode("utf-8", errors="replace"))
             if not text.strip():
                 continue
-            items.append(("stdout", {"line": text}))
+            items.append(("stdout", stored_line(text)))  # cut: agent.log keeps it whole
             for event in parse_line(text):
                 items.append(("agent", event.to_dict()))
                 driver.progress.feed(event)
