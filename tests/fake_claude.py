@@ -16,7 +16,7 @@ reaches the agent on every backend:
     @commit MESSAGE...         git add -A && git commit -m MESSAGE
     @sleep SECONDS             sleep (interruptible: SIGINT ends the run)
     @fail CODE                 exit with CODE without a result event
-    @error TEXT...             end with an error result (is_error true)
+    @error TEXT...             end with an error result (is_error true; $VARS expanded)
     @bash CMD...               run a shell command
     @ratelimit EPOCH           emit a rejected rate_limit_event, then hang (like the real CLI)
     @slowstop SECONDS          from now on, take SECONDS to shut down after SIGINT/SIGTERM
@@ -362,7 +362,7 @@ def main():
             sys.stderr.write("fake claude: failing on request\n")
             return int(parts[0])
         elif verb == "error":
-            result("error_during_execution", True, " ".join(parts))
+            result("error_during_execution", True, os.path.expandvars(" ".join(parts)))
             return 1
         elif verb == "bash":
             out = subprocess.run(["sh", "-c", " ".join(parts)], capture_output=True, text=True)
