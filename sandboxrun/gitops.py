@@ -221,7 +221,8 @@ def carry_changes(source: Path, worktree: Path) -> tuple[str | None, list[str]]:
         names = [n.decode(errors="surrogateescape") for n in changed.split(b"\0") if n]
         skipped = secret_paths(source, names)
         if skipped:
-            git(source, "rm", "-q", "--cached", "--", *skipped, env=env)
+            # back to HEAD: a tracked file keeps its committed version, a new one is dropped
+            git(source, "reset", "-q", "HEAD", "--", *skipped, env=env)
         diff = process.run_bytes(
             ["git", "-C", str(source), "diff", "--cached", "--binary", "--full-index", "HEAD"],
             env={**os.environ, **env},

@@ -409,3 +409,24 @@ def test_secret_paths_for_carried_changes(tmp_path: Path) -> None:
     assert secret_paths(root, names) == ["prod.env", "deploy_key", "src/conf.py"]
     (root / ".sandboxruninclude").write_text("deploy_key\n")
     assert secret_paths(root, names) == ["prod.env", "src/conf.py"]
+
+
+@pytest.mark.slow
+def test_with_changes_never_commits_secrets(cli, repo: Path) -> None:
+    """--with-changes applies the same name and content rules as the upload."""
+    (repo / "prod.env").write_text("DB=1\n")
+    (repo / "deploy_key").write_text("not really\n")
+    (repo / "infra").mkdir()
+    (repo / "infra" / "terraform.tfvars").write_text('pw = "x"\n')
+    (repo / "src" / "conf.py").write_text(f"TOKEN = '{TOKENS['github-token']()}'\n")
+    (repo / "README.md").write_text(f"# project\nkey: {TOKENS['openai-api-key']()}\n")
+    (repo / "src" / "ok.py").write_text("OK = 1\n")
+    proc = cli("run", "--backend", "local", "--name", "carry", "--with-changes", "--prompt", "look")
+    assert proc.returncode == 0, proc.stderr
+    files = set(git(repo, "ls-tree", "-r", "--name-only", "sandboxrun/carry").split())
+    assert "src/ok.py" in files
+    for secret in ("prod.env", "deploy_key", "infra/terraform.tfvars", "src/conf.py"):
+        assert secret not in files
+        assert secret in proc.stderr  # the user is told what was left behind
+    assert git(repo, "show", "sandboxrun/carry:README.md") == "# project\n"
+    assert "README.md" in proc.stderr
