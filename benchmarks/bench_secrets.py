@@ -1,0 +1,124 @@
+"""Benchmark the secrets check on the corpus of bench_pack.py: false positives and cost.
+
+    .venv/bin/python benchmarks/bench_secrets.py              # full corpus (~20k files, ~160 MB)
+    .venv/bin/python benchmarks/bench_secrets.py --scale 0.1  # quick run
+
+Targets: 0 false positives (the corpus has no secret besides the two it plants on purpose,
+``.env`` and ``certs/server.pem``, both left out by name) and a scan that costs at most 15 % of
+the pack time. Three figures, each the median of --repeat warm runs:
+
+* scan: the content check alone (``scan_content``) over every selected file, already in memory;
+* names: the name check (``name_reason``) over every candidate path;
+* pack with / without the check: ``pack_worktree`` (gzip, default level) as it is, and with
+  ``scan_content`` replaced by a no-op, interleaved so drift hits both alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from unittest import mock
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_pack import corpus  # noqa: E402
+
+from sandboxrun.sync import pack as pack_module  # noqa: E402
+from sandboxrun.sync.pack import pack_worktree, select_files  # noqa: E402
+from sandboxrun.sync.secrets import name_reason, scan_content  # noqa: E402
+
+PLANTED = {".env", "certs/server.pem"}
+TARGET = 0.15
+
+
+def timed(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=float, default=1.0, help="corpus size factor (1.0=full)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=5, help="runs per figure (median)")
+    parser.add_argument("--json", action="store_true", help="also print results as JSON")
+    args = parser.parse_args()
+
+    repo = corpus(args.scale, args.seed)
+    sel = select_files(repo)
+    paths = sel.files + sel.excluded_secrets
+    data = [(repo / p).read_bytes() for p in sel.files]
+    total = sum(map(len, data))
+
+    content_hits = {p: r for p, r in sel.secret_reasons.items() if r.startswith("content:")}
+    name_hits = {p for p, r in sel.secret_reasons.items() if r.startswith("name:")}
+    false_positives = sorted(set(content_hits) | (name_hits - PLANTED))
+    missed = sorted(PLANTED - set(sel.excluded_secrets))
+
+    out = Path(tempfile.mkdtemp(prefix="bench-secrets-")) / "o.tar.gz"
+    runs = {
+        "scan": lambda: [scan_content(d) for d in data],
+        "names": lambda: [name_reason(p) for p in paths],
+        "pack with check": lambda: pack_worktree(repo, out),
+    }
+
+    def pack_without() -> None:
+        with mock.patch.object(pack_module, "scan_content", lambda _data: None):
+            pack_worktree(repo, out)
+
+    runs["pack without check"] = pack_without
+    for fn in runs.values():  # warm the page cache and git's index
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(args.repeat):
+        for name, fn in runs.items():
+            times[name].append(timed(fn))
+    med = {name: statistics.median(t) for name, t in times.items()}
+
+    ratio_scan = med["scan"] / med["pack without check"]
+    overhead = med["pack with check"] / med["pack without check"] - 1
+    print(f"corpus: {repo}\n  {len(sel.files)} files, {total / 1e6:.1f} MB scanned")
+    print(f"false positives: {len(false_positives)} {false_positives or ''}")
+    print(f"planted secrets missed: {len(missed)} {missed or ''}")
+    for name in runs:
+        print(f"{name:<20}{med[name]:>8.3f} s  (min {min(times[name]):.3f})")
+    print(
+        f"\ncontent scan alone: {ratio_scan:.1%} of pack time "
+        f"({total / 1e6 / med['scan']:.0f} MB/s; target <= {TARGET:.0%}: "
+        f"{'MET' if ratio_scan <= TARGET else 'MISSED'})"
+    )
+    print(
+        f"pack wall time with the check vs without: {overhead:+.1%} "
+        f"(target <= {TARGET:.0%}: {'MET' if overhead <= TARGET else 'MISSED'})"
+    )
+    print(f"name check: {med['names'] * 1e6 / max(1, len(paths)):.1f} us per path")
+    spread = max(statistics.median(t) / min(t) - 1 for t in times.values())
+    if spread > 0.15:
+        print(f"worst median/min spread {spread:.0%}: something else was using the CPUs")
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "files": len(sel.files),
+                    "bytes": total,
+                    "false_positives": false_positives,
+                    "missed": missed,
+                    "median_s": med,
+                    "scan_ratio": ratio_scan,
+                    "pack_overhead": overhead,
+                },
+                indent=2,
+            )
+        )
+    return 1 if false_positives or missed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
