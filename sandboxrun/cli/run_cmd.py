@@ -21,7 +21,7 @@ from sandboxrun.config import format_duration, parse_duration, parse_durations
 from sandboxrun.errors import UsageError
 from sandboxrun.sandbox.prepare import RunRequest, prepare_run
 from sandboxrun.sandbox.runner import RunDriver
-from sandboxrun.store import Session
+from sandboxrun.store import SUCCESS, Session
 
 RUN_HELP = """Run Claude Code on a prompt in a sandbox and commit its work on a new branch.
 
@@ -117,7 +117,7 @@ class JsonReporter:
 def print_summary(session: Session) -> None:
     """The end-of-run summary a person can act on."""
     s = session
-    ok = s.status in ("completed", "completed_no_changes")
+    ok = s.status in SUCCESS
     colour = "green" if ok else "red"
     console.print(f"\n[bold {colour}]{s.status}[/bold {colour}]  {s.name} ({s.id})")
     if s.error:
@@ -316,7 +316,7 @@ def register(app: typer.Typer) -> None:
             if final.options.get("dry_run"):
                 _print_dry_run(store, final)
             print_summary(final)
-        if final.status not in ("completed", "completed_no_changes"):
+        if final.status not in SUCCESS:
             raise typer.Exit(1)
 
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from sandboxrun.config import format_duration
 from sandboxrun.errors import BackendError, PatchRejectedError, SandboxrunError
 from sandboxrun.sandbox.backends.base import control_dir
-from sandboxrun.store import Session
+from sandboxrun.store import Session, Status
 
 if TYPE_CHECKING:
     from sandboxrun.sandbox.backends.base import Sandbox
@@ -125,13 +125,13 @@ def finish_with_patches(driver: RunDriver, outcome: FollowOutcome) -> Session:
 
     store, sid = driver.store, driver.session.id
     s = driver._refresh()
-    store.set_status(sid, "collecting", only_if_active=True)
-    driver.reporter.phase("collecting", "bringing the work back")
+    store.set_status(sid, Status.COLLECTING, only_if_active=True)
+    driver.reporter.phase(Status.COLLECTING, "bringing the work back")
     if outcome.reason == "killed" and s.discard:
         driver._teardown()
         store.set_status(
             sid,
-            "killed",
+            Status.KILLED,
             only_if_active=True,
             exit_code=outcome.exit_code,
             error="killed by `sandboxrun kill --discard`; the work was discarded",
@@ -146,11 +146,11 @@ def finish_with_patches(driver: RunDriver, outcome: FollowOutcome) -> Session:
     driver._teardown()
 
     result = driver.progress.result
-    status, error = "completed", None
+    status, error = Status.COMPLETED, None
     if outcome.reason == "killed":
-        status, error = "killed", "stopped on request; the work so far was collected"
+        status, error = Status.KILLED, "stopped on request; the work so far was collected"
     elif outcome.reason == "timeout":
-        status = "timeout"
+        status = Status.TIMEOUT
         error = (
             f"stopped at the time limit ({format_duration(s.timeout_s or 0)}); "
             "the work so far was collected"
@@ -158,12 +158,12 @@ def finish_with_patches(driver: RunDriver, outcome: FollowOutcome) -> Session:
     elif outcome.reason == "quota" or (
         driver.progress.rate_limited_until and (result is None or result.get("is_error"))
     ):
-        status = "waiting_quota"
+        status = Status.WAITING_QUOTA
         reset = driver.progress.rate_limited_until
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(reset)) if reset else "unknown"
         error = f"Claude usage limit reached; it resets at {when}. The work so far was collected."
     elif result is None or result.get("is_error") or outcome.exit_code not in (0, None):
-        status = "failed"
+        status = Status.FAILED
         stderr = driver.artifacts / "agent.stderr"
         error = describe_failure(
             result,
@@ -188,15 +188,15 @@ def finish_with_patches(driver: RunDriver, outcome: FollowOutcome) -> Session:
     except PatchRejectedError as exc:
         store.set_status(
             sid,
-            "failed",
+            Status.FAILED,
             only_if_active=True,
             error=f"{exc.message} (patches kept in {driver.artifacts})",
             **fields,
         )
         raise
     driver.phase_times["apply"] = time.monotonic() - t0
-    if status == "completed" and not applied.commits:
-        status = "completed_no_changes"
+    if status == Status.COMPLETED and not applied.commits:
+        status = Status.COMPLETED_NO_CHANGES
     store.set_status(
         sid,
         status,

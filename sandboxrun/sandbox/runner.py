@@ -30,7 +30,7 @@ from sandboxrun.sandbox.backends.base import Backend, Sandbox, control_dir
 from sandboxrun.sandbox.collect import collect_patches, finish_with_patches, save_artifacts
 from sandboxrun.sandbox.follow import FollowOutcome, follow_agent, read_exit_code
 from sandboxrun.sandbox.reporting import NullReporter, Reporter
-from sandboxrun.store import Session, SessionStore
+from sandboxrun.store import Session, SessionStore, Status
 
 log = logging.getLogger(__name__)
 
@@ -131,13 +131,15 @@ class RunDriver:
             self._teardown()
             self.store.set_status(
                 self.session.id,
-                "killed",
+                Status.KILLED,
                 only_if_active=True,
                 error="killed before the agent started",
             )
             return self._refresh()
         except SandboxLostError as exc:
-            self.store.set_status(self.session.id, "lost", only_if_active=True, error=exc.message)
+            self.store.set_status(
+                self.session.id, Status.LOST, only_if_active=True, error=exc.message
+            )
             raise
         except KeyboardInterrupt:
             if self._agent_started():
@@ -150,7 +152,7 @@ class RunDriver:
                 ) from None
             self._teardown()
             self.store.set_status(
-                self.session.id, "failed", only_if_active=True,
+                self.session.id, Status.FAILED, only_if_active=True,
                 error="interrupted before the agent started",
             )  # fmt: skip
             raise
@@ -176,11 +178,11 @@ class RunDriver:
                     f" (sandbox {self.session.sandbox_id} kept: `sandboxrun download "
                     f"{self.session.name}` fetches its work, `sandboxrun cleanup` removes it)"
                 )
-                self.store.set_status(self.session.id, "failed", only_if_active=True,
+                self.store.set_status(self.session.id, Status.FAILED, only_if_active=True,
                                       error=message)  # fmt: skip
                 return
         self._teardown()
-        self.store.set_status(self.session.id, "failed", only_if_active=True, error=message)
+        self.store.set_status(self.session.id, Status.FAILED, only_if_active=True, error=message)
 
     def resume(self) -> Session:
         """Carry on a session whose driver died: reconnect, follow, warn, collect."""
@@ -194,7 +196,7 @@ class RunDriver:
         try:
             self.sandbox = self.backend.connect(s.sandbox_id)
         except SandboxLostError as exc:
-            self.store.set_status(s.id, "lost", only_if_active=True, error=exc.message)
+            self.store.set_status(s.id, Status.LOST, only_if_active=True, error=exc.message)
             raise
         self.store.add_event(s.id, "phase", {"phase": "attached", "detail": f"pid {os.getpid()}"})
         self.reporter.phase("attached", s.sandbox_id)
@@ -202,7 +204,7 @@ class RunDriver:
         try:
             return self._follow_and_finish()
         except SandboxLostError as exc:
-            self.store.set_status(s.id, "lost", only_if_active=True, error=exc.message)
+            self.store.set_status(s.id, Status.LOST, only_if_active=True, error=exc.message)
             raise
 
     def finish_orphan_kill(self) -> Session:
@@ -213,13 +215,13 @@ class RunDriver:
                 with contextlib.suppress(SandboxLostError):
                     self.backend.connect(s.sandbox_id).destroy()
             self.store.set_status(
-                s.id, "killed", only_if_active=True, error="killed before the agent started"
+                s.id, Status.KILLED, only_if_active=True, error="killed before the agent started"
             )
             return self._refresh()
         try:
             self.sandbox = self.backend.connect(s.sandbox_id)
         except SandboxLostError as exc:
-            self.store.set_status(s.id, "lost", only_if_active=True, error=exc.message)
+            self.store.set_status(s.id, Status.LOST, only_if_active=True, error=exc.message)
             return self._refresh()
         self._claim()
         self.stop_agent()
@@ -241,7 +243,7 @@ class RunDriver:
     def _pack(self):
         from sandboxrun.sync.pack import pack_worktree
 
-        self._phase("packing", self.session.worktree)
+        self._phase(Status.PACKING, self.session.worktree)
         t0 = time.monotonic()
         self.artifacts.mkdir(parents=True, exist_ok=True)
         compression = self.session.options.get("compression", "gzip")
@@ -270,7 +272,7 @@ class RunDriver:
 
     def _provision(self, tarball: Path, pack_result) -> None:
         s = self.session
-        self._phase("provisioning", f"backend {s.backend}")
+        self._phase(Status.PROVISIONING, f"backend {s.backend}")
         t0 = time.monotonic()
         env = self.backend.agent_env(dry_run=bool(s.options.get("dry_run")))
         metadata = {"sandboxrun_session": s.id, "repo": Path(s.repo).name}
@@ -310,7 +312,7 @@ class RunDriver:
     def _finish_dry_run(self, pack_result) -> Session:
         from sandboxrun.sync.unpack import manifest
 
-        self._phase("collecting", "verifying the upload")
+        self._phase(Status.COLLECTING, "verifying the upload")
         t0 = time.monotonic()
         files = pack_result.selection.files
         local = manifest(Path(self.session.worktree), files)
@@ -350,11 +352,11 @@ class RunDriver:
         if missing or differ:
             bad = ", ".join((missing + differ)[:5])
             self.store.set_status(
-                self.session.id, "failed", error=f"upload verification failed for {bad}"
+                self.session.id, Status.FAILED, error=f"upload verification failed for {bad}"
             )
             raise BackendError(f"files did not arrive intact in the sandbox: {bad}")
         self.store.set_status(
-            self.session.id, "completed_no_changes", result_commits=[], files_changed=0
+            self.session.id, Status.COMPLETED_NO_CHANGES, result_commits=[], files_changed=0
         )
         return self._refresh()
 
@@ -384,7 +386,7 @@ class RunDriver:
         # The sandbox's own end is the hard limit; we stop the agent and collect a little
         # before it (follow.stop_margin), while the sandbox is still alive.
         sb.set_timeout(timeout)
-        self._phase("running", f"agent pid {pgid}, limit {format_duration(timeout)}")
+        self._phase(Status.RUNNING, f"agent pid {pgid}, limit {format_duration(timeout)}")
 
     def _find_claude(self) -> str:
         """The agent executable inside the sandbox; installs or updates it when asked."""
@@ -407,7 +409,7 @@ class RunDriver:
                 "executable.",
             )
         if opts.get("update_claude"):
-            self.reporter.phase("provisioning", "claude update")
+            self.reporter.phase(Status.PROVISIONING, "claude update")
             res = sb.exec([found, "update"], cwd=sb.home, timeout=600)
             detail = (res.text() or res.error_text()).strip()[-300:]
             self._event("phase", {"phase": "claude_update", "detail": detail, "ok": res.ok})
@@ -430,7 +432,7 @@ class RunDriver:
         sb = self.sandbox
         prefix = f"{control_dir(sb)}/npm"
         package = f"@anthropic-ai/claude-code@{CLAUDE_CODE_VERSION}"
-        self._phase("provisioning", f"installing {package} in the sandbox")
+        self._phase(Status.PROVISIONING, f"installing {package} in the sandbox")
         if self._which("npm") is None:
             raise AgentError(
                 "--install-claude needs npm in the sandbox, and this template has none",
