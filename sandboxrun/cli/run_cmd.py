@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -13,7 +12,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from sandboxrun import gitops
+from sandboxrun import gitops, process
 from sandboxrun.agent import AgentEvent, AgentProgress
 from sandboxrun.cli.common import console, err_console, open_store, print_json_line, settings_for
 from sandboxrun.cli.session_cmd import session_json
@@ -156,16 +155,9 @@ def spawn_detached(session: Session) -> int:
     settings = load_settings(Path(session.repo))
     log_dir = settings.session_artifacts(session.id)
     log_dir.mkdir(parents=True, exist_ok=True)
-    with open(log_dir / "driver.log", "ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "sandboxrun", "_drive", session.id],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=out,
-            start_new_session=True,
-            env=os.environ.copy(),
-        )
-    return proc.pid
+    return process.spawn_detached(
+        [sys.executable, "-m", "sandboxrun", "_drive", session.id], output=log_dir / "driver.log"
+    )
 
 
 def register(app: typer.Typer) -> None:
