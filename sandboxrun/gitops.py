@@ -10,8 +10,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
-import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from sandboxrun.errors import (
     NameInUseError,
     NotAGitRepoError,
     ProcessError,
+    ProgramNotFoundError,
     UsageError,
 )
 
@@ -30,21 +30,83 @@ FALLBACK_IDENTITY = ("sandboxrun", "sandboxrun@localhost")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
+#: git commands whose first argument names what they do (``git worktree add``)
+_TWO_WORD_COMMANDS = {"worktree", "stash", "remote", "submodule", "notes", "bisect", "config"}
+
+
+def _subcommand(args: tuple[str | os.PathLike[str], ...]) -> str:
+    """``diff`` for ``-c core.quotepath=on diff --cached``: what an error message names."""
+    words = [os.fspath(a) for a in args]
+    i = 0
+    while i < len(words) and words[i].startswith("-"):
+        i += 2 if words[i] in ("-c", "-C") else 1
+    sub = words[i : i + 1]
+    following = words[i + 1] if i + 1 < len(words) else "-"
+    if sub and sub[0] in _TWO_WORD_COMMANDS and not following.startswith("-"):
+        sub.append(following)
+    return " ".join(sub) or "(no command)"
+
+
+def _git_call(
+    repo: Path | str,
+    args: tuple[str | os.PathLike[str], ...],
+    *,
+    check: bool,
+    env: dict[str, str] | None,
+    input: str | bytes | None,
+    hooks: bool,
+) -> process.RawResult:
+    argv: list[str | os.PathLike[str]] = ["git", "-C", str(repo)]
+    if not hooks:
+        argv += ["-c", f"core.hooksPath={os.devnull}"]
+    try:
+        return process.run_raw(
+            [*argv, *args],
+            check=check,
+            env={**os.environ, **env} if env else None,
+            input=input,
+            what=f"git {_subcommand(args)} in {repo}",
+        )
+    except ProgramNotFoundError as exc:
+        raise GitError(exc.message, "Install git (apt-get install git) and try again.") from exc
+    except ProcessError as exc:
+        raise GitError(exc.message, exc.hint) from exc
+
+
 def git(
     repo: Path | str,
-    *args: str,
+    *args: str | os.PathLike[str],
     check: bool = True,
     env: dict[str, str] | None = None,
     input: str | bytes | None = None,
+    hooks: bool = True,
 ) -> process.Result:
-    """Run ``git -C repo ARGS``."""
-    full_env = None
-    if env:
-        full_env = {**os.environ, **env}
-    try:
-        return process.run(["git", "-C", str(repo), *args], check=check, env=full_env, input=input)
-    except ProcessError as exc:
-        raise GitError(exc.message, exc.hint) from exc
+    """Run ``git -C repo ARGS`` and return its output as text.
+
+    The one way sandboxrun runs git. With ``check`` a failure raises :class:`GitError` naming
+    the subcommand and the repository (``git worktree add in /repo failed: fatal: ...``).
+    ``env`` is added to this process's environment. ``hooks=False`` turns the repository's
+    hooks off for the call: they are code the user trusts, and must not run over files we
+    wrote from an untrusted source.
+    """
+    raw = _git_call(repo, args, check=check, env=env, input=input, hooks=hooks)
+    return process.Result(
+        argv=raw.argv,
+        returncode=raw.returncode,
+        stdout=raw.stdout.decode(errors="backslashreplace"),
+        stderr=raw.stderr.decode(errors="backslashreplace"),
+    )
+
+
+def git_bytes(
+    repo: Path | str,
+    *args: str | os.PathLike[str],
+    check: bool = True,
+    env: dict[str, str] | None = None,
+    hooks: bool = True,
+) -> bytes:
+    """Like :func:`git`, but return stdout as raw bytes (NUL lists, binary diffs)."""
+    return _git_call(repo, args, check=check, env=env, input=None, hooks=hooks).stdout
 
 
 def repo_root(path: Path) -> Path:
@@ -52,7 +114,7 @@ def repo_root(path: Path) -> Path:
     path = Path(path).expanduser()
     if not path.exists():
         raise NotAGitRepoError(f"{path} does not exist", "Pass --repo with a git repository path.")
-    res = process.run(["git", "-C", str(path), "rev-parse", "--show-toplevel"], check=False)
+    res = git(path, "rev-parse", "--show-toplevel", check=False)
     if not res.ok:
         raise NotAGitRepoError(
             f"{path} is not inside a git repository",
@@ -149,7 +211,7 @@ def create_worktree(repo: Path, path: Path, branch: str, base_commit: str) -> No
                 git(repo, "branch", "-D", branch, check=False)
             git(repo, "worktree", "prune", check=False)
             raise GitError(
-                f"git worktree add failed: {res.stderr.strip()}",
+                f"git worktree add in {repo} failed: {res.stderr.strip()}",
                 "Check the repository state with `git worktree list`.",
             )
 
@@ -197,14 +259,18 @@ def identity_env(repo: Path, fallback: tuple[str, str] = FALLBACK_IDENTITY) -> d
     return env
 
 
-def carry_changes(source: Path, worktree: Path) -> tuple[str | None, list[str]]:
+def carry_changes(
+    source: Path, worktree: Path, secret_filter: Callable[[Path, list[str]], list[str]]
+) -> tuple[str | None, list[str]]:
     """Copy ``source``'s uncommitted and untracked (not ignored) changes into ``worktree``.
 
     Committed there as the branch's first commit, so the agent starts from what the user sees.
-    The same secrets check as the upload applies (:mod:`sandboxrun.sync.secrets`: by name,
-    and by content for text files), so ``prod.env``, ``deploy_key`` or a source file with a
-    token pasted in are never carried, unless ``.sandboxruninclude`` names them. Returns the
-    new commit SHA (None when there was nothing to carry) and the secret paths left behind.
+    ``secret_filter(source, changed_paths)`` names the paths never to carry (the caller
+    passes the upload's secrets check, :func:`sandboxrun.sync.secrets.secret_paths`: by name
+    and by content), so ``prod.env``, ``deploy_key`` or a source file with a token pasted in
+    are never committed onto the branch; a tracked file left behind keeps its committed
+    version. Returns the new commit SHA (None when there was nothing to carry) and the
+    secret paths left behind.
     """
 
     # A temporary index keeps the user's own index untouched.
@@ -214,19 +280,13 @@ def carry_changes(source: Path, worktree: Path) -> tuple[str | None, list[str]]:
     try:
         git(source, "read-tree", "HEAD", env=env)
         git(source, "add", "-A", env=env)
-        changed = process.run_bytes(
-            ["git", "-C", str(source), "diff", "--cached", "--name-only", "-z", "HEAD"],
-            env={**os.environ, **env},
-        )
+        changed = git_bytes(source, "diff", "--cached", "--name-only", "-z", "HEAD", env=env)
         names = [n.decode(errors="surrogateescape") for n in changed.split(b"\0") if n]
-        skipped = secret_paths(source, names)
+        skipped = secret_filter(source, names)
         if skipped:
             # back to HEAD: a tracked file keeps its committed version, a new one is dropped
             git(source, "reset", "-q", "HEAD", "--", *skipped, env=env)
-        diff = process.run_bytes(
-            ["git", "-C", str(source), "diff", "--cached", "--binary", "--full-index", "HEAD"],
-            env={**os.environ, **env},
-        )
+        diff = git_bytes(source, "diff", "--cached", "--binary", "--full-index", "HEAD", env=env)
     finally:
         tmp_index.unlink(missing_ok=True)
     if not diff.strip():
@@ -242,37 +302,3 @@ def carry_changes(source: Path, worktree: Path) -> tuple[str | None, list[str]]:
         env=identity_env(worktree),
     )
     return git(worktree, "rev-parse", "HEAD").stdout.strip(), skipped
-
-
-def secret_paths(root: Path, names: list[str]) -> list[str]:
-    """Those of ``names`` (relative to ``root``) that the secrets check keeps out.
-
-    By name, then by the content of the file as it is in ``root`` now (regular files only,
-    read without following links); ``.sandboxruninclude`` at ``root`` brings a file back.
-    """
-    import pathspec
-
-    from sandboxrun.sync.secrets import SCAN_LIMIT, name_reason, scan_content
-
-    try:
-        lines = (root / ".sandboxruninclude").read_text(errors="replace").splitlines()
-    except OSError:
-        lines = []
-    include = pathspec.GitIgnoreSpec.from_lines(lines)
-    found = []
-    for name in names:
-        secret = name_reason(name) is not None
-        if not secret:
-            try:
-                fd = os.open(root / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-            except OSError:
-                continue  # deleted, a link or unreadable: nothing to scan
-            try:
-                regular = stat.S_ISREG(os.fstat(fd).st_mode)
-                data = os.read(fd, SCAN_LIMIT + 1) if regular else b""
-            finally:
-                os.close(fd)
-            secret = scan_content(data) is not None
-        if secret and not include.match_file(name):
-            found.append(name)
-    return found

@@ -426,11 +426,12 @@ def cli_repo(repo: Path) -> Path:
 
 
 def test_cli_list_prints_exactly_the_files(cli_repo: Path) -> None:
-    """`pack --list` prints one path per line and writes nothing."""
+    """`pack --list` prints one path per line (secrets and why on stderr) and writes nothing."""
     result = CliRunner().invoke(app, ["pack", str(cli_repo), "--list"])
 
     assert result.exit_code == 0, result.output
-    assert result.output.splitlines() == [".sandboxrunignore", "app.py", "lib/util.py"]
+    assert result.stdout.splitlines() == [".sandboxrunignore", "app.py", "lib/util.py"]
+    assert result.stderr.splitlines() == ["excluded: .env (name: environment file)"]
     assert not list(cli_repo.glob("*.tar.gz"))
 
 

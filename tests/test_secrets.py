@@ -16,9 +16,15 @@ from pathlib import Path
 import pytest
 from sbr_testlib import git
 
-from sandboxrun.gitops import secret_paths
 from sandboxrun.sync.pack import pack_worktree, select_files
-from sandboxrun.sync.secrets import RULES, SCAN_LIMIT, name_reason, scan_content, secret_reason
+from sandboxrun.sync.secrets import (
+    RULES,
+    SCAN_LIMIT,
+    name_reason,
+    scan_content,
+    secret_paths,
+    secret_reason,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 rng = random.Random(7)

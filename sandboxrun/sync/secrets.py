@@ -1,7 +1,7 @@
 """Which files hold secrets: by name (families of credential files) and by content.
 
 Two pure checks, shared by every path that sends files away or commits them for the agent
-(``pack``, ``run``, ``run --with-changes``):
+(``pack``, ``run``, and :func:`secret_paths` for ``run --with-changes``):
 
 * :func:`name_reason` — the file's path belongs to a family that almost always holds
   credentials: environment files (``.env``, ``prod.env``, ``.env.local``), private keys and
@@ -25,8 +25,13 @@ Only a file that passes a prefilter is searched with the rules' regular expressi
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from dataclasses import dataclass
+from pathlib import Path
+
+import pathspec
 
 __all__ = [
     "SCAN_LIMIT",
@@ -34,6 +39,7 @@ __all__ = [
     "is_text",
     "name_reason",
     "scan_content",
+    "secret_paths",
     "secret_reason",
 ]
 
@@ -387,3 +393,33 @@ def secret_reason(path: str, data: bytes | None) -> str | None:
         if rule is not None:
             reason = f"content: {rule}"
     return reason
+
+
+def secret_paths(root: Path, names: list[str]) -> list[str]:
+    """Those of ``names`` (relative to ``root``) that the secrets check keeps out.
+
+    By name, then by the content of the file as it is in ``root`` now (regular files only,
+    read without following links); ``.sandboxruninclude`` at ``root`` brings a file back.
+    """
+    try:
+        lines = (root / ".sandboxruninclude").read_text(errors="replace").splitlines()
+    except OSError:
+        lines = []
+    include = pathspec.GitIgnoreSpec.from_lines(lines)
+    found = []
+    for name in names:
+        secret = name_reason(name) is not None
+        if not secret:
+            try:
+                fd = os.open(root / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            except OSError:
+                continue  # deleted, a link or unreadable: nothing to scan
+            try:
+                regular = stat.S_ISREG(os.fstat(fd).st_mode)
+                data = os.read(fd, SCAN_LIMIT + 1) if regular else b""
+            finally:
+                os.close(fd)
+            secret = scan_content(data) is not None
+        if secret and not include.match_file(name):
+            found.append(name)
+    return found
