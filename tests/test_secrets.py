@@ -320,7 +320,7 @@ def test_this_repository_has_no_content_findings() -> None:
 
 def _repo(tmp_path: Path) -> Path:
     root = tmp_path / "r"
-    root.mkdir()
+    root.mkdir(parents=True)
     git(root, "init", "-q")
     (root / "app.py").write_text("print('hi')\n")
     (root / "settings.py").write_text(f"STRIPE = '{TOKENS['stripe-secret-key']()}'\n")
@@ -436,3 +436,48 @@ def test_with_changes_never_commits_secrets(cli, repo: Path) -> None:
         assert secret in proc.stderr  # the user is told what was left behind
     assert git(repo, "show", "sandboxrun/carry:README.md") == "# project\n"
     assert "README.md" in proc.stderr
+
+
+# --------------------------------------------------------------------------- clean-content cache
+
+
+def test_clean_contents_are_remembered_across_copies_of_a_tree(tmp_path: Path, monkeypatch) -> None:
+    """A fresh worktree with the same contents is not scanned again; changed contents are."""
+    from sandboxrun.sync import secrets as secrets_module
+
+    scanned: list[bytes] = []
+    real = secrets_module.scan_content
+    monkeypatch.setattr(secrets_module, "scan_content", lambda d: scanned.append(d) or real(d))
+    cache = tmp_path / "home" / "clean-contents"
+    first = _repo(tmp_path / "one")
+    res = pack_worktree(first, tmp_path / "a.tar.gz", scan_cache=cache)
+    assert res.selection.secret_reasons == EXPECTED and cache.exists()
+    assert len(scanned) == 4  # every text file not left out by name, once
+
+    scanned.clear()
+    second = _repo(tmp_path / "two")  # new files, new inodes, same clean contents
+    (second / "app.py").write_text(f"KEY = '{TOKENS['e2b-api-key']()}'\n")
+    res = pack_worktree(second, tmp_path / "b.tar.gz", scan_cache=cache)
+    assert res.selection.secret_reasons == {**EXPECTED, "app.py": "content: e2b-api-key"}
+    # only what was not seen clean before is scanned: the changed app.py and the three files
+    # with secrets (never cached as clean), not the untouched clean files
+    assert len(scanned) == 4
+    assert all(b"print('hi')" not in d for d in scanned)
+
+
+def test_a_cache_from_other_rules_or_corrupt_is_ignored(tmp_path: Path) -> None:
+    from sandboxrun.sync.secrets import ContentCheck
+
+    cache = tmp_path / "c"
+    token = TOKENS["npm-token"]().encode()
+    check = ContentCheck(cache)
+    assert check(b"clean\n") is None
+    check.save()
+    raw = cache.read_bytes()
+    assert len(raw.split(b"\n", 1)[1]) == 16
+    cache.write_bytes(raw.replace(b"contents 1 ", b"contents 1 0"))  # other rules' digest
+    assert ContentCheck(cache).clean == set()
+    cache.write_bytes(b"garbage")
+    assert ContentCheck(cache).clean == set()
+    assert ContentCheck(cache)(b"x = '" + token + b"'\n") == "npm-token"
+    assert ContentCheck(tmp_path / "missing" / "c")(b"ok\n") is None

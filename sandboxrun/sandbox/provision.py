@@ -86,7 +86,13 @@ class Provisioner:
         suffix = ".tar.zst" if compression == "zstd" else ".tar.gz"
         tarball = self.artifacts / f"upload{suffix}"
         with self.times.measure("pack"):
-            result = pack_worktree(Path(session.worktree), tarball, compression=compression)
+            result = pack_worktree(
+                Path(session.worktree),
+                tarball,
+                compression=compression,
+                # contents found clean by the secrets check are not scanned again next time
+                scan_cache=self.settings.home / "cache" / "clean-contents",
+            )
         sel = result.selection
         self.journal.event(
             "pack",

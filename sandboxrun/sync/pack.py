@@ -32,7 +32,7 @@ import pathspec
 from sandboxrun import process
 from sandboxrun.errors import PackError, UsageError
 from sandboxrun.gitops import git, git_bytes
-from sandboxrun.sync.secrets import SCAN_LIMIT, name_reason, scan_content
+from sandboxrun.sync.secrets import SCAN_LIMIT, ContentCheck, name_reason
 from sandboxrun.sync.tarstream import (
     BLOCK,
     COMPRESSIONS,
@@ -164,7 +164,7 @@ class _Spec:
         return self.spec.match_file(path)
 
 
-def select_files(root: Path) -> Selection:
+def select_files(root: Path, *, scan_cache: Path | None = None) -> Selection:
     """Decide which files under ``root`` would be uploaded.
 
     In a git work tree the candidates are ``git ls-files -co --exclude-standard`` (tracked plus
@@ -179,6 +179,7 @@ def select_files(root: Path) -> Selection:
     refuses links.
     """
     sel, named, wanted = _start(root)
+    check = ContentCheck(scan_cache)  # scan_cache: see pack_worktree
     chosen: dict[str, int] = {}
     dir_fd = _open_dir(sel.root)
     try:
@@ -191,7 +192,7 @@ def select_files(root: Path) -> Selection:
                 raise PackError(f"cannot look at {rel}: {exc.strerror}") from exc
             if stat.S_ISREG(st.st_mode):
                 if not on_purpose and st.st_size <= SCAN_LIMIT:
-                    rule = scan_content(_read_small(dir_fd, rel))
+                    rule = check(_read_small(dir_fd, rel))
                     if rule is not None:
                         on_purpose = wanted(rel)
                         if not on_purpose:
@@ -204,6 +205,7 @@ def select_files(root: Path) -> Selection:
                 sel.skipped.append(_skip(rel, file_kind(st.st_mode), fresh=True))
     finally:
         os.close(dir_fd)
+    check.save()
     return _finish(sel, list(chosen), sum(chosen.values()))
 
 
@@ -217,16 +219,13 @@ def _exclude(sel: Selection, rel: str, reason: str) -> None:
 
 def _read_small(dir_fd: int, rel: str) -> bytes:
     """The first ``SCAN_LIMIT + 1`` bytes of a file (b"" when it cannot be read now)."""
-    try:
+    with contextlib.suppress(OSError):  # packing opens it again and reports what is wrong
         fd = os.open(rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
-    except OSError:
-        return b""  # packing opens it again and reports what is wrong
-    try:
-        return os.read(fd, SCAN_LIMIT + 1)
-    except OSError:
-        return b""
-    finally:
-        os.close(fd)
+        try:
+            return os.read(fd, SCAN_LIMIT + 1)
+        finally:
+            os.close(fd)
+    return b""
 
 
 def _start(root: Path) -> tuple[Selection, _NamedFiles, Callable[[str], bool]]:
@@ -467,6 +466,7 @@ def pack_worktree(
     selection: Selection | None = None,
     progress: Callable[[int, int], None] | None = None,
     level: int | None = None,
+    scan_cache: Path | None = None,
 ) -> PackResult:
     """Write the selected files of ``root`` as a compressed tarball at ``output``.
 
@@ -484,7 +484,8 @@ def pack_worktree(
     selection that has vanished or become a link is skipped and noted in ``skipped``. Every
     file read is content-checked (:func:`.secrets.scan_content`) before it is written: one
     holding a secret is left out and reported in ``excluded_secrets``/``secret_reasons``
-    unless ``.sandboxruninclude`` names it.
+    unless ``.sandboxruninclude`` names it. ``scan_cache`` (a file) remembers contents found
+    clean, so packing the same files again skips their scan (:class:`.secrets.ContentCheck`).
     """
     if compression not in COMPRESSIONS:
         raise UsageError(
@@ -503,7 +504,8 @@ def pack_worktree(
             "Create the directory first or choose another --output.",
         )
     if selection is None and progress is not None:
-        selection = select_files(root)
+        selection = select_files(root, scan_cache=scan_cache)
+    check = ContentCheck(scan_cache)
     if selection is None:
         sel, named, wanted = _start(root)
         skipped = sel.skipped
@@ -548,7 +550,7 @@ def pack_worktree(
                         skipped.append(_skip(rel, got, fresh=selection is None))
                     continue
                 # the content check sees exactly the bytes that would be uploaded
-                if not on_purpose and (rule := scan_content(got[1])) is not None:
+                if not on_purpose and (rule := check(got[1])) is not None:
                     on_purpose = wanted(rel)
                     if not on_purpose:
                         _exclude(sel, rel, f"content: {rule}")
@@ -575,6 +577,7 @@ def pack_worktree(
         raise
     finally:
         os.close(dir_fd)
+    check.save()
     if selection is None:
         sel.included_on_purpose = included
         sel = _finish(sel, written, bytes_in)

@@ -25,9 +25,12 @@ Only a file that passes a prefilter is searched with the rules' regular expressi
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import re
 import stat
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +39,7 @@ import pathspec
 __all__ = [
     "SCAN_LIMIT",
     "RULES",
+    "ContentCheck",
     "is_text",
     "name_reason",
     "scan_content",
@@ -383,6 +387,73 @@ def _first_match(rules: tuple[Rule, ...], data: bytes) -> str | None:
                 if not _placeholder(m.group(1)):
                     return rule.name
     return None
+
+
+# Bump when the content check changes in a way the patterns below do not show, so cached
+# "clean" verdicts from older rules are thrown away.
+_SCAN_VERSION = 1
+_CACHE_MAGIC = b"sandboxrun-clean-contents 1 "
+_CACHE_MAX = 2_000_000  # entries (16 bytes each): start afresh beyond this
+
+
+def _rules_digest() -> bytes:
+    parts = [repr((_SCAN_VERSION, SCAN_LIMIT, _KEY_BLOCK.pattern, _SERVICE_ACCOUNT.pattern))]
+    parts += [repr((r.name, r.anchors, r.pattern.pattern)) for r in RULES]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32].encode()
+
+
+class ContentCheck:
+    """:func:`scan_content` that remembers contents it found clean, by SHA-256.
+
+    Many sessions on one repository upload the same files again and again (each from a fresh
+    worktree, so file stats never repeat; contents do). With ``cache_file`` set, a content
+    already found clean by the same rules is not scanned again: hashing costs about a quarter
+    of a scan. Only clean verdicts are cached; a secret is found afresh every time. The cache
+    is best effort: unreadable, foreign or stale (other rules) files are ignored.
+    """
+
+    def __init__(self, cache_file: Path | None = None) -> None:
+        self.cache_file = cache_file
+        self.clean: set[bytes] = set()
+        self.added = 0
+        self._header = _CACHE_MAGIC + _rules_digest() + b"\n"
+        if cache_file is not None:
+            with contextlib.suppress(OSError):
+                raw = cache_file.read_bytes()
+                if raw.startswith(self._header):
+                    body = memoryview(raw)[len(self._header) :]
+                    self.clean = {bytes(body[i : i + 16]) for i in range(0, len(body) - 15, 16)}
+
+    def __call__(self, data: bytes) -> str | None:
+        """The rule ``data`` matches, or None (see :func:`scan_content`)."""
+        if len(data) > SCAN_LIMIT or not is_text(data):
+            return None  # not scanned (see scan_content)
+        if self.cache_file is None:
+            return scan_content(data)
+        key = hashlib.sha256(data).digest()[:16]
+        if key in self.clean:
+            return None
+        rule = scan_content(data)
+        if rule is None:
+            self.clean.add(key)
+            self.added += 1
+        return rule
+
+    def save(self) -> None:
+        """Write the cache back (atomically) if anything was added; errors are ignored."""
+        if self.cache_file is None or not self.added:
+            return
+        entries = self.clean if len(self.clean) <= _CACHE_MAX else set()
+        with contextlib.suppress(OSError):
+            self.cache_file.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.cache_file.parent, prefix=".scan-cache.")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(self._header + b"".join(entries))
+                os.replace(tmp, self.cache_file)
+            except OSError:
+                os.unlink(tmp)
+        self.added = 0
 
 
 def secret_reason(path: str, data: bytes | None) -> str | None:
