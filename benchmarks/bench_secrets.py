@@ -5,18 +5,23 @@
 
 Targets: 0 false positives (the corpus has no secret besides the two it plants on purpose,
 ``.env`` and ``certs/server.pem``, both left out by name) and a scan that costs at most 15 % of
-the pack time. Three figures, each the median of --repeat warm runs:
+the pack time. Figures, each the median of --repeat runs on a warm page cache, interleaved so
+drift hits all alike:
 
 * scan: the content check alone (``scan_content``) over every selected file, already in memory;
 * names: the name check (``name_reason``) over every candidate path;
-* pack with / without the check: ``pack_worktree`` (gzip, default level) as it is, and with
-  ``scan_content`` replaced by a no-op, interleaved so drift hits both alike.
+* pack without check: ``pack_worktree`` (gzip, default level) with the content check replaced
+  by a no-op (the name check stays);
+* pack, first time: as ``run`` packs a repository it has not seen (empty clean-content cache);
+* pack, again: as ``run`` packs it for the next session (the cache knows the clean contents;
+  every file is still hashed, and whatever changed is scanned).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -29,9 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_pack import corpus  # noqa: E402
 
-from sandboxrun.sync import pack as pack_module  # noqa: E402
 from sandboxrun.sync.pack import pack_worktree, select_files  # noqa: E402
-from sandboxrun.sync.secrets import name_reason, scan_content  # noqa: E402
+from sandboxrun.sync.secrets import ContentCheck, name_reason, scan_content  # noqa: E402
 
 PLANTED = {".env", "certs/server.pem"}
 TARGET = 0.15
@@ -62,18 +66,24 @@ def main() -> int:
     false_positives = sorted(set(content_hits) | (name_hits - PLANTED))
     missed = sorted(PLANTED - set(sel.excluded_secrets))
 
-    out = Path(tempfile.mkdtemp(prefix="bench-secrets-")) / "o.tar.gz"
+    tmp = Path(tempfile.mkdtemp(prefix="bench-secrets-"))
+    out, cold, warm = tmp / "o.tar.gz", tmp / "cold-cache", tmp / "warm-cache"
+
+    def pack_without() -> None:
+        with mock.patch.object(ContentCheck, "__call__", lambda _self, _data: None):
+            pack_worktree(repo, out)
+
+    def pack_first() -> None:
+        cold.unlink(missing_ok=True)
+        pack_worktree(repo, out, scan_cache=cold)
+
     runs = {
         "scan": lambda: [scan_content(d) for d in data],
         "names": lambda: [name_reason(p) for p in paths],
-        "pack with check": lambda: pack_worktree(repo, out),
+        "pack without check": pack_without,
+        "pack, first time": pack_first,
+        "pack, again": lambda: pack_worktree(repo, out, scan_cache=warm),
     }
-
-    def pack_without() -> None:
-        with mock.patch.object(pack_module, "scan_content", lambda _data: None):
-            pack_worktree(repo, out)
-
-    runs["pack without check"] = pack_without
     for fn in runs.values():  # warm the page cache and git's index
         fn()
     times: dict[str, list[float]] = {name: [] for name in runs}
@@ -82,8 +92,10 @@ def main() -> int:
             times[name].append(timed(fn))
     med = {name: statistics.median(t) for name, t in times.items()}
 
-    ratio_scan = med["scan"] / med["pack without check"]
-    overhead = med["pack with check"] / med["pack without check"] - 1
+    base = med["pack without check"]
+    ratio_scan = med["scan"] / base
+    overhead = med["pack, first time"] / base - 1
+    overhead_again = med["pack, again"] / base - 1
     print(f"corpus: {repo}\n  {len(sel.files)} files, {total / 1e6:.1f} MB scanned")
     print(f"false positives: {len(false_positives)} {false_positives or ''}")
     print(f"planted secrets missed: {len(missed)} {missed or ''}")
@@ -94,10 +106,11 @@ def main() -> int:
         f"({total / 1e6 / med['scan']:.0f} MB/s; target <= {TARGET:.0%}: "
         f"{'MET' if ratio_scan <= TARGET else 'MISSED'})"
     )
-    print(
-        f"pack wall time with the check vs without: {overhead:+.1%} "
-        f"(target <= {TARGET:.0%}: {'MET' if overhead <= TARGET else 'MISSED'})"
-    )
+    for label, value in (("first time", overhead), ("again", overhead_again)):
+        print(
+            f"pack wall time with the check ({label}) vs without: {value:+.1%} "
+            f"(target <= {TARGET:.0%}: {'MET' if value <= TARGET else 'MISSED'})"
+        )
     print(f"name check: {med['names'] * 1e6 / max(1, len(paths)):.1f} us per path")
     spread = max(statistics.median(t) / min(t) - 1 for t in times.values())
     if spread > 0.15:
@@ -112,11 +125,13 @@ def main() -> int:
                     "missed": missed,
                     "median_s": med,
                     "scan_ratio": ratio_scan,
-                    "pack_overhead": overhead,
+                    "pack_overhead_first": overhead,
+                    "pack_overhead_again": overhead_again,
                 },
                 indent=2,
             )
         )
+    shutil.rmtree(tmp)
     return 1 if false_positives or missed else 0
 
 
