@@ -481,3 +481,15 @@ def test_a_cache_from_other_rules_or_corrupt_is_ignored(tmp_path: Path) -> None:
     assert ContentCheck(cache).clean == set()
     assert ContentCheck(cache)(b"x = '" + token + b"'\n") == "npm-token"
     assert ContentCheck(tmp_path / "missing" / "c")(b"ok\n") is None
+
+
+def test_rules_and_families_are_documented() -> None:
+    """Every content rule and name family appears in docs/security.md (and --help says where)."""
+    from sandboxrun.cli.pack_cmd import PACK_HELP
+    from sandboxrun.sync import secrets as s
+
+    docs = (ROOT / "docs" / "security.md").read_text()
+    families = {s._ENV, s._KEY, s._STORE, s._CRED, s._TOOL, s._TF, s._SECRETS}
+    for label in families | {r.name for r in RULES} | {"gcp-service-account", "private-key"}:
+        assert label in docs, label
+    assert "docs/security.md" in PACK_HELP
