@@ -118,3 +118,20 @@ def test_an_agent_printing_its_environment_leaks_no_key(cli, repo) -> None:
     assert "failed with [redacted:MY_SERVICE_TOKEN]" in cli.status("leak")["error"]
     # the work itself comes back as the agent made it: the branch is the agent's output
     assert "env.txt" in git(repo, "ls-tree", "-r", "--name-only", "sandboxrun/leak")
+
+
+def test_the_store_caps_any_event(tmp_path: Path) -> None:
+    """Whatever a writer passes, one event row stays under MAX_EVENT_CHARS."""
+    from sandboxrun.store import MAX_EVENT_CHARS, SessionStore
+
+    store = SessionStore(tmp_path / "state.db")
+    s = store.create_session(name="cap", mode="sandbox", backend="local")
+    store.add_event(s.id, "stdout", {"line": "x" * (5 * MAX_EVENT_CHARS), "n": 1})
+    store.add_event(s.id, "odd", {f"k{i}": "y" * 100_000 for i in range(1000)})
+    store.add_event(s.id, "small", {"line": "ok"})
+    rows = store.conn.execute("SELECT kind, length(payload) AS n FROM events").fetchall()
+    assert all(r["n"] <= MAX_EVENT_CHARS for r in rows)
+    events = {e["kind"]: e["payload"] for e in store.events(s.id)}
+    assert events["stdout"]["line"].endswith("more chars]") and events["stdout"]["n"] == 1
+    assert events["small"] == {"line": "ok"}
+    store.close()

@@ -171,15 +171,13 @@ def select_files(root: Path, *, scan_cache: Path | None = None) -> Selection:
     untracked-but-not-ignored, so nested ``.gitignore``, negations and ``.git/info/exclude``
     all behave exactly as in git); files deleted from disk are left out. On a plain directory
     the tree is walked honouring every ``.gitignore`` in it. Then ``.sandboxrunignore`` removes
-    files, the secrets check (:mod:`.secrets`: by name, then by content for text files up to
-    ``SCAN_LIMIT``) removes likely secrets, and ``.sandboxruninclude`` brings back files that
-    git ignores or the secrets check excludes (``.sandboxrunignore`` still wins over it); each
-    excluded secret gets its reason in ``secret_reasons``. Symlinks, submodules and special
-    files are never uploaded: they are listed in ``skipped`` because the sandbox-side unpack
-    refuses links.
+    files, the secrets check (:mod:`.secrets`, by name then content) removes secrets, with a
+    reason each in ``secret_reasons``, and ``.sandboxruninclude`` brings back files git ignores
+    or the check excludes (``.sandboxrunignore`` still wins). Symlinks, submodules and special
+    files are never uploaded: listed in ``skipped`` (the sandbox-side unpack refuses links).
     """
     sel, named, wanted = _start(root)
-    check = ContentCheck(scan_cache)  # scan_cache: see pack_worktree
+    check = ContentCheck(scan_cache)
     chosen: dict[str, int] = {}
     dir_fd = _open_dir(sel.root)
     try:
@@ -481,11 +479,9 @@ def pack_worktree(
     ``selection`` reports them. ``progress`` is called as ``progress(bytes_done, bytes_total)``
     (uncompressed) about once per MiB and at the end; it needs the total first, so with
     ``progress`` and no ``selection`` the selection is made up front. A file of a given
-    selection that has vanished or become a link is skipped and noted in ``skipped``. Every
-    file read is content-checked (:func:`.secrets.scan_content`) before it is written: one
-    holding a secret is left out and reported in ``excluded_secrets``/``secret_reasons``
-    unless ``.sandboxruninclude`` names it. ``scan_cache`` (a file) remembers contents found
-    clean, so packing the same files again skips their scan (:class:`.secrets.ContentCheck`).
+    selection that has vanished or become a link is skipped and noted in ``skipped``. The
+    bytes read are content-checked before they are written (a secret is left out unless
+    ``.sandboxruninclude`` names it); ``scan_cache``: see :class:`.secrets.ContentCheck`.
     """
     if compression not in COMPRESSIONS:
         raise UsageError(
