@@ -47,13 +47,36 @@ def timed(fn) -> float:
     return time.perf_counter() - started
 
 
+def extra_fp(root: Path) -> None:
+    """Content findings in a directory of ordinary code (each one is a false positive)."""
+    files = size = 0
+    hits = []
+    for path in root.rglob("*"):
+        if path.is_symlink() or not path.is_file():
+            continue
+        data = path.read_bytes()[: 2 << 20]
+        files, size = files + 1, size + len(data)
+        rule = scan_content(data)
+        if rule is not None:
+            hits.append(f"{path.relative_to(root)} ({rule})")
+    print(f"{root}: {files} files, {size / 1e6:.0f} MB: {len(hits)} content findings {hits}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=1.0, help="corpus size factor (1.0=full)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=5, help="runs per figure (median)")
     parser.add_argument("--json", action="store_true", help="also print results as JSON")
+    parser.add_argument(
+        "--extra",
+        nargs="*",
+        default=[],
+        help="more directories of real code to scan for false positives (e.g. a site-packages)",
+    )
     args = parser.parse_args()
+    for extra in args.extra:
+        extra_fp(Path(extra))
 
     repo = corpus(args.scale, args.seed)
     sel = select_files(repo)

@@ -65,7 +65,7 @@ _SOURCE_EXT = _words(
     """py pyi pyx js mjs cjs jsx ts tsx mts cts go rs rb java kt kts scala groovy gradle c h
     cc cpp cxx hpp hh cs fs php swift m mm dart ex exs erl hrl hs lua pl pm r jl clj cljs
     elm vue svelte astro md markdown rst adoc html htm css scss sass less ipynb sql graphql
-    proto tf hcl nix zig nim v sv vhd"""
+    proto tf hcl nix zig nim v sv vhd pyc pyo class"""
 )
 # template copies are meant to be shared: .env.example, credentials.json.sample ...
 _TEMPLATE_EXT = _words("example examples sample template tpl dist defaults schema in")
