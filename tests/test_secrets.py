@@ -125,6 +125,12 @@ SECRET_NAMES = [
     "k8s/app_secrets.json",
     "secrets/db_password.txt",
     ".htpasswd",
+    "token.json",
+    "secrets/github_token.txt",
+    "ops/db_password",
+    "passwords.txt",
+    "apikey.txt",
+    "config/aws_credentials",
 ]
 
 # Ordinary files whose names merely look related: they must keep uploading.
@@ -143,6 +149,7 @@ ORDINARY_NAMES = [
     "lib/credentials_test.go",
     "key_test.go",
     "token.go",
+    "tokenizer.json",
     ".env.example",
     ".env.sample",
     "config/.env.template",
@@ -163,6 +170,11 @@ ORDINARY_NAMES = [
     ".github/workflows/ci.yml",
     "keys.txt",
     "src/config",
+    "tokens.json",
+    "design/tokens/colors.json",
+    "src/token_bucket.rs",
+    "password_reset.html",
+    "docs/password-policy.md",
 ]
 
 

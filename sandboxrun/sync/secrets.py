@@ -170,7 +170,7 @@ _KEY_EXT = {
     "kubeconfig": _TOOL,
 }
 _SSH_KEY = re.compile(r"(?:id_|.+_)(?:rsa|dsa|ecdsa|ed25519|xmss)(?:_sk)?(?:[._-].*)?$|id_rsa.*$")
-_KEYISH_STEMS = {"key", "privkey", "private", "privatekey", "deploykey", "secretkey"}
+_KEYISH_STEMS = {"key", "privkey", "private", "privatekey", "deploykey", "secretkey", "apikey"}
 _KEYISH_EXT = frozenset({"", "txt", "asc", "gpg", "pgp", "json", "priv"})
 
 
@@ -247,6 +247,11 @@ def _name_family(name: str, parts: list[str], last: str, parent: str) -> str | N
         return _CRED
     if last == "csv" and ("accesskeys" in squashed or "credentials" in squashed):
         return _CRED
+    if last in _KEYISH_EXT and (
+        stem in ("token", ".token", "password", "passwords", ".password", "passwd")
+        or stem.endswith(("_token", "-token", "_password", "-password", "_passwd"))
+    ):
+        return _CRED  # token.json (OAuth), github_token.txt, db_password.txt
     if last == "json" and ("serviceaccount" in squashed or stem.startswith("client_secret")):
         return _TOOL
     if (
