@@ -237,6 +237,17 @@ TOKENS = {
     "sendgrid-api-key": lambda: "SG." + rand(22, ALNUM + "-_") + "." + rand(43, ALNUM + "-_"),
     "huggingface-token": lambda: "hf_" + rand(34, string.ascii_letters),
     "digitalocean-token": lambda: "dop_v1_" + rand(64, "0123456789abcdef"),
+    "azure-storage-key": lambda: (
+        "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey="
+        + rand(86, ALNUM + "+/")
+        + "==;EndpointSuffix=core.windows.net"
+    ),
+    "azure-shared-access-key": lambda: (
+        "Endpoint=sb://x.servicebus.windows.net/;"
+        "SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey="
+        + rand(43, ALNUM + "+/")
+        + "="
+    ),
 }
 CONTEXTS = [
     'API_KEY = "{}"\n',

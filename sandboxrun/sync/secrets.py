@@ -18,8 +18,9 @@ Two pure checks, shared by every path that sends files away or commits them for 
   DigitalOcean). Only the rule's name is ever returned, never the matched value.
 
 Speed: the content check runs on every text file while packing, so the common case (no
-secret) costs three C-level passes: one ``find`` for ``PRIVATE KEY`` and two ``translate``
-+ ``find`` passes that look for a long run of token characters, which every token rule needs.
+secret) costs a few C-level passes: ``find`` for ``PRIVATE KEY`` and the two Azure anchors,
+and two ``translate`` + ``find`` passes that look for a long run of token characters, which
+every other token rule needs.
 Only a file that passes a prefilter is searched with the rules' regular expressions.
 """
 
@@ -327,8 +328,15 @@ _B64URL_RULES: tuple[Rule, ...] = (
        rb"(?<![A-Za-z0-9_-])(SG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43})(?![A-Za-z0-9_-])"),
     _r("pypi-token", (b"pypi-AgE",), rb"(pypi-AgEIcHlwaS5vcmc[A-Za-z0-9_-]{50,})"),
 )  # fmt: skip
+# Keys in base64 (so no long run is guaranteed), found by their long literal anchors alone.
+_ANCHORED_RULES: tuple[Rule, ...] = (
+    _r("azure-storage-key", (b"AccountKey=",),
+       rb"AccountKey=([A-Za-z0-9+/]{86}==)"),
+    _r("azure-shared-access-key", (b"SharedAccessKey=",),
+       rb"SharedAccessKey=([A-Za-z0-9+/]{43}=)"),
+)  # fmt: skip
 #: every token rule, for documentation and tests
-RULES: tuple[Rule, ...] = _ALNUM_RULES + _B64URL_RULES
+RULES: tuple[Rule, ...] = _ALNUM_RULES + _B64URL_RULES + _ANCHORED_RULES
 
 # A key block: the armour line and at least 40 base64 characters of body soon after it
 # (a placeholder such as "MIIE..." or "<your key>" has no such body). PEM, OpenSSH, PKCS#8,
@@ -381,8 +389,10 @@ def scan_content(data: bytes) -> str | None:
         if rule is not None:
             return rule
     if _RUN_B64URL in data.translate(_B64URL):
-        return _first_match(_B64URL_RULES, data)
-    return None
+        rule = _first_match(_B64URL_RULES, data)
+        if rule is not None:
+            return rule
+    return _first_match(_ANCHORED_RULES, data)
 
 
 def _first_match(rules: tuple[Rule, ...], data: bytes) -> str | None:
