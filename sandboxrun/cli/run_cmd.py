@@ -241,8 +241,6 @@ def register(app: typer.Typer) -> None:
             "template": template,
             "compression": compression,
         }
-        if compression not in (None, "gzip", "zstd"):
-            raise UsageError(f"unknown compression {compression!r}", "Use gzip or zstd.")
         settings = settings_for(repo, **flags)
         store = open_store(settings)
         req = RunRequest(

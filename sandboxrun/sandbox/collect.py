@@ -27,8 +27,6 @@ from sandboxrun.store import Session, Status
 
 log = logging.getLogger(__name__)
 
-LEFTOVER_MESSAGE = "sandboxrun: uncommitted changes left by the agent"
-
 # Arguments come in through "$@" only. GIT_INDEX_FILE points at a copy of the agent's index.
 _COLLECT_SCRIPT = r"""
 set -e
@@ -202,7 +200,6 @@ def finish_with_patches(
             patches.commits,
             patches.leftover,
             allow_sensitive=bool(s.options.get("allow_sensitive")),
-            leftover_message=LEFTOVER_MESSAGE,
             artifacts_hint=str(artifacts),
         )
     except PatchRejectedError as exc:

@@ -11,7 +11,12 @@ import time
 from pathlib import Path
 
 from sandboxrun.agent import build_claude_argv
-from sandboxrun.config import CLAUDE_CODE_VERSION, Settings, format_duration
+from sandboxrun.config import (
+    CLAUDE_CODE_VERSION,
+    INSTALL_CLAUDE_HINT,
+    Settings,
+    format_duration,
+)
 from sandboxrun.errors import AgentError, BackendError, UsageError
 from sandboxrun.sandbox.agentproc import AgentFiles, AgentProcess
 from sandboxrun.sandbox.backends.base import Backend, Sandbox, control_dir
@@ -172,16 +177,8 @@ class Provisioner:
         sandbox.write_file(files.prompt, (session.prompt or "").encode())
         claude = self._find_claude(sandbox, session)
         argv = build_claude_argv(claude, model=session.model, max_turns=session.max_turns)
-        pgid = sandbox.start_detached(
-            argv,
-            cwd=sandbox.repo_dir,
-            env=self.backend.agent_env(dry_run=False),
-            stdin_path=files.prompt,
-            log_path=files.log,
-            stderr_path=files.stderr,
-            exit_path=files.exit,
-            pid_path=files.pid,
-        )
+        env = self.backend.agent_env(dry_run=False)
+        pgid = sandbox.start_detached(files.launch(argv, cwd=sandbox.repo_dir, env=env))
         now = time.time()
         timeout = session.timeout_s or self.settings.timeout
         self.journal.update(agent_pgid=pgid, started_at=now, deadline=now + timeout, log_offset=0)
@@ -207,9 +204,7 @@ class Provisioner:
                 "Use a template with Claude Code (`sandboxrun template build`), or pass "
                 "--install-claude to install it in the sandbox with npm."
                 if self.backend.isolated
-                else "Install it with `scripts/install.sh --with-claude` or `npm install -g "
-                "@anthropic-ai/claude-code`, or set SANDBOXRUN_CLAUDE_BIN to the claude "
-                "executable.",
+                else INSTALL_CLAUDE_HINT,
             )
         if opts.get("update_claude"):
             self.journal.reporter.phase(Status.PROVISIONING, "claude update")

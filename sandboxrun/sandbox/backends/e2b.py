@@ -55,9 +55,8 @@ from sandboxrun.errors import (
     SandboxrunError,
     UnsafeArchiveError,
 )
-from sandboxrun.sandbox.backends.base import ExecResult
+from sandboxrun.sandbox.backends.base import DETACH_WRAPPER, ExecResult, Launch
 from sandboxrun.sandbox.backends.e2b_scripts import (
-    _DETACH_WRAPPER,
     _EXEC_SCRIPT,
     _LAUNCH_SCRIPT,
     _READ_SCRIPT,
@@ -194,34 +193,14 @@ class E2BSandbox:
             stdout, stderr = out.encode(), err.encode()
         return ExecResult(code, stdout, stderr)
 
-    def start_detached(
-        self,
-        argv: Sequence[str],
-        *,
-        cwd: str,
-        env: Mapping[str, str],
-        stdin_path: str,
-        log_path: str,
-        stderr_path: str,
-        exit_path: str,
-        pid_path: str,
-    ) -> int:
-        """Start ``argv`` in its own session (process group); it outlives this connection."""
-        full_env = dict(env)
-        full_env.update(
-            {
-                "SBR_WRAPPER": _DETACH_WRAPPER,
-                "SBR_PID_PATH": pid_path,
-                "SBR_STDIN_PATH": stdin_path,
-                "SBR_LOG_PATH": log_path,
-                "SBR_STDERR_PATH": stderr_path,
-                "SBR_EXIT_PATH": exit_path,
-            }
-        )
+    def start_detached(self, launch: Launch) -> int:
+        """Start the program in its own session (process group); it outlives this connection."""
+        argv = launch.argv
+        full_env = {**launch.wrapper_env(), "SBR_WRAPPER": DETACH_WRAPPER}
         code, out, err = self._run(
             _script(_LAUNCH_SCRIPT, argv),
             what="starting the agent",
-            cwd=cwd,
+            cwd=launch.cwd,
             env=full_env,
             timeout=60,
         )
