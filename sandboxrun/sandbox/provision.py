@@ -212,8 +212,10 @@ class Provisioner:
             detail = (res.text() or res.error_text()).strip()[-300:]
             self.journal.event("phase", {"phase": "claude_update", "detail": detail, "ok": res.ok})
             if not res.ok:
-                self.journal.reporter.warning(f"`claude update` failed, going on with the current one: "
-                                      f"{res.error_text()[-300:]}")  # fmt: skip
+                self.journal.reporter.warning(
+                    "`claude update` failed, going on with the current one: "
+                    + res.error_text()[-300:]
+                )
         return found
 
     def _install_claude(self, sb: Sandbox) -> str | None:

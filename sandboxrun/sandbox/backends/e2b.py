@@ -1,10 +1,10 @@
 """The ``e2b`` backend: each session in its own E2B cloud sandbox, through the ``e2b`` SDK.
 
-Every primitive of :class:`~sandboxrun.sandbox.backends.base.Sandbox` is one or two SDK calls: commands
-go through ``commands.run`` (``/bin/bash -l -c`` as user ``user`` in ``/home/user``), files
-through ``files.read`` / ``files.write``. Argv lists become shell text only through
-``shlex.join`` after a fixed script's ``set --``, so no user text is ever interpreted by a
-shell. Command output comes back base64-encoded, because the SDK hands it over as decoded text
+Every primitive of :class:`~sandboxrun.sandbox.backends.base.Sandbox` is one or two SDK
+calls: commands go through ``commands.run`` (``/bin/bash -l -c`` as user ``user`` in
+``/home/user``), files through ``files.read`` / ``files.write``. Argv lists become shell text
+only through ``shlex.join`` after a fixed script's ``set --``, so no user text is ever
+interpreted by a shell. Command output comes back base64-encoded, because the SDK hands it over as decoded text
 and patches are bytes.
 
 SDK exceptions are translated here into our error hierarchy, with the next step in the hint.
@@ -69,7 +69,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 HOME = "/home/user"
-#: the Claude Code release baked into our template (pinned: a template build is reproducible)
 #: credentials the agent may use (any one of them is enough)
 CREDENTIAL_VARS = ("ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN", "ANTHROPIC_AUTH_TOKEN")
 #: non-secret settings of Claude Code passed through from the user's environment when set
