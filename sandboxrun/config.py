@@ -136,7 +136,8 @@ def _read_repo_file(repo: Path | None) -> dict[str, Any]:
             return tomllib.loads(own.read_text())
         pyproject = repo / "pyproject.toml"
         if pyproject.is_file():
-            return tomllib.loads(pyproject.read_text()).get("tool", {}).get("sandboxrun", {})
+            section = tomllib.loads(pyproject.read_text()).get("tool", {}).get("sandboxrun", {})
+            return dict(section)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(
             f"cannot parse the sandboxrun config in {repo}: {exc}",

@@ -8,6 +8,7 @@ processes opening a fresh database never race.
 
 from __future__ import annotations
 
+import builtins
 import fcntl
 import json
 import os
@@ -401,7 +402,7 @@ class SessionStore:
         with self.transaction() as conn:
             return self._add_event(conn, session_id, kind, payload)
 
-    def add_events(self, session_id: str, items: list[tuple[str, Any]]) -> None:
+    def add_events(self, session_id: str, items: builtins.list[tuple[str, Any]]) -> None:
         """Append several events in one transaction (cheap for bursts of log lines)."""
         if not items:
             return
@@ -416,7 +417,7 @@ class SessionStore:
         after_id: int = 0,
         kinds: tuple[str, ...] | None = None,
         limit: int | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> builtins.list[dict[str, Any]]:
         """Events of a session with id > ``after_id``, oldest first."""
         sql = "SELECT id, ts, kind, payload FROM events WHERE session_id = ? AND id > ?"
         args: list[Any] = [session_id, after_id]

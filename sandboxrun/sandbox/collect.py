@@ -146,6 +146,7 @@ def finish_with_patches(
 
     store, sid = journal.store, journal.session_id
     s = journal.session()
+    assert s.worktree is not None, "a sandbox session always has a worktree"
     store.set_status(sid, Status.COLLECTING, only_if_active=True)
     journal.reporter.phase(Status.COLLECTING, "bringing the work back")
     if outcome.reason == "killed" and s.discard:

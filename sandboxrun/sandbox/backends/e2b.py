@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import httpx
 from e2b import (
@@ -45,6 +45,9 @@ from e2b import (
     TimeoutException,
 )
 from e2b import Sandbox as SDKSandbox
+
+if TYPE_CHECKING:
+    from e2b.template.main import TemplateBuilder
 
 from sandboxrun.config import CLAUDE_CODE_VERSION, DEFAULT_TEMPLATE, Settings
 from sandboxrun.errors import (
@@ -108,7 +111,7 @@ def scrub(text: str) -> str:
     return text
 
 
-def claude_template():
+def claude_template() -> TemplateBuilder:
     """The E2B template sandboxrun runs in: Node, git, zstd and a pinned Claude Code."""
     from e2b import Template
 
@@ -549,7 +552,7 @@ def build_template(
     """Build :func:`claude_template` on E2B as ``name``; returns the template id."""
     from e2b import Template
 
-    def logs(entry) -> None:
+    def logs(entry: object) -> None:
         if on_log is not None:
             on_log(scrub(str(entry)))
 
