@@ -22,7 +22,7 @@ from sandboxrun.sandbox.agentproc import AgentFiles, AgentProcess
 from sandboxrun.sandbox.backends.base import Backend, Sandbox, control_dir
 from sandboxrun.sandbox.journal import Journal, PhaseTimes
 from sandboxrun.store import Session, Status
-from sandboxrun.sync.pack import PackResult
+from sandboxrun.sync.pack import SUFFIXES, PackResult
 
 #: extra lifetime asked for a sandbox while packing and uploading, before the agent's clock
 #: starts (the limit is then reset to exactly --timeout when the agent starts)
@@ -87,9 +87,8 @@ class Provisioner:
         assert session.worktree is not None
         self.journal.phase(Status.PACKING, session.worktree)
         self.artifacts.mkdir(parents=True, exist_ok=True)
-        compression = session.options.get("compression", "gzip")
-        suffix = ".tar.zst" if compression == "zstd" else ".tar.gz"
-        tarball = self.artifacts / f"upload{suffix}"
+        compression = session.options.get("compression", self.settings.compression)
+        tarball = self.artifacts / f"upload{SUFFIXES[compression]}"
         with self.times.measure("pack"):
             result = pack_worktree(Path(session.worktree), tarball, compression=compression)
         sel = result.selection
