@@ -25,7 +25,12 @@ from typing import Any
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
-from sandboxrun.errors import AmbiguousSessionError, NameInUseError, SessionNotFoundError
+from sandboxrun.errors import (
+    AmbiguousSessionError,
+    NameInUseError,
+    SandboxrunError,
+    SessionNotFoundError,
+)
 
 migrations = Migrations("sandboxrun")
 
@@ -198,7 +203,14 @@ class Session:
             if data.get(key):
                 data[key] = json.loads(data[key])
         data["options"] = data.get("options") or {}
-        data["status"] = Status(data["status"])
+        try:
+            data["status"] = Status(data["status"])
+        except ValueError:
+            raise SandboxrunError(
+                f"session {data.get('name')!r} has status {data['status']!r}, which this "
+                "version of sandboxrun does not know",
+                "A newer sandboxrun wrote it: upgrade (scripts/install.sh) to work with it.",
+            ) from None
         return cls(**data)
 
     @property
