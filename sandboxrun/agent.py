@@ -151,8 +151,8 @@ class AgentEvent:
         return {"type": self.type, **self.data}
 
 
-def _one_line(text: Any, limit: int) -> str:
-    text = " ".join(str(text)[: limit * 4].split())
+def _one_line(value: Any, limit: int) -> str:
+    text = " ".join(str(value)[: limit * 4].split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
