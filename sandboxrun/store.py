@@ -103,6 +103,13 @@ def m001_sessions_and_events(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX sessions_status ON sessions(status)")
 
 
+@migrations()
+def m002_sessions_isolated(db: sqlite_utils.Database) -> None:
+    # Whether the agent was confined (E2B, or local under bubblewrap): 1, 0, or NULL for
+    # sessions recorded before this column existed (and local-mode sessions: no sandbox).
+    db.execute("ALTER TABLE sessions ADD COLUMN isolated INTEGER")
+
+
 _JSON_COLUMNS = {"warn_at", "result_commits", "options"}
 
 

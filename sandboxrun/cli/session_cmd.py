@@ -48,6 +48,7 @@ STATUS_FIELDS = (
     "model",
     "max_turns",
     "exit_code",
+    "isolated",
 )
 
 
@@ -55,6 +56,8 @@ def session_json(s: Session) -> dict[str, Any]:
     """The public JSON shape of a session (`status --json`)."""
     data = {k: s.row.get(k) for k in STATUS_FIELDS}
     data["prompt_file"] = s.row.get("prompt_file")
+    if data["isolated"] is not None:
+        data["isolated"] = bool(data["isolated"])
     data["driver_alive"] = owner_alive(s)
     data["time_left_s"] = (
         max(0.0, s.deadline - time.time()) if s.deadline and not s.is_terminal else None
@@ -81,6 +84,14 @@ def _status_style(status: str) -> str:
     }.get(status, "")
 
 
+def _isolated(s: Session) -> str:
+    """``yes``/``NO ...``/``-`` for the status page (NULL: recorded before the column)."""
+    flag = s.row.get("isolated")
+    if flag is None:
+        return "-"
+    return "yes" if flag else "NO (the agent ran unconfined, as you)"
+
+
 def _print_one(s: Session) -> None:
     d = session_json(s)
     console.print(f"[bold]{s.name}[/bold] ({s.id})  [{_status_style(s.status)}]{s.status}[/]")
@@ -89,6 +100,7 @@ def _print_one(s: Session) -> None:
             "backend",
             f"{s.mode}/{s.backend}" + (f"  sandbox {s.sandbox_id}" if s.sandbox_id else ""),
         ),
+        ("isolated", _isolated(s)),
         ("branch", s.branch),
         ("worktree", s.worktree),
         ("base", f"{s.base_ref} ({(s.base_commit or '')[:12]})"),

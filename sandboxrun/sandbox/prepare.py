@@ -88,8 +88,15 @@ def prepare_run(settings: Settings, store: SessionStore, req: RunRequest) -> Ses
             f"Run from the main checkout: sandboxrun run --repo {repo} ...",
         )
     backend_name = choose_backend(settings, req.backend)
-    backend = get_backend(backend_name, settings)
+    no_isolation = bool(req.extra_options.get("no_isolation"))
+    if no_isolation and backend_name != "local":
+        raise UsageError(
+            "--no-isolation is for --backend local only",
+            f"The {backend_name} backend is always isolated; drop --no-isolation.",
+        )
+    backend = get_backend(backend_name, settings, no_isolation=no_isolation)
     backend.check_ready(dry_run=req.dry_run)
+    isolation_warning = getattr(getattr(backend, "decision", None), "warning", None)
 
     name = gitops.validate_name(req.name or default_name(req.prompt_file, prompt))
     base_commit = gitops.resolve_commit(repo, req.base)
@@ -118,6 +125,8 @@ def prepare_run(settings: Settings, store: SessionStore, req: RunRequest) -> Ses
             "secrets_not_carried": carried_secrets,
             **req.extra_options,
         }
+        if isolation_warning:
+            options["isolation_warning"] = isolation_warning
         session = store.create_session(
             name=name,
             mode="sandbox",
@@ -134,6 +143,7 @@ def prepare_run(settings: Settings, store: SessionStore, req: RunRequest) -> Ses
             timeout_s=settings.timeout,
             warn_at=[w for w in settings.warn_at if w < settings.timeout],
             options=options,
+            isolated=backend.confines_agent,
         )
     except BaseException:
         # Leave nothing half-made: the worktree and branch are ours and hold no user work.

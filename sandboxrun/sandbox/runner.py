@@ -81,7 +81,9 @@ class RunDriver:
         self.store = store
         self.session = session
         self.reporter = reporter or NullReporter()
-        self.backend: Backend = get_backend(session.backend, settings)
+        self.backend: Backend = get_backend(
+            session.backend, settings, no_isolation=bool(session.options.get("no_isolation"))
+        )
         self.sandbox: Sandbox | None = None
         self.progress = AgentProgress()
         self.phase_times: dict[str, float] = {}
