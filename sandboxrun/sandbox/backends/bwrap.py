@@ -304,8 +304,13 @@ def _dir(path: str) -> bool:
     return os.path.isdir(path) and not os.path.islink(path)
 
 
-def find_bwrap() -> str | None:
-    """The bwrap executable on PATH (or in /usr/bin), or None."""
-    return shutil.which("bwrap") or (
+def find_bwrap(env: Mapping[str, str] | None = None) -> str | None:
+    """The bwrap to use: ``$SANDBOXRUN_BWRAP`` when set (None if it is not executable), else
+    ``bwrap`` on PATH or ``/usr/bin/bwrap``; None when there is none."""
+    env = os.environ if env is None else env
+    explicit = env.get("SANDBOXRUN_BWRAP")
+    if explicit:
+        return explicit if os.access(explicit, os.X_OK) else None
+    return shutil.which("bwrap", path=env.get("PATH")) or (
         "/usr/bin/bwrap" if os.access("/usr/bin/bwrap", os.X_OK) else None
     )

@@ -350,7 +350,9 @@ class LocalSandbox:
                     nfd = os.open(part, flags, dir_fd=dfd)
                 except OSError as exc:
                     if not isinstance(exc, FileNotFoundError):
-                        raise BackendError(f"{part} in sandbox {self.id} is not a directory")
+                        raise BackendError(
+                            f"{part} in sandbox {self.id} is not a directory"
+                        ) from exc
                     raise
                 os.close(dfd)
                 dfd = nfd
