@@ -127,9 +127,12 @@ class Backend(Protocol):
     #: ``local``, whose agent runs this machine's ``claude`` (confined or not: see
     #: ``confines_agent``).
     isolated: bool
-    #: True when the agent cannot reach this machine's files outside its sandbox (E2B; local
-    #: under bubblewrap). Recorded per session as ``isolated``.
-    confines_agent: bool
+
+    @property
+    def confines_agent(self) -> bool:
+        """True when the agent cannot reach this machine's files outside its sandbox (E2B;
+        local under bubblewrap). Recorded per session as ``isolated``."""
+        ...
 
     def check_ready(self, *, dry_run: bool) -> None:
         """Raise a SandboxrunError naming the fix when this backend cannot run (missing key...)."""

@@ -31,10 +31,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+import sandboxrun.sandbox.backends.bwrap as bwrap_mod
 from sandboxrun import process
 from sandboxrun.config import Settings
 from sandboxrun.errors import AgentError, BackendError, SandboxLostError
-from sandboxrun.sandbox.backends import bwrap as bwrap_mod
 from sandboxrun.sandbox.backends.base import ExecResult
 
 # The wrapper runs the agent with its stdio redirected and records its exit code atomically.
