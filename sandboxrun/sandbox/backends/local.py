@@ -110,7 +110,13 @@ class LocalSandbox:
     """A sandbox that is a directory on this machine (confined with bwrap when ``isolated``)."""
 
     def __init__(
-        self, sandbox_id: str, root: Path, settings: Settings, *, isolated: bool, legacy=False
+        self,
+        sandbox_id: str,
+        root: Path,
+        settings: Settings,
+        *,
+        isolated: bool,
+        legacy: bool = False,
     ) -> None:
         self.id = sandbox_id
         self.root = root
@@ -308,6 +314,10 @@ class LocalSandbox:
     def destroy(self) -> None:
         """Kill the supervisor's group (and so the whole sandbox), then remove the directory."""
         pid = _read_meta(self.root).get("supervisor_pid")
+        if pid is None and self.home == str(self.root):
+            # A sandbox from before sandbox.json: its pid file, checked like any other pid.
+            with contextlib.suppress(OSError, ValueError, BackendError):
+                pid = int(self.read_file(f"{self.home}/{CONTROL}/agent.pid").strip())
         if isinstance(pid, int) and pid > 1 and _is_our_supervisor(pid, self.home):
             self.signal_group(pid, "KILL")
         shutil.rmtree(self.root, ignore_errors=True)

@@ -1,0 +1,89 @@
+"""The local sandbox's host side: files it reads and writes never follow what the agent planted,
+teardown never signals a pid the agent chose, a sandbox keeps the isolation it was made with."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from sandboxrun.config import Settings
+from sandboxrun.errors import BackendError
+from sandboxrun.sandbox.backends.local import LocalBackend
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    return Settings(home=tmp_path / "sbr-home")
+
+
+def make(settings: Settings, *, no_isolation: bool = True):
+    backend = LocalBackend(settings, no_isolation=no_isolation)
+    return backend, backend.create("s1", timeout_s=60, env={}, metadata={})
+
+
+def test_layout_keeps_the_trusted_record_outside_the_sandbox_home(settings):
+    _, sb = make(settings)
+    root = settings.sandboxes_dir / "s1"
+    assert sb.home == str(root / "home")
+    assert (root / "sandbox.json").is_file() and (root / "etc" / "passwd").is_file()
+    assert Path(sb.home, ".sandboxrun").is_dir() and Path(sb.home, ".claude").is_dir()
+
+
+def test_reads_and_writes_refuse_links_planted_in_the_sandbox(settings, tmp_path):
+    _, sb = make(settings)
+    outside = tmp_path / "outside.txt"
+    outside.write_text("host file\n")
+    ctl = Path(sb.home) / ".sandboxrun"
+    (ctl / "agent.log").symlink_to(outside)
+    with pytest.raises(BackendError):
+        sb.read_file(str(ctl / "agent.log"))
+    # A planted link as the file to replace is replaced, not followed.
+    (ctl / "prompt.txt").symlink_to(outside)
+    sb.write_file(str(ctl / "prompt.txt"), b"the prompt")
+    assert outside.read_text() == "host file\n"
+    assert (ctl / "prompt.txt").read_bytes() == b"the prompt"
+    # A directory swapped for a link to elsewhere is not walked through.
+    (Path(sb.home) / "repo").symlink_to(tmp_path)
+    with pytest.raises(BackendError):
+        sb.read_file(f"{sb.home}/repo/outside.txt")
+    with pytest.raises(BackendError):
+        sb.write_file(f"{sb.home}/repo/new.txt", b"x")
+    assert not (tmp_path / "new.txt").exists()
+    # A FIFO does not block us.
+    os.mkfifo(ctl / "agent.stderr")
+    with pytest.raises(BackendError):
+        sb.read_file(str(ctl / "agent.stderr"))
+    with pytest.raises(BackendError):
+        sb.read_file("/etc/hostname")
+
+
+def test_destroy_never_signals_a_pid_the_agent_wrote(settings):
+    """agent.pid is the agent's to forge; teardown uses sandbox.json and checks the pid."""
+    _, sb = make(settings)
+    bystander = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        Path(sb.home, ".sandboxrun", "agent.pid").write_text(f"{bystander.pid}\n")
+        sb._write_meta(supervisor_pid=bystander.pid)  # even in the record: not our supervisor
+        sb.destroy()
+        assert bystander.poll() is None
+        assert not (settings.sandboxes_dir / "s1").exists()
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_a_sandbox_keeps_the_isolation_it_was_made_with(settings):
+    _, sb = make(settings, no_isolation=True)
+    assert sb.isolated is False
+    again = LocalBackend(settings).connect("s1")  # this process would isolate new ones
+    assert again.isolated is False and again.home == sb.home
+
+
+def test_legacy_sandbox_without_record_has_its_home_at_the_root(settings):
+    root = settings.sandboxes_dir / "old"
+    (root / ".sandboxrun").mkdir(parents=True)
+    sb = LocalBackend(settings).connect("old")
+    assert sb.home == str(root) and sb.isolated is False
