@@ -260,6 +260,7 @@ def test_no_isolation_is_explicit_warned_and_recorded(cli, repo):
     assert st["isolated"] is False
     assert git(repo, "show", "sandboxrun/loose:uid.txt").strip() == str(os.getuid())
     assert "NO (the agent ran unconfined" in cli("status", "loose").stdout
+    assert "WARNING running WITHOUT isolation" in cli("logs", "loose").stdout
 
 
 def test_without_bwrap_local_runs_are_refused_with_the_install_command(cli, repo):

@@ -149,4 +149,7 @@ def prepare_run(settings: Settings, store: SessionStore, req: RunRequest) -> Ses
         # Leave nothing half-made: the worktree and branch are ours and hold no user work.
         gitops.remove_worktree(repo, worktree, branch, delete_branch=True, force=True)
         raise
+    if isolation_warning:
+        # In the session's own record too (`logs`), not only on this terminal.
+        store.add_event(session.id, "warning", {"message": isolation_warning})
     return session
