@@ -274,3 +274,28 @@ def test_without_bwrap_local_runs_are_refused_with_the_install_command(cli, repo
     assert "--no-isolation" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert "sandboxrun/nobwrap" not in git(repo, "branch", "--list")
+
+
+def test_bwrap_that_cannot_start_a_sandbox_is_refused_before_anything_is_made(cli, repo, tmp_path):
+    """User namespaces refused (kernel, AppArmor, container): one clear error, nothing left.
+
+    A kernel that refuses user namespaces cannot be had here, so a stand-in bwrap fails the
+    way the real one does then (same message, same exit code).
+    """
+    broken = tmp_path / "bwrap"
+    broken.write_text(
+        "#!/bin/sh\n"
+        'case "$1" in --version) echo "bubblewrap 0.8.0"; exit 0;; esac\n'
+        'echo "bwrap: setting up uid map: Permission denied" >&2\n'
+        "exit 1\n"
+    )
+    broken.chmod(0o755)
+    proc = cli(
+        "run", "--backend", "local", "--name", "nouserns", "--prompt", "x",
+        env={"SANDBOXRUN_BWRAP": str(broken)},
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert "setting up uid map: Permission denied" in proc.stderr
+    assert "user namespaces" in proc.stderr and "--no-isolation" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "sandboxrun/nouserns" not in git(repo, "branch", "--list")

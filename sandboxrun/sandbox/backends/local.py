@@ -100,6 +100,16 @@ def _tools() -> _Tools:
     return _Tools(path, bwrap_mod.probe_host(res.stdout))
 
 
+def _bwrap_failure() -> str | None:
+    """Why bwrap cannot start a sandbox on this machine (user namespaces refused...), or None."""
+    tools = _tools()
+    conf = bwrap_mod.Confinement(host=tools.host, sandbox_dir="/tmp", new_session=True)
+    res = process.run(bwrap_mod.build_argv(conf, ["true"], tools.bwrap), check=False, timeout=60)
+    if res.ok:
+        return None
+    return (res.stderr or res.stdout).strip()[-500:] or f"exit code {res.returncode}"
+
+
 def _env_resets_signals() -> bool:
     """`env --default-signal` (coreutils 8.31+) restores INT/TERM for the agent inside."""
     res = process.run(["env", "--default-signal=INT", "true"], check=False, timeout=30)
@@ -453,6 +463,16 @@ class LocalBackend:
     def check_ready(self, *, dry_run: bool) -> None:
         if self.decision.refusal:
             raise BackendError(self.decision.refusal, bwrap_mod.INSTALL_HINT)
+        failure = _bwrap_failure() if self.decision.isolated else None
+        if failure:
+            raise BackendError(
+                f"bubblewrap is installed but cannot start a sandbox here: {failure}",
+                "Unprivileged user namespaces may be disabled (sysctl "
+                "kernel.unprivileged_userns_clone, or AppArmor's "
+                "kernel.apparmor_restrict_unprivileged_userns on Ubuntu 24.04+), or this runs "
+                "inside a container that forbids them. Enable them, or pass --no-isolation to "
+                "run the agent unconfined.",
+            )
         if self.decision.isolated and not _env_resets_signals():
             raise BackendError(
                 "isolation needs `env --default-signal` (GNU coreutils 8.31 or newer)",
