@@ -189,7 +189,7 @@ def test_nothing_the_agent_starts_survives_the_run(cli, repo):
     plan = (
         f"@daemon trap '' INT TERM HUP; {loop}\n"
         "@bash sleep 30 > /dev/null 2>&1 &\n"
-        "@bash for i in 1 2 3 4 5 6 7 8 9; do [ -s tick.txt ] && break; sleep 0.2; done\n"
+        "@bash for i in $(seq 100); do [ -s tick.txt ] && break; sleep 0.1; done\n"
         "@write legit-daemon.txt honest work\n"
     )
     proc = cli("run", "--backend", "local", "--name", "daemon", "--keep", "--prompt", plan)
