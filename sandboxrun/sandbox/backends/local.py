@@ -25,8 +25,6 @@ import platform
 import shutil
 import signal
 import stat
-import subprocess
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -34,7 +32,13 @@ from pathlib import Path, PurePosixPath
 import sandboxrun.sandbox.backends.bwrap as bwrap_mod
 from sandboxrun import process
 from sandboxrun.config import Settings
-from sandboxrun.errors import AgentError, BackendError, SandboxLostError
+from sandboxrun.errors import (
+    AgentError,
+    BackendError,
+    ProcessError,
+    ProgramNotFoundError,
+    SandboxLostError,
+)
 from sandboxrun.sandbox.backends.base import ExecResult
 
 # The wrapper runs the agent with its stdio redirected and records its exit code atomically.
@@ -194,23 +198,18 @@ class LocalSandbox:
         else:
             command, run_env, run_cwd = list(argv), self._env(env), cwd or self.home
         try:
-            proc = subprocess.run(
-                command,
-                cwd=run_cwd,
-                env=run_env,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                timeout=timeout,
-                check=False,
+            # input=b"": stdin is at EOF at once, never the user's terminal.
+            res = process.run_raw(
+                command, cwd=run_cwd, env=run_env, input=b"", check=False, timeout=timeout
             )
-        except FileNotFoundError:
+        except ProgramNotFoundError:
             return ExecResult(127, b"", f"{argv[0]}: command not found".encode())
-        except subprocess.TimeoutExpired as exc:
-            # Killing bwrap killed everything inside (--die-with-parent).
+        except ProcessError as exc:
+            # A timeout. Killing bwrap killed everything inside (--die-with-parent).
             raise BackendError(
                 f"{argv[0]} did not finish within {timeout:g}s in the sandbox"
             ) from exc
-        return ExecResult(proc.returncode, proc.stdout, proc.stderr)
+        return ExecResult(res.returncode, res.stdout, res.stderr)
 
     def start_detached(
         self,
@@ -255,21 +254,12 @@ class LocalSandbox:
         else:
             command, script, run_cwd = list(argv), DETACH_WRAPPER, cwd
             wrap_env = {**self._env(env), **paths}
-        proc = subprocess.Popen(
-            ["/bin/sh", "-c", script, "sh", *command],
-            cwd=run_cwd,
-            env=wrap_env,
-            start_new_session=True,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        pid = process.spawn_detached(
+            ["/bin/sh", "-c", script, "sh", *command], cwd=run_cwd, env=wrap_env
         )
-        # Reap it when it ends so a finished agent does not linger as a zombie in our group
-        # checks; if we die first, init adopts it and it carries on.
-        threading.Thread(target=proc.wait, daemon=True).start()
-        self.write_file(pid_path, f"{proc.pid}\n".encode())
-        self._write_meta(supervisor_pid=proc.pid)
-        return proc.pid
+        self.write_file(pid_path, f"{pid}\n".encode())
+        self._write_meta(supervisor_pid=pid)
+        return pid
 
     def read_file(self, path: str, offset: int = 0) -> bytes:
         """Read a file of the sandbox, never following a link the sandbox planted."""
