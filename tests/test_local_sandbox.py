@@ -8,9 +8,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from sbr_testlib import retry_until
 
 from sandboxrun.config import Settings
 from sandboxrun.errors import BackendError
+from sandboxrun.sandbox.backends.bwrap import find_bwrap
 from sandboxrun.sandbox.backends.local import LocalBackend
 
 
@@ -87,3 +89,56 @@ def test_legacy_sandbox_without_record_has_its_home_at_the_root(settings):
     (root / ".sandboxrun").mkdir(parents=True)
     sb = LocalBackend(settings).connect("old")
     assert sb.home == str(root) and sb.isolated is False
+
+
+@pytest.mark.skipif(find_bwrap() is None, reason="bubblewrap (bwrap) is not installed")
+def test_destroy_ends_a_running_isolated_sandbox(settings):
+    """Teardown (cleanup of a kept sandbox, kill) kills the supervisor and so the namespace."""
+    _, sb = make(settings, no_isolation=False)
+    assert sb.isolated is True
+    ctl = f"{sb.home}/.sandboxrun"
+    sb.write_file(f"{ctl}/prompt.txt", b"")
+    Path(sb.repo_dir).mkdir()
+    pid = sb.start_detached(
+        ["sh", "-c", "setsid sleep 300 & echo started; sleep 300"],
+        cwd=sb.repo_dir,
+        env={},
+        stdin_path=f"{ctl}/prompt.txt",
+        log_path=f"{ctl}/agent.log",
+        stderr_path=f"{ctl}/agent.stderr",
+        exit_path=f"{ctl}/agent.exit",
+        pid_path=f"{ctl}/agent.pid",
+    )
+    retry_until(lambda: b"started" in sb.read_file(f"{ctl}/agent.log"), timeout=30)
+    sb.destroy()
+    # Gone, or zombies waiting for init to reap them (this container's init is slow at it).
+    retry_until(lambda: not _live_members(pid), timeout=30)
+    assert not (settings.sandboxes_dir / "s1").exists()
+    # Nothing with the sandbox's path in its environment is left (the setsid sleep included).
+    assert not [
+        p for p in Path("/proc").iterdir() if p.name.isdigit() and _environ_mentions(p, sb.home)
+    ]
+
+
+def _live_members(pgid: int) -> list[int]:
+    """Processes of group ``pgid`` that are not zombies."""
+    live = []
+    for proc_dir in Path("/proc").iterdir():
+        if not proc_dir.name.isdigit():
+            continue
+        try:
+            stat = (proc_dir / "stat").read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid pgrp ...: split after the last ")" (comm may hold spaces).
+        state, _ppid, pgrp = stat.rsplit(")", 1)[1].split()[:3]
+        if int(pgrp) == pgid and state != "Z":
+            live.append(int(proc_dir.name))
+    return live
+
+
+def _environ_mentions(proc_dir: Path, text: str) -> bool:
+    try:
+        return text.encode() in (proc_dir / "environ").read_bytes()
+    except OSError:
+        return False
