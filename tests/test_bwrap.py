@@ -7,6 +7,7 @@ import pytest
 from sandboxrun.sandbox.backends.bwrap import (
     AGENT_UID,
     Confinement,
+    Exposure,
     HostView,
     RootEntry,
     agent_environment,
@@ -37,7 +38,10 @@ def conf(**kw) -> Confinement:
         sandbox_dir=SB,
         readonly_inside=(f"{SB}/.sandboxrun",),
         hidden=("/home/u/.local/share/sandboxrun", "/home/u", "/opt/work/repo"),
-        exposed=("/opt/claude/bin",),
+        exposed=Exposure(
+            binds=("/opt/claude/bin",),
+            symlinks=(("../lib/claude", "/home/u/.local/bin/claude"), ("x", "/usr/bin/claude")),
+        ),
         ro_files=(("/x/passwd", "/etc/passwd"),),
         env={"HOME": SB, "PATH": "/usr/bin"},
         chdir=f"{SB}/repo",
@@ -176,17 +180,40 @@ def test_passwd_has_only_root_agent_and_nobody():
     assert "agent:x:1000:" in group
 
 
-def test_executable_exposure_covers_npm_and_native_installs():
+def test_executable_exposure_shows_the_executable_not_its_neighbours():
+    # npm global install: bin/claude -> ../lib/node_modules/@anthropic-ai/claude-code/cli.js
+    link = "/root/.npm/bin/claude"
     npm = executable_exposure(
-        "/root/.npm/bin/claude", "/root/.npm/lib/node_modules/@anthropic-ai/claude-code/cli.js"
+        [(link, "../lib/node_modules/@anthropic-ai/claude-code/cli.js")],
+        "/root/.npm/lib/node_modules/@anthropic-ai/claude-code/cli.js",
     )
-    assert npm == ("/root/.npm/bin", "/root/.npm/lib/node_modules/@anthropic-ai/claude-code")
+    assert npm.binds == ("/root/.npm/lib/node_modules/@anthropic-ai/claude-code",)
+    assert npm.symlinks == (("../lib/node_modules/@anthropic-ai/claude-code/cli.js", link),)
+    # The pinned test install: the native binary inside the npm package's bin/.
     pinned = executable_exposure(
-        "/c/bin/claude", "/c/node_modules/@anthropic-ai/claude-code/bin/claude.exe"
+        [("/c/bin/claude", "../node_modules/@anthropic-ai/claude-code/bin/claude.exe")],
+        "/c/node_modules/@anthropic-ai/claude-code/bin/claude.exe",
     )
-    assert pinned == ("/c/bin", "/c/node_modules/@anthropic-ai/claude-code")
-    native = executable_exposure("/h/.local/bin/claude", "/h/.local/share/claude/versions/2.1")
-    assert native == ("/h/.local/bin", "/h/.local/share/claude/versions")
+    assert pinned.binds == ("/c/node_modules/@anthropic-ai/claude-code",)
+    # The native installer: ~/.local/bin/claude -> ~/.local/share/claude/versions/2.1; the
+    # rest of ~/.local/bin (the user's own scripts) stays hidden.
+    native = executable_exposure(
+        [("/h/.local/bin/claude", "/h/.local/share/claude/versions/2.1")],
+        "/h/.local/share/claude/versions/2.1",
+    )
+    assert native.binds == ("/h/.local/share/claude/versions/2.1",)
+    assert native.symlinks == (("/h/.local/share/claude/versions/2.1", "/h/.local/bin/claude"),)
+    # A plain file: itself only.
+    plain = executable_exposure([], "/work/tools/claude")
+    assert plain == Exposure(binds=("/work/tools/claude",))
+
+
+def test_exposure_links_are_recreated_outside_system_trees_only():
+    argv = build_argv(conf(), ["x"])
+    links = pairs(argv, "--symlink")
+    assert ("../lib/claude", "/home/u/.local/bin/claude") in links
+    assert ("x", "/usr/bin/claude") not in links  # /usr is bound: the link is there already
+    assert before(argv, ["--ro-bind", "/opt/claude/bin"], ["--symlink", "../lib/claude"])
 
 
 def test_find_bwrap_honours_the_override(tmp_path):

@@ -134,6 +134,16 @@ class HostView:
 
 
 @dataclass(frozen=True)
+class Exposure:
+    """How the agent's executable is made reachable inside, without its neighbours."""
+
+    #: files or directories bound read-only at the same path
+    binds: tuple[str, ...] = ()
+    #: (target, link) symlinks recreated inside, so the path it was found at still works
+    symlinks: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class Confinement:
     """Everything the argv depends on, as data."""
 
@@ -144,8 +154,8 @@ class Confinement:
     readonly_inside: tuple[str, ...] = ()
     #: the user's own paths to hide under an empty tmpfs when a system tree holds them
     hidden: tuple[str, ...] = ()
-    #: paths bound read-only at the same place (the agent's executable, its package)
-    exposed: tuple[str, ...] = ()
+    #: the agent's executable (its file or npm package, and the links to it)
+    exposed: Exposure = field(default_factory=Exposure)
     #: (source on this machine, destination inside) files bound read-only
     ro_files: tuple[tuple[str, str], ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
@@ -192,8 +202,12 @@ def build_argv(conf: Confinement, command: list[str], bwrap: str = "bwrap") -> l
     for path in sorted(set(conf.hidden)):
         if _under(path, bound):
             argv += ["--tmpfs", path]
-    for path in sorted(set(conf.host.extra_ro) | set(conf.exposed)):
+    for path in sorted(set(conf.host.extra_ro) | set(conf.exposed.binds)):
         argv += ["--ro-bind", path, path]
+    for target, link in conf.exposed.symlinks:
+        # A link inside a system tree is there already (and that tree is read-only).
+        if not _under(link, bound) or _under(link, conf.hidden):
+            argv += ["--symlink", target, link]
     argv += ["--bind", conf.sandbox_dir, conf.sandbox_dir]
     for path in conf.readonly_inside:
         argv += ["--ro-bind", path, path]
@@ -243,17 +257,25 @@ def passwd_files(home: str) -> tuple[str, str]:
     return passwd, group
 
 
-def executable_exposure(given: str, resolved: str) -> tuple[str, ...]:
-    """Directories to bind read-only so the agent's executable runs inside.
+def executable_exposure(chain: list[tuple[str, str]], resolved: str) -> Exposure:
+    """What to make visible so the agent's executable runs inside, and no more.
 
-    ``given`` is the path as found on PATH (often a symlink, npm's ``bin/claude``), ``resolved``
-    its real path; the package it belongs to (the parent of a ``bin`` directory) comes too,
-    for the files it loads next to itself.
+    ``chain`` is the symlinks from the path it was found at to its real file, as (link,
+    target-as-written) pairs (empty when that path is the file itself); ``resolved`` is the
+    real file. The links are recreated (not their directories: a ``~/.local/bin`` of the user
+    stays hidden); the real file is bound, or, inside an npm package (``node_modules/.../bin``
+    or the package root), the package, for the files it loads next to itself.
     """
-    given_dir = str(PurePosixPath(given).parent)
-    real_dir = PurePosixPath(resolved).parent
-    package = real_dir.parent if real_dir.name == "bin" else real_dir
-    return tuple(dict.fromkeys([given_dir, str(package)]))
+    real = PurePosixPath(resolved)
+    if "node_modules" in real.parts:
+        parts = real.parts
+        # The package root: node_modules/<name> or node_modules/@scope/<name>.
+        i = len(parts) - 1 - parts[::-1].index("node_modules")
+        depth = 3 if i + 1 < len(parts) and parts[i + 1].startswith("@") else 2
+        bind = str(PurePosixPath(*parts[: i + depth]))
+    else:
+        bind = resolved
+    return Exposure(binds=(bind,), symlinks=tuple((target, link) for link, target in chain))
 
 
 def _version_at_least(text: str, wanted: tuple[int, ...]) -> bool:

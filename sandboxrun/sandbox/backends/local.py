@@ -422,13 +422,22 @@ def _claude_credentials() -> Path | None:
 
 
 @functools.lru_cache(maxsize=8)
-def _agent_exposure(claude_bin: str) -> tuple[str, ...]:
-    """The directories of the agent's executable, bound read-only inside."""
+def _agent_exposure(claude_bin: str) -> bwrap_mod.Exposure:
+    """The agent's executable as the sandbox must see it: its links, its file or package."""
     found = process.which(claude_bin)
     if found is None:
-        return ()
-    given = os.path.abspath(found)
-    return bwrap_mod.executable_exposure(given, os.path.realpath(given))
+        return bwrap_mod.Exposure()
+    path = os.path.abspath(found)
+    chain: list[tuple[str, str]] = []
+    for _ in range(40):  # the kernel's own limit on nested links
+        if not os.path.islink(path):
+            break
+        target = os.readlink(path)
+        chain.append((path, target))
+        # Resolve the directory part only: the next hop may itself be a link.
+        path = os.path.join(os.path.realpath(os.path.dirname(path)), target)
+        path = os.path.normpath(path)
+    return bwrap_mod.executable_exposure(chain, os.path.realpath(found))
 
 
 class LocalBackend:
