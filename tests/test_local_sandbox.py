@@ -12,6 +12,7 @@ from sbr_testlib import retry_until
 
 from sandboxrun.config import Settings
 from sandboxrun.errors import BackendError
+from sandboxrun.sandbox.backends.base import Launch
 from sandboxrun.sandbox.backends.bwrap import find_bwrap
 from sandboxrun.sandbox.backends.local import LocalBackend
 
@@ -100,14 +101,16 @@ def test_destroy_ends_a_running_isolated_sandbox(settings):
     sb.write_file(f"{ctl}/prompt.txt", b"")
     Path(sb.repo_dir).mkdir()
     pid = sb.start_detached(
-        ["sh", "-c", "setsid sleep 300 & echo started; sleep 300"],
-        cwd=sb.repo_dir,
-        env={},
-        stdin_path=f"{ctl}/prompt.txt",
-        log_path=f"{ctl}/agent.log",
-        stderr_path=f"{ctl}/agent.stderr",
-        exit_path=f"{ctl}/agent.exit",
-        pid_path=f"{ctl}/agent.pid",
+        Launch(
+            argv=("sh", "-c", "setsid sleep 300 & echo started; sleep 300"),
+            cwd=sb.repo_dir,
+            env={},
+            stdin_path=f"{ctl}/prompt.txt",
+            log_path=f"{ctl}/agent.log",
+            stderr_path=f"{ctl}/agent.stderr",
+            exit_path=f"{ctl}/agent.exit",
+            pid_path=f"{ctl}/agent.pid",
+        )
     )
     retry_until(lambda: b"started" in sb.read_file(f"{ctl}/agent.log"), timeout=30)
     sb.destroy()

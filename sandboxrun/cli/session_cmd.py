@@ -71,7 +71,7 @@ def _when(ts: float | None) -> str:
 
 
 def _status_style(status: str) -> str:
-    return {
+    styles: dict[str, str] = {
         Status.COMPLETED: "green",
         Status.COMPLETED_NO_CHANGES: "green",
         Status.RUNNING: "cyan",
@@ -80,7 +80,8 @@ def _status_style(status: str) -> str:
         Status.KILLED: "yellow",
         Status.TIMEOUT: "yellow",
         Status.WAITING_QUOTA: "yellow",
-    }.get(status, "")
+    }
+    return styles.get(status, "")
 
 
 def _isolated(s: Session) -> str:
@@ -299,7 +300,7 @@ def register(app: typer.Typer) -> None:
         s = extend_session(settings, store, store.resolve(session), parse_duration(duration))
         console.print(
             f"{s.name}: limit now {_when(s.deadline)} "
-            f"({format_duration(s.deadline - time.time())} from now).",
+            f"({format_duration((s.deadline or time.time()) - time.time())} from now).",
             highlight=False,
         )
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from sandboxrun.config import Settings
 from sandboxrun.errors import UsageError
 from sandboxrun.sandbox.backends.base import Backend, ExecResult, Sandbox
 
 BACKEND_NAMES = ("local", "e2b")
 
 
-def get_backend(name: str, settings, *, no_isolation: bool = False) -> Backend:
+def get_backend(name: str, settings: Settings, *, no_isolation: bool = False) -> Backend:
     """Return the backend called ``name`` configured from ``settings``.
 
     ``no_isolation`` (``run --no-isolation``) lets the local backend run the agent unconfined;

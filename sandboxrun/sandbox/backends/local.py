@@ -31,7 +31,7 @@ from pathlib import Path, PurePosixPath
 
 import sandboxrun.sandbox.backends.bwrap as bwrap_mod
 from sandboxrun import process
-from sandboxrun.config import Settings
+from sandboxrun.config import INSTALL_CLAUDE_HINT, Settings
 from sandboxrun.errors import (
     AgentError,
     BackendError,
@@ -39,20 +39,7 @@ from sandboxrun.errors import (
     ProgramNotFoundError,
     SandboxLostError,
 )
-from sandboxrun.sandbox.backends.base import ExecResult
-
-# The wrapper runs the agent with its stdio redirected and records its exit code atomically.
-# `trap : INT TERM` makes the shell wait for the agent to finish its own shutdown instead of
-# dying first (a trap with a command, unlike an ignored signal, is reset for the child).
-# Paths come in through the environment, the agent argv through "$@": no user text is ever
-# interpolated into the script. Used as is without isolation.
-DETACH_WRAPPER = r"""
-trap : INT TERM
-echo $$ > "$SBR_PID_PATH"
-"$@" < "$SBR_STDIN_PATH" > "$SBR_LOG_PATH" 2> "$SBR_STDERR_PATH"
-code=$?
-echo $code > "$SBR_EXIT_PATH.tmp" && mv "$SBR_EXIT_PATH.tmp" "$SBR_EXIT_PATH"
-"""
+from sandboxrun.sandbox.backends.base import ExecResult, Launch
 
 # With isolation this shell is the supervisor: it stays outside the sandbox, owns the bwrap
 # process ("$@" is the bwrap argv) and writes the exit code where the agent cannot. INT and
@@ -211,53 +198,33 @@ class LocalSandbox:
             ) from exc
         return ExecResult(res.returncode, res.stdout, res.stderr)
 
-    def start_detached(
-        self,
-        argv: Sequence[str],
-        *,
-        cwd: str,
-        env: Mapping[str, str],
-        stdin_path: str,
-        log_path: str,
-        stderr_path: str,
-        exit_path: str,
-        pid_path: str,
-    ) -> int:
-        """Start ``argv`` in a new session (its own process group), surviving our exit.
+    def start_detached(self, launch: Launch) -> int:
+        """Start the program in a new session (its own process group), surviving our exit.
 
         Isolated, the process started is a supervisor shell outside the sandbox that owns the
-        bwrap process; the agent runs inside, in the supervisor's process group.
+        bwrap process; the agent runs inside, in the supervisor's process group. Unconfined, it
+        is :data:`~sandboxrun.sandbox.backends.base.DETACH_WRAPPER` around the agent.
         """
         self._require()
-        if process.which(argv[0]) is None:
+        if process.which(launch.argv[0]) is None:
             raise AgentError(
-                f"cannot run the agent: {argv[0]} not found",
-                "Install Claude Code (npm install -g @anthropic-ai/claude-code) or set "
-                "SANDBOXRUN_CLAUDE_BIN to its path.",
+                f"cannot run the agent: {launch.argv[0]} not found", INSTALL_CLAUDE_HINT
             )
-        paths = {
-            "SBR_PID_PATH": pid_path,
-            "SBR_STDIN_PATH": stdin_path,
-            "SBR_LOG_PATH": log_path,
-            "SBR_STDERR_PATH": stderr_path,
-            "SBR_EXIT_PATH": exit_path,
-        }
-        for path in (log_path, stderr_path, exit_path, pid_path):
+        for path in (launch.log_path, launch.stderr_path, launch.exit_path, launch.pid_path):
             # The files the supervisor writes must be plain files of ours, never links.
             self._check_plain(path)
         if self.isolated:
-            conf = self._confinement(env, cwd, agent=True)
+            conf = self._confinement(launch.env, launch.cwd, agent=True)
             inner = ["env", "--default-signal=INT,TERM", "/bin/sh", "-c", INNER_WRAPPER, "sh"]
-            command = bwrap_mod.build_argv(conf, [*inner, *argv], _tools().bwrap)
-            wrap_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **paths}
-            script, run_cwd = SUPERVISOR, "/"
+            command = bwrap_mod.build_argv(conf, [*inner, *launch.argv], _tools().bwrap)
+            files = {k: v for k, v in launch.wrapper_env().items() if k.startswith("SBR_")}
+            wrap_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **files}
+            argv, cwd = ["/bin/sh", "-c", SUPERVISOR, "sh", *command], "/"
         else:
-            command, script, run_cwd = list(argv), DETACH_WRAPPER, cwd
-            wrap_env = {**self._env(env), **paths}
-        pid = process.spawn_detached(
-            ["/bin/sh", "-c", script, "sh", *command], cwd=run_cwd, env=wrap_env
-        )
-        self.write_file(pid_path, f"{pid}\n".encode())
+            argv, cwd = launch.wrapper_argv(), launch.cwd
+            wrap_env = self._env(launch.wrapper_env())
+        pid = process.spawn_detached(argv, cwd=cwd, env=wrap_env)
+        self.write_file(launch.pid_path, f"{pid}\n".encode())
         self._write_meta(supervisor_pid=pid)
         return pid
 
@@ -482,9 +449,7 @@ class LocalBackend:
         if process.which(self.settings.claude_bin) is None:
             raise AgentError(
                 f"Claude Code ({self.settings.claude_bin!r}) is not installed on this machine",
-                "Install it with `npm install -g @anthropic-ai/claude-code`, or set "
-                "SANDBOXRUN_CLAUDE_BIN to the claude executable. "
-                "`--dry-run` works without it.",
+                f"{INSTALL_CLAUDE_HINT} `--dry-run` works without it.",
             )
 
     def create(
