@@ -112,7 +112,7 @@ def test_destroy_ends_a_running_isolated_sandbox(settings):
             pid_path=f"{ctl}/agent.pid",
         )
     )
-    retry_until(lambda: b"started" in sb.read_file(f"{ctl}/agent.log"), timeout=30)
+    retry_until(lambda: b"started" in _read_or_empty(sb, f"{ctl}/agent.log"), timeout=30)
     sb.destroy()
     # Gone, or zombies waiting for init to reap them (this container's init is slow at it).
     retry_until(lambda: not _live_members(pid), timeout=30)
@@ -121,6 +121,14 @@ def test_destroy_ends_a_running_isolated_sandbox(settings):
     assert not [
         p for p in Path("/proc").iterdir() if p.name.isdigit() and _environ_mentions(p, sb.home)
     ]
+
+
+def _read_or_empty(sb, path: str) -> bytes:
+    """The file's bytes, or nothing while the supervisor has not created it yet."""
+    try:
+        return sb.read_file(path)
+    except FileNotFoundError:
+        return b""
 
 
 def _live_members(pgid: int) -> list[int]:
