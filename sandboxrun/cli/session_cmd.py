@@ -50,6 +50,7 @@ STATUS_FIELDS = (
     "model",
     "max_turns",
     "exit_code",
+    "isolated",
 )
 
 
@@ -90,6 +91,13 @@ def _status_style(status: str) -> str:
     return styles.get(status, "")
 
 
+def _isolated(s: Session) -> str:
+    """``yes``/``NO ...``/``-`` for the status page (NULL: recorded before the column)."""
+    if s.isolated is None:
+        return "-"
+    return "yes" if s.isolated else "NO (the agent ran unconfined, as you)"
+
+
 def _print_one(s: Session) -> None:
     d = session_json(s)
     console.print(f"[bold]{s.name}[/bold] ({s.id})  [{_status_style(s.status)}]{s.status}[/]")
@@ -98,6 +106,7 @@ def _print_one(s: Session) -> None:
             "backend",
             f"{s.mode}/{s.backend}" + (f"  sandbox {s.sandbox_id}" if s.sandbox_id else ""),
         ),
+        ("isolated", _isolated(s)),
         ("branch", s.branch),
         ("worktree", s.worktree),
         ("base", f"{s.base_ref} ({(s.base_commit or '')[:12]})"),
