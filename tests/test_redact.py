@@ -76,8 +76,13 @@ def test_clamp_bounds_strings_and_nesting() -> None:
 
 
 @pytest.mark.slow
-def test_an_agent_printing_its_environment_leaks_no_key(cli, repo) -> None:
-    """Events in state.db, agent.log/agent.stderr/patch artifacts and `logs` keep no value."""
+@pytest.mark.parametrize("isolation", ["isolated", "--no-isolation"])
+def test_an_agent_printing_its_environment_leaks_no_key(cli, repo, isolation) -> None:
+    """Events in state.db, agent.log/agent.stderr/patch artifacts and `logs` keep no value.
+
+    Confined, the agent sees only Claude's own variables (ANTHROPIC_*, CLAUDE_CODE_*);
+    unconfined, it inherits everything: either way no value it can print is stored.
+    """
     secrets = {
         "ANTHROPIC_API_KEY": "sk-ant-api03-" + rand(60),
         "CLAUDE_CODE_OAUTH_TOKEN": "sk-ant-oat01-" + rand(60),
@@ -91,17 +96,18 @@ def test_an_agent_printing_its_environment_leaks_no_key(cli, repo) -> None:
         "@bash env > env.txt\n"
         "@commit agent: save the environment\n"
         "@bash printenv ANTHROPIC_API_KEY > leftover.txt\n"
-        "@error failed with $MY_SERVICE_TOKEN\n"
+        "@error failed with $CLAUDE_CODE_OAUTH_TOKEN\n"
     )
+    flags = [isolation] if isolation.startswith("--") else []
     proc = cli(
-        "run", "--backend", "local", "--name", "leak", "--prompt", plan, env=secrets, timeout=300
-    )
+        "run", "--backend", "local", *flags, "--name", "leak", "--prompt", plan, env=secrets,
+        timeout=300,
+    )  # fmt: skip
     assert proc.returncode != 0  # the agent ends with an error result (its text has a token)
     home = Path(os.environ["SANDBOXRUN_HOME"])
     stored = [p for p in home.rglob("*") if p.is_file()]
-    assert any(p.name == "agent.log" for p in stored) and any(
-        p.name.startswith("state.db") for p in stored
-    )
+    assert any(p.name == "agent.log" for p in stored)
+    assert any(p.name.startswith("state.db") for p in stored)
     outputs = [proc.stdout, proc.stderr]
     for args in (["logs", "leak", "--raw"], ["logs", "leak", "--json"], ["logs", "leak"],
                  ["status", "leak", "--json"], ["status", "leak"]):  # fmt: skip
@@ -114,8 +120,12 @@ def test_an_agent_printing_its_environment_leaks_no_key(cli, repo) -> None:
         for text in outputs:
             assert value not in text, name
     raw = cli("logs", "leak", "--raw").stdout
-    assert "[redacted:ANTHROPIC_API_KEY]" in raw and "[redacted:DB_PASSWORD]" in raw
-    assert "failed with [redacted:MY_SERVICE_TOKEN]" in cli.status("leak")["error"]
+    seen = ["ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN"]
+    if flags:
+        seen += ["E2B_API_KEY", "MY_SERVICE_TOKEN", "DB_PASSWORD"]
+    for name in seen:  # the agent printed them, and they were replaced
+        assert f"[redacted:{name}]" in raw, name
+    assert "failed with [redacted:CLAUDE_CODE_OAUTH_TOKEN]" in cli.status("leak")["error"]
     # the work itself comes back as the agent made it: the branch is the agent's output
     assert "env.txt" in git(repo, "ls-tree", "-r", "--name-only", "sandboxrun/leak")
 
