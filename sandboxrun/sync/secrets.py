@@ -1,7 +1,8 @@
 """Which files hold secrets: by name (families of credential files) and by content.
 
 Two pure checks, shared by every path that sends files away or commits them for the agent
-(``pack``, ``run``, and :func:`secret_paths` for ``run --with-changes``):
+(``pack`` and ``run`` through :class:`ContentCheck`, ``run --with-changes`` through
+:func:`secret_paths`):
 
 * :func:`name_reason` — the file's path belongs to a family that almost always holds
   credentials: environment files (``.env``, ``prod.env``, ``.env.local``), private keys and
@@ -15,13 +16,14 @@ Two pure checks, shared by every path that sends files away or commits them for 
   key block (PEM, OpenSSH, PGP; service-account JSON included) or a token whose format is
   published by its issuer (AWS access key id, GitHub, GitLab, Slack, Stripe live, Google API
   and OAuth client secret, Anthropic, OpenAI, npm, PyPI, E2B, SendGrid, Hugging Face,
-  DigitalOcean). Only the rule's name is ever returned, never the matched value.
+  DigitalOcean, Azure connection strings). Only the rule's name is ever returned, never the
+  matched value.
 
 Speed: the content check runs on every text file while packing, so the common case (no
 secret) costs a few C-level passes: ``find`` for ``PRIVATE KEY`` and the two Azure anchors,
 and two ``translate`` + ``find`` passes that look for a long run of token characters, which
-every other token rule needs.
-Only a file that passes a prefilter is searched with the rules' regular expressions.
+every other token rule needs. Only a file that passes a prefilter has its rules' literal
+anchors looked for, and only one with an anchor is searched with the rule's expression.
 """
 
 from __future__ import annotations
