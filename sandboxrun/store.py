@@ -150,6 +150,59 @@ def m002_sessions_isolated(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE sessions ADD COLUMN isolated INTEGER")
 
 
+@migrations()
+def m003_groups(db: sqlite_utils.Database) -> None:
+    # Fan-out groups (sandboxrun/fanout): the group, its tasks (the scheduler's whole state, so
+    # a new driver can resume it) and its own events; sessions point at their group.
+    db.execute(
+        """
+        CREATE TABLE groups (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            repo TEXT NOT NULL,
+            backend TEXT NOT NULL,
+            status TEXT NOT NULL,            -- running | completed | failed | killed | stopped
+            base_commit TEXT,
+            source TEXT,                     -- the TASKS file or directory
+            options TEXT,                    -- JSON: max_parallel, budgets, keep_going, ...
+            owner_pid INTEGER,
+            owner_host TEXT,
+            created_at REAL NOT NULL,
+            ended_at REAL,
+            kill_requested INTEGER NOT NULL DEFAULT 0,
+            error TEXT
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE group_tasks (
+            group_id TEXT NOT NULL REFERENCES groups(id) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            position INTEGER NOT NULL,
+            spec TEXT NOT NULL,              -- JSON TaskSpec
+            state TEXT NOT NULL,             -- pending | started | skipped | blocked
+            session_id TEXT,
+            base_commit TEXT,
+            reason TEXT,
+            PRIMARY KEY (group_id, name)
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE group_events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            group_id TEXT NOT NULL REFERENCES groups(id) ON DELETE CASCADE,
+            ts REAL NOT NULL,
+            kind TEXT NOT NULL,
+            payload TEXT NOT NULL
+        )
+        """
+    )
+    db.execute("ALTER TABLE sessions ADD COLUMN group_id TEXT")
+
+
 _JSON_COLUMNS = {"warn_at", "result_commits", "options"}
 
 
@@ -206,6 +259,8 @@ class Session:
     #: whether the agent was confined (E2B, or local under bubblewrap); None for sessions
     #: recorded before the column existed, and local-mode sessions
     isolated: bool | None = None
+    #: the fan-out group the session belongs to (``groups.id``), if any
+    group_id: str | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row | dict[str, Any]) -> Session:
