@@ -147,6 +147,8 @@ def register(app: typer.Typer) -> None:
         """Show sessions: status, branch, cost, turns, time left."""
         settings = settings_for(None)
         store = open_store(settings)
+        if session and _group_command("status", store, session, json_out=json_out):
+            return
         sessions = [store.resolve(session)] if session else store.list(active_only=active)
         if json_out:
             print_json([session_json(s) for s in sessions])
@@ -191,6 +193,8 @@ def register(app: typer.Typer) -> None:
         """Print a session's events (phases, agent actions, warnings), from any terminal."""
         settings = settings_for(None)
         store = open_store(settings)
+        if _group_command("logs", store, session, follow=follow):
+            return
         s = store.resolve(session)
         last = 0
         # stored events are redacted when written; this also covers credentials of this shell
@@ -231,6 +235,8 @@ def register(app: typer.Typer) -> None:
 
         settings = settings_for(None)
         store = open_store(settings)
+        if _group_command("kill", store, session, settings=settings, json_out=json_out):
+            return
         s = kill_session(settings, store, store.resolve(session), discard=discard)
         if json_out:
             print_json(session_json(s))
@@ -289,6 +295,8 @@ def register(app: typer.Typer) -> None:
 
         settings = settings_for(None)
         store = open_store(settings)
+        if _group_command("attach", store, session, settings=settings, json_out=json_out):
+            return
         s = store.resolve(session)
         if json_out:
             final = attach_session(settings, store, s, JsonReporter(s))
@@ -356,6 +364,25 @@ def register(app: typer.Typer) -> None:
                 f"`sandboxrun attach {name}` or `sandboxrun kill {name}`",
                 highlight=False,
             )
+
+
+def _group_command(command: str, store: Any, ref: str, **kw: Any) -> bool:
+    """Run ``command`` on the fan-out group named ``ref``; False when no group has that name."""
+    from sandboxrun.cli import fanout_cmd
+    from sandboxrun.fanout.groups import find_group
+
+    group = find_group(store, ref)
+    if group is None:
+        return False
+    if command == "status":
+        fanout_cmd.print_group(store, group, kw["json_out"])
+    elif command == "logs":
+        fanout_cmd.group_logs(store, group, kw["follow"])
+    elif command == "kill":
+        fanout_cmd.kill_group(kw["settings"], store, group, kw["json_out"])
+    else:
+        fanout_cmd.attach_group(kw["settings"], store, group, kw["json_out"])
+    return True
 
 
 def format_event(ev: dict[str, Any]) -> str | None:

@@ -181,7 +181,13 @@ class Provisioner:
         files = AgentFiles.of(sandbox)
         sandbox.write_file(files.prompt, (session.prompt or "").encode())
         claude = self._find_claude(sandbox, session)
-        argv = build_claude_argv(claude, model=session.model, max_turns=session.max_turns)
+        budget = session.options.get("max_budget_usd")  # set per task by `fanout --budget-usd`
+        argv = build_claude_argv(
+            claude,
+            model=session.model,
+            max_turns=session.max_turns,
+            extra=["--max-budget-usd", f"{float(budget):g}"] if budget else None,
+        )
         env = self.backend.agent_env(dry_run=False)
         pgid = sandbox.start_detached(files.launch(argv, cwd=sandbox.repo_dir, env=env))
         now = time.time()

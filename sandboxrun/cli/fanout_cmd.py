@@ -1,0 +1,349 @@
+"""`sandboxrun fanout`, `report`, `integrate`, and GROUP in `status`/`logs`/`kill`/`attach`."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from sandboxrun import gitops, process
+from sandboxrun.cli.common import console, err_console, open_store, print_json, settings_for
+from sandboxrun.config import load_settings
+from sandboxrun.errors import UsageError
+from sandboxrun.fanout import groups as G
+from sandboxrun.fanout.report import build_report, render
+from sandboxrun.fanout.scheduler import (
+    DEFAULT_START_RATE,
+    E2B_PRICE_PER_SECOND,
+    GroupScheduler,
+    Step,
+    claim_session,
+    group_driver_alive,
+)
+from sandboxrun.fanout.tasks import load_tasks, validate_group_name
+from sandboxrun.sandbox.prepare import choose_backend
+from sandboxrun.store import SessionStore
+
+FANOUT_HELP = """Run many tasks, each an agent on its own branch, in dependency order.
+
+TASKS is a TOML file of [[task]] tables (name, prompt or prompt_file, depends_on, and optional
+base, model, timeout, max_turns) or a directory of plan files (independent tasks). It is
+checked completely before anything starts. A task whose dependencies all completed starts from
+their merged branches; a failed dependency skips its dependents (unless --keep-going).
+
+\b
+Examples:
+  sandboxrun fanout tasks.toml --backend local --max-parallel 3
+  sandboxrun fanout plans/ --budget-usd 20 --detach && sandboxrun logs plans
+  sandboxrun report tasks --format html -o report.html
+  sandboxrun integrate tasks
+"""
+
+
+def _group_or_fail(store: SessionStore, ref: str) -> G.Group:
+    g = G.find_group(store, ref)
+    if g is None:
+        raise G.GroupNotFoundError(
+            f"no group named {ref!r}", "List groups with `sandboxrun report --list`."
+        )
+    return g
+
+
+def _task_line(row: dict[str, Any]) -> str:
+    cost = f"${row['cost_usd']:.4f}" if row.get("cost_usd") is not None else "-"
+    reason = f"  ({row['reason']})" if row.get("reason") else ""
+    return f"  {row['task']:<20} {row['status']:<22} {row.get('branch') or '-':<36} {cost}{reason}"
+
+
+def print_group(store: SessionStore, g: G.Group, json_out: bool) -> None:
+    """`status GROUP`: the group and one line per task."""
+    rep = build_report(store, g)
+    if json_out:
+        print_json([rep])
+        return
+    alive = group_driver_alive(g)
+    console.print(f"[bold]{g.name}[/bold] ({g.id})  group  {g.status}", highlight=False)
+    console.print(
+        f"  spent ${rep['cost_usd']:.4f}   tasks {len(rep['tasks'])}   driver "
+        + (f"pid {g.owner_pid} ({'alive' if alive else 'not running'})" if g.owner_pid else "-"),
+        highlight=False,
+    )
+    if g.error:
+        console.print(f"  reason: {g.error}", highlight=False)
+    for row in rep["tasks"]:
+        console.print(_task_line(row), highlight=False)
+    if not g.is_terminal and not alive:
+        console.print(f"  No process schedules this group: `sandboxrun attach {g.name}`.")
+
+
+def group_logs(store: SessionStore, g: G.Group, follow: bool) -> None:
+    """`logs GROUP`: the scheduler's and every task's events, interleaved by time."""
+    from sandboxrun.cli.session_cmd import format_event
+    from sandboxrun.redact import Redactor
+
+    redact = Redactor.from_env(os.environ)
+    seen_group = 0
+    seen: dict[str, int] = {}
+    while True:
+        lines: list[tuple[float, str]] = []
+        for ev in G.events(store, g.id, seen_group):
+            seen_group = ev["id"]
+            ts = datetime.fromtimestamp(ev["ts"]).strftime("%H:%M:%S")
+            p = {k: v for k, v in ev["payload"].items() if v is not None}
+            lines.append((ev["ts"], f"[{g.name}] {ts} {ev['kind']:<7} {p}"))
+        for t in G.tasks(store, g.id):
+            if not t.session_id:
+                continue
+            for ev in store.events(t.session_id, after_id=seen.get(t.session_id, 0)):
+                seen[t.session_id] = ev["id"]
+                line = format_event(ev)
+                if line is not None:
+                    lines.append((ev["ts"], f"[{t.name}] {line}"))
+        for _, line in sorted(lines, key=lambda x: x[0]):
+            typer.echo(redact.text(line))
+        if not follow or G.get_group(store, g.id).is_terminal:
+            if not follow or not lines:
+                return
+        time.sleep(0.3)
+
+
+def kill_group(settings: Any, store: SessionStore, g: G.Group, json_out: bool) -> None:
+    """`kill GROUP`: no new tasks; running ones stopped with their work collected."""
+    from sandboxrun.sandbox.sessions import kill_session
+
+    if g.is_terminal:
+        raise UsageError(f"group {g.name} already ended ({g.status})")
+    G.update_group(store, g.id, kill_requested=1)
+    if not group_driver_alive(g):
+        # nobody schedules it: stop its tasks here, then settle the group ourselves
+        for s in G.sessions(store, g.id).values():
+            if s.is_active:
+                kill_session(settings, store, s)
+        GroupScheduler(settings, store, g.id).step()
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and not G.get_group(store, g.id).is_terminal:
+        time.sleep(0.3)
+    final = G.get_group(store, g.id)
+    if json_out:
+        print_json(build_report(store, final))
+    else:
+        console.print(f"{final.name}: {final.status}", highlight=False)
+
+
+def _progress(step: Step) -> None:
+    for name in step.started:
+        err_console.print(f"→ started {name} ({step.running} running)", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("fanout", help=FANOUT_HELP)
+    def fanout(
+        tasks_path: Path = typer.Argument(..., metavar="TASKS", help="TOML file or directory."),
+        name: str = typer.Option(None, "--name", "-n", help="Group name (default: TASKS stem)."),
+        repo: Path = typer.Option(Path("."), "--repo", help="The git repository (default: here)."),
+        max_parallel: int = typer.Option(4, "--max-parallel", "-j", help="Runs at once."),
+        backend: str = typer.Option(None, "--backend", "-b", help="e2b or local."),
+        budget_usd: float = typer.Option(
+            None, "--budget-usd", help="No new task once the group spent this (agent + sandbox)."
+        ),
+        budget_minutes: float = typer.Option(
+            None, "--budget-minutes", help="No new task after this many minutes."
+        ),
+        hard_factor: float = typer.Option(
+            1.25,
+            "--hard-factor",
+            help="Running tasks are stopped (work collected) at this multiple of a budget.",
+        ),
+        start_rate: float = typer.Option(
+            None, "--start-rate", help="Sandbox creations per second (E2B Hobby 1, Pro 5)."
+        ),
+        price_per_second: float = typer.Option(
+            None,
+            "--price-per-second",
+            help=f"Sandbox price in USD per second (e2b default {E2B_PRICE_PER_SECOND:.7f}).",
+        ),
+        keep_going: bool = typer.Option(
+            False, "--keep-going", help="Run dependents of failed tasks anyway."
+        ),
+        detach: bool = typer.Option(False, "--detach", "-d", help="Schedule in the background."),
+        json_out: bool = typer.Option(False, "--json", help="Print the final report as JSON."),
+    ) -> None:
+        graph = load_tasks(tasks_path)
+        group_name = validate_group_name(name or graph.default_group)
+        if max_parallel < 1:
+            raise UsageError("--max-parallel must be at least 1")
+        for label, value in (("--budget-usd", budget_usd), ("--budget-minutes", budget_minutes)):
+            if value is not None and value <= 0:
+                raise UsageError(f"{label} must be positive")
+        settings = settings_for(repo)
+        store = open_store(settings)
+        root = gitops.main_worktree(gitops.repo_root(repo))
+        backend_name = choose_backend(settings, backend)
+        if backend_name not in DEFAULT_START_RATE:
+            raise UsageError(f"unknown backend {backend_name!r}", "Use e2b or local.")
+        base_commit = gitops.resolve_commit(root, "HEAD")
+        for t in graph.tasks:
+            if t.base:
+                gitops.resolve_commit(root, t.base)
+        if G.find_group(store, group_name):
+            raise UsageError(f"a group named {group_name!r} already exists", "Pick another --name.")
+        taken = {s.name for s in store.list()} & {f"{group_name}-{t.name}" for t in graph.tasks}
+        if taken:
+            raise UsageError(
+                f"session name(s) already in use: {', '.join(sorted(taken))}",
+                "Pick another --name for the group.",
+            )
+        price = price_per_second
+        if price is None:
+            price = E2B_PRICE_PER_SECOND if backend_name == "e2b" else 0.0
+        options = {
+            "max_parallel": max_parallel,
+            "budget_usd": budget_usd,
+            "budget_minutes": budget_minutes,
+            "hard_factor": hard_factor,
+            "start_rate": start_rate or DEFAULT_START_RATE[backend_name],
+            "price_per_second": price,
+            "keep_going": keep_going,
+        }
+        g = G.create_group(
+            store,
+            graph,
+            name=group_name,
+            repo=str(root),
+            backend=backend_name,
+            base_commit=base_commit,
+            options=options,
+        )
+        if detach:
+            pid = spawn_group_driver(settings, g)
+            if json_out:
+                print_json({"group": g.id, "name": g.name, "detached_pid": pid})
+            else:
+                console.print(
+                    f"Started group {g.name} ({len(graph.tasks)} tasks) in the background.\n"
+                    f"  Status: sandboxrun status {g.name}\n"
+                    f"  Logs:   sandboxrun logs {g.name}\n"
+                    f"  Stop:   sandboxrun kill {g.name}",
+                    highlight=False,
+                )
+            return
+        _drive_and_print(settings, store, g, json_out)
+
+    @app.command("report")
+    def report(
+        group: str = typer.Argument(..., help="Group name or id."),
+        fmt: str = typer.Option("md", "--format", help="md, json or html."),
+        output: Path = typer.Option(None, "--output", "-o", help="Write to FILE."),
+    ) -> None:
+        """Per task status, branch, commits, files, cost, turns, duration; the critical path."""
+        if fmt not in ("md", "json", "html"):
+            raise UsageError(f"unknown --format {fmt!r}", "Use md, json or html.")
+        store = open_store(settings_for(None))
+        text = render(build_report(store, _group_or_fail(store, group)), fmt)
+        if output:
+            output.write_text(text, encoding="utf-8")
+            err_console.print(f"Wrote {output}", highlight=False)
+        else:
+            sys.stdout.write(text)
+
+    @app.command("integrate")
+    def integrate(
+        group: str = typer.Argument(..., help="Group name or id."),
+        into: str = typer.Option(
+            None, "--into", help="Branch to merge into (default sandboxrun/GROUP/integration)."
+        ),
+        json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    ) -> None:
+        """Merge completed task branches, in dependency order, into one branch.
+
+        Your checkout is never touched; a conflict stops with the files named and the branch
+        left at the last clean merge.
+        """
+        from sandboxrun.fanout.report import integrate_group
+
+        store = open_store(settings_for(None))
+        g = _group_or_fail(store, group)
+        res, branch = integrate_group(store, g, into)
+        data = {
+            "branch": branch,
+            "commit": res.commit,
+            "merged": res.merged,
+            "conflict_with": res.conflict_with,
+            "conflicts": res.conflicts,
+        }
+        if json_out:
+            print_json(data)
+        else:
+            console.print(
+                f"{branch} at {res.commit[:12]}: merged {len(res.merged)} branch(es)",
+                highlight=False,
+            )
+        if not res.ok:
+            raise _conflict_error(res.conflict_with or "", res.conflicts, branch, res.commit)
+
+    @app.command("_fanout_drive", hidden=True)
+    def fanout_drive(group_id: str) -> None:
+        """Schedule a detached group to its end (started by `fanout --detach`/`attach`)."""
+        store = open_store(load_settings())
+        g = G.get_group(store, group_id)
+        final = GroupScheduler(load_settings(Path(g.repo)), store, g.id).run()
+        if final.status != "completed":
+            raise typer.Exit(1)
+
+    @app.command("_fanout_task", hidden=True)
+    def fanout_task(session_id: str, attach: bool = typer.Option(False, "--attach")) -> None:
+        """Drive one task's session, unless another process already does."""
+        from sandboxrun.sandbox.runner import RunDriver
+
+        store = open_store(load_settings())
+        if not claim_session(store, session_id, os.getpid(), attach=attach):
+            return
+        s = store.get(session_id)
+        settings = load_settings(Path(s.repo) if s.repo else None)
+        driver = RunDriver(settings, store, s)
+        driver.resume() if attach else driver.execute()
+
+
+def _conflict_error(name: str, files: list[str], branch: str, commit: str) -> Exception:
+    from sandboxrun.errors import SandboxrunError
+
+    return SandboxrunError(
+        f"merging {name} conflicts in: {', '.join(files)}",
+        f"{branch} stays at the last clean merge ({commit[:12]}); merge {name} by hand.",
+    )
+
+
+def spawn_group_driver(settings: Any, g: G.Group) -> int:
+    """Start ``sandboxrun _fanout_drive GROUP`` detached; returns its pid."""
+    log = settings.home / "groups" / f"{g.id}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    return process.spawn_detached(
+        [sys.executable, "-m", "sandboxrun", "_fanout_drive", g.id], output=log
+    )
+
+
+def _drive_and_print(settings: Any, store: SessionStore, g: G.Group, json_out: bool) -> None:
+    final = GroupScheduler(settings, store, g.id).run(None if json_out else _progress)
+    if json_out:
+        print_json(build_report(store, final))
+    else:
+        print_group(store, final, False)
+    if final.status != "completed":
+        raise typer.Exit(1)
+
+
+def attach_group(settings: Any, store: SessionStore, g: G.Group, json_out: bool) -> None:
+    """`attach GROUP`: resume scheduling a group whose driver died."""
+    if g.is_terminal:
+        raise UsageError(f"group {g.name} already ended ({g.status})")
+    if group_driver_alive(g):
+        raise UsageError(
+            f"group {g.name} is still driven by process {g.owner_pid}",
+            f"Follow it with `sandboxrun logs {g.name}`.",
+        )
+    _drive_and_print(load_settings(Path(g.repo)), store, g, json_out)
