@@ -106,9 +106,8 @@ def group_logs(store: SessionStore, g: G.Group, follow: bool) -> None:
                     lines.append((ev["ts"], f"[{t.name}] {line}"))
         for _, line in sorted(lines, key=lambda x: x[0]):
             typer.echo(redact.text(line))
-        if not follow or G.get_group(store, g.id).is_terminal:
-            if not follow or not lines:
-                return
+        if not follow or (not lines and G.get_group(store, g.id).is_terminal):
+            return
         time.sleep(0.3)
 
 
