@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import typer
 from sandboxrun import gitops, process
 from sandboxrun.cli.common import console, err_console, open_store, print_json, settings_for
 from sandboxrun.config import load_settings
-from sandboxrun.errors import UsageError
+from sandboxrun.errors import SandboxrunError, UsageError
 from sandboxrun.fanout import groups as G
 from sandboxrun.fanout.report import build_report, render
 from sandboxrun.fanout.scheduler import (
@@ -49,7 +50,7 @@ def _group_or_fail(store: SessionStore, ref: str) -> G.Group:
     g = G.find_group(store, ref)
     if g is None:
         raise G.GroupNotFoundError(
-            f"no group named {ref!r}", "List groups with `sandboxrun report --list`."
+            f"no group named {ref!r}", "List groups with `sandboxrun groups`."
         )
     return g
 
@@ -81,9 +82,16 @@ def print_group(store: SessionStore, g: G.Group, json_out: bool) -> None:
         console.print(f"  No process schedules this group: `sandboxrun attach {g.name}`.")
 
 
-def group_logs(store: SessionStore, g: G.Group, follow: bool) -> None:
-    """`logs GROUP`: the scheduler's and every task's events, interleaved by time."""
-    from sandboxrun.cli.session_cmd import format_event
+def group_logs(
+    store: SessionStore,
+    g: G.Group,
+    follow: bool,
+    format_event: Callable[[dict[str, Any]], str | None],
+) -> None:
+    """`logs GROUP`: the scheduler's and every task's events, interleaved by time.
+
+    ``format_event`` renders one session event as `logs SESSION` does.
+    """
     from sandboxrun.redact import Redactor
 
     redact = Redactor.from_env(os.environ)
@@ -135,22 +143,28 @@ def kill_group(settings: Any, store: SessionStore, g: G.Group, json_out: bool) -
 
 
 def _progress(step: Step) -> None:
+    """One line per task started or ended, with what the group has spent so far."""
+    spent = f"spent ${step.spent_usd:.4f}"
+    for name, how in step.ended:
+        err_console.print(f"  {name}: {how}  [{spent}]", highlight=False)
     for name in step.started:
-        err_console.print(f"→ started {name} ({step.running} running)", highlight=False)
+        err_console.print(f"→ started {name} ({step.running} running; {spent})", highlight=False)
 
 
 def register(app: typer.Typer) -> None:
     @app.command("fanout", help=FANOUT_HELP)
     def fanout(
         tasks_path: Path = typer.Argument(..., metavar="TASKS", help="TOML file or directory."),
-        name: str = typer.Option(None, "--name", "-n", help="Group name (default: TASKS stem)."),
+        name: str | None = typer.Option(
+            None, "--name", "-n", help="Group name (default: TASKS stem)."
+        ),
         repo: Path = typer.Option(Path("."), "--repo", help="The git repository (default: here)."),
         max_parallel: int = typer.Option(4, "--max-parallel", "-j", help="Runs at once."),
-        backend: str = typer.Option(None, "--backend", "-b", help="e2b or local."),
-        budget_usd: float = typer.Option(
+        backend: str | None = typer.Option(None, "--backend", "-b", help="e2b or local."),
+        budget_usd: float | None = typer.Option(
             None, "--budget-usd", help="No new task once the group spent this (agent + sandbox)."
         ),
-        budget_minutes: float = typer.Option(
+        budget_minutes: float | None = typer.Option(
             None, "--budget-minutes", help="No new task after this many minutes."
         ),
         hard_factor: float = typer.Option(
@@ -158,10 +172,10 @@ def register(app: typer.Typer) -> None:
             "--hard-factor",
             help="Running tasks are stopped (work collected) at this multiple of a budget.",
         ),
-        start_rate: float = typer.Option(
+        start_rate: float | None = typer.Option(
             None, "--start-rate", help="Sandbox creations per second (E2B Hobby 1, Pro 5)."
         ),
-        price_per_second: float = typer.Option(
+        price_per_second: float | None = typer.Option(
             None,
             "--price-per-second",
             help=f"Sandbox price in USD per second (e2b default {E2B_PRICE_PER_SECOND:.7f}).",
@@ -191,7 +205,13 @@ def register(app: typer.Typer) -> None:
                 gitops.resolve_commit(root, t.base)
         if G.find_group(store, group_name):
             raise UsageError(f"a group named {group_name!r} already exists", "Pick another --name.")
-        taken = {s.name for s in store.list()} & {f"{group_name}-{t.name}" for t in graph.tasks}
+        names = {s.name for s in store.list()}
+        if group_name in names:
+            raise UsageError(
+                f"a session is named {group_name!r}; a group of that name would hide it",
+                "Pick another --name for the group.",
+            )
+        taken = names & {f"{group_name}-{t.name}" for t in graph.tasks}
         if taken:
             raise UsageError(
                 f"session name(s) already in use: {', '.join(sorted(taken))}",
@@ -233,11 +253,32 @@ def register(app: typer.Typer) -> None:
             return
         _drive_and_print(settings, store, g, json_out)
 
+    @app.command("groups")
+    def groups_cmd(
+        json_out: bool = typer.Option(False, "--json", help="Print JSON (a list of objects)."),
+    ) -> None:
+        """List fan-out groups: status, tasks, spent cost."""
+        store = open_store(settings_for(None))
+        reports = [build_report(store, g) for g in G.list_groups(store)]
+        if json_out:
+            print_json(reports)
+            return
+        if not reports:
+            console.print("No groups yet. Start one with `sandboxrun fanout tasks.toml`.")
+            return
+        for rep in reports:
+            done = sum(1 for r in rep["tasks"] if r["outcome"] == "success")
+            console.print(
+                f"{rep['group']:<24} {rep['status']:<10} {done}/{len(rep['tasks'])} completed  "
+                f"${rep['cost_usd']:.4f}",
+                highlight=False,
+            )
+
     @app.command("report")
     def report(
         group: str = typer.Argument(..., help="Group name or id."),
         fmt: str = typer.Option("md", "--format", help="md, json or html."),
-        output: Path = typer.Option(None, "--output", "-o", help="Write to FILE."),
+        output: Path | None = typer.Option(None, "--output", "-o", help="Write to FILE."),
     ) -> None:
         """Per task status, branch, commits, files, cost, turns, duration; the critical path."""
         if fmt not in ("md", "json", "html"):
@@ -253,7 +294,7 @@ def register(app: typer.Typer) -> None:
     @app.command("integrate")
     def integrate(
         group: str = typer.Argument(..., help="Group name or id."),
-        into: str = typer.Option(
+        into: str | None = typer.Option(
             None, "--into", help="Branch to merge into (default sandboxrun/GROUP/integration)."
         ),
         json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
@@ -309,8 +350,6 @@ def register(app: typer.Typer) -> None:
 
 
 def _conflict_error(name: str, files: list[str], branch: str, commit: str) -> Exception:
-    from sandboxrun.errors import SandboxrunError
-
     return SandboxrunError(
         f"merging {name} conflicts in: {', '.join(files)}",
         f"{branch} stays at the last clean merge ({commit[:12]}); merge {name} by hand.",
@@ -327,7 +366,14 @@ def spawn_group_driver(settings: Any, g: G.Group) -> int:
 
 
 def _drive_and_print(settings: Any, store: SessionStore, g: G.Group, json_out: bool) -> None:
-    final = GroupScheduler(settings, store, g.id).run(None if json_out else _progress)
+    try:
+        final = GroupScheduler(settings, store, g.id).run(None if json_out else _progress)
+    except KeyboardInterrupt:
+        raise SandboxrunError(
+            f"interrupted; the tasks of group {g.name} that already started keep running",
+            f"Resume scheduling with `sandboxrun attach {g.name}`, or stop them all (their "
+            f"work collected) with `sandboxrun kill {g.name}`.",
+        ) from None
     if json_out:
         print_json(build_report(store, final))
     else:

@@ -377,7 +377,7 @@ def _group_command(command: str, store: Any, ref: str, **kw: Any) -> bool:
     if command == "status":
         fanout_cmd.print_group(store, group, kw["json_out"])
     elif command == "logs":
-        fanout_cmd.group_logs(store, group, kw["follow"])
+        fanout_cmd.group_logs(store, group, kw["follow"], format_event)
     elif command == "kill":
         fanout_cmd.kill_group(kw["settings"], store, group, kw["json_out"])
     else:

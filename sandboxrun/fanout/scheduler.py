@@ -15,7 +15,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +93,10 @@ class Step:
     started: list[str]
     running: int
     group: G.Group
+    #: (task, outcome) of tasks that reached an outcome since the previous pass
+    ended: list[tuple[str, str]] = field(default_factory=list)
+    #: what the group has spent so far: agent dollars plus sandbox time
+    spent_usd: float = 0.0
 
 
 class GroupScheduler:
@@ -111,6 +115,7 @@ class GroupScheduler:
         self.gid = group_id
         self.spawn = spawn or spawn_task_driver
         self._last_start = 0.0
+        self._ended: set[str] = set()
 
     # the loop ---------------------------------------------------------------------------------
 
@@ -142,7 +147,7 @@ class GroupScheduler:
         spent = sum(session_cost(s, price, now) for s in sessions.values())
         level = budget_level(opts, spent, now - g.created_at)
         outcome = {t.name: task_outcome(t, sessions) for t in tasks}
-        running = [sessions[t.session_id] for t in tasks if outcome[t.name] == "running"]
+        running = [sessions[t.session_id or ""] for t in tasks if outcome[t.name] == "running"]
 
         if g.kill_requested or level == "hard":
             why = "group killed" if g.kill_requested else "budget hard limit reached"
@@ -166,7 +171,13 @@ class GroupScheduler:
         if all(o in ("success", "failed") for o in outcome.values()):
             self._finish(g, tasks, outcome, level)
         n_running = sum(1 for o in outcome.values() if o == "running")
-        return Step(started, n_running, G.get_group(self.store, self.gid))
+        ended = [
+            (name, str(_label(t, sessions)))
+            for t in tasks
+            if (name := t.name) not in self._ended and outcome[name] in ("success", "failed")
+        ]
+        self._ended.update(name for name, _ in ended)
+        return Step(started, n_running, G.get_group(self.store, self.gid), ended, spent)
 
     # decisions --------------------------------------------------------------------------------
 
@@ -214,7 +225,7 @@ class GroupScheduler:
                 break
             if time.monotonic() - self._last_start < 1.0 / rate:
                 break  # the sandbox creation rate limit: the next pass starts it
-            ok_deps = [sessions[d.session_id] for d in deps if outcome[d.name] == "success"]
+            ok_deps = [sessions[d.session_id or ""] for d in deps if outcome[d.name] == "success"]
             if self._start(g, t, ok_deps, spent):
                 self._last_start = time.monotonic()
                 started.append(t.name)
@@ -229,7 +240,11 @@ class GroupScheduler:
         name = f"{g.name}-{t.name}"
         if deps:
             branches = [s.branch or "" for s in deps]
-            merged = merge_all(repo, branches[0], branches[1:], f"sandboxrun {g.name}/{t.name}")
+            try:
+                merged = merge_all(repo, branches[0], branches[1:], f"sandboxrun {g.name}/{t.name}")
+            except SandboxrunError as exc:
+                G.update_task(self.store, g.id, t.name, state="error", reason=exc.message)
+                return False
             if not merged.ok:
                 G.update_task(
                     self.store,
@@ -325,6 +340,14 @@ class GroupScheduler:
             bad = [t.name for t in tasks if outcome[t.name] != "success"]
             status, error = "failed", f"not completed: {', '.join(bad)}"
         G.update_group(self.store, g.id, status=status, error=error, ended_at=time.time())
+
+
+def _label(t: G.GroupTask, sessions: dict[str, Session]) -> str:
+    """A task's status for people: its session's status, or skipped/blocked/error + why."""
+    s = sessions.get(t.session_id or "")
+    if s is not None:
+        return str(s.status) + (f" ({s.error})" if s.error else "")
+    return t.state + (f" ({t.reason})" if t.reason else "")
 
 
 def _as_owner(g: G.Group) -> Session:

@@ -149,7 +149,7 @@ def test_budget_stops_new_tasks_and_stops_running_ones_with_work_collected(cli, 
         """
 [[task]]
 name = "long"
-prompt = "@write long.txt done-so-far\\n@commit partial\\n@sleep 120"
+prompt = "@write long.txt done-so-far\\n@bash tr '\\\\0' ' ' < /proc/$PPID/cmdline > argv.txt\\n@commit partial\\n@sleep 120"
 
 [[task]]
 name = "next"
@@ -177,6 +177,8 @@ depends_on = ["long"]
     assert rep["status"] == "stopped"
     assert rows["long"]["status"] == "killed"
     assert "long.txt" in branch_files(repo, "sandboxrun/bud-long")
+    # the group's budget reaches Claude Code as --max-budget-usd
+    assert "--max-budget-usd 0.02 " in git(repo, "show", "sandboxrun/bud-long:argv.txt")
     assert rows["next"]["status"] == "skipped" and "budget" in rows["next"]["reason"]
 
 
