@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -190,11 +191,18 @@ def update_group(store: SessionStore, gid: str, **fields: Any) -> None:
             _event(conn, gid, "status", {"status": fields["status"], "error": fields.get("error")})
 
 
-def claim_group(store: SessionStore, gid: str, pid: int, host: str, *, alive: bool) -> bool:
-    """Make ``pid`` the group's driver unless another live driver holds it (``alive``)."""
+def claim_group(
+    store: SessionStore, gid: str, pid: int, host: str, *, alive: Callable[[Group], bool]
+) -> bool:
+    """Make ``pid`` the group's driver unless another live driver holds it.
+
+    Checked and written in one ``BEGIN IMMEDIATE`` transaction, so of two processes claiming
+    the group at once exactly one wins.
+    """
     with store.transaction() as conn:
-        row = conn.execute("SELECT owner_pid FROM groups WHERE id = ?", (gid,)).fetchone()
-        if row["owner_pid"] not in (None, pid) and alive:
+        row = conn.execute("SELECT * FROM groups WHERE id = ?", (gid,)).fetchone()
+        current = _group(row)
+        if current.owner_pid not in (None, pid) and alive(current):
             return False
         conn.execute(
             "UPDATE groups SET owner_pid = ?, owner_host = ? WHERE id = ?", (pid, host, gid)

@@ -24,6 +24,7 @@ from sandboxrun.config import Settings
 from sandboxrun.errors import SandboxrunError
 from sandboxrun.fanout import groups as G
 from sandboxrun.fanout.merge import merge_all
+from sandboxrun.sandbox.backends import get_backend
 from sandboxrun.sandbox.prepare import RunRequest, prepare_run
 from sandboxrun.store import SUCCESS, Session, SessionStore, Status, owner_alive
 
@@ -116,14 +117,16 @@ class GroupScheduler:
         self.spawn = spawn or spawn_task_driver
         self._last_start = 0.0
         self._ended: set[str] = set()
+        #: task driver pids this scheduler started, by session id
+        self._spawned: dict[str, int] = {}
 
     # the loop ---------------------------------------------------------------------------------
 
     def run(self, on_step: Callable[[Step], None] | None = None) -> G.Group:
         """Claim the group and schedule until it ends; returns the final group."""
         group = G.get_group(self.store, self.gid)
-        alive = owner_alive(_as_owner(group))
-        if not G.claim_group(self.store, self.gid, os.getpid(), os.uname().nodename, alive=alive):
+        host = os.uname().nodename
+        if not G.claim_group(self.store, self.gid, os.getpid(), host, alive=group_driver_alive):
             raise SandboxrunError(
                 f"group {group.name} is already driven by process {group.owner_pid}",
                 f"Follow it with `sandboxrun logs {group.name}`.",
@@ -306,13 +309,19 @@ class GroupScheduler:
 
     def _keep_driven(self, s: Session) -> None:
         """A running task whose driver died: start another one for it (it claims atomically)."""
-        if owner_alive(s):
+        if owner_alive(s) or self._spawned_alive(s.id):
             return
         if s.status == Status.CREATED:
             self._spawn(s, attach=False)
         elif s.agent_pgid is not None and s.sandbox_id:
             self._spawn(s, attach=True)
         else:
+            # died between creating a sandbox and starting the agent: nothing to collect
+            if s.sandbox_id:
+                try:
+                    get_backend(s.backend, self.settings).connect(s.sandbox_id).destroy()
+                except SandboxrunError as exc:
+                    log.warning("could not remove sandbox %s: %s", s.sandbox_id, exc)
             self.store.set_status(
                 s.id,
                 Status.FAILED,
@@ -320,9 +329,26 @@ class GroupScheduler:
                 error="its driver died before the agent started",
             )
 
+    def _spawned_alive(self, session_id: str) -> bool:
+        """A driver this scheduler started for the session may still be claiming it."""
+        pid = self._spawned.get(session_id)
+        return pid is not None and owner_alive(
+            Session(
+                id=session_id,
+                name="",
+                mode="sandbox",
+                backend="",
+                status=Status.CREATED,
+                created_at=0.0,
+                owner_pid=pid,
+            )
+        )
+
     def _spawn(self, s: Session, *, attach: bool) -> None:
+        # The driver records itself as the owner when it claims the session (claim_session);
+        # writing its pid here could overwrite the claim of another driver that won.
         pid = self.spawn(s, attach)
-        self.store.update(s.id, owner_pid=pid, owner_host=os.uname().nodename)
+        self._spawned[s.id] = pid
         G.add_event(
             self.store, self.gid, "spawn", {"session": s.name, "pid": pid, "attach": attach}
         )

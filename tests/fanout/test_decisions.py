@@ -124,3 +124,29 @@ def test_html_escapes_what_agents_wrote():
     assert "<svg" in page
     md = render(rep, "md")
     assert "| a | failed |" in md
+
+
+def test_one_driver_claims_a_task_session(tmp_path):
+    """Of two drivers started for one task, one runs it; a dead owner's session is taken over;
+    a session that already started is never started again (only attached to)."""
+    import subprocess
+    import sys
+
+    from sandboxrun.fanout.scheduler import claim_session
+    from sandboxrun.store import SessionStore
+
+    store = SessionStore(tmp_path / "state.db")
+    s = store.create_session(name="g-a", mode="sandbox", backend="local")
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert claim_session(store, s.id, other.pid, attach=False)
+        assert not claim_session(store, s.id, 999_999_999, attach=False)  # a live owner holds it
+    finally:
+        other.kill()
+        other.wait()
+    assert claim_session(store, s.id, 999_999_999, attach=False)  # the owner died: taken over
+    store.set_status(s.id, Status.RUNNING)
+    store.update(s.id, owner_pid=None)
+    assert not claim_session(store, s.id, 4242, attach=False)
+    assert claim_session(store, s.id, 4242, attach=True)
+    store.close()
