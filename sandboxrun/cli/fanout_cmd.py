@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -27,6 +28,7 @@ from sandboxrun.fanout.scheduler import (
     group_driver_alive,
 )
 from sandboxrun.fanout.tasks import load_tasks, validate_group_name
+from sandboxrun.sandbox.backends import get_backend
 from sandboxrun.sandbox.prepare import choose_backend
 from sandboxrun.store import SessionStore
 
@@ -87,6 +89,7 @@ def group_logs(
     g: G.Group,
     follow: bool,
     format_event: Callable[[dict[str, Any]], str | None],
+    json_out: bool = False,
 ) -> None:
     """`logs GROUP`: the scheduler's and every task's events, interleaved by time.
 
@@ -101,14 +104,18 @@ def group_logs(
         lines: list[tuple[float, str]] = []
         for ev in G.events(store, g.id, seen_group):
             seen_group = ev["id"]
-            ts = datetime.fromtimestamp(ev["ts"]).strftime("%H:%M:%S")
-            p = {k: v for k, v in ev["payload"].items() if v is not None}
-            lines.append((ev["ts"], f"[{g.name}] {ts} {ev['kind']:<7} {p}"))
+            if json_out:
+                lines.append((ev["ts"], json.dumps({"task": None, **ev}, default=str)))
+            else:
+                lines.append((ev["ts"], f"[{g.name}] {format_group_event(ev)}"))
         for t in G.tasks(store, g.id):
             if not t.session_id:
                 continue
             for ev in store.events(t.session_id, after_id=seen.get(t.session_id, 0)):
                 seen[t.session_id] = ev["id"]
+                if json_out:
+                    lines.append((ev["ts"], json.dumps({"task": t.name, **ev}, default=str)))
+                    continue
                 line = format_event(ev)
                 if line is not None:
                     lines.append((ev["ts"], f"[{t.name}] {line}"))
@@ -117,6 +124,31 @@ def group_logs(
         if not follow or (not lines and G.get_group(store, g.id).is_terminal):
             return
         time.sleep(0.3)
+
+
+def format_group_event(ev: dict[str, Any]) -> str:
+    """One human line for a scheduler decision."""
+    ts = datetime.fromtimestamp(ev["ts"]).strftime("%H:%M:%S")
+    kind, p = ev["kind"], ev["payload"]
+    if kind == "created":
+        text = f"{p.get('tasks')} task(s)"
+    elif kind == "task":
+        why = f": {p['reason']}" if p.get("reason") else ""
+        base = f" from {str(p['base_commit'])[:12]}" if p.get("base_commit") else ""
+        text = f"{p.get('task')} {p.get('state')}{base}{why}"
+    elif kind == "spawn":
+        text = f"driver pid {p.get('pid')} for {p.get('session')}" + (
+            " (attach)" if p.get("attach") else ""
+        )
+    elif kind == "driver":
+        text = f"scheduled by pid {p.get('pid')}"
+    elif kind == "stop":
+        text = f"stopping {p.get('session')}: {p.get('reason')}"
+    elif kind == "status":
+        text = str(p.get("status")) + (f" — {p['error']}" if p.get("error") else "")
+    else:
+        text = json.dumps(p, default=str)
+    return f"{ts} {kind:<7} {text}"
 
 
 def kill_group(settings: Any, store: SessionStore, g: G.Group, json_out: bool) -> None:
@@ -199,6 +231,8 @@ def register(app: typer.Typer) -> None:
         backend_name = choose_backend(settings, backend)
         if backend_name not in DEFAULT_START_RATE:
             raise UsageError(f"unknown backend {backend_name!r}", "Use e2b or local.")
+        # the backend is ready (E2B key, Claude Code, bubblewrap...) before any task exists
+        get_backend(backend_name, settings).check_ready(dry_run=False)
         base_commit = gitops.resolve_commit(root, "HEAD")
         for t in graph.tasks:
             if t.base:

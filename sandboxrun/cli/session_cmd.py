@@ -193,7 +193,7 @@ def register(app: typer.Typer) -> None:
         """Print a session's events (phases, agent actions, warnings), from any terminal."""
         settings = settings_for(None)
         store = open_store(settings)
-        if _group_command("logs", store, session, follow=follow):
+        if _group_command("logs", store, session, follow=follow, json_out=json_out):
             return
         s = store.resolve(session)
         last = 0
@@ -377,7 +377,7 @@ def _group_command(command: str, store: Any, ref: str, **kw: Any) -> bool:
     if command == "status":
         fanout_cmd.print_group(store, group, kw["json_out"])
     elif command == "logs":
-        fanout_cmd.group_logs(store, group, kw["follow"], format_event)
+        fanout_cmd.group_logs(store, group, kw["follow"], format_event, kw["json_out"])
     elif command == "kill":
         fanout_cmd.kill_group(kw["settings"], store, group, kw["json_out"])
     else:
