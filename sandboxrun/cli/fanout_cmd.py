@@ -360,6 +360,35 @@ def register(app: typer.Typer) -> None:
         if not res.ok:
             raise _conflict_error(res.conflict_with or "", res.conflicts, branch, res.commit)
 
+    plan_app = typer.Typer(help="Plans and tasks: `plan split` cuts a plan into a TASKS file.")
+    app.add_typer(plan_app, name="plan")
+
+    @plan_app.command("split")
+    def plan_split(
+        plan: Path = typer.Argument(..., help="The plan (markdown or text)."),
+        output: Path = typer.Option(..., "--output", "-o", help="The TASKS file to write."),
+        model: str | None = typer.Option(None, "--model", help="Claude model to ask."),
+        force: bool = typer.Option(False, "--force", help="Replace OUTPUT if it exists."),
+        json_out: bool = typer.Option(False, "--json", help="Print the tasks as JSON."),
+    ) -> None:
+        """Ask Claude (`claude -p` with a JSON schema, no tools) to cut PLAN into tasks with
+        dependencies; the answer is checked like a hand-written TASKS file before it is written.
+        """
+        from sandboxrun.fanout.plan import split_plan
+
+        settings = settings_for(plan.parent)
+        graph = split_plan(
+            plan, output, claude_bin=settings.claude_bin, model=model or settings.model, force=force
+        )
+        if json_out:
+            print_json([t.to_dict() for t in graph.tasks])
+            return
+        console.print(f"Wrote {len(graph.tasks)} task(s) to {output}:", highlight=False)
+        for t in graph.tasks:
+            after = f"  (after {', '.join(t.depends_on)})" if t.depends_on else ""
+            console.print(f"  {t.name}{after}", highlight=False)
+        console.print(f"Check it, then: sandboxrun fanout {output}", highlight=False)
+
     @app.command("_fanout_drive", hidden=True)
     def fanout_drive(group_id: str) -> None:
         """Schedule a detached group to its end (started by `fanout --detach`/`attach`)."""
