@@ -125,6 +125,8 @@ class GroupScheduler:
     def run(self, on_step: Callable[[Step], None] | None = None) -> G.Group:
         """Claim the group and schedule until it ends; returns the final group."""
         group = G.get_group(self.store, self.gid)
+        if group.is_terminal:
+            return group
         host = os.uname().nodename
         if not G.claim_group(self.store, self.gid, os.getpid(), host, alive=group_driver_alive):
             raise SandboxrunError(
@@ -171,7 +173,7 @@ class GroupScheduler:
         tasks = G.tasks(self.store, self.gid)
         sessions = G.sessions(self.store, self.gid)
         outcome = {t.name: task_outcome(t, sessions) for t in tasks}
-        if all(o in ("success", "failed") for o in outcome.values()):
+        if not g.is_terminal and all(o in ("success", "failed") for o in outcome.values()):
             self._finish(g, tasks, outcome, level)
         n_running = sum(1 for o in outcome.values() if o == "running")
         ended = [
@@ -358,10 +360,10 @@ class GroupScheduler:
     ) -> None:
         if g.kill_requested:
             status, error = "killed", "killed"
-        elif level != "ok":
-            status, error = "stopped", "budget reached"
         elif all(o == "success" for o in outcome.values()):
             status, error = "completed", None
+        elif level != "ok":
+            status, error = "stopped", "budget reached"
         else:
             bad = [t.name for t in tasks if outcome[t.name] != "success"]
             status, error = "failed", f"not completed: {', '.join(bad)}"
