@@ -1,8 +1,10 @@
 """Command-line interface (typer). Thin: parse flags, call services, print results.
 
-Each command group lives in its own module with a ``register(app)`` function. Errors from the
-core (:class:`~sandboxrun.errors.SandboxrunError`) are turned into ``Error: ...`` plus a hint
-and exit code 1 (2 for usage errors) here, at the edge, and nowhere else.
+Each command group lives in its own module: commands are top-level functions, added to the
+app by the module's ``register(app)`` (one line each below); what they print is in ``render``
+and ``reporters``. Errors from the core (:class:`~sandboxrun.errors.SandboxrunError`) are
+turned into ``Error: ...`` plus a hint and exit code 1 (2 for usage errors) here, at the edge,
+and nowhere else.
 """
 
 from __future__ import annotations
@@ -30,21 +32,15 @@ app = typer.Typer(
 )
 
 
-def _register_all() -> None:
-    # Imported here so that `import sandboxrun.cli` stays cheap and each module registers itself.
-    import importlib
+# One line per command module; each module defines its commands as top-level functions and
+# adds them in ``register(app)``. Imported here, after ``app`` exists, on purpose.
+from sandboxrun.cli import e2b_cmd, hidden_cmd, pack_cmd, run_cmd, session_cmd  # noqa: E402
 
-    for module in common.COMMAND_MODULES:
-        try:
-            mod = importlib.import_module(f"sandboxrun.cli.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"sandboxrun.cli.{module}":
-                continue  # a command group not built yet
-            raise
-        mod.register(app)
-
-
-_register_all()
+run_cmd.register(app)
+session_cmd.register(app)
+pack_cmd.register(app)
+e2b_cmd.register(app)
+hidden_cmd.register(app)
 
 
 def main() -> None:

@@ -14,9 +14,6 @@ from sandboxrun.errors import SandboxrunError
 from sandboxrun.gitops import repo_root
 from sandboxrun.store import SessionStore
 
-#: command modules under sandboxrun/cli, each with a ``register(app)`` function
-COMMAND_MODULES = ("run_cmd", "session_cmd", "pack_cmd", "e2b_cmd", "hidden_cmd")
-
 # soft_wrap: never break long lines (paths, commands) so they stay copy-pastable.
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)

@@ -110,56 +110,53 @@ def _pack(root: Path, output: Path, compression: str, show_progress: bool) -> Pa
         )
 
 
+def pack(
+    path: Annotated[Path, typer.Argument(help="Work tree (or plain directory) to pack.")] = Path(
+        "."
+    ),
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Tarball to write. Default: ./<directory name>.tar.gz (or .tar.zst).",
+        ),
+    ] = None,
+    compression: Annotated[
+        Compression,
+        typer.Option(
+            "--compression",
+            "-c",
+            help="gzip (parallel, readable by any tar), zstd (needs the zstd program) or none.",
+        ),
+    ] = Compression.gzip,
+    list_files: Annotated[
+        bool,
+        typer.Option("--list", help="Only print the files that would be uploaded, one per line."),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead.")] = False,
+) -> None:
+    if list_files:
+        sel = select_files(path)
+        if as_json:
+            print_json(sel.to_dict())
+        else:
+            for name in sel.files:
+                console.print(name, markup=False, highlight=False, soft_wrap=True)
+        return
+    root = path.resolve()
+    target = output or Path.cwd() / f"{root.name or 'root'}{SUFFIXES[compression.value]}"
+    show_progress = not as_json and err_console.is_terminal
+    result = _pack(root, target, compression.value, show_progress)
+    if as_json:
+        data = result.selection.to_dict()
+        del data["files"]  # --list --json gives the full list; this stays readable
+        data["output"] = result.to_dict()
+        print_json(data)
+    else:
+        _summary(result.selection, result)
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``pack`` command to ``app``."""
-
-    @app.command("pack", help=PACK_HELP)
-    def pack(
-        path: Annotated[
-            Path, typer.Argument(help="Work tree (or plain directory) to pack.")
-        ] = Path("."),
-        output: Annotated[
-            Path | None,
-            typer.Option(
-                "--output",
-                "-o",
-                help="Tarball to write. Default: ./<directory name>.tar.gz (or .tar.zst).",
-            ),
-        ] = None,
-        compression: Annotated[
-            Compression,
-            typer.Option(
-                "--compression",
-                "-c",
-                help="gzip (parallel, readable by any tar), zstd (needs the zstd program) or none.",
-            ),
-        ] = Compression.gzip,
-        list_files: Annotated[
-            bool,
-            typer.Option(
-                "--list", help="Only print the files that would be uploaded, one per line."
-            ),
-        ] = False,
-        as_json: Annotated[
-            bool, typer.Option("--json", help="Print one JSON object instead.")
-        ] = False,
-    ) -> None:
-        if list_files:
-            sel = select_files(path)
-            if as_json:
-                print_json(sel.to_dict())
-            else:
-                for name in sel.files:
-                    console.print(name, markup=False, highlight=False, soft_wrap=True)
-            return
-        root = path.resolve()
-        target = output or Path.cwd() / f"{root.name or 'root'}{SUFFIXES[compression.value]}"
-        show_progress = not as_json and err_console.is_terminal
-        result = _pack(root, target, compression.value, show_progress)
-        if as_json:
-            data = result.selection.to_dict()
-            del data["files"]  # --list --json gives the full list; this stays readable
-            data["output"] = result.to_dict()
-            print_json(data)
-        else:
-            _summary(result.selection, result)
+    app.command("pack", help=PACK_HELP)(pack)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import typer
 
@@ -16,356 +14,219 @@ from sandboxrun.cli.common import (
     print_json_line,
     settings_for,
 )
-from sandboxrun.config import format_duration, parse_duration
-from sandboxrun.store import TERMINAL_STATUSES, Session, owner_alive
-
-STATUS_FIELDS = (
-    "id",
-    "name",
-    "mode",
-    "backend",
-    "status",
-    "branch",
-    "worktree",
-    "repo",
-    "base_commit",
-    "cost_usd",
-    "num_turns",
-    "duration_ms",
-    "agent_session_id",
-    "sandbox_id",
-    "result_subtype",
-    "result_commits",
-    "files_changed",
-    "insertions",
-    "deletions",
-    "error",
-    "created_at",
-    "started_at",
-    "ended_at",
-    "deadline",
-    "timeout_s",
-    "model",
-    "max_turns",
-    "exit_code",
+from sandboxrun.cli.render import (
+    format_event,
+    format_when,
+    print_one,
+    print_status_table,
+    print_summary,
+    session_json,
 )
+from sandboxrun.config import format_duration, parse_duration
 
 
-def session_json(s: Session) -> dict[str, Any]:
-    """The public JSON shape of a session (`status --json`)."""
-    data = {k: s.row.get(k) for k in STATUS_FIELDS}
-    data["prompt_file"] = s.row.get("prompt_file")
-    data["driver_alive"] = owner_alive(s)
-    data["time_left_s"] = (
-        max(0.0, s.deadline - time.time()) if s.deadline and not s.is_terminal else None
+def status(
+    session: str = typer.Argument(None, help="Session id, id prefix or name (default: all)."),
+    active: bool = typer.Option(False, "--active", help="Only sessions still running."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON (a list of objects)."),
+) -> None:
+    """Show sessions: status, branch, cost, turns, time left."""
+    settings = settings_for(None)
+    store = open_store(settings)
+    sessions = [store.resolve(session)] if session else store.list(active_only=active)
+    if json_out:
+        print_json([session_json(s) for s in sessions])
+        return
+    if session:
+        print_one(sessions[0])
+        return
+    if not sessions:
+        console.print("No sessions yet. Start one with `sandboxrun run --prompt-file PLAN.md`.")
+        return
+    print_status_table(sessions)
+
+
+def logs(
+    session: str = typer.Argument(..., help="Session id, id prefix or name."),
+    follow: bool = typer.Option(
+        False, "--follow", "-F", help="Keep printing until the session ends."
+    ),
+    raw: bool = typer.Option(False, "--raw", help="Print the agent's raw stream-json lines only."),
+    json_out: bool = typer.Option(False, "--json", help="Print stored events as JSON lines."),
+) -> None:
+    """Print a session's events (phases, agent actions, warnings), from any terminal."""
+    settings = settings_for(None)
+    store = open_store(settings)
+    s = store.resolve(session)
+    last = 0
+    while True:
+        kinds = ("stdout",) if raw else None
+        for ev in store.events(s.id, after_id=last, kinds=kinds):
+            last = ev["id"]
+            if json_out:
+                print_json_line(ev)
+            elif raw:
+                typer.echo(ev["payload"].get("line", ""))
+            else:
+                line = format_event(ev)
+                if line is not None:
+                    typer.echo(line)
+        if not follow:
+            return
+        current = store.get(s.id)
+        if current.is_terminal:
+            # one last pass for events written with the final status
+            if not store.events(s.id, after_id=last, limit=1):
+                return
+            continue
+        time.sleep(0.3)
+
+
+def kill(
+    session: str = typer.Argument(..., help="Session id, id prefix or name."),
+    discard: bool = typer.Option(
+        False, "--discard", help="Throw the agent's work away instead of collecting it."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print the final session as JSON."),
+) -> None:
+    """Stop a running session's agent, collect its work (unless --discard), tear down."""
+    from sandboxrun.sandbox.sessions import kill_session
+
+    settings = settings_for(None)
+    store = open_store(settings)
+    s = kill_session(settings, store, store.resolve(session), discard=discard)
+    if json_out:
+        print_json(session_json(s))
+    else:
+        console.print(f"{s.name}: {s.status}. {s.error or ''}", highlight=False)
+        if s.result_commits:
+            console.print(f"  {len(s.result_commits)} commit(s) on {s.branch}", highlight=False)
+
+
+def download(
+    session: str = typer.Argument(..., help="Session id, id prefix or name."),
+    output: Path = typer.Option(
+        None, "--output", "-o", help="Directory to write into (default ./sandboxrun-NAME)."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
+) -> None:
+    """Write a session's current patches (commits.mbox, changes.diff) without stopping it."""
+    from sandboxrun.sandbox.sessions import download_session
+
+    settings = settings_for(None)
+    store = open_store(settings)
+    s = store.resolve(session)
+    out = output or Path(f"sandboxrun-{s.name}")
+    result = download_session(settings, store, s, out)
+    if json_out:
+        print_json(
+            {
+                "directory": str(result.directory),
+                "live": result.live,
+                "files": [str(f) for f in result.files],
+                "agent_commits": result.agent_commits,
+            }
+        )
+        return
+    source = "the running sandbox" if result.live else "the saved artifacts"
+    console.print(
+        f"Wrote {len(result.files)} file(s) from {source} to {result.directory}:",
+        highlight=False,
     )
-    if s.options.get("quota_resets_at"):
-        data["quota_resets_at"] = s.options["quota_resets_at"]
-    return data
+    for f in result.files:
+        console.print(f"  {f} ({f.stat().st_size:,} bytes)", highlight=False)
+    console.print(
+        f"Apply elsewhere with: git am {result.directory}/commits.mbox && "
+        f"git apply {result.directory}/changes.diff",
+        highlight=False,
+    )
 
 
-def _when(ts: float | None) -> str:
-    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+def attach(
+    session: str = typer.Argument(..., help="Session id, id prefix or name."),
+    json_out: bool = typer.Option(False, "--json", help="Print events as JSON lines."),
+) -> None:
+    """Reconnect to a run whose `run` process died and carry on following and collecting."""
+    from sandboxrun.cli.reporters import JsonReporter, LiveReporter
+    from sandboxrun.sandbox.sessions import attach_session
+
+    settings = settings_for(None)
+    store = open_store(settings)
+    s = store.resolve(session)
+    if json_out:
+        final = attach_session(settings, store, s, JsonReporter(s))
+        print_json_line({"session": final.id, "kind": "end", **session_json(final)})
+    else:
+        with LiveReporter(s) as reporter:
+            final = attach_session(settings, store, s, reporter)
+        print_summary(final)
+    if final.status not in ("completed", "completed_no_changes"):
+        raise typer.Exit(1)
 
 
-def _status_style(status: str) -> str:
-    return {
-        "completed": "green",
-        "completed_no_changes": "green",
-        "running": "cyan",
-        "failed": "red",
-        "lost": "red",
-        "killed": "yellow",
-        "timeout": "yellow",
-        "waiting_quota": "yellow",
-    }.get(status, "")
+def extend(
+    session: str = typer.Argument(..., help="Session id, id prefix or name."),
+    duration: str = typer.Argument(..., help="How much longer: 90s, 20m, 1h."),
+) -> None:
+    """Push a running session's time limit (and its sandbox's) back by DURATION."""
+    from sandboxrun.sandbox.sessions import extend_session
+
+    settings = settings_for(None)
+    store = open_store(settings)
+    s = extend_session(settings, store, store.resolve(session), parse_duration(duration))
+    console.print(
+        f"{s.name}: limit now {format_when(s.deadline)} "
+        f"({format_duration(s.deadline - time.time())} from now).",
+        highlight=False,
+    )
 
 
-def _print_one(s: Session) -> None:
-    d = session_json(s)
-    console.print(f"[bold]{s.name}[/bold] ({s.id})  [{_status_style(s.status)}]{s.status}[/]")
-    rows = [
-        (
-            "backend",
-            f"{s.mode}/{s.backend}" + (f"  sandbox {s.sandbox_id}" if s.sandbox_id else ""),
-        ),
-        ("branch", s.branch),
-        ("worktree", s.worktree),
-        ("base", f"{s.base_ref} ({(s.base_commit or '')[:12]})"),
-        ("created", _when(s.created_at)),
-        ("started", _when(s.started_at)),
-        ("ended", _when(s.ended_at)),
-        ("time left", format_duration(d["time_left_s"]) if d["time_left_s"] is not None else "-"),
-        (
-            "driver",
-            f"pid {s.owner_pid} ({'alive' if d['driver_alive'] else 'not running'})"
-            if s.owner_pid
-            else "-",
-        ),
-        ("agent session", s.agent_session_id or "-"),
-        ("turns", s.num_turns if s.num_turns is not None else "-"),
-        ("cost", f"${s.cost_usd:.4f}" if s.cost_usd is not None else "-"),
-        ("commits", len(s.result_commits or [])),
-        ("files changed", s.files_changed if s.files_changed is not None else "-"),
-    ]
-    if s.error:
-        rows.append(("reason", s.error))
-    for key, value in rows:
-        console.print(f"  {key:<14} {value}", highlight=False)
-    if not s.is_terminal and not d["driver_alive"] and s.agent_pgid:
+def cleanup(
+    worktrees: bool = typer.Option(
+        False,
+        "--worktrees",
+        help="Also remove clean worktrees of ended sessions (branches are kept).",
+    ),
+    forget: bool = typer.Option(
+        False, "--forget", help="Also delete ended sessions from the database."
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would be done."),
+    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Tear down sandboxes left by ended sessions. Never deletes branches or dirty worktrees."""
+    from dataclasses import asdict
+
+    from sandboxrun.sandbox.sessions import cleanup as cleanup_sessions
+
+    settings = settings_for(None)
+    store = open_store(settings)
+    report = cleanup_sessions(settings, store, worktrees=worktrees, forget=forget, dry_run=dry_run)
+    if json_out:
+        print_json(asdict(report))
+        return
+    verb = "Would remove" if dry_run else "Removed"
+    console.print(
+        f"{verb} {len(report.sandboxes_removed)} sandbox(es), "
+        f"{len(report.worktrees_removed)} worktree(s); "
+        f"forgot {len(report.forgotten)} session(s).",
+        highlight=False,
+    )
+    for path in report.kept_dirty:
+        console.print(f"  kept {path}: it has uncommitted changes", highlight=False)
+    for name in report.orphans:
         console.print(
-            f"  [yellow]No process is following this session: "
-            f"`sandboxrun attach {s.name}` carries it on.[/yellow]"
+            f"  {name} is active but nothing follows it: "
+            f"`sandboxrun attach {name}` or `sandboxrun kill {name}`",
+            highlight=False,
         )
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("status")
-    def status(
-        session: str = typer.Argument(None, help="Session id, id prefix or name (default: all)."),
-        active: bool = typer.Option(False, "--active", help="Only sessions still running."),
-        json_out: bool = typer.Option(False, "--json", help="Print JSON (a list of objects)."),
-    ) -> None:
-        """Show sessions: status, branch, cost, turns, time left."""
-        settings = settings_for(None)
-        store = open_store(settings)
-        sessions = [store.resolve(session)] if session else store.list(active_only=active)
-        if json_out:
-            print_json([session_json(s) for s in sessions])
-            return
-        if session:
-            _print_one(sessions[0])
-            return
-        if not sessions:
-            console.print("No sessions yet. Start one with `sandboxrun run --prompt-file PLAN.md`.")
-            return
-        width = max(len(s.name) for s in sessions)
-        console.print(
-            f"[bold]{'ID':<12}  {'NAME':<{width}}  {'STATUS':<20}  {'BACKEND':<7}  "
-            f"{'STARTED':<11}  {'TURNS':>5}  {'COST':>8}[/bold]",
-            soft_wrap=True,
-        )
-        for s in sessions:
-            started = datetime.fromtimestamp(s.started_at or s.created_at).strftime("%m-%d %H:%M")
-            turns = str(s.num_turns) if s.num_turns is not None else "-"
-            cost = f"${s.cost_usd:.4f}" if s.cost_usd is not None else "-"
-            console.print(
-                f"{s.id:<12}  {s.name:<{width}}  [{_status_style(s.status)}]{s.status:<20}[/]  "
-                f"{s.backend:<7}  {started:<11}  {turns:>5}  {cost:>8}",
-                highlight=False,
-                soft_wrap=True,
-            )
-
-    @app.command("logs")
-    def logs(
-        session: str = typer.Argument(..., help="Session id, id prefix or name."),
-        follow: bool = typer.Option(
-            False, "--follow", "-F", help="Keep printing until the session ends."
-        ),
-        raw: bool = typer.Option(
-            False, "--raw", help="Print the agent's raw stream-json lines only."
-        ),
-        json_out: bool = typer.Option(False, "--json", help="Print stored events as JSON lines."),
-    ) -> None:
-        """Print a session's events (phases, agent actions, warnings), from any terminal."""
-        settings = settings_for(None)
-        store = open_store(settings)
-        s = store.resolve(session)
-        last = 0
-        while True:
-            kinds = ("stdout",) if raw else None
-            for ev in store.events(s.id, after_id=last, kinds=kinds):
-                last = ev["id"]
-                if json_out:
-                    print_json_line(ev)
-                elif raw:
-                    typer.echo(ev["payload"].get("line", ""))
-                else:
-                    line = format_event(ev)
-                    if line is not None:
-                        typer.echo(line)
-            if not follow:
-                return
-            current = store.get(s.id)
-            if current.is_terminal:
-                # one last pass for events written with the final status
-                if not store.events(s.id, after_id=last, limit=1):
-                    return
-                continue
-            time.sleep(0.3)
-
-    @app.command("kill")
-    def kill(
-        session: str = typer.Argument(..., help="Session id, id prefix or name."),
-        discard: bool = typer.Option(
-            False, "--discard", help="Throw the agent's work away instead of collecting it."
-        ),
-        json_out: bool = typer.Option(False, "--json", help="Print the final session as JSON."),
-    ) -> None:
-        """Stop a running session's agent, collect its work (unless --discard), tear down."""
-        from sandboxrun.sandbox.sessions import kill_session
-
-        settings = settings_for(None)
-        store = open_store(settings)
-        s = kill_session(settings, store, store.resolve(session), discard=discard)
-        if json_out:
-            print_json(session_json(s))
-        else:
-            console.print(f"{s.name}: {s.status}. {s.error or ''}", highlight=False)
-            if s.result_commits:
-                console.print(f"  {len(s.result_commits)} commit(s) on {s.branch}", highlight=False)
-
-    @app.command("download")
-    def download(
-        session: str = typer.Argument(..., help="Session id, id prefix or name."),
-        output: Path = typer.Option(
-            None, "--output", "-o", help="Directory to write into (default ./sandboxrun-NAME)."
-        ),
-        json_out: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
-    ) -> None:
-        """Write a session's current patches (commits.mbox, changes.diff) without stopping it."""
-        from sandboxrun.sandbox.sessions import download_session
-
-        settings = settings_for(None)
-        store = open_store(settings)
-        s = store.resolve(session)
-        out = output or Path(f"sandboxrun-{s.name}")
-        result = download_session(settings, store, s, out)
-        if json_out:
-            print_json(
-                {
-                    "directory": str(result.directory),
-                    "live": result.live,
-                    "files": [str(f) for f in result.files],
-                    "agent_commits": result.agent_commits,
-                }
-            )
-            return
-        source = "the running sandbox" if result.live else "the saved artifacts"
-        console.print(
-            f"Wrote {len(result.files)} file(s) from {source} to {result.directory}:",
-            highlight=False,
-        )
-        for f in result.files:
-            console.print(f"  {f} ({f.stat().st_size:,} bytes)", highlight=False)
-        console.print(
-            f"Apply elsewhere with: git am {result.directory}/commits.mbox && "
-            f"git apply {result.directory}/changes.diff",
-            highlight=False,
-        )
-
-    @app.command("attach")
-    def attach(
-        session: str = typer.Argument(..., help="Session id, id prefix or name."),
-        json_out: bool = typer.Option(False, "--json", help="Print events as JSON lines."),
-    ) -> None:
-        """Reconnect to a run whose `run` process died and carry on following and collecting."""
-        from sandboxrun.cli.run_cmd import JsonReporter, LiveReporter, print_summary
-        from sandboxrun.sandbox.sessions import attach_session
-
-        settings = settings_for(None)
-        store = open_store(settings)
-        s = store.resolve(session)
-        if json_out:
-            final = attach_session(settings, store, s, JsonReporter(s))
-            print_json_line({"session": final.id, "kind": "end", **session_json(final)})
-        else:
-            with LiveReporter(s) as reporter:
-                final = attach_session(settings, store, s, reporter)
-            print_summary(final)
-        if final.status not in ("completed", "completed_no_changes"):
-            raise typer.Exit(1)
-
-    @app.command("extend")
-    def extend(
-        session: str = typer.Argument(..., help="Session id, id prefix or name."),
-        duration: str = typer.Argument(..., help="How much longer: 90s, 20m, 1h."),
-    ) -> None:
-        """Push a running session's time limit (and its sandbox's) back by DURATION."""
-        from sandboxrun.sandbox.sessions import extend_session
-
-        settings = settings_for(None)
-        store = open_store(settings)
-        s = extend_session(settings, store, store.resolve(session), parse_duration(duration))
-        console.print(
-            f"{s.name}: limit now {_when(s.deadline)} "
-            f"({format_duration(s.deadline - time.time())} from now).",
-            highlight=False,
-        )
-
-    @app.command("cleanup")
-    def cleanup_cmd(
-        worktrees: bool = typer.Option(
-            False,
-            "--worktrees",
-            help="Also remove clean worktrees of ended sessions (branches are kept).",
-        ),
-        forget: bool = typer.Option(
-            False, "--forget", help="Also delete ended sessions from the database."
-        ),
-        dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would be done."),
-        json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
-    ) -> None:
-        """Tear down sandboxes left by ended sessions. Never deletes branches or dirty worktrees."""
-        from dataclasses import asdict
-
-        from sandboxrun.sandbox.sessions import cleanup
-
-        settings = settings_for(None)
-        store = open_store(settings)
-        report = cleanup(settings, store, worktrees=worktrees, forget=forget, dry_run=dry_run)
-        if json_out:
-            print_json(asdict(report))
-            return
-        verb = "Would remove" if dry_run else "Removed"
-        console.print(
-            f"{verb} {len(report.sandboxes_removed)} sandbox(es), "
-            f"{len(report.worktrees_removed)} worktree(s); "
-            f"forgot {len(report.forgotten)} session(s).",
-            highlight=False,
-        )
-        for path in report.kept_dirty:
-            console.print(f"  kept {path}: it has uncommitted changes", highlight=False)
-        for name in report.orphans:
-            console.print(
-                f"  {name} is active but nothing follows it: "
-                f"`sandboxrun attach {name}` or `sandboxrun kill {name}`",
-                highlight=False,
-            )
-
-
-def format_event(ev: dict[str, Any]) -> str | None:
-    """One human line for a stored event, or None for events `logs` hides by default."""
-    ts = datetime.fromtimestamp(ev["ts"]).strftime("%H:%M:%S")
-    kind, p = ev["kind"], ev["payload"]
-    if kind == "stdout":
-        return None
-    if kind == "agent":
-        from sandboxrun.agent import AgentEvent
-
-        data = dict(p)
-        etype = data.pop("type", "unknown")
-        if etype in ("tool_result", "system", "unknown"):
-            return None
-        return f"{ts} agent   {AgentEvent(etype, data).summary}"
-    if kind == "status":
-        if p.get("status") not in TERMINAL_STATUSES and p.get("status") != "created":
-            return None  # the matching phase event says it with more detail
-        extra = f" — {p['error']}" if p.get("error") else ""
-        return f"{ts} status  {p.get('status')}{extra}"
-    if kind == "phase":
-        return f"{ts} phase   {p.get('phase')} {p.get('detail', '')}".rstrip()
-    if kind == "warning":
-        return f"{ts} WARNING {p.get('message')}"
-    if kind == "pack":
-        secrets = p.get("excluded_secrets") or []
-        note = f"; kept out: {', '.join(secrets)}" if secrets else ""
-        return f"{ts} pack    {p.get('files')} files, {p.get('bytes_out'):,} bytes{note}"
-    if kind == "summary":
-        return (
-            f"{ts} summary {p.get('status')}: {len(p.get('commits') or [])} commit(s), "
-            f"{len(p.get('files_changed') or [])} file(s) changed on {p.get('branch')}"
-        )
-    if kind == "stderr":
-        return f"{ts} stderr  {p.get('line')}"
-    return f"{ts} {kind:<7} {p}"
+    """Add the session commands to ``app``."""
+    app.command("status")(status)
+    app.command("logs")(logs)
+    app.command("kill")(kill)
+    app.command("download")(download)
+    app.command("attach")(attach)
+    app.command("extend")(extend)
+    app.command("cleanup")(cleanup)
