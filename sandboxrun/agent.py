@@ -148,11 +148,15 @@ def parse_event(obj: dict[str, Any]) -> list[AgentEvent]:
         return [AgentEvent("system", {"subtype": subtype})]
     if etype == "assistant":
         events = []
-        for block in (obj.get("message") or {}).get("content") or []:
+        message = obj.get("message") or {}
+        # One API response is one turn, whatever number of lines and blocks it spans: the CLI
+        # prints each content block of a response as its own line with the same message id.
+        turn = {"message_id": message.get("id")} if message.get("id") else {}
+        for block in message.get("content") or []:
             if not isinstance(block, dict):
                 continue
             if block.get("type") == "text" and str(block.get("text", "")).strip():
-                events.append(AgentEvent("text", {"text": block["text"]}))
+                events.append(AgentEvent("text", {"text": block["text"], **turn}))
             elif block.get("type") == "tool_use":
                 name = str(block.get("name") or "?")
                 events.append(
@@ -162,6 +166,7 @@ def parse_event(obj: dict[str, Any]) -> list[AgentEvent]:
                             "name": name,
                             "id": block.get("id"),
                             "summary": summarize_tool_input(name, block.get("input")),
+                            **turn,
                         },
                     )
                 )
@@ -257,12 +262,21 @@ class AgentProgress:
 
     session_id: str | None = None
     model: str | None = None
+    #: turns as the CLI counts them (``num_turns``): one per assistant response (message id)
     turns: int = 0
     tools: dict[str, int] = field(default_factory=dict)
     cost_usd: float | None = None
     result: dict[str, Any] | None = None
     rate_limited_until: float | None = None
     last_lines: list[str] = field(default_factory=list)
+    _messages: set[str] = field(default_factory=set, repr=False)
+
+    def _count_turn(self, message_id: str | None) -> None:
+        # Blocks of one response share its id; a block without one counts on its own.
+        if message_id is None or message_id not in self._messages:
+            self.turns += 1
+        if message_id is not None:
+            self._messages.add(message_id)
 
     def feed(self, event: AgentEvent) -> None:
         """Update totals with one event."""
@@ -270,11 +284,10 @@ class AgentProgress:
         if event.type == "init":
             self.session_id = d.get("session_id") or self.session_id
             self.model = d.get("model") or self.model
-        elif event.type == "text":
-            self.turns += 1  # an estimate until the result event gives the real count
-        elif event.type == "tool_use":
-            self.turns += 1
-            self.tools[d["name"]] = self.tools.get(d["name"], 0) + 1
+        elif event.type in ("text", "tool_use"):
+            self._count_turn(d.get("message_id"))
+            if event.type == "tool_use":
+                self.tools[d["name"]] = self.tools.get(d["name"], 0) + 1
         elif event.type == "result":
             self.result = d
             self.turns = d.get("num_turns") or self.turns

@@ -32,6 +32,23 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from sandboxrun import __version__
+
+        typer.echo(f"sandboxrun {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Run Claude Code agents in parallel, each on its own git branch."""
+
+
 # One line per command module; each module defines its commands as top-level functions and
 # adds them in ``register(app)``. Imported here, after ``app`` exists, on purpose.
 from sandboxrun.cli import e2b_cmd, hidden_cmd, pack_cmd, run_cmd, session_cmd  # noqa: E402

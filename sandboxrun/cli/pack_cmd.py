@@ -30,9 +30,10 @@ PACK_HELP = (
     "  purpose, even if git ignores them or the deny-list matches them\n"
     "  (.sandboxrunignore still wins).\n\n"
     "Symlinks, submodules and special files are never uploaded; they are listed as skipped.\n\n"
-    "By default the tarball is written to ./<directory name>.tar.gz (.tar.zst with zstd) and a "
-    "summary is printed; the tarball never packs an older copy of itself. With --list only the "
-    "file list is printed and nothing is written.\n\n"
+    "By default the tarball is written to ./<directory name>.tar.gz (.tar.zst with zstd), or "
+    "next to the packed directory when you are inside it (never into the tree it packs), and a "
+    "summary is printed; --output may name a file or a directory. With --list only the file "
+    "list is printed and nothing is written.\n\n"
     "\b\n"
     "Examples:\n"
     "  sandboxrun pack --list        # what would be uploaded, one path per line\n"
@@ -85,6 +86,19 @@ def _summary(sel: Selection, result: PackResult | None) -> None:
         )
 
 
+def tarball_path(root: Path, output: Path | None, compression: str) -> Path:
+    """Where the tarball goes: ``output`` (a file, or a directory to put it in), else the
+    current directory, unless that is inside the packed tree (then next to the tree), so the
+    tarball never lands in the repository it packs."""
+    name = f"{root.name or 'root'}{SUFFIXES[compression]}"
+    if output is not None:
+        return output / name if output.is_dir() else output
+    cwd = Path.cwd().resolve()
+    if cwd == root or root in cwd.parents:
+        return root.parent / name
+    return cwd / name
+
+
 def _pack(root: Path, output: Path, compression: str, show_progress: bool) -> PackResult:
     if not show_progress:
         # no selection given: pack_worktree selects while it packs, which is faster
@@ -119,7 +133,8 @@ def pack(
         typer.Option(
             "--output",
             "-o",
-            help="Tarball to write. Default: ./<directory name>.tar.gz (or .tar.zst).",
+            help="Tarball (or directory) to write to. Default: ./<directory name>.tar.gz, "
+            "or next to the directory when run inside it.",
         ),
     ] = None,
     compression: Annotated[
@@ -145,7 +160,7 @@ def pack(
                 console.print(name, markup=False, highlight=False, soft_wrap=True)
         return
     root = path.resolve()
-    target = output or Path.cwd() / f"{root.name or 'root'}{SUFFIXES[compression.value]}"
+    target = tarball_path(root, output, compression.value)
     show_progress = not as_json and err_console.is_terminal
     result = _pack(root, target, compression.value, show_progress)
     if as_json:

@@ -5,11 +5,12 @@ Shared by the command modules (run, attach, status, logs...), so they never impo
 
 from __future__ import annotations
 
+import shlex
 import time
 from datetime import datetime
 from typing import Any
 
-from sandboxrun.cli.common import console
+from sandboxrun.cli.common import Part, console, say, styled
 from sandboxrun.config import format_duration
 from sandboxrun.store import TERMINAL_STATUSES, Session, SessionStore, owner_alive
 
@@ -53,6 +54,7 @@ def session_json(s: Session) -> dict[str, Any]:
     data["time_left_s"] = (
         max(0.0, s.deadline - time.time()) if s.deadline and not s.is_terminal else None
     )
+    data["isolated"] = isolation_label(s) == "yes"
     if s.options.get("quota_resets_at"):
         data["quota_resets_at"] = s.options["quota_resets_at"]
     return data
@@ -80,7 +82,7 @@ def status_style(status: str) -> str:
 def print_one(s: Session) -> None:
     """Everything about one session, a field per line (`status SESSION`)."""
     d = session_json(s)
-    console.print(f"[bold]{s.name}[/bold] ({s.id})  [{status_style(s.status)}]{s.status}[/]")
+    say((s.name, "bold"), f" ({s.id})  ", (s.status, status_style(s.status)))
     rows = [
         (
             "backend",
@@ -110,30 +112,72 @@ def print_one(s: Session) -> None:
     for key, value in rows:
         console.print(f"  {key:<14} {value}", highlight=False)
     if not s.is_terminal and not d["driver_alive"] and s.agent_pgid:
-        console.print(
-            f"  [yellow]No process is following this session: "
-            f"`sandboxrun attach {s.name}` carries it on.[/yellow]"
+        say(
+            (
+                "  No process is following this session: "
+                f"`sandboxrun attach {s.name}` carries it on.",
+                "yellow",
+            )
         )
 
 
-def print_status_table(sessions: list[Session]) -> None:
-    """One line per session (`status` without a SESSION)."""
-    width = max(len(s.name) for s in sessions)
-    console.print(
-        f"[bold]{'ID':<12}  {'NAME':<{width}}  {'STATUS':<20}  {'BACKEND':<7}  "
-        f"{'STARTED':<11}  {'TURNS':>5}  {'COST':>8}[/bold]",
-        soft_wrap=True,
-    )
-    for s in sessions:
-        started = datetime.fromtimestamp(s.started_at or s.created_at).strftime("%m-%d %H:%M")
-        turns = str(s.num_turns) if s.num_turns is not None else "-"
-        cost = f"${s.cost_usd:.4f}" if s.cost_usd is not None else "-"
-        console.print(
-            f"{s.id:<12}  {s.name:<{width}}  [{status_style(s.status)}]{s.status:<20}[/]  "
-            f"{s.backend:<7}  {started:<11}  {turns:>5}  {cost:>8}",
-            highlight=False,
-            soft_wrap=True,
-        )
+def format_age(seconds: float) -> str:
+    """A coarse age: ``45s``, ``12m``, ``3h``, ``2d``."""
+    seconds = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def isolation_label(s: Session) -> str:
+    """How the agent is confined: ``e2b`` sandboxes are; a local run is if bubblewrap ran it."""
+    if s.backend == "e2b":
+        return "yes"
+    if "isolated" in s.row and s.row["isolated"] is not None:
+        return "yes" if s.row["isolated"] else "no"
+    return "no"  # a local directory or a tmux session: the agent runs as you
+
+
+def print_status_table(sessions: list[Session], *, show_repo: bool = False) -> None:
+    """One line per session (`status` without a SESSION), columns aligned to their content."""
+    now = time.time()
+    columns: list[tuple[str, list[str], str]] = [
+        ("ID", [s.id for s in sessions], "<"),
+        ("NAME", [s.name for s in sessions], "<"),
+        ("STATUS", [s.status for s in sessions], "<"),
+        ("BRANCH", [s.branch or "-" for s in sessions], "<"),
+        ("AGE", [format_age(now - s.created_at) for s in sessions], ">"),
+        ("LEFT", [_time_left(s, now) for s in sessions], ">"),
+        ("BACKEND", [s.backend for s in sessions], "<"),
+        ("ISOLATED", [isolation_label(s) for s in sessions], "<"),
+        ("TURNS", [str(s.num_turns) if s.num_turns is not None else "-" for s in sessions], ">"),
+        ("COST", [f"${s.cost_usd:.4f}" if s.cost_usd is not None else "-" for s in sessions], ">"),
+    ]
+    if show_repo:
+        columns.append(("REPO", [s.repo or "-" for s in sessions], "<"))
+    widths = [max(len(head), *(len(v) for v in values)) for head, values, _ in columns]
+
+    def cell(text: str, width: int, align: str) -> str:
+        return f"{text:{align}{width}}"
+
+    header = "  ".join(cell(h, w, al) for (h, _, al), w in zip(columns, widths, strict=True))
+    say((header.rstrip(), "bold"))
+    for i, s in enumerate(sessions):
+        parts: list[Part] = []
+        for col, ((_, values, al), w) in enumerate(zip(columns, widths, strict=True)):
+            text = cell(values[i], w, al)
+            parts.append((text, status_style(s.status)) if col == 2 else text)
+            parts.append("  ")
+        line = styled(*parts[:-1])
+        line.rstrip()
+        console.print(line)
+
+
+def _time_left(s: Session, now: float) -> str:
+    if s.is_terminal or not s.deadline:
+        return "-"
+    return format_duration(max(0.0, s.deadline - now))
 
 
 def format_event(ev: dict[str, Any]) -> str | None:
@@ -178,7 +222,8 @@ def print_summary(session: Session) -> None:
     s = session
     ok = s.status in ("completed", "completed_no_changes")
     colour = "green" if ok else "red"
-    console.print(f"\n[bold {colour}]{s.status}[/bold {colour}]  {s.name} ({s.id})")
+    console.print()
+    say((s.status, f"bold {colour}"), f"  {s.name} ({s.id})")
     if s.error:
         console.print(f"  reason:   {s.error}", highlight=False)
     commits = s.result_commits or []
@@ -197,14 +242,13 @@ def print_summary(session: Session) -> None:
         highlight=False,
     )
     if commits:
+        # Quoted for the shell: a repo path with spaces must still paste as one command.
+        repo, branch = shlex.quote(s.repo), shlex.quote(s.branch)
+        base = shlex.quote(s.base_commit[:12])
         console.print("\n  Review and merge:", highlight=False)
-        console.print(
-            f"    git -C {s.repo} log --stat {s.base_commit[:12]}..{s.branch}", highlight=False
-        )
-        console.print(
-            f"    git -C {s.repo} diff {s.base_commit[:12]}...{s.branch}", highlight=False
-        )
-        console.print(f"    git -C {s.repo} merge {s.branch}", highlight=False)
+        console.print(f"    git -C {repo} log --stat {base}..{branch}", highlight=False)
+        console.print(f"    git -C {repo} diff {base}...{branch}", highlight=False)
+        console.print(f"    git -C {repo} merge {branch}", highlight=False)
     console.print(f"  Logs:     sandboxrun logs {s.name}", highlight=False)
 
 

@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sandboxrun.agent import AgentEvent, AgentProgress
-from sandboxrun.cli.common import err_console, print_json_line
+from sandboxrun.cli.common import err_console, print_json_line, styled
 from sandboxrun.config import format_duration
 from sandboxrun.store import Session
 
@@ -53,7 +53,7 @@ class LiveReporter:
 
     def phase(self, name: str, detail: str = "") -> None:
         self.phase_name = name
-        self.live.console.print(f"[cyan]→ {name}[/cyan] {detail}", highlight=False)
+        self.live.console.print(styled((f"→ {name}", "cyan"), f" {detail}"))
         self.live.update(self._render())
 
     def agent_event(self, event: AgentEvent) -> None:
@@ -63,7 +63,7 @@ class LiveReporter:
         self.live.update(self._render())
 
     def warning(self, message: str) -> None:
-        self.live.console.print(f"[yellow]! {message}[/yellow]", highlight=False)
+        self.live.console.print(styled((f"! {message}", "yellow")))
 
     def tick(self, progress: AgentProgress, elapsed: float, remaining: float | None) -> None:
         self.elapsed, self.remaining = elapsed, remaining

@@ -6,11 +6,19 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from sandboxrun import gitops
-from sandboxrun.cli.common import console, err_console, open_store, print_json_line, settings_for
+from sandboxrun.cli.common import (
+    console,
+    err_console,
+    open_store,
+    print_json_line,
+    say,
+    settings_for,
+)
 from sandboxrun.cli.render import print_dry_run, print_summary, session_json
 from sandboxrun.cli.reporters import JsonReporter, LiveReporter
 from sandboxrun.config import parse_duration, parse_durations
@@ -36,6 +44,17 @@ Examples:
 """
 
 
+def _one(flag: str, values: list) -> Any:
+    """The single value given for ``flag``, None if absent; two or more is a usage error."""
+    if len(values) > 1:
+        shown = ", ".join(str(v) for v in values)
+        raise UsageError(
+            f"{flag} was given {len(values)} times ({shown}); a run has one task",
+            "Put the whole task in one file (or one text), or start one run per task.",
+        )
+    return values[0] if values else None
+
+
 def spawn_detached(session: Session) -> int:
     """Start ``sandboxrun _drive SESSION`` in its own session; returns its pid."""
     from sandboxrun.config import load_settings
@@ -56,8 +75,9 @@ def spawn_detached(session: Session) -> int:
 
 
 def run(
-    prompt: str = typer.Option(None, "--prompt", "-p", help="The task, as text."),
-    prompt_file: Path = typer.Option(
+    # Lists, so that a second --prompt/--prompt-file is an error instead of silently winning.
+    prompts: list[str] = typer.Option(None, "--prompt", "-p", help="The task, as text."),
+    prompt_files: list[Path] = typer.Option(
         None, "--prompt-file", "-f", help="A file with the task (e.g. PLAN.md)."
     ),
     repo: Path = typer.Option(Path("."), "--repo", help="The git repository (default: here)."),
@@ -83,7 +103,9 @@ def run(
         None, "--warn-at", help="Comma-separated warning marks. Default 30m,50m."
     ),
     model: str = typer.Option(None, "--model", help="Claude model for the agent."),
-    max_turns: int = typer.Option(None, "--max-turns", help="Stop the agent after N turns."),
+    max_turns: int = typer.Option(
+        None, "--max-turns", min=1, help="Stop the agent after N turns (1 or more)."
+    ),
     template: str = typer.Option(None, "--template", help="E2B template name."),
     compression: str = typer.Option(
         None, "--compression", help="Upload compression: gzip (default) or zstd."
@@ -122,6 +144,8 @@ def run(
     ),
     json_out: bool = typer.Option(False, "--json", help="Print events as JSON lines."),
 ) -> None:
+    prompt = _one("--prompt", prompts or [])
+    prompt_file = _one("--prompt-file", prompt_files or [])
     if prompt_file is not None and prompt is not None:
         raise UsageError("give --prompt or --prompt-file, not both")
     flags = {
@@ -151,15 +175,22 @@ def run(
     )
     session = prepare_run(settings, store, req)
     if not with_changes and base == "HEAD" and not gitops.is_clean(Path(session.repo)):
-        err_console.print(
-            "[yellow]! the agent starts from your last commit; uncommitted changes in "
-            f"{session.repo} are not included (--with-changes includes them)[/yellow]"
+        say(
+            (
+                "! the agent starts from your last commit; uncommitted changes in "
+                f"{session.repo} are not included (--with-changes includes them)",
+                "yellow",
+            ),
+            err=True,
         )
     if session.options.get("secrets_not_carried"):
-        err_console.print(
-            "[yellow]! not carried into the branch (secrets deny-list): "
-            + ", ".join(session.options["secrets_not_carried"])
-            + "[/yellow]"
+        say(
+            (
+                "! not carried into the branch (secrets deny-list): "
+                + ", ".join(session.options["secrets_not_carried"]),
+                "yellow",
+            ),
+            err=True,
         )
     if detach:
         pid = spawn_detached(session)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from sandboxrun import gitops
 from sandboxrun.cli.common import (
     console,
     open_store,
@@ -23,27 +24,73 @@ from sandboxrun.cli.render import (
     session_json,
 )
 from sandboxrun.config import format_duration, parse_duration
+from sandboxrun.errors import SandboxrunError, UsageError
 
 
 def status(
-    session: str = typer.Argument(None, help="Session id, id prefix or name (default: all)."),
+    session: str = typer.Argument(
+        None, help="Session id, id prefix or name (default: this repository's sessions)."
+    ),
     active: bool = typer.Option(False, "--active", help="Only sessions still running."),
+    all_repos: bool = typer.Option(False, "--all", help="Sessions of every repository."),
+    repo: Path = typer.Option(
+        None, "--repo", help="Sessions of the repository at PATH (default: the one you are in)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON (a list of objects)."),
 ) -> None:
-    """Show sessions: status, branch, cost, turns, time left."""
+    """Show sessions: status, branch, age, time left, isolation, turns, cost.
+
+    Without SESSION: the sessions of the repository you are in (all of them outside a
+    repository); --all for every repository, --repo PATH for another one.
+    """
     settings = settings_for(None)
     store = open_store(settings)
-    sessions = [store.resolve(session)] if session else store.list(active_only=active)
+    if session:
+        sessions = [store.resolve(session)]
+        if json_out:
+            print_json([session_json(s) for s in sessions])
+        else:
+            print_one(sessions[0])
+        return
+    scope = repo_scope(all_repos, repo)
+    sessions = store.list(repo=str(scope) if scope else None, active_only=active)
     if json_out:
         print_json([session_json(s) for s in sessions])
         return
-    if session:
-        print_one(sessions[0])
+    if sessions:
+        print_status_table(
+            sessions, show_repo=scope is None and len({s.repo for s in sessions}) > 1
+        )
         return
-    if not sessions:
-        console.print("No sessions yet. Start one with `sandboxrun run --prompt-file PLAN.md`.")
-        return
-    print_status_table(sessions)
+    where = f" for {scope}" if scope else ""
+    elsewhere = len(store.list(active_only=active)) if scope else 0
+    also = f" ({elsewhere} in other repositories: sandboxrun status --all)" if elsewhere else ""
+    if active:
+        console.print(f"No active sessions{where}.{also}")
+    elif elsewhere:
+        console.print(f"No sessions{where} yet.{also}")
+    else:
+        console.print(
+            f"No sessions{where} yet. Start one with `sandboxrun run --prompt-file PLAN.md`."
+        )
+
+
+def repo_scope(all_repos: bool, repo: Path | None) -> Path | None:
+    """The main checkout whose sessions a command works on; None for every repository.
+
+    ``--all`` wins; ``--repo PATH`` must be a repository; otherwise the repository of the
+    current directory, or every repository when it is not in one.
+    """
+    if all_repos:
+        if repo is not None:
+            raise UsageError("give --all or --repo, not both")
+        return None
+    if repo is not None:
+        return gitops.main_worktree(gitops.repo_root(repo))
+    try:
+        return gitops.main_worktree(gitops.repo_root(Path.cwd()))
+    except SandboxrunError:
+        return None
 
 
 def logs(
@@ -167,6 +214,7 @@ def attach(
 def extend(
     session: str = typer.Argument(..., help="Session id, id prefix or name."),
     duration: str = typer.Argument(..., help="How much longer: 90s, 20m, 1h."),
+    json_out: bool = typer.Option(False, "--json", help="Print the session as JSON."),
 ) -> None:
     """Push a running session's time limit (and its sandbox's) back by DURATION."""
     from sandboxrun.sandbox.sessions import extend_session
@@ -174,6 +222,9 @@ def extend(
     settings = settings_for(None)
     store = open_store(settings)
     s = extend_session(settings, store, store.resolve(session), parse_duration(duration))
+    if json_out:
+        print_json(session_json(s))
+        return
     console.print(
         f"{s.name}: limit now {format_when(s.deadline)} "
         f"({format_duration(s.deadline - time.time())} from now).",
@@ -187,37 +238,91 @@ def cleanup(
         "--worktrees",
         help="Also remove clean worktrees of ended sessions (branches are kept).",
     ),
+    branches: bool = typer.Option(
+        False,
+        "--branches",
+        help="Also delete sandboxrun/* branches fully merged into their base (never one with "
+        "unmerged commits, one checked out, or one a running session uses).",
+    ),
     forget: bool = typer.Option(
-        False, "--forget", help="Also delete ended sessions from the database."
+        False,
+        "--forget",
+        help="Also delete ended sessions from the database (what they leave on disk is listed).",
+    ),
+    all_repos: bool = typer.Option(False, "--all", help="Sessions of every repository."),
+    repo: Path = typer.Option(
+        None, "--repo", help="Sessions of the repository at PATH (default: the one you are in)."
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would be done."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
-    """Tear down sandboxes left by ended sessions. Never deletes branches or dirty worktrees."""
+    """Tear down sandboxes left by ended sessions of this repository (--all: every one).
+
+    Never deletes a dirty worktree, an unmerged branch or uncommitted work.
+
+    \b
+    Examples:
+      sandboxrun cleanup --dry-run                 # what would go
+      sandboxrun cleanup --worktrees --branches    # clean worktrees, then merged branches
+      sandboxrun cleanup --forget --all            # forget ended sessions of every repository
+    """
     from dataclasses import asdict
 
     from sandboxrun.sandbox.sessions import cleanup as cleanup_sessions
 
+    scope = repo_scope(all_repos, repo)
+    if scope is None and not all_repos:
+        raise UsageError(
+            f"{Path.cwd()} is not inside a git repository",
+            "Run cleanup from the repository, pass --repo PATH, or --all for every repository.",
+        )
     settings = settings_for(None)
     store = open_store(settings)
-    report = cleanup_sessions(settings, store, worktrees=worktrees, forget=forget, dry_run=dry_run)
+    report = cleanup_sessions(
+        settings,
+        store,
+        worktrees=worktrees,
+        forget=forget,
+        dry_run=dry_run,
+        repo=str(scope) if scope else None,
+        branches=branches,
+    )
     if json_out:
         print_json(asdict(report))
         return
-    verb = "Would remove" if dry_run else "Removed"
+    would = dry_run
+    counts = [
+        f"{len(report.sandboxes_removed)} sandbox(es)",
+        f"{len(report.worktrees_removed)} worktree(s)",
+    ]
+    if branches:
+        counts.append(f"{len(report.branches_deleted)} branch(es)")
     console.print(
-        f"{verb} {len(report.sandboxes_removed)} sandbox(es), "
-        f"{len(report.worktrees_removed)} worktree(s); "
-        f"forgot {len(report.forgotten)} session(s).",
-        highlight=False,
+        f"{'Would remove' if would else 'Removed'} {', '.join(counts)}; "
+        f"{'would forget' if would else 'forgot'} {len(report.forgotten)} session(s)."
     )
+    for path in report.worktrees_removed:
+        console.print(f"  {'would remove' if would else 'removed'} worktree {path}")
+    for branch in report.branches_deleted:
+        console.print(f"  {'would delete' if would else 'deleted'} branch {branch}")
+    for kept in report.branches_kept:
+        console.print(f"  kept branch {kept['branch']}: {kept['reason']}")
     for path in report.kept_dirty:
-        console.print(f"  kept {path}: it has uncommitted changes", highlight=False)
+        console.print(f"  kept {path}: it has uncommitted changes")
+    for left in report.left_behind:
+        where = []
+        if left["worktree"]:
+            where.append(f"worktree {left['worktree']} (branch {left['branch']})")
+        if left["artifacts"]:
+            where.append(f"patches and logs in {left['artifacts']}")
+        console.print(
+            f"  {left['name']} {'would be' if would else 'is'} forgotten; still on disk: "
+            + "; ".join(where)
+        )
     for name in report.orphans:
         console.print(
             f"  {name} is active but nothing follows it: "
-            f"`sandboxrun attach {name}` or `sandboxrun kill {name}`",
-            highlight=False,
+            f"`sandboxrun attach {name}` or `sandboxrun kill {name}`"
         )
 
 

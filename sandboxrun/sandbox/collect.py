@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sandboxrun.config import format_duration
 from sandboxrun.errors import BackendError, PatchRejectedError, SandboxrunError
 from sandboxrun.sandbox.backends.base import control_dir
+from sandboxrun.sandbox.reporting import time_limit_message
 from sandboxrun.store import Session
 
 if TYPE_CHECKING:
@@ -151,10 +151,18 @@ def finish_with_patches(driver: RunDriver, outcome: FollowOutcome) -> Session:
         status, error = "killed", "stopped on request; the work so far was collected"
     elif outcome.reason == "timeout":
         status = "timeout"
-        error = (
-            f"stopped at the time limit ({format_duration(s.timeout_s or 0)}); "
-            "the work so far was collected"
+        # the follower recorded when it stopped the agent, and the limit it stopped before
+        stops = [
+            e["payload"]
+            for e in store.events(sid, kinds=("warning",))
+            if e["payload"].get("mark") == "limit" and "elapsed" in e["payload"]
+        ]
+        when = (
+            time_limit_message(stops[-1]["elapsed"], stops[-1]["limit"])
+            if stops
+            else "at the time limit"
         )
+        error = f"stopped {when}; the work so far was collected"
     elif outcome.reason == "quota" or (
         driver.progress.rate_limited_until and (result is None or result.get("is_error"))
     ):

@@ -17,6 +17,7 @@ from sandboxrun.agent import parse_line
 from sandboxrun.config import format_duration
 from sandboxrun.errors import BackendError, SandboxLostError
 from sandboxrun.sandbox.backends.base import control_dir
+from sandboxrun.sandbox.reporting import time_limit_message
 
 if TYPE_CHECKING:
     from sandboxrun.sandbox.runner import RunDriver
@@ -116,11 +117,13 @@ def follow_agent(driver: RunDriver) -> FollowOutcome:
                 break
             grace = stop_margin(timeout, s.options.get("grace", driver.settings.grace))
             if remaining <= grace:
-                msg = (
-                    f"time limit reached ({format_duration(deadline - started)}): "
-                    "stopping the agent and collecting its work"
+                limit = deadline - started
+                msg = "stopping the agent " + time_limit_message(elapsed, limit)
+                store.add_event(
+                    sid,
+                    "warning",
+                    {"mark": "limit", "message": msg, "elapsed": elapsed, "limit": limit},
                 )
-                store.add_event(sid, "warning", {"mark": "limit", "message": msg})
                 driver.reporter.warning(msg)
                 driver.stop_agent()
                 reason = "timeout"
