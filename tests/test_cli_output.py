@@ -194,3 +194,28 @@ def test_status_json_is_parseable_for_all(cli, repo):
     add_session(repo, "j1", status="created")
     data = json.loads(cli("status", "--json").stdout)
     assert [s["name"] for s in data] == ["j1"]
+
+
+@pytest.mark.slow
+def test_time_limit_message_says_when_and_why(cli, repo):
+    """Stopped before the limit on purpose: the message says how long before, and why."""
+    proc = cli(
+        "run",
+        "--backend",
+        "local",
+        "--name",
+        "limit",
+        "--timeout",
+        "8s",
+        "--prompt",
+        "@write early.txt before the limit\n@sleep 60",
+    )
+    assert proc.returncode == 1
+    st = cli.status("limit")
+    assert st["status"] == "timeout"
+    match = re.search(r"stopped after (\d+)s, (\d+)s before the 8s time limit", st["error"])
+    assert match, st["error"]
+    assert int(match.group(1)) + int(match.group(2)) == 8
+    assert "to collect the work" in st["error"]
+    assert "time limit reached (8s)" not in proc.stdout + proc.stderr
+    assert st["error"] in proc.stdout  # the summary's reason line
