@@ -139,3 +139,21 @@ def test_pack_json_inside_the_repo_writes_outside_it(cli, repo):
     listed = cli("pack", "--list").stdout.splitlines()
     assert not any(name.endswith(".tar.gz") for name in listed)
     assert not list(repo.glob("*.tar.gz"))
+
+
+@pytest.mark.slow
+def test_submodules_left_out_are_named(cli, repo, tmp_path):
+    """A repository with submodules: the run says which ones the agent will not see."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    git(lib, "init", "-q", "-b", "main")
+    (lib / "lib.c").write_text("int x;\n")
+    git(lib, "add", "-A")
+    git(lib, "commit", "-q", "-m", "lib")
+    git(repo, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(lib), "vendor/lib")
+    git(repo, "commit", "-q", "-m", "add submodule")
+    proc = cli("run", "--backend", "local", "--dry-run", "--name", "sub", "--prompt", "x")
+    assert proc.returncode == 0, proc.stderr
+    assert "1 submodule(s) (vendor/lib)" in proc.stderr
+    assert "not uploaded" in proc.stderr
+    assert "submodule(s) (vendor/lib)" in cli("logs", "sub").stdout

@@ -23,7 +23,7 @@ from sandboxrun.cli.render import print_dry_run, print_summary, session_json
 from sandboxrun.cli.reporters import JsonReporter, LiveReporter
 from sandboxrun.config import parse_duration, parse_durations
 from sandboxrun.errors import UsageError
-from sandboxrun.sandbox.prepare import RunRequest, prepare_run
+from sandboxrun.sandbox.prepare import RunRequest, prepare_run, submodules_warning
 from sandboxrun.sandbox.runner import RunDriver
 from sandboxrun.store import Session
 
@@ -192,6 +192,8 @@ def run(
             ),
             err=True,
         )
+    if session.options.get("submodules"):
+        say(("! " + submodules_warning(session.options["submodules"]), "yellow"), err=True)
     if detach:
         pid = spawn_detached(session)
         store.update(session.id, owner_pid=pid, owner_host=os.uname().nodename)

@@ -159,6 +159,27 @@ def claude_login_state(claude_bin: str) -> bool | None:
     return None
 
 
+def submodule_paths(repo: Path, commit: str) -> list[str]:
+    """Paths of the submodules (gitlinks) in ``commit``'s tree."""
+    out = gitops.git(repo, "ls-tree", "-r", "-z", "--full-tree", commit).stdout
+    paths = []
+    for entry in out.split("\0"):
+        meta, _, path = entry.partition("\t")
+        if meta.startswith("160000 "):
+            paths.append(path)
+    return paths
+
+
+def submodules_warning(paths: list[str]) -> str:
+    """What a run on a repository with submodules does not take along, and why it matters."""
+    shown = ", ".join(paths[:5]) + (f" (+{len(paths) - 5} more)" if len(paths) > 5 else "")
+    return (
+        f"this repository has {len(paths)} submodule(s) ({shown}); their contents are not "
+        "uploaded, so the agent sees them as empty directories and cannot change them. "
+        "Run the agent on a submodule's own repository to work inside it."
+    )
+
+
 def prepare_run(settings: Settings, store: SessionStore, req: RunRequest) -> Session:
     """Validate the request, create the worktree + branch and register the session.
 
@@ -203,6 +224,7 @@ def prepare_run(settings: Settings, store: SessionStore, req: RunRequest) -> Ses
         if req.with_changes:
             _, carried_secrets = gitops.carry_changes(requested_root, worktree)
         options = {
+            "submodules": submodule_paths(repo, base_commit),
             "keep": req.keep,
             "dry_run": req.dry_run,
             "allow_sensitive": req.allow_sensitive,
@@ -231,6 +253,10 @@ def prepare_run(settings: Settings, store: SessionStore, req: RunRequest) -> Ses
             warn_at=[w for w in settings.warn_at if w < settings.timeout],
             options=options,
         )
+        if options["submodules"]:
+            store.add_event(
+                session.id, "warning", {"message": submodules_warning(options["submodules"])}
+            )
     except BaseException:
         # Leave nothing half-made: the worktree and branch are ours and hold no user work.
         gitops.remove_worktree(repo, worktree, branch, delete_branch=True, force=True)
