@@ -42,11 +42,18 @@ with_dots() {
   wait "$pid"
 }
 
-step "Checking Python 3.11+, git and tar"
-python="${PYTHON:-python3}"
-if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
-  fail "sandboxrun needs Python 3.11 or newer (found: $("$python" --version 2>&1))." \
-    $'\n'"Install it, or point PYTHON at one: PYTHON=python3.12 scripts/install.sh"
+step "Checking Python 3.11.4+, git and tar"
+# 3.11.4 is the first 3.11 with tarfile's extraction filters, which unpacking relies on
+# (Debian 12's python3 is 3.11.2): take the first good Python among the usual names.
+ok_python() { "$1" -c 'import sys, tarfile; sys.exit(sys.version_info < (3, 11, 4) or not hasattr(tarfile, "data_filter"))' 2>/dev/null; }
+python=""
+for candidate in ${PYTHON:-python3 python3.13 python3.12 python3.11}; do
+  if command -v "$candidate" >/dev/null && ok_python "$candidate"; then python="$candidate"; break; fi
+done
+if [ -z "$python" ]; then
+  found="$(${PYTHON:-python3} --version 2>&1 || echo 'no python3')"
+  fail "sandboxrun needs Python 3.11.4 or newer (found: $found)." \
+    $'\n'"Install one (e.g. with pyenv or uv), or point PYTHON at it: PYTHON=python3.12 scripts/install.sh"
 fi
 for tool in git tar; do
   command -v "$tool" >/dev/null || fail "sandboxrun needs $tool on PATH; install it first."
@@ -55,9 +62,11 @@ done_step "$("$python" --version 2>&1)"
 command -v zstd >/dev/null || echo "      note: zstd not found; --compression zstd will be unavailable (gzip works)."
 
 step "Creating the virtualenv .venv"
-if [ -x .venv/bin/python ]; then
+if [ -x .venv/bin/python ] && ok_python .venv/bin/python; then
   done_step "already there"
 else
+  # none yet, or one made by a Python too old for sandboxrun: (re)make it
+  rm -rf .venv
   "$python" -m venv .venv || fail "could not create .venv (on Debian/Ubuntu: sudo apt-get install python3-venv)."
   done_step
 fi
