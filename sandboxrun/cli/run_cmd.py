@@ -161,7 +161,7 @@ def run(
     settings = settings_for(repo, **flags)
     store = open_store(settings)
     req = RunRequest(
-        repo=repo,
+        repo=repo.expanduser().absolute(),  # errors name the real path, not "."
         prompt=prompt,
         prompt_file=prompt_file,
         name=name,
