@@ -12,7 +12,7 @@ from typing import Any
 
 from sandboxrun.cli.common import Part, console, say, styled
 from sandboxrun.config import format_duration
-from sandboxrun.store import TERMINAL_STATUSES, Session, SessionStore, owner_alive
+from sandboxrun.store import SUCCESS, TERMINAL, Session, SessionStore, Status, owner_alive
 
 STATUS_FIELDS = (
     "id",
@@ -48,8 +48,9 @@ STATUS_FIELDS = (
 
 def session_json(s: Session) -> dict[str, Any]:
     """The public JSON shape of a session (`status --json`)."""
-    data = {k: s.row.get(k) for k in STATUS_FIELDS}
-    data["prompt_file"] = s.row.get("prompt_file")
+    row = s.to_dict()
+    data = {k: row[k] for k in STATUS_FIELDS}
+    data["prompt_file"] = s.prompt_file
     data["driver_alive"] = owner_alive(s)
     data["time_left_s"] = (
         max(0.0, s.deadline - time.time()) if s.deadline and not s.is_terminal else None
@@ -68,14 +69,14 @@ def format_when(ts: float | None) -> str:
 def status_style(status: str) -> str:
     """The rich style a status is shown in."""
     return {
-        "completed": "green",
-        "completed_no_changes": "green",
-        "running": "cyan",
-        "failed": "red",
-        "lost": "red",
-        "killed": "yellow",
-        "timeout": "yellow",
-        "waiting_quota": "yellow",
+        Status.COMPLETED: "green",
+        Status.COMPLETED_NO_CHANGES: "green",
+        Status.RUNNING: "cyan",
+        Status.FAILED: "red",
+        Status.LOST: "red",
+        Status.KILLED: "yellow",
+        Status.TIMEOUT: "yellow",
+        Status.WAITING_QUOTA: "yellow",
     }.get(status, "")
 
 
@@ -134,8 +135,9 @@ def isolation_label(s: Session) -> str:
     """How the agent is confined: ``e2b`` sandboxes are; a local run is if bubblewrap ran it."""
     if s.backend == "e2b":
         return "yes"
-    if "isolated" in s.row and s.row["isolated"] is not None:
-        return "yes" if s.row["isolated"] else "no"
+    isolated = getattr(s, "isolated", None)  # a column of newer databases
+    if isolated is not None:
+        return "yes" if isolated else "no"
     return "no"  # a local directory or a tmux session: the agent runs as you
 
 
@@ -195,7 +197,7 @@ def format_event(ev: dict[str, Any]) -> str | None:
             return None
         return f"{ts} agent   {AgentEvent(etype, data).summary}"
     if kind == "status":
-        if p.get("status") not in TERMINAL_STATUSES and p.get("status") != "created":
+        if p.get("status") not in TERMINAL and p.get("status") != Status.CREATED:
             return None  # the matching phase event says it with more detail
         extra = f" — {p['error']}" if p.get("error") else ""
         return f"{ts} status  {p.get('status')}{extra}"
@@ -220,7 +222,7 @@ def format_event(ev: dict[str, Any]) -> str | None:
 def print_summary(session: Session) -> None:
     """The end-of-run summary a person can act on."""
     s = session
-    ok = s.status in ("completed", "completed_no_changes")
+    ok = s.status in SUCCESS
     colour = "green" if ok else "red"
     console.print()
     say((s.status, f"bold {colour}"), f"  {s.name} ({s.id})")

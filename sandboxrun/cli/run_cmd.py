@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from sandboxrun import gitops
+from sandboxrun import gitops, process
 from sandboxrun.cli.common import (
     console,
     err_console,
@@ -25,7 +24,7 @@ from sandboxrun.config import parse_duration, parse_durations
 from sandboxrun.errors import UsageError
 from sandboxrun.sandbox.prepare import RunRequest, prepare_run, submodules_warning
 from sandboxrun.sandbox.runner import RunDriver
-from sandboxrun.store import Session
+from sandboxrun.store import SUCCESS, Session
 
 RUN_HELP = """Run Claude Code on a prompt in a sandbox and commit its work on a new branch.
 
@@ -62,16 +61,9 @@ def spawn_detached(session: Session) -> int:
     settings = load_settings(Path(session.repo))
     log_dir = settings.session_artifacts(session.id)
     log_dir.mkdir(parents=True, exist_ok=True)
-    with open(log_dir / "driver.log", "ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "sandboxrun", "_drive", session.id],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=out,
-            start_new_session=True,
-            env=os.environ.copy(),
-        )
-    return proc.pid
+    return process.spawn_detached(
+        [sys.executable, "-m", "sandboxrun", "_drive", session.id], output=log_dir / "driver.log"
+    )
 
 
 def run(
@@ -232,7 +224,7 @@ def run(
         if final.options.get("dry_run"):
             print_dry_run(store, final)
         print_summary(final)
-    if final.status not in ("completed", "completed_no_changes"):
+    if final.status not in SUCCESS:
         raise typer.Exit(1)
 
 

@@ -25,6 +25,7 @@ from sandboxrun.cli.render import (
 )
 from sandboxrun.config import format_duration, parse_duration
 from sandboxrun.errors import SandboxrunError, UsageError
+from sandboxrun.store import SUCCESS
 
 
 def status(
@@ -207,7 +208,7 @@ def attach(
         with LiveReporter(s) as reporter:
             final = attach_session(settings, store, s, reporter)
         print_summary(final)
-    if final.status not in ("completed", "completed_no_changes"):
+    if final.status not in SUCCESS:
         raise typer.Exit(1)
 
 
