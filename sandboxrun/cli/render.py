@@ -68,7 +68,7 @@ def format_when(ts: float | None) -> str:
 
 def status_style(status: str) -> str:
     """The rich style a status is shown in."""
-    return {
+    styles: dict[str, str] = {
         Status.COMPLETED: "green",
         Status.COMPLETED_NO_CHANGES: "green",
         Status.RUNNING: "cyan",
@@ -77,7 +77,8 @@ def status_style(status: str) -> str:
         Status.KILLED: "yellow",
         Status.TIMEOUT: "yellow",
         Status.WAITING_QUOTA: "yellow",
-    }.get(status, "")
+    }
+    return styles.get(status, "")
 
 
 def print_one(s: Session) -> None:
@@ -245,8 +246,8 @@ def print_summary(session: Session) -> None:
     )
     if commits:
         # Quoted for the shell: a repo path with spaces must still paste as one command.
-        repo, branch = shlex.quote(s.repo), shlex.quote(s.branch)
-        base = shlex.quote(s.base_commit[:12])
+        repo, branch = shlex.quote(s.repo or "."), shlex.quote(s.branch or "HEAD")
+        base = shlex.quote((s.base_commit or "")[:12])
         console.print("\n  Review and merge:", highlight=False)
         console.print(f"    git -C {repo} log --stat {base}..{branch}", highlight=False)
         console.print(f"    git -C {repo} diff {base}...{branch}", highlight=False)

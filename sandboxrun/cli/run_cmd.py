@@ -212,8 +212,7 @@ def run(
             )
         return
     if json_out:
-        reporter = JsonReporter(session)
-        final = _drive(settings, store, session, reporter)
+        final = _drive(settings, store, session, JsonReporter(session))
         print_json_line({"session": final.id, "kind": "end", **session_json(final)})
     else:
         err_console.print(

@@ -228,7 +228,7 @@ def extend(
         return
     console.print(
         f"{s.name}: limit now {format_when(s.deadline)} "
-        f"({format_duration(s.deadline - time.time())} from now).",
+        f"({format_duration((s.deadline or time.time()) - time.time())} from now).",
         highlight=False,
     )
 

@@ -17,7 +17,7 @@ from typing import Any
 from sandboxrun import gitops, process
 from sandboxrun.config import Settings
 from sandboxrun.errors import AgentError, NameInUseError, SandboxrunError, UsageError
-from sandboxrun.sandbox.backends import get_backend
+from sandboxrun.sandbox.backends import Backend, get_backend
 from sandboxrun.store import Session, SessionStore
 from sandboxrun.sync.pack import SECRET_PATTERNS
 
@@ -96,7 +96,12 @@ def read_prompt(req: RunRequest) -> str:
 
 
 def check_agent_can_start(
-    backend_name: str, backend: Any, settings: Settings, *, dry_run: bool, isolated: bool = False
+    backend_name: str,
+    backend: Backend,
+    settings: Settings,
+    *,
+    dry_run: bool,
+    isolated: bool = False,
 ) -> None:
     """Refuse, before anything is created, a run whose agent could not start.
 
