@@ -5,6 +5,8 @@ Both implement :class:`sandboxrun.sandbox.reporting.Reporter`; `run` and `attach
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
@@ -30,7 +32,7 @@ class LiveReporter:
         self.live.__enter__()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self.live.__exit__(*exc)
 
     def _render(self) -> Table:

@@ -20,11 +20,12 @@ from sandboxrun.cli.common import (
 )
 from sandboxrun.cli.render import print_dry_run, print_summary, session_json
 from sandboxrun.cli.reporters import JsonReporter, LiveReporter
-from sandboxrun.config import parse_duration, parse_durations
+from sandboxrun.config import Settings, parse_duration, parse_durations
 from sandboxrun.errors import UsageError
 from sandboxrun.sandbox.prepare import RunRequest, prepare_run, submodules_warning
+from sandboxrun.sandbox.reporting import Reporter
 from sandboxrun.sandbox.runner import RunDriver
-from sandboxrun.store import SUCCESS, Session
+from sandboxrun.store import SUCCESS, Session, SessionStore
 
 RUN_HELP = """Run Claude Code on a prompt in a sandbox and commit its work on a new branch.
 
@@ -58,7 +59,7 @@ def spawn_detached(session: Session) -> int:
     """Start ``sandboxrun _drive SESSION`` in its own session; returns its pid."""
     from sandboxrun.config import load_settings
 
-    settings = load_settings(Path(session.repo))
+    settings = load_settings(Path(session.repo) if session.repo else None)
     log_dir = settings.session_artifacts(session.id)
     log_dir.mkdir(parents=True, exist_ok=True)
     return process.spawn_detached(
@@ -148,8 +149,6 @@ def run(
         "template": template,
         "compression": compression,
     }
-    if compression not in (None, "gzip", "zstd"):
-        raise UsageError(f"unknown compression {compression!r}", "Use gzip or zstd.")
     settings = settings_for(repo, **flags)
     store = open_store(settings)
     req = RunRequest(
@@ -166,7 +165,7 @@ def run(
         extra_options={"install_claude": install_claude, "update_claude": update_claude},
     )
     session = prepare_run(settings, store, req)
-    if not with_changes and base == "HEAD" and not gitops.is_clean(Path(session.repo)):
+    if not with_changes and base == "HEAD" and not gitops.is_clean(Path(session.repo or repo)):
         say(
             (
                 "! the agent starts from your last commit; uncommitted changes in "
@@ -227,7 +226,9 @@ def run(
         raise typer.Exit(1)
 
 
-def _drive(settings, store, session, reporter) -> Session:
+def _drive(
+    settings: Settings, store: SessionStore, session: Session, reporter: Reporter
+) -> Session:
     return RunDriver(settings, store, session, reporter).execute()
 
 

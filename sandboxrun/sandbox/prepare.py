@@ -161,7 +161,7 @@ def claude_login_state(claude_bin: str) -> bool | None:
     except ValueError:
         return None
     if isinstance(state, dict) and isinstance(state.get("loggedIn"), bool):
-        return state["loggedIn"]
+        return bool(state["loggedIn"])
     return None
 
 

@@ -197,7 +197,7 @@ def cleanup(
             except SandboxrunError:
                 pass  # already gone
         worktree_stays = bool(s.worktree and Path(s.worktree).exists())
-        if worktrees and worktree_stays:
+        if worktrees and worktree_stays and s.repo and s.worktree:
             if gitops.is_clean(Path(s.worktree)):
                 if not dry_run:
                     gitops.remove_worktree(Path(s.repo), Path(s.worktree))
