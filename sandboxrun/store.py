@@ -137,6 +137,13 @@ def m001_sessions_and_events(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX sessions_status ON sessions(status)")
 
 
+@migrations()
+def m002_sessions_isolated(db: sqlite_utils.Database) -> None:
+    # Whether the agent was confined (E2B, or local under bubblewrap): 1, 0, or NULL for
+    # sessions recorded before this column existed (and local-mode sessions: no sandbox).
+    db.execute("ALTER TABLE sessions ADD COLUMN isolated INTEGER")
+
+
 _JSON_COLUMNS = {"warn_at", "result_commits", "options"}
 
 
@@ -190,6 +197,9 @@ class Session:
     discard: int = 0
     #: keep, allow_sensitive, dry_run, compression, ... (NULL in the row reads as {})
     options: dict[str, Any] = field(default_factory=dict)
+    #: whether the agent was confined (E2B, or local under bubblewrap); None for sessions
+    #: recorded before the column existed, and local-mode sessions
+    isolated: bool | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row | dict[str, Any]) -> Session:
@@ -211,6 +221,8 @@ class Session:
                 "version of sandboxrun does not know",
                 "A newer sandboxrun wrote it: upgrade (scripts/install.sh) to work with it.",
             ) from None
+        if data.get("isolated") is not None:
+            data["isolated"] = bool(data["isolated"])
         return cls(**data)
 
     @property

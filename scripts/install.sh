@@ -17,8 +17,8 @@ for arg in "$@"; do
   esac
 done
 
-steps=4
-[ "$with_claude" = 1 ] && steps=5
+steps=5
+[ "$with_claude" = 1 ] && steps=6
 step_no=0
 step_started=$SECONDS
 # Each step says what it does before doing it, and how long it took after.
@@ -96,7 +96,14 @@ mkdir -p "$bin_dir"
 ln -sf "$here/.venv/bin/sandboxrun" "$bin_dir/sandboxrun"
 done_step
 
-# Optional system pieces (e.g. bubblewrap for an isolated --backend local) are installed here.
+step "Checking bubblewrap (it confines the agent of --backend local)"
+if bwrap_out="$("$here/scripts/install_bwrap.sh" 2>&1)"; then
+  done_step "${bwrap_out##*$'\n'}"
+else
+  done_step "not installed"
+  echo "$bwrap_out" | sed 's/^/      /'
+  echo "      note: without bubblewrap, --backend local refuses to run (unless --no-isolation)."
+fi
 
 if [ "$with_claude" = 1 ]; then
   step "Installing Claude Code (npm)"

@@ -89,8 +89,11 @@ def test_missing_claude_creates_nothing(cli, repo, tmp_path):
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="Claude Code refuses only root")
 def test_root_without_isolation_is_refused_before_anything_exists(cli, repo):
-    # an empty IS_SANDBOX is not "1": Claude Code would refuse
-    proc = cli("run", "--backend", "local", "--prompt", "x", env={"IS_SANDBOX": ""})
+    """As root and --no-isolation, the run is refused with a hint before anything exists."""
+    # unconfined (bubblewrap would run the agent as uid 1000); an empty IS_SANDBOX is not "1"
+    proc = cli(
+        "run", "--backend", "local", "--no-isolation", "--prompt", "x", env={"IS_SANDBOX": ""}
+    )
     assert proc.returncode == 1, proc.stderr
     assert "as root" in proc.stderr
     assert "Hint:" in proc.stderr and "IS_SANDBOX=1" in proc.stderr

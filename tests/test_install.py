@@ -55,10 +55,9 @@ def test_install_shows_steps_and_the_path_line(tmp_path):
         return proc.stdout
 
     out = install("/bin/zsh")
-    for n, what in enumerate(
-        ["Checking Python", "Creating the virtualenv", "Installing sandboxrun", "Linking"], 1
-    ):
-        assert f"[{n}/4] {what}" in out
+    steps = ["Checking Python", "Creating the virtualenv", "Installing sandboxrun", "Linking"]
+    for n, what in enumerate([*steps, "Checking bubblewrap"], 1):
+        assert f"[{n}/5] {what}" in out
     assert f"{home}/.local/bin is not on your PATH" in out
     assert f"  {SHELL_LINES['/bin/zsh']}\n" in out
     linked = home / ".local" / "bin" / "sandboxrun"

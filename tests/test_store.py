@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from sandboxrun import store as store_module
 from sandboxrun.config import Settings
 from sandboxrun.errors import (
     AmbiguousSessionError,
@@ -19,6 +21,9 @@ from sandboxrun.errors import (
 )
 from sandboxrun.sandbox.sessions import cleanup
 from sandboxrun.store import ACTIVE, SUCCESS, TERMINAL, Session, SessionStore, Status
+
+#: the migrations store.py defines (functions named m001_..., m002_...), in order
+MIGRATIONS = sorted(n for n in vars(store_module) if re.fullmatch(r"m\d{3}_\w+", n))
 
 
 def make(store: SessionStore, name: str, **kw):
@@ -30,10 +35,12 @@ def test_fresh_database_is_migrated_and_in_wal_mode(tmp_path):
     mode = store.conn.execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == "wal"
     applied = store.conn.execute("SELECT name FROM _sqlite_migrations").fetchall()
-    assert [r[0] for r in applied] == ["m001_sessions_and_events"]
+    assert [r[0] for r in applied] == MIGRATIONS
+    assert MIGRATIONS[0] == "m001_sessions_and_events"
     # Opening again applies nothing twice.
     SessionStore(tmp_path / "state.db")
-    assert store.conn.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0] == 1
+    count = store.conn.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0]
+    assert count == len(MIGRATIONS)
 
 
 def test_create_resolve_by_id_prefix_and_name(tmp_path):
@@ -174,7 +181,8 @@ def test_many_processes_write_at_once(tmp_path):
         _, err = p.communicate(timeout=120)
         assert p.returncode == 0, err.decode()
     assert len(store.events(s.id, kinds=("stdout",))) == 800
-    assert sqlite3.connect(db).execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0] == 1
+    count = sqlite3.connect(db).execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0]
+    assert count == len(MIGRATIONS)
 
 
 def test_home_directory_is_created(tmp_path):

@@ -43,6 +43,7 @@ STATUS_FIELDS = (
     "model",
     "max_turns",
     "exit_code",
+    "isolated",
 )
 
 
@@ -89,6 +90,10 @@ def print_one(s: Session) -> None:
         (
             "backend",
             f"{s.mode}/{s.backend}" + (f"  sandbox {s.sandbox_id}" if s.sandbox_id else ""),
+        ),
+        (
+            "isolated",
+            "yes" if isolation_label(s) == "yes" else "NO (the agent runs unconfined, as you)",
         ),
         ("branch", s.branch),
         ("worktree", s.worktree),

@@ -87,7 +87,7 @@ def run(
         "--backend",
         "-b",
         help="e2b (default when E2B_API_KEY is set) or local "
-        "(a directory on this machine; not isolated).",
+        "(a directory on this machine, confined with bubblewrap on Linux).",
     ),
     timeout: str = typer.Option(
         None, "--timeout", help="Hard time limit: 90s, 20m, 1h. Default 60m."
@@ -135,6 +135,12 @@ def run(
     update_claude: bool = typer.Option(
         False, "--update-claude", help="Run `claude update` in the sandbox first."
     ),
+    no_isolation: bool = typer.Option(
+        False,
+        "--no-isolation",
+        help="--backend local only: run the agent WITHOUT bubblewrap, as you, able to write "
+        "anywhere you can (recorded on the session). Only for machines without bwrap.",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print events as JSON lines."),
 ) -> None:
     prompt = _one("--prompt", prompts or [])
@@ -162,9 +168,15 @@ def run(
         dry_run=dry_run,
         allow_sensitive=allow_sensitive,
         with_changes=with_changes,
-        extra_options={"install_claude": install_claude, "update_claude": update_claude},
+        extra_options={
+            "install_claude": install_claude,
+            "update_claude": update_claude,
+            "no_isolation": no_isolation,
+        },
     )
     session = prepare_run(settings, store, req)
+    if session.options.get("isolation_warning"):
+        say((f"! {session.options['isolation_warning']}", "yellow"), err=True)
     if not with_changes and base == "HEAD" and not gitops.is_clean(Path(session.repo or repo)):
         say(
             (

@@ -49,7 +49,8 @@ def test_claude_not_logged_in_is_refused_before_anything_exists(sandboxrun):
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="Claude Code refuses only root")
 def test_root_refusal_is_real_and_caught_first(sandboxrun, run_claude, agent_env, fake_api):
-    """The real CLI refuses as root without IS_SANDBOX; sandboxrun says so before starting."""
+    """The real CLI refuses as root without IS_SANDBOX; unconfined (--no-isolation), sandboxrun
+    says so before starting (confined, bubblewrap runs it as uid 1000: see the isolation tests)."""
     fake_api.script(text("hi"))
     agent_env.pop("IS_SANDBOX", None)
     refused = run_claude("hello")
@@ -57,7 +58,7 @@ def test_root_refusal_is_real_and_caught_first(sandboxrun, run_claude, agent_env
     assert "root" in (refused.stderr + refused.stdout)
 
     sandboxrun.env.pop("IS_SANDBOX", None)
-    proc = sandboxrun("run", "--backend", "local", "--prompt", "hello")
+    proc = sandboxrun("run", "--backend", "local", "--no-isolation", "--prompt", "hello")
     assert proc.returncode == 1, proc.stderr
     assert "as root" in proc.stderr and "IS_SANDBOX=1" in proc.stderr
     assert json.loads(sandboxrun("status", "--all", "--json").stdout) == []

@@ -360,6 +360,7 @@ class E2BBackend:
 
     name = "e2b"
     isolated = True
+    confines_agent = True
 
     def __init__(
         self, settings: Settings, *, retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS
