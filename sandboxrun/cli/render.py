@@ -93,7 +93,7 @@ def print_one(s: Session) -> None:
         ),
         (
             "isolated",
-            "yes" if isolation_label(s) == "yes" else "NO (the agent runs unconfined, as you)",
+            "yes" if isolation_label(s) == "yes" else "NO (the agent ran unconfined, as you)",
         ),
         ("branch", s.branch),
         ("worktree", s.worktree),
