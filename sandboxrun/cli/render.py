@@ -110,7 +110,7 @@ def print_one(s: Session) -> None:
         ),
         ("agent session", s.agent_session_id or "-"),
         ("turns", s.num_turns if s.num_turns is not None else "-"),
-        ("cost", f"${s.cost_usd:.4f}" if s.cost_usd is not None else "-"),
+        ("cost", money(s.cost_usd)),
         ("commits", len(s.result_commits or [])),
         ("files changed", s.files_changed if s.files_changed is not None else "-"),
     ]
@@ -126,6 +126,11 @@ def print_one(s: Session) -> None:
                 "yellow",
             )
         )
+
+
+def money(value: Any) -> str:
+    """``$0.1234``, or ``-`` (a row written before agent output was validated may hold anything)."""
+    return f"${value:.4f}" if isinstance(value, int | float) else "-"
 
 
 def format_age(seconds: float) -> str:
@@ -160,7 +165,7 @@ def print_status_table(sessions: list[Session], *, show_repo: bool = False) -> N
         ("BACKEND", [s.backend for s in sessions], "<"),
         ("ISOLATED", [isolation_label(s) for s in sessions], "<"),
         ("TURNS", [str(s.num_turns) if s.num_turns is not None else "-" for s in sessions], ">"),
-        ("COST", [f"${s.cost_usd:.4f}" if s.cost_usd is not None else "-" for s in sessions], ">"),
+        ("COST", [money(s.cost_usd) for s in sessions], ">"),
     ]
     if show_repo:
         columns.append(("REPO", [s.repo or "-" for s in sessions], "<"))

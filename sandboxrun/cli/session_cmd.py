@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from sandboxrun.cli.render import (
 )
 from sandboxrun.config import format_duration, parse_duration
 from sandboxrun.errors import SandboxrunError, UsageError
+from sandboxrun.redact import Redactor
 from sandboxrun.store import SUCCESS
 
 
@@ -99,26 +101,34 @@ def logs(
     follow: bool = typer.Option(
         False, "--follow", "-F", help="Keep printing until the session ends."
     ),
-    raw: bool = typer.Option(False, "--raw", help="Print the agent's raw stream-json lines only."),
+    raw: bool = typer.Option(
+        False,
+        "--raw",
+        help="Print the agent's raw stream-json lines only (credential values redacted; "
+        "lines over 64 KiB are cut: the agent.log artifact has them whole).",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print stored events as JSON lines."),
 ) -> None:
     """Print a session's events (phases, agent actions, warnings), from any terminal."""
     settings = settings_for(None)
     store = open_store(settings)
     s = store.resolve(session)
+    # stored events are redacted when written; this also covers credentials of this shell
+    redact = Redactor.from_env(os.environ)
     last = 0
     while True:
         kinds = ("stdout",) if raw else None
         for ev in store.events(s.id, after_id=last, kinds=kinds):
             last = ev["id"]
             if json_out:
-                print_json_line(ev)
+                print_json_line(redact.obj(ev))
             elif raw:
-                typer.echo(ev["payload"].get("line", ""))
+                payload = ev["payload"] if isinstance(ev["payload"], dict) else {}
+                typer.echo(redact.text(str(payload.get("line", ""))))
             else:
                 line = format_event(ev)
                 if line is not None:
-                    typer.echo(line)
+                    typer.echo(redact.text(line))
         if not follow:
             return
         current = store.get(s.id)
