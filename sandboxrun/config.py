@@ -83,6 +83,11 @@ class Settings:
     poll_interval: float = 0.5
     #: how long an agent blocked by a usage limit may sit without a result before we stop it
     quota_stall: float = 20.0
+    #: how often a running agent's work is checkpointed (fetched and saved), seconds
+    checkpoint_every: float = 180.0
+    #: the longest a sandbox may live on the backend's plan (E2B: 1 h Hobby, 24 h Pro);
+    #: stopping and collecting are planned to fit inside it
+    max_lifetime: float = 3600.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -128,7 +133,9 @@ def _read_repo_file(repo: Path | None) -> dict[str, Any]:
 
 def _coerce(key: str, value: Any, source: str) -> Any:
     try:
-        if key in ("timeout", "grace", "poll_interval", "quota_stall"):
+        if key in (
+            "timeout", "grace", "poll_interval", "quota_stall", "checkpoint_every", "max_lifetime",
+        ):  # fmt: skip
             return parse_duration(value)
         if key == "warn_at":
             if isinstance(value, list):

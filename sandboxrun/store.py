@@ -103,6 +103,18 @@ def m001_sessions_and_events(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX sessions_status ON sessions(status)")
 
 
+@migrations()
+def m002_sandbox_lifetime_and_checkpoints(db: sqlite_utils.Database) -> None:
+    """The sandbox's end as E2B accepted it, why the agent was stopped, the last checkpoint."""
+    for column, kind in (
+        ("sandbox_created_at", "REAL"),  # when the sandbox was created (lifetime cap)
+        ("sandbox_end", "REAL"),  # the end E2B last accepted for the sandbox
+        ("stop_reason", "TEXT"),  # why we stopped the agent (timeout, killed, quota)
+        ("checkpoint_at", "REAL"),  # when the last checkpoint of the work was saved
+    ):
+        db.execute(f"ALTER TABLE sessions ADD COLUMN {column} {kind}")
+
+
 _JSON_COLUMNS = {"warn_at", "result_commits", "options"}
 
 

@@ -121,6 +121,7 @@ def describe_failure(
 
 def finish_with_patches(driver: RunDriver, outcome: FollowOutcome) -> Session:
     """Collect, check and apply the work, tear down, and record how the session ended."""
+    from sandboxrun.sandbox.checkpoint import bring_back
     from sandboxrun.sync.patches import apply_changes
 
     store, sid = driver.store, driver.session.id
@@ -139,9 +140,13 @@ def finish_with_patches(driver: RunDriver, outcome: FollowOutcome) -> Session:
         return driver._refresh()
 
     t0 = time.monotonic()
-    patches = collect_patches(driver.sandbox, s)
-    save_artifacts(driver.artifacts, patches)
-    _copy_logs(driver)
+    # Streamed to disk, retried, resumable; on failure the sandbox is kept (checkpoint.py).
+    manifest = bring_back(driver)
+    patches = Patches(
+        commits=(driver.artifacts / "commits.mbox").read_bytes(),
+        leftover=(driver.artifacts / "changes.diff").read_bytes(),
+        agent_commits=manifest.commits,
+    )
     driver.phase_times["collect"] = time.monotonic() - t0
     driver._teardown()
 

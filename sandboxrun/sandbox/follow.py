@@ -17,14 +17,14 @@ from sandboxrun.agent import parse_line
 from sandboxrun.config import format_duration
 from sandboxrun.errors import BackendError, SandboxLostError
 from sandboxrun.sandbox.backends.base import control_dir
+from sandboxrun.sandbox.checkpoint import begin_stop, read_checkpoint, stop_plan, take_checkpoint
+from sandboxrun.sandbox.deadline import collection_seconds
 
 if TYPE_CHECKING:
     from sandboxrun.sandbox.runner import RunDriver
 
 log = logging.getLogger(__name__)
 
-#: save a snapshot of the agent's patches this often (and at every warning mark)
-SNAPSHOT_INTERVAL = 600.0
 #: heartbeat writes at most this often when nothing else is written
 HEARTBEAT_INTERVAL = 5.0
 
@@ -35,15 +35,6 @@ class FollowOutcome:
 
     reason: str  # exited | killed | timeout | quota
     exit_code: int | None = None
-
-
-def stop_margin(timeout: float, grace: float) -> float:
-    """Seconds before the hard limit at which we stop the agent to collect its work.
-
-    The hard limit is also the sandbox's own end, so stopping and collecting must fit in this
-    margin: ``grace`` (60 s by default), but at most a quarter of a short run.
-    """
-    return min(grace, max(timeout * 0.25, 1.0))
 
 
 def follow_agent(driver: RunDriver) -> FollowOutcome:
@@ -60,8 +51,10 @@ def follow_agent(driver: RunDriver) -> FollowOutcome:
     }
     reason: str | None = None
     last_beat = 0.0
-    last_snapshot = time.monotonic()
     rate_limited_since: float | None = None
+    # Checkpoints (sandbox/checkpoint.py): every `checkpoint_every`, at each warning mark and
+    # once a `git commit` of the agent's has finished; `known` is the work's size so far.
+    ckpt = _Checkpoints(driver)
 
     def drain(final: bool = False) -> None:
         """Store every complete new line; with ``final``, a last line without a newline too."""
@@ -88,6 +81,7 @@ def follow_agent(driver: RunDriver) -> FollowOutcome:
                 driver.progress.feed(event)
                 driver.reporter.agent_event(event)
                 _row_updates(event, updates)
+                ckpt.watch(event)
         store.add_events(sid, items)
         last_beat = time.monotonic()
         rate_limited_since = None  # the agent is still talking: restart the quota-stall clock
@@ -111,17 +105,23 @@ def follow_agent(driver: RunDriver) -> FollowOutcome:
                 break
             if s.kill_requested:
                 driver.reporter.warning("kill requested: stopping the agent")
+                begin_stop(driver, "killed")
                 driver.stop_agent()
                 reason = "killed"
                 break
-            grace = stop_margin(timeout, s.options.get("grace", driver.settings.grace))
-            if remaining <= grace:
+            plan = stop_plan(driver, s, ckpt.known)
+            if now >= plan.stop_at:
                 msg = (
                     f"time limit reached ({format_duration(deadline - started)}): "
                     "stopping the agent and collecting its work"
+                    if not plan.shortened
+                    else "the sandbox is near the longest life the plan allows (max_lifetime "
+                    f"{format_duration(driver.settings.max_lifetime)}): stopping the agent "
+                    "now so that its work can still be collected"
                 )
                 store.add_event(sid, "warning", {"mark": "limit", "message": msg})
                 driver.reporter.warning(msg)
+                begin_stop(driver, "timeout")
                 driver.stop_agent()
                 reason = "timeout"
                 break
@@ -134,21 +134,20 @@ def follow_agent(driver: RunDriver) -> FollowOutcome:
                     )
                     store.add_event(sid, "warning", {"mark": mark, "message": msg})
                     driver.reporter.warning(msg)
-                    _snapshot(driver)
-                    last_snapshot = time.monotonic()
+                    ckpt.take(plan.stop_at)
             if driver.progress.rate_limited_until and driver.progress.result is None:
                 rate_limited_since = rate_limited_since or time.monotonic()
                 stall = s.options.get("quota_stall", driver.settings.quota_stall)
                 if time.monotonic() - rate_limited_since > stall:
                     driver.reporter.warning("usage limit reached: stopping the waiting agent")
+                    begin_stop(driver, "quota")
                     driver.stop_agent()
                     reason = "quota"
                     break
             else:
                 rate_limited_since = None
-            if time.monotonic() - last_snapshot > SNAPSHOT_INTERVAL:
-                _snapshot(driver)
-                last_snapshot = time.monotonic()
+            if ckpt.due():
+                ckpt.take(plan.stop_at)
             if time.monotonic() - last_beat > HEARTBEAT_INTERVAL:
                 store.update(sid, last_heartbeat=time.time())
                 last_beat = time.monotonic()
@@ -174,6 +173,9 @@ def follow_agent(driver: RunDriver) -> FollowOutcome:
             time.sleep(driver.settings.poll_interval)
 
     drain(final=True)
+    stopped = driver._refresh().stop_reason
+    if reason == "exited" and stopped:
+        reason = stopped  # we had stopped it (a collection resumed by `attach`)
     return FollowOutcome(reason, read_exit_code(driver))
 
 
@@ -207,12 +209,39 @@ def read_exit_code(driver: RunDriver) -> int | None:
         return None
 
 
-def _snapshot(driver: RunDriver) -> None:
-    """Save the work so far as artifacts, so a lost sandbox still leaves something behind."""
-    from sandboxrun.sandbox.collect import collect_patches, save_artifacts
+class _Checkpoints:
+    """When to take the next checkpoint of a running agent's work, and its size so far."""
 
-    try:
-        save_artifacts(driver.artifacts, collect_patches(driver.sandbox, driver.session))
-        driver.store.add_event(driver.session.id, "phase", {"phase": "snapshot"})
-    except BackendError as exc:
-        log.warning("snapshot of %s failed: %s", driver.session.id, exc)
+    def __init__(self, driver: RunDriver) -> None:
+        self.driver = driver
+        self.every = driver.settings.checkpoint_every
+        self.next = time.monotonic() + self.every
+        self.commit_tools: set[str] = set()
+        self.committed = False
+        info = read_checkpoint(driver.artifacts) or {}
+        self.known = int(info.get("leftover_bytes", 0))
+
+    def watch(self, event) -> None:
+        """Note a finished `git commit` of the agent's: its work is worth a checkpoint."""
+        d = event.data
+        if event.type == "tool_use" and "git commit" in str(d.get("summary", "")):
+            self.commit_tools.add(str(d.get("id")))
+        elif event.type in ("tool_result", "tool_error") and d.get("tool_use_id") in (
+            self.commit_tools
+        ):
+            self.commit_tools.discard(d.get("tool_use_id"))
+            self.committed = True
+
+    def due(self) -> bool:
+        return self.committed or time.monotonic() >= self.next
+
+    def take(self, stop_at: float) -> None:
+        """Take a checkpoint, unless it could not finish before the agent must stop."""
+        self.committed = False
+        self.next = time.monotonic() + self.every
+        if time.time() + collection_seconds(self.known, stop_budget=0) > stop_at:
+            return
+        info = take_checkpoint(self.driver)
+        if info is not None:
+            mbox = self.driver.artifacts / "commits.mbox"
+            self.known = int(info["leftover_bytes"]) + (mbox.stat().st_size if mbox.exists() else 0)

@@ -27,7 +27,14 @@ from sandboxrun.errors import (
 )
 from sandboxrun.sandbox.backends import get_backend
 from sandboxrun.sandbox.backends.base import Backend, Sandbox, control_dir
+from sandboxrun.sandbox.checkpoint import (
+    CollectionIncomplete,
+    begin_stop,
+    mark_lost,
+    start_clock,
+)
 from sandboxrun.sandbox.collect import collect_patches, finish_with_patches, save_artifacts
+from sandboxrun.sandbox.deadline import STOP_BUDGET, stop_schedule
 from sandboxrun.sandbox.follow import FollowOutcome, follow_agent, read_exit_code
 from sandboxrun.sandbox.reporting import NullReporter, Reporter
 from sandboxrun.store import Session, SessionStore
@@ -37,8 +44,6 @@ log = logging.getLogger(__name__)
 #: extra lifetime asked for a sandbox while packing and uploading, before the agent's clock
 #: starts (the limit is then reset to exactly --timeout when the agent starts)
 PROVISION_MARGIN = 600.0
-#: how long to wait after each stop signal before escalating (INT → TERM → KILL)
-STOP_WAITS = (10.0, 5.0, 3.0)
 
 # The baseline commit of the unpacked repository ("$1"), without a file per object: `git add`
 # streams every blob over core.bigFileThreshold (1 byte) into one pack, and `git fast-import`
@@ -119,9 +124,12 @@ class RunDriver:
         self._claim()
         try:
             tarball, pack_result = self._pack()
-            self._check_kill_before_agent()
-            self._provision(tarball, pack_result)
-            tarball.unlink(missing_ok=True)
+            try:
+                self._check_kill_before_agent()
+                self._provision(tarball, pack_result)
+            finally:
+                # Never leave a partial or used upload behind (failed, killed or done).
+                tarball.unlink(missing_ok=True)
             self._check_kill_before_agent()
             if self.session.options.get("dry_run"):
                 return self._finish_dry_run(pack_result)
@@ -137,8 +145,10 @@ class RunDriver:
             )
             return self._refresh()
         except SandboxLostError as exc:
-            self.store.set_status(self.session.id, "lost", only_if_active=True, error=exc.message)
+            mark_lost(self.store, self._refresh(), self.artifacts, exc.message)
             raise
+        except CollectionIncomplete:
+            raise  # the session stays `collecting`, its sandbox alive: `attach` finishes it
         except KeyboardInterrupt:
             if self._agent_started():
                 # A second Ctrl-C: leave the agent and its sandbox alone, nothing is lost.
@@ -202,7 +212,7 @@ class RunDriver:
         try:
             return self._follow_and_finish()
         except SandboxLostError as exc:
-            self.store.set_status(s.id, "lost", only_if_active=True, error=exc.message)
+            mark_lost(self.store, self._refresh(), self.artifacts, exc.message)
             raise
 
     def finish_orphan_kill(self) -> Session:
@@ -218,13 +228,14 @@ class RunDriver:
             return self._refresh()
         try:
             self.sandbox = self.backend.connect(s.sandbox_id)
+            self._claim()
+            begin_stop(self, "killed")
+            self.stop_agent()
+            self._replay_progress()
+            return finish_with_patches(self, FollowOutcome("killed", read_exit_code(self)))
         except SandboxLostError as exc:
-            self.store.set_status(s.id, "lost", only_if_active=True, error=exc.message)
+            mark_lost(self.store, self._refresh(), self.artifacts, exc.message)
             return self._refresh()
-        self._claim()
-        self.stop_agent()
-        self._replay_progress()
-        return finish_with_patches(self, FollowOutcome("killed", read_exit_code(self)))
 
     def _replay_progress(self) -> None:
         """Rebuild the agent's totals from the stored events (after a driver change)."""
@@ -273,6 +284,7 @@ class RunDriver:
         self._phase("provisioning", f"backend {s.backend}")
         t0 = time.monotonic()
         env = self.backend.agent_env(dry_run=bool(s.options.get("dry_run")))
+        created = time.time()  # no later than E2B's own clock starts: the lifetime cap
         metadata = {"sandboxrun_session": s.id, "repo": Path(s.repo).name}
         sandbox = self.backend.create(
             s.id,
@@ -283,7 +295,9 @@ class RunDriver:
             metadata=metadata,
         )
         self.sandbox = sandbox
-        self.store.update(s.id, sandbox_id=sandbox.id, sandbox_home=sandbox.home)
+        self.store.update(
+            s.id, sandbox_id=sandbox.id, sandbox_home=sandbox.home, sandbox_created_at=created
+        )
         self.phase_times["create"] = time.monotonic() - t0
         t0 = time.monotonic()
         sandbox.upload_and_unpack(tarball, pack_result.compression, sandbox.repo_dir)
@@ -381,9 +395,9 @@ class RunDriver:
         self.store.update(
             s.id, agent_pgid=pgid, started_at=now, deadline=now + timeout, log_offset=0
         )
-        # The sandbox's own end is the hard limit; we stop the agent and collect a little
-        # before it (follow.stop_margin), while the sandbox is still alive.
-        sb.set_timeout(timeout)
+        # The sandbox lives the agent's limit plus room to collect (within the plan's cap);
+        # the stop is planned against both (checkpoint.stop_plan).
+        start_clock(self, timeout)
         self._phase("running", f"agent pid {pgid}, limit {format_duration(timeout)}")
 
     def _find_claude(self) -> str:
@@ -453,19 +467,27 @@ class RunDriver:
         outcome = follow_agent(self)
         return finish_with_patches(self, outcome)
 
-    def stop_agent(self) -> None:
-        """Interrupt the agent: INT, then TERM, then KILL, waiting for it between each."""
+    def stop_agent(self, budget: float = STOP_BUDGET) -> None:
+        """Interrupt the agent: INT, then TERM, then KILL, each at its time within ``budget``.
+
+        The times are fixed against one deadline (deadline.stop_schedule), so an agent that
+        ignores INT costs half the budget, never the collection's time.
+        """
         s, sb = self.session, self.sandbox
         if sb is None or s.agent_pgid is None:
             return
-        for signame, wait in zip(("INT", "TERM", "KILL"), STOP_WAITS, strict=True):
-            if not sb.signal_group(s.agent_pgid, signame):
-                return
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline:
+        start = time.monotonic()
+        for signame, at in stop_schedule(start, budget):
+            while time.monotonic() < at:
                 if self.agent_exited():
                     return
                 time.sleep(0.1)
+            if not sb.signal_group(s.agent_pgid, signame):
+                return
+        while time.monotonic() < start + budget:
+            if self.agent_exited():
+                return
+            time.sleep(0.1)
 
     def agent_exited(self) -> bool:
         """True once the agent has written its exit code or its process group is gone."""
