@@ -35,17 +35,16 @@ def next_commands(f: SessionFacts) -> list[str]:
         if f.driver_alive:
             return [f"sandboxrun logs {n} --follow", f"sandboxrun kill {n}"]
         return [f"sandboxrun kill {n}"]
-    if f.status == "running":
+    if f.status in ("running", "collecting"):
         if f.driver_alive:
+            if f.status == "collecting" or not f.agent_started:
+                return [f"sandboxrun logs {n} --follow"]
             return [f"sandboxrun logs {n} --follow", f"sandboxrun download {n}",
                     f"sandboxrun extend {n} 30m", f"sandboxrun kill {n}"]  # fmt: skip
         if f.agent_started:
+            # attach carries the run on (or finishes an interrupted collection)
             return [f"sandboxrun attach {n}", f"sandboxrun download {n}", f"sandboxrun kill {n}"]
         return [f"sandboxrun kill {n}"]
-    if f.status == "collecting":
-        if f.driver_alive:
-            return [f"sandboxrun logs {n} --follow"]
-        return [f"sandboxrun attach {n}", f"sandboxrun download {n}", f"sandboxrun kill {n}"]
     # ended (waiting_quota is set when a run ends on a usage limit)
     steps = []
     if f.has_commits and f.branch:

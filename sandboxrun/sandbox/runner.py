@@ -121,6 +121,24 @@ class RunDriver:
 
     def execute(self) -> Session:
         """Run the session from its worktree to an end state; returns the final row."""
+        try:
+            return self._execute()
+        finally:
+            self.record_timings()
+
+    def record_timings(self) -> None:
+        """Store how long each phase took (every run's summary shows them, however it ended)."""
+        s = self._refresh()
+        if s.started_at and "agent" not in self.phase_times:
+            end = s.ended_at or time.time()
+            collect = self.phase_times.get("collect", 0.0) + self.phase_times.get("apply", 0.0)
+            self.phase_times["agent"] = max(0.0, end - s.started_at - collect)
+        if self.phase_times:
+            times = {k: round(v, 3) for k, v in self.phase_times.items()}
+            with contextlib.suppress(SandboxrunError):
+                self._event("timings", times)
+
+    def _execute(self) -> Session:
         self._claim()
         try:
             tarball, pack_result = self._pack()
@@ -214,6 +232,8 @@ class RunDriver:
         except SandboxLostError as exc:
             mark_lost(self.store, self._refresh(), self.artifacts, exc.message)
             raise
+        finally:
+            self.record_timings()
 
     def finish_orphan_kill(self) -> Session:
         """Stop and collect a session whose driver is gone (``kill`` from another terminal)."""

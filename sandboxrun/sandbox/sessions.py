@@ -45,24 +45,45 @@ def next_step(settings: Settings, session: Session) -> str:
     return next_step_hint(session_facts(settings, session))
 
 
-def reconcile(settings: Settings, store: SessionStore, session: Session) -> Session:
+def next_commands_for(settings: Settings, session: Session) -> list[str]:
+    """The commands that work next for ``session`` (see ``sandbox.nextstep``)."""
+    from sandboxrun.sandbox.nextstep import next_commands
+
+    return next_commands(session_facts(settings, session))
+
+
+def reconcile(
+    settings: Settings, store: SessionStore, session: Session, *, probe: bool = False
+) -> Session:
     """Make an active session's state true when nothing drives it any more.
 
-    A sandbox whose end (as E2B last accepted it) has passed while no process followed it is
-    gone: the session becomes ``lost`` (saying it expired, and what was kept), instead of
-    showing ``running`` with no time left. Costs no network call.
+    A session with no live driver whose sandbox is gone becomes ``lost`` (saying whether it
+    expired, and what of the work was kept) instead of showing ``running`` with no time left.
+    Without ``probe`` only the clock decides (the sandbox's end, as E2B last accepted it, has
+    passed): no network call. With ``probe`` the backend is asked whether the sandbox exists.
     """
     from sandboxrun.sandbox.checkpoint import mark_lost
 
-    if session.is_terminal or owner_alive(session) or session.sandbox_end is None:
+    if session.is_terminal or owner_alive(session) or not session.sandbox_id:
         return session
-    if time.time() < session.sandbox_end + EXPIRY_SLACK:
+    now = time.time()
+    expired = session.sandbox_end is not None and now >= session.sandbox_end + EXPIRY_SLACK
+    gone = expired
+    if not gone and probe and session.agent_pgid is not None:
+        try:
+            get_backend(session.backend, settings).connect(session.sandbox_id)
+        except SandboxLostError:
+            gone = True
+        except SandboxrunError as exc:  # cannot tell (network, key): leave it as it is
+            log.info("cannot check the sandbox of %s: %s", session.name, exc)
+    if not gone:
         return session
-    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(session.sandbox_end))
-    mark_lost(
-        store, session, settings.session_artifacts(session.id),
-        f"the sandbox expired at {when} while no sandboxrun process followed it",
-    )  # fmt: skip
+    if session.sandbox_end is not None and now >= session.sandbox_end:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(session.sandbox_end))
+        why = f"the sandbox expired at {when} while no sandboxrun process followed it"
+    else:
+        why = "the sandbox is gone (E2B no longer knows it) and no sandboxrun process followed it"
+    mark_lost(store, session, settings.session_artifacts(session.id), why)
     return store.get(session.id)
 
 

@@ -203,6 +203,11 @@ class _Spec:
 _SECRETS = _Spec(SECRET_PATTERNS)
 
 
+def is_secret(path: str) -> bool:
+    """True when the built-in deny-list keeps ``path`` (repo-relative) out of every upload."""
+    return _SECRETS.match(path)
+
+
 def select_files(root: Path) -> Selection:
     """Decide which files under ``root`` would be uploaded.
 

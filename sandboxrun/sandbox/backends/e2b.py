@@ -56,6 +56,12 @@ from sandboxrun.errors import (
     UnsafeArchiveError,
 )
 from sandboxrun.sandbox.backends.base import ExecResult
+from sandboxrun.sandbox.backends.e2b_env import (
+    CREDENTIAL_VARS,
+    PASSTHROUGH_VARS,
+    SECRET_VARS,
+    scrub,
+)
 from sandboxrun.sandbox.backends.e2b_scripts import (
     _DETACH_WRAPPER,
     _EXEC_SCRIPT,
@@ -65,6 +71,12 @@ from sandboxrun.sandbox.backends.e2b_scripts import (
     _UNPACK_SCRIPT,
 )
 from sandboxrun.sandbox.backends.e2b_scripts import MARK as _MARK
+from sandboxrun.sandbox.backends.e2b_template import build_template, claude_template
+
+__all__ = [
+    "CLAUDE_CODE_VERSION", "CREDENTIAL_VARS", "PASSTHROUGH_VARS", "SECRET_VARS", "E2BBackend", "E2BSandbox",
+    "build_template", "claude_template", "scrub",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -72,19 +84,6 @@ T = TypeVar("T")
 
 HOME = "/home/user"
 #: the Claude Code release baked into our template (pinned: a template build is reproducible)
-#: credentials the agent may use (any one of them is enough)
-CREDENTIAL_VARS = ("ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN", "ANTHROPIC_AUTH_TOKEN")
-#: non-secret settings of Claude Code passed through from the user's environment when set
-PASSTHROUGH_VARS = (
-    "ANTHROPIC_BASE_URL",
-    "ANTHROPIC_MODEL",
-    "ANTHROPIC_SMALL_FAST_MODEL",
-    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC",
-    "DISABLE_AUTOUPDATER",
-    "DISABLE_TELEMETRY",
-    "DISABLE_ERROR_REPORTING",
-)
-SECRET_VARS = ("E2B_API_KEY", *CREDENTIAL_VARS)
 #: read_file deltas up to this size come back inline (base64) in one command round trip;
 #: bigger ones are cut in the sandbox and downloaded as a file
 INLINE_READ_LIMIT = 1 << 20
@@ -100,30 +99,6 @@ def _script(script: str, argv: Sequence[str]) -> str:
 def _after_mark(text: str) -> str:
     """What a script printed after its last marker (login-shell chatter comes before it)."""
     return text.rsplit(_MARK, 1)[-1] if _MARK in text else ""
-
-
-def scrub(text: str) -> str:
-    """``text`` with the values of our secret environment variables masked."""
-    for var in SECRET_VARS:
-        value = os.environ.get(var)
-        if value and len(value) >= 4:
-            text = text.replace(value, "***")
-    return text
-
-
-def claude_template():
-    """The E2B template sandboxrun runs in: Node, git, zstd and a pinned Claude Code."""
-    from e2b import Template
-
-    return (
-        Template()
-        .from_node_image("22-bookworm")
-        .apt_install(["git", "zstd", "ca-certificates", "procps"], no_install_recommends=True)
-        .npm_install(f"@anthropic-ai/claude-code@{CLAUDE_CODE_VERSION}", g=True)
-        .run_cmd("claude --version")
-        .set_user("user")
-        .set_workdir(HOME)
-    )
 
 
 class E2BSandbox:
@@ -424,11 +399,16 @@ class E2BBackend:
     name = "e2b"
     isolated = True
 
-    def __init__(
-        self, settings: Settings, *, retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS
-    ) -> None:
+    def __init__(self, settings: Settings, *, retry_delays: Sequence[float] | None = None) -> None:
         self.settings = settings
-        self.retry_delays = tuple(retry_delays)
+        if retry_delays is None:
+            # SANDBOXRUN_E2B_RETRY_DELAYS="1,2,4,8" tunes the backoff (tests make it short)
+            env = os.environ.get("SANDBOXRUN_E2B_RETRY_DELAYS", "")
+            try:
+                retry_delays = tuple(float(x) for x in env.split(",") if x.strip())
+            except ValueError:
+                retry_delays = ()
+        self.retry_delays = tuple(retry_delays or DEFAULT_RETRY_DELAYS)
 
     # -- readiness and credentials -----------------------------------------------------------
 
@@ -603,33 +583,3 @@ class E2BBackend:
         if isinstance(exc, SandboxrunError):
             return exc
         return BackendError(f"E2B failed while {what}: {detail}")
-
-
-def build_template(
-    name: str,
-    *,
-    cpu_count: int = 2,
-    memory_mb: int = 2048,
-    on_log: Callable[[str], None] | None = None,
-) -> str:
-    """Build :func:`claude_template` on E2B as ``name``; returns the template id."""
-    from e2b import Template
-
-    def logs(entry) -> None:
-        if on_log is not None:
-            on_log(scrub(str(entry)))
-
-    try:
-        info = Template.build(
-            claude_template(), name, cpu_count=cpu_count, memory_mb=memory_mb, on_build_logs=logs
-        )
-    except AuthenticationException:
-        raise AuthError(
-            "E2B rejected the API key (E2B_API_KEY) while building the template",
-            "Check the key at https://e2b.dev/dashboard?tab=keys.",
-        ) from None
-    except Exception as exc:  # noqa: BLE001 - BuildException, network errors, ...
-        raise BackendError(
-            f"building the E2B template {name!r} failed: {scrub(str(exc))[:1000]}"
-        ) from None
-    return getattr(info, "template_id", name)
