@@ -214,21 +214,20 @@ def fetch(sandbox: Sandbox, remote: str, dest: Path, size: int, sha: str) -> Non
         want.write_text(sha)
     part.touch()
     with open(part, "r+b") as fh:
-        while True:
-            fh.seek(0, 2)
-            have = fh.tell()
-            if have >= size:
-                break
 
-            def piece(have: int = have) -> None:
-                fh.seek(have)
-                fh.truncate()
-                try:
-                    _download_piece(sandbox, remote, fh, have, min(PIECE, size - have), size)
-                finally:
-                    fh.flush()
+        def piece() -> int:
+            # Every try starts from the bytes already on disk: a transfer broken halfway
+            # goes on from there (what arrived before the break is a true prefix).
+            have = fh.seek(0, 2)
+            try:
+                _download_piece(sandbox, remote, fh, have, min(PIECE, size - have), size)
+            finally:
+                fh.flush()
+            return fh.seek(0, 2)
 
-            _retrying(f"downloading {remote}", piece)
+        while (have := fh.seek(0, 2)) < size:
+            if _retrying(f"downloading {remote}", piece) <= have:
+                raise BackendError(f"{remote} in the sandbox is shorter than its manifest says")
         fh.truncate(size)
     if _sha256(part) != sha:
         part.unlink(missing_ok=True)

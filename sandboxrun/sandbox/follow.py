@@ -239,7 +239,7 @@ class _Checkpoints:
         """Take a checkpoint, unless it could not finish before the agent must stop."""
         self.committed = False
         self.next = time.monotonic() + self.every
-        if time.time() + collection_seconds(self.known, stop_budget=0) > stop_at:
+        if time.time() + collection_seconds(self.known, stop_budget=0, fixed=2) > stop_at:
             return
         info = take_checkpoint(self.driver)
         if info is not None:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
+import urllib.parse
 from dataclasses import asdict, dataclass, field
 
 KINDS = (
@@ -160,7 +161,7 @@ class Faults:
             return receive, send
         method = scope.get("method", "GET")
         kind = request_kind(method, path)
-        text = path + "?" + scope.get("query_string", b"").decode("latin-1")
+        text = path + "?" + urllib.parse.unquote(scope.get("query_string", b"").decode("latin-1"))
         if kind in ("command", "signal", "process") and self._wants_body(kind):
             # The command text is in the request body (Connect, JSON or protobuf): read it
             # all, then hand the same messages to the app.
@@ -173,8 +174,9 @@ class Faults:
                     break
             text += "\n" + body.decode("latin-1")
 
-            async def replay(queue=messages):
-                return queue.pop(0) if queue else {"type": "http.disconnect"}
+            async def replay(queue=messages, rest=receive):
+                # then the real channel: it tells of a real disconnect, and only then
+                return queue.pop(0) if queue else await rest()
 
             receive = replay
         fault = self._take(kind, text)
