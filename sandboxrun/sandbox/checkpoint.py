@@ -34,7 +34,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from sandboxrun.config import format_duration
 from sandboxrun.errors import BackendError, SandboxLostError, SandboxrunError
@@ -50,7 +50,7 @@ from sandboxrun.sandbox.deadline import (
 if TYPE_CHECKING:
     from sandboxrun.config import Settings
     from sandboxrun.sandbox.backends.base import Sandbox
-    from sandboxrun.sandbox.reporting import Reporter
+    from sandboxrun.sandbox.journal import Journal
     from sandboxrun.store import Session, SessionStore
 
 log = logging.getLogger(__name__)
@@ -99,17 +99,21 @@ echo $((a + b))
 """
 
 
-class RunDriver(Protocol):
-    """What this module needs of the run's driver (``sandbox.runner.RunDriver``)."""
+@dataclass(frozen=True)
+class Run:
+    """What collecting and checkpointing need of a run: its record, sandbox and places."""
 
+    journal: Journal
+    sandbox: Sandbox
     settings: Settings
-    store: SessionStore
-    session: Session
-    sandbox: Sandbox | None
     artifacts: Path
-    reporter: Reporter
 
-    def _refresh(self) -> Session: ...
+    def session(self) -> Session:
+        return self.journal.session()
+
+    @property
+    def store(self) -> SessionStore:
+        return self.journal.store
 
 
 class CollectionIncomplete(BackendError):
@@ -251,7 +255,7 @@ def _download_piece(sandbox, remote: str, fh, offset: int, length: int | None, s
 # -- the final collection ------------------------------------------------------------------
 
 
-def bring_back(driver: RunDriver) -> Manifest:
+def bring_back(run: Run) -> Manifest:
     """Produce, fetch and save the agent's work as ``commits.mbox`` and ``changes.diff`` in the
     artifacts; returns the manifest.
 
@@ -260,10 +264,10 @@ def bring_back(driver: RunDriver) -> Manifest:
     ``collecting`` and :class:`CollectionIncomplete` says how to finish (``attach``,
     ``download``, ``kill``).
     """
-    sb, s = driver.sandbox, driver._refresh()
+    sb, s = run.sandbox, run.session()
     assert sb is not None
-    secure_collection(driver)
-    work = driver.artifacts / "collect"
+    secure_collection(run)
+    work = run.artifacts / "collect"
     work.mkdir(parents=True, exist_ok=True)
     try:
         manifest = produce(sb, s, None, "collect")
@@ -275,11 +279,11 @@ def bring_back(driver: RunDriver) -> Manifest:
         raise
     except (SandboxrunError, OSError) as exc:
         message = getattr(exc, "message", str(exc))
-        end = driver._refresh().sandbox_end
+        end = run.session().sandbox_end
         until = f" until {time.strftime('%H:%M:%S', time.localtime(end))}" if end else ""
         name = s.name
-        driver.store.add_event(s.id, "warning", {"mark": "collect", "message": message})
-        driver.store.update(s.id, error=f"collecting the work failed: {message}")
+        run.store.add_event(s.id, "warning", {"mark": "collect", "message": message})
+        run.store.update(s.id, error=f"collecting the work failed: {message}")
         raise CollectionIncomplete(
             f"bringing the work of {name} back failed after retries: {message}; its sandbox "
             f"{sb.id} is kept alive{until}",
@@ -288,19 +292,19 @@ def bring_back(driver: RunDriver) -> Manifest:
             f"`sandboxrun kill {name}`.",
         ) from exc
     for name in FILES:
-        (work / name).replace(driver.artifacts / name)
+        (work / name).replace(run.artifacts / name)
     shutil.rmtree(work, ignore_errors=True)
-    _copy_logs(driver)
+    _copy_logs(run)
     return manifest
 
 
-def _copy_logs(driver: RunDriver) -> None:
-    ctl = control_dir(driver.sandbox)
+def _copy_logs(run: Run) -> None:
+    ctl = control_dir(run.sandbox)
     for name in ("agent.log", "agent.stderr"):
-        dest = driver.artifacts / name
+        dest = run.artifacts / name
         with contextlib.suppress(FileNotFoundError, SandboxrunError, OSError):
             with open(dest.with_name(name + ".tmp"), "wb") as fh:
-                _download_piece(driver.sandbox, f"{ctl}/{name}", fh, 0, None, -1)
+                _download_piece(run.sandbox, f"{ctl}/{name}", fh, 0, None, -1)
             dest.with_name(name + ".tmp").replace(dest)
 
 
@@ -317,11 +321,11 @@ def download_live(sandbox: Sandbox, session: Session, output: Path) -> Manifest:
 # -- securing time for a collection -----------------------------------------------------------
 
 
-def lifetime_cap(driver: RunDriver, session: Session) -> float:
+def lifetime_cap(run: Run, session: Session) -> float:
     """The latest end the plan allows this sandbox (inf where sandboxes have no end)."""
     if session.sandbox_end is None or session.sandbox_created_at is None:
         return math.inf
-    return session.sandbox_created_at + driver.settings.max_lifetime
+    return session.sandbox_created_at + run.settings.max_lifetime
 
 
 def extend_sandbox(sandbox: Sandbox, end: float) -> float | None:
@@ -344,22 +348,22 @@ def extend_sandbox(sandbox: Sandbox, end: float) -> float | None:
     return confirmed
 
 
-def secure_collection(driver: RunDriver, nbytes: int | None = None) -> bool:
+def secure_collection(run: Run, nbytes: int | None = None) -> bool:
     """Make the sandbox live long enough to stop the agent and bring ``nbytes`` back.
 
     ``nbytes`` None: measured in the sandbox now. Returns False (after saying so) when the
     end could not be pushed: the collection then has whatever time is left.
     """
-    s = driver._refresh()
-    sb = driver.sandbox
+    s = run.session()
+    sb = run.sandbox
     if sb is None or s.sandbox_end is None:
         return True  # no end to worry about (local), or the agent never started
     if nbytes is None:
         nbytes = measure(sb, s) or 0
     now = time.time()
-    needed = collection_seconds(nbytes, minimum=driver.settings.grace)
+    needed = collection_seconds(nbytes, minimum=run.settings.grace)
     target = extension_target(
-        now=now, needed=needed, current_end=s.sandbox_end, cap=lifetime_cap(driver, s)
+        now=now, needed=needed, current_end=s.sandbox_end, cap=lifetime_cap(run, s)
     )
     if target is None:
         return True
@@ -370,12 +374,12 @@ def secure_collection(driver: RunDriver, nbytes: int | None = None) -> bool:
     except SandboxrunError as exc:
         msg = (f"could not extend the sandbox for the collection ({exc.message}); it has "
                f"{format_duration(max(0.0, s.sandbox_end - now))} left")  # fmt: skip
-        driver.store.add_event(s.id, "warning", {"mark": "extend", "message": msg})
-        driver.reporter.warning(msg)
+        run.store.add_event(s.id, "warning", {"mark": "extend", "message": msg})
+        run.journal.reporter.warning(msg)
         return False
     if confirmed is not None:
-        driver.store.update(s.id, sandbox_end=confirmed)
-        driver.store.add_event(
+        run.store.update(s.id, sandbox_end=confirmed)
+        run.store.add_event(
             s.id, "phase",
             {"phase": "extended", "detail": f"sandbox kept {format_duration(confirmed - now)} "
              f"for collecting {nbytes:,} bytes", "sandbox_end": confirmed},
@@ -383,44 +387,44 @@ def secure_collection(driver: RunDriver, nbytes: int | None = None) -> bool:
     return True
 
 
-def start_clock(driver: RunDriver, timeout: float) -> None:
+def start_clock(run: Run, timeout: float) -> None:
     """Set a fresh agent's sandbox end: its limit plus room to collect, within the cap.
 
     The end is recorded only as the backend confirms it. If E2B does not take it, the run goes
     on with the end the sandbox has (and says so); the stop is then planned inside that.
     """
-    s, sb = driver._refresh(), driver.sandbox
+    s, sb = run.session(), run.sandbox
     now = time.time()
-    cap = (s.sandbox_created_at or now) + driver.settings.max_lifetime
-    end = min(cap, now + timeout + collection_seconds(0, minimum=driver.settings.grace))
+    cap = (s.sandbox_created_at or now) + run.settings.max_lifetime
+    end = min(cap, now + timeout + collection_seconds(0, minimum=run.settings.grace))
     try:
         confirmed = extend_sandbox(sb, end)
     except SandboxLostError:
         raise
     except SandboxrunError as exc:
         msg = f"could not set the sandbox's lifetime ({exc.message}); keeping its current end"
-        driver.store.add_event(s.id, "warning", {"mark": "extend", "message": msg})
-        driver.reporter.warning(msg)
+        run.store.add_event(s.id, "warning", {"mark": "extend", "message": msg})
+        run.journal.reporter.warning(msg)
         left = None
         with contextlib.suppress(SandboxrunError):
             left = sb.time_left()
         confirmed = None if left is None else time.time() + left
     if confirmed is not None:
-        driver.store.update(s.id, sandbox_end=confirmed)
+        run.store.update(s.id, sandbox_end=confirmed)
 
 
-def stop_plan(driver: RunDriver, session: Session, known_bytes: int) -> StopPlan:
+def stop_plan(run: Run, session: Session, known_bytes: int) -> StopPlan:
     """When to stop the agent, given its deadline, the sandbox's cap and the work's size."""
     now = time.time()
-    deadline = session.deadline or now + (session.timeout_s or driver.settings.timeout)
-    needed = collection_seconds(known_bytes, minimum=driver.settings.grace)
-    return plan_stop(deadline=deadline, needed=needed, cap=lifetime_cap(driver, session))
+    deadline = session.deadline or now + (session.timeout_s or run.settings.timeout)
+    needed = collection_seconds(known_bytes, minimum=run.settings.grace)
+    return plan_stop(deadline=deadline, needed=needed, cap=lifetime_cap(run, session))
 
 
-def begin_stop(driver: RunDriver, reason: str) -> None:
+def begin_stop(run: Run, reason: str) -> None:
     """Before stopping the agent: remember why, and secure the sandbox's time to collect."""
-    driver.store.update(driver.session.id, stop_reason=reason)
-    secure_collection(driver)
+    run.store.update(run.journal.session_id, stop_reason=reason)
+    secure_collection(run)
 
 
 # -- checkpoints -------------------------------------------------------------------------------
@@ -434,15 +438,15 @@ def read_checkpoint(artifacts: Path) -> dict[str, Any] | None:
         return None
 
 
-def take_checkpoint(driver: RunDriver) -> dict[str, Any] | None:
+def take_checkpoint(run: Run) -> dict[str, Any] | None:
     """Fetch what changed since the last checkpoint and save it; returns its description.
 
     Only the commits made since the last checkpoint are transferred (appended to the saved
     mbox); the uncommitted diff only when it differs from the saved one. Failures are logged
     and return None: a checkpoint is best effort, the run goes on.
     """
-    sb, s = driver.sandbox, driver.session
-    art = driver.artifacts
+    sb, s = run.sandbox, run.session()
+    art = run.artifacts
     last = read_checkpoint(art) or {}
     try:
         manifest = produce(sb, s, last.get("head"), "checkpoint")
@@ -475,7 +479,7 @@ def take_checkpoint(driver: RunDriver) -> dict[str, Any] | None:
         raise
     except (SandboxrunError, OSError) as exc:
         log.warning("checkpoint of %s failed: %s", s.id, exc)
-        driver.store.add_event(s.id, "phase", {"phase": "checkpoint_failed", "detail": str(exc)})
+        run.store.add_event(s.id, "phase", {"phase": "checkpoint_failed", "detail": str(exc)})
         return None
     now = time.time()
     info = {
@@ -490,8 +494,8 @@ def take_checkpoint(driver: RunDriver) -> dict[str, Any] | None:
     tmp = art / (CHECKPOINT_FILE + ".tmp")
     tmp.write_text(json.dumps(info))
     tmp.replace(art / CHECKPOINT_FILE)
-    driver.store.update(s.id, checkpoint_at=now)
-    driver.store.add_event(s.id, "phase", {"phase": "checkpoint", "detail": describe(info),
+    run.store.update(s.id, checkpoint_at=now)
+    run.store.add_event(s.id, "phase", {"phase": "checkpoint", "detail": describe(info),
                                            **{k: info[k] for k in ("number", "commits")}})  # fmt: skip
     return info
 

@@ -11,17 +11,20 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from sandboxrun.agent import parse_line
-from sandboxrun.config import format_duration
+from sandboxrun.agent import AgentEvent, AgentProgress, parse_line
+from sandboxrun.config import Settings, format_duration
 from sandboxrun.errors import BackendError, SandboxLostError
-from sandboxrun.sandbox.backends.base import control_dir
-from sandboxrun.sandbox.checkpoint import begin_stop, read_checkpoint, stop_plan, take_checkpoint
+from sandboxrun.sandbox.agentproc import AgentProcess
+from sandboxrun.sandbox.checkpoint import (
+    Run,
+    begin_stop,
+    read_checkpoint,
+    stop_plan,
+    take_checkpoint,
+)
 from sandboxrun.sandbox.deadline import collection_seconds
-
-if TYPE_CHECKING:
-    from sandboxrun.sandbox.runner import RunDriver
+from sandboxrun.sandbox.journal import Journal
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +40,25 @@ class FollowOutcome:
     exit_code: int | None = None
 
 
-def follow_agent(driver: RunDriver) -> FollowOutcome:
-    """Follow the agent until it exits or we stop it; returns why it ended."""
-    store, sb = driver.store, driver.sandbox
-    sid = driver.session.id
-    log_path = f"{control_dir(sb)}/agent.log"
-    offset = driver.session.log_offset or 0
+def follow_agent(
+    journal: Journal,
+    agent: AgentProcess,
+    progress: AgentProgress,
+    settings: Settings,
+    run: Run,
+) -> FollowOutcome:
+    """Follow the agent until it exits or we stop it; returns why it ended.
+
+    Agent events go to ``progress``, the journal and its reporter; ``settings`` give the
+    defaults for the limits a session does not set itself. ``run`` is what checkpoints and
+    stops need (sandbox.checkpoint): the work is checkpointed every ``checkpoint_every``, at
+    each warning mark and after each of the agent's commits, and the stop is planned so that
+    the collection fits in the sandbox's life.
+    """
+    store, sb, sid = journal.store, agent.sandbox, journal.session_id
+    reporter = journal.reporter
+    log_path = agent.files.log
+    offset = journal.session().log_offset
     pending = b""
     warned = {
         ev["payload"].get("mark")
@@ -51,10 +67,9 @@ def follow_agent(driver: RunDriver) -> FollowOutcome:
     }
     reason: str | None = None
     last_beat = 0.0
+    # Checkpoints: `known` is the size of the work so far (it sizes the collection).
+    ckpt = _Checkpoints(run)
     rate_limited_since: float | None = None
-    # Checkpoints (sandbox/checkpoint.py): every `checkpoint_every`, at each warning mark and
-    # once a `git commit` of the agent's has finished; `known` is the work's size so far.
-    ckpt = _Checkpoints(driver)
 
     def drain(final: bool = False) -> None:
         """Store every complete new line; with ``final``, a last line without a newline too."""
@@ -78,8 +93,8 @@ def follow_agent(driver: RunDriver) -> FollowOutcome:
             items.append(("stdout", {"line": text}))
             for event in parse_line(text):
                 items.append(("agent", event.to_dict()))
-                driver.progress.feed(event)
-                driver.reporter.agent_event(event)
+                progress.feed(event)
+                reporter.agent_event(event)
                 _row_updates(event, updates)
                 ckpt.watch(event)
         store.add_events(sid, items)
@@ -90,39 +105,38 @@ def follow_agent(driver: RunDriver) -> FollowOutcome:
     while True:
         try:
             drain()
-            s = driver._refresh()
+            s = journal.session()
             now = time.time()
-            timeout = s.timeout_s or driver.settings.timeout
+            timeout = s.timeout_s or settings.timeout
             started = s.started_at or now
             elapsed = now - started
             deadline = s.deadline or started + timeout
             remaining = deadline - now
-            driver.reporter.tick(driver.progress, elapsed, remaining)
+            reporter.tick(progress, elapsed, remaining)
 
-            if driver.agent_exited():
+            if agent.exited():
                 drain()
                 reason = "exited"
                 break
             if s.kill_requested:
-                driver.reporter.warning("kill requested: stopping the agent")
-                begin_stop(driver, "killed")
-                driver.stop_agent()
+                reporter.warning("kill requested: stopping the agent")
+                begin_stop(run, "killed")
+                agent.stop()
                 reason = "killed"
                 break
-            plan = stop_plan(driver, s, ckpt.known)
+            plan = stop_plan(run, s, ckpt.known)
             if now >= plan.stop_at:
                 msg = (
                     f"time limit reached ({format_duration(deadline - started)}): "
                     "stopping the agent and collecting its work"
                     if not plan.shortened
                     else "the sandbox is near the longest life the plan allows (max_lifetime "
-                    f"{format_duration(driver.settings.max_lifetime)}): stopping the agent "
-                    "now so that its work can still be collected"
+                    f"{format_duration(settings.max_lifetime)}): stopping the agent now so "
+                    "that its work can still be collected"
                 )
-                store.add_event(sid, "warning", {"mark": "limit", "message": msg})
-                driver.reporter.warning(msg)
-                begin_stop(driver, "timeout")
-                driver.stop_agent()
+                journal.warn(msg, mark="limit")
+                begin_stop(run, "timeout")
+                agent.stop()
                 reason = "timeout"
                 break
             for mark in s.warn_at or []:
@@ -132,16 +146,15 @@ def follow_agent(driver: RunDriver) -> FollowOutcome:
                         f"{format_duration(elapsed)} elapsed; {format_duration(remaining)} "
                         "left before the time limit (extend with `sandboxrun extend`)"
                     )
-                    store.add_event(sid, "warning", {"mark": mark, "message": msg})
-                    driver.reporter.warning(msg)
+                    journal.warn(msg, mark=mark)
                     ckpt.take(plan.stop_at)
-            if driver.progress.rate_limited_until and driver.progress.result is None:
+            if progress.rate_limited_until and progress.result is None:
                 rate_limited_since = rate_limited_since or time.monotonic()
-                stall = s.options.get("quota_stall", driver.settings.quota_stall)
+                stall = s.options.get("quota_stall", settings.quota_stall)
                 if time.monotonic() - rate_limited_since > stall:
-                    driver.reporter.warning("usage limit reached: stopping the waiting agent")
-                    begin_stop(driver, "quota")
-                    driver.stop_agent()
+                    reporter.warning("usage limit reached: stopping the waiting agent")
+                    begin_stop(run, "quota")
+                    agent.stop()
                     reason = "quota"
                     break
             else:
@@ -151,14 +164,13 @@ def follow_agent(driver: RunDriver) -> FollowOutcome:
             if time.monotonic() - last_beat > HEARTBEAT_INTERVAL:
                 store.update(sid, last_heartbeat=time.time())
                 last_beat = time.monotonic()
-            time.sleep(driver.settings.poll_interval)
+            time.sleep(settings.poll_interval)
         except KeyboardInterrupt:
-            if driver._refresh().kill_requested:
+            if journal.session().kill_requested:
                 raise  # a second Ctrl-C: the driver leaves the agent running
             msg = ("Ctrl-C: stopping the agent and collecting its work "
                    "(Ctrl-C again to leave it running in the background)")  # fmt: skip
-            driver.reporter.warning(msg)
-            store.add_event(sid, "warning", {"mark": "interrupt", "message": msg})
+            journal.warn(msg, mark="interrupt")
             store.request_kill(sid, discard=False)
             continue
         except SandboxLostError:
@@ -168,18 +180,18 @@ def follow_agent(driver: RunDriver) -> FollowOutcome:
             log.warning("following %s: %s", sid, exc)
             if not sb.is_alive():
                 raise SandboxLostError(
-                    f"the sandbox {sb.id} is gone", "The last snapshot of the work is kept."
+                    f"the sandbox {sb.id} is gone", "The last checkpoint of the work is kept."
                 ) from exc
-            time.sleep(driver.settings.poll_interval)
+            time.sleep(settings.poll_interval)
 
     drain(final=True)
-    stopped = driver._refresh().stop_reason
+    stopped = journal.session().stop_reason
     if reason == "exited" and stopped:
         reason = stopped  # we had stopped it (a collection resumed by `attach`)
-    return FollowOutcome(reason, read_exit_code(driver))
+    return FollowOutcome(reason, agent.exit_code())
 
 
-def _row_updates(event, updates: dict[str, object]) -> None:
+def _row_updates(event: AgentEvent, updates: dict[str, object]) -> None:
     """Session columns that an agent event sets."""
     d = event.data
     if event.type == "init":
@@ -200,28 +212,19 @@ def _row_updates(event, updates: dict[str, object]) -> None:
             updates["agent_session_id"] = d["session_id"]
 
 
-def read_exit_code(driver: RunDriver) -> int | None:
-    """The agent's exit code from its exit file, or None when it has none (killed, running)."""
-    try:
-        raw = driver.sandbox.read_file(f"{control_dir(driver.sandbox)}/agent.exit")
-        return int(raw.decode().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-
-
 class _Checkpoints:
     """When to take the next checkpoint of a running agent's work, and its size so far."""
 
-    def __init__(self, driver: RunDriver) -> None:
-        self.driver = driver
-        self.every = driver.settings.checkpoint_every
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.every = run.settings.checkpoint_every
         self.next = time.monotonic() + self.every
         self.commit_tools: set[str] = set()
         self.committed = False
-        info = read_checkpoint(driver.artifacts) or {}
+        info = read_checkpoint(run.artifacts) or {}
         self.known = int(info.get("leftover_bytes", 0))
 
-    def watch(self, event) -> None:
+    def watch(self, event: AgentEvent) -> None:
         """Note a finished `git commit` of the agent's: its work is worth a checkpoint."""
         d = event.data
         if event.type == "tool_use" and "git commit" in str(d.get("summary", "")):
@@ -241,7 +244,7 @@ class _Checkpoints:
         self.next = time.monotonic() + self.every
         if time.time() + collection_seconds(self.known, stop_budget=0, fixed=2) > stop_at:
             return
-        info = take_checkpoint(self.driver)
+        info = take_checkpoint(self.run)
         if info is not None:
-            mbox = self.driver.artifacts / "commits.mbox"
+            mbox = self.run.artifacts / "commits.mbox"
             self.known = int(info["leftover_bytes"]) + (mbox.stat().st_size if mbox.exists() else 0)
