@@ -46,6 +46,7 @@ from sandboxrun.sandbox.deadline import (
     extension_target,
     plan_stop,
 )
+from sandboxrun.store import Status
 
 if TYPE_CHECKING:
     from sandboxrun.config import Settings
@@ -534,6 +535,7 @@ def mark_lost(store: SessionStore, session: Session, artifacts: Path, message: s
         try:
             from sandboxrun.sync.patches import apply_changes
 
+            assert session.worktree is not None
             applied = apply_changes(
                 Path(session.worktree),
                 (artifacts / "commits.mbox").read_bytes(),
@@ -549,4 +551,6 @@ def mark_lost(store: SessionStore, session: Session, artifacts: Path, message: s
         except (SandboxrunError, OSError) as exc:
             note += (f" in {artifacts} (not applied: {getattr(exc, 'message', exc)}); apply it "
                      f"with: {apply_command(session, artifacts, info)}")  # fmt: skip
-    store.set_status(session.id, "lost", only_if_active=True, error=f"{message}; {note}", **fields)
+    store.set_status(
+        session.id, Status.LOST, only_if_active=True, error=f"{message}; {note}", **fields
+    )
