@@ -295,6 +295,10 @@ def cleanup(
             if not owner_alive(s):
                 report.orphans.append(s.name)
             continue
+        if not dry_run:
+            # an upload tarball left by a run killed mid-upload (SIGKILL skips our cleanup)
+            for stale in settings.session_artifacts(s.id).glob("upload.tar*"):
+                stale.unlink(missing_ok=True)
         if s.sandbox_id:
             try:
                 sandbox = get_backend(s.backend, settings).connect(s.sandbox_id)
