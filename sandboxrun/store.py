@@ -8,6 +8,7 @@ processes opening a fresh database never race.
 
 from __future__ import annotations
 
+import builtins
 import fcntl
 import json
 import os
@@ -24,7 +25,12 @@ from typing import Any
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
-from sandboxrun.errors import AmbiguousSessionError, NameInUseError, SessionNotFoundError
+from sandboxrun.errors import (
+    AmbiguousSessionError,
+    NameInUseError,
+    SandboxrunError,
+    SessionNotFoundError,
+)
 
 migrations = Migrations("sandboxrun")
 
@@ -217,7 +223,14 @@ class Session:
             if data.get(key):
                 data[key] = json.loads(data[key])
         data["options"] = data.get("options") or {}
-        data["status"] = Status(data["status"])
+        try:
+            data["status"] = Status(data["status"])
+        except ValueError:
+            raise SandboxrunError(
+                f"session {data.get('name')!r} has status {data['status']!r}, which this "
+                "version of sandboxrun does not know",
+                "A newer sandboxrun wrote it: upgrade (scripts/install.sh) to work with it.",
+            ) from None
         return cls(**data)
 
     @property
@@ -421,7 +434,7 @@ class SessionStore:
         with self.transaction() as conn:
             return self._add_event(conn, session_id, kind, payload)
 
-    def add_events(self, session_id: str, items: list[tuple[str, Any]]) -> None:
+    def add_events(self, session_id: str, items: builtins.list[tuple[str, Any]]) -> None:
         """Append several events in one transaction (cheap for bursts of log lines)."""
         if not items:
             return
@@ -436,7 +449,7 @@ class SessionStore:
         after_id: int = 0,
         kinds: tuple[str, ...] | None = None,
         limit: int | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> builtins.list[dict[str, Any]]:
         """Events of a session with id > ``after_id``, oldest first."""
         sql = "SELECT id, ts, kind, payload FROM events WHERE session_id = ? AND id > ?"
         args: list[Any] = [session_id, after_id]

@@ -29,4 +29,5 @@ fi
 
 .venv/bin/ruff check sandboxrun tests benchmarks
 .venv/bin/ruff format --check --quiet sandboxrun tests benchmarks
+.venv/bin/python -m mypy
 exec .venv/bin/python -m pytest "$@"

@@ -11,7 +11,12 @@ from pathlib import Path
 import pytest
 
 from sandboxrun.config import Settings
-from sandboxrun.errors import AmbiguousSessionError, NameInUseError, SessionNotFoundError
+from sandboxrun.errors import (
+    AmbiguousSessionError,
+    NameInUseError,
+    SandboxrunError,
+    SessionNotFoundError,
+)
 from sandboxrun.sandbox.sessions import cleanup
 from sandboxrun.store import ACTIVE, SUCCESS, TERMINAL, Session, SessionStore, Status, migrations
 
@@ -112,6 +117,18 @@ def test_status_sets_partition_the_statuses():
     assert set(ENDING) == TERMINAL
     assert SUCCESS <= TERMINAL and Status.WAITING_QUOTA in TERMINAL
     assert Status.RUNNING == "running"  # stored and compared as plain strings
+
+
+def test_a_row_from_a_newer_version_reads_or_fails_clearly(tmp_path):
+    """Unknown columns are ignored; an unknown status is an error that says what to do."""
+    store = SessionStore(tmp_path / "state.db")
+    s = make(store, "newer")
+    store.conn.execute("ALTER TABLE sessions ADD COLUMN from_the_future TEXT")
+    assert store.get(s.id).name == "newer"
+    store.conn.execute("UPDATE sessions SET status = 'hibernating' WHERE id = ?", (s.id,))
+    with pytest.raises(SandboxrunError, match="status 'hibernating'") as info:
+        store.get(s.id)
+    assert "upgrade" in (info.value.hint or "")
 
 
 def test_session_has_a_typed_field_for_every_column(tmp_path):

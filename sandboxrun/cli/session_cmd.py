@@ -70,7 +70,7 @@ def _when(ts: float | None) -> str:
 
 
 def _status_style(status: str) -> str:
-    return {
+    styles: dict[str, str] = {
         Status.COMPLETED: "green",
         Status.COMPLETED_NO_CHANGES: "green",
         Status.RUNNING: "cyan",
@@ -79,7 +79,8 @@ def _status_style(status: str) -> str:
         Status.KILLED: "yellow",
         Status.TIMEOUT: "yellow",
         Status.WAITING_QUOTA: "yellow",
-    }.get(status, "")
+    }
+    return styles.get(status, "")
 
 
 def _print_one(s: Session) -> None:
@@ -304,7 +305,7 @@ def register(app: typer.Typer) -> None:
         s = extend_session(settings, store, store.resolve(session), parse_duration(duration))
         console.print(
             f"{s.name}: limit now {_when(s.deadline)} "
-            f"({format_duration(s.deadline - time.time())} from now).",
+            f"({format_duration((s.deadline or time.time()) - time.time())} from now).",
             highlight=False,
         )
 

@@ -32,9 +32,10 @@ import logging
 import math
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from sandboxrun.config import format_duration
 from sandboxrun.errors import BackendError, SandboxLostError, SandboxrunError
@@ -55,6 +56,8 @@ if TYPE_CHECKING:
     from sandboxrun.store import Session, SessionStore
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: bytes per resumable piece of a download
 PIECE = 64 << 20
@@ -149,7 +152,7 @@ class Manifest:
         return cls(fields["head"], fields["since"], int(fields.get("commits", 0)), files)
 
 
-def _retrying(what: str, fn, *, attempts: int = ATTEMPTS):
+def _retrying(what: str, fn: Callable[[], T], *, attempts: int = ATTEMPTS) -> T:
     """Call ``fn``; retry transient failures (not a lost sandbox) with backoff."""
     for attempt in range(attempts):
         try:
@@ -241,7 +244,9 @@ def fetch(sandbox: Sandbox, remote: str, dest: Path, size: int, sha: str) -> Non
     want.unlink(missing_ok=True)
 
 
-def _download_piece(sandbox, remote: str, fh, offset: int, length: int | None, size: int) -> None:
+def _download_piece(
+    sandbox: Sandbox, remote: str, fh: BinaryIO, offset: int, length: int | None, size: int
+) -> None:
     """``length`` bytes of ``remote`` from ``offset`` into ``fh`` (None: to the end)."""
     if offset == 0 and length == size:
         length = None
@@ -434,7 +439,8 @@ def begin_stop(run: Run, reason: str) -> None:
 def read_checkpoint(artifacts: Path) -> dict[str, Any] | None:
     """The saved checkpoint's description, or None when there is none."""
     try:
-        return json.loads((artifacts / CHECKPOINT_FILE).read_text())
+        info: dict[str, Any] = json.loads((artifacts / CHECKPOINT_FILE).read_text())
+        return info
     except (FileNotFoundError, ValueError):
         return None
 

@@ -89,4 +89,4 @@ def stop_schedule(start: float, budget: float = STOP_BUDGET) -> list[tuple[str, 
 
 def backoff(attempt: int, *, base: float = 0.5, cap: float = 8.0) -> float:
     """Delay before retry number ``attempt`` (0-based): 0.5, 1, 2, 4, 8, 8 ... seconds."""
-    return min(cap, base * (2**attempt))
+    return min(cap, base * 2.0**attempt)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 from sandboxrun.agent import AgentEvent, AgentProgress, parse_line
 from sandboxrun.config import Settings, format_duration
@@ -32,11 +33,18 @@ log = logging.getLogger(__name__)
 HEARTBEAT_INTERVAL = 5.0
 
 
+#: why following ends: the agent exited by itself, or we stopped it (kill request, time limit,
+#: blocked by a usage limit)
+EndReason = Literal["exited", "killed", "timeout", "quota"]
+#: the reasons we stop an agent for, as stored in ``sessions.stop_reason``
+_STOPPED: dict[str, EndReason] = {"killed": "killed", "timeout": "timeout", "quota": "quota"}
+
+
 @dataclass
 class FollowOutcome:
     """Why following ended."""
 
-    reason: str  # exited | killed | timeout | quota
+    reason: EndReason
     exit_code: int | None = None
 
 
@@ -65,7 +73,7 @@ def follow_agent(
         for ev in store.events(sid, kinds=("warning",))
         if isinstance(ev["payload"], dict)
     }
-    reason: str | None = None
+    reason: EndReason | None = None
     last_beat = 0.0
     # Checkpoints: `known` is the size of the work so far (it sizes the collection).
     ckpt = _Checkpoints(run)
@@ -185,9 +193,9 @@ def follow_agent(
             time.sleep(settings.poll_interval)
 
     drain(final=True)
-    stopped = journal.session().stop_reason
-    if reason == "exited" and stopped:
-        reason = stopped  # we had stopped it (a collection resumed by `attach`)
+    if reason == "exited":
+        # we had stopped it ourselves before (a collection that `attach` resumed)
+        reason = _STOPPED.get(journal.session().stop_reason or "", reason)
     return FollowOutcome(reason, agent.exit_code())
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from sandboxrun.config import Settings
 from sandboxrun.errors import UsageError
 from sandboxrun.sandbox.backends.base import Backend, ExecResult, Sandbox
 
 BACKEND_NAMES = ("local", "e2b")
 
 
-def get_backend(name: str, settings) -> Backend:
+def get_backend(name: str, settings: Settings) -> Backend:
     """Return the backend called ``name`` configured from ``settings``."""
     if name == "local":
         from sandboxrun.sandbox.backends.local import LocalBackend

@@ -1,10 +1,10 @@
 """The ``e2b`` backend: each session in its own E2B cloud sandbox, through the ``e2b`` SDK.
 
-Every primitive of :class:`~sandboxrun.sandbox.backends.base.Sandbox` is one or two SDK calls: commands
-go through ``commands.run`` (``/bin/bash -l -c`` as user ``user`` in ``/home/user``), files
-through ``files.read`` / ``files.write``. Argv lists become shell text only through
-``shlex.join`` after a fixed script's ``set --``, so no user text is ever interpreted by a
-shell. Command output comes back base64-encoded, because the SDK hands it over as decoded text
+Every primitive of :class:`~sandboxrun.sandbox.backends.base.Sandbox` is one or two SDK
+calls: commands go through ``commands.run`` (``/bin/bash -l -c`` as user ``user`` in
+``/home/user``), files through ``files.read`` / ``files.write``. Argv lists become shell text
+only through ``shlex.join`` after a fixed script's ``set --``, so no user text is ever
+interpreted by a shell. Command output comes back base64-encoded, because the SDK hands it over as decoded text
 and patches are bytes.
 
 SDK exceptions are translated here into our error hierarchy, with the next step in the hint.
@@ -55,7 +55,7 @@ from sandboxrun.errors import (
     SandboxrunError,
     UnsafeArchiveError,
 )
-from sandboxrun.sandbox.backends.base import ExecResult
+from sandboxrun.sandbox.backends.base import DETACH_WRAPPER, ExecResult, Launch
 from sandboxrun.sandbox.backends.e2b_env import (
     CREDENTIAL_VARS,
     PASSTHROUGH_VARS,
@@ -63,7 +63,6 @@ from sandboxrun.sandbox.backends.e2b_env import (
     scrub,
 )
 from sandboxrun.sandbox.backends.e2b_scripts import (
-    _DETACH_WRAPPER,
     _EXEC_SCRIPT,
     _LAUNCH_SCRIPT,
     _PIECE_SCRIPT,
@@ -83,7 +82,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 HOME = "/home/user"
-#: the Claude Code release baked into our template (pinned: a template build is reproducible)
 #: read_file deltas up to this size come back inline (base64) in one command round trip;
 #: bigger ones are cut in the sandbox and downloaded as a file
 INLINE_READ_LIMIT = 1 << 20
@@ -170,34 +168,14 @@ class E2BSandbox:
             stdout, stderr = out.encode(), err.encode()
         return ExecResult(code, stdout, stderr)
 
-    def start_detached(
-        self,
-        argv: Sequence[str],
-        *,
-        cwd: str,
-        env: Mapping[str, str],
-        stdin_path: str,
-        log_path: str,
-        stderr_path: str,
-        exit_path: str,
-        pid_path: str,
-    ) -> int:
-        """Start ``argv`` in its own session (process group); it outlives this connection."""
-        full_env = dict(env)
-        full_env.update(
-            {
-                "SBR_WRAPPER": _DETACH_WRAPPER,
-                "SBR_PID_PATH": pid_path,
-                "SBR_STDIN_PATH": stdin_path,
-                "SBR_LOG_PATH": log_path,
-                "SBR_STDERR_PATH": stderr_path,
-                "SBR_EXIT_PATH": exit_path,
-            }
-        )
+    def start_detached(self, launch: Launch) -> int:
+        """Start the program in its own session (process group); it outlives this connection."""
+        argv = launch.argv
+        full_env = {**launch.wrapper_env(), "SBR_WRAPPER": DETACH_WRAPPER}
         code, out, err = self._run(
             _script(_LAUNCH_SCRIPT, argv),
             what="starting the agent",
-            cwd=cwd,
+            cwd=launch.cwd,
             env=full_env,
             timeout=60,
         )

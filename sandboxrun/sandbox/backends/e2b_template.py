@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from e2b import AuthenticationException
 
 from sandboxrun.config import CLAUDE_CODE_VERSION
 from sandboxrun.errors import AuthError, BackendError
 
+if TYPE_CHECKING:
+    from e2b.template.main import TemplateBuilder
+
 HOME = "/home/user"
 
 
-def claude_template():
+def claude_template() -> TemplateBuilder:
     """The E2B template sandboxrun runs in: Node, git, zstd and a pinned Claude Code."""
     from e2b import Template
 
@@ -39,7 +43,7 @@ def build_template(
 
     from sandboxrun.sandbox.backends.e2b_env import scrub
 
-    def logs(entry) -> None:
+    def logs(entry: object) -> None:
         if on_log is not None:
             on_log(scrub(str(entry)))
 

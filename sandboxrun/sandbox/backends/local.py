@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from sandboxrun import process
-from sandboxrun.config import Settings
+from sandboxrun.config import INSTALL_CLAUDE_HINT, Settings
 from sandboxrun.errors import (
     AgentError,
     BackendError,
@@ -23,20 +23,7 @@ from sandboxrun.errors import (
     ProgramNotFoundError,
     SandboxLostError,
 )
-from sandboxrun.sandbox.backends.base import ExecResult
-
-# The wrapper runs the agent with its stdio redirected and records its exit code atomically.
-# `trap : INT TERM` makes the shell wait for the agent to finish its own shutdown instead of
-# dying first (a trap with a command, unlike an ignored signal, is reset for the child).
-# Paths come in through the environment, the agent argv through "$@": no user text is ever
-# interpolated into the script.
-DETACH_WRAPPER = r"""
-trap : INT TERM
-echo $$ > "$SBR_PID_PATH"
-"$@" < "$SBR_STDIN_PATH" > "$SBR_LOG_PATH" 2> "$SBR_STDERR_PATH"
-code=$?
-echo $code > "$SBR_EXIT_PATH.tmp" && mv "$SBR_EXIT_PATH.tmp" "$SBR_EXIT_PATH"
-"""
+from sandboxrun.sandbox.backends.base import ExecResult, Launch
 
 _SIGNALS = {"INT": signal.SIGINT, "TERM": signal.SIGTERM, "KILL": signal.SIGKILL, "0": 0}
 
@@ -80,40 +67,17 @@ class LocalSandbox:
             ) from exc
         return ExecResult(res.returncode, res.stdout, res.stderr)
 
-    def start_detached(
-        self,
-        argv: Sequence[str],
-        *,
-        cwd: str,
-        env: Mapping[str, str],
-        stdin_path: str,
-        log_path: str,
-        stderr_path: str,
-        exit_path: str,
-        pid_path: str,
-    ) -> int:
-        """Start ``argv`` in a new session (its own process group), surviving our exit."""
+    def start_detached(self, launch: Launch) -> int:
+        """Start the program in a new session (its own process group), surviving our exit."""
         self._require()
-        if process.which(argv[0]) is None:
+        if process.which(launch.argv[0]) is None:
             raise AgentError(
-                f"cannot run the agent: {argv[0]} not found",
-                "Install Claude Code (npm install -g @anthropic-ai/claude-code) or set "
-                "SANDBOXRUN_CLAUDE_BIN to its path.",
+                f"cannot run the agent: {launch.argv[0]} not found", INSTALL_CLAUDE_HINT
             )
-        wrap_env = self._env(env)
-        wrap_env.update(
-            {
-                "SBR_PID_PATH": pid_path,
-                "SBR_STDIN_PATH": stdin_path,
-                "SBR_LOG_PATH": log_path,
-                "SBR_STDERR_PATH": stderr_path,
-                "SBR_EXIT_PATH": exit_path,
-            }
-        )
         pid = process.spawn_detached(
-            ["/bin/sh", "-c", DETACH_WRAPPER, "sh", *argv], cwd=cwd, env=wrap_env
+            launch.wrapper_argv(), cwd=launch.cwd, env=self._env(launch.wrapper_env())
         )
-        Path(pid_path).write_text(f"{pid}\n")
+        Path(launch.pid_path).write_text(f"{pid}\n")
         return pid
 
     def read_file(self, path: str, offset: int = 0) -> bytes:
@@ -183,9 +147,7 @@ class LocalBackend:
         if process.which(self.settings.claude_bin) is None:
             raise AgentError(
                 f"Claude Code ({self.settings.claude_bin!r}) is not installed on this machine",
-                "Install it with `npm install -g @anthropic-ai/claude-code`, or set "
-                "SANDBOXRUN_CLAUDE_BIN to the claude executable. "
-                "`--dry-run` works without it.",
+                f"{INSTALL_CLAUDE_HINT} `--dry-run` works without it.",
             )
 
     def create(
