@@ -31,8 +31,14 @@ from sandboxrun.errors import (
     SandboxrunError,
     SessionNotFoundError,
 )
+from sandboxrun.redact import clamp
 
 migrations = Migrations("sandboxrun")
+
+#: the most one event stores (JSON characters); longer strings in a payload are cut. Agent
+#: output is bounded before it gets here (agent.stored_line, agent.parse_line): this is the
+#: backstop for every other writer.
+MAX_EVENT_CHARS = 1 << 20
 
 
 class Status(StrEnum):
@@ -138,7 +144,14 @@ def m001_sessions_and_events(db: sqlite_utils.Database) -> None:
 
 
 @migrations()
-def m002_sandbox_lifetime_and_checkpoints(db: sqlite_utils.Database) -> None:
+def m002_sessions_isolated(db: sqlite_utils.Database) -> None:
+    # Whether the agent was confined (E2B, or local under bubblewrap): 1, 0, or NULL for
+    # sessions recorded before this column existed (and local-mode sessions: no sandbox).
+    db.execute("ALTER TABLE sessions ADD COLUMN isolated INTEGER")
+
+
+@migrations()
+def m003_sandbox_lifetime_and_checkpoints(db: sqlite_utils.Database) -> None:
     """The sandbox's end as E2B accepted it, why the agent was stopped, the last checkpoint."""
     for column, kind in (
         ("sandbox_created_at", "REAL"),  # when the sandbox was created (lifetime cap)
@@ -210,6 +223,9 @@ class Session:
     checkpoint_at: float | None = None
     #: keep, allow_sensitive, dry_run, compression, ... (NULL in the row reads as {})
     options: dict[str, Any] = field(default_factory=dict)
+    #: whether the agent was confined (E2B, or local under bubblewrap); None for sessions
+    #: recorded before the column existed, and local-mode sessions
+    isolated: bool | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row | dict[str, Any]) -> Session:
@@ -231,6 +247,8 @@ class Session:
                 "version of sandboxrun does not know",
                 "A newer sandboxrun wrote it: upgrade (scripts/install.sh) to work with it.",
             ) from None
+        if data.get("isolated") is not None:
+            data["isolated"] = bool(data["isolated"])
         return cls(**data)
 
     @property
@@ -423,9 +441,14 @@ class SessionStore:
 
     @staticmethod
     def _add_event(conn: sqlite3.Connection, session_id: str, kind: str, payload: Any) -> int:
+        data = json.dumps(payload, default=str)
+        if len(data) > MAX_EVENT_CHARS:  # last resort: whatever the source, one event stays small
+            data = json.dumps(clamp(payload, 4096, items=50), default=str)
+            if len(data) > MAX_EVENT_CHARS:
+                data = json.dumps({"truncated": True, "head": data[: MAX_EVENT_CHARS // 2]})
         cur = conn.execute(
             "INSERT INTO events (session_id, ts, kind, payload) VALUES (?, ?, ?, ?)",
-            (session_id, time.time(), kind, json.dumps(payload, default=str)),
+            (session_id, time.time(), kind, data),
         )
         return int(cur.lastrowid or 0)
 

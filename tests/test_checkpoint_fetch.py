@@ -100,3 +100,20 @@ def test_damaged_bytes_are_refused_and_dropped(work):
 def test_manifest_parse_refuses_a_truncated_answer():
     with pytest.raises(BackendError, match="manifest"):
         Manifest.parse("head abc\nsince def\ncommits 1\nfile commits.mbox 10 aa\n")
+
+
+def test_redact_file_finds_values_split_across_chunks(tmp_path):
+    """Saved patches are redacted in bounded memory, even where a value straddles a chunk."""
+    from sandboxrun.redact import Redactor
+    from sandboxrun.sandbox.checkpoint import redact_file
+
+    secret = "sk-ant-api03-" + "k" * 40
+    red = Redactor({secret: "ANTHROPIC_API_KEY"})
+    path = tmp_path / "changes.diff"
+    edge = (1 << 20) - 10  # the value starts 10 bytes before the first chunk ends
+    path.write_bytes(b"a" * edge + secret.encode() + b"\n" + b"b" * 5000 + secret.encode())
+    redact_file(path, red)
+    data = path.read_bytes()
+    assert secret.encode() not in data
+    assert data.count(b"[redacted:ANTHROPIC_API_KEY]") == 2
+    assert data.startswith(b"a" * edge) and data.endswith(b"[redacted:ANTHROPIC_API_KEY]")

@@ -175,13 +175,13 @@ def format_duration_fine(seconds: float) -> str:
 def _changes_left_out(repo: Path) -> list[str]:
     """Uncommitted paths a run from HEAD leaves out; untracked secrets (never uploaded with
     or without --with-changes, per the deny-list) do not count."""
-    from sandboxrun.sync.pack import is_secret
+    from sandboxrun.sync.secrets import name_reason
 
     out = gitops.git(repo, "status", "--porcelain", "-z", "--untracked-files=all").stdout
     paths = []
     for entry in out.split("\0"):
         code, path = entry[:2], entry[3:]
-        if not entry or (code == "??" and is_secret(path)):
+        if not entry or (code == "??" and name_reason(path) is not None):
             continue
         paths.append(path)
     return paths
@@ -220,7 +220,7 @@ def register(app: typer.Typer) -> None:
             "--backend",
             "-b",
             help="e2b (default when E2B_API_KEY is set) or local "
-            "(a directory on this machine; not isolated).",
+            "(a directory on this machine, confined with bubblewrap on Linux).",
         ),
         timeout: str = typer.Option(
             None, "--timeout", help="Hard time limit: 90s, 20m, 1h. Default 60m."
@@ -268,6 +268,12 @@ def register(app: typer.Typer) -> None:
         update_claude: bool = typer.Option(
             False, "--update-claude", help="Run `claude update` in the sandbox first."
         ),
+        no_isolation: bool = typer.Option(
+            False,
+            "--no-isolation",
+            help="--backend local only: run the agent WITHOUT bubblewrap, as you, able to write "
+            "anywhere you can (recorded on the session). Only for machines without bwrap.",
+        ),
         json_out: bool = typer.Option(False, "--json", help="Print events as JSON lines."),
     ) -> None:
         if prompt_file is not None and prompt is not None:
@@ -293,9 +299,15 @@ def register(app: typer.Typer) -> None:
             dry_run=dry_run,
             allow_sensitive=allow_sensitive,
             with_changes=with_changes,
-            extra_options={"install_claude": install_claude, "update_claude": update_claude},
+            extra_options={
+                "install_claude": install_claude,
+                "update_claude": update_claude,
+                "no_isolation": no_isolation,
+            },
         )
         session = prepare_run(settings, store, req)
+        if session.options.get("isolation_warning"):
+            err_console.print(f"[yellow]! {session.options['isolation_warning']}[/yellow]")
         if not with_changes and base == "HEAD" and _changes_left_out(Path(session.repo or repo)):
             err_console.print(
                 "[yellow]! the agent starts from your last commit; uncommitted changes in "

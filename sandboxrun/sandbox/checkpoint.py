@@ -30,6 +30,8 @@ import hashlib
 import json
 import logging
 import math
+import os
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -39,6 +41,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from sandboxrun.config import format_duration
 from sandboxrun.errors import BackendError, SandboxLostError, SandboxrunError
+from sandboxrun.redact import Redactor
 from sandboxrun.sandbox.backends.base import control_dir
 from sandboxrun.sandbox.deadline import (
     StopPlan,
@@ -262,11 +265,11 @@ def _download_piece(
 
 
 def bring_back(run: Run) -> Manifest:
-    """Produce, fetch and save the agent's work as ``commits.mbox`` and ``changes.diff`` in the
-    artifacts; returns the manifest.
+    """Produce and fetch the agent's work into ``artifacts/collect/`` (``commits.mbox``,
+    ``changes.diff``, as they are, for applying); returns the manifest.
 
-    Files are saved as they arrive (``artifacts/collect/``) and moved into place once all
-    are complete and checked. On failure the sandbox is left alive, the session stays
+    Files are saved as they arrive and checked against the manifest; the caller keeps a
+    redacted copy in the artifacts and removes this directory once the work is applied. On failure the sandbox is left alive, the session stays
     ``collecting`` and :class:`CollectionIncomplete` says how to finish (``attach``,
     ``download``, ``kill``).
     """
@@ -297,9 +300,6 @@ def bring_back(run: Run) -> Manifest:
             f"the work), fetch the files with `sandboxrun download {name}`, or end it with "
             f"`sandboxrun kill {name}`.",
         ) from exc
-    for name in FILES:
-        (work / name).replace(run.artifacts / name)
-    shutil.rmtree(work, ignore_errors=True)
     _copy_logs(run)
     return manifest
 
@@ -311,6 +311,7 @@ def _copy_logs(run: Run) -> None:
         with contextlib.suppress(FileNotFoundError, SandboxrunError, OSError):
             with open(dest.with_name(name + ".tmp"), "wb") as fh:
                 _download_piece(run.sandbox, f"{ctl}/{name}", fh, 0, None, -1)
+            redact_file(dest.with_name(name + ".tmp"))
             dest.with_name(name + ".tmp").replace(dest)
 
 
@@ -321,7 +322,36 @@ def download_live(sandbox: Sandbox, session: Session, output: Path) -> Manifest:
     for name in FILES:
         size, sha = manifest.files[name]
         fetch(sandbox, f"{control_dir(sandbox)}/download/{name}", output / name, size, sha)
+        redact_file(output / name)
     return manifest
+
+
+def redact_file(path: Path, redactor: Redactor | None = None) -> None:
+    """Replace our credentials' values in ``path`` (``sandboxrun.redact``), in bounded memory.
+
+    The file is read in 1 MiB chunks; a tail as long as the longest secret is carried over,
+    so a value split across two chunks is still found.
+    """
+    redactor = redactor if redactor is not None else Redactor.from_env(os.environ)
+    if not redactor:
+        return
+    values = sorted((v.encode("utf-8", "surrogateescape") for v in redactor.values), key=len)
+    pattern = re.compile(b"|".join(re.escape(v) for v in reversed(values)))
+    keep = len(values[-1]) - 1
+    tmp = path.with_name(path.name + ".redacting")
+    with open(path, "rb") as src, open(tmp, "wb") as dst:
+        carry = b""
+        while chunk := src.read(1 << 20):
+            buf = carry + chunk
+            cut = max(0, len(buf) - keep)
+            # never cut through a value: move the cut before any that straddles it
+            for m in pattern.finditer(buf):
+                if m.start() < cut < m.end():
+                    cut = m.start()
+            dst.write(redactor.bytes(buf[:cut]))
+            carry = buf[cut:]
+        dst.write(redactor.bytes(carry))
+    tmp.replace(path)
 
 
 # -- securing time for a collection -----------------------------------------------------------
@@ -498,6 +528,9 @@ def take_checkpoint(run: Run) -> dict[str, Any] | None:
         "diff_sha": dsha,
         "fetched_bytes": size + (0 if diff_same else dsize),
     }
+    for name in FILES:
+        if (art / name).exists():
+            redact_file(art / name)  # the saved checkpoint is what is kept: redacted
     tmp = art / (CHECKPOINT_FILE + ".tmp")
     tmp.write_text(json.dumps(info))
     tmp.replace(art / CHECKPOINT_FILE)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from typing import Any
 from sandboxrun.agent import AgentProgress
 from sandboxrun.config import Settings, format_duration
 from sandboxrun.errors import BackendError, PatchRejectedError
+from sandboxrun.redact import Redactor
 from sandboxrun.sandbox.backends.base import Sandbox, control_dir
 from sandboxrun.sandbox.follow import FollowOutcome
 from sandboxrun.sandbox.journal import Journal, PhaseTimes
@@ -76,11 +79,16 @@ def collect_patches(sandbox: Sandbox, session: Session) -> Patches:
 
 
 def save_artifacts(directory: Path, patches: Patches) -> None:
-    """Write the patches under ``directory`` (atomically: a reader never sees half a file)."""
+    """Write the patches under ``directory`` (atomically: a reader never sees half a file).
+
+    Credential values from our environment are redacted from what is saved (not from what is
+    applied: the branch gets the agent's work as it is).
+    """
     directory.mkdir(parents=True, exist_ok=True)
+    redactor = Redactor.from_env(os.environ)
     for name, data in (("commits.mbox", patches.commits), ("changes.diff", patches.leftover)):
         tmp = directory / f".{name}.tmp"
-        tmp.write_bytes(data)
+        tmp.write_bytes(redactor.bytes(data))
         tmp.replace(directory / name)
 
 
@@ -146,11 +154,14 @@ def finish_with_patches(
         # Streamed to disk, retried, resumable; on failure the sandbox is kept for `attach`
         # and CollectionIncomplete goes up (sandbox.checkpoint).
         manifest = bring_back(Run(journal, sandbox, settings, artifacts))
+        work = artifacts / "collect"  # the files as they came (for applying)
         patches = Patches(
-            commits=(artifacts / "commits.mbox").read_bytes(),
-            leftover=(artifacts / "changes.diff").read_bytes(),
+            commits=(work / "commits.mbox").read_bytes(),
+            leftover=(work / "changes.diff").read_bytes(),
             agent_commits=manifest.commits,
         )
+        save_artifacts(artifacts, patches)  # what is kept is redacted
+        shutil.rmtree(work, ignore_errors=True)
     teardown()
 
     result = progress.result
@@ -225,6 +236,7 @@ def finish_with_patches(
         "warnings": applied.warnings,
         "phases": times.rounded(),
     }
+    summary = Redactor.from_env(os.environ).obj(summary)
     store.add_event(sid, "summary", summary)
     (artifacts / "summary.json").write_text(json.dumps(summary, indent=2))
     return journal.session()

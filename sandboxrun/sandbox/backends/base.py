@@ -159,8 +159,16 @@ class Backend(Protocol):
     """Creates sandboxes and reconnects to them by id."""
 
     name: str
-    #: True when the sandbox is isolated from this machine (E2B); False for ``local``.
+    #: True when the sandbox is a separate machine with its own programs (E2B); False for
+    #: ``local``, whose agent runs this machine's ``claude`` (confined or not: see
+    #: ``confines_agent``).
     isolated: bool
+
+    @property
+    def confines_agent(self) -> bool:
+        """True when the agent cannot reach this machine's files outside its sandbox (E2B;
+        local under bubblewrap). Recorded per session as ``isolated``."""
+        ...
 
     def check_ready(self, *, dry_run: bool) -> None:
         """Raise a SandboxrunError naming the fix when this backend cannot run (missing key...)."""

@@ -376,6 +376,7 @@ class E2BBackend:
 
     name = "e2b"
     isolated = True
+    confines_agent = True
 
     def __init__(self, settings: Settings, *, retry_delays: Sequence[float] | None = None) -> None:
         self.settings = settings
