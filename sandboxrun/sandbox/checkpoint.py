@@ -155,8 +155,13 @@ class Manifest:
         return cls(fields["head"], fields["since"], int(fields.get("commits", 0)), files)
 
 
-def _retrying(what: str, fn: Callable[[], T], *, attempts: int = ATTEMPTS) -> T:
-    """Call ``fn``; retry transient failures (not a lost sandbox) with backoff."""
+def _retrying(what: str, fn: Callable[[], T], sandbox: Sandbox, *, attempts: int = ATTEMPTS) -> T:
+    """Call ``fn``; retry transient failures with backoff, but not once the sandbox is gone.
+
+    A failure that might be the sandbox's end is checked with ``is_alive`` (which answers
+    "alive" while E2B cannot be reached), so a lost sandbox is reported at once instead of
+    after every retry.
+    """
     for attempt in range(attempts):
         try:
             return fn()
@@ -165,6 +170,11 @@ def _retrying(what: str, fn: Callable[[], T], *, attempts: int = ATTEMPTS) -> T:
         except (BackendError, OSError) as exc:
             if isinstance(exc, FileNotFoundError) or attempt == attempts - 1:
                 raise
+            if not sandbox.is_alive():
+                raise SandboxLostError(
+                    f"the sandbox {sandbox.id} is gone (while {what})",
+                    "The last checkpoint of the work is kept.",
+                ) from exc
             delay = backoff(attempt)
             log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
             time.sleep(delay)
@@ -187,7 +197,7 @@ def produce(sandbox: Sandbox, session: Session, since: str | None, name: str) ->
             raise BackendError(f"collecting the agent's changes failed: {res.error_text()[-2000:]}")
         return Manifest.parse(res.text())
 
-    return _retrying("producing the patches in the sandbox", run)
+    return _retrying("producing the patches in the sandbox", run, sandbox)
 
 
 def measure(sandbox: Sandbox, session: Session) -> int | None:
@@ -237,7 +247,7 @@ def fetch(sandbox: Sandbox, remote: str, dest: Path, size: int, sha: str) -> Non
             return fh.seek(0, 2)
 
         while (have := fh.seek(0, 2)) < size:
-            if _retrying(f"downloading {remote}", piece) <= have:
+            if _retrying(f"downloading {remote}", piece, sandbox) <= have:
                 raise BackendError(f"{remote} in the sandbox is shorter than its manifest says")
         fh.truncate(size)
     if _sha256(part) != sha:
