@@ -121,7 +121,7 @@ def test_lost_mid_run_keeps_the_last_checkpoint_on_the_branch(cli, repo, e2b):
 
         retry_until(checkpoint_has_both, timeout=60)
         e2b.lose(cli.status("a1")["sandbox_id"])
-        out, err = run.communicate(timeout=60)
+        out, err = run.communicate(timeout=180)
     finally:
         run.kill()
     assert run.returncode == 1
@@ -138,7 +138,7 @@ def test_lost_before_any_checkpoint_says_nothing_was_kept(cli, repo, e2b):
     try:
         wait_running(cli, "a2")
         e2b.lose(cli.status("a2")["sandbox_id"])
-        run.communicate(timeout=60)
+        run.communicate(timeout=180)
     finally:
         run.kill()
     st = cli.status("a2")
@@ -162,7 +162,7 @@ def test_commits_trigger_incremental_checkpoints(cli, repo, e2b):
         art = artifacts(cli, "a3")
         info = json.loads((art / "checkpoint.json").read_text())
         assert cli("kill", "a3").returncode == 0
-        run.communicate(timeout=60)
+        run.communicate(timeout=180)
     finally:
         run.kill()
     assert info["commits"] == 2 and info["number"] >= 2
@@ -312,7 +312,7 @@ def test_failed_extend_changes_nothing(cli, repo, e2b):
         assert cli.status("e1")["deadline"] == pytest.approx(st["deadline"] + 300)
         assert e2b.sandbox(st["sandbox_id"]).end_at >= end + 299
         assert cli("kill", "e1").returncode == 0
-        run.communicate(timeout=60)
+        run.communicate(timeout=180)
     finally:
         run.kill()
     assert "e.txt" in branch_files(repo, "sandboxrun/e1")
