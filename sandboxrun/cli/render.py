@@ -10,8 +10,9 @@ import time
 from datetime import datetime
 from typing import Any
 
-from sandboxrun.cli.common import Part, console, say, styled
+from sandboxrun.cli.common import Part, console, open_store, say, settings_for, styled
 from sandboxrun.config import format_duration
+from sandboxrun.errors import SandboxrunError
 from sandboxrun.store import SUCCESS, TERMINAL, Session, SessionStore, Status, owner_alive
 
 STATUS_FIELDS = (
@@ -119,13 +120,7 @@ def print_one(s: Session) -> None:
     for key, value in rows:
         console.print(f"  {key:<14} {value}", highlight=False)
     if not s.is_terminal and not d["driver_alive"] and s.agent_pgid:
-        say(
-            (
-                "  No process is following this session: "
-                f"`sandboxrun attach {s.name}` carries it on.",
-                "yellow",
-            )
-        )
+        say(("  No process is following this session.", "yellow"))
 
 
 def money(value: Any) -> str:
@@ -262,6 +257,12 @@ def print_summary(session: Session) -> None:
         console.print(f"    git -C {repo} log --stat {base}..{branch}", highlight=False)
         console.print(f"    git -C {repo} diff {base}...{branch}", highlight=False)
         console.print(f"    git -C {repo} merge {branch}", highlight=False)
+    timings = _timings(s)
+    if timings:
+        console.print(
+            "  phases:   "
+            + "  ".join(f"{k} {format_duration_fine(v)}" for k, v in timings.items()),
+        )
     console.print(f"  Logs:     sandboxrun logs {s.name}", highlight=False)
 
 
@@ -279,3 +280,17 @@ def print_dry_run(store: SessionStore, session: Session) -> None:
     )
     for phase, secs in r["phases"].items():
         console.print(f"  {phase:<10} {secs:8.3f}s", highlight=False)
+
+
+def _timings(session: Session) -> dict[str, float]:
+    """The per-phase times the run recorded (its last ``timings`` event)."""
+    try:
+        events = open_store(settings_for(None)).events(session.id, kinds=("timings",))
+    except SandboxrunError:
+        return {}
+    return dict(events[-1]["payload"]) if events else {}
+
+
+def format_duration_fine(seconds: float) -> str:
+    """``0.42s`` under ten seconds, else as format_duration."""
+    return f"{seconds:.2f}s" if seconds < 10 else format_duration(seconds)

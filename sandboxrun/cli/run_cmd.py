@@ -44,6 +44,21 @@ Examples:
 """
 
 
+def _changes_left_out(repo: Path) -> list[str]:
+    """Uncommitted paths a run from HEAD leaves out; untracked secrets (never uploaded with
+    or without --with-changes, per the deny-list) do not count."""
+    from sandboxrun.sync.secrets import name_reason
+
+    out = gitops.git(repo, "status", "--porcelain", "-z", "--untracked-files=all").stdout
+    paths = []
+    for entry in out.split("\0"):
+        code, path = entry[:2], entry[3:]
+        if not entry or (code == "??" and name_reason(path) is not None):
+            continue
+        paths.append(path)
+    return paths
+
+
 def _one(flag: str, values: list) -> Any:
     """The single value given for ``flag``, None if absent; two or more is a usage error."""
     if len(values) > 1:
@@ -177,7 +192,7 @@ def run(
     session = prepare_run(settings, store, req)
     if session.options.get("isolation_warning"):
         say((f"! {session.options['isolation_warning']}", "yellow"), err=True)
-    if not with_changes and base == "HEAD" and not gitops.is_clean(Path(session.repo or repo)):
+    if not with_changes and base == "HEAD" and _changes_left_out(Path(session.repo or repo)):
         say(
             (
                 "! the agent starts from your last commit; uncommitted changes in "

@@ -46,19 +46,27 @@ def status(
     Without SESSION: the sessions of the repository you are in (all of them outside a
     repository); --all for every repository, --repo PATH for another one.
     """
+    from sandboxrun.sandbox.sessions import next_commands_for, reconcile
+
     settings = settings_for(None)
     store = open_store(settings)
     if session:
-        sessions = [store.resolve(session)]
+        # A sandbox gone with nobody following it shows as lost, not as running.
+        one = reconcile(settings, store, store.resolve(session), probe=True)
         if json_out:
-            print_json([session_json(s) for s in sessions])
+            print_json([{**session_json(one), "next": next_commands_for(settings, one)}])
         else:
-            print_one(sessions[0])
+            print_one(one)
+            for command in next_commands_for(settings, one):
+                console.print(f"  next: {command}")
         return
     scope = repo_scope(all_repos, repo)
     sessions = store.list(repo=str(scope) if scope else None, active_only=active)
+    sessions = [reconcile(settings, store, s, probe=True) for s in sessions]
+    if active:
+        sessions = [s for s in sessions if not s.is_terminal]
     if json_out:
-        print_json([session_json(s) for s in sessions])
+        print_json([{**session_json(s), "next": next_commands_for(settings, s)} for s in sessions])
         return
     if sessions:
         print_status_table(
@@ -99,7 +107,10 @@ def repo_scope(all_repos: bool, repo: Path | None) -> Path | None:
 def logs(
     session: str = typer.Argument(..., help="Session id, id prefix or name."),
     follow: bool = typer.Option(
-        False, "--follow", "-F", help="Keep printing until the session ends."
+        False,
+        "--follow",
+        "-F",
+        help="Keep printing until the session ends; exit 1 if it ended failed or lost.",
     ),
     raw: bool = typer.Option(
         False,
@@ -110,6 +121,8 @@ def logs(
     json_out: bool = typer.Option(False, "--json", help="Print stored events as JSON lines."),
 ) -> None:
     """Print a session's events (phases, agent actions, warnings), from any terminal."""
+    from sandboxrun.sandbox.sessions import reconcile
+
     settings = settings_for(None)
     store = open_store(settings)
     s = store.resolve(session)
@@ -131,10 +144,12 @@ def logs(
                     typer.echo(redact.text(line))
         if not follow:
             return
-        current = store.get(s.id)
+        current = reconcile(settings, store, store.get(s.id))
         if current.is_terminal:
             # one last pass for events written with the final status
             if not store.events(s.id, after_id=last, limit=1):
+                if current.status in ("failed", "lost"):
+                    raise typer.Exit(1)  # a script following a run learns how it ended
                 return
             continue
         time.sleep(0.3)
