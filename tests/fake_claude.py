@@ -34,6 +34,8 @@ reaches the agent on every backend:
                                  shapes   events whose fields have the wrong container types
                                numbers and coststr end the run (exit 0) after their result
 
+`auth status` answers "logged in" as the real CLI does (JSON, exit 0).
+
 Only the standard library: it runs wherever python3 exists (local dirs, emulated sandboxes).
 """
 
@@ -283,6 +285,10 @@ def main():
     max_turns = int(args[args.index("--max-turns") + 1]) if "--max-turns" in args else None
     if "--version" in args:
         print("0.0.0-fake (Claude Code)")
+        return 0
+    if args[:2] == ["auth", "status"]:
+        # like the real CLI: JSON, exit 0 when logged in (the tests' machine is, by API key)
+        print(json.dumps({"loggedIn": True, "authMethod": "api_key"}))
         return 0
     if args[:1] == ["update"]:
         print("Claude Code is up to date (0.0.0-fake)")

@@ -62,6 +62,9 @@ def isolated_env(tmp_path, monkeypatch):
     ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("SANDBOXRUN_CLAUDE_BIN", str(FAKE_CLAUDE))
+    # The test machine is a throwaway sandbox: as root, an unisolated local run would otherwise
+    # be refused before it starts (Claude Code refuses to skip permissions as root without it).
+    monkeypatch.setenv("IS_SANDBOX", "1")
     monkeypatch.setenv("SANDBOXRUN_POLL_INTERVAL", "0.1")
     return home
 

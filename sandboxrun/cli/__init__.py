@@ -1,8 +1,10 @@
 """Command-line interface (typer). Thin: parse flags, call services, print results.
 
-Each command group lives in its own module with a ``register(app)`` function. Errors from the
-core (:class:`~sandboxrun.errors.SandboxrunError`) are turned into ``Error: ...`` plus a hint
-and exit code 1 (2 for usage errors) here, at the edge, and nowhere else.
+Each command group lives in its own module: commands are top-level functions, added to the
+app by the module's ``register(app)`` (one line each below); what they print is in ``render``
+and ``reporters``. Errors from the core (:class:`~sandboxrun.errors.SandboxrunError`) are
+turned into ``Error: ...`` plus a hint and exit code 1 (2 for usage errors) here, at the edge,
+and nowhere else.
 """
 
 from __future__ import annotations
@@ -30,21 +32,68 @@ app = typer.Typer(
 )
 
 
-def _register_all() -> None:
-    # Imported here so that `import sandboxrun.cli` stays cheap and each module registers itself.
-    import importlib
+def _version(value: bool) -> None:
+    if value:
+        from sandboxrun import __version__
 
-    for module in common.COMMAND_MODULES:
-        try:
-            mod = importlib.import_module(f"sandboxrun.cli.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"sandboxrun.cli.{module}":
-                continue  # a command group not built yet
-            raise
-        mod.register(app)
+        typer.echo(f"sandboxrun {__version__}")
+        raise typer.Exit()
 
 
-_register_all()
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Run Claude Code agents in parallel, each on its own git branch."""
+
+
+# One line per command module; each module defines its commands as top-level functions and
+# adds them in ``register(app)``. Imported here, after ``app`` exists, on purpose.
+from sandboxrun.cli import (  # noqa: E402
+    e2b_cmd,
+    fanout_cmd,
+    hidden_cmd,
+    pack_cmd,
+    run_cmd,
+    session_cmd,
+)
+
+run_cmd.register(app)
+session_cmd.register(app)
+pack_cmd.register(app)
+e2b_cmd.register(app)
+hidden_cmd.register(app)
+fanout_cmd.register(app)
+
+
+def _configure_logging() -> None:
+    """Log lines (ours, the e2b SDK's, httpx's) go to a file, never into the live view.
+
+    With ``SANDBOXRUN_DEBUG`` set they go to stderr instead, at debug level.
+    """
+    if os.environ.get("SANDBOXRUN_DEBUG"):
+        logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
+        return
+    from logging.handlers import RotatingFileHandler
+
+    from sandboxrun.config import load_settings
+
+    root = logging.getLogger()
+    root.setLevel(logging.WARNING)
+    logging.getLogger("sandboxrun").setLevel(logging.INFO)
+    handler: logging.Handler
+    try:
+        home = load_settings(None).home
+        home.mkdir(parents=True, exist_ok=True)
+        handler = RotatingFileHandler(home / "sandboxrun.log", maxBytes=5 << 20, backupCount=1)
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(process)d %(name)s %(levelname)s: %(message)s")
+        )
+    except (OSError, SandboxrunError):  # an unusable home: the command itself says so
+        handler = logging.NullHandler()
+    root.addHandler(handler)
 
 
 def main() -> None:
@@ -53,8 +102,7 @@ def main() -> None:
     Click's standalone mode handles its own usage errors (exit 2), ``typer.Exit`` and Ctrl-C
     outside a run; our :class:`SandboxrunError` becomes ``Error: ...`` + hint, exit 1 or 2.
     """
-    if os.environ.get("SANDBOXRUN_DEBUG"):
-        logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
+    _configure_logging()
     try:
         app()
     except SandboxrunError as exc:

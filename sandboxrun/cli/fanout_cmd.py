@@ -14,7 +14,14 @@ from typing import Any
 import typer
 
 from sandboxrun import gitops, process
-from sandboxrun.cli.common import console, err_console, open_store, print_json, settings_for
+from sandboxrun.cli.common import (
+    console,
+    err_console,
+    open_store,
+    print_json,
+    say,
+    settings_for,
+)
 from sandboxrun.config import load_settings
 from sandboxrun.errors import SandboxrunError, UsageError
 from sandboxrun.fanout import groups as G
@@ -70,7 +77,7 @@ def print_group(store: SessionStore, g: G.Group, json_out: bool) -> None:
         print_json([rep])
         return
     alive = group_driver_alive(g)
-    console.print(f"[bold]{g.name}[/bold] ({g.id})  group  {g.status}", highlight=False)
+    say((g.name, "bold"), f" ({g.id})  group  {g.status}")
     console.print(
         f"  spent ${rep['cost_usd']:.4f}   tasks {len(rep['tasks'])}   driver "
         + (f"pid {g.owner_pid} ({'alive' if alive else 'not running'})" if g.owner_pid else "-"),
