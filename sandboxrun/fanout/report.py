@@ -79,7 +79,9 @@ def render(rep: dict[str, Any], fmt: str) -> str:
 
 
 def _md_cell(value: Any) -> str:
-    return str(value if value is not None else "-").replace("|", "\\|").replace("\n", " ")
+    # agents wrote some of these: no table breaks, and no raw HTML for markdown viewers
+    text = html.escape(str(value if value is not None else "-"), quote=False)
+    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def render_md(rep: dict[str, Any]) -> str:

@@ -124,6 +124,7 @@ def test_html_escapes_what_agents_wrote():
     assert "<svg" in page
     md = render(rep, "md")
     assert "| a | failed |" in md
+    assert "<img" not in md and "&lt;img" in md
 
 
 def test_one_driver_claims_a_task_session(tmp_path):
