@@ -299,18 +299,23 @@ class SessionStore:
         )
         self.conn.row_factory = sqlite3.Row
         self.conn.execute("PRAGMA busy_timeout = 30000")
-        self.conn.execute("PRAGMA journal_mode = WAL")
         self.conn.execute("PRAGMA synchronous = NORMAL")
         self.conn.execute("PRAGMA foreign_keys = ON")
         self._migrate()
 
     def _migrate(self) -> None:
         db = sqlite_utils.Database(self.conn)
-        if not migrations.pending(db):
+        # WAL is a property of the file: once set it stays. Switching needs an exclusive lock
+        # that busy_timeout does not wait for, so two processes opening a fresh database at
+        # once could fail with "database is locked"; switch only under the file lock.
+        wal = self.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        if wal and not migrations.pending(db):
             return
         lock_path = self.path.with_name(self.path.name + ".migrate.lock")
         with open(lock_path, "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
+            if not wal:
+                self.conn.execute("PRAGMA journal_mode = WAL")
             migrations.apply(db)  # re-checks pending under the lock
 
     def close(self) -> None:

@@ -189,3 +189,30 @@ def test_home_directory_is_created(tmp_path):
     path = tmp_path / "deep" / "er" / "state.db"
     SessionStore(path)
     assert Path(path).exists()
+
+
+OPEN_AT_ONCE = """
+import os, sys, time
+from sandboxrun.store import SessionStore
+go = sys.argv[2]
+while not os.path.exists(go):
+    time.sleep(0.001)
+SessionStore(sys.argv[1]).conn.execute("SELECT count(*) FROM sessions").fetchone()
+"""
+
+
+def test_many_processes_open_a_fresh_database_at_the_same_instant(tmp_path):
+    """Switching a fresh file to WAL while others open it never fails with 'locked'."""
+    for round_ in range(4):
+        db, go = tmp_path / f"fresh{round_}.db", tmp_path / f"go{round_}"
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", OPEN_AT_ONCE, str(db), str(go)], stderr=subprocess.PIPE
+            )
+            for _ in range(10)
+        ]
+        go.touch()
+        for p in procs:
+            _, err = p.communicate(timeout=120)
+            assert p.returncode == 0, err.decode()
+        assert sqlite3.connect(db).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
