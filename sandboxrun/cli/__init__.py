@@ -7,6 +7,7 @@ and exit code 1 (2 for usage errors) here, at the edge, and nowhere else.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -45,6 +46,9 @@ def _register_all() -> None:
 
 
 _register_all()
+# Local mode (issue 9): one line per command group.
+for _group in ("worktree_cmd",):
+    importlib.import_module(f"sandboxrun.cli.{_group}").register(app)
 
 
 def main() -> None:
