@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from sandboxrun.errors import AmbiguousSessionError, NameInUseError, SessionNotFoundError
-from sandboxrun.store import SessionStore
+from sandboxrun.store import SessionStore, migrations
 
 
 def make(store: SessionStore, name: str, **kw):
@@ -22,10 +22,11 @@ def test_fresh_database_is_migrated_and_in_wal_mode(tmp_path):
     mode = store.conn.execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == "wal"
     applied = store.conn.execute("SELECT name FROM _sqlite_migrations").fetchall()
-    assert [r[0] for r in applied] == ["m001_sessions_and_events"]
+    names = [m.name for m in migrations._migrations]
+    assert [r[0] for r in applied] == names and names[0] == "m001_sessions_and_events"
     # Opening again applies nothing twice.
     SessionStore(tmp_path / "state.db")
-    assert store.conn.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0] == 1
+    assert store.conn.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0] == len(names)
 
 
 def test_create_resolve_by_id_prefix_and_name(tmp_path):
@@ -102,7 +103,8 @@ def test_many_processes_write_at_once(tmp_path):
         _, err = p.communicate(timeout=120)
         assert p.returncode == 0, err.decode()
     assert len(store.events(s.id, kinds=("stdout",))) == 800
-    assert sqlite3.connect(db).execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0] == 1
+    applied = sqlite3.connect(db).execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0]
+    assert applied == len(migrations._migrations)
 
 
 def test_home_directory_is_created(tmp_path):
