@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from sbr_testlib import git
 
-__all__ = ["git", "plain_git", "commit_file"]
+__all__ = ["git", "plain_git", "commit_file", "run_hook", "db_rows", "hook_log"]
 
 
 @pytest.fixture
@@ -44,3 +44,51 @@ def plain_git(repo: Path, *args: str) -> str:
     if proc.returncode != 0:
         raise AssertionError(f"git {args} failed: {proc.stderr}")
     return proc.stdout
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def hook_argv() -> list[str]:
+    """The installed ``sandboxrun-hook`` console script (what Claude Code runs)."""
+    import sys
+
+    script = Path(sys.executable).parent / "sandboxrun-hook"
+    assert script.exists(), "pip install -e . creates the sandboxrun-hook console script"
+    return [str(script)]
+
+
+def run_hook(event: str, payload, env: dict[str, str] | None = None, *, raw: bytes | None = None):
+    """Run ``sandboxrun-hook EVENT`` as a process with ``payload`` (JSON) on stdin."""
+    import json
+    import os
+    import subprocess
+
+    data = raw if raw is not None else json.dumps(payload).encode()
+    return subprocess.run(
+        [*hook_argv(), event],
+        input=data,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        timeout=60,
+    )
+
+
+def db_rows(sql: str, args: tuple = ()) -> list[dict]:
+    """Rows from the test's ``$SANDBOXRUN_HOME/state.db``."""
+    import os
+    import sqlite3
+
+    conn = sqlite3.connect(Path(os.environ["SANDBOXRUN_HOME"]) / "state.db")
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute(sql, args).fetchall()]
+    finally:
+        conn.close()
+
+
+def hook_log() -> str:
+    import os
+
+    log = Path(os.environ["SANDBOXRUN_HOME"]) / "logs" / "hook.log"
+    return log.read_text() if log.exists() else ""
