@@ -275,6 +275,13 @@ class Hook:
             sets.append("transcript_path = ?")
             args.append(self.payload["transcript_path"])
         activity = activity_for(self.event, self.payload)
+        if row["status"] == "completed" and self.event != "SessionStart" and activity:
+            # A late event of an ended session (a StopFailure hook runs detached and can land
+            # after SessionEnd): keep "exited", but still record when a usage limit resets.
+            if activity == "usage_limited":
+                sets.append("resets_at = ?")
+                args.append(resets_at(self.payload, self.now))
+            activity = None
         if activity:
             sets += ["activity = ?", "activity_at = ?"]
             args += [activity, self.now]

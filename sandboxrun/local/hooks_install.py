@@ -30,6 +30,8 @@ SCOPES = ("global", "local", "shared")
 HOOK_PROGRAM = "sandboxrun-hook"
 #: events whose matcher is a tool name: ours matches every tool
 _TOOL_EVENTS = {"PreToolUse", "PostToolUse"}
+#: events fired as Claude Code exits, whose hook it terminates rather than waits for
+_AT_EXIT_EVENTS = {"StopFailure"}
 #: seconds Claude Code waits for our hook (it normally takes a few tens of ms)
 HOOK_TIMEOUT = 10
 
@@ -48,6 +50,12 @@ def hook_executable() -> str:
 def hook_entry(event: str, executable: str | None = None) -> dict[str, Any]:
     """One ``{"type": "command", ...}`` hook running ``sandboxrun-hook EVENT``."""
     command = f"{shlex.quote(executable or hook_executable())} {event}"
+    if event in _AT_EXIT_EVENTS:
+        # Claude Code -p kills the hooks it fires as it exits before a Python process is even
+        # started (checked with StopFailure in 2.1.330): run ours in the background, with the
+        # payload on a duplicated stdin (a background job's stdin is /dev/null otherwise).
+        # Its output is ignored by Claude Code anyway.
+        command = f"exec 3<&0; {command} <&3 >/dev/null 2>&1 &"
     return {"type": "command", "command": command, "timeout": HOOK_TIMEOUT}
 
 
@@ -70,7 +78,7 @@ def is_ours(entry: Any) -> bool:
         words = shlex.split(entry["command"])
     except ValueError:
         return False
-    return bool(words) and Path(words[0]).name == HOOK_PROGRAM
+    return any(Path(word).name == HOOK_PROGRAM for word in words)
 
 
 def _groups(settings: dict[str, Any], event: str) -> list[Any]:
