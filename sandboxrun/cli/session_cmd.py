@@ -17,6 +17,7 @@ from sandboxrun.cli.common import (
     settings_for,
 )
 from sandboxrun.config import format_duration, parse_duration
+from sandboxrun.coord.local_sessions import local_fields
 from sandboxrun.store import TERMINAL_STATUSES, Session, owner_alive
 
 STATUS_FIELDS = (
@@ -61,6 +62,8 @@ def session_json(s: Session) -> dict[str, Any]:
     )
     if s.options.get("quota_resets_at"):
         data["quota_resets_at"] = s.options["quota_resets_at"]
+    if s.mode == "local":  # hook-maintained: role, activity, heartbeat, presence
+        data.update(local_fields(s.row))
     return data
 
 
@@ -149,8 +152,9 @@ def register(app: typer.Typer) -> None:
             started = datetime.fromtimestamp(s.started_at or s.created_at).strftime("%m-%d %H:%M")
             turns = str(s.num_turns) if s.num_turns is not None else "-"
             cost = f"${s.cost_usd:.4f}" if s.cost_usd is not None else "-"
+            shown = f"{s.status}/{s.row.get('activity')}" if s.mode == "local" else s.status
             console.print(
-                f"{s.id:<12}  {s.name:<{width}}  [{_status_style(s.status)}]{s.status:<20}[/]  "
+                f"{s.id:<12}  {s.name:<{width}}  [{_status_style(s.status)}]{shown:<20}[/]  "
                 f"{s.backend:<7}  {started:<11}  {turns:>5}  {cost:>8}",
                 highlight=False,
                 soft_wrap=True,
