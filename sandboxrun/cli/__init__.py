@@ -47,7 +47,7 @@ def _register_all() -> None:
 
 _register_all()
 # Local mode (issue 9): one line per command group.
-for _group in ("worktree_cmd", "hooks_cmd", "install_cmd"):
+for _group in ("worktree_cmd", "hooks_cmd", "install_cmd", "coord_cmd"):
     importlib.import_module(f"sandboxrun.cli.{_group}").register(app)
 
 

@@ -91,7 +91,7 @@ class Checkout:
 
 def find_checkout(path: Path | str) -> Checkout | None:
     """The git work tree containing ``path`` (walking up to a ``.git``), or None."""
-    here = Path(path).absolute()
+    here = Path(path).resolve()  # the same spelling git (and the CLI) use
     for top in (here, *here.parents):
         dot_git = top / ".git"
         if dot_git.is_dir():
