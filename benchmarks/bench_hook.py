@@ -71,6 +71,9 @@ def main() -> int:
         repo.mkdir()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CLAUDE_", "SANDBOX"))}
         env.update({"SANDBOXRUN_HOME": str(tmp / "home"), "GIT_CONFIG_NOSYSTEM": "1"})
+        # An installed package has its bytecode cached (pip compiles it); without the cache
+        # every call would compile hook.py again. The first call below writes it.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         git = ["git", "-C", str(repo), "-c", "user.name=b", "-c", "user.email=b@b"]
         subprocess.run([*git, "init", "-q", "-b", "main"], check=True)
         subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "init"], check=True)

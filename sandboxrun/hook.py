@@ -36,47 +36,17 @@ import sys
 import time
 from pathlib import Path
 
+from sandboxrun.local.states import EVENTS, activity_for
+
+__all__ = ["EVENTS", "activity_for", "cli", "handle", "main"]
+
 # Not `from typing import ...`: importing typing costs a few ms on every call.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-#: the events the hook understands (others are recorded as plain events)
-EVENTS = (
-    "SessionStart",
-    "UserPromptSubmit",
-    "PreToolUse",
-    "PostToolUse",
-    "Stop",
-    "StopFailure",
-    "Notification",
-    "SessionEnd",
-)
 DEFAULT_LOCK_TIMEOUT = 3.0
-_BUSY = ("UserPromptSubmit", "PreToolUse", "PostToolUse")
 _ROW = "id, repo, role, worktree, status"
-
-
-def activity_for(event: str, payload: dict[str, Any]) -> str | None:
-    """The session's activity after ``event`` (None: unchanged). Pure."""
-    if event in _BUSY:
-        return "busy"
-    if event == "Stop":
-        return "idle"
-    if event == "SessionStart":
-        return "idle"
-    if event == "SessionEnd":
-        return "exited"
-    if event == "StopFailure":
-        kind = payload.get("error") or payload.get("error_type")
-        return "usage_limited" if kind == "rate_limit" else "error"
-    if event == "Notification":
-        kind = payload.get("notification_type")
-        if kind == "permission_prompt":
-            return "needs_permission"
-        if kind == "idle_prompt":
-            return "idle"
-    return None
 
 
 def resets_at(payload: dict[str, Any], now: float | None = None) -> float | None:

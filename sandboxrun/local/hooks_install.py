@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from sandboxrun.errors import ConfigError, UsageError
-from sandboxrun.hook import EVENTS
+from sandboxrun.local.states import EVENTS
 
 SCOPES = ("global", "local", "shared")
 HOOK_PROGRAM = "sandboxrun-hook"
