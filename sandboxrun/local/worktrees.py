@@ -90,7 +90,8 @@ class SetupResult:
 def _registered_worktrees(repo: Path) -> list[dict[str, str]]:
     """``git worktree list --porcelain`` as a list of ``{worktree, HEAD, branch}`` dicts."""
     out = gitops.git(repo, "worktree", "list", "--porcelain").stdout
-    entries, current = [], {}
+    entries: list[dict[str, str]] = []
+    current: dict[str, str] = {}
     for line in out.splitlines():
         if not line:
             if current:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from sbr_testlib import git
 
-__all__ = ["git", "plain_git", "commit_file", "run_hook", "db_rows", "hook_log"]
+__all__ = ["git", "plain_git", "commit_file", "run_hook", "db_rows", "hook_log", "run_on_pty"]
 
 
 @pytest.fixture
@@ -92,3 +92,38 @@ def hook_log() -> str:
 
     log = Path(os.environ["SANDBOXRUN_HOME"]) / "logs" / "hook.log"
     return log.read_text() if log.exists() else ""
+
+
+def run_on_pty(args: list[str], cwd: Path, env: dict[str, str], prompt: bytes, answer: bytes):
+    """Run ``python -m sandboxrun ARGS`` on a real pty; answer ``prompt`` with ``answer``.
+
+    Returns (exit code, everything written to the terminal).
+    """
+    import os
+    import pty
+    import sys
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the CLI with the pty as its terminal
+        os.chdir(cwd)
+        os.execve(sys.executable, [sys.executable, "-m", "sandboxrun", *args], env)
+    output = b""
+    try:
+        while prompt not in output:
+            chunk = os.read(fd, 1024)
+            if not chunk:
+                break
+            output += chunk
+        os.write(fd, answer + b"\r")
+        while True:
+            try:
+                chunk = os.read(fd, 1024)
+            except OSError:  # EIO: the child closed the pty
+                break
+            if not chunk:
+                break
+            output += chunk
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    return os.waitstatus_to_exitcode(status), output

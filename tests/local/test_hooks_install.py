@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import pty
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_on_pty
 from sbr_testlib import CLI
 
 from sandboxrun.hook import EVENTS
@@ -141,28 +139,8 @@ def test_bad_flags(sbr, proj, tmp_path):
 
 def test_terminal_without_flag_asks(sbr, proj):
     """On a terminal the command asks where (a real pty)."""
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: the CLI on the pty
-        os.chdir(proj)
-        env = sbr.env()
-        os.execve(sys.executable, [sys.executable, "-m", "sandboxrun", "hooks", "install"], env)
-    output = b""
-    try:
-        while b"Scope" not in output:
-            output += os.read(fd, 1024)
-        os.write(fd, b"shared\r")
-        while True:
-            try:
-                chunk = os.read(fd, 1024)
-            except OSError:
-                break
-            if not chunk:
-                break
-            output += chunk
-    finally:
-        _, status = os.waitpid(pid, 0)
-        os.close(fd)
-    assert os.waitstatus_to_exitcode(status) == 0, output
+    code, output = run_on_pty(["hooks", "install"], proj, sbr.env(), b"Scope", b"shared")
+    assert code == 0, output
     assert b"installed sandboxrun hooks" in output
     assert (proj / ".claude" / "settings.json").exists()
 

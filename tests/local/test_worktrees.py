@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import commit_file
+from conftest import commit_file, run_on_pty
 from conftest import plain_git as git
 from sbr_testlib import CLI
 
@@ -297,3 +297,13 @@ def test_worktree_help_teaches():
         [sys.executable, "-m", "sandboxrun", "worktree", "--help"], capture_output=True, text=True
     )
     assert out.returncode == 0 and "setup" in out.stdout and "teardown" in out.stdout
+
+
+@pytest.mark.parametrize(("answer", "removed"), [(b"n", False), (b"y", True)])
+def test_teardown_of_dirty_worktree_asks_on_a_terminal(sbr, proj, answer, removed):
+    sbr("worktree", "setup", "a")
+    wt = proj / ".worktrees" / "a"
+    (wt / "wip.txt").write_text("unsaved\n")
+    code, output = run_on_pty(["worktree", "teardown", "a"], proj, sbr.env(), b"Discard", answer)
+    assert b"uncommitted changes" in output
+    assert (code, wt.exists()) == ((0, False) if removed else (1, True)), output
