@@ -18,7 +18,7 @@ from sandboxrun.cli.common import (
 )
 from sandboxrun.config import format_duration, parse_duration
 from sandboxrun.coord.local_sessions import local_fields
-from sandboxrun.store import TERMINAL_STATUSES, Session, owner_alive
+from sandboxrun.store import SUCCESS, TERMINAL, Session, Status, owner_alive
 
 STATUS_FIELDS = (
     "id",
@@ -54,8 +54,9 @@ STATUS_FIELDS = (
 
 def session_json(s: Session) -> dict[str, Any]:
     """The public JSON shape of a session (`status --json`)."""
-    data = {k: s.row.get(k) for k in STATUS_FIELDS}
-    data["prompt_file"] = s.row.get("prompt_file")
+    row = s.to_dict()
+    data = {k: row[k] for k in STATUS_FIELDS}
+    data["prompt_file"] = s.prompt_file
     data["driver_alive"] = owner_alive(s)
     data["time_left_s"] = (
         max(0.0, s.deadline - time.time()) if s.deadline and not s.is_terminal else None
@@ -63,7 +64,7 @@ def session_json(s: Session) -> dict[str, Any]:
     if s.options.get("quota_resets_at"):
         data["quota_resets_at"] = s.options["quota_resets_at"]
     if s.mode == "local":  # hook-maintained: role, activity, heartbeat, presence
-        data.update(local_fields(s.row))
+        data.update(local_fields(s.to_dict()))
     return data
 
 
@@ -73,14 +74,14 @@ def _when(ts: float | None) -> str:
 
 def _status_style(status: str) -> str:
     return {
-        "completed": "green",
-        "completed_no_changes": "green",
-        "running": "cyan",
-        "failed": "red",
-        "lost": "red",
-        "killed": "yellow",
-        "timeout": "yellow",
-        "waiting_quota": "yellow",
+        Status.COMPLETED: "green",
+        Status.COMPLETED_NO_CHANGES: "green",
+        Status.RUNNING: "cyan",
+        Status.FAILED: "red",
+        Status.LOST: "red",
+        Status.KILLED: "yellow",
+        Status.TIMEOUT: "yellow",
+        Status.WAITING_QUOTA: "yellow",
     }.get(status, "")
 
 
@@ -152,7 +153,7 @@ def register(app: typer.Typer) -> None:
             started = datetime.fromtimestamp(s.started_at or s.created_at).strftime("%m-%d %H:%M")
             turns = str(s.num_turns) if s.num_turns is not None else "-"
             cost = f"${s.cost_usd:.4f}" if s.cost_usd is not None else "-"
-            shown = f"{s.status}/{s.row.get('activity')}" if s.mode == "local" else s.status
+            shown = f"{s.status}/{s.activity}" if s.mode == "local" else s.status
             console.print(
                 f"{s.id:<12}  {s.name:<{width}}  [{_status_style(s.status)}]{shown:<20}[/]  "
                 f"{s.backend:<7}  {started:<11}  {turns:>5}  {cost:>8}",
@@ -277,7 +278,7 @@ def register(app: typer.Typer) -> None:
             with LiveReporter(s) as reporter:
                 final = attach_session(settings, store, s, reporter)
             print_summary(final)
-        if final.status not in ("completed", "completed_no_changes"):
+        if final.status not in SUCCESS:
             raise typer.Exit(1)
 
     @app.command("extend")
@@ -353,7 +354,7 @@ def format_event(ev: dict[str, Any]) -> str | None:
             return None
         return f"{ts} agent   {AgentEvent(etype, data).summary}"
     if kind == "status":
-        if p.get("status") not in TERMINAL_STATUSES and p.get("status") != "created":
+        if p.get("status") not in TERMINAL and p.get("status") != Status.CREATED:
             return None  # the matching phase event says it with more detail
         extra = f" — {p['error']}" if p.get("error") else ""
         return f"{ts} status  {p.get('status')}{extra}"
