@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 DEFAULT_LOCK_TIMEOUT = 3.0
-_ROW = "id, repo, role, worktree, status"
+_ROW = "id, repo, role, worktree, status, mode"
 
 
 def resets_at(payload: dict[str, Any], now: float | None = None) -> float | None:
@@ -210,7 +210,14 @@ class Hook:
             (sid, name, repo, worktree, branch, role, self.now, self.now),
         )
         self._event(sid, "status", {"status": "running", "previous": None})
-        return {"id": sid, "repo": repo, "role": role, "worktree": worktree, "status": "running"}
+        return {
+            "id": sid,
+            "repo": repo,
+            "role": role,
+            "worktree": worktree,
+            "status": "running",
+            "mode": "local",
+        }
 
     # -- what happened --------------------------------------------------------------------
 
@@ -259,7 +266,9 @@ class Hook:
                 sets.append("resets_at = ?")
                 args.append(resets_at(self.payload, self.now))
         status = None
-        if self.event == "SessionStart":
+        if row["mode"] != "local":
+            pass  # a sandbox run's status belongs to its driver, never to a hook
+        elif self.event == "SessionStart":
             status = "running"
             sets += ["ended_at = NULL"]
         elif self.event == "SessionEnd":
