@@ -162,6 +162,57 @@ def m003_sandbox_lifetime_and_checkpoints(db: sqlite_utils.Database) -> None:
         db.execute(f"ALTER TABLE sessions ADD COLUMN {column} {kind}")
 
 
+@migrations()
+def m004_local_mode_presence_messages(db: sqlite_utils.Database) -> None:
+    """Local mode: what hooks learn about a session, presence per role, and messages.
+
+    Written by ``sandboxrun/hook.py`` with plain ``sqlite3`` (the hot path) and read through
+    ``sandboxrun/coord``. ``agent_session_id`` holds the Claude session id in both modes.
+    """
+    for column, kind in (
+        ("role", "TEXT"),  # local mode: the agent's role (worktree .worktrees/<role>)
+        ("activity", "TEXT"),  # busy | idle | needs_permission | usage_limited | error | exited
+        ("activity_at", "REAL"),
+        ("transcript_path", "TEXT"),
+        ("resets_at", "REAL"),  # usage limit: when it resets (unix seconds), when known
+    ):
+        db.execute(f"ALTER TABLE sessions ADD COLUMN {column} {kind}")
+    db.execute("CREATE INDEX sessions_agent_session ON sessions(agent_session_id)")
+    db.execute("CREATE INDEX sessions_local_role ON sessions(repo, role)")
+    db.execute(
+        """
+        CREATE TABLE presence (
+            repo TEXT NOT NULL,               -- main checkout of the repository
+            role TEXT NOT NULL,
+            worktree TEXT,
+            session_id TEXT,                  -- sandboxrun session
+            claude_session_id TEXT,
+            status TEXT NOT NULL,             -- active | inactive (stale is computed)
+            registered_at REAL NOT NULL,
+            last_heartbeat REAL NOT NULL,
+            deregistered_at REAL,
+            PRIMARY KEY (repo, role)
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE messages (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            ts REAL NOT NULL,
+            repo TEXT,
+            type TEXT NOT NULL,               -- SESSION_START | SESSION_END | HEARTBEAT | ...
+            sender TEXT,                      -- role (or None for sandboxrun itself)
+            recipient TEXT,                   -- role; None: everyone (a broadcast)
+            session_id TEXT,
+            body TEXT NOT NULL,               -- JSON
+            read_at REAL
+        )
+        """
+    )
+    db.execute("CREATE INDEX messages_recipient ON messages(repo, recipient, read_at)")
+
+
 _JSON_COLUMNS = {"warn_at", "result_commits", "options"}
 
 
@@ -226,6 +277,14 @@ class Session:
     #: whether the agent was confined (E2B, or local under bubblewrap); None for sessions
     #: recorded before the column existed, and local-mode sessions
     isolated: bool | None = None
+    # -- local mode (m004; maintained by sandboxrun/hook.py) --
+    role: str | None = None
+    #: busy | idle | needs_permission | usage_limited | error | exited
+    activity: str | None = None
+    activity_at: float | None = None
+    transcript_path: str | None = None
+    #: when a usage limit resets (unix seconds), when known
+    resets_at: float | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row | dict[str, Any]) -> Session:

@@ -12,6 +12,7 @@ from typing import Any
 
 from sandboxrun.cli.common import Part, console, open_store, say, settings_for, styled
 from sandboxrun.config import format_duration
+from sandboxrun.coord.local_sessions import local_fields
 from sandboxrun.errors import SandboxrunError
 from sandboxrun.store import SUCCESS, TERMINAL, Session, SessionStore, Status, owner_alive
 
@@ -60,6 +61,8 @@ def session_json(s: Session) -> dict[str, Any]:
     data["isolated"] = isolation_label(s) == "yes"
     if s.options.get("quota_resets_at"):
         data["quota_resets_at"] = s.options["quota_resets_at"]
+    if s.mode == "local":  # hook-maintained: role, activity, heartbeat, presence
+        data.update(local_fields(s.to_dict()))
     return data
 
 
@@ -153,7 +156,12 @@ def print_status_table(sessions: list[Session], *, show_repo: bool = False) -> N
     columns: list[tuple[str, list[str], str]] = [
         ("ID", [s.id for s in sessions], "<"),
         ("NAME", [s.name for s in sessions], "<"),
-        ("STATUS", [s.status for s in sessions], "<"),
+        # local sessions show what their hooks last said, e.g. running/idle
+        (
+            "STATUS",
+            [f"{s.status}/{s.activity}" if s.mode == "local" else s.status for s in sessions],
+            "<",
+        ),
         ("BRANCH", [s.branch or "-" for s in sessions], "<"),
         ("AGE", [format_age(now - s.created_at) for s in sessions], ">"),
         ("LEFT", [_time_left(s, now) for s in sessions], ">"),
