@@ -178,7 +178,11 @@ def test_upload_and_unpack(sandbox, emulator, tmp_path, compression, mode):
     sandbox.upload_and_unpack(tb, compression, sandbox.repo_dir)
     repo = emulator.host_path(sandbox.id, sandbox.repo_dir)
     assert (repo / "src" / "a.py").read_bytes() == b"print(1)\n"
-    assert not [p for p in os.listdir("/tmp") if p.startswith("sandboxrun-upload-")]
+    assert not [
+        p
+        for p in os.listdir(emulator.host_path(sandbox.id, "/tmp"))
+        if p.startswith("sandboxrun-upload-")
+    ]
 
 
 def test_upload_and_unpack_zstd(sandbox, emulator, tmp_path):
@@ -240,7 +244,11 @@ def test_malicious_tarball_is_refused_before_extracting(sandbox, emulator, tmp_p
     with pytest.raises(UnsafeArchiveError):
         sandbox.upload_and_unpack(tb, "gzip", sandbox.repo_dir)
     assert not emulator.host_path(sandbox.id, sandbox.repo_dir).exists()
-    assert not [p for p in os.listdir("/tmp") if p.startswith("sandboxrun-upload-")]
+    assert not [
+        p
+        for p in os.listdir(emulator.host_path(sandbox.id, "/tmp"))
+        if p.startswith("sandboxrun-upload-")
+    ]
 
 
 def test_big_archive_is_extracted_in_parallel_exactly(sandbox, emulator, tmp_path):
@@ -278,7 +286,11 @@ def test_big_archive_is_extracted_in_parallel_exactly(sandbox, emulator, tmp_pat
         not (repo / "PWNED").exists()
         and not (emulator.host_path(sandbox.id, sandbox.home) / "PWNED").exists()
     )
-    assert not [p for p in os.listdir("/tmp") if p.startswith(os.path.basename(remote))]
+    assert not [
+        p
+        for p in os.listdir(emulator.host_path(sandbox.id, "/tmp"))
+        if p.startswith(os.path.basename(remote))
+    ]
 
 
 @pytest.mark.parametrize("compression", ["gzip", "zstd", "none"])
@@ -286,9 +298,9 @@ def test_symlink_then_write_through_is_refused(sandbox, emulator, tmp_path, comp
     """A symlink out of the tree, then a file "inside" it: refused before either is written."""
     import subprocess
 
-    outside = tmp_path / "outside"
-    outside.mkdir()
-    members = [("README", b"ok\n"), _symlink("l", str(outside)), ("l/pwned", b"x")]
+    outside = f"{sandbox.home}/outside"  # a directory in the sandbox, outside the tree
+    assert sandbox.exec(["mkdir", outside]).ok
+    members = [("README", b"ok\n"), _symlink("l", outside), ("l/pwned", b"x")]
     tb = _tarball(tmp_path / "bad.tar", members, "w")
     if compression == "gzip":
         tb = _tarball(tmp_path / "bad.tar.gz", members, "w:gz")
@@ -297,9 +309,13 @@ def test_symlink_then_write_through_is_refused(sandbox, emulator, tmp_path, comp
         tb = Path(f"{tb}.zst")
     with pytest.raises(UnsafeArchiveError, match="links or special files"):
         sandbox.upload_and_unpack(tb, compression, sandbox.repo_dir)
-    assert list(outside.iterdir()) == []
+    assert list(emulator.host_path(sandbox.id, outside).iterdir()) == []
     assert not emulator.host_path(sandbox.id, sandbox.repo_dir).exists()
-    assert not [p for p in os.listdir("/tmp") if p.startswith("sandboxrun-upload-")]
+    assert not [
+        p
+        for p in os.listdir(emulator.host_path(sandbox.id, "/tmp"))
+        if p.startswith("sandboxrun-upload-")
+    ]
 
 
 def test_member_hidden_from_python_tarfile_is_still_refused(sandbox, emulator, tmp_path):
@@ -319,7 +335,11 @@ def test_member_hidden_from_python_tarfile_is_still_refused(sandbox, emulator, t
     with pytest.raises((UnsafeArchiveError, BackendError)):
         sandbox.upload_and_unpack(bad, "none", sandbox.repo_dir)
     assert not emulator.host_path(sandbox.id, sandbox.repo_dir).exists()
-    assert not [p for p in os.listdir("/tmp") if p.startswith("sandboxrun-upload-")]
+    assert not [
+        p
+        for p in os.listdir(emulator.host_path(sandbox.id, "/tmp"))
+        if p.startswith("sandboxrun-upload-")
+    ]
 
 
 def test_corrupt_archive_fails_without_extracting(sandbox, emulator, tmp_path):
@@ -330,7 +350,11 @@ def test_corrupt_archive_fails_without_extracting(sandbox, emulator, tmp_path):
     with pytest.raises(BackendError, match="cannot decompress"):
         sandbox.upload_and_unpack(cut, "gzip", sandbox.repo_dir)
     assert not emulator.host_path(sandbox.id, sandbox.repo_dir).exists()
-    assert not [p for p in os.listdir("/tmp") if p.startswith("sandboxrun-upload-")]
+    assert not [
+        p
+        for p in os.listdir(emulator.host_path(sandbox.id, "/tmp"))
+        if p.startswith("sandboxrun-upload-")
+    ]
 
 
 def test_baseline_script_commits_exactly_the_tree(sandbox, emulator, tmp_path):

@@ -61,6 +61,11 @@ def test_home_is_private_to_each_sandbox(emulator):
         b.files.read("/home/user/mine")
     assert b.commands.run("ls -A /home/user").stdout == ""
     assert not os.path.exists("/home/user/mine")  # this machine's /home/user stays untouched
+    # /tmp too is each sandbox's own, as in a VM
+    a.commands.run(f"echo a > /tmp/{a.sandbox_id}")
+    assert b.commands.run("ls -A /tmp").stdout == ""
+    assert not os.path.exists(f"/tmp/{a.sandbox_id}")
+    assert emulator.host_path(a.sandbox_id, f"/tmp/{a.sandbox_id}").read_text() == "a\n"
     # each sandbox sees only its own processes, as in a VM
     ps = a.commands.run("ps -e -o comm=").stdout.split()
     assert "python" in ps[0] or ps[0].startswith("python")  # its init
@@ -196,3 +201,31 @@ def test_idempotency_key_returns_the_same_sandbox(emulator):
     b = Sandbox.create(template="base", idempotency_key="k-123")
     assert a.sandbox_id == b.sandbox_id
     assert len(emulator.sandbox_ids()) == 1
+
+
+@pytest.mark.parametrize(
+    ("userns", "shadow_home"),
+    [(True, False), (True, True), (None, True)],
+    ids=["user-namespace", "user-namespace-private-home", "default-private-home"],
+)
+def test_sandboxes_without_root_or_without_a_home_user_here(monkeypatch, userns, shadow_home):
+    """A user namespace (how a non-root user runs it) and a private /home (how it runs where
+    this machine has no /home/user) give sandboxes the same view as the default set-up."""
+    from tests.e2b_emulator import E2BEmulator
+
+    with E2BEmulator(userns=userns, shadow_home=shadow_home) as emu:
+        for key, value in emu.env().items():
+            monkeypatch.setenv(key, value)
+        sb = Sandbox.create(template="base")
+        out = sb.commands.run("id -u; pwd; echo hi > f; ls -A /home/user; ps -e -o comm=").stdout
+        uid, cwd, listing, *procs = out.split()
+        assert (uid, cwd, listing) == ("0", "/home/user", "f")
+        assert len(procs) <= 3  # its own PID namespace: init, sh, ps
+        assert emu.host_path(sb.sandbox_id, "/home/user/f").read_text() == "hi\n"
+        assert (emu.sandbox(sb.sandbox_id).home / "f").read_text() == "hi\n"
+        # What else lives in /home here stays visible in the sandbox (venvs, checkouts).
+        others = sorted(n for n in os.listdir("/home") if n != "user")
+        seen = sb.commands.run("ls -A /home").stdout.split()
+        assert sorted(n for n in seen if n != "user") == others and "user" in seen
+        sb.kill()
+        assert emu.sandbox_ids() == []
