@@ -20,6 +20,7 @@ reaches the agent on every backend:
     @bash CMD...               run a shell command
     @ratelimit EPOCH           emit a rejected rate_limit_event, then hang (like the real CLI)
     @slowstop SECONDS          from now on, take SECONDS to shut down after SIGINT/SIGTERM
+    @stopgate PATH             from now on, after SIGINT/SIGTERM wait until PATH exists to exit
 
 Only the standard library: it runs wherever python3 exists (local dirs, emulated sandboxes).
 """
@@ -102,12 +103,14 @@ def result(subtype="success", is_error=False, text="done"):
     )
 
 
-SLOW_STOP = {"seconds": 0.0}
+SLOW_STOP = {"seconds": 0.0, "gate": None}
 
 
 def on_signal(signum, frame):
     # The real CLI stops when interrupted; it does not print a result.
     time.sleep(SLOW_STOP["seconds"])
+    while SLOW_STOP["gate"] and not os.path.exists(SLOW_STOP["gate"]):
+        time.sleep(0.02)
     sys.exit(128 + signum)
 
 
@@ -212,6 +215,8 @@ def main():
             )
         elif verb == "slowstop":
             SLOW_STOP["seconds"] = float(parts[0])
+        elif verb == "stopgate":
+            SLOW_STOP["gate"] = parts[0]
         elif verb == "ratelimit":
             emit(
                 {

@@ -3,8 +3,11 @@ process. Named uniquely (not conftest) so test modules can import it unambiguous
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -63,7 +66,32 @@ def isolated_env(tmp_path, monkeypatch):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("SANDBOXRUN_CLAUDE_BIN", str(FAKE_CLAUDE))
     monkeypatch.setenv("SANDBOXRUN_POLL_INTERVAL", "0.1")
-    return home
+    yield home
+    kill_local_agents(home)
+
+
+def kill_local_agents(home: Path) -> None:
+    """Kill the detached agents of this home's local sessions that are still running.
+
+    A test that fails (or a driver it killed) can leave an agent behind; it must not outlive
+    the test. Only process groups whose leader works under ``home`` are touched, so a reused
+    pid is never hit. (E2B sandboxes' agents die with the emulator's sandboxes.)
+    """
+    db = home / "state.db"
+    if not db.exists():
+        return
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        rows = conn.execute(
+            "SELECT agent_pgid FROM sessions WHERE backend = 'local' AND agent_pgid IS NOT NULL"
+        ).fetchall()
+    for (pgid,) in rows:
+        try:
+            cwd = os.readlink(f"/proc/{pgid}/cwd")
+        except OSError:
+            continue  # gone already
+        if cwd.startswith(str(home)):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
 
 
 @pytest.fixture
@@ -94,6 +122,14 @@ class CLI:
 
     def __init__(self, cwd: Path) -> None:
         self.cwd = cwd
+        self.started: list[subprocess.Popen] = []
+
+    def reap(self) -> None:
+        """Kill and wait for every process ``popen`` started that is still running."""
+        for proc in self.started:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
 
     def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         env = dict(os.environ)
@@ -118,7 +154,8 @@ class CLI:
         )
 
     def popen(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-        return subprocess.Popen(
+        """Start the CLI in the background; the ``cli`` fixture reaps it, pass or fail."""
+        proc = subprocess.Popen(
             [sys.executable, "-m", "sandboxrun", *args],
             cwd=self.cwd,
             env=self.env(env),
@@ -126,6 +163,8 @@ class CLI:
             stderr=subprocess.PIPE,
             text=True,
         )
+        self.started.append(proc)
+        return proc
 
     def json(self, *args: str, **kw):
         proc = self(*args, "--json", **kw)
@@ -153,8 +192,11 @@ class CLI:
 
 
 @pytest.fixture
-def cli(repo) -> CLI:
-    return CLI(repo)
+def cli(repo):
+    """The CLI on ``repo``; whatever it started in the background is reaped afterwards."""
+    runner = CLI(repo)
+    yield runner
+    runner.reap()
 
 
 def retry_until(fn, timeout: float = 30, interval: float = 0.1):

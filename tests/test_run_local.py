@@ -289,8 +289,9 @@ def test_detach_and_follow_logs_from_another_terminal(cli, repo):
     assert json.loads(raw[0])["type"] == "system"
 
 
-def test_download_while_running_then_attach_after_sigkill(cli, repo):
+def test_download_while_running_then_attach_after_sigkill(cli, repo, tmp_path):
     """SIGKILL the `run` process: the agent goes on; download and attach recover the work."""
+    gate = tmp_path / "go"  # the agent waits for it: it is mid-run for as long as we need
     run = cli.popen(
         "run",
         "--backend",
@@ -298,7 +299,8 @@ def test_download_while_running_then_attach_after_sigkill(cli, repo):
         "--name",
         "crash",
         "--prompt",
-        "@write first.txt one\n@sleep 6\n@write second.txt two",
+        f"@write first.txt one\n@bash while [ ! -e {gate} ]; do sleep 0.05; done\n"
+        "@write second.txt two",
     )
     retry_until(lambda: "Write" in cli("logs", "crash").stdout, timeout=30)
     out_dir = repo.parent / "dl"
@@ -310,6 +312,7 @@ def test_download_while_running_then_attach_after_sigkill(cli, repo):
     st = cli.status("crash")
     assert st["status"] == "running" and not st["driver_alive"]
     assert "attach" in cli("status", "crash").stdout
+    gate.touch()
     proc = cli("attach", "crash", timeout=60)
     assert proc.returncode == 0, proc.stderr
     files = branch_files(repo, "sandboxrun/crash")
@@ -451,30 +454,26 @@ def test_not_in_the_main_checkout(cli, repo):
     assert "main checkout" in proc.stderr
 
 
-def test_extend_pushes_the_limit(cli, repo):
+def test_extend_pushes_the_limit(cli, repo, tmp_path):
+    """`extend` from another terminal moves the running session's deadline by exactly that."""
+    gate = tmp_path / "go"  # the agent waits for it: no race with the clock
     run = cli.popen(
-        "run",
-        "--backend",
-        "local",
-        "--name",
-        "ext",
-        "--timeout",
-        "6s",
-        "--warn-at",
-        "1h",
-        "--prompt",
-        "@sleep 8\n@write done.txt finished",
+        "run", "--backend", "local", "--name", "ext", "--timeout", "10m", "--warn-at", "1h",
+        "--prompt", f"@write a.txt a\n@bash while [ ! -e {gate} ]; do sleep 0.05; done\n"
+        "@write done.txt finished",
+    )  # fmt: skip
+    before = retry_until(
+        lambda: (st := cli.status_or_none("ext")) and st["status"] == "running" and st,
+        timeout=60,
     )
-    try:
-        retry_until(
-            lambda: (cli.status_or_none("ext") or {}).get("status") == "running", timeout=30
-        )
-        proc = cli("extend", "ext", "30s")
-        assert proc.returncode == 0, proc.stderr
-        assert "limit now" in proc.stdout
-        out, err = run.communicate(timeout=60)
-    finally:
-        run.kill()
+    proc = cli("extend", "ext", "30s")
+    assert proc.returncode == 0, proc.stderr
+    assert "limit now" in proc.stdout
+    after = cli.status("ext")
+    assert after["deadline"] == pytest.approx(before["deadline"] + 30)
+    assert after["timeout_s"] == pytest.approx(600 + 30)
+    gate.touch()
+    out, err = run.communicate(timeout=60)
     assert run.returncode == 0, err
     st = cli.status("ext")
     assert st["status"] == "completed"
@@ -547,11 +546,13 @@ def test_ctrl_c_stops_and_collects_and_a_second_leaves_the_agent_running(cli, re
     assert st["status"] == "killed"
     assert "c.txt" in branch_files(repo, "sandboxrun/ctrlc")
 
+    gate = repo.parent / "stop-now"
     run = cli.popen("run", "--backend", "local", "--name", "ctrlc2", "--prompt",
-                    "@slowstop 4\n@write d.txt first\n@sleep 30")  # fmt: skip
+                    f"@stopgate {gate}\n@write d.txt first\n@sleep 30")  # fmt: skip
     try:
         retry_until(lambda: "Write" in cli("logs", "ctrlc2").stdout, timeout=30)
-        # The agent takes 4 s to stop; a second Ctrl-C meanwhile must leave it running.
+        # The agent does not stop until the gate exists; a second Ctrl-C meanwhile must leave
+        # it running.
         run.send_signal(signal.SIGINT)
         retry_until(lambda: "Ctrl-C" in cli("logs", "ctrlc2").stdout, timeout=30)
         run.send_signal(signal.SIGINT)
@@ -562,6 +563,7 @@ def test_ctrl_c_stops_and_collects_and_a_second_leaves_the_agent_running(cli, re
     st = cli.status("ctrlc2")
     assert "sandboxrun attach ctrlc2" in err
     assert st["status"] in ("running", "collecting") and not st["driver_alive"]
+    gate.touch()
     assert cli("kill", "ctrlc2").returncode == 0
     assert cli.status("ctrlc2")["status"] == "killed"
     assert "d.txt" in branch_files(repo, "sandboxrun/ctrlc2")

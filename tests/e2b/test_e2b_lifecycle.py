@@ -38,20 +38,25 @@ def test_warnings_and_timeout_collect_before_the_sandbox_ends(cli, repo, e2b):
 
 
 def test_extend_pushes_our_limit_and_the_sandboxes(cli, repo, e2b):
-    run = cli.popen("run", "--backend", "e2b", "--name", "ext", "--timeout", "6s",
-                    "--warn-at", "1h", "--prompt", "@sleep 8\n@write done.txt ok")  # fmt: skip
-    try:
-        retry_until(lambda: (cli.status_or_none("ext") or {}).get("status") == "running",
-                    timeout=60)  # fmt: skip
-        sandbox_id = cli.status("ext")["sandbox_id"]
-        before = e2b.sandbox(sandbox_id).end_at
-        proc = cli("extend", "ext", "30s")
-        assert proc.returncode == 0, proc.stderr
-        assert e2b.sandbox(sandbox_id).end_at >= before + 25
-        assert cli.status("ext")["time_left_s"] > 20
-        out, err = run.communicate(timeout=90)
-    finally:
-        run.kill()
+    """`extend` moves our deadline by exactly that, and the sandbox's own end with it."""
+    gate = "/home/user/go"  # the agent waits for it inside its sandbox: no race with the clock
+    run = cli.popen("run", "--backend", "e2b", "--name", "ext", "--timeout", "10m",
+                    "--warn-at", "1h", "--prompt",
+                    f"@write a.txt a\n@bash while [ ! -e {gate} ]; do sleep 0.05; done\n"
+                    "@write done.txt ok")  # fmt: skip
+    before = retry_until(
+        lambda: (st := cli.status_or_none("ext")) and st["status"] == "running" and st,
+        timeout=60,
+    )
+    sandbox_id = before["sandbox_id"]
+    proc = cli("extend", "ext", "30s")
+    assert proc.returncode == 0, proc.stderr
+    after = cli.status("ext")
+    assert after["deadline"] == pytest.approx(before["deadline"] + 30)
+    # E2B must not end the sandbox before our new limit (it is set to end right at it).
+    assert e2b.sandbox(sandbox_id).end_at >= after["deadline"] - 1
+    e2b.host_path(sandbox_id, gate).touch()
+    out, err = run.communicate(timeout=90)
     assert run.returncode == 0, err
     assert "done.txt" in branch_files(repo, "sandboxrun/ext")
 
