@@ -208,3 +208,19 @@ def retry_until(fn, timeout: float = 30, interval: float = 0.1):
             return value
         time.sleep(interval)
     raise AssertionError("condition not met in time")
+
+
+def edge_error(stderr: str) -> tuple[str, str | None]:
+    """The ``Error:`` message and ``Hint:`` the CLI edge printed (the test fails without them).
+
+    The message runs from the ``Error:`` line to the ``Hint:`` line, the hint to the end.
+    """
+    assert "Traceback" not in stderr, stderr
+    lines = stderr.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("Error: ")]
+    assert len(starts) == 1, f"expected one 'Error:' line in:\n{stderr}"
+    rest = lines[starts[0] :]
+    hint_at = next((i for i, line in enumerate(rest) if line.startswith("Hint: ")), len(rest))
+    message = "\n".join(rest[:hint_at])[len("Error: ") :]
+    hint = "\n".join(rest[hint_at:])[len("Hint: ") :] if hint_at < len(rest) else None
+    return message, hint

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sbr_testlib import branch_files, git, retry_until
+from sbr_testlib import branch_files, edge_error, git, retry_until
 
 pytestmark = pytest.mark.slow
 
@@ -94,7 +94,10 @@ def test_ignored_files_and_secrets_never_reach_the_sandbox(cli, repo):
     assert not any("server.pem" in s for s in seen), seen
     assert "deploy/server.pem" in proc.stderr  # the user is told what was kept out
     home = Path(os.environ["SANDBOXRUN_HOME"])
-    assert b"supersecret-pem" not in (home / "state.db").read_bytes()
+    # Anywhere under our home: the database, its write-ahead log, the artifacts.
+    stored = [p for p in home.rglob("*") if p.is_file()]
+    assert any(p.name == "state.db" for p in stored)
+    assert not [p for p in stored if b"supersecret-pem" in p.read_bytes()]
     # The agent never saw it, so the branch still has it unchanged (nothing deleted).
     assert "deploy/server.pem" in branch_files(repo, "sandboxrun/seen")
 
@@ -415,7 +418,8 @@ def test_name_in_use_and_unknown_session(cli, repo):
     assert cli("run", "--backend", "local", "--name", "dup", "--prompt", "x").returncode == 0
     proc = cli("run", "--backend", "local", "--name", "dup", "--prompt", "x")
     assert proc.returncode == 1
-    assert "already exists" in proc.stderr and "--name" in proc.stderr
+    message, hint = edge_error(proc.stderr)
+    assert "already exists" in message and "--name" in hint
     for command in (
         ["status", "nosuch"],
         ["logs", "nosuch"],
@@ -424,7 +428,7 @@ def test_name_in_use_and_unknown_session(cli, repo):
     ):
         proc = cli(*command)
         assert proc.returncode == 1
-        assert "no session matches 'nosuch'" in proc.stderr
+        assert "no session matches 'nosuch'" in edge_error(proc.stderr)[0]
 
 
 def test_status_json_shape_and_prefix_resolution(cli, repo):
