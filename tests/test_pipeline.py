@@ -20,7 +20,13 @@ import pytest
 from sbr_testlib import branch_files, git, retry_until
 
 from sandboxrun.config import load_settings
-from sandboxrun.errors import AgentError, PatchRejectedError, SandboxLostError, UsageError
+from sandboxrun.errors import (
+    AgentError,
+    PatchRejectedError,
+    SandboxLostError,
+    SandboxrunError,
+    UsageError,
+)
 from sandboxrun.sandbox.backends import get_backend
 from sandboxrun.sandbox.prepare import RunRequest, prepare_run
 from sandboxrun.sandbox.runner import RunDriver
@@ -256,6 +262,7 @@ def test_warning_marks_then_the_limit_stop_the_agent_and_collect(
     retry_until(
         lambda: any(e["payload"].get("phase") == "snapshot" for e in store.events(session.id))
     )
+    pipeline.wait_for_agent(session)  # early.txt is written: the agent waits at the gate
     store.update(session.id, deadline=time.time() - 1)  # the limit is here
     final = run.result(timeout=60)
 
@@ -384,3 +391,126 @@ def test_cleanup_removes_kept_sandboxes_and_clean_worktrees_only(pipeline, setti
 
     forgot = cleanup(settings, store, forget=True)
     assert sorted(forgot.forgotten) == ["dirty", "kept"] and store.list() == []
+
+
+# -- interruptions and our own failures -----------------------------------------------------------
+
+
+class Interrupter(Recorder):
+    """Ctrl-C (KeyboardInterrupt) at the agent's first Write, and again while we stop it when
+    ``twice``, as a person pressing it in the terminal would."""
+
+    def __init__(self, twice: bool) -> None:
+        super().__init__()
+        self.twice = twice
+
+    def agent_event(self, event) -> None:
+        super().agent_event(event)
+        if self.events[-1] == "Write" and self.events.count("Write") == 1:
+            raise KeyboardInterrupt
+
+    def warning(self, message: str) -> None:
+        super().warning(message)
+        if self.twice and message.startswith("kill requested"):
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_stops_the_agent_and_collects(pipeline, store, repo, gate):
+    session = pipeline.start(f"@write c.txt before ctrl-c\n{wait_line(gate)}", name="ctrlc")
+    reporter = Interrupter(twice=False)
+    final = pipeline.driver(session, reporter).execute()
+    assert final.status == "killed"
+    assert "c.txt" in branch_files(repo, "sandboxrun/ctrlc")
+    assert any(w.startswith("Ctrl-C: stopping the agent") for w in reporter.warnings)
+    marks = [ev["payload"]["mark"] for ev in store.events(session.id, kinds=("warning",))]
+    assert marks == ["interrupt"]
+
+
+def test_a_second_ctrl_c_leaves_the_agent_running(pipeline, settings, store, repo, gate):
+    """The second Ctrl-C gives the terminal back and says how to carry on; nothing is lost."""
+    session = pipeline.start(f"@write d.txt first\n{wait_line(gate)}", name="ctrlc2")
+    with pytest.raises(SandboxrunError, match="may still be running") as err:
+        pipeline.driver(session, Interrupter(twice=True)).execute()
+    assert "sandboxrun attach ctrlc2" in err.value.hint
+    s = store.get(session.id)
+    assert not s.is_terminal and (settings.sandboxes_dir / s.id).is_dir()
+    store.update(s.id, owner_pid=dead_pid())
+    final = kill_session(settings, store, store.get(s.id))
+    assert final.status == "killed" and "d.txt" in branch_files(repo, "sandboxrun/ctrlc2")
+
+
+def test_kill_before_the_agent_starts_stops_without_collecting(pipeline, settings, store, repo):
+    session = pipeline.start("@write never.txt x", name="early")
+    store.request_kill(session.id, discard=False)
+    final = pipeline.driver(session).execute()
+    assert final.status == "killed" and final.error == "killed before the agent started"
+    assert final.agent_pgid is None
+    assert not (settings.sandboxes_dir / session.id).exists()
+    assert git(repo, "rev-parse", "sandboxrun/early") == git(repo, "rev-parse", "main")
+
+
+def test_kill_or_attach_a_session_whose_driver_died_before_the_agent(pipeline, settings, store):
+    session = pipeline.start("@write x.txt x", name="stillborn")
+    store.update(session.id, owner_pid=dead_pid())
+    with pytest.raises(UsageError, match="never started its agent"):
+        attach_session(settings, store, store.get(session.id))
+    final = kill_session(settings, store, store.get(session.id))
+    assert final.status == "killed" and final.error == "killed before the agent started"
+
+
+def test_our_own_crash_after_the_agent_started_keeps_the_sandbox(pipeline, settings, store, gate):
+    """An unexpected error in the driver fails the session but keeps the sandbox, whose work
+    `download` can still fetch, and says so."""
+
+    class Broken(Recorder):
+        def agent_event(self, event) -> None:
+            super().agent_event(event)
+            if self.events[-1] == "Write":
+                raise RuntimeError("a bug of ours")
+
+    session = pipeline.start(f"@write w.txt w\n{wait_line(gate)}", name="bug")
+    with pytest.raises(RuntimeError, match="a bug of ours"):
+        pipeline.driver(session, Broken()).execute()
+    s = store.get(session.id)
+    assert s.status == "failed"
+    assert "unexpected error: RuntimeError: a bug of ours" in s.error
+    assert "sandboxrun download bug" in s.error
+    assert (settings.sandboxes_dir / s.id).is_dir()
+    assert cleanup(settings, store).sandboxes_removed == ["bug"]
+    assert not (settings.sandboxes_dir / s.id).exists()
+
+
+def test_attach_when_the_sandbox_is_gone_marks_it_lost(pipeline, settings, store, gate):
+    session = pipeline.start(f"@write w.txt w\n{wait_line(gate)}", name="gone")
+    run = pipeline.background(pipeline.driver(session, Recorder(die_on="Write")).execute)
+    with pytest.raises(DriverDied):
+        run.result(timeout=60)
+    store.update(session.id, owner_pid=dead_pid())
+    get_backend("local", settings).connect(session.id).destroy()
+    with pytest.raises(SandboxLostError):
+        attach_session(settings, store, store.get(session.id))
+    assert store.get(session.id).status == "lost"
+
+
+def test_update_claude_runs_before_the_agent_and_install_is_refused_locally(
+    pipeline, settings, store
+):
+    final = pipeline.run("@write u.txt u", name="upd", extra_options={"update_claude": True})
+    assert final.status == "completed"
+    (update,) = [
+        ev["payload"]
+        for ev in store.events(final.id, kinds=("phase",))
+        if ev["payload"].get("phase") == "claude_update"
+    ]
+    assert update["ok"] and "up to date" in update["detail"]
+
+    # --install-claude only installs into an isolated sandbox; locally it says what to do.
+    session = pipeline.start("@write i.txt i", name="inst")
+    store.update(session.id, options={**session.options, "install_claude": True})
+    driver = RunDriver(
+        settings.with_overrides(claude_bin="/nonexistent/claude"), store, store.get(session.id)
+    )
+    with pytest.raises(UsageError, match="isolated sandbox only") as err:
+        driver.execute()
+    assert "scripts/install.sh --with-claude" in err.value.hint
+    assert store.get(session.id).status == "failed"
