@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT))
 from sandboxrun.config import Settings  # noqa: E402
 from sandboxrun.sandbox.backends.e2b import E2BBackend, E2BSandbox  # noqa: E402
 from sandboxrun.sandbox.collect import LEFTOVER_MESSAGE, collect_patches  # noqa: E402
-from sandboxrun.sandbox.runner import BASELINE_SCRIPT  # noqa: E402
+from sandboxrun.sandbox.provision import BASELINE_SCRIPT  # noqa: E402
 from sandboxrun.sync.pack import pack_worktree  # noqa: E402
 from sandboxrun.sync.patches import apply_changes  # noqa: E402
 

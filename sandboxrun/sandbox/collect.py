@@ -11,19 +11,19 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from sandboxrun.agent import AgentProgress
 from sandboxrun.config import format_duration
 from sandboxrun.errors import BackendError, PatchRejectedError, SandboxrunError
-from sandboxrun.sandbox.backends.base import control_dir
-from sandboxrun.store import Session
-
-if TYPE_CHECKING:
-    from sandboxrun.sandbox.backends.base import Sandbox
-    from sandboxrun.sandbox.follow import FollowOutcome
-    from sandboxrun.sandbox.runner import RunDriver
+from sandboxrun.sandbox.agentproc import AgentFiles
+from sandboxrun.sandbox.backends.base import Sandbox, control_dir
+from sandboxrun.sandbox.follow import FollowOutcome
+from sandboxrun.sandbox.journal import Journal, PhaseTimes
+from sandboxrun.store import Session, Status
 
 log = logging.getLogger(__name__)
 
@@ -97,11 +97,20 @@ def save_artifacts(directory: Path, patches: Patches) -> None:
         tmp.replace(directory / name)
 
 
-def _copy_logs(driver: RunDriver) -> None:
-    ctl = control_dir(driver.sandbox)
-    for name in ("agent.log", "agent.stderr"):
+def save_snapshot(sandbox: Sandbox, journal: Journal, artifacts: Path) -> None:
+    """Save the work so far as artifacts, so a lost sandbox still leaves something behind."""
+    try:
+        save_artifacts(artifacts, collect_patches(sandbox, journal.session()))
+        journal.event("phase", {"phase": "snapshot"})
+    except BackendError as exc:
+        log.warning("snapshot of %s failed: %s", journal.session_id, exc)
+
+
+def _copy_logs(sandbox: Sandbox, artifacts: Path) -> None:
+    files = AgentFiles.of(sandbox)
+    for name, path in (("agent.log", files.log), ("agent.stderr", files.stderr)):
         with contextlib.suppress(FileNotFoundError, SandboxrunError):
-            (driver.artifacts / name).write_bytes(driver.sandbox.read_file(f"{ctl}/{name}"))
+            (artifacts / name).write_bytes(sandbox.read_file(path))
 
 
 def describe_failure(
@@ -128,52 +137,63 @@ def describe_failure(
     return f"the agent exited with {code} without a result" + (f": {tail}" if tail else "")
 
 
-def finish_with_patches(driver: RunDriver, outcome: FollowOutcome) -> Session:
-    """Collect, check and apply the work, tear down, and record how the session ended."""
+def finish_with_patches(
+    journal: Journal,
+    sandbox: Sandbox,
+    outcome: FollowOutcome,
+    *,
+    progress: AgentProgress,
+    artifacts: Path,
+    times: PhaseTimes,
+    teardown: Callable[[], None],
+) -> Session:
+    """Collect, check and apply the work, tear down, and record how the session ended.
+
+    ``progress`` holds the agent's result (or usage limit); the patches and logs are saved
+    under ``artifacts``; ``teardown`` removes the sandbox (or keeps it, with ``--keep``) once
+    everything needed is out of it.
+    """
     from sandboxrun.sync.patches import apply_changes
 
-    store, sid = driver.store, driver.session.id
-    s = driver._refresh()
-    store.set_status(sid, "collecting", only_if_active=True)
-    driver.reporter.phase("collecting", "bringing the work back")
+    store, sid = journal.store, journal.session_id
+    s = journal.session()
+    store.set_status(sid, Status.COLLECTING, only_if_active=True)
+    journal.reporter.phase(Status.COLLECTING, "bringing the work back")
     if outcome.reason == "killed" and s.discard:
-        driver._teardown()
-        store.set_status(
-            sid,
-            "killed",
-            only_if_active=True,
+        teardown()
+        journal.end(
+            Status.KILLED,
             exit_code=outcome.exit_code,
             error="killed by `sandboxrun kill --discard`; the work was discarded",
         )
-        return driver._refresh()
+        return journal.session()
 
-    t0 = time.monotonic()
-    patches = collect_patches(driver.sandbox, s)
-    save_artifacts(driver.artifacts, patches)
-    _copy_logs(driver)
-    driver.phase_times["collect"] = time.monotonic() - t0
-    driver._teardown()
+    with times.measure("collect"):
+        patches = collect_patches(sandbox, s)
+        save_artifacts(artifacts, patches)
+        _copy_logs(sandbox, artifacts)
+    teardown()
 
-    result = driver.progress.result
-    status, error = "completed", None
+    result = progress.result
+    status, error = Status.COMPLETED, None
     if outcome.reason == "killed":
-        status, error = "killed", "stopped on request; the work so far was collected"
+        status, error = Status.KILLED, "stopped on request; the work so far was collected"
     elif outcome.reason == "timeout":
-        status = "timeout"
+        status = Status.TIMEOUT
         error = (
             f"stopped at the time limit ({format_duration(s.timeout_s or 0)}); "
             "the work so far was collected"
         )
     elif outcome.reason == "quota" or (
-        driver.progress.rate_limited_until and (result is None or result.get("is_error"))
+        progress.rate_limited_until and (result is None or result.get("is_error"))
     ):
-        status = "waiting_quota"
-        reset = driver.progress.rate_limited_until
+        status = Status.WAITING_QUOTA
+        reset = progress.rate_limited_until
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(reset)) if reset else "unknown"
         error = f"Claude usage limit reached; it resets at {when}. The work so far was collected."
     elif result is None or result.get("is_error") or outcome.exit_code not in (0, None):
-        status = "failed"
-        stderr = driver.artifacts / "agent.stderr"
+        status = Status.FAILED
+        stderr = artifacts / "agent.stderr"
         error = describe_failure(
             result,
             outcome.exit_code,
@@ -183,8 +203,8 @@ def finish_with_patches(driver: RunDriver, outcome: FollowOutcome) -> Session:
 
     t0 = time.monotonic()
     fields: dict[str, Any] = {"exit_code": outcome.exit_code}
-    if driver.progress.rate_limited_until:
-        fields["options"] = {**s.options, "quota_resets_at": driver.progress.rate_limited_until}
+    if progress.rate_limited_until:
+        fields["options"] = {**s.options, "quota_resets_at": progress.rate_limited_until}
     try:
         applied = apply_changes(
             Path(s.worktree),
@@ -192,20 +212,20 @@ def finish_with_patches(driver: RunDriver, outcome: FollowOutcome) -> Session:
             patches.leftover,
             allow_sensitive=bool(s.options.get("allow_sensitive")),
             leftover_message=LEFTOVER_MESSAGE,
-            artifacts_hint=str(driver.artifacts),
+            artifacts_hint=str(artifacts),
         )
     except PatchRejectedError as exc:
         store.set_status(
             sid,
-            "failed",
+            Status.FAILED,
             only_if_active=True,
-            error=f"{exc.message} (patches kept in {driver.artifacts})",
+            error=f"{exc.message} (patches kept in {artifacts})",
             **fields,
         )
         raise
-    driver.phase_times["apply"] = time.monotonic() - t0
-    if status == "completed" and not applied.commits:
-        status = "completed_no_changes"
+    times.record("apply", time.monotonic() - t0)
+    if status == Status.COMPLETED and not applied.commits:
+        status = Status.COMPLETED_NO_CHANGES
     store.set_status(
         sid,
         status,
@@ -225,8 +245,8 @@ def finish_with_patches(driver: RunDriver, outcome: FollowOutcome) -> Session:
         "insertions": applied.insertions,
         "deletions": applied.deletions,
         "warnings": applied.warnings,
-        "phases": {k: round(v, 3) for k, v in driver.phase_times.items()},
+        "phases": times.rounded(),
     }
     store.add_event(sid, "summary", summary)
-    (driver.artifacts / "summary.json").write_text(json.dumps(summary, indent=2))
-    return driver._refresh()
+    (artifacts / "summary.json").write_text(json.dumps(summary, indent=2))
+    return journal.session()
