@@ -15,6 +15,7 @@ reaches the agent on every backend:
     @symlink PATH TARGET       create a symlink
     @commit MESSAGE...         git add -A && git commit -m MESSAGE
     @sleep SECONDS             sleep (interruptible: SIGINT ends the run)
+    @hang                      wait until a signal ends the run (a test never races its end)
     @fail CODE                 exit with CODE without a result event
     @error TEXT...             end with an error result (is_error true)
     @bash CMD...               run a shell command
@@ -198,6 +199,10 @@ def main():
             tool("Bash", {"command": f"sleep {parts[0]}"}, "")
             end = time.time() + float(parts[0])
             while time.time() < end:
+                time.sleep(0.05)
+        elif verb == "hang":
+            tool("Bash", {"command": "sleep infinity"}, "")
+            while True:
                 time.sleep(0.05)
         elif verb == "fail":
             sys.stderr.write("fake claude: failing on request\n")

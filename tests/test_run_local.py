@@ -189,7 +189,7 @@ def test_timeout_warns_stops_and_collects(cli, repo):
         "--warn-at",
         "1s,2s",
         "--prompt",
-        "@write early.txt before the limit\n@sleep 60",
+        "@write early.txt before the limit\n@hang",
     )
     assert proc.returncode == 1
     st = cli.status("slow")
@@ -209,7 +209,7 @@ def test_kill_from_another_process_collects_work(cli, repo):
         "--name",
         "victim",
         "--prompt",
-        "@write made.txt made before kill\n@sleep 60",
+        "@write made.txt made before kill\n@hang",
     )
     try:
         retry_until(lambda: "Write" in cli("logs", "victim").stdout, timeout=30)
@@ -234,7 +234,7 @@ def test_kill_discard_keeps_nothing(cli, repo):
         "--name",
         "discard",
         "--prompt",
-        "@write thrown.txt away\n@sleep 60",
+        "@write thrown.txt away\n@hang",
     )
     try:
         retry_until(lambda: "Write" in cli("logs", "discard").stdout, timeout=30)
@@ -540,7 +540,7 @@ def test_download_after_the_end_uses_saved_artifacts(cli, repo):
 
 def test_ctrl_c_stops_and_collects_and_a_second_leaves_the_agent_running(cli, repo):
     run = cli.popen("run", "--backend", "local", "--name", "ctrlc", "--prompt",
-                    "@write c.txt before ctrl-c\n@sleep 60")  # fmt: skip
+                    "@write c.txt before ctrl-c\n@hang")  # fmt: skip
     try:
         retry_until(lambda: "Write" in cli("logs", "ctrlc").stdout, timeout=30)
         run.send_signal(signal.SIGINT)
@@ -555,7 +555,7 @@ def test_ctrl_c_stops_and_collects_and_a_second_leaves_the_agent_running(cli, re
 
     gate = repo.parent / "stop-now"
     run = cli.popen("run", "--backend", "local", "--name", "ctrlc2", "--prompt",
-                    f"@stopgate {gate}\n@write d.txt first\n@sleep 30")  # fmt: skip
+                    f"@stopgate {gate}\n@write d.txt first\n@hang")  # fmt: skip
     try:
         retry_until(lambda: "Write" in cli("logs", "ctrlc2").stdout, timeout=30)
         # The agent does not stop until the gate exists; a second Ctrl-C meanwhile must leave

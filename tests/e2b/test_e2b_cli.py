@@ -116,7 +116,7 @@ def test_kill_and_download_from_another_process(cli, repo, e2b):
         "--name",
         "victim",
         "--prompt",
-        "@write made.txt made before kill\n@sleep 60",
+        "@write made.txt made before kill\n@hang",
     )
     try:
         retry_until(lambda: "Write" in cli("logs", "victim").stdout, timeout=30)
@@ -144,13 +144,16 @@ def test_sigkill_the_run_process_then_attach(cli, repo, e2b):
         "--name",
         "crash",
         "--prompt",
-        "@write first.txt one\n@sleep 6\n@write second.txt two",
+        # The agent waits for a file in its sandbox: it is mid-run for as long as we need.
+        "@write first.txt one\n@bash while [ ! -e /home/user/go ]; do sleep 0.05; done\n"
+        "@write second.txt two",
     )
     retry_until(lambda: "Write" in cli("logs", "crash").stdout, timeout=30)
     run.send_signal(signal.SIGKILL)
     run.wait(timeout=10)
     st = cli.status("crash")
     assert st["status"] == "running" and not st["driver_alive"]
+    e2b.host_path(st["sandbox_id"], "/home/user/go").touch()
     proc = cli("attach", "crash", timeout=90)
     assert proc.returncode == 0, proc.stderr
     assert {"first.txt", "second.txt"} <= branch_files(repo, "sandboxrun/crash")
@@ -170,7 +173,7 @@ def test_expired_sandbox_is_lost_with_artifacts_kept(cli, repo, e2b):
         "--warn-at",
         "1s,2s,3s,4s,6s,8s,12s",
         "--prompt",
-        "@write kept.txt before the end\n@sleep 60",
+        "@write kept.txt before the end\n@hang",
     )
     try:
         # A snapshot (taken at each warning mark) after the agent wrote the file: on a loaded

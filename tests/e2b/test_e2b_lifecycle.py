@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,7 @@ def events(cli, name: str) -> list[dict]:
 def test_warnings_and_timeout_collect_before_the_sandbox_ends(cli, repo, e2b):
     """The sandbox lives exactly --timeout; we warn, stop the agent and collect before that."""
     proc = cli("run", "--backend", "e2b", "--name", "limit", "--timeout", "6s",
-               "--warn-at", "1s,2s", "--prompt", "@write early.txt x\n@sleep 60")  # fmt: skip
+               "--warn-at", "1s,2s", "--prompt", "@write early.txt x\n@hang")  # fmt: skip
     assert proc.returncode == 1, proc.stderr
     st = cli.status("limit")
     assert st["status"] == "timeout", st
@@ -65,13 +66,16 @@ def test_install_claude_when_the_template_has_none(cli, repo, e2b, tmp_path):
     """--install-claude runs the pinned npm install into a prefix of ours, then uses it."""
     e2b.set_claude(None)
     tools = Path(e2b.manager.tools_dir)
-    # A stand-in npm on the sandbox PATH: records its argv and "installs" the fake claude.
+    # A stand-in npm on the sandbox PATH: records its argv and "installs" the fake claude,
+    # copied from the tools directory (the sandbox sees that one, not this checkout's path).
+    package = tools / "claude-package"
+    shutil.copy(FAKE_CLAUDE, package)
     npm = tools / "npm"
     npm.write_text(
         "#!/bin/sh\n"
         'echo "$@" > "$HOME/npm-args.txt"\n'
         'while [ "$1" != "--prefix" ]; do shift; done\n'
-        'mkdir -p "$2/bin" && ln -sf ' + str(FAKE_CLAUDE) + ' "$2/bin/claude"\n'
+        'mkdir -p "$2/bin" && cp /usr/local/sbin/claude-package "$2/bin/claude"\n'
     )
     npm.chmod(0o755)
     try:
@@ -90,6 +94,7 @@ def test_install_claude_when_the_template_has_none(cli, repo, e2b, tmp_path):
         assert "i.txt" in branch_files(repo, "sandboxrun/inst")
     finally:
         npm.unlink()
+        package.unlink()
         cli("cleanup")
 
 
