@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -71,27 +70,46 @@ def isolated_env(tmp_path, monkeypatch):
 
 
 def kill_local_agents(home: Path) -> None:
-    """Kill the detached agents of this home's local sessions that are still running.
+    """Tear down this home's local sandboxes that still exist, and their agents with them.
 
-    A test that fails (or a driver it killed) can leave an agent behind; it must not outlive
-    the test. Only process groups whose leader works under ``home`` are touched, so a reused
-    pid is never hit. (E2B sandboxes' agents die with the emulator's sandboxes.)
+    A test that fails (or a driver it killed) can leave an agent running; it must not outlive
+    the test. The backend's own teardown does it, which ends an isolated sandbox's processes
+    too. (E2B sandboxes' agents die with the emulator's sandboxes.)
     """
     db = home / "state.db"
     if not db.exists():
         return
+    from sandboxrun.config import Settings
+    from sandboxrun.errors import SandboxrunError
+    from sandboxrun.sandbox.backends import get_backend
+
     with contextlib.closing(sqlite3.connect(db)) as conn:
         rows = conn.execute(
-            "SELECT agent_pgid FROM sessions WHERE backend = 'local' AND agent_pgid IS NOT NULL"
+            "SELECT sandbox_id FROM sessions WHERE backend = 'local' AND sandbox_id IS NOT NULL"
         ).fetchall()
-    for (pgid,) in rows:
-        try:
-            cwd = os.readlink(f"/proc/{pgid}/cwd")
-        except OSError:
-            continue  # gone already
-        if cwd.startswith(str(home)):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, signal.SIGKILL)
+    backend = get_backend("local", Settings(home=home))
+    for (sandbox_id,) in rows:
+        with contextlib.suppress(SandboxrunError):
+            backend.connect(sandbox_id).destroy()
+
+
+def sandbox_home(name: str) -> Path:
+    """The home directory of session ``name``'s sandbox (local backend), from the store."""
+    db = Path(os.environ["SANDBOXRUN_HOME"]) / "state.db"
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        row = conn.execute("SELECT sandbox_home FROM sessions WHERE name = ?", (name,)).fetchone()
+    assert row and row[0], f"session {name} has no sandbox yet"
+    return Path(row[0])
+
+
+#: a directive that makes the stand-in agent wait until ``open_gate`` (its sandbox's home,
+#: next to the repository: visible to an isolated agent, and not part of its work)
+GATE_WAIT = "@bash while [ ! -e ../gate ]; do sleep 0.05; done"
+
+
+def open_gate(name: str) -> None:
+    """Let session ``name``'s agent past its ``GATE_WAIT``."""
+    (sandbox_home(name) / "gate").touch()
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -82,14 +81,31 @@ def store(settings):
     store.close()
 
 
+class Gate:
+    """A file the agent waits for (``@bash`` loop) until the test opens it.
+
+    It lives in the sandbox's home, next to (not in) the repository, where the agent can see it
+    even when isolated (its /tmp and HOME are private) and where it is not part of the work.
+    """
+
+    line = "@bash while [ ! -e ../gate ]; do sleep 0.02; done"
+
+    def __init__(self, store) -> None:
+        self.store = store
+
+    def open(self, session) -> None:
+        home = self.store.get(session.id).sandbox_home
+        if home and Path(home).is_dir():
+            Path(home, "gate").touch()
+
+
 @pytest.fixture
-def gate(tmp_path) -> Path:
-    """A file the agent waits for (``@bash`` loop) until the test creates it."""
-    return tmp_path / "gate"
+def gate(store) -> Gate:
+    return Gate(store)
 
 
-def wait_line(gate: Path) -> str:
-    return f"@bash while [ ! -e {gate} ]; do sleep 0.02; done"
+def wait_line(gate: Gate) -> str:
+    return gate.line
 
 
 @pytest.fixture
@@ -125,12 +141,15 @@ def pipeline(settings, store, repo, gate):
             )
 
     yield Pipeline()
-    # Pass or fail: release and then kill every agent, so that every driver thread ends.
-    gate.touch()
-    for s in store.list():
-        if s.agent_pgid:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(s.agent_pgid, signal.SIGKILL)
+    # Pass or fail: release every agent, then tear its sandbox down (the agent with it), so
+    # that every driver thread ends and no process outlives the test.
+    sessions = store.list()
+    for s in sessions:
+        gate.open(s)
+    for s in sessions:
+        if s.sandbox_id:
+            with contextlib.suppress(SandboxrunError):
+                get_backend("local", settings).connect(s.sandbox_id).destroy()
     pool.shutdown(wait=True, cancel_futures=True)
 
 
@@ -285,7 +304,7 @@ def test_extend_pushes_the_deadline_and_the_run_carries_on(pipeline, settings, s
     assert after.deadline == pytest.approx(before.deadline + 90)
     assert after.timeout_s == pytest.approx(after.deadline - after.started_at)
     assert any(e["payload"].get("phase") == "extended" for e in store.events(session.id))
-    gate.touch()
+    gate.open(session)
     final = run.result(timeout=60)
     assert final.status == "completed"
     assert {"a.txt", "b.txt"} <= branch_files(repo, "sandboxrun/ext")
@@ -335,7 +354,7 @@ def test_a_dead_driver_leaves_the_agent_working_for_download_and_attach(
     assert b"first.txt" in (tmp_path / "dl" / "changes.diff").read_bytes()
     assert cleanup(settings, store).orphans == ["crash"]
 
-    gate.touch()
+    gate.open(session)
     reporter = Recorder()
     final = attach_session(settings, store, store.get(session.id), reporter)
     assert final.status == "completed"

@@ -11,7 +11,15 @@ import time
 from pathlib import Path
 
 import pytest
-from sbr_testlib import branch_files, edge_error, git, retry_until
+from sbr_testlib import (
+    GATE_WAIT,
+    branch_files,
+    edge_error,
+    git,
+    open_gate,
+    retry_until,
+    sandbox_home,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -292,9 +300,9 @@ def test_detach_and_follow_logs_from_another_terminal(cli, repo):
     assert json.loads(raw[0])["type"] == "system"
 
 
-def test_download_while_running_then_attach_after_sigkill(cli, repo, tmp_path):
+def test_download_while_running_then_attach_after_sigkill(cli, repo):
     """SIGKILL the `run` process: the agent goes on; download and attach recover the work."""
-    gate = tmp_path / "go"  # the agent waits for it: it is mid-run for as long as we need
+    # The agent waits at a gate: it is mid-run for as long as we need.
     run = cli.popen(
         "run",
         "--backend",
@@ -302,8 +310,7 @@ def test_download_while_running_then_attach_after_sigkill(cli, repo, tmp_path):
         "--name",
         "crash",
         "--prompt",
-        f"@write first.txt one\n@bash while [ ! -e {gate} ]; do sleep 0.05; done\n"
-        "@write second.txt two",
+        f"@write first.txt one\n{GATE_WAIT}\n@write second.txt two",
     )
     retry_until(lambda: "Write" in cli("logs", "crash").stdout, timeout=30)
     out_dir = repo.parent / "dl"
@@ -315,7 +322,7 @@ def test_download_while_running_then_attach_after_sigkill(cli, repo, tmp_path):
     st = cli.status("crash")
     assert st["status"] == "running" and not st["driver_alive"]
     assert "attach" in cli("status", "crash").stdout
-    gate.touch()
+    open_gate("crash")
     proc = cli("attach", "crash", timeout=60)
     assert proc.returncode == 0, proc.stderr
     files = branch_files(repo, "sandboxrun/crash")
@@ -461,13 +468,12 @@ def test_not_in_the_main_checkout(cli, repo):
     assert "main checkout" in proc.stderr
 
 
-def test_extend_pushes_the_limit(cli, repo, tmp_path):
+def test_extend_pushes_the_limit(cli, repo):
     """`extend` from another terminal moves the running session's deadline by exactly that."""
-    gate = tmp_path / "go"  # the agent waits for it: no race with the clock
+    # The agent waits at a gate: no race with the clock.
     run = cli.popen(
         "run", "--backend", "local", "--name", "ext", "--timeout", "10m", "--warn-at", "1h",
-        "--prompt", f"@write a.txt a\n@bash while [ ! -e {gate} ]; do sleep 0.05; done\n"
-        "@write done.txt finished",
+        "--prompt", f"@write a.txt a\n{GATE_WAIT}\n@write done.txt finished",
     )  # fmt: skip
     before = retry_until(
         lambda: (st := cli.status_or_none("ext")) and st["status"] == "running" and st,
@@ -479,7 +485,7 @@ def test_extend_pushes_the_limit(cli, repo, tmp_path):
     after = cli.status("ext")
     assert after["deadline"] == pytest.approx(before["deadline"] + 30)
     assert after["timeout_s"] == pytest.approx(600 + 30)
-    gate.touch()
+    open_gate("ext")
     out, err = run.communicate(timeout=60)
     assert run.returncode == 0, err
     st = cli.status("ext")
@@ -553,9 +559,9 @@ def test_ctrl_c_stops_and_collects_and_a_second_leaves_the_agent_running(cli, re
     assert st["status"] == "killed"
     assert "c.txt" in branch_files(repo, "sandboxrun/ctrlc")
 
-    gate = repo.parent / "stop-now"
+    # Relative to the agent's repository: its sandbox's home, which an isolated agent sees.
     run = cli.popen("run", "--backend", "local", "--name", "ctrlc2", "--prompt",
-                    f"@stopgate {gate}\n@write d.txt first\n@hang")  # fmt: skip
+                    "@stopgate ../stop-now\n@write d.txt first\n@hang")  # fmt: skip
     try:
         retry_until(lambda: "Write" in cli("logs", "ctrlc2").stdout, timeout=30)
         # The agent does not stop until the gate exists; a second Ctrl-C meanwhile must leave
@@ -570,7 +576,7 @@ def test_ctrl_c_stops_and_collects_and_a_second_leaves_the_agent_running(cli, re
     st = cli.status("ctrlc2")
     assert "sandboxrun attach ctrlc2" in err
     assert st["status"] in ("running", "collecting") and not st["driver_alive"]
-    gate.touch()
+    (sandbox_home("ctrlc2") / "stop-now").touch()
     assert cli("kill", "ctrlc2").returncode == 0
     assert cli.status("ctrlc2")["status"] == "killed"
     assert "d.txt" in branch_files(repo, "sandboxrun/ctrlc2")
