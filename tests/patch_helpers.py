@@ -67,8 +67,8 @@ def make_repos(tmp: Path, files: dict[str, bytes | str], *, local_identity: bool
     backend = get_backend("local", Settings(home=tmp / "sbr-home"))
     box = backend.create("patch-test", timeout_s=600, env={}, metadata={})
     sandbox, local, worktree = Path(box.repo_dir), tmp / "local", tmp / "wt"
-    sandbox.mkdir(parents=True)
-    Path(box.home, ".sandboxrun").mkdir()  # the control directory, as the runner makes it
+    sandbox.mkdir(parents=True, exist_ok=True)
+    Path(box.home, ".sandboxrun").mkdir(exist_ok=True)  # the control directory
     git(sandbox, "init", "-q", "-b", "main")
     git(sandbox, "config", "user.name", AGENT[0])
     git(sandbox, "config", "user.email", AGENT[1])
