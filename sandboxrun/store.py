@@ -31,8 +31,14 @@ from sandboxrun.errors import (
     SandboxrunError,
     SessionNotFoundError,
 )
+from sandboxrun.redact import clamp
 
 migrations = Migrations("sandboxrun")
+
+#: the most one event stores (JSON characters); longer strings in a payload are cut. Agent
+#: output is bounded before it gets here (agent.stored_line, agent.parse_line): this is the
+#: backstop for every other writer.
+MAX_EVENT_CHARS = 1 << 20
 
 
 class Status(StrEnum):
@@ -144,6 +150,18 @@ def m002_sessions_isolated(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE sessions ADD COLUMN isolated INTEGER")
 
 
+@migrations()
+def m003_sandbox_lifetime_and_checkpoints(db: sqlite_utils.Database) -> None:
+    """The sandbox's end as E2B accepted it, why the agent was stopped, the last checkpoint."""
+    for column, kind in (
+        ("sandbox_created_at", "REAL"),  # when the sandbox was created (lifetime cap)
+        ("sandbox_end", "REAL"),  # the end E2B last accepted for the sandbox
+        ("stop_reason", "TEXT"),  # why we stopped the agent (timeout, killed, quota)
+        ("checkpoint_at", "REAL"),  # when the last checkpoint of the work was saved
+    ):
+        db.execute(f"ALTER TABLE sessions ADD COLUMN {column} {kind}")
+
+
 _JSON_COLUMNS = {"warn_at", "result_commits", "options"}
 
 
@@ -195,6 +213,14 @@ class Session:
     error: str | None = None
     kill_requested: int = 0
     discard: int = 0
+    #: when the sandbox was created (the plan's lifetime cap counts from it)
+    sandbox_created_at: float | None = None
+    #: the sandbox's end as the backend last confirmed it (None: no end, e.g. local)
+    sandbox_end: float | None = None
+    #: why we stopped the agent (timeout, killed, quota), kept for a resumed collection
+    stop_reason: str | None = None
+    #: when the last checkpoint of the work was saved
+    checkpoint_at: float | None = None
     #: keep, allow_sensitive, dry_run, compression, ... (NULL in the row reads as {})
     options: dict[str, Any] = field(default_factory=dict)
     #: whether the agent was confined (E2B, or local under bubblewrap); None for sessions
@@ -415,9 +441,14 @@ class SessionStore:
 
     @staticmethod
     def _add_event(conn: sqlite3.Connection, session_id: str, kind: str, payload: Any) -> int:
+        data = json.dumps(payload, default=str)
+        if len(data) > MAX_EVENT_CHARS:  # last resort: whatever the source, one event stays small
+            data = json.dumps(clamp(payload, 4096, items=50), default=str)
+            if len(data) > MAX_EVENT_CHARS:
+                data = json.dumps({"truncated": True, "head": data[: MAX_EVENT_CHARS // 2]})
         cur = conn.execute(
             "INSERT INTO events (session_id, ts, kind, payload) VALUES (?, ?, ?, ?)",
-            (session_id, time.time(), kind, json.dumps(payload, default=str)),
+            (session_id, time.time(), kind, data),
         )
         return int(cur.lastrowid or 0)
 

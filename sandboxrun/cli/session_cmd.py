@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import datetime
 from pathlib import Path
@@ -17,6 +18,7 @@ from sandboxrun.cli.common import (
     settings_for,
 )
 from sandboxrun.config import format_duration, parse_duration
+from sandboxrun.redact import Redactor
 from sandboxrun.store import SUCCESS, TERMINAL, Session, Status, owner_alive
 
 STATUS_FIELDS = (
@@ -64,6 +66,11 @@ def session_json(s: Session) -> dict[str, Any]:
     if s.options.get("quota_resets_at"):
         data["quota_resets_at"] = s.options["quota_resets_at"]
     return data
+
+
+def _money(value: Any) -> str:
+    # a row written before agent output was validated may hold anything
+    return f"${value:.4f}" if isinstance(value, int | float) else "-"
 
 
 def _when(ts: float | None) -> str:
@@ -115,7 +122,7 @@ def _print_one(s: Session) -> None:
         ),
         ("agent session", s.agent_session_id or "-"),
         ("turns", s.num_turns if s.num_turns is not None else "-"),
-        ("cost", f"${s.cost_usd:.4f}" if s.cost_usd is not None else "-"),
+        ("cost", _money(s.cost_usd)),
         ("commits", len(s.result_commits or [])),
         ("files changed", s.files_changed if s.files_changed is not None else "-"),
     ]
@@ -124,10 +131,7 @@ def _print_one(s: Session) -> None:
     for key, value in rows:
         console.print(f"  {key:<14} {value}", highlight=False)
     if not s.is_terminal and not d["driver_alive"] and s.agent_pgid:
-        console.print(
-            f"  [yellow]No process is following this session: "
-            f"`sandboxrun attach {s.name}` carries it on.[/yellow]"
-        )
+        console.print("  [yellow]No process is following this session.[/yellow]")
 
 
 def register(app: typer.Typer) -> None:
@@ -138,14 +142,24 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print JSON (a list of objects)."),
     ) -> None:
         """Show sessions: status, branch, cost, turns, time left."""
+        from sandboxrun.sandbox.sessions import next_commands_for, reconcile
+
         settings = settings_for(None)
         store = open_store(settings)
         sessions = [store.resolve(session)] if session else store.list(active_only=active)
+        # A sandbox gone with nobody following it shows as lost, not as running.
+        sessions = [reconcile(settings, store, s, probe=True) for s in sessions]
+        if active:
+            sessions = [s for s in sessions if not s.is_terminal]
         if json_out:
-            print_json([session_json(s) for s in sessions])
+            print_json(
+                [{**session_json(s), "next": next_commands_for(settings, s)} for s in sessions]
+            )
             return
         if session:
             _print_one(sessions[0])
+            for command in next_commands_for(settings, sessions[0]):
+                console.print(f"  next: {command}", highlight=False)
             return
         if not sessions:
             console.print("No sessions yet. Start one with `sandboxrun run --prompt-file PLAN.md`.")
@@ -159,7 +173,7 @@ def register(app: typer.Typer) -> None:
         for s in sessions:
             started = datetime.fromtimestamp(s.started_at or s.created_at).strftime("%m-%d %H:%M")
             turns = str(s.num_turns) if s.num_turns is not None else "-"
-            cost = f"${s.cost_usd:.4f}" if s.cost_usd is not None else "-"
+            cost = _money(s.cost_usd)
             console.print(
                 f"{s.id:<12}  {s.name:<{width}}  [{_status_style(s.status)}]{s.status:<20}[/]  "
                 f"{s.backend:<7}  {started:<11}  {turns:>5}  {cost:>8}",
@@ -171,36 +185,49 @@ def register(app: typer.Typer) -> None:
     def logs(
         session: str = typer.Argument(..., help="Session id, id prefix or name."),
         follow: bool = typer.Option(
-            False, "--follow", "-F", help="Keep printing until the session ends."
+            False,
+            "--follow",
+            "-F",
+            help="Keep printing until the session ends; exit 1 if it ended failed or lost.",
         ),
         raw: bool = typer.Option(
-            False, "--raw", help="Print the agent's raw stream-json lines only."
+            False,
+            "--raw",
+            help="Print the agent's raw stream-json lines only (credential values redacted; "
+            "lines over 64 KiB are cut: the agent.log artifact has them whole).",
         ),
         json_out: bool = typer.Option(False, "--json", help="Print stored events as JSON lines."),
     ) -> None:
         """Print a session's events (phases, agent actions, warnings), from any terminal."""
+        from sandboxrun.sandbox.sessions import reconcile
+
         settings = settings_for(None)
         store = open_store(settings)
         s = store.resolve(session)
         last = 0
+        # stored events are redacted when written; this also covers credentials of this shell
+        redact = Redactor.from_env(os.environ)
         while True:
             kinds = ("stdout",) if raw else None
             for ev in store.events(s.id, after_id=last, kinds=kinds):
                 last = ev["id"]
                 if json_out:
-                    print_json_line(ev)
+                    print_json_line(redact.obj(ev))
                 elif raw:
-                    typer.echo(ev["payload"].get("line", ""))
+                    payload = ev["payload"] if isinstance(ev["payload"], dict) else {}
+                    typer.echo(redact.text(str(payload.get("line", ""))))
                 else:
                     line = format_event(ev)
                     if line is not None:
-                        typer.echo(line)
+                        typer.echo(redact.text(line))
             if not follow:
                 return
-            current = store.get(s.id)
+            current = reconcile(settings, store, store.get(s.id))
             if current.is_terminal:
                 # one last pass for events written with the final status
                 if not store.events(s.id, after_id=last, limit=1):
+                    if current.status in ("failed", "lost"):
+                        raise typer.Exit(1)  # a script following a run learns how it ended
                     return
                 continue
             time.sleep(0.3)

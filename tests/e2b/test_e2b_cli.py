@@ -35,7 +35,9 @@ def _snapshot_after_write(cli, name: str) -> bool:
         e["id"] for e in events if e["kind"] == "agent" and e["payload"].get("name") == "Write"
     ]
     snaps = [
-        e["id"] for e in events if e["kind"] == "phase" and e["payload"].get("phase") == "snapshot"
+        e["id"]
+        for e in events
+        if e["kind"] == "phase" and e["payload"].get("phase") == "checkpoint"
     ]
     return bool(writes and snaps and max(snaps) > min(writes))
 
