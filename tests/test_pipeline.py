@@ -271,7 +271,7 @@ def test_usage_limit_stops_the_waiting_agent_and_records_the_reset(pipeline, sto
 def test_warning_marks_then_the_limit_stop_the_agent_and_collect(
     pipeline, settings, store, repo, gate
 ):
-    """A warn mark fires (with a snapshot of the work), then the limit stops and collects."""
+    """A warn mark fires (with a checkpoint of the work), then the limit stops and collects."""
     reporter = Recorder()
     session = pipeline.start(f"@write early.txt before\n{wait_line(gate)}\n@write late.txt",
                              name="slow")  # fmt: skip
@@ -279,7 +279,7 @@ def test_warning_marks_then_the_limit_stop_the_agent_and_collect(
     run = pipeline.background(pipeline.driver(session, reporter).execute)
     retry_until(lambda: store.events(session.id, kinds=("warning",)))
     retry_until(
-        lambda: any(e["payload"].get("phase") == "snapshot" for e in store.events(session.id))
+        lambda: any(e["payload"].get("phase") == "checkpoint" for e in store.events(session.id))
     )
     pipeline.wait_for_agent(session)  # early.txt is written: the agent waits at the gate
     store.update(session.id, deadline=time.time() - 1)  # the limit is here
