@@ -156,6 +156,13 @@ for i in range(200):
 """
 
 
+def _reap(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+
+
 def test_many_processes_write_at_once(tmp_path):
     """Concurrent writers on a fresh file: migrations serialize, no 'database is locked'."""
     db = tmp_path / "fresh.db"
@@ -170,16 +177,22 @@ def test_many_processes_write_at_once(tmp_path):
         )
         for _ in range(6)
     ]
-    assert all(p.wait(timeout=60) == 0 for p in openers)
+    try:
+        codes = [p.wait(timeout=60) for p in openers]
+    finally:
+        _reap(openers)
+    assert codes == [0] * 6
     store = SessionStore(db)
     s = make(store, "busy")
     procs = [
         subprocess.Popen([sys.executable, "-c", WRITER, str(db), s.id], stderr=subprocess.PIPE)
         for _ in range(4)
     ]
-    for p in procs:
-        _, err = p.communicate(timeout=120)
-        assert p.returncode == 0, err.decode()
+    try:
+        errors = [p.communicate(timeout=120)[1] for p in procs]
+    finally:
+        _reap(procs)
+    assert [p.returncode for p in procs] == [0] * 4, b"".join(errors).decode()
     assert len(store.events(s.id, kinds=("stdout",))) == 800
     count = sqlite3.connect(db).execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0]
     assert count == len(MIGRATIONS)

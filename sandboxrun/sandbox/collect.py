@@ -62,10 +62,19 @@ class Patches:
 
 def collect_patches(sandbox: Sandbox, session: Session) -> Patches:
     """Produce and download the agent's patches without disturbing it."""
-    ctl = control_dir(sandbox)
     base = session.sandbox_base
     if not base:
         raise BackendError("the sandbox has no baseline commit, so there is nothing to collect")
+    return patches_since(sandbox, base)
+
+
+def patches_since(sandbox: Sandbox, base: str) -> Patches:
+    """The work in ``sandbox.repo_dir`` since commit ``base``, as ``collect_patches`` brings it.
+
+    Its commits become a format-patch mbox, everything else one diff. Public so that tests
+    make their patches exactly as the runner does.
+    """
+    ctl = control_dir(sandbox)
     res = sandbox.exec(
         ["sh", "-c", _COLLECT_SCRIPT, "sh", sandbox.repo_dir, base, ctl], timeout=600
     )
