@@ -1,8 +1,15 @@
-"""Bringing the agent's work back: patches out of the sandbox, checked, committed on the branch.
+"""Bringing the agent's work back: git objects out of the sandbox, checked, landed on the branch.
 
-Inside the sandbox the agent's own commits since the baseline become a ``format-patch`` mbox
-(kept as separate commits) and whatever it left uncommitted becomes one binary-safe diff. We
-stage with a private index file so collecting while the agent works never touches its index.
+Inside the sandbox, a fixed script packs the agent's commits since the baseline, the tree of
+whatever it left uncommitted, and the baseline's trees into one git pack
+(:data:`COLLECT_SCRIPT`). The sandbox's repository is data, not configuration: the script never
+reads its config, hooks, index extensions or attributes (a scratch git directory of ours
+borrows only its objects), so an agent's ``core.fsmonitor`` or hook never runs. When the
+sandbox's git is broken (``.git`` deleted, unborn or unreadable ``HEAD``, history rewritten past
+the baseline) it packs the final tree instead, leaving out the objects we already hold from the
+baseline. The pack and its report land in the session's artifacts and are verified
+(``git index-pack``) before the sandbox is torn down; :mod:`sandboxrun.sandbox.apply` then
+lands them on the branch.
 """
 
 from __future__ import annotations
@@ -10,15 +17,18 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sandboxrun.config import format_duration
-from sandboxrun.errors import BackendError, PatchRejectedError, SandboxrunError
+from sandboxrun.errors import BackendError, GitError, PatchRejectedError, SandboxrunError
 from sandboxrun.sandbox.backends.base import control_dir
 from sandboxrun.store import Session
+from sandboxrun.sync.replay import BASELINE_PACK, LEFTOVER_MESSAGE, MANIFEST, WORK_PACK, Manifest
 
 if TYPE_CHECKING:
     from sandboxrun.sandbox.backends.base import Sandbox
@@ -27,65 +37,210 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LEFTOVER_MESSAGE = "sandboxrun: uncommitted changes left by the agent"
+__all__ = ["LEFTOVER_MESSAGE", "Patches", "collect_patches", "save_artifacts"]
 
-# Arguments come in through "$@" only. GIT_INDEX_FILE points at a copy of the agent's index.
-_COLLECT_SCRIPT = r"""
+# Arguments come in through "$@" only: repo, baseline commit, control dir, and optionally a
+# file listing object ids we already hold (left out of a tree-mode pack). Git runs with no
+# system or global config, HOME in our control dir, and GIT_DIR a fresh scratch repository
+# whose only link to the agent's is an alternates entry for its objects; HEAD is read from the
+# files by hand. info/attributes (highest precedence) switches off every content conversion
+# the tree's .gitattributes could ask for, so blobs are the bytes on disk.
+COLLECT_SCRIPT = r"""
+set -u
+repo=$1; base=$2; ctl=$3; known=${4:-}
+S="$ctl/collect.git"
+unset GIT_DIR GIT_WORK_TREE GIT_INDEX_FILE GIT_OBJECT_DIRECTORY GIT_ALTERNATE_OBJECT_DIRECTORIES \
+  GIT_CONFIG GIT_CONFIG_PARAMETERS GIT_CONFIG_COUNT GIT_NAMESPACE GIT_COMMON_DIR GIT_EXEC_PATH \
+  GIT_TEMPLATE_DIR GIT_EXTERNAL_DIFF GIT_PAGER GIT_EDITOR GIT_SSH GIT_SSH_COMMAND GIT_ASKPASS
+export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null GIT_ATTR_NOSYSTEM=1 HOME="$ctl" \
+  XDG_CONFIG_HOME="$ctl/no-config" GIT_TERMINAL_PROMPT=0 GIT_OPTIONAL_LOCKS=0 LC_ALL=C
+rm -rf -- "$S" "$ctl/work.pack.tmp" "$ctl/collect.out.tmp"
+git init -q --bare --template= "$S" || exit 70
+export GIT_DIR="$S" GIT_WORK_TREE="$repo" GIT_INDEX_FILE="$S/collect.index"
+c() { git config "$1" "$2" || exit 70; }
+c core.bare false; c core.hooksPath /dev/null; c core.fsmonitor false; c core.autocrlf false
+c core.safecrlf false; c core.bigFileThreshold 1m; c core.untrackedCache false
+c core.splitIndex false; c core.fileMode true; c core.symlinks true; c core.ignoreCase false
+c core.precomposeUnicode false; c core.quotePath false; c gc.auto 0; c index.threads 1
+c pack.compression 1; c core.excludesFile /dev/null; c core.attributesFile /dev/null
+mkdir -p "$S/info" && printf '* -text -crlf -eol -ident -filter -working-tree-encoding -diff -merge\n' > "$S/info/attributes"
+hex40() { case "$1" in *[!0-9a-f]*|"") return 1;; esac; [ "${#1}" -eq 40 ]; }
+dg="$repo/.git"; head=""; why=""
+if [ -L "$dg" ] || [ ! -d "$dg" ]; then why="the sandbox's .git is missing or not a directory"
+elif [ ! -d "$dg/objects" ]; then why="the sandbox's .git has no objects"
+else
+  printf '%s\n' "$dg/objects" > "$S/objects/info/alternates"
+  h=$(head -c 4096 "$dg/HEAD" 2>/dev/null | head -n 1)
+  case "$h" in
+    "ref: refs/"*)
+      r=${h#ref: }
+      case "$r" in *..*|*//*) r="" ;; esac
+      if [ -n "$r" ] && [ -f "$dg/$r" ]; then head=$(head -c 100 "$dg/$r" | head -n 1)
+      elif [ -n "$r" ] && [ -f "$dg/packed-refs" ]; then
+        head=$(awk -v r="$r" '$2 == r { print $1; exit }' "$dg/packed-refs")
+      fi ;;
+    *) head=$h ;;
+  esac
+  if ! hex40 "$head"; then head=""; why="the sandbox's HEAD does not name a commit (unborn or broken)"
+  elif ! git cat-file -e "$head^{commit}" 2>/dev/null; then
+    head=""; why="the sandbox's HEAD commit cannot be read"
+  elif ! git merge-base --is-ancestor "$base" "$head" 2>/dev/null; then
+    why="the sandbox's history no longer contains the baseline (reset or amended)"
+  fi
+fi
+if [ -n "$head" ]; then
+  if [ -f "$dg/index" ] && cp -- "$dg/index" "$GIT_INDEX_FILE" 2>/dev/null \
+     && git read-tree --index-output="$GIT_INDEX_FILE.new" -m "$head" 2>/dev/null; then
+    mv -f -- "$GIT_INDEX_FILE.new" "$GIT_INDEX_FILE"
+  else rm -f -- "$GIT_INDEX_FILE" "$GIT_INDEX_FILE.new"; git read-tree "$head" || exit 71; fi
+else git read-tree --empty || exit 71; fi
+git add -A --ignore-errors -- . ':(exclude,icase,glob)**/.git' ':(exclude,icase,glob)**/.git/**' \
+  2> "$ctl/collect.add.err" || addfail=1
+tree=$(git write-tree) || exit 72
+dotgit=$(find "$repo" -mindepth 1 -iname .git ! -path "$repo/.git" -print 2>/dev/null | head -n 20 | wc -l)
+{
+  if [ -z "$why" ]; then git rev-list --objects --no-object-names "$head" "$tree" "^$base" || exit 73
+    git rev-list --objects --no-object-names --filter=blob:none "$base" || exit 73
+  else git rev-list --objects --no-object-names "$tree" || exit 73; fi
+} > "$ctl/collect.objects" || exit 73
+if [ -n "$why" ] && [ -n "$known" ] && [ -s "$known" ]; then
+  awk 'NR == FNR { k[$1] = 1; next } !($1 in k)' "$known" "$ctl/collect.objects" > "$ctl/collect.objects.new" \
+    && mv -f -- "$ctl/collect.objects.new" "$ctl/collect.objects"
+fi
+git pack-objects -q --stdout < "$ctl/collect.objects" > "$ctl/work.pack.tmp" || exit 74
+{
+  printf 'mode=%s\n' "$([ -z "$why" ] && echo history || echo tree)"
+  printf 'base=%s\nhead=%s\ntree=%s\n' "$base" "$head" "$tree"
+  printf 'commits=%s\n' "$([ -z "$why" ] && git rev-list --count "$head" "^$base" || echo 0)"
+  printf 'dotgit=%s\n' "$dotgit"
+  printf 'addfail=%s\n' "${addfail:-0}"
+  printf 'why=%s\n' "$why"
+} > "$ctl/collect.out.tmp"
+mv -f -- "$ctl/work.pack.tmp" "$ctl/work.pack" && mv -f -- "$ctl/collect.out.tmp" "$ctl/collect.out" || exit 75
+rm -f -- "$ctl/collect.objects" "$GIT_INDEX_FILE"
+cat -- "$ctl/collect.out"
+"""
+
+# The baseline's commit and trees (no blobs), packed right after the baseline is made, and the
+# ids of all its objects: what lets a sandbox whose git the agent broke still be compared with
+# what it was given, without sending back what we already hold.
+BASELINE_PACK_SCRIPT = r"""
 set -e
 cd "$1"
-ctl="$3"
-rm -f "$ctl/collect.index"
-if [ -f .git/index ]; then cp .git/index "$ctl/collect.index"; fi
-export GIT_INDEX_FILE="$ctl/collect.index"
-git -c core.quotepath=on format-patch --pretty=mboxrd --no-color --no-signature --binary --full-index --stdout "$2"..HEAD > "$ctl/commits.mbox.tmp"
-git add -A
-git -c core.quotepath=on diff --no-color --cached --binary --full-index HEAD > "$ctl/changes.diff.tmp"
-mv "$ctl/commits.mbox.tmp" "$ctl/commits.mbox"
-mv "$ctl/changes.diff.tmp" "$ctl/changes.diff"
-rm -f "$ctl/collect.index"
-git rev-list --count "$2"..HEAD
+export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null
+git rev-list --objects --no-object-names --filter=blob:none "$2" | git pack-objects -q --stdout > "$3.tmp"
+git rev-list --objects --no-object-names "$2" > "$4.tmp"
+mv -f "$3.tmp" "$3"; mv -f "$4.tmp" "$4"
 """
 
 
 @dataclass
 class Patches:
-    """The agent's work as brought back from the sandbox."""
+    """The agent's work as brought back from the sandbox: a pack and the script's report."""
 
-    commits: bytes  # format-patch mbox of the agent's own commits
-    leftover: bytes  # binary diff of uncommitted changes
-    agent_commits: int
+    directory: Path  # a private staging directory holding work.pack and collect.out
+    manifest: Manifest
 
     @property
-    def empty(self) -> bool:
-        return not self.commits.strip() and not self.leftover.strip()
+    def agent_commits(self) -> int:
+        """How many commits the agent made since the baseline (0 when unknown)."""
+        return self.manifest.commits
+
+    @property
+    def size(self) -> int:
+        """Bytes brought back."""
+        pack = self.directory / f"{WORK_PACK}.pack"
+        return pack.stat().st_size if pack.exists() else 0
 
 
-def collect_patches(sandbox: Sandbox, session: Session) -> Patches:
-    """Produce and download the agent's patches without disturbing it."""
+def _fetch(sandbox: Sandbox, src: str, dest: Path) -> None:
+    """Copy a file out of the sandbox to ``dest`` (streamed where the backend allows)."""
+    root = getattr(sandbox, "root", None)
+    if isinstance(root, Path):  # the local backend: a plain copy, never all in memory
+        shutil.copyfile(src, dest)
+        return
+    dest.write_bytes(sandbox.read_file(src))
+
+
+def collect_patches(sandbox: Sandbox, session: Session, known: bytes | None = None) -> Patches:
+    """Pack the agent's work inside the sandbox and bring it here, without disturbing it."""
     ctl = control_dir(sandbox)
     base = session.sandbox_base
     if not base:
         raise BackendError("the sandbox has no baseline commit, so there is nothing to collect")
+    known_path = ""
+    if known:
+        known_path = f"{ctl}/known.objects"
+        sandbox.write_file(known_path, known)
     res = sandbox.exec(
-        ["sh", "-c", _COLLECT_SCRIPT, "sh", sandbox.repo_dir, base, ctl], timeout=600
+        ["sh", "-c", COLLECT_SCRIPT, "sh", sandbox.repo_dir, base, ctl, known_path], timeout=900
     )
     if not res.ok:
         raise BackendError(f"collecting the agent's changes failed: {res.error_text()[-2000:]}")
-    count = int((res.text().strip().splitlines() or ["0"])[-1] or 0)
-    return Patches(
-        commits=sandbox.read_file(f"{ctl}/commits.mbox"),
-        leftover=sandbox.read_file(f"{ctl}/changes.diff"),
-        agent_commits=count,
-    )
+    staging = Path(tempfile.mkdtemp(prefix="sandboxrun-collect-"))
+    try:
+        report = sandbox.read_file(f"{ctl}/{MANIFEST}")
+        manifest = Manifest.parse(report.decode(errors="replace"))
+        _fetch(sandbox, f"{ctl}/{WORK_PACK}.pack", staging / f"{WORK_PACK}.pack")
+        (staging / MANIFEST).write_bytes(report)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return Patches(directory=staging, manifest=manifest)
 
 
 def save_artifacts(directory: Path, patches: Patches) -> None:
-    """Write the patches under ``directory`` (atomically: a reader never sees half a file)."""
+    """Move the collection under ``directory``.
+
+    Its report is written last, so whoever finds the report finds the whole collection.
+    """
     directory.mkdir(parents=True, exist_ok=True)
-    for name, data in (("commits.mbox", patches.commits), ("changes.diff", patches.leftover)):
-        tmp = directory / f".{name}.tmp"
-        tmp.write_bytes(data)
-        tmp.replace(directory / name)
+    pack_dir = directory / "objects" / "pack"
+    pack_dir.mkdir(parents=True, exist_ok=True)
+    (directory / MANIFEST).unlink(missing_ok=True)
+    (pack_dir / f"{WORK_PACK}.idx").unlink(missing_ok=True)
+    shutil.move(patches.directory / f"{WORK_PACK}.pack", pack_dir / f"{WORK_PACK}.pack")
+    tmp = directory / f".{MANIFEST}.tmp"
+    shutil.move(patches.directory / MANIFEST, tmp)
+    tmp.replace(directory / MANIFEST)
+    shutil.rmtree(patches.directory, ignore_errors=True)
+
+
+def save_baseline(driver: RunDriver) -> None:
+    """Keep the baseline's trees and object ids in the artifacts before the agent starts.
+
+    A later collection from a sandbox whose git the agent broke is compared with them.
+    """
+    sb = driver.sandbox
+    ctl = control_dir(sb)
+    base = driver.session.sandbox_base
+    try:
+        res = sb.exec(["sh", "-c", BASELINE_PACK_SCRIPT, "sh", sb.repo_dir, base,
+                       f"{ctl}/baseline.pack", f"{ctl}/baseline.objects"], timeout=600)  # fmt: skip
+        if not res.ok:
+            raise BackendError(res.error_text()[-500:])
+        pack_dir = driver.artifacts / "objects" / "pack"
+        pack_dir.mkdir(parents=True, exist_ok=True)
+        _fetch(sb, f"{ctl}/baseline.pack", pack_dir / f"{BASELINE_PACK}.pack")
+        _fetch(sb, f"{ctl}/baseline.objects", driver.artifacts / "baseline.objects")
+    except (SandboxrunError, OSError) as exc:
+        log.warning("could not keep the baseline of %s: %s", driver.session.id, exc)
+
+
+def known_blobs(artifacts: Path) -> bytes | None:
+    """The baseline's object ids, left out of a tree-mode collection (None if not kept)."""
+    try:
+        return (artifacts / "baseline.objects").read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def verify_artifacts(worktree: Path, directory: Path) -> None:
+    """Prove the collection in ``directory`` complete: every object there, every hash right."""
+    from sandboxrun.sync.replay import Quarantine
+
+    q = Quarantine(worktree, directory)
+    q.add_pack(q.objects / "pack" / f"{WORK_PACK}.pack", WORK_PACK)
 
 
 def _copy_logs(driver: RunDriver) -> None:
@@ -119,10 +274,19 @@ def describe_failure(
     return f"the agent exited with {code} without a result" + (f": {tail}" if tail else "")
 
 
-def finish_with_patches(driver: RunDriver, outcome: FollowOutcome) -> Session:
-    """Collect, check and apply the work, tear down, and record how the session ended."""
-    from sandboxrun.sync.patches import apply_changes
+def record_branch_head(driver: RunDriver) -> None:
+    """Remember which commit of the branch the upload is made from (before packing)."""
+    from sandboxrun.process import run
 
+    s = driver.session
+    res = run(["git", "rev-parse", "--verify", "HEAD^{commit}"], cwd=s.worktree, check=False)
+    if res.ok:
+        driver.store.update(s.id, options={**s.options, "branch_head": res.stdout.strip()})
+        driver._refresh()
+
+
+def finish_with_patches(driver: RunDriver, outcome: FollowOutcome) -> Session:
+    """Collect and verify the work, tear down, land it on the branch, record how it ended."""
     store, sid = driver.store, driver.session.id
     s = driver._refresh()
     store.set_status(sid, "collecting", only_if_active=True)
@@ -139,12 +303,17 @@ def finish_with_patches(driver: RunDriver, outcome: FollowOutcome) -> Session:
         return driver._refresh()
 
     t0 = time.monotonic()
-    patches = collect_patches(driver.sandbox, s)
+    patches = collect_patches(driver.sandbox, s, known=known_blobs(driver.artifacts))
     save_artifacts(driver.artifacts, patches)
+    # Torn down only once the artifacts are proven to hold the whole collection.
+    verify_artifacts(Path(s.worktree), driver.artifacts)
     _copy_logs(driver)
     driver.phase_times["collect"] = time.monotonic() - t0
     driver._teardown()
+    return apply_and_record(driver, outcome)
 
+
+def _end_status(driver: RunDriver, s: Session, outcome: FollowOutcome) -> tuple[str, str | None]:
     result = driver.progress.result
     status, error = "completed", None
     if outcome.reason == "killed":
@@ -171,53 +340,112 @@ def finish_with_patches(driver: RunDriver, outcome: FollowOutcome) -> Session:
             stderr.read_text(errors="replace") if stderr.exists() else "",
             s.max_turns,
         )
+    return status, error
 
+
+def apply_and_record(driver: RunDriver, outcome: FollowOutcome) -> Session:
+    """Land the collection kept in the artifacts and record how the session ended.
+
+    Also what ``attach`` runs when a crash interrupted a run after its work was collected.
+    """
+    from sandboxrun.sandbox.apply import (
+        apply_collected,
+        expected_commit,
+        load_state,
+        refusal_text,
+        save_state,
+    )
+
+    store, sid = driver.store, driver.session.id
+    s = driver._refresh()
+    status, error = _end_status(driver, s, outcome)
     t0 = time.monotonic()
     fields: dict[str, Any] = {"exit_code": outcome.exit_code}
+    options = dict(s.options)
     if driver.progress.rate_limited_until:
-        fields["options"] = {**s.options, "quota_resets_at": driver.progress.rate_limited_until}
+        options["quota_resets_at"] = driver.progress.rate_limited_until
+    # What the session ends as once applied: kept so `sandboxrun apply` can finish the job.
+    state = load_state(driver.artifacts)
+    state["intended_status"], state["intended_error"] = status, error
+    save_state(driver.artifacts, state)
     try:
-        applied = apply_changes(
+        applied = apply_collected(
             Path(s.worktree),
-            patches.commits,
-            patches.leftover,
+            s.branch,
+            driver.artifacts,
+            expected_commit(s, driver.artifacts),
             allow_sensitive=bool(s.options.get("allow_sensitive")),
-            leftover_message=LEFTOVER_MESSAGE,
-            artifacts_hint=str(driver.artifacts),
         )
-    except PatchRejectedError as exc:
+    except (GitError, PatchRejectedError, SandboxrunError) as exc:
         store.set_status(
             sid,
             "failed",
             only_if_active=True,
-            error=f"{exc.message} (patches kept in {driver.artifacts})",
+            error=(
+                f"{exc.message} The work is kept in {driver.artifacts}; "
+                f"`sandboxrun apply {s.name}` applies it once the cause is fixed."
+            ),
+            options=options,
             **fields,
         )
         raise
     driver.phase_times["apply"] = time.monotonic() - t0
-    if status == "completed" and not applied.commits:
+    record = applied.record
+    notes = [*record.get("mode_changes", [])]
+    if record.get("why_squashed"):
+        notes.append(f"one commit instead of the agent's own history: {record['why_squashed']}")
+    manifest = Manifest.parse((driver.artifacts / MANIFEST).read_text(errors="replace"))
+    if manifest.dotgit:
+        notes.append(f"{manifest.dotgit} '.git'-like name(s) in the sandbox's tree were left out")
+    if manifest.addfail:
+        notes.append("some files in the sandbox could not be read and were left out")
+    for note in notes:
+        driver.reporter.warning(note)
+    refusal = refusal_text(record, s.name)
+    if refusal:
+        text = f"{refusal[0]}\n{refusal[1]}"
+        if status == "completed":
+            status, error = "completed_with_refusals", text
+        else:
+            error = f"{error}\n{text}" if error else text
+    elif status == "completed" and not applied.commits:
         status = "completed_no_changes"
+    options["collect_notes"] = notes
+    all_commits = [c for batch in load_history(driver.artifacts) for c in batch]
     store.set_status(
         sid,
         status,
         only_if_active=True,
         error=error,
-        result_commits=applied.commits,
-        files_changed=len(applied.files_changed),
-        insertions=applied.insertions,
-        deletions=applied.deletions,
+        result_commits=all_commits,
+        files_changed=len(record.get("files_changed") or []),
+        insertions=record.get("insertions") or 0,
+        deletions=record.get("deletions") or 0,
+        options=options,
         **fields,
     )
     summary = {
         "status": status,
         "branch": s.branch,
         "commits": applied.commits,
-        "files_changed": applied.files_changed,
-        "insertions": applied.insertions,
-        "deletions": applied.deletions,
-        "warnings": applied.warnings,
+        "agent_commits": manifest.commits,
+        "files_changed": record.get("files_changed") or [],
+        "insertions": record.get("insertions") or 0,
+        "deletions": record.get("deletions") or 0,
+        "warnings": record.get("warnings") or [],
+        "mode_changes": record.get("mode_changes") or [],
+        "refused": record.get("refused") or [],
+        "kept_patch": record.get("kept_patch"),
+        "one_commit_because": record.get("why_squashed"),
         "phases": {k: round(v, 3) for k, v in driver.phase_times.items()},
     }
     store.add_event(sid, "summary", summary)
     (driver.artifacts / "summary.json").write_text(json.dumps(summary, indent=2))
     return driver._refresh()
+
+
+def load_history(artifacts: Path) -> list[list[str]]:
+    """Every batch of commits applied for the session, oldest first."""
+    from sandboxrun.sandbox.apply import load_state
+
+    return [list(b) for b in load_state(artifacts).get("history") or []]

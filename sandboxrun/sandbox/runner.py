@@ -25,9 +25,17 @@ from sandboxrun.errors import (
     SandboxrunError,
     UsageError,
 )
+from sandboxrun.sandbox.apply import has_collection
 from sandboxrun.sandbox.backends import get_backend
 from sandboxrun.sandbox.backends.base import Backend, Sandbox, control_dir
-from sandboxrun.sandbox.collect import collect_patches, finish_with_patches, save_artifacts
+from sandboxrun.sandbox.collect import (
+    apply_and_record,
+    collect_patches,
+    finish_with_patches,
+    record_branch_head,
+    save_artifacts,
+    save_baseline,
+)
 from sandboxrun.sandbox.follow import FollowOutcome, follow_agent, read_exit_code
 from sandboxrun.sandbox.reporting import NullReporter, Reporter
 from sandboxrun.store import Session, SessionStore
@@ -194,6 +202,11 @@ class RunDriver:
         try:
             self.sandbox = self.backend.connect(s.sandbox_id)
         except SandboxLostError as exc:
+            if s.status == "collecting" and has_collection(self.artifacts):
+                # Torn down only after its work was verified in the artifacts: a crash while
+                # applying it is finished from there.
+                self._replay_progress()
+                return apply_and_record(self, FollowOutcome("exited", s.exit_code))
             self.store.set_status(s.id, "lost", only_if_active=True, error=exc.message)
             raise
         self.store.add_event(s.id, "phase", {"phase": "attached", "detail": f"pid {os.getpid()}"})
@@ -242,6 +255,7 @@ class RunDriver:
         from sandboxrun.sync.pack import pack_worktree
 
         self._phase("packing", self.session.worktree)
+        record_branch_head(self)
         t0 = time.monotonic()
         self.artifacts.mkdir(parents=True, exist_ok=True)
         compression = self.session.options.get("compression", "gzip")
@@ -291,6 +305,8 @@ class RunDriver:
         t0 = time.monotonic()
         base = self._baseline_commit()
         self.store.update(s.id, sandbox_base=base)
+        self._refresh()
+        save_baseline(self)
         self.phase_times["baseline"] = time.monotonic() - t0
 
     def _sh(self, script: str, *args: str, timeout: float = 300) -> bytes:
@@ -342,7 +358,7 @@ class RunDriver:
             "bytes_in": pack_result.bytes_in,
             "bytes_out": pack_result.bytes_out,
             "compression": pack_result.compression,
-            "collected_bytes": len(patches.commits) + len(patches.leftover),
+            "collected_bytes": patches.size,
             "phases": {k: round(v, 3) for k, v in self.phase_times.items()},
         }
         self._event("dry_run", report)
