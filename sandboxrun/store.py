@@ -29,7 +29,16 @@ migrations = Migrations("sandboxrun")
 
 #: statuses after which nothing more happens to a session
 TERMINAL_STATUSES = frozenset(
-    {"completed", "completed_no_changes", "failed", "timeout", "killed", "lost"}
+    {
+        "completed",
+        "completed_no_changes",
+        # the work is on the branch except what a check kept back (`sandboxrun apply` lands it)
+        "completed_with_refusals",
+        "failed",
+        "timeout",
+        "killed",
+        "lost",
+    }
 )
 #: statuses of a session whose agent may still be working
 ACTIVE_STATUSES = frozenset(

@@ -71,8 +71,8 @@ def test_happy_path_brings_back_commits_and_leftovers(cli, repo):
     assert st["agent_session_id"]
     # Patches are kept as artifacts.
     artifacts = Path(os.environ["SANDBOXRUN_HOME"]) / "artifacts" / st["id"]
-    assert (artifacts / "commits.mbox").stat().st_size > 0
-    assert (artifacts / "changes.diff").stat().st_size > 0
+    assert (artifacts / "collect.out").read_text().startswith("mode=history")
+    assert (artifacts / "objects" / "pack" / "work.pack").stat().st_size > 0
     # The sandbox is torn down.
     assert not (Path(os.environ["SANDBOXRUN_HOME"]) / "sandboxes" / st["id"]).exists()
 
@@ -148,16 +148,41 @@ def test_agent_failure_is_reported_with_reason(cli, repo):
     assert "API Error: 500" in cli.status("boom2")["error"]
 
 
-def test_sensitive_paths_are_refused_unless_allowed(cli, repo):
-    plan = "@write .claude/settings.json {}\n@write ok.txt fine"
+def test_refused_paths_are_kept_apart_and_the_rest_applied(cli, repo):
+    """A sensitive file no longer throws the rest away: it is kept as its own patch and
+    `sandboxrun apply --allow-sensitive` lands it later without rerunning the agent."""
+    plan = (
+        "@write .claude/settings.json {}\n@write ok.txt fine\n@commit agent: both\n"
+        "@write .sandboxrun.toml backend = 'local'\n@write later.txt leftover"
+    )
     proc = cli("run", "--backend", "local", "--name", "sneaky", "--prompt", plan)
     assert proc.returncode == 1
-    assert ".claude/settings.json" in proc.stderr
-    assert "--allow-sensitive" in proc.stderr
+    out = proc.stdout + proc.stderr
+    assert ".claude/settings.json" in out and ".sandboxrun.toml" in out
+    assert "sandboxrun apply sneaky --allow-sensitive" in out
+    assert "rerun with" not in out
     st = cli.status("sneaky")
-    assert st["status"] == "failed" and ".claude/settings.json" in st["error"]
-    # Nothing applied: the branch is still at base.
-    assert git(repo, "rev-parse", "sandboxrun/sneaky") == git(repo, "rev-parse", "main")
+    assert st["status"] == "completed_with_refusals"
+    files = branch_files(repo, "sandboxrun/sneaky")
+    assert {"ok.txt", "later.txt"} <= files
+    assert ".claude/settings.json" not in files and ".sandboxrun.toml" not in files
+    log = git(repo, "log", "--format=%s", "main..sandboxrun/sneaky").splitlines()
+    assert log == ["sandboxrun: uncommitted changes left by the agent", "agent: both"]
+    artifacts = Path(os.environ["SANDBOXRUN_HOME"]) / "artifacts" / st["id"]
+    kept = (artifacts / "refused.diff").read_text()
+    assert ".claude/settings.json" in kept and ".sandboxrun.toml" in kept and "ok.txt" not in kept
+
+    proc = cli("apply", "sneaky")
+    assert proc.returncode == 1 and "--allow-sensitive" in proc.stdout
+    proc = cli("apply", "sneaky", "--allow-sensitive")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    files = branch_files(repo, "sandboxrun/sneaky")
+    assert {".claude/settings.json", ".sandboxrun.toml", "ok.txt"} <= files
+    st = cli.status("sneaky")
+    assert st["status"] == "completed" and len(st["result_commits"]) == 3
+    wt = repo / ".worktrees" / "sneaky"
+    assert git(wt, "status", "--porcelain") == ""
+    assert cli("apply", "sneaky").stdout.startswith("Nothing left to apply")
 
     proc = cli(
         "run", "--backend", "local", "--name", "allowed", "--allow-sensitive", "--prompt", plan

@@ -15,7 +15,7 @@ from sandboxrun.gitops import repo_root
 from sandboxrun.store import SessionStore
 
 #: command modules under sandboxrun/cli, each with a ``register(app)`` function
-COMMAND_MODULES = ("run_cmd", "session_cmd", "pack_cmd", "e2b_cmd", "hidden_cmd")
+COMMAND_MODULES = ("run_cmd", "session_cmd", "pack_cmd", "e2b_cmd", "hidden_cmd", "apply_cmd")
 
 # soft_wrap: never break long lines (paths, commands) so they stay copy-pastable.
 console = Console(highlight=False, soft_wrap=True)

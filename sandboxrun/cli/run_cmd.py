@@ -121,7 +121,9 @@ def print_summary(session: Session) -> None:
     colour = "green" if ok else "red"
     console.print(f"\n[bold {colour}]{s.status}[/bold {colour}]  {s.name} ({s.id})")
     if s.error:
-        console.print(f"  reason:   {s.error}", highlight=False)
+        console.print(f"  reason:   {s.error}", highlight=False, markup=False)
+    for note in s.options.get("collect_notes") or []:
+        console.print(f"  note:     {note}", highlight=False, markup=False)
     commits = s.result_commits or []
     duration = (s.ended_at or time.time()) - (s.started_at or s.created_at)
     console.print(f"  branch:   {s.branch}", highlight=False)

@@ -521,15 +521,23 @@ def _kept_patch(q: Quarantine, plan: Plan, manifest: Manifest, base_tree: str) -
 
 
 def _stats(q: Quarantine, plan: Plan) -> None:
-    raw = q.raw("diff", "--numstat", "-z", "--no-renames", "--no-textconv", "--no-ext-diff",
+    """Files changed (a rename counts once), insertions and deletions, as ``git diff`` says."""
+    raw = q.raw("diff", "--numstat", "-z", "-M", "--no-textconv", "--no-ext-diff",
                 plan.old, plan.new)  # fmt: skip
-    for record in raw.split(b"\0"):
-        parts = record.split(b"\t", 2)
+    fields = raw.split(b"\0")
+    i = 0
+    while i < len(fields):
+        parts = fields[i].split(b"\t", 2)
+        i += 1
         if len(parts) != 3:
             continue
-        plan.insertions += int(parts[0]) if parts[0].isdigit() else 0
+        name = parts[2]
+        if not name:  # a rename: "ins\tdel\t\0old\0new\0"
+            name = fields[i + 1] if i + 1 < len(fields) else b""
+            i += 2
+        plan.insertions += int(parts[0]) if parts[0].isdigit() else 0  # "-" for binary files
         plan.deletions += int(parts[1]) if parts[1].isdigit() else 0
-        plan.files_changed.append(os.fsdecode(parts[2]))
+        plan.files_changed.append(os.fsdecode(name))
 
 
 def hooks_path_pattern(worktree: Path) -> list[str]:
