@@ -553,8 +553,15 @@ def test_download_after_the_end_uses_saved_artifacts(cli, repo):
     out = repo.parent / "fin-out"
     data = cli.json("download", "fin", "--output", str(out))
     assert data["live"] is False
-    assert b"Subject: [PATCH] add f" in (out / "commits.mbox").read_bytes()
+    assert "add f" in (out / "commits.txt").read_text()
+    assert b"+++ b/f.txt" in (out / "changes.diff").read_bytes()
     assert (out / "agent.log").exists()
+    # The printed git command works on a branch where the run started, commits or not.
+    git(repo, "worktree", "add", "-q", "-b", "replay", str(repo.parent / "replay"), "main")
+    command = next(c for c in data["commands"] if c.startswith("git "))
+    command = command.replace(str(repo / ".worktrees" / "fin"), str(repo.parent / "replay"))
+    assert subprocess.run(command, shell=True, check=False).returncode == 0
+    assert (repo.parent / "replay" / "f.txt").read_text() == "f\n"
 
 
 def test_ctrl_c_stops_and_collects_and_a_second_leaves_the_agent_running(cli, repo):

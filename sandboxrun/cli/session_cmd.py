@@ -223,7 +223,7 @@ def register(app: typer.Typer) -> None:
         ),
         json_out: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
     ) -> None:
-        """Write a session's current patches (commits.mbox, changes.diff) without stopping it."""
+        """Write a session's current work (changes.diff, commits.txt, the commits) without stopping it."""
         from sandboxrun.sandbox.sessions import download_session
 
         settings = settings_for(None)
@@ -238,6 +238,7 @@ def register(app: typer.Typer) -> None:
                     "live": result.live,
                     "files": [str(f) for f in result.files],
                     "agent_commits": result.agent_commits,
+                    "commands": result.commands,
                 }
             )
             return
@@ -248,11 +249,9 @@ def register(app: typer.Typer) -> None:
         )
         for f in result.files:
             console.print(f"  {f} ({f.stat().st_size:,} bytes)", highlight=False)
-        console.print(
-            f"Apply elsewhere with: git am {result.directory}/commits.mbox && "
-            f"git apply {result.directory}/changes.diff",
-            highlight=False,
-        )
+        console.print("Apply on the session's branch with either of:", highlight=False)
+        for command in result.commands:
+            console.print(f"  {command}", highlight=False, markup=False)
 
     @app.command("attach")
     def attach(
