@@ -54,6 +54,7 @@ unset GIT_DIR GIT_WORK_TREE GIT_INDEX_FILE GIT_OBJECT_DIRECTORY GIT_ALTERNATE_OB
   GIT_TEMPLATE_DIR GIT_EXTERNAL_DIFF GIT_PAGER GIT_EDITOR GIT_SSH GIT_SSH_COMMAND GIT_ASKPASS
 export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null GIT_ATTR_NOSYSTEM=1 HOME="$ctl" \
   XDG_CONFIG_HOME="$ctl/no-config" GIT_TERMINAL_PROMPT=0 GIT_OPTIONAL_LOCKS=0 LC_ALL=C
+mkdir -p -- "$ctl" || exit 70
 rm -rf -- "$S" "$ctl/work.pack.tmp" "$ctl/collect.out.tmp"
 git init -q --bare --template= "$S" || exit 70
 export GIT_DIR="$S" GIT_WORK_TREE="$repo" GIT_INDEX_FILE="$S/collect.index"
@@ -128,6 +129,7 @@ BASELINE_PACK_SCRIPT = r"""
 set -e
 cd "$1"
 export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null
+mkdir -p -- "$(dirname -- "$3")"
 git rev-list --objects --no-object-names --filter=blob:none "$2" | git pack-objects -q --stdout > "$3.tmp"
 git rev-list --objects --no-object-names "$2" > "$4.tmp"
 mv -f "$3.tmp" "$3"; mv -f "$4.tmp" "$4"

@@ -446,12 +446,12 @@ def _path_problem(path: str) -> str | None:
     """Why ``path`` may never be written, or None."""
     if not path:
         return "empty path"
-    if any(unicodedata.category(c) == "Cc" or c in _INVISIBLE for c in path):
+    # A tab is a legitimate (if odd) character in a POSIX name; other control characters
+    # only serve to forge terminal output.
+    if any((unicodedata.category(c) == "Cc" and c != "\t") or c in _INVISIBLE for c in path):
         return "control or invisible character in path"
-    if path.startswith("/") or re.match(r"^[A-Za-z]:", path):
+    if path.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", path):
         return "absolute path"
-    if "\\" in path:
-        return "backslash in path (a separator on Windows)"
     parts = path.split("/")
     if ".." in parts:
         return "'..' component leaves the repository"
@@ -459,6 +459,13 @@ def _path_problem(path: str) -> str | None:
         return "empty or '.' path component"
     if any(norm_component(p) in (".git", "git~1") for p in parts):
         return "path inside .git"
+    # A backslash is an ordinary character here, but a separator on Windows: a name that
+    # would leave the tree or reach .git there is refused too.
+    win = path.replace("\\", "/").split("/")
+    if ".." in win:
+        return "'..' component leaves the repository (backslash is a separator on Windows)"
+    if any(norm_component(p) in (".git", "git~1") for p in win):
+        return "path inside .git (backslash is a separator on Windows)"
     return None
 
 

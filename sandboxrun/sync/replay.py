@@ -36,6 +36,7 @@ from sandboxrun.errors import PatchRejectedError
 from sandboxrun.gitops import FALLBACK_IDENTITY, identity_env
 from sandboxrun.process import Result, run, run_bytes
 from sandboxrun.sync.patchcheck import (
+    SENSITIVE_REASON,
     SYMLINK_MODE,
     FileChange,
     check_changes,
@@ -509,7 +510,15 @@ def _kept_patch(q: Quarantine, plan: Plan, manifest: Manifest, base_tree: str) -
     target.unlink(missing_ok=True)
     from sandboxrun.sync.patchcheck import _path_problem
 
-    paths = [p for p in plan.refused_paths if _path_problem(p) is None]
+    # Only what --allow-sensitive can let through: never-allowed changes are not kept for use.
+    reasons: dict[str, list[str]] = {}
+    for path, reason in plan.refused:
+        reasons.setdefault(path, []).append(reason)
+    paths = [
+        p
+        for p, rs in reasons.items()
+        if _path_problem(p) is None and all(r.startswith(SENSITIVE_REASON) for r in rs)
+    ]
     if not paths:
         return
     data = q.raw("diff", "--binary", "--full-index", "--no-renames", "--no-ext-diff",
