@@ -72,6 +72,7 @@ def _status_style(status: str) -> str:
     return {
         "completed": "green",
         "completed_no_changes": "green",
+        "completed_with_refusals": "yellow",
         "running": "cyan",
         "failed": "red",
         "lost": "red",
