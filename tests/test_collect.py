@@ -405,3 +405,42 @@ def test_symlink_chain_through_an_existing_link_is_refused(tmp_path: Path) -> No
     applied = p.apply()
     assert [r[0] for r in applied.record["refused"]] == ["sneaky"]
     assert "fine.txt" in p.files() and "sneaky" not in p.files()
+
+
+def _crash_before_worktree_update(p: Pipeline) -> str:
+    for i in range(5):
+        p.write(f"many/f{i}.txt", f"{i}\n")
+    p.write("src/app.py", "print('agent')\n")
+    p.collect()
+    old = p.tip()
+    child = subprocess.run(
+        [sys.executable, "-c", _APPLY_CHILD, str(p.worktree), BRANCH, str(p.artifacts), old],
+        env={**os.environ, FAULT_ENV: "worktree"}, capture_output=True, check=False,
+    )  # fmt: skip
+    assert child.returncode == -9 and p.tip() != old
+    return old
+
+
+def test_a_half_updated_worktree_is_finished_file_by_file(p: Pipeline) -> None:
+    """As if git read-tree died midway: some files new, the index lock left behind."""
+    _crash_before_worktree_update(p)
+    (p.worktree / "many").mkdir()
+    (p.worktree / "many" / "f0.txt").write_text("0\n")
+    (p.worktree / "src" / "app.py").write_text("print('agent')\n")
+    gitdir = Path(run(p.worktree, "git", "rev-parse", "--absolute-git-dir").strip())
+    (gitdir / "index.lock").write_text("")
+    applied = p.apply()
+    assert applied.resumed
+    assert p.clean()
+    assert (p.worktree / "many" / "f4.txt").read_text() == "4\n"
+
+
+def test_edits_made_after_a_crash_are_never_overwritten(p: Pipeline) -> None:
+    _crash_before_worktree_update(p)
+    (p.worktree / "src" / "app.py").write_text("print('the user was here')\n")
+    (p.worktree / "many").mkdir()
+    (p.worktree / "many" / "f0.txt").write_text("0\n")
+    with pytest.raises(GitError) as info:
+        p.apply()
+    assert "src/app.py" in info.value.message
+    assert (p.worktree / "src" / "app.py").read_text() == "print('the user was here')\n"
