@@ -318,7 +318,13 @@ def finish_with_patches(driver: RunDriver, outcome: FollowOutcome) -> Session:
 def _end_status(driver: RunDriver, s: Session, outcome: FollowOutcome) -> tuple[str, str | None]:
     result = driver.progress.result
     status, error = "completed", None
-    if outcome.reason == "killed":
+    if outcome.reason == "lost":
+        status = "failed"
+        error = (
+            f"the sandbox ended before the run did ({outcome.detail}); the work up to its last "
+            "snapshot was applied, anything the agent did after that is lost"
+        )
+    elif outcome.reason == "killed":
         status, error = "killed", "stopped on request; the work so far was collected"
     elif outcome.reason == "timeout":
         status = "timeout"

@@ -33,8 +33,9 @@ HEARTBEAT_INTERVAL = 5.0
 class FollowOutcome:
     """Why following ended."""
 
-    reason: str  # exited | killed | timeout | quota
+    reason: str  # exited | killed | timeout | quota | lost (the sandbox is gone)
     exit_code: int | None = None
+    detail: str = ""
 
 
 def stop_margin(timeout: float, grace: float) -> float:
@@ -209,10 +210,11 @@ def read_exit_code(driver: RunDriver) -> int | None:
 
 def _snapshot(driver: RunDriver) -> None:
     """Save the work so far as artifacts, so a lost sandbox still leaves something behind."""
-    from sandboxrun.sandbox.collect import collect_patches, save_artifacts
+    from sandboxrun.sandbox.collect import collect_patches, known_blobs, save_artifacts
 
     try:
-        save_artifacts(driver.artifacts, collect_patches(driver.sandbox, driver.session))
+        patches = collect_patches(driver.sandbox, driver.session, known_blobs(driver.artifacts))
+        save_artifacts(driver.artifacts, patches)
         driver.store.add_event(driver.session.id, "phase", {"phase": "snapshot"})
     except BackendError as exc:
         log.warning("snapshot of %s failed: %s", driver.session.id, exc)

@@ -145,6 +145,8 @@ class RunDriver:
             )
             return self._refresh()
         except SandboxLostError as exc:
+            if self.sandbox is not None and has_collection(self.artifacts):
+                return self._finish_from_snapshot(exc)
             self.store.set_status(self.session.id, "lost", only_if_active=True, error=exc.message)
             raise
         except KeyboardInterrupt:
@@ -215,8 +217,15 @@ class RunDriver:
         try:
             return self._follow_and_finish()
         except SandboxLostError as exc:
+            if has_collection(self.artifacts):
+                return self._finish_from_snapshot(exc)
             self.store.set_status(s.id, "lost", only_if_active=True, error=exc.message)
             raise
+
+    def _finish_from_snapshot(self, exc: SandboxLostError) -> Session:
+        """The sandbox is gone but its last snapshot is in the artifacts: apply that."""
+        self.reporter.warning(f"{exc.message}; applying the last snapshot of the work")
+        return apply_and_record(self, FollowOutcome("lost", None, detail=exc.message))
 
     def finish_orphan_kill(self) -> Session:
         """Stop and collect a session whose driver is gone (``kill`` from another terminal)."""

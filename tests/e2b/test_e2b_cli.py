@@ -160,8 +160,8 @@ def test_sigkill_the_run_process_then_attach(cli, repo, e2b):
     assert e2b.sandbox_ids() == []
 
 
-def test_expired_sandbox_is_lost_with_artifacts_kept(cli, repo, e2b):
-    """E2B ending the sandbox mid-run: status `lost`, the last snapshot kept as artifacts."""
+def test_expired_sandbox_applies_its_last_snapshot(cli, repo, e2b):
+    """E2B ending the sandbox mid-run: the last snapshot of the work lands on the branch."""
     run = cli.popen(
         "run",
         "--backend",
@@ -184,10 +184,10 @@ def test_expired_sandbox_is_lost_with_artifacts_kept(cli, repo, e2b):
         run.kill()
     assert run.returncode == 1
     st = cli.status("doomed")
-    assert st["status"] == "lost", (out, err)
-    assert "gone" in st["error"]
-    artifacts = home() / "artifacts" / st["id"]
-    assert b"kept.txt" in (artifacts / "changes.diff").read_bytes()
+    # Not `lost`: the artifacts hold the work up to the last snapshot, and it is applied.
+    assert st["status"] == "failed", (out, err)
+    assert "gone" in st["error"] and "last snapshot" in st["error"]
+    assert "kept.txt" in branch_files(repo, "sandboxrun/doomed")
 
 
 def test_wrong_api_key(cli, repo, e2b, monkeypatch):
