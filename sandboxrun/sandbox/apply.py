@@ -26,12 +26,16 @@ import logging
 import os
 import shutil
 import signal
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sandboxrun.errors import GitError
 from sandboxrun.process import Result, run, run_bytes
+from sandboxrun.sync.replay import (
+    GIT_OPTS as _GIT_OPTS,
+)
 from sandboxrun.sync.replay import (
     MANIFEST,
     Plan,
@@ -55,6 +59,7 @@ class Applied:
     record: dict[str, Any] = field(default_factory=dict)
     plan: Plan | None = None
     resumed: bool = False  # finished an apply a crash had interrupted
+    seconds: dict[str, float] = field(default_factory=dict)  # build / land / worktree
 
     @property
     def commits(self) -> list[str]:
@@ -97,7 +102,7 @@ def _fault(step: str) -> None:
 
 def _git(worktree: Path, *args: str, check: bool = True, env: dict[str, str] | None = None,
          input: bytes | None = None) -> Result:  # fmt: skip
-    return run(["git", "-c", f"core.hooksPath={os.devnull}", *args],
+    return run(["git", *_GIT_OPTS, *args],
                cwd=worktree, check=check, env=env, input=input)  # fmt: skip
 
 
@@ -204,8 +209,12 @@ def _move_objects(q: Quarantine, old: str, new: str) -> None:
     shutil.rmtree(landing, ignore_errors=True)
 
 
-def land(worktree: Path, branch: str, plan: Plan, directory: Path) -> None:
-    """Move ``branch`` from ``plan.old`` to ``plan.new`` in one step and update its worktree."""
+def land(worktree: Path, branch: str, plan: Plan, directory: Path) -> dict[str, float]:
+    """Move ``branch`` from ``plan.old`` to ``plan.new`` in one step and update its worktree.
+
+    Returns the seconds spent landing (checks, objects, ref) and updating the worktree.
+    """
+    t0 = time.monotonic()
     worktree, directory = Path(worktree), Path(directory)
     check_branch(worktree, branch, plan.old, str(directory))
     q = Quarantine(worktree, directory)
@@ -236,9 +245,11 @@ def land(worktree: Path, branch: str, plan: Plan, directory: Path) -> None:
             f"Nothing was applied; the work is kept in {directory}.",
         )
     _fault("worktree")
+    t1 = time.monotonic()
     _update_worktree(worktree, plan.old, plan.new)
     _fault("done")
     _complete(directory, state, record)
+    return {"land": t1 - t0, "worktree": time.monotonic() - t1}
 
 
 def _update_worktree(worktree: Path, old: str, new: str) -> None:
@@ -308,7 +319,9 @@ def _disk_blob(worktree: Path, path: str) -> str | None:
 
 def _careful_reset(worktree: Path, old: str, new: str, index_is_new: bool) -> None:
     """Bring files to ``new`` where they hold our old or new version; refuse anything else."""
-    raw = run_bytes(["git", "diff", "--name-only", "-z", "--no-renames", old, new], cwd=worktree)
+    raw = run_bytes(
+        ["git", *_GIT_OPTS, "diff", "--name-only", "-z", "--no-renames", old, new], cwd=worktree
+    )
     changed = [os.fsdecode(n) for n in raw.split(b"\0") if n]
     foreign = []
     for path in changed:
@@ -316,7 +329,7 @@ def _careful_reset(worktree: Path, old: str, new: str, index_is_new: bool) -> No
         if have not in (_blob_at(worktree, old, path), _blob_at(worktree, new, path)):
             foreign.append(path)
     _git(worktree, "update-index", "-q", "--refresh", check=False)
-    dirty = run_bytes(["git", "diff-index", "--name-only", "-z", "HEAD" if index_is_new else old],
+    dirty = run_bytes(["git", *_GIT_OPTS, "diff-index", "--name-only", "-z", "HEAD" if index_is_new else old],
                       cwd=worktree)  # fmt: skip
     changed_set = set(changed)
     foreign += [
@@ -347,14 +360,16 @@ def apply_collected(
     if record is not None:
         return Applied(record=record, resumed=True)
     check_branch(worktree, branch, expected, str(directory))
+    t0 = time.monotonic()
     plan = build_plan(worktree, directory, expected, allow_sensitive=allow_sensitive,
                       only_paths=only_paths, extra_sensitive=hooks_path_pattern(worktree),
                       committer=committer)  # fmt: skip
+    seconds = {"build": time.monotonic() - t0}
     if plan.new != plan.old:
-        land(worktree, branch, plan, directory)
+        seconds.update(land(worktree, branch, plan, directory))
     else:
         _complete(directory, load_state(directory), plan_record(plan))
-    return Applied(record=plan_record(plan), plan=plan)
+    return Applied(record=plan_record(plan), plan=plan, seconds=seconds)
 
 
 def refusal_text(record: dict[str, Any], session_name: str) -> tuple[str, str] | None:

@@ -63,6 +63,7 @@ c core.bare false; c core.hooksPath /dev/null; c core.fsmonitor false; c core.au
 c core.safecrlf false; c core.bigFileThreshold 1m; c core.untrackedCache false
 c core.splitIndex false; c core.fileMode true; c core.symlinks true; c core.ignoreCase false
 c core.precomposeUnicode false; c core.quotePath false; c gc.auto 0; c index.threads 1
+c core.packedGitWindowSize 8m; c core.packedGitLimit 32m
 c pack.compression 1; c core.excludesFile /dev/null; c core.attributesFile /dev/null
 mkdir -p "$S/info" && printf '* -text -crlf -eol -ident -filter -working-tree-encoding -diff -merge\n' > "$S/info/attributes"
 hex40() { case "$1" in *[!0-9a-f]*|"") return 1;; esac; [ "${#1}" -eq 40 ]; }

@@ -11,6 +11,7 @@ and applies only what these rules let through.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import posixpath
 import re
 import unicodedata
@@ -469,15 +470,27 @@ def _path_problem(path: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=64)
+def _compiled_rules(extra: tuple[str, ...]) -> tuple[tuple[bool, bool, tuple[str, ...], str], ...]:
+    """The rules as (any depth, is a directory, folded components, reason), folded once."""
+    rules = [*SENSITIVE_PATHS, *((p, "git hooks (core.hooksPath)") for p in extra)]
+    out = []
+    for pattern, why in rules:
+        pat = pattern.removeprefix("**/")
+        parts = tuple(norm_component(p) for p in pat.rstrip("/").split("/"))
+        out.append((pattern.startswith("**/"), pat.endswith("/"), parts, why))
+    return tuple(out)
+
+
 def _sensitive_why(path: str, extra: Sequence[str] = ()) -> str | None:
     """The reason ``path`` is sensitive, or None."""
     parts = [norm_component(p) for p in path.split("/")]
-    rules = [*SENSITIVE_PATHS, *((p, "git hooks (core.hooksPath)") for p in extra)]
-    for pattern, why in rules:
-        any_depth = pattern.startswith("**/")
-        pat = pattern.removeprefix("**/")
-        is_dir = pat.endswith("/")
-        pat_parts = [norm_component(p) for p in pat.rstrip("/").split("/")]
+    present = set(parts)
+    for any_depth, is_dir, pat_parts, why in _compiled_rules(tuple(extra)):
+        first = pat_parts[0]
+        # Most rules start with a literal name: skip them unless the path has that name.
+        if first not in present and not any(c in first for c in "*?["):
+            continue
         k = len(pat_parts)
         for start in range(len(parts) - k + 1) if any_depth else (0,):
             window = parts[start : start + k]

@@ -54,6 +54,15 @@ CONFLICT_REASON = (
     "the branch's version is not the one the sandbox was given (kept out of the upload, or "
     "changed on the branch)"
 )
+#: Options for every git we run here. No hooks: a hook is code the user trusts running over files
+#: we just wrote from an untrusted source. Any blob over 1 MiB is big: streamed, never
+#: delta-compressed or diffed in memory, so a huge file costs little memory (docs/performance.md).
+GIT_OPTS = (
+    "-c", f"core.hooksPath={os.devnull}", "-c", "core.bigFileThreshold=1m",
+    # Packs are read through mmap windows (1 GiB each by default): the pages count as memory.
+    "-c", "core.packedGitWindowSize=8m", "-c", "core.packedGitLimit=32m",
+)  # fmt: skip
+_GIT_OPTS = GIT_OPTS
 # Commit headers we carry over; everything else (signatures now invalid, unknown headers) is
 # dropped. Continuation lines (" ...") belong to the header before them.
 _KEPT_HEADERS = (b"author", b"committer", b"encoding")
@@ -153,12 +162,12 @@ class Quarantine:
 
     def git(self, *args: str, input: bytes | str | None = None, check: bool = True) -> Result:
         """git in the worktree, reading and writing objects in the quarantine. No hooks."""
-        return run(["git", "-c", f"core.hooksPath={os.devnull}", *args],
+        return run(["git", *_GIT_OPTS, *args],
                    cwd=self.worktree, env=self.env, input=input, check=check)  # fmt: skip
 
     def raw(self, *args: str) -> bytes:
         """Like :meth:`git`, for binary output."""
-        return run_bytes(["git", "-c", f"core.hooksPath={os.devnull}", *args],
+        return run_bytes(["git", *_GIT_OPTS, *args],
                          cwd=self.worktree, env=self.env)  # fmt: skip
 
     def add_pack(self, source: Path, name: str) -> None:
@@ -172,7 +181,7 @@ class Quarantine:
             shutil.copyfile(source, pack)
         if idx.exists():
             return
-        res = run(["git", "index-pack", "-o", str(idx), str(pack)], cwd=self.worktree,
+        res = run(["git", *_GIT_OPTS, "index-pack", "-o", str(idx), str(pack)], cwd=self.worktree,
                   env=self.env, check=False)  # fmt: skip
         if not res.ok:
             idx.unlink(missing_ok=True)
