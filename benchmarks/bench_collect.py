@@ -43,7 +43,7 @@ from sandboxrun.sandbox.collect import (  # noqa: E402
     save_baseline,
     verify_artifacts,
 )
-from sandboxrun.sandbox.runner import BASELINE_SCRIPT  # noqa: E402
+from sandboxrun.sandbox.provision import BASELINE_SCRIPT  # noqa: E402
 
 ENV = {
     **os.environ,
@@ -83,7 +83,7 @@ def setup(root: Path, files: int) -> SimpleNamespace:
     session = SimpleNamespace(sandbox_base=base.strip().splitlines()[-1], id="bench")
     artifacts = root / "artifacts"
     artifacts.mkdir()
-    save_baseline(SimpleNamespace(sandbox=sandbox, session=session, artifacts=artifacts))
+    save_baseline(sandbox, session.sandbox_base, artifacts)
     old = sh(repo, "git", "rev-parse", "HEAD").strip()
     return SimpleNamespace(repo=repo, worktree=worktree, sandbox=sandbox, session=session,
                            artifacts=artifacts, old=old, sb=sbroot / "repo")  # fmt: skip

@@ -59,6 +59,10 @@ class ProcessError(SandboxrunError):
         self.stderr = stderr
 
 
+class ProgramNotFoundError(ProcessError):
+    """The program to run is not installed (or not on PATH)."""
+
+
 class SessionNotFoundError(SandboxrunError):
     """No session matches the given id, prefix or name."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from sandboxrun.errors import (
     NameInUseError,
     NotAGitRepoError,
     ProcessError,
+    ProgramNotFoundError,
     UsageError,
 )
 
@@ -29,21 +30,83 @@ FALLBACK_IDENTITY = ("sandboxrun", "sandboxrun@localhost")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
+#: git commands whose first argument names what they do (``git worktree add``)
+_TWO_WORD_COMMANDS = {"worktree", "stash", "remote", "submodule", "notes", "bisect", "config"}
+
+
+def _subcommand(args: tuple[str | os.PathLike[str], ...]) -> str:
+    """``diff`` for ``-c core.quotepath=on diff --cached``: what an error message names."""
+    words = [os.fspath(a) for a in args]
+    i = 0
+    while i < len(words) and words[i].startswith("-"):
+        i += 2 if words[i] in ("-c", "-C") else 1
+    sub = words[i : i + 1]
+    following = words[i + 1] if i + 1 < len(words) else "-"
+    if sub and sub[0] in _TWO_WORD_COMMANDS and not following.startswith("-"):
+        sub.append(following)
+    return " ".join(sub) or "(no command)"
+
+
+def _git_call(
+    repo: Path | str,
+    args: tuple[str | os.PathLike[str], ...],
+    *,
+    check: bool,
+    env: dict[str, str] | None,
+    input: str | bytes | None,
+    hooks: bool,
+) -> process.RawResult:
+    argv: list[str | os.PathLike[str]] = ["git", "-C", str(repo)]
+    if not hooks:
+        argv += ["-c", f"core.hooksPath={os.devnull}"]
+    try:
+        return process.run_raw(
+            [*argv, *args],
+            check=check,
+            env={**os.environ, **env} if env else None,
+            input=input,
+            what=f"git {_subcommand(args)} in {repo}",
+        )
+    except ProgramNotFoundError as exc:
+        raise GitError(exc.message, "Install git (apt-get install git) and try again.") from exc
+    except ProcessError as exc:
+        raise GitError(exc.message, exc.hint) from exc
+
+
 def git(
     repo: Path | str,
-    *args: str,
+    *args: str | os.PathLike[str],
     check: bool = True,
     env: dict[str, str] | None = None,
     input: str | bytes | None = None,
+    hooks: bool = True,
 ) -> process.Result:
-    """Run ``git -C repo ARGS``."""
-    full_env = None
-    if env:
-        full_env = {**os.environ, **env}
-    try:
-        return process.run(["git", "-C", str(repo), *args], check=check, env=full_env, input=input)
-    except ProcessError as exc:
-        raise GitError(exc.message, exc.hint) from exc
+    """Run ``git -C repo ARGS`` and return its output as text.
+
+    The one way sandboxrun runs git. With ``check`` a failure raises :class:`GitError` naming
+    the subcommand and the repository (``git worktree add in /repo failed: fatal: ...``).
+    ``env`` is added to this process's environment. ``hooks=False`` turns the repository's
+    hooks off for the call: they are code the user trusts, and must not run over files we
+    wrote from an untrusted source.
+    """
+    raw = _git_call(repo, args, check=check, env=env, input=input, hooks=hooks)
+    return process.Result(
+        argv=raw.argv,
+        returncode=raw.returncode,
+        stdout=raw.stdout.decode(errors="backslashreplace"),
+        stderr=raw.stderr.decode(errors="backslashreplace"),
+    )
+
+
+def git_bytes(
+    repo: Path | str,
+    *args: str | os.PathLike[str],
+    check: bool = True,
+    env: dict[str, str] | None = None,
+    hooks: bool = True,
+) -> bytes:
+    """Like :func:`git`, but return stdout as raw bytes (NUL lists, binary diffs)."""
+    return _git_call(repo, args, check=check, env=env, input=None, hooks=hooks).stdout
 
 
 def repo_root(path: Path) -> Path:
@@ -51,7 +114,7 @@ def repo_root(path: Path) -> Path:
     path = Path(path).expanduser()
     if not path.exists():
         raise NotAGitRepoError(f"{path} does not exist", "Pass --repo with a git repository path.")
-    res = process.run(["git", "-C", str(path), "rev-parse", "--show-toplevel"], check=False)
+    res = git(path, "rev-parse", "--show-toplevel", check=False)
     if not res.ok:
         raise NotAGitRepoError(
             f"{path} is not inside a git repository",
@@ -148,7 +211,7 @@ def create_worktree(repo: Path, path: Path, branch: str, base_commit: str) -> No
                 git(repo, "branch", "-D", branch, check=False)
             git(repo, "worktree", "prune", check=False)
             raise GitError(
-                f"git worktree add failed: {res.stderr.strip()}",
+                f"git worktree add in {repo} failed: {res.stderr.strip()}",
                 "Check the repository state with `git worktree list`.",
             )
 
@@ -196,37 +259,32 @@ def identity_env(repo: Path, fallback: tuple[str, str] = FALLBACK_IDENTITY) -> d
     return env
 
 
-def carry_changes(source: Path, worktree: Path) -> tuple[str | None, list[str]]:
+def carry_changes(
+    source: Path, worktree: Path, secret_patterns: Sequence[str]
+) -> tuple[str | None, list[str]]:
     """Copy ``source``'s uncommitted and untracked (not ignored) changes into ``worktree``.
 
     Committed there as the branch's first commit, so the agent starts from what the user sees.
-    Files on the secrets deny-list (``.env``, keys...) are never carried. Returns the new
-    commit SHA (None when there was nothing to carry) and the secret paths left behind.
+    Files matching ``secret_patterns`` (gitignore syntax: the secrets deny-list) are never
+    carried. Returns the new commit SHA (None when there was nothing to carry) and the secret
+    paths left behind.
     """
     import pathspec
-
-    from sandboxrun.sync.pack import SECRET_PATTERNS
 
     # A temporary index keeps the user's own index untouched.
     git_dir = git(source, "rev-parse", "--absolute-git-dir").stdout.strip()
     tmp_index = Path(git_dir) / f"sandboxrun-carry-{os.getpid()}.index"
     env = {"GIT_INDEX_FILE": str(tmp_index)}
-    secrets_spec = pathspec.GitIgnoreSpec.from_lines(SECRET_PATTERNS)
+    secrets_spec = pathspec.GitIgnoreSpec.from_lines(secret_patterns)
     try:
         git(source, "read-tree", "HEAD", env=env)
         git(source, "add", "-A", env=env)
-        changed = process.run_bytes(
-            ["git", "-C", str(source), "diff", "--cached", "--name-only", "-z", "HEAD"],
-            env={**os.environ, **env},
-        )
+        changed = git_bytes(source, "diff", "--cached", "--name-only", "-z", "HEAD", env=env)
         names = [n.decode(errors="surrogateescape") for n in changed.split(b"\0") if n]
         skipped = [n for n in names if secrets_spec.match_file(n)]
         if skipped:
             git(source, "rm", "-q", "--cached", "--", *skipped, env=env)
-        diff = process.run_bytes(
-            ["git", "-C", str(source), "diff", "--cached", "--binary", "--full-index", "HEAD"],
-            env={**os.environ, **env},
-        )
+        diff = git_bytes(source, "diff", "--cached", "--binary", "--full-index", "HEAD", env=env)
     finally:
         tmp_index.unlink(missing_ok=True)
     if not diff.strip():

@@ -16,7 +16,8 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -27,23 +28,43 @@ from sandboxrun.errors import AmbiguousSessionError, NameInUseError, SessionNotF
 
 migrations = Migrations("sandboxrun")
 
-#: statuses after which nothing more happens to a session
-TERMINAL_STATUSES = frozenset(
+
+class Status(StrEnum):
+    """Where a session stands. A ``StrEnum``: members compare equal to their stored strings."""
+
+    CREATED = "created"
+    PREPARING = "preparing"
+    PACKING = "packing"
+    PROVISIONING = "provisioning"
+    RUNNING = "running"
+    COLLECTING = "collecting"
+    COMPLETED = "completed"
+    COMPLETED_NO_CHANGES = "completed_no_changes"
+    #: on the branch except what a check kept back (`sandboxrun apply` lands that later)
+    COMPLETED_WITH_REFUSALS = "completed_with_refusals"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    KILLED = "killed"
+    LOST = "lost"
+    #: the agent hit a Claude usage limit; the run ended and its work so far was collected
+    WAITING_QUOTA = "waiting_quota"
+
+
+#: statuses of a session whose agent may still be working (or is about to start)
+ACTIVE = frozenset(
     {
-        "completed",
-        "completed_no_changes",
-        # the work is on the branch except what a check kept back (`sandboxrun apply` lands it)
-        "completed_with_refusals",
-        "failed",
-        "timeout",
-        "killed",
-        "lost",
+        Status.CREATED,
+        Status.PREPARING,
+        Status.PACKING,
+        Status.PROVISIONING,
+        Status.RUNNING,
+        Status.COLLECTING,
     }
 )
-#: statuses of a session whose agent may still be working
-ACTIVE_STATUSES = frozenset(
-    {"created", "preparing", "packing", "provisioning", "running", "collecting", "waiting_quota"}
-)
+#: statuses after which nothing more happens to a session
+TERMINAL = frozenset(Status) - ACTIVE
+#: the terminal statuses of a run that did what it was asked
+SUCCESS = frozenset({Status.COMPLETED, Status.COMPLETED_NO_CHANGES})
 
 
 @migrations()
@@ -115,29 +136,88 @@ def m001_sessions_and_events(db: sqlite_utils.Database) -> None:
 _JSON_COLUMNS = {"warn_at", "result_commits", "options"}
 
 
-@dataclass
+@dataclass(frozen=True)
 class Session:
-    """One row of ``sessions``, with JSON columns decoded."""
+    """One row of ``sessions``, typed, with JSON columns decoded. Built by :meth:`from_row`."""
 
-    row: dict[str, Any]
+    id: str
+    name: str
+    mode: str  # sandbox | local
+    backend: str  # e2b | local | tmux
+    status: Status
+    created_at: float
+    repo: str | None = None
+    worktree: str | None = None
+    branch: str | None = None
+    base_ref: str | None = None
+    base_commit: str | None = None
+    prompt: str | None = None
+    prompt_file: str | None = None
+    model: str | None = None
+    max_turns: int | None = None
+    sandbox_id: str | None = None
+    sandbox_home: str | None = None
+    tmux_session: str | None = None
+    agent_session_id: str | None = None
+    agent_pgid: int | None = None
+    #: baseline commit inside the sandbox
+    sandbox_base: str | None = None
+    #: bytes of the agent log already consumed
+    log_offset: int = 0
+    owner_pid: int | None = None
+    owner_host: str | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    last_heartbeat: float | None = None
+    timeout_s: float | None = None
+    deadline: float | None = None
+    warn_at: list[float] | None = None
+    exit_code: int | None = None
+    cost_usd: float | None = None
+    num_turns: int | None = None
+    duration_ms: int | None = None
+    result_subtype: str | None = None
+    result_commits: list[str] | None = None
+    files_changed: int | None = None
+    insertions: int | None = None
+    deletions: int | None = None
+    error: str | None = None
+    kill_requested: int = 0
+    discard: int = 0
+    #: keep, allow_sensitive, dry_run, compression, ... (NULL in the row reads as {})
+    options: dict[str, Any] = field(default_factory=dict)
 
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.row[name]
-        except KeyError as exc:
-            raise AttributeError(name) from exc
+    @classmethod
+    def from_row(cls, row: sqlite3.Row | dict[str, Any]) -> Session:
+        """The session of a ``sessions`` row: JSON columns decoded, status typed.
 
-    @property
-    def options(self) -> dict[str, Any]:
-        return self.row.get("options") or {}
+        Columns this version does not know (added by a newer sandboxrun sharing the database)
+        are ignored.
+        """
+        data = {k: v for k, v in dict(row).items() if k in _SESSION_FIELDS}
+        for key in _JSON_COLUMNS:
+            if data.get(key):
+                data[key] = json.loads(data[key])
+        data["options"] = data.get("options") or {}
+        data["status"] = Status(data["status"])
+        return cls(**data)
 
     @property
     def is_terminal(self) -> bool:
-        return self.row["status"] in TERMINAL_STATUSES
+        return self.status in TERMINAL
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready view (``cost_usd``, ``num_turns`` ... as stored)."""
-        return dict(self.row)
+        """JSON-ready view (``cost_usd``, ``num_turns`` ... as stored; status as a string)."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["status"] = str(self.status)
+        return data
+
+
+_SESSION_FIELDS = frozenset(f.name for f in fields(Session))
 
 
 def _encode(fields: dict[str, Any]) -> dict[str, Any]:
@@ -151,14 +231,6 @@ def _update_row(conn: sqlite3.Connection, session_id: str, fields: dict[str, Any
     row = _encode(fields)
     sets = ", ".join(f"{k} = ?" for k in row)
     conn.execute(f"UPDATE sessions SET {sets} WHERE id = ?", [*row.values(), session_id])
-
-
-def _decode(row: sqlite3.Row | dict[str, Any]) -> dict[str, Any]:
-    data = dict(row)
-    for key in _JSON_COLUMNS:
-        if data.get(key):
-            data[key] = json.loads(data[key])
-    return data
 
 
 def new_session_id() -> str:
@@ -212,7 +284,7 @@ class SessionStore:
         """Insert a session; raises NameInUseError if the name is taken."""
         fields.setdefault("id", new_session_id())
         fields.setdefault("created_at", time.time())
-        fields.setdefault("status", "created")
+        fields.setdefault("status", Status.CREATED)
         row = _encode(fields)
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
@@ -233,7 +305,7 @@ class SessionStore:
             raise SessionNotFoundError(
                 f"no session with id {session_id!r}", "List sessions with `sandboxrun status`."
             )
-        return Session(_decode(row))
+        return Session.from_row(row)
 
     def resolve(self, ref: str) -> Session:
         """Find a session by exact id, exact name, or unique id prefix."""
@@ -242,14 +314,14 @@ class SessionStore:
             "SELECT * FROM sessions WHERE id = ? OR name = ?", (ref, ref)
         ).fetchone()
         if row is not None:
-            return Session(_decode(row))
+            return Session.from_row(row)
         if ref:
             rows = self.conn.execute(
                 "SELECT * FROM sessions WHERE id LIKE ? ESCAPE '\\'",
                 (ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%",),
             ).fetchall()
             if len(rows) == 1:
-                return Session(_decode(rows[0]))
+                return Session.from_row(rows[0])
             if len(rows) > 1:
                 names = ", ".join(f"{r['id']} ({r['name']})" for r in rows[:5])
                 raise AmbiguousSessionError(
@@ -268,12 +340,12 @@ class SessionStore:
             where.append("repo = ?")
             args.append(repo)
         if active_only:
-            where.append(f"status IN ({', '.join('?' for _ in ACTIVE_STATUSES)})")
-            args.extend(sorted(ACTIVE_STATUSES))
+            where.append(f"status IN ({', '.join('?' for _ in ACTIVE)})")
+            args.extend(sorted(ACTIVE))
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at"
-        return [Session(_decode(r)) for r in self.conn.execute(sql, args).fetchall()]
+        return [Session.from_row(r) for r in self.conn.execute(sql, args).fetchall()]
 
     def update(self, session_id: str, **fields: Any) -> Session:
         """Set columns on a session (JSON columns encoded)."""
@@ -283,7 +355,7 @@ class SessionStore:
         return self.get(session_id)
 
     def set_status(
-        self, session_id: str, status: str, *, only_if_active: bool = False, **fields: Any
+        self, session_id: str, status: Status, *, only_if_active: bool = False, **fields: Any
     ) -> bool:
         """Change status (and other columns) and record a ``status`` event, atomically.
 
@@ -296,9 +368,9 @@ class SessionStore:
             ).fetchone()
             if current is None:
                 raise SessionNotFoundError(f"no session with id {session_id!r}")
-            if only_if_active and current["status"] in TERMINAL_STATUSES:
+            if only_if_active and current["status"] in TERMINAL:
                 return False
-            if status in TERMINAL_STATUSES:
+            if status in TERMINAL:
                 fields.setdefault("ended_at", time.time())
             _update_row(conn, session_id, {"status": status, **fields})
             payload: dict[str, Any] = {"status": status, "previous": current["status"]}
@@ -365,8 +437,8 @@ class SessionStore:
 
 def owner_alive(session: Session) -> bool:
     """True when the process driving ``session`` is alive on this machine."""
-    pid = session.row.get("owner_pid")
-    if not pid or session.row.get("owner_host") not in (None, os.uname().nodename):
+    pid = session.owner_pid
+    if not pid or session.owner_host not in (None, os.uname().nodename):
         return False
     try:
         os.kill(int(pid), 0)

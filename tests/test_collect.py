@@ -27,7 +27,7 @@ from sandboxrun.sandbox.collect import (
     save_baseline,
     verify_artifacts,
 )
-from sandboxrun.sandbox.runner import BASELINE_SCRIPT
+from sandboxrun.sandbox.provision import BASELINE_SCRIPT
 
 BRANCH = "sandboxrun/t"
 AGENT_ENV = {
@@ -88,8 +88,7 @@ class Pipeline:
         )  # fmt: skip
         self.artifacts = tmp / "artifacts"
         self.artifacts.mkdir()
-        save_baseline(SimpleNamespace(sandbox=self.sandbox, session=self.session,
-                                      artifacts=self.artifacts))  # fmt: skip
+        save_baseline(self.sandbox, self.session.sandbox_base, self.artifacts)
 
     def git_local(self, *args: str) -> str:
         return run(self.repo, "git", *args, env=LOCAL_ENV)

@@ -406,6 +406,9 @@ def test_usage_limit_is_recorded_as_waiting_quota(cli, repo):
     assert st["status"] == "waiting_quota"
     assert st["quota_resets_at"] == reset
     assert "w.txt" in branch_files(repo, "sandboxrun/quota")
+    # The run is over: it has an end time, and cleanup does not take it for an orphan.
+    assert st["ended_at"] is not None
+    assert "quota" not in cli.json("cleanup", "--dry-run")["orphans"]
 
 
 @pytest.mark.parametrize(

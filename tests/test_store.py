@@ -5,12 +5,15 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
+from sandboxrun.config import Settings
 from sandboxrun.errors import AmbiguousSessionError, NameInUseError, SessionNotFoundError
-from sandboxrun.store import SessionStore
+from sandboxrun.sandbox.sessions import cleanup
+from sandboxrun.store import ACTIVE, SUCCESS, TERMINAL, Session, SessionStore, Status
 
 
 def make(store: SessionStore, name: str, **kw):
@@ -63,6 +66,59 @@ def test_json_columns_round_trip(tmp_path):
     got = store.get(s.id)
     assert got.options == {"keep": True} and got.warn_at == [1.0, 2.0]
     assert got.result_commits == ["abc", "def"]
+
+
+# Spelled out, not taken from TERMINAL: this is what each status means for a run.
+ENDING = [
+    "completed",
+    "completed_no_changes",
+    "completed_with_refusals",
+    "failed",
+    "timeout",
+    "killed",
+    "lost",
+    "waiting_quota",
+]
+
+
+@pytest.mark.parametrize("status", ENDING)
+def test_every_ending_status_records_the_end_and_is_no_orphan(tmp_path, status):
+    """A status that ends the run (waiting_quota included) stamps ended_at and is final."""
+    store = SessionStore(tmp_path / "state.db")
+    s = make(store, "ends")
+    store.set_status(s.id, Status.RUNNING)
+    assert store.set_status(s.id, status, only_if_active=True)
+    ended = store.get(s.id)
+    assert ended.is_terminal and not ended.is_active and ended.ended_at is not None
+    assert not store.set_status(s.id, Status.FAILED, only_if_active=True)
+    assert store.list(active_only=True) == []
+    report = cleanup(Settings(home=tmp_path), store, dry_run=True)
+    assert report.orphans == []
+
+
+def test_an_active_session_without_a_driver_is_an_orphan(tmp_path):
+    store = SessionStore(tmp_path / "state.db")
+    s = make(store, "adrift")
+    store.set_status(s.id, Status.RUNNING, owner_pid=None)
+    assert store.get(s.id).ended_at is None
+    assert [x.name for x in store.list(active_only=True)] == ["adrift"]
+    assert cleanup(Settings(home=tmp_path), store, dry_run=True).orphans == ["adrift"]
+
+
+def test_status_sets_partition_the_statuses():
+    assert set(Status) == ACTIVE | TERMINAL and not ACTIVE & TERMINAL
+    assert set(ENDING) == TERMINAL
+    assert SUCCESS <= TERMINAL and Status.WAITING_QUOTA in TERMINAL
+    assert Status.RUNNING == "running"  # stored and compared as plain strings
+
+
+def test_session_has_a_typed_field_for_every_column(tmp_path):
+    store = SessionStore(tmp_path / "state.db")
+    columns = {r[1] for r in store.conn.execute("PRAGMA table_info(sessions)")}
+    assert {f.name for f in fields(Session)} == columns
+    s = make(store, "typed")
+    assert s.status is Status.CREATED and s.options == {} and s.log_offset == 0
+    assert s.to_dict()["status"] == "created"
 
 
 WRITER = """

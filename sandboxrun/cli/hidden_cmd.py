@@ -8,7 +8,7 @@ import typer
 
 from sandboxrun.cli.common import open_store
 from sandboxrun.config import load_settings
-from sandboxrun.store import SessionStore
+from sandboxrun.store import SUCCESS, SessionStore
 
 
 def register(app: typer.Typer) -> None:
@@ -28,5 +28,5 @@ def register(app: typer.Typer) -> None:
             home_store if settings.db_path == home_store.path else SessionStore(settings.db_path)
         )
         final = RunDriver(settings, store, session).execute()
-        if final.status not in ("completed", "completed_no_changes"):
+        if final.status not in SUCCESS:
             raise typer.Exit(1)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -13,7 +12,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from sandboxrun import gitops
+from sandboxrun import gitops, process
 from sandboxrun.agent import AgentEvent, AgentProgress
 from sandboxrun.cli.common import console, err_console, open_store, print_json_line, settings_for
 from sandboxrun.cli.session_cmd import session_json
@@ -21,7 +20,7 @@ from sandboxrun.config import format_duration, parse_duration, parse_durations
 from sandboxrun.errors import UsageError
 from sandboxrun.sandbox.prepare import RunRequest, prepare_run
 from sandboxrun.sandbox.runner import RunDriver
-from sandboxrun.store import Session
+from sandboxrun.store import SUCCESS, Session
 
 RUN_HELP = """Run Claude Code on a prompt in a sandbox and commit its work on a new branch.
 
@@ -117,7 +116,7 @@ class JsonReporter:
 def print_summary(session: Session) -> None:
     """The end-of-run summary a person can act on."""
     s = session
-    ok = s.status in ("completed", "completed_no_changes")
+    ok = s.status in SUCCESS
     colour = "green" if ok else "red"
     console.print(f"\n[bold {colour}]{s.status}[/bold {colour}]  {s.name} ({s.id})")
     if s.error:
@@ -158,16 +157,9 @@ def spawn_detached(session: Session) -> int:
     settings = load_settings(Path(session.repo))
     log_dir = settings.session_artifacts(session.id)
     log_dir.mkdir(parents=True, exist_ok=True)
-    with open(log_dir / "driver.log", "ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "sandboxrun", "_drive", session.id],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=out,
-            start_new_session=True,
-            env=os.environ.copy(),
-        )
-    return proc.pid
+    return process.spawn_detached(
+        [sys.executable, "-m", "sandboxrun", "_drive", session.id], output=log_dir / "driver.log"
+    )
 
 
 def register(app: typer.Typer) -> None:
@@ -318,7 +310,7 @@ def register(app: typer.Typer) -> None:
             if final.options.get("dry_run"):
                 _print_dry_run(store, final)
             print_summary(final)
-        if final.status not in ("completed", "completed_no_changes"):
+        if final.status not in SUCCESS:
             raise typer.Exit(1)
 
 

@@ -17,7 +17,7 @@ from sandboxrun.cli.common import (
     settings_for,
 )
 from sandboxrun.config import format_duration, parse_duration
-from sandboxrun.store import TERMINAL_STATUSES, Session, owner_alive
+from sandboxrun.store import SUCCESS, TERMINAL, Session, Status, owner_alive
 
 STATUS_FIELDS = (
     "id",
@@ -53,8 +53,9 @@ STATUS_FIELDS = (
 
 def session_json(s: Session) -> dict[str, Any]:
     """The public JSON shape of a session (`status --json`)."""
-    data = {k: s.row.get(k) for k in STATUS_FIELDS}
-    data["prompt_file"] = s.row.get("prompt_file")
+    row = s.to_dict()
+    data = {k: row[k] for k in STATUS_FIELDS}
+    data["prompt_file"] = s.prompt_file
     data["driver_alive"] = owner_alive(s)
     data["time_left_s"] = (
         max(0.0, s.deadline - time.time()) if s.deadline and not s.is_terminal else None
@@ -70,15 +71,15 @@ def _when(ts: float | None) -> str:
 
 def _status_style(status: str) -> str:
     return {
-        "completed": "green",
-        "completed_no_changes": "green",
-        "completed_with_refusals": "yellow",
-        "running": "cyan",
-        "failed": "red",
-        "lost": "red",
-        "killed": "yellow",
-        "timeout": "yellow",
-        "waiting_quota": "yellow",
+        Status.COMPLETED: "green",
+        Status.COMPLETED_NO_CHANGES: "green",
+        Status.COMPLETED_WITH_REFUSALS: "yellow",
+        Status.RUNNING: "cyan",
+        Status.FAILED: "red",
+        Status.LOST: "red",
+        Status.KILLED: "yellow",
+        Status.TIMEOUT: "yellow",
+        Status.WAITING_QUOTA: "yellow",
     }.get(status, "")
 
 
@@ -273,7 +274,7 @@ def register(app: typer.Typer) -> None:
             with LiveReporter(s) as reporter:
                 final = attach_session(settings, store, s, reporter)
             print_summary(final)
-        if final.status not in ("completed", "completed_no_changes"):
+        if final.status not in SUCCESS:
             raise typer.Exit(1)
 
     @app.command("extend")
@@ -349,7 +350,7 @@ def format_event(ev: dict[str, Any]) -> str | None:
             return None
         return f"{ts} agent   {AgentEvent(etype, data).summary}"
     if kind == "status":
-        if p.get("status") not in TERMINAL_STATUSES and p.get("status") != "created":
+        if p.get("status") not in TERMINAL and p.get("status") != Status.CREATED:
             return None  # the matching phase event says it with more detail
         extra = f" — {p['error']}" if p.get("error") else ""
         return f"{ts} status  {p.get('status')}{extra}"

@@ -413,6 +413,7 @@ def apply_session(
     at collection (sensitive paths need ``allow_sensitive``). Updates the session's record.
     """
     from sandboxrun.errors import UsageError
+    from sandboxrun.store import Status
 
     artifacts = settings.session_artifacts(session.id)
     directory = Path(source) if source else artifacts
@@ -462,7 +463,7 @@ def apply_session(
         text = refusal_text(record, session.name)
         store.set_status(
             session.id,
-            status,
+            Status(status),
             result_commits=history,
             error=f"{text[0]}\n{text[1]}" if text else state.get("intended_error"),
         )

@@ -20,20 +20,20 @@ import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from sandboxrun.agent import AgentProgress
 from sandboxrun.config import format_duration
 from sandboxrun.errors import BackendError, GitError, PatchRejectedError, SandboxrunError
-from sandboxrun.sandbox.backends.base import control_dir
-from sandboxrun.store import Session
+from sandboxrun.sandbox.agentproc import AgentFiles
+from sandboxrun.sandbox.backends.base import Sandbox, control_dir
+from sandboxrun.sandbox.follow import FollowOutcome
+from sandboxrun.sandbox.journal import Journal, PhaseTimes
+from sandboxrun.store import Session, Status
 from sandboxrun.sync.replay import BASELINE_PACK, LEFTOVER_MESSAGE, MANIFEST, WORK_PACK, Manifest
-
-if TYPE_CHECKING:
-    from sandboxrun.sandbox.backends.base import Sandbox
-    from sandboxrun.sandbox.follow import FollowOutcome
-    from sandboxrun.sandbox.runner import RunDriver
 
 log = logging.getLogger(__name__)
 
@@ -209,25 +209,34 @@ def save_artifacts(directory: Path, patches: Patches) -> None:
     shutil.rmtree(patches.directory, ignore_errors=True)
 
 
-def save_baseline(driver: RunDriver) -> None:
+def save_baseline(sandbox: Sandbox, base: str, artifacts: Path) -> None:
     """Keep the baseline's trees and object ids in the artifacts before the agent starts.
 
     A later collection from a sandbox whose git the agent broke is compared with them.
     """
-    sb = driver.sandbox
-    ctl = control_dir(sb)
-    base = driver.session.sandbox_base
+    ctl = control_dir(sandbox)
     try:
-        res = sb.exec(["sh", "-c", BASELINE_PACK_SCRIPT, "sh", sb.repo_dir, base,
-                       f"{ctl}/baseline.pack", f"{ctl}/baseline.objects"], timeout=600)  # fmt: skip
+        res = sandbox.exec(["sh", "-c", BASELINE_PACK_SCRIPT, "sh", sandbox.repo_dir, base,
+                            f"{ctl}/baseline.pack", f"{ctl}/baseline.objects"],
+                           timeout=600)  # fmt: skip
         if not res.ok:
             raise BackendError(res.error_text()[-500:])
-        pack_dir = driver.artifacts / "objects" / "pack"
+        pack_dir = artifacts / "objects" / "pack"
         pack_dir.mkdir(parents=True, exist_ok=True)
-        _fetch(sb, f"{ctl}/baseline.pack", pack_dir / f"{BASELINE_PACK}.pack")
-        _fetch(sb, f"{ctl}/baseline.objects", driver.artifacts / "baseline.objects")
+        _fetch(sandbox, f"{ctl}/baseline.pack", pack_dir / f"{BASELINE_PACK}.pack")
+        _fetch(sandbox, f"{ctl}/baseline.objects", artifacts / "baseline.objects")
     except (SandboxrunError, OSError) as exc:
-        log.warning("could not keep the baseline of %s: %s", driver.session.id, exc)
+        log.warning("could not keep the baseline in %s: %s", artifacts, exc)
+
+
+def save_snapshot(sandbox: Sandbox, journal: Journal, artifacts: Path) -> None:
+    """Save the work so far as artifacts, so a lost sandbox still leaves something behind."""
+    try:
+        patches = collect_patches(sandbox, journal.session(), known=known_blobs(artifacts))
+        save_artifacts(artifacts, patches)
+        journal.event("phase", {"phase": "snapshot"})
+    except BackendError as exc:
+        log.warning("snapshot of %s failed: %s", journal.session_id, exc)
 
 
 def known_blobs(artifacts: Path) -> bytes | None:
@@ -246,11 +255,11 @@ def verify_artifacts(worktree: Path, directory: Path) -> None:
     q.add_pack(q.objects / "pack" / f"{WORK_PACK}.pack", WORK_PACK)
 
 
-def _copy_logs(driver: RunDriver) -> None:
-    ctl = control_dir(driver.sandbox)
-    for name in ("agent.log", "agent.stderr"):
+def _copy_logs(sandbox: Sandbox, artifacts: Path) -> None:
+    files = AgentFiles.of(sandbox)
+    for name, path in (("agent.log", files.log), ("agent.stderr", files.stderr)):
         with contextlib.suppress(FileNotFoundError, SandboxrunError):
-            (driver.artifacts / name).write_bytes(driver.sandbox.read_file(f"{ctl}/{name}"))
+            (artifacts / name).write_bytes(sandbox.read_file(path))
 
 
 def describe_failure(
@@ -277,72 +286,84 @@ def describe_failure(
     return f"the agent exited with {code} without a result" + (f": {tail}" if tail else "")
 
 
-def record_branch_head(driver: RunDriver) -> None:
+def record_branch_head(journal: Journal, worktree: Path) -> None:
     """Remember which commit of the branch the upload is made from (before packing)."""
     from sandboxrun.process import run
 
-    s = driver.session
-    res = run(["git", "rev-parse", "--verify", "HEAD^{commit}"], cwd=s.worktree, check=False)
+    res = run(["git", "rev-parse", "--verify", "HEAD^{commit}"], cwd=worktree, check=False)
     if res.ok:
-        driver.store.update(s.id, options={**s.options, "branch_head": res.stdout.strip()})
-        driver._refresh()
+        options = journal.session().options
+        journal.update(options={**options, "branch_head": res.stdout.strip()})
 
 
-def finish_with_patches(driver: RunDriver, outcome: FollowOutcome) -> Session:
-    """Collect and verify the work, tear down, land it on the branch, record how it ended."""
-    store, sid = driver.store, driver.session.id
-    s = driver._refresh()
-    store.set_status(sid, "collecting", only_if_active=True)
-    driver.reporter.phase("collecting", "bringing the work back")
+def finish_with_patches(
+    journal: Journal,
+    sandbox: Sandbox,
+    outcome: FollowOutcome,
+    *,
+    progress: AgentProgress,
+    artifacts: Path,
+    times: PhaseTimes,
+    teardown: Callable[[], None],
+) -> Session:
+    """Collect and verify the work, tear down, land it on the branch, record how it ended.
+
+    ``progress`` holds the agent's result (or usage limit); the collection and logs are saved
+    under ``artifacts`` and verified there before ``teardown`` removes the sandbox (or keeps it,
+    with ``--keep``).
+    """
+    store, sid = journal.store, journal.session_id
+    s = journal.session()
+    store.set_status(sid, Status.COLLECTING, only_if_active=True)
+    journal.reporter.phase(Status.COLLECTING, "bringing the work back")
     if outcome.reason == "killed" and s.discard:
-        driver._teardown()
-        store.set_status(
-            sid,
-            "killed",
-            only_if_active=True,
+        teardown()
+        journal.end(
+            Status.KILLED,
             exit_code=outcome.exit_code,
             error="killed by `sandboxrun kill --discard`; the work was discarded",
         )
-        return driver._refresh()
+        return journal.session()
 
-    t0 = time.monotonic()
-    patches = collect_patches(driver.sandbox, s, known=known_blobs(driver.artifacts))
-    save_artifacts(driver.artifacts, patches)
-    # Torn down only once the artifacts are proven to hold the whole collection.
-    verify_artifacts(Path(s.worktree), driver.artifacts)
-    _copy_logs(driver)
-    driver.phase_times["collect"] = time.monotonic() - t0
-    driver._teardown()
-    return apply_and_record(driver, outcome)
+    with times.measure("collect"):
+        patches = collect_patches(sandbox, s, known=known_blobs(artifacts))
+        save_artifacts(artifacts, patches)
+        # Torn down only once the artifacts are proven to hold the whole collection.
+        verify_artifacts(Path(s.worktree), artifacts)
+        _copy_logs(sandbox, artifacts)
+    teardown()
+    return apply_and_record(journal, outcome, progress=progress, artifacts=artifacts, times=times)
 
 
-def _end_status(driver: RunDriver, s: Session, outcome: FollowOutcome) -> tuple[str, str | None]:
-    result = driver.progress.result
-    status, error = "completed", None
+def _end_status(
+    s: Session, outcome: FollowOutcome, progress: AgentProgress, artifacts: Path
+) -> tuple[Status, str | None]:
+    result = progress.result
+    status, error = Status.COMPLETED, None
     if outcome.reason == "lost":
-        status = "failed"
+        status = Status.FAILED
         error = (
             f"the sandbox ended before the run did ({outcome.detail}); the work up to its last "
             "snapshot was applied, anything the agent did after that is lost"
         )
     elif outcome.reason == "killed":
-        status, error = "killed", "stopped on request; the work so far was collected"
+        status, error = Status.KILLED, "stopped on request; the work so far was collected"
     elif outcome.reason == "timeout":
-        status = "timeout"
+        status = Status.TIMEOUT
         error = (
             f"stopped at the time limit ({format_duration(s.timeout_s or 0)}); "
             "the work so far was collected"
         )
     elif outcome.reason == "quota" or (
-        driver.progress.rate_limited_until and (result is None or result.get("is_error"))
+        progress.rate_limited_until and (result is None or result.get("is_error"))
     ):
-        status = "waiting_quota"
-        reset = driver.progress.rate_limited_until
+        status = Status.WAITING_QUOTA
+        reset = progress.rate_limited_until
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(reset)) if reset else "unknown"
         error = f"Claude usage limit reached; it resets at {when}. The work so far was collected."
     elif result is None or result.get("is_error") or outcome.exit_code not in (0, None):
-        status = "failed"
-        stderr = driver.artifacts / "agent.stderr"
+        status = Status.FAILED
+        stderr = artifacts / "agent.stderr"
         error = describe_failure(
             result,
             outcome.exit_code,
@@ -352,7 +373,14 @@ def _end_status(driver: RunDriver, s: Session, outcome: FollowOutcome) -> tuple[
     return status, error
 
 
-def apply_and_record(driver: RunDriver, outcome: FollowOutcome) -> Session:
+def apply_and_record(
+    journal: Journal,
+    outcome: FollowOutcome,
+    *,
+    progress: AgentProgress,
+    artifacts: Path,
+    times: PhaseTimes,
+) -> Session:
     """Land the collection kept in the artifacts and record how the session ended.
 
     Also what ``attach`` runs when a crash interrupted a run after its work was collected.
@@ -365,62 +393,62 @@ def apply_and_record(driver: RunDriver, outcome: FollowOutcome) -> Session:
         save_state,
     )
 
-    store, sid = driver.store, driver.session.id
-    s = driver._refresh()
-    status, error = _end_status(driver, s, outcome)
+    store, sid = journal.store, journal.session_id
+    s = journal.session()
+    status, error = _end_status(s, outcome, progress, artifacts)
     t0 = time.monotonic()
     fields: dict[str, Any] = {"exit_code": outcome.exit_code}
     options = dict(s.options)
-    if driver.progress.rate_limited_until:
-        options["quota_resets_at"] = driver.progress.rate_limited_until
+    if progress.rate_limited_until:
+        options["quota_resets_at"] = progress.rate_limited_until
     # What the session ends as once applied: kept so `sandboxrun apply` can finish the job.
-    state = load_state(driver.artifacts)
-    state["intended_status"], state["intended_error"] = status, error
-    save_state(driver.artifacts, state)
+    state = load_state(artifacts)
+    state["intended_status"], state["intended_error"] = str(status), error
+    save_state(artifacts, state)
     try:
         applied = apply_collected(
             Path(s.worktree),
             s.branch,
-            driver.artifacts,
-            expected_commit(s, driver.artifacts),
+            artifacts,
+            expected_commit(s, artifacts),
             allow_sensitive=bool(s.options.get("allow_sensitive")),
         )
     except (GitError, PatchRejectedError, SandboxrunError) as exc:
         store.set_status(
             sid,
-            "failed",
+            Status.FAILED,
             only_if_active=True,
             error=(
-                f"{exc.message} The work is kept in {driver.artifacts}; "
+                f"{exc.message} The work is kept in {artifacts}; "
                 f"`sandboxrun apply {s.name}` applies it once the cause is fixed."
             ),
             options=options,
             **fields,
         )
         raise
-    driver.phase_times["apply"] = time.monotonic() - t0
+    times.record("apply", time.monotonic() - t0)
     record = applied.record
     notes = [*record.get("mode_changes", [])]
     if record.get("why_squashed"):
         notes.append(f"one commit instead of the agent's own history: {record['why_squashed']}")
-    manifest = Manifest.parse((driver.artifacts / MANIFEST).read_text(errors="replace"))
+    manifest = Manifest.parse((artifacts / MANIFEST).read_text(errors="replace"))
     if manifest.dotgit:
         notes.append(f"{manifest.dotgit} '.git'-like name(s) in the sandbox's tree were left out")
     if manifest.addfail:
         notes.append("some files in the sandbox could not be read and were left out")
     for note in notes:
-        driver.reporter.warning(note)
+        journal.reporter.warning(note)
     refusal = refusal_text(record, s.name)
     if refusal:
         text = f"{refusal[0]}\n{refusal[1]}"
-        if status == "completed":
-            status, error = "completed_with_refusals", text
+        if status == Status.COMPLETED:
+            status, error = Status.COMPLETED_WITH_REFUSALS, text
         else:
             error = f"{error}\n{text}" if error else text
-    elif status == "completed" and not applied.commits:
-        status = "completed_no_changes"
+    elif status == Status.COMPLETED and not applied.commits:
+        status = Status.COMPLETED_NO_CHANGES
     options["collect_notes"] = notes
-    all_commits = [c for batch in load_history(driver.artifacts) for c in batch]
+    all_commits = [c for batch in load_history(artifacts) for c in batch]
     store.set_status(
         sid,
         status,
@@ -446,11 +474,11 @@ def apply_and_record(driver: RunDriver, outcome: FollowOutcome) -> Session:
         "refused": record.get("refused") or [],
         "kept_patch": record.get("kept_patch"),
         "one_commit_because": record.get("why_squashed"),
-        "phases": {k: round(v, 3) for k, v in driver.phase_times.items()},
+        "phases": times.rounded(),
     }
     store.add_event(sid, "summary", summary)
-    (driver.artifacts / "summary.json").write_text(json.dumps(summary, indent=2))
-    return driver._refresh()
+    (artifacts / "summary.json").write_text(json.dumps(summary, indent=2))
+    return journal.session()
 
 
 def load_history(artifacts: Path) -> list[list[str]]:

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from sandboxrun.agent import parse_line
-from sandboxrun.config import format_duration
+from sandboxrun.agent import AgentEvent, AgentProgress, parse_line
+from sandboxrun.config import Settings, format_duration
 from sandboxrun.errors import BackendError, SandboxLostError
-from sandboxrun.sandbox.backends.base import control_dir
-
-if TYPE_CHECKING:
-    from sandboxrun.sandbox.runner import RunDriver
+from sandboxrun.sandbox.agentproc import AgentProcess
+from sandboxrun.sandbox.journal import Journal
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +45,23 @@ def stop_margin(timeout: float, grace: float) -> float:
     return min(grace, max(timeout * 0.25, 1.0))
 
 
-def follow_agent(driver: RunDriver) -> FollowOutcome:
-    """Follow the agent until it exits or we stop it; returns why it ended."""
-    store, sb = driver.store, driver.sandbox
-    sid = driver.session.id
-    log_path = f"{control_dir(sb)}/agent.log"
-    offset = driver.session.log_offset or 0
+def follow_agent(
+    journal: Journal,
+    agent: AgentProcess,
+    progress: AgentProgress,
+    settings: Settings,
+    snapshot: Callable[[], None],
+) -> FollowOutcome:
+    """Follow the agent until it exits or we stop it; returns why it ended.
+
+    Agent events go to ``progress``, the journal and its reporter; ``settings`` give the
+    defaults for the limits a session does not set itself; ``snapshot`` saves the work so far
+    (every :data:`SNAPSHOT_INTERVAL` and at each warning mark).
+    """
+    store, sb, sid = journal.store, agent.sandbox, journal.session_id
+    reporter = journal.reporter
+    log_path = agent.files.log
+    offset = journal.session().log_offset
     pending = b""
     warned = {
         ev["payload"].get("mark")
@@ -86,8 +95,8 @@ def follow_agent(driver: RunDriver) -> FollowOutcome:
             items.append(("stdout", {"line": text}))
             for event in parse_line(text):
                 items.append(("agent", event.to_dict()))
-                driver.progress.feed(event)
-                driver.reporter.agent_event(event)
+                progress.feed(event)
+                reporter.agent_event(event)
                 _row_updates(event, updates)
         store.add_events(sid, items)
         last_beat = time.monotonic()
@@ -97,33 +106,32 @@ def follow_agent(driver: RunDriver) -> FollowOutcome:
     while True:
         try:
             drain()
-            s = driver._refresh()
+            s = journal.session()
             now = time.time()
-            timeout = s.timeout_s or driver.settings.timeout
+            timeout = s.timeout_s or settings.timeout
             started = s.started_at or now
             elapsed = now - started
             deadline = s.deadline or started + timeout
             remaining = deadline - now
-            driver.reporter.tick(driver.progress, elapsed, remaining)
+            reporter.tick(progress, elapsed, remaining)
 
-            if driver.agent_exited():
+            if agent.exited():
                 drain()
                 reason = "exited"
                 break
             if s.kill_requested:
-                driver.reporter.warning("kill requested: stopping the agent")
-                driver.stop_agent()
+                reporter.warning("kill requested: stopping the agent")
+                agent.stop()
                 reason = "killed"
                 break
-            grace = stop_margin(timeout, s.options.get("grace", driver.settings.grace))
+            grace = stop_margin(timeout, s.options.get("grace", settings.grace))
             if remaining <= grace:
                 msg = (
                     f"time limit reached ({format_duration(deadline - started)}): "
                     "stopping the agent and collecting its work"
                 )
-                store.add_event(sid, "warning", {"mark": "limit", "message": msg})
-                driver.reporter.warning(msg)
-                driver.stop_agent()
+                journal.warn(msg, mark="limit")
+                agent.stop()
                 reason = "timeout"
                 break
             for mark in s.warn_at or []:
@@ -133,34 +141,32 @@ def follow_agent(driver: RunDriver) -> FollowOutcome:
                         f"{format_duration(elapsed)} elapsed; {format_duration(remaining)} "
                         "left before the time limit (extend with `sandboxrun extend`)"
                     )
-                    store.add_event(sid, "warning", {"mark": mark, "message": msg})
-                    driver.reporter.warning(msg)
-                    _snapshot(driver)
+                    journal.warn(msg, mark=mark)
+                    snapshot()
                     last_snapshot = time.monotonic()
-            if driver.progress.rate_limited_until and driver.progress.result is None:
+            if progress.rate_limited_until and progress.result is None:
                 rate_limited_since = rate_limited_since or time.monotonic()
-                stall = s.options.get("quota_stall", driver.settings.quota_stall)
+                stall = s.options.get("quota_stall", settings.quota_stall)
                 if time.monotonic() - rate_limited_since > stall:
-                    driver.reporter.warning("usage limit reached: stopping the waiting agent")
-                    driver.stop_agent()
+                    reporter.warning("usage limit reached: stopping the waiting agent")
+                    agent.stop()
                     reason = "quota"
                     break
             else:
                 rate_limited_since = None
             if time.monotonic() - last_snapshot > SNAPSHOT_INTERVAL:
-                _snapshot(driver)
+                snapshot()
                 last_snapshot = time.monotonic()
             if time.monotonic() - last_beat > HEARTBEAT_INTERVAL:
                 store.update(sid, last_heartbeat=time.time())
                 last_beat = time.monotonic()
-            time.sleep(driver.settings.poll_interval)
+            time.sleep(settings.poll_interval)
         except KeyboardInterrupt:
-            if driver._refresh().kill_requested:
+            if journal.session().kill_requested:
                 raise  # a second Ctrl-C: the driver leaves the agent running
             msg = ("Ctrl-C: stopping the agent and collecting its work "
                    "(Ctrl-C again to leave it running in the background)")  # fmt: skip
-            driver.reporter.warning(msg)
-            store.add_event(sid, "warning", {"mark": "interrupt", "message": msg})
+            journal.warn(msg, mark="interrupt")
             store.request_kill(sid, discard=False)
             continue
         except SandboxLostError:
@@ -172,13 +178,13 @@ def follow_agent(driver: RunDriver) -> FollowOutcome:
                 raise SandboxLostError(
                     f"the sandbox {sb.id} is gone", "The last snapshot of the work is kept."
                 ) from exc
-            time.sleep(driver.settings.poll_interval)
+            time.sleep(settings.poll_interval)
 
     drain(final=True)
-    return FollowOutcome(reason, read_exit_code(driver))
+    return FollowOutcome(reason, agent.exit_code())
 
 
-def _row_updates(event, updates: dict[str, object]) -> None:
+def _row_updates(event: AgentEvent, updates: dict[str, object]) -> None:
     """Session columns that an agent event sets."""
     d = event.data
     if event.type == "init":
@@ -197,24 +203,3 @@ def _row_updates(event, updates: dict[str, object]) -> None:
         )
         if d.get("session_id"):
             updates["agent_session_id"] = d["session_id"]
-
-
-def read_exit_code(driver: RunDriver) -> int | None:
-    """The agent's exit code from its exit file, or None when it has none (killed, running)."""
-    try:
-        raw = driver.sandbox.read_file(f"{control_dir(driver.sandbox)}/agent.exit")
-        return int(raw.decode().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-
-
-def _snapshot(driver: RunDriver) -> None:
-    """Save the work so far as artifacts, so a lost sandbox still leaves something behind."""
-    from sandboxrun.sandbox.collect import collect_patches, known_blobs, save_artifacts
-
-    try:
-        patches = collect_patches(driver.sandbox, driver.session, known_blobs(driver.artifacts))
-        save_artifacts(driver.artifacts, patches)
-        driver.store.add_event(driver.session.id, "phase", {"phase": "snapshot"})
-    except BackendError as exc:
-        log.warning("snapshot of %s failed: %s", driver.session.id, exc)

@@ -16,6 +16,7 @@ from sandboxrun.config import Settings
 from sandboxrun.errors import NameInUseError, UsageError
 from sandboxrun.sandbox.backends import get_backend
 from sandboxrun.store import Session, SessionStore
+from sandboxrun.sync.pack import SECRET_PATTERNS
 
 
 @dataclass
@@ -105,7 +106,7 @@ def prepare_run(settings: Settings, store: SessionStore, req: RunRequest) -> Ses
     try:
         carried_secrets: list[str] = []
         if req.with_changes:
-            _, carried_secrets = gitops.carry_changes(requested_root, worktree)
+            _, carried_secrets = gitops.carry_changes(requested_root, worktree, SECRET_PATTERNS)
         options = {
             "keep": req.keep,
             "dry_run": req.dry_run,

@@ -16,7 +16,7 @@ from sandboxrun.errors import SandboxLostError, SandboxrunError, UsageError
 from sandboxrun.sandbox.backends import get_backend
 from sandboxrun.sandbox.collect import Patches, collect_patches, save_artifacts
 from sandboxrun.sandbox.reporting import Reporter
-from sandboxrun.store import TERMINAL_STATUSES, Session, SessionStore, owner_alive
+from sandboxrun.store import Session, SessionStore, owner_alive
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +222,7 @@ def cleanup(
     report = CleanupReport()
     for s in store.list():
         if not s.is_terminal:
-            if not owner_alive(s) and s.status not in TERMINAL_STATUSES:
+            if not owner_alive(s):
                 report.orphans.append(s.name)
             continue
         if s.sandbox_id:

@@ -30,6 +30,7 @@ import pathspec
 
 from sandboxrun import process
 from sandboxrun.errors import PackError, UsageError
+from sandboxrun.gitops import git, git_bytes
 from sandboxrun.sync.tarstream import (
     BLOCK,
     COMPRESSIONS,
@@ -345,7 +346,7 @@ def _is_git_worktree(root: Path) -> bool:
     if process.which("git") is None:
         log.debug("git not found; walking %s as a plain directory", root)
         return False
-    res = process.run(["git", "rev-parse", "--is-inside-work-tree"], cwd=root, check=False)
+    res = git(root, "rev-parse", "--is-inside-work-tree", check=False)
     return res.ok and res.stdout.strip() == "true"
 
 
@@ -355,7 +356,7 @@ def _split_z(raw: bytes) -> list[str]:
 
 
 def _git_candidates(root: Path) -> list[str]:
-    raw = process.run_bytes(["git", "ls-files", "-z", "-c", "-o", "--exclude-standard"], cwd=root)
+    raw = git_bytes(root, "ls-files", "-z", "-c", "-o", "--exclude-standard")
     # -c lists an unmerged path once per stage; dict keeps first-seen order
     return list(dict.fromkeys(_split_z(raw)))
 
@@ -384,9 +385,7 @@ def _git_ignored_matching(root: Path, include_lines: list[str]) -> list[str]:
     specs = _include_pathspecs(include_lines)
     if not specs:
         return []
-    raw = process.run_bytes(
-        ["git", "ls-files", "-z", "-o", "-i", "--exclude-standard", "--", *specs], cwd=root
-    )
+    raw = git_bytes(root, "ls-files", "-z", "-o", "-i", "--exclude-standard", "--", *specs)
     return _split_z(raw)
 
 

@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sandboxrun.errors import GitError, PatchRejectedError
-from sandboxrun.gitops import FALLBACK_IDENTITY, identity_env
-from sandboxrun.process import Result, run, run_bytes
+from sandboxrun.gitops import FALLBACK_IDENTITY, git, git_bytes, identity_env
+from sandboxrun.process import Result
 from sandboxrun.sync.patchcheck import (
     SENSITIVE_PATHS,
     SENSITIVE_REASON,
@@ -156,8 +156,7 @@ def _git(worktree: Path, *args: str | os.PathLike[str], env: dict[str, str] | No
          check: bool = False) -> Result:  # fmt: skip
     # Hooks off for every call: a hook is code the user trusts running over files we just
     # wrote from an untrusted source (and core.hooksPath may point into the tree).
-    return run(["git", "-c", f"core.hooksPath={os.devnull}", *args],
-               cwd=worktree, env=env, check=check)  # fmt: skip
+    return git(worktree, *args, env=env, check=check, hooks=False)
 
 
 def _git_path(worktree: Path, name: str) -> Path:
@@ -168,7 +167,7 @@ def _git_path(worktree: Path, name: str) -> Path:
 def _hooks_path_pattern(worktree: Path) -> list[str]:
     """core.hooksPath as a sensitive pattern when it points inside the worktree (husky does)."""
     # Not through _git: its own core.hooksPath override would hide the user's setting.
-    res = run(["git", "config", "--path", "--get", "core.hooksPath"], cwd=worktree, check=False)
+    res = git(worktree, "config", "--path", "--get", "core.hooksPath", check=False)
     value = res.stdout.strip()
     if not res.ok or not value:
         return []
@@ -204,7 +203,7 @@ def _precheck_with_git(
     worktree: Path, both: Path, changes: list[FileChange], artifacts_hint: str | None
 ) -> None:
     """Make sure git reads the input as we did, and that all of it applies, before writing."""
-    numstat = run_bytes(["git", "apply", "--numstat", "-z", both], cwd=worktree, check=False)
+    numstat = git_bytes(worktree, "apply", "--numstat", "-z", both, check=False)
     ours = {p for ch in changes for p in (ch.path, ch.old_path) if p is not None}
     for record in numstat.split(b"\0"):
         fields = record.split(b"\t", 2)
@@ -224,8 +223,8 @@ def _precheck_with_git(
 
 def _landed_changes(worktree: Path, orig: str) -> list[FileChange]:
     """What the new commits really changed, read back from git (no renames: both sides count)."""
-    argv = ["git", "diff", "--raw", "-z", "--no-renames", "--no-abbrev", "--no-ext-diff"]
-    raw = run_bytes([*argv, orig, "HEAD"], cwd=worktree)
+    args = ["diff", "--raw", "-z", "--no-renames", "--no-abbrev", "--no-ext-diff"]
+    raw = git_bytes(worktree, *args, orig, "HEAD")
     fields = raw.split(b"\0")
     changes = []
     for meta, name in zip(fields[0::2], fields[1::2], strict=False):
@@ -236,7 +235,7 @@ def _landed_changes(worktree: Path, orig: str) -> list[FileChange]:
         kind = {"A": "added", "D": "deleted"}.get(status[:1], "modified")
         target = None
         if new_mode == SYMLINK_MODE and kind != "deleted":
-            blob = run_bytes(["git", "cat-file", "blob", new_sha], cwd=worktree)
+            blob = git_bytes(worktree, "cat-file", "blob", new_sha)
             target = blob.decode("utf-8", "surrogateescape")
         changes.append(FileChange(
             path=path,
@@ -252,8 +251,8 @@ def _landed_changes(worktree: Path, orig: str) -> list[FileChange]:
 def _check_symlinks_on_disk(worktree: Path, orig: str, check: PatchCheck) -> None:
     """Resolve new symlinks for real: a chain through an existing link can leave the tree."""
     root = os.path.realpath(worktree)
-    raw = run_bytes(["git", "diff", "--name-only", "-z", "--no-renames", "--diff-filter=AMT",
-                     orig, "HEAD"], cwd=worktree)  # fmt: skip
+    raw = git_bytes(worktree, "diff", "--name-only", "-z", "--no-renames", "--diff-filter=AMT",
+                    orig, "HEAD")  # fmt: skip
     for name in filter(None, raw.split(b"\0")):
         path = os.fsdecode(name)
         full = worktree / path
@@ -279,8 +278,8 @@ def _restore(worktree: Path, orig: str) -> None:
 
 def _result(worktree: Path, orig: str, landed: PatchCheck) -> ApplyResult:
     commits = _git(worktree, "rev-list", "--reverse", f"{orig}..HEAD", check=True).stdout.split()
-    raw = run_bytes(["git", "diff", "--numstat", "-z", "-M", "--no-textconv", "--no-ext-diff",
-                     orig, "HEAD"], cwd=worktree)  # fmt: skip
+    raw = git_bytes(worktree, "diff", "--numstat", "-z", "-M", "--no-textconv", "--no-ext-diff",
+                    orig, "HEAD")  # fmt: skip
     fields = raw.split(b"\0")
     files: list[str] = []
     insertions = deletions = 0

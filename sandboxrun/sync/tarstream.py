@@ -15,8 +15,6 @@ import fcntl
 import logging
 import os
 import stat
-import subprocess
-import tempfile
 import zlib
 from collections import deque
 from collections.abc import Callable
@@ -24,7 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO
 
 from sandboxrun import process
-from sandboxrun.errors import PackError, ProcessError
+from sandboxrun.errors import PackError
 
 log = logging.getLogger(__name__)
 
@@ -173,11 +171,7 @@ class _ParallelGzip(Sink):
 
 
 class _ZstdPipe(Sink):
-    """Pipe the tar stream through ``zstd -T0`` (multi-threaded) into the output file.
-
-    process.run cannot stream a tree that must not sit in memory, so this is the one place
-    that starts a program with Popen; still an argv list, with stderr kept for the error.
-    """
+    """Pipe the tar stream through ``zstd -T0`` (multi-threaded) into the output file."""
 
     def __init__(self, out: BinaryIO, level: int) -> None:
         super().__init__(out)
@@ -187,15 +181,14 @@ class _ZstdPipe(Sink):
                 "zstd compression needs the zstd program, which is not installed",
                 "Use --compression gzip, or install zstd (apt-get install zstd).",
             )
-        self.argv = [exe, f"-{level}", "-T0", "-q", "-c"]
-        log.debug("run(stream) %s", self.argv)
-        # a file, not a pipe: a chatty zstd could otherwise block while we block writing
-        self.errfile = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the pipe
-        self.proc = subprocess.Popen(
-            self.argv, stdin=subprocess.PIPE, stdout=out, stderr=self.errfile
+        self.stream = process.Stream(
+            [exe, f"-{level}", "-T0", "-q", "-c"],
+            what="zstd failed",
+            hint="Check free disk space, or use --compression gzip.",
+            stdin=process.Stream.PIPE,
+            stdout=out,
         )
-        assert self.proc.stdin is not None
-        self.stdin = self.proc.stdin
+        self.stdin = self.stream.stdin
         # zstd reads as much as the pipe holds; the default 64 KiB pipe costs it ~50 % more
         # time in small reads and wake-ups than a 1 MiB one (Linux only; harmless to skip)
         with contextlib.suppress(AttributeError, OSError):
@@ -205,32 +198,13 @@ class _ZstdPipe(Sink):
         try:
             self.stdin.write(data)
         except BrokenPipeError:
-            self._raise_failed()
+            raise self.stream.failed() from None
 
     def close(self) -> None:
-        with contextlib.suppress(BrokenPipeError):
-            self.stdin.close()
-        if self.proc.wait() != 0:
-            self._raise_failed()
-        self.errfile.close()
-
-    def _raise_failed(self) -> None:
-        self.proc.wait()
-        self.errfile.seek(0)
-        detail = self.errfile.read().decode(errors="backslashreplace").strip()
-        raise ProcessError(
-            f"zstd failed: {detail or f'exit code {self.proc.returncode}'}",
-            "Check free disk space, or use --compression gzip.",
-            argv=self.argv,
-            returncode=self.proc.returncode,
-            stderr=detail,
-        )
+        self.stream.finish()
 
     def abort(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        self.errfile.close()
+        self.stream.kill()
 
 
 class Batcher:

@@ -15,9 +15,7 @@ import hashlib
 import logging
 import os
 import stat
-import subprocess
 import tarfile
-import tempfile
 import zlib
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +23,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from sandboxrun import process
-from sandboxrun.errors import PackError, ProcessError, UnsafeArchiveError, UsageError
+from sandboxrun.errors import PackError, UnsafeArchiveError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -136,32 +134,15 @@ def _tar_stream(tarball: Path, compression: str) -> Iterator[BinaryIO]:
                 f"{tarball} is zstd-compressed but the zstd program is not installed",
                 "Install zstd (apt-get install zstd), or pack with --compression gzip.",
             )
-        argv = [exe, "-d", "-c", "-q", "--", str(tarball)]
-        log.debug("run(stream) %s", argv)
-        # process.run would hold the whole tree in memory; stream it instead (argv list)
-        with (
-            tempfile.TemporaryFile() as err,
-            subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err) as proc,
-        ):
-            assert proc.stdout is not None
-            try:
-                yield proc.stdout  # type: ignore[misc]
-                while proc.stdout.read(1 << 20):  # drain padding so zstd can finish cleanly
-                    pass
-            finally:
-                # on an error this makes a still-writing zstd stop with EPIPE
-                proc.stdout.close()
-                code = proc.wait()
-            if code != 0:
-                err.seek(0)
-                detail = err.read().decode(errors="backslashreplace").strip()
-                raise ProcessError(
-                    f"zstd could not decompress {tarball}: {detail or f'exit code {code}'}",
-                    "The download may be truncated; fetch it again.",
-                    argv=argv,
-                    returncode=code,
-                    stderr=detail,
-                )
+        with process.Stream(
+            [exe, "-d", "-c", "-q", "--", str(tarball)],
+            what=f"zstd could not decompress {tarball}",
+            hint="The download may be truncated; fetch it again.",
+            stdout=process.Stream.PIPE,
+        ) as proc:
+            yield proc.stdout  # type: ignore[misc]
+            while proc.stdout.read(1 << 20):  # drain padding so zstd can finish cleanly
+                pass
     elif compression == "none":
         with open(tarball, "rb") as fh:
             yield fh

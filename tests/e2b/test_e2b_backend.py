@@ -335,7 +335,7 @@ def test_corrupt_archive_fails_without_extracting(sandbox, emulator, tmp_path):
 
 def test_baseline_script_commits_exactly_the_tree(sandbox, emulator, tmp_path):
     """The runner's baseline (blobs in a pack, trees by fast-import) equals a plain commit."""
-    from sandboxrun.sandbox.runner import BASELINE_SCRIPT
+    from sandboxrun.sandbox.provision import BASELINE_SCRIPT
 
     names = [
         "plain.txt",

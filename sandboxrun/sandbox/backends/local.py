@@ -11,14 +11,18 @@ import contextlib
 import os
 import shutil
 import signal
-import subprocess
-import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from sandboxrun import process
 from sandboxrun.config import Settings
-from sandboxrun.errors import AgentError, BackendError, SandboxLostError
+from sandboxrun.errors import (
+    AgentError,
+    BackendError,
+    ProcessError,
+    ProgramNotFoundError,
+    SandboxLostError,
+)
 from sandboxrun.sandbox.backends.base import ExecResult
 
 # The wrapper runs the agent with its stdio redirected and records its exit code atomically.
@@ -65,21 +69,16 @@ class LocalSandbox:
         """Run a short command in the sandbox directory."""
         self._require()
         try:
-            proc = subprocess.run(
-                list(argv),
-                cwd=cwd or self.home,
-                env=self._env(env),
-                capture_output=True,
-                timeout=timeout,
-                check=False,
+            res = process.run_raw(
+                argv, cwd=cwd or self.home, env=self._env(env), check=False, timeout=timeout
             )
-        except FileNotFoundError:
+        except ProgramNotFoundError:
             return ExecResult(127, b"", f"{argv[0]}: command not found".encode())
-        except subprocess.TimeoutExpired as exc:
+        except ProcessError as exc:
             raise BackendError(
                 f"{argv[0]} did not finish within {timeout:g}s in the sandbox"
             ) from exc
-        return ExecResult(proc.returncode, proc.stdout, proc.stderr)
+        return ExecResult(res.returncode, res.stdout, res.stderr)
 
     def start_detached(
         self,
@@ -111,20 +110,11 @@ class LocalSandbox:
                 "SBR_EXIT_PATH": exit_path,
             }
         )
-        proc = subprocess.Popen(
-            ["/bin/sh", "-c", DETACH_WRAPPER, "sh", *argv],
-            cwd=cwd,
-            env=wrap_env,
-            start_new_session=True,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        pid = process.spawn_detached(
+            ["/bin/sh", "-c", DETACH_WRAPPER, "sh", *argv], cwd=cwd, env=wrap_env
         )
-        # Reap it when it ends so a finished agent does not linger as a zombie in our group
-        # checks; if we die first, init adopts it and it carries on.
-        threading.Thread(target=proc.wait, daemon=True).start()
-        Path(pid_path).write_text(f"{proc.pid}\n")
-        return proc.pid
+        Path(pid_path).write_text(f"{pid}\n")
+        return pid
 
     def read_file(self, path: str, offset: int = 0) -> bytes:
         with open(path, "rb") as fh:

@@ -1,0 +1,76 @@
+"""The agent's process inside a sandbox: where its files are, whether it runs, how to stop it.
+
+The agent runs detached, in its own process group, with its stdin, stdout, stderr, exit code
+and process-group id in files of the sandbox's control directory; everything here works from
+those files and the group id alone, so any process can look after an agent another started.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from sandboxrun.sandbox.backends.base import Sandbox, control_dir
+
+#: how long to wait after each stop signal before escalating (INT → TERM → KILL)
+STOP_WAITS = (10.0, 5.0, 3.0)
+
+
+@dataclass(frozen=True)
+class AgentFiles:
+    """The agent's files in a sandbox's control directory."""
+
+    prompt: str  # its stdin
+    log: str  # its stdout: stream-json, one event a line
+    stderr: str
+    exit: str  # its exit code, written when it ends
+    pid: str  # its process-group id
+
+    @classmethod
+    def of(cls, sandbox: Sandbox) -> AgentFiles:
+        ctl = control_dir(sandbox)
+        return cls(
+            prompt=f"{ctl}/prompt.txt",
+            log=f"{ctl}/agent.log",
+            stderr=f"{ctl}/agent.stderr",
+            exit=f"{ctl}/agent.exit",
+            pid=f"{ctl}/agent.pid",
+        )
+
+
+@dataclass(frozen=True)
+class AgentProcess:
+    """A started agent: its sandbox and its process group."""
+
+    sandbox: Sandbox
+    pgid: int
+
+    @property
+    def files(self) -> AgentFiles:
+        return AgentFiles.of(self.sandbox)
+
+    def exited(self) -> bool:
+        """True once the agent has written its exit code or its process group is gone."""
+        try:
+            self.sandbox.read_file(self.files.exit)
+            return True
+        except FileNotFoundError:
+            return not self.sandbox.signal_group(self.pgid, "0")
+
+    def exit_code(self) -> int | None:
+        """The agent's exit code, or None when it has none (still running, or killed)."""
+        try:
+            return int(self.sandbox.read_file(self.files.exit).decode().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def stop(self) -> None:
+        """Interrupt the agent: INT, then TERM, then KILL, waiting for it between each."""
+        for signame, wait in zip(("INT", "TERM", "KILL"), STOP_WAITS, strict=True):
+            if not self.sandbox.signal_group(self.pgid, signame):
+                return
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                if self.exited():
+                    return
+                time.sleep(0.1)
