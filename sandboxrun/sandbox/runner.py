@@ -132,8 +132,8 @@ class RunDriver:
             if alive:
                 s = self.session
                 message += (
-                    f" (sandbox {s.sandbox_id} kept: `sandboxrun download "
-                    f"{s.name}` fetches its work, `sandboxrun cleanup` removes it)"
+                    f" (sandbox {s.sandbox_id} kept with the work in it: `sandboxrun download "
+                    f"{s.name}` tries collecting it again, `sandboxrun cleanup` removes it)"
                 )
                 self.journal.end(Status.FAILED, error=message)
                 return
