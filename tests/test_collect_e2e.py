@@ -97,3 +97,32 @@ def test_download_from_a_sandbox_without_git_prints_a_command_that_works(cli, re
         cli("kill", "nogit", "--discard")
         run.kill()
         run.wait(timeout=30)
+
+
+def test_a_branch_that_moved_during_the_run_is_refused_then_applied_on_request(cli, repo):
+    run = cli.popen("run", "--backend", "local", "--name", "moved", "--prompt",
+                    "@write agent.txt agent\n@sleep 4\n@write late.txt late")  # fmt: skip
+    try:
+        retry_until(lambda: "agent.txt" in cli("logs", "moved").stdout, timeout=30)
+        wt = repo / ".worktrees" / "moved"
+        (wt / "mine.txt").write_text("user work\n")
+        git(wt, "add", "mine.txt")
+        git(wt, "-c", "user.name=U", "-c", "user.email=u@x", "commit", "-q", "-m",
+            "user commit while the agent ran")  # fmt: skip
+        out, err = run.communicate(timeout=90)
+    finally:
+        run.kill()
+    assert run.returncode == 1
+    st = cli.status("moved")
+    assert st["status"] == "failed"
+    assert (
+        "user commit while the agent ran" in st["error"] and "sandboxrun apply moved" in st["error"]
+    )
+    assert "agent.txt" not in branch_files(repo, "sandboxrun/moved")
+    proc = cli("apply", "moved")
+    assert proc.returncode == 1 and "user commit while the agent ran" in proc.stderr
+    git(wt, "reset", "-q", "--keep", "HEAD~1")
+    proc = cli("apply", "moved")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert {"agent.txt", "late.txt"} <= branch_files(repo, "sandboxrun/moved")
+    assert cli.status("moved")["status"] == "completed"

@@ -70,8 +70,8 @@ def register(app: typer.Typer) -> None:
                     f"Applied {len(applied.commits)} commit(s) on {s.branch}.", highlight=False
                 )
                 console.print(
-                    f"  Review: git -C {shlex.quote(s.repo)} log --stat -n "
-                    f"{len(applied.commits)} {shlex.quote(s.branch)}",
+                    f"  Review: git -C {shlex.quote(str(s.repo))} log --stat -n "
+                    f"{len(applied.commits)} {shlex.quote(str(s.branch))}",
                     highlight=False,
                 )
             elif not refusal:

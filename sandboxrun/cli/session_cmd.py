@@ -241,6 +241,7 @@ def register(app: typer.Typer) -> None:
                     "files": [str(f) for f in result.files],
                     "agent_commits": result.agent_commits,
                     "commands": result.commands,
+                    "base": result.base,
                 }
             )
             return
@@ -251,7 +252,10 @@ def register(app: typer.Typer) -> None:
         )
         for f in result.files:
             console.print(f"  {f} ({f.stat().st_size:,} bytes)", highlight=False)
-        console.print("Apply on the session's branch with either of:", highlight=False)
+        console.print(
+            f"Apply on a branch at {result.base[:12]} (where this work starts) with either of:",
+            highlight=False,
+        )
         for command in result.commands:
             console.print(f"  {command}", highlight=False, markup=False)
 

@@ -329,6 +329,7 @@ def finish_with_patches(
         patches = collect_patches(sandbox, s, known=known_blobs(artifacts))
         save_artifacts(artifacts, patches)
         # Torn down only once the artifacts are proven to hold the whole collection.
+        assert s.worktree is not None
         verify_artifacts(Path(s.worktree), artifacts)
         _copy_logs(sandbox, artifacts)
     teardown()
@@ -405,6 +406,7 @@ def apply_and_record(
     state = load_state(artifacts)
     state["intended_status"], state["intended_error"] = str(status), error
     save_state(artifacts, state)
+    assert s.worktree is not None and s.branch is not None
     try:
         applied = apply_collected(
             Path(s.worktree),

@@ -152,15 +152,8 @@ class RunDriver:
         try:
             self.sandbox = self.backend.connect(s.sandbox_id)
         except SandboxLostError as exc:
-            if s.status == Status.COLLECTING and has_collection(self.artifacts):
-                # Torn down only after its work was verified in the artifacts: a crash while
-                # applying it is finished from there.
-                self._replay_progress()
-                self.session = apply_and_record(
-                    self.journal, FollowOutcome("exited", s.exit_code), progress=self.progress,
-                    artifacts=self.artifacts, times=self.times,
-                )  # fmt: skip
-                return self.session
+            if has_collection(self.artifacts):
+                return self._finish_from_snapshot(exc)
             self.journal.end(Status.LOST, error=exc.message)
             raise
         try:
@@ -176,11 +169,22 @@ class RunDriver:
             raise
 
     def _finish_from_snapshot(self, exc: SandboxLostError) -> Session:
-        """The sandbox is gone but its last snapshot is in the artifacts: apply that."""
-        self.journal.reporter.warning(f"{exc.message}; applying the last snapshot of the work")
+        """The sandbox is gone but the artifacts hold its work: apply that, never end `lost`.
+
+        A session already collecting was torn down only after its whole collection was verified
+        (a crash while applying it); otherwise the artifacts hold the last snapshot.
+        """
+        s = self._refresh()
+        self.progress = AgentProgress()  # rebuilt from the stored events, whoever fed it before
+        self._replay_progress()
+        if s.status == Status.COLLECTING:
+            outcome = FollowOutcome("exited", s.exit_code)
+        else:
+            self.journal.reporter.warning(f"{exc.message}; applying the last snapshot of the work")
+            outcome = FollowOutcome("lost", None, detail=exc.message)
         self.session = apply_and_record(
-            self.journal, FollowOutcome("lost", None, detail=exc.message),
-            progress=self.progress, artifacts=self.artifacts, times=self.times,
+            self.journal, outcome, progress=self.progress, artifacts=self.artifacts,
+            times=self.times,
         )  # fmt: skip
         return self.session
 
@@ -196,6 +200,9 @@ class RunDriver:
         try:
             self.sandbox = self.backend.connect(s.sandbox_id)
         except SandboxLostError as exc:
+            if has_collection(self.artifacts):
+                self._claim()
+                return self._finish_from_snapshot(exc)
             self.journal.end(Status.LOST, error=exc.message)
             return self._refresh()
         self.agent = AgentProcess(self.sandbox, s.agent_pgid)

@@ -89,6 +89,7 @@ class Download:
     live: bool  # True when taken from the running sandbox, False from saved artifacts
     agent_commits: int | None = None
     commands: list[str] = field(default_factory=list)  # each applies the work on its own
+    base: str = ""  # the commit a branch must be at for ``commands`` to apply
 
 
 def download_session(
@@ -148,7 +149,7 @@ def download_session(
         # Already on the branch: the diff is against where the run started.
         expected = str(session.options.get("branch_head") or session.base_commit)
     save_state(output, {"expected": expected})
-    worktree = Path(session.worktree)
+    worktree = Path(str(session.worktree))
     plan = build_plan(worktree, output, expected, extra_sensitive=hooks_path_pattern(worktree))
     q = Quarantine(worktree, output)
     diff = q.raw("diff", "--binary", "--full-index", "--no-ext-diff", "--no-textconv",
@@ -169,7 +170,7 @@ def download_session(
             f"{shlex.quote(str(output / 'changes.diff'))}"
         )
     return Download(output, files, live=live, agent_commits=patches.agent_commits if patches
-                    else None, commands=commands)  # fmt: skip
+                    else None, commands=commands, base=expected)  # fmt: skip
 
 
 def extend_session(

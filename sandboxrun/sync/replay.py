@@ -429,7 +429,7 @@ def build_plan(
             steps = [(s, [c for c in chs if c.path in only_paths]) for s, chs in steps]
         _check_into(q, plan, steps, old_tree, base_tree, allow_sensitive, extra_sensitive, late)
         skip = set(plan.refused_paths)
-        built = None
+        built: list[str] | str | None = None
         if history is not None:
             built = _build_history(q, history, steps, manifest, old, old_tree, skip,
                                    leftover_message, committer)  # fmt: skip
@@ -448,6 +448,7 @@ def build_plan(
                 [_new_commit(q, tree, old, message + "\n", committer)] if tree != old_tree else []
             )
             built = commits
+        assert isinstance(built, list)
         plan.commits = built
         plan.new = built[-1] if built else old
         links = [c.path for _, chs in steps for c in chs
