@@ -443,3 +443,29 @@ def test_edits_made_after_a_crash_are_never_overwritten(p: Pipeline) -> None:
         p.apply()
     assert "src/app.py" in info.value.message
     assert (p.worktree / "src" / "app.py").read_text() == "print('the user was here')\n"
+
+
+def test_a_report_naming_another_baseline_is_refused(p: Pipeline) -> None:
+    """The report is read from a directory the agent can write: its baseline must be ours."""
+    from sandboxrun.errors import PatchRejectedError
+
+    p.write("x.txt", "x\n")
+    p.agent("commit", "-q", "--allow-empty", "-m", "a commit to pass off as the baseline")
+    other = p.agent("rev-parse", "HEAD").strip()
+
+    class Racing(LocalSandbox):
+        """The agent rewrites the report between the script and our reading it."""
+
+        def exec(self, argv, **kw):  # type: ignore[no-untyped-def]
+            res = super().exec(argv, **kw)
+            report = self.root / ".sandboxrun" / "collect.out"
+            text = report.read_text().replace(p.session.sandbox_base, other)
+            report.write_text(text)
+            return res
+
+    with pytest.raises(PatchRejectedError) as info:
+        collect_patches(Racing("t", p.sandbox.root), p.session)
+    assert "another baseline" in info.value.message
+    p.collect()  # an honest report applies
+    p.apply()
+    assert "x.txt" in p.files()

@@ -54,6 +54,9 @@ unset GIT_DIR GIT_WORK_TREE GIT_INDEX_FILE GIT_OBJECT_DIRECTORY GIT_ALTERNATE_OB
   GIT_TEMPLATE_DIR GIT_EXTERNAL_DIFF GIT_PAGER GIT_EDITOR GIT_SSH GIT_SSH_COMMAND GIT_ASKPASS
 export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null GIT_ATTR_NOSYSTEM=1 HOME="$ctl" \
   XDG_CONFIG_HOME="$ctl/no-config" GIT_TERMINAL_PROMPT=0 GIT_OPTIONAL_LOCKS=0 LC_ALL=C
+# The files may belong to the agent's own user (an isolated sandbox): we read them as data
+# through a git directory of ours, so git's ownership check has nothing to protect here.
+export GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=safe.directory GIT_CONFIG_VALUE_0='*'
 mkdir -p -- "$ctl" || exit 70
 rm -rf -- "$S" "$ctl/work.pack.tmp" "$ctl/collect.out.tmp"
 git init -q --bare --template= "$S" || exit 70
@@ -184,6 +187,13 @@ def collect_patches(sandbox: Sandbox, session: Session, known: bytes | None = No
     try:
         report = sandbox.read_file(f"{ctl}/{MANIFEST}")
         manifest = Manifest.parse(report.decode(errors="replace"))
+        if manifest.base != base:
+            # Everything is compared with the baseline: it must be the one we recorded, not
+            # whatever a report rewritten behind our back names.
+            raise PatchRejectedError(
+                f"the sandbox's collection report names another baseline ({manifest.base[:12]})",
+                "Nothing was applied; the sandbox is kept.",
+            )
         _fetch(sandbox, f"{ctl}/{WORK_PACK}.pack", staging / f"{WORK_PACK}.pack")
         (staging / MANIFEST).write_bytes(report)
     except BaseException:
