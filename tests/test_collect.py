@@ -469,3 +469,16 @@ def test_a_report_naming_another_baseline_is_refused(p: Pipeline) -> None:
     p.collect()  # an honest report applies
     p.apply()
     assert "x.txt" in p.files()
+
+
+def test_big_files_come_out_of_a_remote_sandbox_in_pieces(p: Pipeline, tmp_path: Path) -> None:
+    """The path remote backends take: split in the sandbox, read piece by piece, reassembled."""
+    from sandboxrun.sandbox.collect import fetch_in_pieces
+
+    data = os.urandom(10_000) + b"end"
+    (p.sandbox.root / "blob").write_bytes(data)
+    fetch_in_pieces(p.sandbox, str(p.sandbox.root / "blob"), tmp_path / "out", chunk=3000)
+    assert (tmp_path / "out").read_bytes() == data
+    assert not list(p.sandbox.root.glob("blob.part.*"))
+    fetch_in_pieces(p.sandbox, str(p.sandbox.root / "blob"), tmp_path / "one", chunk=1 << 20)
+    assert (tmp_path / "one").read_bytes() == data

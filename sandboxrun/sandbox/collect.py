@@ -159,13 +159,47 @@ class Patches:
         return pack.stat().st_size if pack.exists() else 0
 
 
+#: Files bigger than this come out of a remote sandbox in pieces of this size, so the client
+#: never holds a whole pack in memory.
+FETCH_CHUNK = 32 << 20
+
+# Cut "$1" into numbered pieces of "$2" bytes next to it; print how many.
+_SPLIT_SCRIPT = r"""
+set -e
+rm -f -- "$1".part.*
+split -b "$2" -d -a 5 -- "$1" "$1.part."
+ls -- "$1".part.* | wc -l
+"""
+
+
 def _fetch(sandbox: Sandbox, src: str, dest: Path) -> None:
-    """Copy a file out of the sandbox to ``dest`` (streamed where the backend allows)."""
+    """Copy a file out of the sandbox to ``dest`` without holding it all in memory."""
     root = getattr(sandbox, "root", None)
-    if isinstance(root, Path):  # the local backend: a plain copy, never all in memory
+    if isinstance(root, Path):  # the local backend: a plain file copy
         shutil.copyfile(src, dest)
         return
-    dest.write_bytes(sandbox.read_file(src))
+    fetch_in_pieces(sandbox, src, dest)
+
+
+def fetch_in_pieces(sandbox: Sandbox, src: str, dest: Path, chunk: int = FETCH_CHUNK) -> None:
+    """Copy ``src`` out of any sandbox, ``chunk`` bytes at a time when it is big."""
+    res = sandbox.exec(["stat", "-c", "%s", "--", src])
+    size = int(res.text().strip() or 0) if res.ok else 0
+    if size <= chunk:
+        dest.write_bytes(sandbox.read_file(src))
+        return
+    res = sandbox.exec(["sh", "-c", _SPLIT_SCRIPT, "sh", src, str(chunk)], timeout=600)
+    if not res.ok:
+        raise BackendError(f"cannot cut {src} into pieces: {res.error_text()[-300:]}")
+    pieces = int(res.text().strip().splitlines()[-1])
+    try:
+        with open(dest, "wb") as out:
+            for i in range(pieces):
+                out.write(sandbox.read_file(f"{src}.part.{i:05d}"))
+    finally:
+        sandbox.exec(["sh", "-c", 'rm -f -- "$1".part.*', "sh", src])
+    if dest.stat().st_size != size:
+        raise BackendError(f"{src} came out of the sandbox incomplete")
 
 
 def collect_patches(sandbox: Sandbox, session: Session, known: bytes | None = None) -> Patches:
