@@ -35,8 +35,9 @@ from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from sandboxrun.config import Settings  # noqa: E402
 from sandboxrun.sandbox.apply import apply_collected  # noqa: E402
-from sandboxrun.sandbox.backends.local import LocalSandbox  # noqa: E402
+from sandboxrun.sandbox.backends.local import LocalBackend  # noqa: E402
 from sandboxrun.sandbox.collect import (  # noqa: E402
     collect_patches,
     save_artifacts,
@@ -74,19 +75,22 @@ def setup(root: Path, files: int) -> SimpleNamespace:
     sh(repo, "git", "commit", "-q", "-m", "initial")
     worktree = root / "wt"
     sh(repo, "git", "worktree", "add", "-q", "-b", "sandboxrun/bench", str(worktree), "main")
-    sbroot = root / "sandbox"
-    (sbroot / "repo").mkdir(parents=True)
-    subprocess.run(f"git -C {repo} archive HEAD | tar -x -C {sbroot / 'repo'}", shell=True,
-                   check=True)  # fmt: skip
-    base = sh(sbroot / "repo", "sh", "-c", BASELINE_SCRIPT, "sh", str(sbroot / "repo"))
-    sandbox = LocalSandbox("bench", sbroot)
+    sandbox = LocalBackend(Settings(home=root / "sbr-home")).create(
+        "bench", timeout_s=600, env={}, metadata={}
+    )
+    sb = Path(sandbox.repo_dir)
+    sb.mkdir(parents=True)
+    subprocess.run(f"git -C {repo} archive HEAD | tar -x -C {sb}", shell=True, check=True)
+    res = sandbox.exec(["sh", "-c", BASELINE_SCRIPT, "sh", str(sb)])
+    assert res.ok, res.error_text()
+    base = res.text()
     session = SimpleNamespace(sandbox_base=base.strip().splitlines()[-1], id="bench")
     artifacts = root / "artifacts"
     artifacts.mkdir()
     save_baseline(sandbox, session.sandbox_base, artifacts)
     old = sh(repo, "git", "rev-parse", "HEAD").strip()
     return SimpleNamespace(repo=repo, worktree=worktree, sandbox=sandbox, session=session,
-                           artifacts=artifacts, old=old, sb=sbroot / "repo")  # fmt: skip
+                           artifacts=artifacts, old=old, sb=sb)  # fmt: skip
 
 
 def collect_and_apply(s: SimpleNamespace) -> dict[str, float]:

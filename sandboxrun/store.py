@@ -8,6 +8,7 @@ processes opening a fresh database never race.
 
 from __future__ import annotations
 
+import builtins
 import fcntl
 import json
 import os
@@ -24,7 +25,12 @@ from typing import Any
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
-from sandboxrun.errors import AmbiguousSessionError, NameInUseError, SessionNotFoundError
+from sandboxrun.errors import (
+    AmbiguousSessionError,
+    NameInUseError,
+    SandboxrunError,
+    SessionNotFoundError,
+)
 
 migrations = Migrations("sandboxrun")
 
@@ -133,6 +139,13 @@ def m001_sessions_and_events(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX sessions_status ON sessions(status)")
 
 
+@migrations()
+def m002_sessions_isolated(db: sqlite_utils.Database) -> None:
+    # Whether the agent was confined (E2B, or local under bubblewrap): 1, 0, or NULL for
+    # sessions recorded before this column existed (and local-mode sessions: no sandbox).
+    db.execute("ALTER TABLE sessions ADD COLUMN isolated INTEGER")
+
+
 _JSON_COLUMNS = {"warn_at", "result_commits", "options"}
 
 
@@ -186,6 +199,9 @@ class Session:
     discard: int = 0
     #: keep, allow_sensitive, dry_run, compression, ... (NULL in the row reads as {})
     options: dict[str, Any] = field(default_factory=dict)
+    #: whether the agent was confined (E2B, or local under bubblewrap); None for sessions
+    #: recorded before the column existed, and local-mode sessions
+    isolated: bool | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row | dict[str, Any]) -> Session:
@@ -199,7 +215,16 @@ class Session:
             if data.get(key):
                 data[key] = json.loads(data[key])
         data["options"] = data.get("options") or {}
-        data["status"] = Status(data["status"])
+        try:
+            data["status"] = Status(data["status"])
+        except ValueError:
+            raise SandboxrunError(
+                f"session {data.get('name')!r} has status {data['status']!r}, which this "
+                "version of sandboxrun does not know",
+                "A newer sandboxrun wrote it: upgrade (scripts/install.sh) to work with it.",
+            ) from None
+        if data.get("isolated") is not None:
+            data["isolated"] = bool(data["isolated"])
         return cls(**data)
 
     @property
@@ -403,7 +428,7 @@ class SessionStore:
         with self.transaction() as conn:
             return self._add_event(conn, session_id, kind, payload)
 
-    def add_events(self, session_id: str, items: list[tuple[str, Any]]) -> None:
+    def add_events(self, session_id: str, items: builtins.list[tuple[str, Any]]) -> None:
         """Append several events in one transaction (cheap for bursts of log lines)."""
         if not items:
             return
@@ -418,7 +443,7 @@ class SessionStore:
         after_id: int = 0,
         kinds: tuple[str, ...] | None = None,
         limit: int | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> builtins.list[dict[str, Any]]:
         """Events of a session with id > ``after_id``, oldest first."""
         sql = "SELECT id, ts, kind, payload FROM events WHERE session_id = ? AND id > ?"
         args: list[Any] = [session_id, after_id]

@@ -17,9 +17,10 @@ from types import SimpleNamespace
 
 import pytest
 
+from sandboxrun.config import Settings
 from sandboxrun.errors import GitError
 from sandboxrun.sandbox.apply import FAULT_ENV, apply_collected, expected_commit, load_state
-from sandboxrun.sandbox.backends.local import LocalSandbox
+from sandboxrun.sandbox.backends.local import LocalBackend, LocalSandbox
 from sandboxrun.sandbox.collect import (
     collect_patches,
     known_blobs,
@@ -72,18 +73,20 @@ class Pipeline:
         self.worktree = tmp / "wt"
         self.git_local("worktree", "add", "-q", "-b", BRANCH, str(self.worktree), "main")
         self.old = self.git_local("rev-parse", "HEAD").strip()
-        # The sandbox: the tracked files unpacked, then the runner's baseline commit.
-        root = tmp / "sandbox"
-        (root / "repo").mkdir(parents=True)
+        # The sandbox: made by the local backend (confined with bwrap where it can be), the
+        # tracked files unpacked, then the runner's baseline commit, as a run does.
+        settings = Settings(home=tmp / "sbr-home")
+        self.sandbox = LocalBackend(settings).create("t", timeout_s=600, env={}, metadata={})
+        self.sb = Path(self.sandbox.repo_dir)
+        self.sb.mkdir(parents=True)
         archive = tmp / "upload.tar"
         self.git_local("archive", "-o", str(archive), "HEAD")
         with tarfile.open(archive) as tar:
-            tar.extractall(root / "repo", filter="tar")
-        self.sandbox = LocalSandbox("t", root)
-        self.sb = root / "repo"
-        base = run(self.sb, "sh", "-c", BASELINE_SCRIPT, "sh", str(self.sb))
+            tar.extractall(self.sb, filter="tar")
+        res = self.sandbox.exec(["sh", "-c", BASELINE_SCRIPT, "sh", str(self.sb)])
+        assert res.ok, res.error_text()
         self.session = SimpleNamespace(
-            id="t", name="t", sandbox_base=base.strip().splitlines()[-1], options={},
+            id="t", name="t", sandbox_base=res.text().strip().splitlines()[-1], options={},
             base_commit=self.old, branch=BRANCH, worktree=str(self.worktree),
         )  # fmt: skip
         self.artifacts = tmp / "artifacts"
@@ -320,7 +323,8 @@ def test_a_branch_that_moved_is_never_built_on(p: Pipeline) -> None:
 
 
 def test_hostile_git_config_hooks_and_attributes_never_run(p: Pipeline, tmp_path: Path) -> None:
-    marker = tmp_path / "PWNED"
+    # Inside the sandbox's home: writable wherever collection runs, confined or not.
+    marker = Path(p.sandbox.home) / "PWNED"
     evil = f"sh -c 'echo $0 >> {marker}'"
     p.write("payload.sh", f"#!/bin/sh\necho hook >> {marker}\n")
     os.chmod(p.sb / "payload.sh", 0o755)
@@ -353,6 +357,9 @@ def test_hostile_git_config_hooks_and_attributes_never_run(p: Pipeline, tmp_path
     assert not marker.exists()
     assert p.show(BRANCH, "crlf.txt") == b"line one\r\nline two\r\n$Id: keep me $\n"
     assert ".gitattributes" in p.files() and applied.commits
+    # The control: the same repository, used the ordinary way, does run the agent's program.
+    p.sandbox.exec(["git", "-C", str(p.sb), "status"])
+    assert marker.exists()
 
 
 # --- 5. Partial refusal and odd names ---------------------------------------------------------
@@ -458,13 +465,14 @@ def test_a_report_naming_another_baseline_is_refused(p: Pipeline) -> None:
 
         def exec(self, argv, **kw):  # type: ignore[no-untyped-def]
             res = super().exec(argv, **kw)
-            report = self.root / ".sandboxrun" / "collect.out"
+            report = Path(self.home) / ".sandboxrun" / "collect.out"
             text = report.read_text().replace(p.session.sandbox_base, other)
             report.write_text(text)
             return res
 
     with pytest.raises(PatchRejectedError) as info:
-        collect_patches(Racing("t", p.sandbox.root), p.session)
+        racing = Racing("t", p.sandbox.root, p.sandbox.settings, isolated=p.sandbox.isolated)
+        collect_patches(racing, p.session)
     assert "another baseline" in info.value.message
     p.collect()  # an honest report applies
     p.apply()
@@ -476,9 +484,10 @@ def test_big_files_come_out_of_a_remote_sandbox_in_pieces(p: Pipeline, tmp_path:
     from sandboxrun.sandbox.collect import fetch_in_pieces
 
     data = os.urandom(10_000) + b"end"
-    (p.sandbox.root / "blob").write_bytes(data)
-    fetch_in_pieces(p.sandbox, str(p.sandbox.root / "blob"), tmp_path / "out", chunk=3000)
+    home = Path(p.sandbox.home)
+    (home / "blob").write_bytes(data)
+    fetch_in_pieces(p.sandbox, str(home / "blob"), tmp_path / "out", chunk=3000)
     assert (tmp_path / "out").read_bytes() == data
-    assert not list(p.sandbox.root.glob("blob.part.*"))
-    fetch_in_pieces(p.sandbox, str(p.sandbox.root / "blob"), tmp_path / "one", chunk=1 << 20)
+    assert not list(home.glob("blob.part.*"))
+    fetch_in_pieces(p.sandbox, str(home / "blob"), tmp_path / "one", chunk=1 << 20)
     assert (tmp_path / "one").read_bytes() == data

@@ -174,9 +174,9 @@ ls -- "$1".part.* | wc -l
 
 def _fetch(sandbox: Sandbox, src: str, dest: Path) -> None:
     """Copy a file out of the sandbox to ``dest`` without holding it all in memory."""
-    root = getattr(sandbox, "root", None)
-    if isinstance(root, Path):  # the local backend: a plain file copy
-        shutil.copyfile(src, dest)
+    copy_out = getattr(sandbox, "copy_out", None)
+    if copy_out is not None:  # the local backend: a streamed copy that follows no link
+        copy_out(src, dest)
         return
     fetch_in_pieces(sandbox, src, dest)
 
