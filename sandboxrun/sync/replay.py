@@ -287,7 +287,9 @@ def _write_commit(q: Quarantine, raw: bytes) -> str | None:
     return res.stdout.strip() if res.ok else None
 
 
-def _new_commit(q: Quarantine, tree: str, parent: str, message: str, committer) -> str:
+def _new_commit(
+    q: Quarantine, tree: str, parent: str, message: str, committer: tuple[str, str] | None
+) -> str:
     env_extra = identity_env(q.worktree, committer or FALLBACK_IDENTITY)
     saved = dict(q.env)
     q.env.update(env_extra)
@@ -466,8 +468,12 @@ def build_plan(
     return plan
 
 
-def _check_into(q: Quarantine, plan: Plan, steps, old_tree: str, base_tree: str,
-                allow_sensitive: bool, extra_sensitive, late) -> None:  # fmt: skip
+_Steps = list[tuple[str, list[_Change]]]
+
+
+def _check_into(q: Quarantine, plan: Plan, steps: _Steps, old_tree: str, base_tree: str,
+                allow_sensitive: bool, extra_sensitive: list[str] | None,
+                late: list[tuple[str, str]]) -> None:  # fmt: skip
     """Fill the plan's refusals, warnings and mode changes from every change of every step."""
     all_changes = [c for _, chs in steps for c in chs]
     check = check_changes([_file_change(q, c) for c in all_changes],
@@ -490,8 +496,10 @@ def _check_into(q: Quarantine, plan: Plan, steps, old_tree: str, base_tree: str,
                 plan.mode_changes.append(note)
 
 
-def _build_history(q: Quarantine, history, steps, manifest: Manifest, old: str, old_tree: str,
-                   skip: set[str], leftover_message: str, committer) -> list[str] | str:  # fmt: skip
+def _build_history(q: Quarantine, history: list[tuple[str, list[str]]], steps: _Steps,
+                   manifest: Manifest, old: str, old_tree: str, skip: set[str],
+                   leftover_message: str,
+                   committer: tuple[str, str] | None) -> list[str] | str:  # fmt: skip
     """Rebuild each commit on the local branch; a string says why it cannot be done."""
     mapped = {manifest.base: old}
     trees = {manifest.base: old_tree}
