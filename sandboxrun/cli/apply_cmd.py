@@ -9,25 +9,21 @@ import typer
 
 from sandboxrun.cli.common import console, open_store, print_json, settings_for
 
-APPLY_HELP = """Apply a session's collected work that is not on its branch yet.
-
-The work of every run is kept in the session's artifacts. This applies, without running the
-agent again:
-
-- changes kept back at collection (a sensitive file such as .claude/settings.json or a CI
-  workflow needs --allow-sensitive; review the kept patch first: its path is printed by the
-  run and by this command);
-
-- the whole collection when it could not be applied (the branch had moved, a crash), once
-  the branch is back where the run left it;
-
-- with --from DIR, a snapshot written by `sandboxrun download`.
-
-Paths that are never allowed (outside the repository, inside .git, symlinks leaving the
-tree, submodule entries) stay refused.
-
-Example: sandboxrun apply fix-login --allow-sensitive
-"""
+APPLY_HELP = (
+    "Apply a session's collected work that is not on its branch yet, without running the "
+    "agent again.\n\n"
+    "The work of every run is kept in the session's artifacts. This applies:\n\n"
+    "\b\n"
+    "- changes kept back at collection: a sensitive file (.claude/settings.json,\n"
+    "  a CI workflow, .sandboxrun.toml...) needs --allow-sensitive; read the\n"
+    "  kept patch first (the run and this command print its path);\n"
+    "- the whole collection when it could not be applied (the branch had\n"
+    "  moved, a crash), once the branch is back where the run left it;\n"
+    "- with --from DIR, a snapshot written by `sandboxrun download`.\n\n"
+    "Paths that are never allowed (outside the repository, inside .git, symlinks leaving the "
+    "tree, submodule entries) stay refused. Exit code 1 while something is still kept back.\n\n"
+    "Example: sandboxrun apply fix-login --allow-sensitive"
+)
 
 
 def register(app: typer.Typer) -> None:
