@@ -126,3 +126,11 @@ def test_a_branch_that_moved_during_the_run_is_refused_then_applied_on_request(c
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert {"agent.txt", "late.txt"} <= branch_files(repo, "sandboxrun/moved")
     assert cli.status("moved")["status"] == "completed"
+
+
+def test_mode_changes_are_in_the_printed_summary(cli, repo):
+    plan = "@chmod src/app.py 755\n@write tool.sh echo hi\n@chmod tool.sh 755"
+    proc = cli("run", "--backend", "local", "--name", "modes", "--prompt", plan)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "note:     src/app.py: mode 100644 -> 100755" in proc.stdout
+    assert "tool.sh: new executable file" in proc.stdout

@@ -475,6 +475,7 @@ def apply_and_record(
     times.record("apply", time.monotonic() - t0)
     record = applied.record
     notes = [*record.get("mode_changes", [])]
+    notes += [w for w in record.get("warnings") or [] if "executable" in w and w not in notes]
     if record.get("why_squashed"):
         notes.append(f"one commit instead of the agent's own history: {record['why_squashed']}")
     manifest = Manifest.parse((artifacts / MANIFEST).read_text(errors="replace"))
