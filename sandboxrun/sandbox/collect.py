@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -28,6 +29,7 @@ from typing import Any
 from sandboxrun.agent import AgentProgress
 from sandboxrun.config import format_duration
 from sandboxrun.errors import BackendError, GitError, PatchRejectedError, SandboxrunError
+from sandboxrun.redact import Redactor
 from sandboxrun.sandbox.agentproc import AgentFiles
 from sandboxrun.sandbox.backends.base import Sandbox, control_dir
 from sandboxrun.sandbox.follow import FollowOutcome
@@ -301,9 +303,10 @@ def verify_artifacts(worktree: Path, directory: Path) -> None:
 
 def _copy_logs(sandbox: Sandbox, artifacts: Path) -> None:
     files = AgentFiles.of(sandbox)
+    redactor = Redactor.from_env(os.environ)
     for name, path in (("agent.log", files.log), ("agent.stderr", files.stderr)):
         with contextlib.suppress(FileNotFoundError, SandboxrunError):
-            (artifacts / name).write_bytes(sandbox.read_file(path))
+            (artifacts / name).write_bytes(redactor.bytes(sandbox.read_file(path)))
 
 
 def describe_failure(
@@ -523,6 +526,7 @@ def apply_and_record(
         "one_commit_because": record.get("why_squashed"),
         "phases": times.rounded(),
     }
+    summary = Redactor.from_env(os.environ).obj(summary)
     store.add_event(sid, "summary", summary)
     (artifacts / "summary.json").write_text(json.dumps(summary, indent=2))
     return journal.session()

@@ -35,6 +35,7 @@ from pathlib import Path
 from sandboxrun.errors import PatchRejectedError
 from sandboxrun.gitops import FALLBACK_IDENTITY, identity_env
 from sandboxrun.process import Result, run, run_bytes
+from sandboxrun.redact import Redactor
 from sandboxrun.sync.patchcheck import (
     SENSITIVE_REASON,
     SYMLINK_MODE,
@@ -543,7 +544,9 @@ def _kept_patch(q: Quarantine, plan: Plan, manifest: Manifest, base_tree: str) -
                  "--no-textconv", "--no-color", base_tree, manifest.tree, "--",
                  *(f":(literal){p}" for p in paths))  # fmt: skip
     if data:
-        target.write_bytes(data)
+        # For reading: credential values of ours are masked here, like in every stored
+        # artifact. `sandboxrun apply` lands the refused changes from the objects, unmasked.
+        target.write_bytes(Redactor.from_env(os.environ).bytes(data))
         plan.kept_patch = target
 
 
