@@ -14,7 +14,6 @@ lands them on the branch.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -27,11 +26,24 @@ from pathlib import Path
 from typing import Any
 
 from sandboxrun.agent import AgentProgress
-from sandboxrun.config import format_duration
-from sandboxrun.errors import BackendError, GitError, PatchRejectedError, SandboxrunError
+from sandboxrun.config import Settings, format_duration
+from sandboxrun.errors import (
+    BackendError,
+    GitError,
+    PatchRejectedError,
+    SandboxLostError,
+    SandboxrunError,
+)
 from sandboxrun.redact import Redactor
-from sandboxrun.sandbox.agentproc import AgentFiles
 from sandboxrun.sandbox.backends.base import Sandbox, control_dir
+from sandboxrun.sandbox.checkpoint import (
+    Run,
+    _copy_logs,
+    _retrying,
+    fetch,
+    incomplete,
+    secure_collection,
+)
 from sandboxrun.sandbox.follow import FollowOutcome
 from sandboxrun.sandbox.journal import Journal, PhaseTimes
 from sandboxrun.store import Session, Status
@@ -175,12 +187,31 @@ ls -- "$1".part.* | wc -l
 
 
 def _fetch(sandbox: Sandbox, src: str, dest: Path) -> None:
-    """Copy a file out of the sandbox to ``dest`` without holding it all in memory."""
+    """Copy a file out of the sandbox to ``dest`` without holding it all in memory.
+
+    From E2B it is streamed in pieces, retried, resumed from the bytes already in
+    ``dest.part`` and checked against its SHA-256 (:func:`~.checkpoint.fetch`).
+    """
     copy_out = getattr(sandbox, "copy_out", None)
     if copy_out is not None:  # the local backend: a streamed copy that follows no link
         copy_out(src, dest)
         return
+    if getattr(sandbox, "download_to", None) is not None:
+        res = _retrying(
+            f"measuring {src}",
+            lambda: sandbox.exec(["sh", "-c", _SIZE_SHA_SCRIPT, "sh", src], timeout=600),
+            sandbox,
+        )
+        parts = res.text().split() if res.ok else []
+        if len(parts) < 2 or not parts[0].isdigit():
+            raise BackendError(f"cannot measure {src} in the sandbox: {res.error_text()[-300:]}")
+        fetch(sandbox, src, dest, int(parts[0]), parts[1])
+        return
     fetch_in_pieces(sandbox, src, dest)
+
+
+# "$1": print its size and SHA-256 (what a streamed, resumable fetch checks against).
+_SIZE_SHA_SCRIPT = r"""stat -c %s -- "$1" && sha256sum < "$1" | cut -d' ' -f1"""
 
 
 def fetch_in_pieces(sandbox: Sandbox, src: str, dest: Path, chunk: int = FETCH_CHUNK) -> None:
@@ -204,24 +235,55 @@ def fetch_in_pieces(sandbox: Sandbox, src: str, dest: Path, chunk: int = FETCH_C
         raise BackendError(f"{src} came out of the sandbox incomplete")
 
 
-def collect_patches(sandbox: Sandbox, session: Session, known: bytes | None = None) -> Patches:
-    """Pack the agent's work inside the sandbox and bring it here, without disturbing it."""
-    ctl = control_dir(sandbox)
+def collect_patches(
+    sandbox: Sandbox,
+    session: Session,
+    known: bytes | None = None,
+    *,
+    subdir: str = "",
+    staging: Path | None = None,
+) -> Patches:
+    """Pack the agent's work inside the sandbox and bring it here, without disturbing it.
+
+    The script works in ``subdir`` of the control directory (so a download never overwrites
+    a collection in progress) and is retried when a try fails for a transient reason. The pack
+    lands in ``staging`` (kept on failure, so a later call resumes the transfer) or in a fresh
+    temporary directory.
+    """
+    root = control_dir(sandbox)
+    ctl = f"{root}/{subdir}" if subdir else root
     base = session.sandbox_base
     if not base:
         raise BackendError("the sandbox has no baseline commit, so there is nothing to collect")
     known_path = ""
     if known:
-        known_path = f"{ctl}/known.objects"
+        known_path = f"{root}/known.objects"
         sandbox.write_file(known_path, known)
-    res = sandbox.exec(
-        ["sh", "-c", COLLECT_SCRIPT, "sh", sandbox.repo_dir, base, ctl, known_path], timeout=900
-    )
-    if not res.ok:
-        raise BackendError(f"collecting the agent's changes failed: {res.error_text()[-2000:]}")
-    staging = Path(tempfile.mkdtemp(prefix="sandboxrun-collect-"))
+
+    def produce() -> None:
+        res = sandbox.exec(
+            ["sh", "-c", COLLECT_SCRIPT, "sh", sandbox.repo_dir, base, ctl, known_path],
+            timeout=900,
+        )
+        if not res.ok:
+            raise BackendError(f"collecting the agent's changes failed: {res.error_text()[-2000:]}")
+
+    _retrying("packing the work in the sandbox", produce, sandbox)
+    if staging is not None:
+        staging.mkdir(parents=True, exist_ok=True)
+        return _bring_pack(sandbox, ctl, base, staging, keep=True)
+    return _bring_pack(sandbox, ctl, base, Path(tempfile.mkdtemp(prefix="sandboxrun-collect-")))
+
+
+def _bring_pack(
+    sandbox: Sandbox, ctl: str, base: str, staging: Path, keep: bool = False
+) -> Patches:
     try:
-        report = sandbox.read_file(f"{ctl}/{MANIFEST}")
+        report = _retrying(
+            "reading the collection report",
+            lambda: sandbox.read_file(f"{ctl}/{MANIFEST}"),
+            sandbox,
+        )
         manifest = Manifest.parse(report.decode(errors="replace"))
         if manifest.base != base:
             # Everything is compared with the baseline: it must be the one we recorded, not
@@ -233,9 +295,32 @@ def collect_patches(sandbox: Sandbox, session: Session, known: bytes | None = No
         _fetch(sandbox, f"{ctl}/{WORK_PACK}.pack", staging / f"{WORK_PACK}.pack")
         (staging / MANIFEST).write_bytes(report)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(staging, ignore_errors=True)
         raise
     return Patches(directory=staging, manifest=manifest)
+
+
+def bring_back_pack(run: Run) -> None:
+    """The final collection: extend the sandbox, pack, stream, save and verify the work.
+
+    On a failure that retries did not mend, the sandbox is left alive, the session stays
+    ``collecting`` and :class:`~.checkpoint.CollectionIncomplete` says how to finish.
+    """
+    sb, s = run.sandbox, run.session()
+    assert s.worktree is not None, "a sandbox session always has a worktree"
+    secure_collection(run)
+    try:
+        patches = collect_patches(sb, s, known=known_blobs(run.artifacts), subdir="collect",
+                                  staging=run.artifacts / "collect")  # fmt: skip
+        save_artifacts(run.artifacts, patches)
+        # Torn down only once the artifacts are proven to hold the whole collection.
+        verify_artifacts(Path(s.worktree), run.artifacts)
+    except (SandboxLostError, PatchRejectedError):
+        raise
+    except (SandboxrunError, OSError) as exc:
+        raise incomplete(run, exc) from exc
+    _copy_logs(run)  # streamed and redacted
 
 
 def save_artifacts(directory: Path, patches: Patches) -> None:
@@ -275,16 +360,6 @@ def save_baseline(sandbox: Sandbox, base: str, artifacts: Path) -> None:
         log.warning("could not keep the baseline in %s: %s", artifacts, exc)
 
 
-def save_snapshot(sandbox: Sandbox, journal: Journal, artifacts: Path) -> None:
-    """Save the work so far as artifacts, so a lost sandbox still leaves something behind."""
-    try:
-        patches = collect_patches(sandbox, journal.session(), known=known_blobs(artifacts))
-        save_artifacts(artifacts, patches)
-        journal.event("phase", {"phase": "snapshot"})
-    except BackendError as exc:
-        log.warning("snapshot of %s failed: %s", journal.session_id, exc)
-
-
 def known_blobs(artifacts: Path) -> bytes | None:
     """The baseline's object ids, left out of a tree-mode collection (None if not kept)."""
     try:
@@ -299,14 +374,6 @@ def verify_artifacts(worktree: Path, directory: Path) -> None:
 
     q = Quarantine(worktree, directory)
     q.add_pack(q.objects / "pack" / f"{WORK_PACK}.pack", WORK_PACK)
-
-
-def _copy_logs(sandbox: Sandbox, artifacts: Path) -> None:
-    files = AgentFiles.of(sandbox)
-    redactor = Redactor.from_env(os.environ)
-    for name, path in (("agent.log", files.log), ("agent.stderr", files.stderr)):
-        with contextlib.suppress(FileNotFoundError, SandboxrunError):
-            (artifacts / name).write_bytes(redactor.bytes(sandbox.read_file(path)))
 
 
 def describe_failure(
@@ -352,12 +419,16 @@ def finish_with_patches(
     artifacts: Path,
     times: PhaseTimes,
     teardown: Callable[[], None],
+    settings: Settings,
 ) -> Session:
     """Collect and verify the work, tear down, land it on the branch, record how it ended.
 
     ``progress`` holds the agent's result (or usage limit); the collection and logs are saved
     under ``artifacts`` and verified there before ``teardown`` removes the sandbox (or keeps it,
-    with ``--keep``).
+    with ``--keep``). ``settings`` size the time the collection may take: the sandbox is
+    extended first, and the pack comes out streamed, retried and resumable
+    (:mod:`sandboxrun.sandbox.checkpoint`); when that fails for good the sandbox is kept alive,
+    the session stays ``collecting`` and :class:`~.checkpoint.CollectionIncomplete` goes up.
     """
     store, sid = journal.store, journal.session_id
     s = journal.session()
@@ -373,12 +444,7 @@ def finish_with_patches(
         return journal.session()
 
     with times.measure("collect"):
-        patches = collect_patches(sandbox, s, known=known_blobs(artifacts))
-        save_artifacts(artifacts, patches)
-        # Torn down only once the artifacts are proven to hold the whole collection.
-        assert s.worktree is not None
-        verify_artifacts(Path(s.worktree), artifacts)
-        _copy_logs(sandbox, artifacts)
+        bring_back_pack(Run(journal, sandbox, settings, artifacts))
     teardown()
     return apply_and_record(journal, outcome, progress=progress, artifacts=artifacts, times=times)
 
