@@ -52,6 +52,8 @@ class Status(StrEnum):
     COLLECTING = "collecting"
     COMPLETED = "completed"
     COMPLETED_NO_CHANGES = "completed_no_changes"
+    #: on the branch except what a check kept back (`sandboxrun apply` lands that later)
+    COMPLETED_WITH_REFUSALS = "completed_with_refusals"
     FAILED = "failed"
     TIMEOUT = "timeout"
     KILLED = "killed"

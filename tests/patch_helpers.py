@@ -1,8 +1,9 @@
 """Real git repositories for the patch tests: a "sandbox" repo and a local worktree to apply to.
 
 The "sandbox" is a real sandbox of the local backend, and its patches come out of it through
-the collector itself (``sandboxrun.sandbox.collect.patches_since``): every patch test feeds
-what production makes, with the same format-patch options and git settings.
+the producer production uses for patches (``sandboxrun.sandbox.checkpoint.produce``, the
+checkpoints that a lost sandbox's work is applied from): every patch test feeds what production
+makes, with the same format-patch options and git settings.
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ from __future__ import annotations
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 from sandboxrun.config import Settings
 from sandboxrun.sandbox.backends import Sandbox, get_backend
-from sandboxrun.sandbox.collect import patches_since
+from sandboxrun.sandbox.backends.base import control_dir
+from sandboxrun.sandbox.checkpoint import produce
 
 AGENT = ("Agent Smith", "agent@sandbox.invalid")
 LOCAL = ("Local User", "local@example.invalid")
@@ -42,9 +45,11 @@ class Repos:
     box: Sandbox  # the local backend's sandbox holding ``sandbox``
 
     def produce(self) -> tuple[bytes, bytes]:
-        """The agent's commits (mbox) and leftovers (diff), made by the runner's collector."""
-        patches = patches_since(self.box, self.base)
-        return patches.commits, patches.leftover
+        """The agent's commits (mbox) and leftovers (diff), made by production's producer."""
+        session = SimpleNamespace(sandbox_base=self.base)
+        produce(self.box, session, None, "test-patches")  # type: ignore[arg-type]
+        out = f"{control_dir(self.box)}/test-patches"
+        return self.box.read_file(f"{out}/commits.mbox"), self.box.read_file(f"{out}/changes.diff")
 
     def sandbox_tree(self) -> str:
         """The tree of everything in the sandbox, committed or not (after ``produce``)."""

@@ -242,8 +242,6 @@ MALICIOUS = [
     (b"diff --git a/vendor/lib b/vendor/lib\nnew file mode 160000\nindex 0000000..1234567\n"
      b"--- /dev/null\n+++ b/vendor/lib\n@@ -0,0 +1 @@\n"
      b"+Subproject commit 1234567890123456789012345678901234567890\n", "vendor/lib"),
-    (b'diff --git "a/tab\\tname" "b/tab\\tname"\nnew file mode 100644\n--- /dev/null\n'
-     b'+++ "b/tab\\tname"\n@@ -0,0 +1 @@\n+x\n', "tab\tname"),
     (added("fake\u202etxt.exe"), "fake\u202etxt.exe"),
 ]  # fmt: skip
 
@@ -561,7 +559,7 @@ def _check(path: str, **kw: object) -> tuple[bool, list[str]]:
 @pytest.mark.parametrize(
     "path",
     ["", "/abs", "a/../b", "..", ".git", ".git/x", "x/.GIT/y", ".git./x", ".git /x", "GIT~1/x",
-     ".git::$INDEX_ALLOCATION/x", ".g\u200cit/x", "a\\b", "C:/x", "a//b", "./a", "nul\0byte",
+     ".git::$INDEX_ALLOCATION/x", ".g\u200cit/x", "a\\..\\b", ".git\\config", "\\\\server\\x", "C:/x", "a//b", "./a", "nul\0byte",
      "esc\x1b[31m", "c1\x9bcontrol"],
 )  # fmt: skip
 def test_paths_never_allowed(path: str) -> None:
@@ -590,7 +588,20 @@ def test_paths_never_allowed(path: str) -> None:
         ("Jenkinsfile", True),
         ("src/claude.py", False),
         ("docs/mcp.json", False),
-        ("CLAUDE.md", False),
+        ("CLAUDE.md", True),
+        ("docs/CLAUDE.md", True),
+        ("claude.md.txt", False),
+        (".sandboxrun.toml", True),
+        (".sandboxruninclude", True),
+        ("sub/.envrc", True),
+        (".npmrc", True),
+        (".yarnrc.yml", True),
+        (".bashrc", True),
+        ("home/.bashrc", False),
+        ("Makefile", False),
+        ("package.json", False),
+        ("tab\tname.txt", False),
+        ("back\\slash.txt", False),
         (".gitignore", False),
     ],
 )

@@ -79,8 +79,8 @@ def test_happy_path_brings_back_commits_and_leftovers(cli, repo):
     assert st["agent_session_id"]
     # Patches are kept as artifacts.
     artifacts = Path(os.environ["SANDBOXRUN_HOME"]) / "artifacts" / st["id"]
-    assert (artifacts / "commits.mbox").stat().st_size > 0
-    assert (artifacts / "changes.diff").stat().st_size > 0
+    assert (artifacts / "collect.out").read_text().startswith("mode=history")
+    assert (artifacts / "objects" / "pack" / "work.pack").stat().st_size > 0
     # The sandbox is torn down.
     assert not (Path(os.environ["SANDBOXRUN_HOME"]) / "sandboxes" / st["id"]).exists()
 
@@ -165,16 +165,41 @@ def test_agent_failure_is_reported_with_reason(cli, repo):
     assert "API Error: 500" in cli.status("boom2")["error"]
 
 
-def test_sensitive_paths_are_refused_unless_allowed(cli, repo):
-    plan = "@write .claude/settings.json {}\n@write ok.txt fine"
+def test_refused_paths_are_kept_apart_and_the_rest_applied(cli, repo):
+    """A sensitive file no longer throws the rest away: it is kept as its own patch and
+    `sandboxrun apply --allow-sensitive` lands it later without rerunning the agent."""
+    plan = (
+        "@write .claude/settings.json {}\n@write ok.txt fine\n@commit agent: both\n"
+        "@write .sandboxrun.toml backend = 'local'\n@write later.txt leftover"
+    )
     proc = cli("run", "--backend", "local", "--name", "sneaky", "--prompt", plan)
     assert proc.returncode == 1
-    assert ".claude/settings.json" in proc.stderr
-    assert "--allow-sensitive" in proc.stderr
+    out = proc.stdout + proc.stderr
+    assert ".claude/settings.json" in out and ".sandboxrun.toml" in out
+    assert "sandboxrun apply sneaky --allow-sensitive" in out
+    assert "rerun with" not in out
     st = cli.status("sneaky")
-    assert st["status"] == "failed" and ".claude/settings.json" in st["error"]
-    # Nothing applied: the branch is still at base.
-    assert git(repo, "rev-parse", "sandboxrun/sneaky") == git(repo, "rev-parse", "main")
+    assert st["status"] == "completed_with_refusals"
+    files = branch_files(repo, "sandboxrun/sneaky")
+    assert {"ok.txt", "later.txt"} <= files
+    assert ".claude/settings.json" not in files and ".sandboxrun.toml" not in files
+    log = git(repo, "log", "--format=%s", "main..sandboxrun/sneaky").splitlines()
+    assert log == ["sandboxrun: uncommitted changes left by the agent", "agent: both"]
+    artifacts = Path(os.environ["SANDBOXRUN_HOME"]) / "artifacts" / st["id"]
+    kept = (artifacts / "refused.diff").read_text()
+    assert ".claude/settings.json" in kept and ".sandboxrun.toml" in kept and "ok.txt" not in kept
+
+    proc = cli("apply", "sneaky")
+    assert proc.returncode == 1 and "--allow-sensitive" in proc.stdout
+    proc = cli("apply", "sneaky", "--allow-sensitive")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    files = branch_files(repo, "sandboxrun/sneaky")
+    assert {".claude/settings.json", ".sandboxrun.toml", "ok.txt"} <= files
+    st = cli.status("sneaky")
+    assert st["status"] == "completed" and len(st["result_commits"]) == 3
+    wt = repo / ".worktrees" / "sneaky"
+    assert git(wt, "status", "--porcelain") == ""
+    assert cli("apply", "sneaky").stdout.startswith("Nothing left to apply")
 
     proc = cli(
         "run", "--backend", "local", "--name", "allowed", "--allow-sensitive", "--prompt", plan
@@ -546,8 +571,15 @@ def test_download_after_the_end_uses_saved_artifacts(cli, repo):
     out = repo.parent / "fin-out"
     data = cli.json("download", "fin", "--output", str(out))
     assert data["live"] is False
-    assert b"Subject: [PATCH] add f" in (out / "commits.mbox").read_bytes()
+    assert "add f" in (out / "commits.txt").read_text()
+    assert b"+++ b/f.txt" in (out / "changes.diff").read_bytes()
     assert (out / "agent.log").exists()
+    # The printed git command works on a branch where the run started, commits or not.
+    git(repo, "worktree", "add", "-q", "-b", "replay", str(repo.parent / "replay"), "main")
+    command = next(c for c in data["commands"] if c.startswith("git "))
+    command = command.replace(str(repo / ".worktrees" / "fin"), str(repo.parent / "replay"))
+    assert subprocess.run(command, shell=True, check=False).returncode == 0
+    assert (repo.parent / "replay" / "f.txt").read_text() == "f\n"
 
 
 def test_ctrl_c_stops_and_collects_and_a_second_leaves_the_agent_running(cli, repo):

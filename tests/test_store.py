@@ -84,6 +84,7 @@ def test_json_columns_round_trip(tmp_path):
 ENDING = [
     "completed",
     "completed_no_changes",
+    "completed_with_refusals",
     "failed",
     "timeout",
     "killed",

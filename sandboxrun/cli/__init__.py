@@ -52,6 +52,7 @@ def _options(
 # One line per command module; each module defines its commands as top-level functions and
 # adds them in ``register(app)``. Imported here, after ``app`` exists, on purpose.
 from sandboxrun.cli import (  # noqa: E402
+    apply_cmd,
     coord_cmd,
     e2b_cmd,
     hidden_cmd,
@@ -68,6 +69,7 @@ session_cmd.register(app)
 pack_cmd.register(app)
 e2b_cmd.register(app)
 hidden_cmd.register(app)
+apply_cmd.register(app)
 # local mode
 worktree_cmd.register(app)
 hooks_cmd.register(app)

@@ -76,6 +76,7 @@ def status_style(status: str) -> str:
     styles: dict[str, str] = {
         Status.COMPLETED: "green",
         Status.COMPLETED_NO_CHANGES: "green",
+        Status.COMPLETED_WITH_REFUSALS: "yellow",
         Status.RUNNING: "cyan",
         Status.FAILED: "red",
         Status.LOST: "red",
@@ -242,6 +243,8 @@ def print_summary(session: Session) -> None:
     say((s.status, f"bold {colour}"), f"  {s.name} ({s.id})")
     if s.error:
         console.print(f"  reason:   {s.error}", highlight=False)
+    for note in s.options.get("collect_notes") or []:  # mode changes, refusals, fallbacks
+        console.print(f"  note:     {note}", highlight=False)
     commits = s.result_commits or []
     duration = (s.ended_at or time.time()) - (s.started_at or s.created_at)
     console.print(f"  branch:   {s.branch}", highlight=False)

@@ -164,8 +164,8 @@ def test_sigkill_the_run_process_then_attach(cli, repo, e2b):
     assert e2b.sandbox_ids() == []
 
 
-def test_expired_sandbox_is_lost_with_artifacts_kept(cli, repo, e2b):
-    """E2B ending the sandbox mid-run: status `lost`, the last snapshot kept as artifacts."""
+def test_expired_sandbox_applies_its_last_checkpoint(cli, repo, e2b):
+    """E2B ending the sandbox mid-run: the last checkpoint of the work lands on the branch."""
     run = cli.popen(
         "run",
         "--backend",
@@ -178,8 +178,8 @@ def test_expired_sandbox_is_lost_with_artifacts_kept(cli, repo, e2b):
         "@write kept.txt before the end\n@hang",
     )
     try:
-        # A snapshot (taken at each warning mark) after the agent wrote the file: on a loaded
-        # machine the agent can start after the first mark.
+        # A checkpoint (taken at each warning mark) after the agent wrote the file: on a
+        # loaded machine the agent can start after the first mark.
         retry_until(lambda: _snapshot_after_write(cli, "doomed"), timeout=45)
         sandbox_id = cli.status("doomed")["sandbox_id"]
         e2b.expire(sandbox_id)
@@ -188,10 +188,10 @@ def test_expired_sandbox_is_lost_with_artifacts_kept(cli, repo, e2b):
         run.kill()
     assert run.returncode == 1
     st = cli.status("doomed")
+    # `lost` says what happened to the sandbox; the work up to the last checkpoint is applied.
     assert st["status"] == "lost", (out, err)
-    assert "gone" in st["error"]
-    artifacts = home() / "artifacts" / st["id"]
-    assert b"kept.txt" in (artifacts / "changes.diff").read_bytes()
+    assert "gone" in st["error"] and "checkpoint" in st["error"] and "applied" in st["error"]
+    assert "kept.txt" in branch_files(repo, "sandboxrun/doomed")
 
 
 def test_wrong_api_key(cli, repo, e2b, monkeypatch):
