@@ -100,6 +100,21 @@ class Settings:
     #: the longest a sandbox may live on the backend's plan (E2B: 1 h Hobby, 24 h Pro);
     #: stopping and collecting are planned to fit inside it
     max_lifetime: float = 3600.0
+    # -- local mode (agent worktrees, hooks, presence) --
+    #: branch of a role's worktree; ``{role}`` is replaced by the role name
+    branch_template: str = "agent/{role}/active"
+    #: allowed role names; empty: any valid name
+    roles: tuple[str, ...] = ()
+    #: the role that works in the main checkout (every other role has its own worktree)
+    pm_role: str = "pm"
+    #: git identity per role: ``{"backend": {"name": "...", "email": "..."}}``
+    identities: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: command run in a new agent worktree (argv list, or a string split like a shell would)
+    post_create: tuple[str, ...] = ()
+    #: files (relative to the repo) copied into a new agent worktree, e.g. ``.env.local``
+    copy_files: tuple[str, ...] = ()
+    #: seconds without a heartbeat after which a present session counts as stale
+    stale_after: float = 300.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -165,8 +180,11 @@ def _coerce(
     try:
         if key in (
             "timeout", "grace", "poll_interval", "quota_stall", "checkpoint_every", "max_lifetime",
+            "stale_after",
         ):  # fmt: skip
             return parse_duration(value)
+        if key in _LOCAL_KEYS:
+            return _coerce_local(key, value)
         if key == "warn_at":
             if isinstance(value, list | tuple):
                 return tuple(sorted(parse_duration(v) for v in value))
@@ -184,6 +202,32 @@ def _coerce(
         raise error(f"invalid value for {key!r} in {source}: {value!r}", hint) from exc
 
 
+_LOCAL_KEYS = {"roles", "identities", "post_create", "copy_files"}
+
+
+def _coerce_local(key: str, value: Any) -> Any:
+    """Local-mode keys: lists (or comma/space-separated strings from env) and the identity table."""
+    if key == "identities":
+        if not isinstance(value, dict) or not all(
+            isinstance(v, dict) and set(v) <= {"name", "email"} for v in value.values()
+        ):
+            raise ValueError(
+                'expected a table like [identities.backend] name = "..." email = "..."'
+            )
+        return {str(k): {f: str(x) for f, x in v.items()} for k, v in value.items()}
+    if key == "post_create":
+        import shlex
+
+        return (
+            tuple(str(v) for v in value)
+            if isinstance(value, list | tuple)
+            else tuple(shlex.split(value))
+        )
+    if isinstance(value, list | tuple):
+        return tuple(str(v) for v in value)
+    return tuple(p for p in re.split(r"[,\s]+", str(value)) if p)
+
+
 def load_settings(repo: Path | None = None, env: dict[str, str] | None = None) -> Settings:
     """Build settings from defaults, the repo's config file and ``SANDBOXRUN_*`` env vars."""
     env = dict(os.environ) if env is None else env
@@ -197,7 +241,7 @@ def load_settings(repo: Path | None = None, env: dict[str, str] | None = None) -
                 f"Known settings: {', '.join(sorted(_FILE_KEYS))}.",
             )
         values[norm] = _coerce(norm, value, "the repo config")
-    for key in _FILE_KEYS:
+    for key in _FILE_KEYS - {"identities"}:
         env_value = env.get(f"SANDBOXRUN_{key.upper()}")
         if env_value:
             values[key] = _coerce(key, env_value, f"SANDBOXRUN_{key.upper()}")

@@ -52,6 +52,8 @@ class Status(StrEnum):
     COLLECTING = "collecting"
     COMPLETED = "completed"
     COMPLETED_NO_CHANGES = "completed_no_changes"
+    #: on the branch except what a check kept back (`sandboxrun apply` lands that later)
+    COMPLETED_WITH_REFUSALS = "completed_with_refusals"
     FAILED = "failed"
     TIMEOUT = "timeout"
     KILLED = "killed"
@@ -163,7 +165,58 @@ def m003_sandbox_lifetime_and_checkpoints(db: sqlite_utils.Database) -> None:
 
 
 @migrations()
-def m004_groups(db: sqlite_utils.Database) -> None:
+def m004_local_mode_presence_messages(db: sqlite_utils.Database) -> None:
+    """Local mode: what hooks learn about a session, presence per role, and messages.
+
+    Written by ``sandboxrun/hook.py`` with plain ``sqlite3`` (the hot path) and read through
+    ``sandboxrun/coord``. ``agent_session_id`` holds the Claude session id in both modes.
+    """
+    for column, kind in (
+        ("role", "TEXT"),  # local mode: the agent's role (worktree .worktrees/<role>)
+        ("activity", "TEXT"),  # busy | idle | needs_permission | usage_limited | error | exited
+        ("activity_at", "REAL"),
+        ("transcript_path", "TEXT"),
+        ("resets_at", "REAL"),  # usage limit: when it resets (unix seconds), when known
+    ):
+        db.execute(f"ALTER TABLE sessions ADD COLUMN {column} {kind}")
+    db.execute("CREATE INDEX sessions_agent_session ON sessions(agent_session_id)")
+    db.execute("CREATE INDEX sessions_local_role ON sessions(repo, role)")
+    db.execute(
+        """
+        CREATE TABLE presence (
+            repo TEXT NOT NULL,               -- main checkout of the repository
+            role TEXT NOT NULL,
+            worktree TEXT,
+            session_id TEXT,                  -- sandboxrun session
+            claude_session_id TEXT,
+            status TEXT NOT NULL,             -- active | inactive (stale is computed)
+            registered_at REAL NOT NULL,
+            last_heartbeat REAL NOT NULL,
+            deregistered_at REAL,
+            PRIMARY KEY (repo, role)
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE messages (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            ts REAL NOT NULL,
+            repo TEXT,
+            type TEXT NOT NULL,               -- SESSION_START | SESSION_END | HEARTBEAT | ...
+            sender TEXT,                      -- role (or None for sandboxrun itself)
+            recipient TEXT,                   -- role; None: everyone (a broadcast)
+            session_id TEXT,
+            body TEXT NOT NULL,               -- JSON
+            read_at REAL
+        )
+        """
+    )
+    db.execute("CREATE INDEX messages_recipient ON messages(repo, recipient, read_at)")
+
+
+@migrations()
+def m005_groups(db: sqlite_utils.Database) -> None:
     # Fan-out groups (sandboxrun/fanout): the group, its tasks (the scheduler's whole state, so
     # a new driver can resume it) and its own events; sessions point at their group.
     db.execute(
@@ -279,6 +332,14 @@ class Session:
     #: whether the agent was confined (E2B, or local under bubblewrap); None for sessions
     #: recorded before the column existed, and local-mode sessions
     isolated: bool | None = None
+    # -- local mode (m004; maintained by sandboxrun/hook.py) --
+    role: str | None = None
+    #: busy | idle | needs_permission | usage_limited | error | exited
+    activity: str | None = None
+    activity_at: float | None = None
+    transcript_path: str | None = None
+    #: when a usage limit resets (unix seconds), when known
+    resets_at: float | None = None
     #: the fan-out group the session belongs to (``groups.id``), if any
     group_id: str | None = None
 
@@ -354,18 +415,23 @@ class SessionStore:
         )
         self.conn.row_factory = sqlite3.Row
         self.conn.execute("PRAGMA busy_timeout = 30000")
-        self.conn.execute("PRAGMA journal_mode = WAL")
         self.conn.execute("PRAGMA synchronous = NORMAL")
         self.conn.execute("PRAGMA foreign_keys = ON")
         self._migrate()
 
     def _migrate(self) -> None:
         db = sqlite_utils.Database(self.conn)
-        if not migrations.pending(db):
+        # WAL is a property of the file: once set it stays. Switching needs an exclusive lock
+        # that busy_timeout does not wait for, so two processes opening a fresh database at
+        # once could fail with "database is locked"; switch only under the file lock.
+        wal = self.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        if wal and not migrations.pending(db):
             return
         lock_path = self.path.with_name(self.path.name + ".migrate.lock")
         with open(lock_path, "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
+            if not wal:
+                self.conn.execute("PRAGMA journal_mode = WAL")
             migrations.apply(db)  # re-checks pending under the lock
 
     def close(self) -> None:

@@ -52,12 +52,17 @@ def _options(
 # One line per command module; each module defines its commands as top-level functions and
 # adds them in ``register(app)``. Imported here, after ``app`` exists, on purpose.
 from sandboxrun.cli import (  # noqa: E402
+    apply_cmd,
+    coord_cmd,
     e2b_cmd,
     fanout_cmd,
     hidden_cmd,
+    hooks_cmd,
+    install_cmd,
     pack_cmd,
     run_cmd,
     session_cmd,
+    worktree_cmd,
 )
 
 run_cmd.register(app)
@@ -65,7 +70,13 @@ session_cmd.register(app)
 pack_cmd.register(app)
 e2b_cmd.register(app)
 hidden_cmd.register(app)
+apply_cmd.register(app)
 fanout_cmd.register(app)
+# local mode
+worktree_cmd.register(app)
+hooks_cmd.register(app)
+install_cmd.register(app)
+coord_cmd.register(app)
 
 
 def _configure_logging() -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from sandboxrun.cli.common import Part, console, open_store, say, settings_for, styled
 from sandboxrun.config import format_duration
+from sandboxrun.coord.local_sessions import local_fields
 from sandboxrun.errors import SandboxrunError
 from sandboxrun.store import SUCCESS, TERMINAL, Session, SessionStore, Status, owner_alive
 
@@ -60,6 +61,8 @@ def session_json(s: Session) -> dict[str, Any]:
     data["isolated"] = isolation_label(s) == "yes"
     if s.options.get("quota_resets_at"):
         data["quota_resets_at"] = s.options["quota_resets_at"]
+    if s.mode == "local":  # hook-maintained: role, activity, heartbeat, presence
+        data.update(local_fields(s.to_dict()))
     return data
 
 
@@ -73,6 +76,7 @@ def status_style(status: str) -> str:
     styles: dict[str, str] = {
         Status.COMPLETED: "green",
         Status.COMPLETED_NO_CHANGES: "green",
+        Status.COMPLETED_WITH_REFUSALS: "yellow",
         Status.RUNNING: "cyan",
         Status.FAILED: "red",
         Status.LOST: "red",
@@ -153,7 +157,12 @@ def print_status_table(sessions: list[Session], *, show_repo: bool = False) -> N
     columns: list[tuple[str, list[str], str]] = [
         ("ID", [s.id for s in sessions], "<"),
         ("NAME", [s.name for s in sessions], "<"),
-        ("STATUS", [s.status for s in sessions], "<"),
+        # local sessions show what their hooks last said, e.g. running/idle
+        (
+            "STATUS",
+            [f"{s.status}/{s.activity}" if s.mode == "local" else s.status for s in sessions],
+            "<",
+        ),
         ("BRANCH", [s.branch or "-" for s in sessions], "<"),
         ("AGE", [format_age(now - s.created_at) for s in sessions], ">"),
         ("LEFT", [_time_left(s, now) for s in sessions], ">"),
@@ -234,6 +243,8 @@ def print_summary(session: Session) -> None:
     say((s.status, f"bold {colour}"), f"  {s.name} ({s.id})")
     if s.error:
         console.print(f"  reason:   {s.error}", highlight=False)
+    for note in s.options.get("collect_notes") or []:  # mode changes, refusals, fallbacks
+        console.print(f"  note:     {note}", highlight=False)
     commits = s.result_commits or []
     duration = (s.ended_at or time.time()) - (s.started_at or s.created_at)
     console.print(f"  branch:   {s.branch}", highlight=False)

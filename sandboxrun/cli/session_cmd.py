@@ -190,7 +190,7 @@ def download(
     ),
     json_out: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
 ) -> None:
-    """Write a session's current patches (commits.mbox, changes.diff) without stopping it."""
+    """Write a session's current work (changes.diff, commits.txt, the commits) without stopping it."""
     from sandboxrun.sandbox.sessions import download_session
 
     settings = settings_for(None)
@@ -205,6 +205,8 @@ def download(
                 "live": result.live,
                 "files": [str(f) for f in result.files],
                 "agent_commits": result.agent_commits,
+                "commands": result.commands,
+                "base": result.base,
             }
         )
         return
@@ -216,10 +218,10 @@ def download(
     for f in result.files:
         console.print(f"  {f} ({f.stat().st_size:,} bytes)", highlight=False)
     console.print(
-        f"Apply elsewhere with: git am {result.directory}/commits.mbox && "
-        f"git apply {result.directory}/changes.diff",
-        highlight=False,
+        f"Apply on a branch at {result.base[:12]} (where this work starts) with either of:"
     )
+    for command in result.commands:
+        console.print(f"  {command}")
 
 
 def attach(

@@ -38,7 +38,8 @@ HEARTBEAT_INTERVAL = 5.0
 
 #: why following ends: the agent exited by itself, or we stopped it (kill request, time limit,
 #: blocked by a usage limit)
-EndReason = Literal["exited", "killed", "timeout", "quota"]
+#: "lost": the sandbox is gone and the work comes from the collection kept in the artifacts
+EndReason = Literal["exited", "killed", "timeout", "quota", "lost"]
 #: the reasons we stop an agent for, as stored in ``sessions.stop_reason``
 _STOPPED: dict[str, EndReason] = {"killed": "killed", "timeout": "timeout", "quota": "quota"}
 
@@ -49,6 +50,7 @@ class FollowOutcome:
 
     reason: EndReason
     exit_code: int | None = None
+    detail: str = ""
 
 
 def follow_agent(
