@@ -21,7 +21,6 @@ from sbr_testlib import branch_files, git, retry_until
 from sandboxrun.config import load_settings
 from sandboxrun.errors import (
     AgentError,
-    PatchRejectedError,
     SandboxLostError,
     SandboxrunError,
     UsageError,
