@@ -46,6 +46,9 @@ if TYPE_CHECKING:
     from typing import Any
 
 DEFAULT_LOCK_TIMEOUT = 5.0
+#: the tools the claim gate checks (``coord.claims.EDIT_TOOLS``; repeated so that other tools
+#: never import it)
+_EDIT_TOOLS = frozenset({"Edit", "Write", "MultiEdit", "NotebookEdit"})
 _ROW = "id, repo, role, worktree, status, mode"
 
 
@@ -319,6 +322,11 @@ class Hook:
         self._event(sid, "hook", _event_payload(self.event, self.payload, self.claude_id))
         if self.event == "SessionStart":
             return self._session_start(sid, repo, role)
+        reply = None
+        if self.event == "PreToolUse" and self.payload.get("tool_name") in _EDIT_TOOLS:
+            reply = self._gate(sid, repo, row["worktree"])
+        elif role and self.event in ("UserPromptSubmit", "PostToolUse"):
+            reply = self._deliver(repo, role)
         if role:
             if self.event == "SessionEnd":
                 from sandboxrun.coord import messages, presence
@@ -342,7 +350,69 @@ class Hook:
                     "AND status = 'active'",
                     (self.now, repo, role),
                 )
-        return None
+        return reply
+
+    # -- the PreToolUse gate and message delivery (issue 11) -------------------------------
+
+    def _gate(self, sid: str, repo: str, worktree: str | None) -> dict[str, Any] | None:
+        """Deny an edit of a file another live session claimed exclusively; warn on advisory."""
+        from sandboxrun.coord import claims  # stdlib + sqlite3; only for edit tools
+        from sandboxrun.errors import SandboxrunError
+
+        tool_input = self.payload.get("tool_input")
+        key = claims.EDIT_TOOLS[self.payload["tool_name"]]
+        path = tool_input.get(key) if isinstance(tool_input, dict) else None
+        if not isinstance(path, str) or not path:
+            return None
+        try:
+            rel = claims.normalize_path(path, worktree or self.cwd, repo)
+        except SandboxrunError:
+            return None  # outside the repository: not ours to gate
+        holders = claims.conflicts(self.conn, repo, [rel], sid, now=self.now)
+        decision = claims.gate_reason(rel, holders)
+        if decision is None:
+            return None
+        verdict, text = decision
+        self._event(
+            sid, "claim_gate", {"decision": verdict, "path": rel, "holders": [c.id for c in holders]}
+        )
+        out: dict[str, Any] = {"hookEventName": "PreToolUse"}
+        if verdict == "deny":
+            out.update(permissionDecision="deny", permissionDecisionReason=text)
+        else:
+            out["additionalContext"] = text
+        return {"hookSpecificOutput": out}
+
+    def _deliver(self, repo: str, role: str) -> dict[str, Any] | None:
+        """Pending messages for ``role`` into the agent's context (marked read)."""
+        rows = self.conn.execute(
+            "SELECT id, sender, type, body FROM messages WHERE repo = ? AND recipient = ? "
+            "AND read_at IS NULL AND type NOT IN ('SESSION_START', 'SESSION_END', 'HEARTBEAT') "
+            "ORDER BY id LIMIT 20",
+            (repo, role),
+        ).fetchall()
+        if not rows:
+            return None
+        lines = []
+        for _mid, sender, kind, body in rows:
+            try:
+                data = json.loads(body)
+            except ValueError:
+                data = {}
+            text = data.get("text") if isinstance(data, dict) else None
+            label = "" if kind == "MESSAGE" else f" ({kind})"
+            lines.append(f"Session '{sender or 'sandboxrun'}' says{label}: {text or body}")
+        marks = ", ".join("?" for _ in rows)
+        self.conn.execute(
+            f"UPDATE messages SET read_at = ? WHERE id IN ({marks})",
+            (self.now, *(r[0] for r in rows)),
+        )
+        return {
+            "hookSpecificOutput": {
+                "hookEventName": self.event,
+                "additionalContext": "sandboxrun messages:\n" + "\n".join(lines),
+            }
+        }
 
     def _session_start(self, sid: str, repo: str, role: str | None) -> dict[str, Any] | None:
         from sandboxrun.coord import messages, presence
