@@ -73,16 +73,16 @@ class Tools:
             result = await client.call_tool(name, args)
             return result.structured_content
 
-    def __call__(self, name: str, **args: Any) -> Any:
-        return asyncio.run(self._call(name, args))
+    def __call__(self, tool_name: str, /, **args: Any) -> Any:
+        return asyncio.run(self._call(tool_name, args))
 
-    def error(self, name: str, **args: Any) -> str:
+    def error(self, tool_name: str, /, **args: Any) -> str:
         """Call a tool that must fail; the ToolError's text."""
         try:
-            self(name, **args)
+            self(tool_name, **args)
         except ToolError as exc:
             return str(exc)
-        raise AssertionError(f"{name}({args}) did not fail")
+        raise AssertionError(f"{tool_name}({args}) did not fail")
 
     def run(self, fn) -> Any:
         """Run ``async fn(client)`` against this server."""
