@@ -356,26 +356,21 @@ class Hook:
 
     def _gate(self, sid: str, repo: str, worktree: str | None) -> dict[str, Any] | None:
         """Deny an edit of a file another live session claimed exclusively; warn on advisory."""
-        from sandboxrun.coord import claims  # stdlib + sqlite3; only for edit tools
-        from sandboxrun.errors import SandboxrunError
+        from sandboxrun.coord import gate  # os/time only; imported for edit tools alone
 
         tool_input = self.payload.get("tool_input")
-        key = claims.EDIT_TOOLS[self.payload["tool_name"]]
+        key = gate.EDIT_TOOLS[self.payload["tool_name"]]
         path = tool_input.get(key) if isinstance(tool_input, dict) else None
         if not isinstance(path, str) or not path:
             return None
-        try:
-            rel = claims.normalize_path(path, worktree or self.cwd, repo)
-        except SandboxrunError:
+        rel = gate.relative_path(path, worktree or self.cwd, repo)
+        if rel is None:
             return None  # outside the repository: not ours to gate
-        holders = claims.conflicts(self.conn, repo, [rel], sid, now=self.now)
-        decision = claims.gate_reason(rel, holders)
-        if decision is None:
+        found = gate.check(self.conn, repo, rel, sid, self.now)
+        if found is None:
             return None
-        verdict, text = decision
-        self._event(
-            sid, "claim_gate", {"decision": verdict, "path": rel, "holders": [c.id for c in holders]}
-        )
+        verdict, text, ids = found
+        self._event(sid, "claim_gate", {"decision": verdict, "path": rel, "claims": ids})
         out: dict[str, Any] = {"hookEventName": "PreToolUse"}
         if verdict == "deny":
             out.update(permissionDecision="deny", permissionDecisionReason=text)

