@@ -16,6 +16,12 @@ records, in one ``BEGIN IMMEDIATE`` transaction of the one database:
   time when the message gives one) on a StopFailure ``rate_limit``, error on other
   StopFailures, exited on SessionEnd.
 
+Two replies reach the agent on the hot path (issue 11): on PreToolUse of Edit, Write, MultiEdit
+or NotebookEdit the claim gate (:mod:`sandboxrun.coord.gate`, imported for those tools only)
+denies an edit of a file another live session claimed exclusively, naming the holder, and warns
+on an advisory claim; on UserPromptSubmit and PostToolUse the role's pending addressed messages
+are added to the agent's context ("Session 'backend' says: ...") and marked read.
+
 SessionStart also validates the identity, warns about a role in the wrong checkout, registers
 presence, records SESSION_START and shows the role's pending messages to the agent; SessionEnd
 deregisters presence and records SESSION_END.
