@@ -231,6 +231,7 @@ def m003_claims_reports_merges(db: sqlite_utils.Database) -> None:
             subscriber TEXT,                  -- role to notify (None: broadcast)
             created_at REAL NOT NULL,
             last_tip TEXT,                    -- branch tip when last checked
+            base_at_start TEXT,               -- base tip when subscribed
             notified_at REAL
         )
         """

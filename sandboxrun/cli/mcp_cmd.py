@@ -87,5 +87,41 @@ def install_cmd(
         console.print("  Restart Claude Code (or run /mcp) to load it.")
 
 
+merges_app = typer.Typer(
+    help="Merge notifications: detect session branches merged into their base.",
+    no_args_is_help=True,
+)
+
+
+@merges_app.command("watch")
+def merges_watch(
+    interval: float = typer.Option(30.0, "--interval", help="Seconds between checks."),
+    once: bool = typer.Option(False, "--once", help="Check once and exit."),
+    json_out: bool = typer.Option(False, "--json", help="Print each merge as a JSON line."),
+) -> None:
+    """Check every repository with subscriptions (notify_when_merged) for merges, every
+    --interval seconds; each merge is recorded and its subscriber gets a MERGED message."""
+    import time
+
+    from sandboxrun.cli.common import open_store, print_json_line
+    from sandboxrun.config import load_settings
+    from sandboxrun.coord import merges
+
+    if interval <= 0:
+        raise UsageError("--interval must be positive", "Pass --interval 30, for example.")
+    store = open_store(load_settings())
+    while True:
+        for repo in merges.watched_repos(store.conn):
+            for event in merges.check_merges(store.conn, repo):
+                if json_out:
+                    print_json_line(event.to_dict())
+                else:
+                    console.print(f"merged: {event.branch} into {event.base} ({event.repo})")
+        if once:
+            return
+        time.sleep(interval)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(mcp_app, name="mcp")
+    app.add_typer(merges_app, name="merges")

@@ -16,7 +16,7 @@ from typing import Any
 from fastmcp import FastMCP
 
 from sandboxrun.errors import ProgramNotFoundError
-from sandboxrun.mcp import claims, messages, presence, sandbox, sessions
+from sandboxrun.mcp import claims, merges, messages, presence, sandbox, sessions
 from sandboxrun.mcp.common import Coord
 
 NAME = "sandboxrun"
@@ -27,7 +27,7 @@ another session may touch, claim_files them; check_conflicts tells who holds wha
 other sessions with send_message; read yours with check_messages. Start background work in a
 sandbox with run_in_sandbox and follow it with sandbox_logs."""
 
-DOMAINS = (sessions, presence, messages, claims, sandbox)
+DOMAINS = (sessions, presence, messages, claims, sandbox, merges)
 
 
 def check_git() -> None:

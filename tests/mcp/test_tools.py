@@ -47,6 +47,7 @@ def test_every_tool_is_annotated_and_described(proj):
         "send_message", "check_messages", "get_notifications",
         "claim_files", "check_conflicts", "release_files", "list_claims",
         "run_in_sandbox", "sandbox_logs", "kill_sandbox", "download_sandbox", "extend_sandbox",
+        "notify_when_merged", "check_merge_status", "get_merge_events", "rebase_assist",
     } <= names  # fmt: skip
     for t in found:
         a = t.annotations
@@ -59,7 +60,7 @@ def test_every_tool_is_annotated_and_described(proj):
     assert {t.name for t in found if t.annotations.destructive_hint} == {"kill_sandbox"}
     assert {str(r.uri) for r in resources} >= {"sandboxrun://sessions", "sandboxrun://presence"}
     assert [t.uri_template for t in templates] == ["sandboxrun://sessions/{session_id}"]
-    assert len(DOMAINS) == 5
+    assert len(DOMAINS) == 6
 
 
 def test_sessions_tools_and_resources(team):
