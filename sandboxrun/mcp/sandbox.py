@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +72,13 @@ def register(mcp: FastMCP, coord: Coord) -> None:
         the agent (no API key needed).
         """
         root = Path(coord.repo(repo))
-        settings = load_settings(root, env=coord.env).with_overrides(
-            home=coord.settings.home, timeout=parse_duration(timeout) if timeout else None
+        # The repository's own config applies (as for `sandboxrun run --repo`), in this
+        # server's home (the database every tool reads).
+        settings = replace(
+            load_settings(root, env=coord.env).with_overrides(
+                timeout=parse_duration(timeout) if timeout else None
+            ),
+            home=coord.settings.home,
         )
         plan = Path(plan_file) if plan_file else None
         if plan is not None and not plan.is_absolute():
