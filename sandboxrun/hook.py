@@ -330,9 +330,9 @@ class Hook:
             return self._session_start(sid, repo, role)
         reply = None
         if self.event == "PreToolUse" and self.payload.get("tool_name") in _EDIT_TOOLS:
-            reply = self._gate(sid, repo, row["worktree"])
+            reply = gate_reply(self, sid, repo, row["worktree"])
         elif role and self.event in ("UserPromptSubmit", "PostToolUse"):
-            reply = self._deliver(repo, role)
+            reply = deliver_messages(self, repo, role)
         if role:
             if self.event == "SessionEnd":
                 from sandboxrun.coord import messages, presence
@@ -357,63 +357,6 @@ class Hook:
                     (self.now, repo, role),
                 )
         return reply
-
-    # -- the PreToolUse gate and message delivery (issue 11) -------------------------------
-
-    def _gate(self, sid: str, repo: str, worktree: str | None) -> dict[str, Any] | None:
-        """Deny an edit of a file another live session claimed exclusively; warn on advisory."""
-        from sandboxrun.coord import gate  # os/time only; imported for edit tools alone
-
-        tool_input = self.payload.get("tool_input")
-        key = gate.EDIT_TOOLS[self.payload["tool_name"]]
-        path = tool_input.get(key) if isinstance(tool_input, dict) else None
-        if not isinstance(path, str) or not path:
-            return None
-        rel = gate.relative_path(path, worktree or self.cwd, repo)
-        if rel is None:
-            return None  # outside the repository: not ours to gate
-        found = gate.check(self.conn, repo, rel, sid, self.now)
-        if found is None:
-            return None
-        verdict, text, ids = found
-        self._event(sid, "claim_gate", {"decision": verdict, "path": rel, "claims": ids})
-        out: dict[str, Any] = {"hookEventName": "PreToolUse"}
-        if verdict == "deny":
-            out.update(permissionDecision="deny", permissionDecisionReason=text)
-        else:
-            out["additionalContext"] = text
-        return {"hookSpecificOutput": out}
-
-    def _deliver(self, repo: str, role: str) -> dict[str, Any] | None:
-        """Pending messages for ``role`` into the agent's context (marked read)."""
-        rows = self.conn.execute(
-            "SELECT id, sender, type, body FROM messages WHERE repo = ? AND recipient = ? "
-            "AND read_at IS NULL AND type NOT IN ('SESSION_START', 'SESSION_END', 'HEARTBEAT') "
-            "ORDER BY id LIMIT 20",
-            (repo, role),
-        ).fetchall()
-        if not rows:
-            return None
-        lines = []
-        for _mid, sender, kind, body in rows:
-            try:
-                data = json.loads(body)
-            except ValueError:
-                data = {}
-            text = data.get("text") if isinstance(data, dict) else None
-            label = "" if kind == "MESSAGE" else f" ({kind})"
-            lines.append(f"Session '{sender or 'sandboxrun'}' says{label}: {text or body}")
-        marks = ", ".join("?" for _ in rows)
-        self.conn.execute(
-            f"UPDATE messages SET read_at = ? WHERE id IN ({marks})",
-            (self.now, *(r[0] for r in rows)),
-        )
-        return {
-            "hookSpecificOutput": {
-                "hookEventName": self.event,
-                "additionalContext": "sandboxrun messages:\n" + "\n".join(lines),
-            }
-        }
 
     def _session_start(self, sid: str, repo: str, role: str | None) -> dict[str, Any] | None:
         from sandboxrun.coord import messages, presence
@@ -463,6 +406,66 @@ class Hook:
         if self.notes:
             reply["systemMessage"] = "sandboxrun: " + " ".join(self.notes)
         return reply
+
+
+# -- the PreToolUse claim gate and message delivery (issue 11) ----------------------------
+
+
+def gate_reply(hook: Hook, sid: str, repo: str, worktree: str | None) -> dict[str, Any] | None:
+    """Deny an edit of a file another live session claimed exclusively; warn on advisory."""
+    from sandboxrun.coord import gate  # os/time only; imported for edit tools alone
+
+    tool_input = hook.payload.get("tool_input")
+    key = gate.EDIT_TOOLS[hook.payload["tool_name"]]
+    path = tool_input.get(key) if isinstance(tool_input, dict) else None
+    if not isinstance(path, str) or not path:
+        return None
+    rel = gate.relative_path(path, worktree or hook.cwd, repo)
+    if rel is None:
+        return None  # outside the repository: not ours to gate
+    found = gate.check(hook.conn, repo, rel, sid, hook.now)
+    if found is None:
+        return None
+    verdict, text, ids = found
+    hook._event(sid, "claim_gate", {"decision": verdict, "path": rel, "claims": ids})
+    out: dict[str, Any] = {"hookEventName": "PreToolUse"}
+    if verdict == "deny":
+        out.update(permissionDecision="deny", permissionDecisionReason=text)
+    else:
+        out["additionalContext"] = text
+    return {"hookSpecificOutput": out}
+
+
+def deliver_messages(hook: Hook, repo: str, role: str) -> dict[str, Any] | None:
+    """The role's pending addressed messages into the agent's context (marked read)."""
+    rows = hook.conn.execute(
+        "SELECT id, sender, type, body FROM messages WHERE repo = ? AND recipient = ? "
+        "AND read_at IS NULL AND type NOT IN ('SESSION_START', 'SESSION_END', 'HEARTBEAT') "
+        "ORDER BY id LIMIT 20",
+        (repo, role),
+    ).fetchall()
+    if not rows:
+        return None
+    lines = []
+    for _mid, sender, kind, body in rows:
+        try:
+            data = json.loads(body)
+        except ValueError:
+            data = {}
+        text = data.get("text") if isinstance(data, dict) else None
+        label = "" if kind == "MESSAGE" else f" ({kind})"
+        lines.append(f"Session '{sender or 'sandboxrun'}' says{label}: {text or body}")
+    marks = ", ".join("?" for _ in rows)
+    hook.conn.execute(
+        f"UPDATE messages SET read_at = ? WHERE id IN ({marks})",
+        (hook.now, *(r[0] for r in rows)),
+    )
+    return {
+        "hookSpecificOutput": {
+            "hookEventName": hook.event,
+            "additionalContext": "sandboxrun messages:\n" + "\n".join(lines),
+        }
+    }
 
 
 def _connect(db: Path, env: Any) -> sqlite3.Connection:

@@ -197,11 +197,8 @@ def m003_local_mode_presence_messages(db: sqlite_utils.Database) -> None:
 
 @migrations()
 def m004_claims_reports_merges(db: sqlite_utils.Database) -> None:
-    """Coordination (issue 11): file claims, status reports, merge subscriptions and events.
-
-    Read and written through ``sandboxrun/coord`` (``claims``, ``reports``, ``merges``); the
-    hook's PreToolUse gate reads ``claims`` with plain ``sqlite3``.
-    """
+    """Coordination (issue 11): file claims, status reports, merge subscriptions and events,
+    read and written through ``sandboxrun/coord`` (the hook's gate reads ``claims``)."""
     db.execute(
         """
         CREATE TABLE claims (
@@ -209,12 +206,10 @@ def m004_claims_reports_merges(db: sqlite_utils.Database) -> None:
             repo TEXT NOT NULL,               -- main checkout of the repository
             path TEXT NOT NULL,               -- relative to the work tree, '/'-separated
             mode TEXT NOT NULL,               -- advisory | exclusive
-            session_id TEXT NOT NULL,         -- the holder (sandboxrun session)
-            role TEXT,
-            claimed_at REAL NOT NULL,
+            session_id TEXT NOT NULL,         -- the holder
+            role TEXT, claimed_at REAL NOT NULL,
             expires_at REAL,                  -- NULL: until released or the session ends
-            released_at REAL,
-            note TEXT
+            released_at REAL, note TEXT
         )
         """
     )
@@ -222,14 +217,10 @@ def m004_claims_reports_merges(db: sqlite_utils.Database) -> None:
     db.execute(
         """
         CREATE TABLE reports (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            ts REAL NOT NULL,
-            session_id TEXT,
-            task_id TEXT,
-            name TEXT,
+            id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, session_id TEXT,
+            task_id TEXT, name TEXT,
             state TEXT NOT NULL,              -- started | running | blocked | done
-            notes TEXT,
-            artifacts TEXT NOT NULL DEFAULT '[]'  -- JSON list
+            notes TEXT, artifacts TEXT NOT NULL DEFAULT '[]'  -- JSON list
         )
         """
     )
@@ -237,9 +228,7 @@ def m004_claims_reports_merges(db: sqlite_utils.Database) -> None:
     db.execute(
         """
         CREATE TABLE merge_subscriptions (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            repo TEXT NOT NULL,
-            branch TEXT NOT NULL,
+            id INTEGER PRIMARY KEY AUTOINCREMENT, repo TEXT NOT NULL, branch TEXT NOT NULL,
             base TEXT NOT NULL,
             subscriber TEXT,                  -- role to notify (None: broadcast)
             created_at REAL NOT NULL,
@@ -252,11 +241,8 @@ def m004_claims_reports_merges(db: sqlite_utils.Database) -> None:
     db.execute(
         """
         CREATE TABLE merge_events (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            ts REAL NOT NULL,
-            repo TEXT NOT NULL,
-            branch TEXT NOT NULL,
-            base TEXT NOT NULL,
+            id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, repo TEXT NOT NULL,
+            branch TEXT NOT NULL, base TEXT NOT NULL,
             tip TEXT NOT NULL,                -- the merged commit of the branch
             base_tip TEXT NOT NULL
         )

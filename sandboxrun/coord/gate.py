@@ -11,6 +11,10 @@ from __future__ import annotations
 import os
 import time
 
+TYPE_CHECKING = False  # not `from typing import ...`: typing costs milliseconds per process
+if TYPE_CHECKING:
+    import sqlite3
+
 #: the tools the gate checks, and the input key naming the file
 EDIT_TOOLS = {
     "Edit": "file_path",
@@ -58,7 +62,9 @@ def covering(rel: str) -> list[str]:
     return [rel] + ["/".join(parts[:n]) + "/" for n in range(1, len(parts))]
 
 
-def holder_live(status, mode, heartbeat, now: float, stale_after: float) -> bool:
+def holder_live(
+    status: str | None, mode: str | None, heartbeat: float | None, now: float, stale_after: float
+) -> bool:
     """Whether a claim's holder still counts (pure): an active sandbox run, or a running local
     session with a heartbeat within ``stale_after`` seconds."""
     if status not in ACTIVE_STATUSES:
@@ -68,7 +74,14 @@ def holder_live(status, mode, heartbeat, now: float, stale_after: float) -> bool
     return True
 
 
-def check(conn, repo: str, rel: str, session_id: str, now: float, stale_after: float = STALE_AFTER):
+def check(
+    conn: sqlite3.Connection,
+    repo: str,
+    rel: str,
+    session_id: str,
+    now: float,
+    stale_after: float = STALE_AFTER,
+) -> tuple[str, str, list[int]] | None:
     """``(verdict, text, claim_ids)`` for ``session_id`` editing ``rel``, or None when free.
 
     ``deny`` when another live session holds an exclusive claim on the file (or a directory

@@ -67,10 +67,10 @@ def tool(
 
     def decorate(fn: F) -> F:
         annotations = ToolAnnotations(
-            readOnlyHint=read_only,
-            destructiveHint=destructive,
-            idempotentHint=idempotent,
-            openWorldHint=open_world,
+            read_only_hint=read_only,
+            destructive_hint=destructive,
+            idempotent_hint=idempotent,
+            open_world_hint=open_world,
         )
         mcp.tool(name=name or fn.__name__, annotations=annotations)(translate(fn))
         return fn

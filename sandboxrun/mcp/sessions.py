@@ -21,9 +21,9 @@ STATES = ("active", "ended", *(str(s) for s in Status))
 
 def _state_filter(state: str) -> tuple[str, list[str]]:
     if state == "active":
-        statuses = sorted(ACTIVE)
+        statuses = sorted(str(s) for s in ACTIVE)
     elif state == "ended":
-        statuses = sorted(set(Status) - ACTIVE)
+        statuses = sorted(str(s) for s in set(Status) - ACTIVE)
     elif state in STATES:
         statuses = [state]
     else:
@@ -31,7 +31,7 @@ def _state_filter(state: str) -> tuple[str, list[str]]:
             f"unknown state {state!r}",
             f"Use 'active', 'ended' or a status: {', '.join(str(s) for s in Status)}.",
         )
-    return f"status IN ({', '.join('?' for _ in statuses)})", [str(s) for s in statuses]
+    return f"status IN ({', '.join('?' for _ in statuses)})", statuses
 
 
 def list_sessions(

@@ -15,6 +15,7 @@ import os
 import secrets
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from sandboxrun.coord import messages, reports
 from sandboxrun.errors import SandboxrunError, SessionNotFoundError
 from sandboxrun.mcp.common import Coord
+from sandboxrun.store import Session
 
 MAX_BODY = 64 * 1024
 #: at most this many /msg/send per target in RATE_WINDOW seconds
@@ -124,7 +126,7 @@ class Control:
         self.sent: dict[str, deque[float]] = {}
         self.health: dict[str, dict[str, Any]] = {}
 
-    def _session(self, ref: str):
+    def _session(self, ref: str) -> Session:
         try:
             return self.coord.store.resolve(ref)
         except SessionNotFoundError as exc:
@@ -225,10 +227,14 @@ class Control:
         return JSONResponse({"id": rid, "session": s.id if s else None}, status_code=201)
 
 
-def _guard(handler):
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _guard(handler: Handler) -> Handler:
     async def run(request: Request) -> Response:
         try:
-            return await handler(request)
+            response: Response = await handler(request)
+            return response
         except Problem as exc:
             return exc.response
         except SandboxrunError as exc:
