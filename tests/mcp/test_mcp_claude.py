@@ -125,3 +125,26 @@ def test_claude_calls_our_tools_and_the_gate_stops_another_session(proj: Path, c
     assert target.read_text() == "API = 1\n"  # the Write never happened
     listed, _ = _result_text(requests, 2)
     assert {s["role"] for s in json.loads(listed)["sessions"]} >= {"api", "web"}
+
+
+def test_messages_and_advisory_warnings_reach_the_real_agents_context(proj: Path, claude_as):
+    from mcptest_lib import Tools, coord_for, hook
+
+    api_wt, web_wt = add_worktree(proj, "api"), add_worktree(proj, "web")
+    hook("SessionStart", api_wt, "claude-api", "api", source="startup")
+    api = Tools(coord_for(api_wt, "api"))
+    api("claim_files", paths=["README.md"], mode="advisory")
+    api("register_presence", role="web")  # web is about to start; address it by role
+    api("send_message", to="web", body="the schema changed, re-read src/api.py")
+    run, requests = claude_as(
+        web_wt,
+        "web",
+        tool("Write", file_path=str(web_wt / "README.md"), content="# proj, edited\n"),
+        text("done"),
+    )
+    assert run.returncode == 0, run.stderr
+    first = "\n".join(requests[0].texts(("user", "system")))
+    assert "Session 'api' says: the schema changed, re-read src/api.py" in first
+    assert (web_wt / "README.md").read_text() == "# proj, edited\n"  # advisory: allowed
+    after = json.dumps(requests[1].messages)
+    assert "advisory claim by session 'api@proj' (role api)" in after
