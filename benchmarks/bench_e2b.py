@@ -484,8 +484,6 @@ def main() -> None:
         "of the pipeline without this machine's disk (not how E2B runs)",
     )
     args = parser.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("the E2B emulator needs root (mount and PID namespaces)")
     work = Path(tempfile.mkdtemp(prefix="bench-e2b-"))
     ram = Path(tempfile.mkdtemp(prefix="bench-e2b-", dir="/dev/shm")) if args.in_ram else None
     emulator = None

@@ -108,6 +108,28 @@ def test_round_trip_keeps_commits_and_bytes(repos: Repos) -> None:
     assert any("run.sh" in w and "executable" in w for w in result.warnings)
 
 
+def test_patches_come_in_the_collectors_format(repos: Repos) -> None:
+    """The helper's patches are the collector's: mboxrd, no signature, quoted paths even when
+    the sandbox's git is configured otherwise, and messages with "From " lines survive."""
+    sb = repos.sandbox
+    git(sb, "config", "core.quotepath", "off")  # the collector must not depend on this
+    git(sb, "config", "format.signature", "a signature that must not appear")
+    write(sb / "é.txt", "accent\n")
+    message = "Subject stays\n\nFrom the top: a body line\n>From quoted once\n>>From twice"
+    repos.commit_in_sandbox(message)
+    write(sb / "ü.txt", "left over\n")
+    mbox, diff = repos.produce()
+
+    assert b"\n>From the top: a body line\n>>From quoted once\n>>>From twice\n" in mbox
+    assert b"a signature that must not appear" not in mbox and b"\n-- \n" not in mbox
+    assert b'"b/\\303\\251.txt"' in mbox and b'"b/\\303\\274.txt"' in diff
+
+    result = apply_changes(repos.worktree, mbox, diff)
+    body = out(repos.worktree, "log", "--format=%B", "-1", result.commits[0])
+    assert body == message
+    assert out(repos.worktree, "rev-parse", "HEAD^{tree}") == repos.sandbox_tree()
+
+
 def test_leftover_that_builds_on_the_commits(repos: Repos) -> None:
     """One input may touch a path several times: create, delete, recreate, rename then edit."""
     sb = repos.sandbox

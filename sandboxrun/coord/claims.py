@@ -1,6 +1,6 @@
 """File claims: which session means to edit which files, so two agents do not collide.
 
-A library over the ``claims`` table (``store.py`` migration m004), standard library only: the
+A library over the ``claims`` table (``store.py`` migration m005), standard library only: the
 hook's PreToolUse gate imports it on every Edit/Write. A claim is ``advisory`` (others are
 warned) or ``exclusive`` (others' edits are denied by the gate). Paths are relative to the work
 tree, ``/``-separated, so a claim made in one agent worktree covers the same file in every

@@ -1,6 +1,6 @@
 """Status reports sessions post over HTTP (``POST /msg/report``), readable over MCP.
 
-Standard library over the ``reports`` table (``store.py`` migration m004).
+Standard library over the ``reports`` table (``store.py`` migration m005).
 """
 
 from __future__ import annotations

@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from sandboxrun.agent import AgentProgress
-from sandboxrun.config import Settings, format_duration
+from sandboxrun.config import Settings
 from sandboxrun.errors import BackendError, PatchRejectedError
 from sandboxrun.redact import Redactor
 from sandboxrun.sandbox.backends.base import Sandbox, control_dir
 from sandboxrun.sandbox.follow import FollowOutcome
 from sandboxrun.sandbox.journal import Journal, PhaseTimes
+from sandboxrun.sandbox.reporting import time_limit_message
 from sandboxrun.store import Session, Status
 
 log = logging.getLogger(__name__)
@@ -61,10 +62,19 @@ class Patches:
 
 def collect_patches(sandbox: Sandbox, session: Session) -> Patches:
     """Produce and download the agent's patches without disturbing it."""
-    ctl = control_dir(sandbox)
     base = session.sandbox_base
     if not base:
         raise BackendError("the sandbox has no baseline commit, so there is nothing to collect")
+    return patches_since(sandbox, base)
+
+
+def patches_since(sandbox: Sandbox, base: str) -> Patches:
+    """The work in ``sandbox.repo_dir`` since commit ``base``, as ``collect_patches`` brings it.
+
+    Its commits become a format-patch mbox, everything else one diff. Public so that tests
+    make their patches exactly as the runner does.
+    """
+    ctl = control_dir(sandbox)
     res = sandbox.exec(
         ["sh", "-c", _COLLECT_SCRIPT, "sh", sandbox.repo_dir, base, ctl], timeout=600
     )
@@ -170,10 +180,18 @@ def finish_with_patches(
         status, error = Status.KILLED, "stopped on request; the work so far was collected"
     elif outcome.reason == "timeout":
         status = Status.TIMEOUT
-        error = (
-            f"stopped at the time limit ({format_duration(s.timeout_s or 0)}); "
-            "the work so far was collected"
+        # the follower recorded when it stopped the agent, and the limit it stopped before
+        stops = [
+            e["payload"]
+            for e in store.events(sid, kinds=("warning",))
+            if e["payload"].get("mark") == "limit" and "elapsed" in e["payload"]
+        ]
+        when = (
+            time_limit_message(stops[-1]["elapsed"], stops[-1]["limit"])
+            if stops
+            else "at the time limit"
         )
+        error = f"stopped {when}; the work so far was collected"
     elif outcome.reason == "quota" or (
         progress.rate_limited_until and (result is None or result.get("is_error"))
     ):

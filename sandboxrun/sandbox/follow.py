@@ -28,6 +28,7 @@ from sandboxrun.sandbox.checkpoint import (
 )
 from sandboxrun.sandbox.deadline import collection_seconds
 from sandboxrun.sandbox.journal import Journal
+from sandboxrun.sandbox.reporting import time_limit_message
 
 log = logging.getLogger(__name__)
 
@@ -137,15 +138,20 @@ def follow_agent(
                 break
             plan = stop_plan(run, s, ckpt.known)
             if now >= plan.stop_at:
+                limit = deadline - started
                 msg = (
-                    f"time limit reached ({format_duration(deadline - started)}): "
-                    "stopping the agent and collecting its work"
+                    "stopping the agent " + time_limit_message(elapsed, limit)
                     if not plan.shortened
                     else "the sandbox is near the longest life the plan allows (max_lifetime "
                     f"{format_duration(settings.max_lifetime)}): stopping the agent now so "
                     "that its work can still be collected"
                 )
-                journal.warn(msg, mark="limit")
+                # elapsed and limit kept with the warning: the final status says them again
+                journal.event(
+                    "warning",
+                    {"mark": "limit", "message": msg, "elapsed": elapsed, "limit": limit},
+                )
+                reporter.warning(msg)
                 begin_stop(run, "timeout")
                 agent.stop()
                 reason = "timeout"

@@ -272,6 +272,11 @@ class CleanupReport:
     kept_dirty: list[str] = field(default_factory=list)
     orphans: list[str] = field(default_factory=list)
     forgotten: list[str] = field(default_factory=list)
+    #: what forgotten sessions leave on disk: {"name", "worktree", "branch", "artifacts"}
+    left_behind: list[dict[str, str | None]] = field(default_factory=list)
+    branches_deleted: list[str] = field(default_factory=list)
+    #: {"branch", "repo", "reason"} for each sandboxrun branch kept
+    branches_kept: list[dict[str, str]] = field(default_factory=list)
 
 
 def cleanup(
@@ -281,16 +286,22 @@ def cleanup(
     worktrees: bool = False,
     forget: bool = False,
     dry_run: bool = False,
+    repo: str | None = None,
+    branches: bool = False,
 ) -> CleanupReport:
-    """Tear down leftovers of ended sessions. Never deletes branches or uncommitted work.
+    """Tear down leftovers of ended sessions. Never deletes unmerged branches or uncommitted work.
 
+    Works on the sessions of ``repo`` (a main checkout), or of every repository when None.
     Always: sandboxes (local directories, E2B sandboxes) of ended sessions that still exist
     (kept with --keep, or left by a crash). With ``worktrees``: the worktrees of ended sessions
-    whose tree is clean (the branch stays). With ``forget``: ended sessions' rows and events.
+    whose tree is clean (the branch stays). With ``forget``: ended sessions' rows and events;
+    what they leave on disk (worktree, branch, artifacts) is reported in ``left_behind``. With
+    ``branches``: ``sandboxrun/*`` branches fully merged into their base are deleted.
     Sessions whose driver died while active are listed as orphans (``sandboxrun attach``).
     """
     report = CleanupReport()
-    for s in store.list():
+    sessions = store.list(repo=repo)
+    for s in sessions:
         if not s.is_terminal:
             if not owner_alive(s):
                 report.orphans.append(s.name)
@@ -307,15 +318,49 @@ def cleanup(
                 report.sandboxes_removed.append(s.name)
             except SandboxrunError:
                 pass  # already gone
-        if worktrees and s.repo and s.worktree and Path(s.worktree).exists():
+        worktree_stays = bool(s.worktree and Path(s.worktree).exists())
+        if worktrees and worktree_stays and s.repo and s.worktree:
             if gitops.is_clean(Path(s.worktree)):
                 if not dry_run:
                     gitops.remove_worktree(Path(s.repo), Path(s.worktree))
                 report.worktrees_removed.append(s.worktree)
+                worktree_stays = False
             else:
                 report.kept_dirty.append(s.worktree)
         if forget:
             if not dry_run:
                 store.delete(s.id)
             report.forgotten.append(s.name)
+            artifacts = settings.session_artifacts(s.id)
+            stays = {
+                "worktree": s.worktree if worktree_stays else None,
+                "artifacts": str(artifacts) if artifacts.exists() else None,
+            }
+            if any(stays.values()):
+                report.left_behind.append({"name": s.name, "branch": s.branch, **stays})
+    if branches:
+        _cleanup_branches(settings, report, sessions, repo, dry_run)
     return report
+
+
+def _cleanup_branches(
+    settings: Settings,
+    report: CleanupReport,
+    sessions: list[Session],
+    repo: str | None,
+    dry_run: bool,
+) -> None:
+    from sandboxrun.sandbox.branches import delete_branch, review_branches
+
+    repos = [repo] if repo else sorted({s.repo for s in sessions if s.repo})
+    freed = frozenset(report.worktrees_removed)
+    for r in repos:
+        if not Path(r).is_dir():
+            continue
+        mine = [s for s in sessions if s.repo == r]
+        for v in review_branches(Path(r), settings.branch_prefix, mine, freed_worktrees=freed):
+            if v.delete and (dry_run or delete_branch(Path(r), v)):
+                report.branches_deleted.append(v.branch)
+            else:
+                reason = v.reason if not v.delete else "it moved while cleaning up"
+                report.branches_kept.append({"branch": v.branch, "repo": r, "reason": reason})
