@@ -202,7 +202,7 @@ BAD_INPUT = [
     ("send_message", {"to": "", "body": "x"}, "to='all'"),
     ("get_notifications", {"after_id": -1}, "after_id=0"),
     ("claim_files", {"paths": []}, "paths=["),
-    ("claim_files", {"paths": ["README.md"], "expires_in": "0s"}, "90s, 20m"),
+    ("claim_files", {"paths": ["README.md"], "expires_in": "0s"}, "90s"),
     ("claim_files", {"paths": ["../outside.txt"]}, "Name files inside"),
     ("claim_files", {"paths": ["/etc/passwd"]}, "Name files inside"),
     ("claim_files", {"paths": ["src/api.py"], "expires_in": "soon"}, "90s, 20m"),
