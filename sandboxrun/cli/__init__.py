@@ -59,6 +59,7 @@ from sandboxrun.cli import (  # noqa: E402
     hidden_cmd,
     hooks_cmd,
     install_cmd,
+    mcp_cmd,
     pack_cmd,
     run_cmd,
     session_cmd,
@@ -77,6 +78,8 @@ worktree_cmd.register(app)
 hooks_cmd.register(app)
 install_cmd.register(app)
 coord_cmd.register(app)
+# coordination over MCP and HTTP (issue 11)
+mcp_cmd.register(app)
 
 
 def _configure_logging() -> None:
