@@ -88,6 +88,12 @@ def _event_payload(event: str, payload: dict[str, Any], claude_id: str | None) -
     for key in ("tool_name", "tool_use_id", "source", "reason", "notification_type", "error"):
         if payload.get(key) is not None:
             data["tool" if key == "tool_name" else key] = payload[key]
+    if event == "UserPromptSubmit" and isinstance(payload.get("prompt"), str):
+        # Never the text (it may hold secrets): its hash, so `sandboxrun send` can confirm
+        # delivery of exactly what it pasted.
+        from sandboxrun.local.states import prompt_hash
+
+        data["prompt_sha256"] = prompt_hash(payload["prompt"])
     return data
 
 

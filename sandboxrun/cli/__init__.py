@@ -49,6 +49,7 @@ _register_all()
 # Local mode (issue 9): one line per command group.
 for _group in ("worktree_cmd", "hooks_cmd", "install_cmd", "coord_cmd"):
     importlib.import_module(f"sandboxrun.cli.{_group}").register(app)
+importlib.import_module("sandboxrun.cli.local_cmd").register(app)  # issue 10: tmux children
 
 
 def main() -> None:
