@@ -22,6 +22,7 @@ from sandboxrun.local import monitor as monitor_mod
 from sandboxrun.local import send as send_mod
 from sandboxrun.local import spawn as spawn_mod
 from sandboxrun.local import transcript
+from sandboxrun.local.observe import state_of
 from sandboxrun.store import Session, SessionStore
 from sandboxrun.tmux import Tmux
 
@@ -151,7 +152,7 @@ def wait_cmd(
     sessions = [_child(store, n) for n in names]
     start = time.monotonic()
     while True:
-        states = {s.name: monitor_mod.state_of(tmux, store.get(s.id)) for s in sessions}
+        states = {s.name: state_of(tmux, store.get(s.id)) for s in sessions}
         done = {n: st for n, st in states.items() if st.name in WAIT_CODES}
         finished = bool(done) if any_ else len(done) == len(states)
         timed_out = limit is not None and time.monotonic() - start > limit

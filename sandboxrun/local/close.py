@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from sandboxrun.errors import SandboxrunError
-from sandboxrun.local.monitor import state_of
+from sandboxrun.local.observe import state_of
 from sandboxrun.local.worktrees import record_end
 from sandboxrun.store import Session, SessionStore, Status
 from sandboxrun.tmux import Tmux

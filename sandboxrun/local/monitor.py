@@ -12,17 +12,16 @@ restarted monitor carries on where the last one stopped.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import logging.handlers
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from sandboxrun.agent import parse_limit_message
 from sandboxrun.config import Settings
 from sandboxrun.local import send as send_mod
-from sandboxrun.local.states import DEFAULT_GRACE, DEFAULT_STALE_AFTER, Facts, State, derive_state
+from sandboxrun.local.observe import PaneMemory, observe
+from sandboxrun.local.states import DEFAULT_GRACE, DEFAULT_STALE_AFTER, State, derive_state
 from sandboxrun.local.transcript import rate_limit_reset
 from sandboxrun.store import Session, SessionStore, Status
 from sandboxrun.tmux import Tmux
@@ -39,54 +38,6 @@ log = logging.getLogger("sandboxrun.monitor")
 def children(store: SessionStore, repo: str | None = None) -> list[Session]:
     """The tmux children the database knows (newest last), ended ones included."""
     return [s for s in store.list(repo=repo) if s.mode == "local" and s.backend == "tmux"]
-
-
-@dataclass
-class PaneMemory:
-    """What the pane looked like, to tell "unchanged for N minutes" (kept per process)."""
-
-    seen: dict[str, tuple[str, float]] = field(default_factory=dict)
-
-    def changed_at(self, session_id: str, text: str, now: float) -> float:
-        digest = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
-        old = self.seen.get(session_id)
-        if old is None or old[0] != digest:
-            self.seen[session_id] = (digest, now)
-            return now
-        return old[1]
-
-
-def observe(
-    tmux: Tmux,
-    session: Session,
-    *,
-    now: float | None = None,
-    memory: PaneMemory | None = None,
-) -> tuple[Facts, str]:
-    """One child's facts now, and its pane text ("" when there is no pane)."""
-    now = time.time() if now is None else now
-    pane = tmux.pane(session.tmux_session) if session.tmux_session else None
-    text = tmux.capture(session.tmux_session) if pane is not None and session.tmux_session else ""
-    changed = memory.changed_at(session.id, text, now) if memory is not None else None
-    facts = Facts(
-        now=now,
-        activity=session.activity,
-        activity_at=session.activity_at,
-        last_heartbeat=session.last_heartbeat,
-        resets_at=session.resets_at,
-        started_at=session.started_at,
-        pane_exists=pane is not None,
-        pane_dead=bool(pane and pane.dead),
-        pane_title=pane.title if pane else None,
-        pane_changed_at=changed,
-    )
-    return facts, text
-
-
-def state_of(tmux: Tmux, session: Session, **kw: float) -> State:
-    """The state of one child now (see :func:`derive_state`)."""
-    facts, _ = observe(tmux, session)
-    return derive_state(facts, **kw)
 
 
 def limit_from_pane(text: str, now: float) -> tuple[bool, float | None]:

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from sandboxrun.local.observe import state_of
 from sandboxrun.local.states import prompt_hash
 from sandboxrun.store import Session, SessionStore
 from sandboxrun.tmux import Tmux
@@ -106,12 +107,13 @@ def send(
         if pane is None or pane.dead:
             return SendResult(name, FAILED, f"the child has exited (no live pane {tmux_name})")
         current = store.get(session.id)
-        if current.activity == "needs_permission":
+        state = state_of(tmux, current)
+        if state.name == "needs_permission":
             # A paste would type into the permission dialog (and might answer it).
             return SendResult(
                 name, FAILED, "the child is waiting for a permission answer; answer it first"
             )
-        was_busy = current.activity == "busy"
+        was_busy = state.name in ("busy", "starting")
         digest = prompt_hash(text)
         after = _last_event_id(store, session.id)
         tmux.paste(tmux_name, text)

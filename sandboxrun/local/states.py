@@ -84,6 +84,7 @@ class Facts:
         "pane_dead",
         "pane_title",
         "pane_changed_at",
+        "pane_asks",
         "now",
     )
 
@@ -100,6 +101,7 @@ class Facts:
         pane_dead: bool = False,
         pane_title: str | None = None,
         pane_changed_at: float | None = None,
+        pane_asks: bool | None = None,
     ) -> None:
         self.now = now
         self.activity = activity
@@ -111,6 +113,8 @@ class Facts:
         self.pane_dead = pane_dead
         self.pane_title = pane_title
         self.pane_changed_at = pane_changed_at
+        #: the pane shows a permission dialog (None: not looked)
+        self.pane_asks = pane_asks
 
 
 class State:
@@ -136,7 +140,9 @@ def derive_state(
     """The child's state from hook facts and pane facts. Pure.
 
     Hooks are believed first; the pane corrects them where hooks are known to fall silent:
-    a gone/dead pane is ``exited`` whatever the hooks said last; a turn still ``busy`` after
+    a gone/dead pane is ``exited`` whatever the hooks said last; a permission dialog on screen
+    is ``needs_permission`` before its (late) Notification hook, and one dismissed without a
+    hook is no longer; a turn still ``busy`` after
     ``grace`` seconds while Claude Code's title says done (a turn that ended without a Stop
     hook) is ``idle``; a ``busy``/``starting`` child with no hook and an unchanged pane for
     ``stale_after`` seconds is ``stale``.
@@ -148,8 +154,20 @@ def derive_state(
         return State("exited", "SessionEnd hook")
     if activity == "usage_limited":
         return State("waiting_quota", "StopFailure rate_limit", facts.resets_at)
+    since_hook = facts.now - facts.activity_at if facts.activity_at is not None else None
     if activity == "needs_permission":
+        if (
+            facts.pane_asks is False
+            and title_busy(facts.pane_title) is False
+            and since_hook is not None
+            and since_hook > grace
+        ):
+            # The dialog is gone without a hook saying so (answered with Escape: no Stop).
+            return State("idle", "the permission dialog is gone and the title says done")
         return State("needs_permission", "permission_prompt notification")
+    if activity in ("busy", None) and facts.pane_asks:
+        # The Notification hook comes seconds after the dialog: the pane says it first.
+        return State("needs_permission", "the pane shows a permission dialog")
     if activity in ("idle", "error"):
         return State("idle", "Stop hook" if activity == "idle" else "turn ended with an error")
     last_hook = max(
@@ -173,11 +191,27 @@ def derive_state(
     return State("busy", "working" if working else "UserPromptSubmit/tool hook")
 
 
+def unwrap_pastes(text: str) -> str:
+    """The prompt as pasted: Claude Code 2.1.330 hands a multi-line paste to hooks and the
+    model as ``<pasted_content id="X">\nTEXT\n</pasted_content id="X">``; this is TEXT."""
+    import re
+
+    return re.sub(
+        r'\s*<pasted_content id="([^"]*)">\n(.*?)\n</pasted_content id="\1">\s*',
+        lambda m: m.group(2),
+        text,
+        flags=re.DOTALL,
+    )
+
+
 def prompt_hash(text: str) -> str:
     """The hash by which ``send`` recognises its text in a UserPromptSubmit hook.
 
-    Line ends are unified and surrounding whitespace dropped: Claude Code trims the composer.
+    Paste wrappers are removed, line ends unified and surrounding whitespace dropped (Claude
+    Code trims the composer).
     """
     import hashlib  # only on UserPromptSubmit and in send: not on every hook call
 
+    if "<pasted_content" in text:
+        text = unwrap_pastes(text)
     return hashlib.sha256(text.replace("\r\n", "\n").strip().encode("utf-8")).hexdigest()

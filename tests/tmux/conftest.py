@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from sandboxrun.local.states import unwrap_pastes  # noqa: E402
 from sandboxrun.tmux import SOCKET_ENV, Tmux  # noqa: E402
 from tests.fake_anthropic import FakeAnthropic  # noqa: E402
 from tests.fake_anthropic.cli import PINNED_VERSION, claude_env  # noqa: E402
@@ -109,6 +110,7 @@ class Children:
         out: list[str] = []
         for req in self.api.main_requests:
             for t in req.user_texts():
+                t = unwrap_pastes(t).strip()
                 if t not in out:
                     out.append(t)
         return out

@@ -80,3 +80,22 @@ def test_title_busy(title, busy):
 def test_prompt_hash_ignores_line_ends_and_surrounding_space():
     assert prompt_hash("a\r\nb\n") == prompt_hash("  a\nb")
     assert prompt_hash("a b") != prompt_hash("a  b")
+
+
+def test_permission_dialog_seen_on_the_pane_before_and_after_its_hooks():
+    busy = {"activity": "busy", "activity_at": T0, "pane_title": DONE}
+    # the Notification hook comes ~6 s after the dialog: the pane says it first
+    assert replay([{**busy, "now": T0 + 1, "pane_asks": True}]) == ["needs_permission"]
+    asked = {"activity": "needs_permission", "activity_at": T0, "pane_title": DONE}
+    assert replay([{**asked, "now": T0 + 60, "pane_asks": True}]) == ["needs_permission"]
+    assert replay([{**asked, "now": T0 + 60}]) == ["needs_permission"]  # pane not looked at
+    # dismissed with Escape: no Stop hook, the dialog gone, the title done
+    assert replay([{**asked, "now": T0 + 60, "pane_asks": False}], grace=10) == ["idle"]
+    assert replay([{**asked, "now": T0 + 5, "pane_asks": False}], grace=10) == ["needs_permission"]
+
+
+def test_prompt_hash_sees_through_claude_codes_paste_wrapper():
+    text = "@app.txt please look\nat this file\n\n  indented line"
+    wrapped = f'\n\n<pasted_content id="a48a">\n{text}\n</pasted_content id="a48a">\n'
+    assert prompt_hash(wrapped) == prompt_hash(text)
+    assert prompt_hash(wrapped) != prompt_hash(text + "x")

@@ -1,0 +1,141 @@
+"""Children: the real interactive Claude Code CLI in tmux, driven by `sandboxrun` processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from tests.fake_anthropic import text, tool
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
+
+def test_spawn_writes_a_file_then_idle_then_send_a_second_task(children, proj):
+    wt = proj / ".worktrees" / "api"
+    children.api.script(
+        tool("Write", file_path=str(wt / "one.txt"), content="one\n"),
+        text("wrote one"),
+        tool("Write", file_path=str(wt / "two.txt"), content="two\n"),
+        text("wrote two"),
+    )
+    out = children("spawn", "api", "--prompt", "write one.txt", "--skip-permissions")
+    assert out.returncode == 0, out.stderr
+    row = children.row("api")
+    assert (row["mode"], row["backend"], row["tmux_session"]) == ("local", "tmux", "t_child_api")
+    assert row["worktree"] == str(wt)
+    assert row["branch"] == "agent/api/active"
+    wait = children("wait", "api", "--timeout", "60s")
+    assert wait.returncode == 0, wait.stdout + wait.stderr
+    assert "api: idle" in wait.stdout
+    assert (wt / "one.txt").read_text() == "one\n"
+
+    sent = children("send", "api", "now write two.txt", "--json")
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    assert '"outcome": "delivered"' in sent.stdout
+    assert children("wait", "api", "--timeout", "60s").returncode == 0
+    assert (wt / "two.txt").read_text() == "two\n"
+    # delivered exactly once: one UserPromptSubmit with that text, one request carrying it
+    prompts = [e for e in children.events("api", "hook") if e["event"] == "UserPromptSubmit"]
+    assert len(prompts) == 2
+    assert children.prompts().count("now write two.txt") == 1
+
+    read = children("read", "api", "--json")
+    assert read.returncode == 0, read.stderr
+    assert "now write two.txt" in read.stdout and "wrote two" in read.stdout
+    assert '"name": "Write"' in read.stdout
+
+    closed = children("close", "api")
+    assert closed.returncode == 0, closed.stderr
+    assert not children.tmux.has_session("t_child_api")
+    assert wt.is_dir()  # the worktree stays
+    assert children.row("api")["status"] == "completed"
+
+
+def test_four_children_at_once_get_their_prompts_intact(children, proj):
+    import subprocess
+    import sys
+
+    names = ["w1", "w2", "w3", "w4"]
+    prompts = {n: f"task for {n}: " + "détail ✓ " * 150 + f"end of {n};" for n in names}
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sandboxrun",
+                "spawn",
+                n,
+                "--prompt",
+                prompts[n],
+                "--skip-permissions",
+            ],
+            cwd=proj,
+            env=children.cli.env(children.env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in names
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    assert children("wait", *names, "--all", "--timeout", "60s").returncode == 0
+    got = children.prompts()
+    for n in names:
+        assert got.count(prompts[n]) == 1, n
+
+
+def test_long_odd_messages_arrive_intact(children, proj):
+    children.api.script(text("ready"), text("got it"), text("got it"), text("got it"))
+    assert children("spawn", "m", "--prompt", "hello", "--skip-permissions").returncode == 0
+    assert children("wait", "m", "--timeout", "60s").returncode == 0
+    messages = [
+        "/tmp/notes.txt is where the notes are — ünïcødé ✓ 日本語",
+        "@app.txt please look\nat this file\n\n  indented line",
+        "".join(f"line {i:04d} " + "y" * 70 + "\n" for i in range(110)),  # > 8 KB
+    ]
+    assert len(messages[2].encode()) > 8192
+    for msg in messages:
+        out = children("send", "m", msg)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "delivered" in out.stdout
+        assert children("wait", "m", "--timeout", "60s").returncode == 0
+    got = children.prompts()
+    for msg in messages:
+        assert got.count(msg.strip()) == 1, msg[:40]
+
+
+def test_permission_prompt_then_sigkill_is_exited(children, proj):
+    children.api.script(tool("Bash", command="echo hi > made.txt"), text("done"))
+    out = children("spawn", "p", "--prompt", "run it", "--permission-mode", "default")
+    assert out.returncode == 0, out.stderr
+    wait = children("wait", "p", "--timeout", "60s")
+    assert wait.returncode == 10, wait.stdout + wait.stderr
+    assert "needs_permission" in wait.stdout
+    assert not (proj / ".worktrees" / "p" / "made.txt").exists()
+    # close refuses: the turn would be lost
+    refused = children("close", "p")
+    assert refused.returncode == 1 and "needs_permission" in refused.stderr
+    assert children.tmux.has_session("t_child_p")
+    pid = children.tmux.pane("t_child_p").pid
+    os.kill(pid, signal.SIGKILL)
+    wait = children("wait", "p", "--timeout", "30s")
+    assert wait.returncode == 11, wait.stdout
+    mon = children("monitor", "--once")
+    assert mon.returncode == 0, mon.stderr
+    assert children.row("p")["status"] == "completed"
+    assert not children.tmux.has_session("t_child_p")
+
+
+def test_not_logged_in_is_a_clear_error(children, proj):
+    config = os.path.join(children.env["CLAUDE_CONFIG_DIR"], ".claude.json")
+    os.remove(config)  # never set up: the onboarding/login screens
+    # a hang would end at the CLI's timeout as a failure, not a pass
+    out = children("spawn", "nl", "--prompt", "hi", "--skip-permissions", timeout=90)
+    assert out.returncode == 1
+    assert "not logged in" in out.stderr
+    assert not children.tmux.has_session("t_child_nl")
+    assert children.row("nl")["status"] == "failed"
