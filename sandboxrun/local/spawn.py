@@ -285,7 +285,8 @@ def wait_ready(
         if time.monotonic() > deadline:
             raise SpawnError(
                 f"the child did not take its first prompt within {timeout:.0f}s "
-                f"(no UserPromptSubmit hook with it)",
+                f"(no UserPromptSubmit hook with it); its screen ends with:\n"
+                + "\n".join(text.strip().splitlines()[-12:]),
                 f"Look at it with `tmux {' '.join(tmux.socket_args())} attach -t {tmux_name}`.",
             )
         time.sleep(0.1)

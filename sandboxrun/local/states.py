@@ -147,6 +147,9 @@ def derive_state(
     hook) is ``idle``; a ``busy``/``starting`` child with no hook and an unchanged pane for
     ``stale_after`` seconds is ``stale``.
     """
+    young = facts.started_at is not None and facts.now - facts.started_at < grace
+    if not facts.pane_exists and facts.activity is None and young:
+        return State("starting", "the tmux session is being created")
     if not facts.pane_exists or facts.pane_dead:
         return State("exited", "the tmux pane is gone" if not facts.pane_exists else "pane dead")
     activity = facts.activity

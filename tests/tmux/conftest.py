@@ -82,6 +82,14 @@ class Children:
         self.tmux = tmux
         self.cli = CLI(proj)
 
+    def use_gateway(self, home: Path) -> None:
+        """Authenticate children with a gateway token (the CLI then acts on usage-limit
+        headers, see docs/testing.md) instead of the API key."""
+        keep = {k: self.env[k] for k in ("SANDBOXRUN_CLAUDE_BIN", "SANDBOXRUN_HOME", SOCKET_ENV)}
+        self.env.pop("ANTHROPIC_API_KEY")
+        self.env.update(logged_in_home(self.api.url, home, gateway=True))
+        self.env.update(keep)
+
     def __call__(self, *args: str, timeout: float = 120, **kw):
         return self.cli(*args, env=self.env, timeout=timeout, **kw)
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import pytest
+from sbr_testlib import retry_until
 
-from tests.fake_anthropic import text, tool
+from tests.fake_anthropic import rate_limited, text, tool
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -139,3 +141,67 @@ def test_not_logged_in_is_a_clear_error(children, proj):
     assert "not logged in" in out.stderr
     assert not children.tmux.has_session("t_child_nl")
     assert children.row("nl")["status"] == "failed"
+
+
+class LimitedUntil:
+    """Main requests get a usage-limit 429 until ``reset``, then the replies in order."""
+
+    def __init__(self, reset: int, *replies):
+        self.reset = reset
+        self.replies = list(replies)
+        self.limited = 0
+
+    def __call__(self, req):
+        if time.time() < self.reset:
+            self.limited += 1
+            return rate_limited(self.reset, times=1)
+        return self.replies.pop(0) if self.replies else text("done")
+
+
+def test_usage_limit_waits_for_the_reset_then_continues_across_a_monitor_restart(
+    children, proj, tmp_path
+):
+    import subprocess
+    import sys
+
+    children.use_gateway(tmp_path / "gw-home")
+    wt = proj / ".worktrees" / "q"
+    reset = int(time.time()) + 25
+    gate = LimitedUntil(
+        reset, tool("Write", file_path=str(wt / "after.txt"), content="later\n"), text("finished")
+    )
+    children.api.script(*[gate] * 10)
+    (proj / ".sandboxrun").mkdir()
+    (proj / ".sandboxrun" / "continue.txt").write_text("please continue where you stopped")
+
+    def monitor():
+        return subprocess.Popen(
+            [sys.executable, "-m", "sandboxrun", "monitor", "--interval", "0.5"],
+            cwd=proj,
+            env=children.cli.env(children.env),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+
+    mon = monitor()
+    try:
+        out = children("spawn", "q", "--prompt", "write after.txt", "--skip-permissions")
+        assert out.returncode == 0, out.stderr
+        retry_until(
+            lambda: any(e["state"] == "waiting_quota" for e in children.events("q", "state")),
+            timeout=60,
+        )
+        assert gate.limited >= 1
+        assert children.row("q")["resets_at"] == pytest.approx(reset, abs=1)
+        # the monitor dies and a new one takes over from the database and tmux
+        mon.kill()
+        mon.wait()
+        mon = monitor()
+        retry_until(lambda: (wt / "after.txt").exists(), timeout=90)
+        assert children("wait", "q", "--timeout", "60s").returncode == 0
+        cont = children.events("q", "quota_continue")
+        assert [c["outcome"] for c in cont] == ["delivered"]
+        assert children.prompts().count("please continue where you stopped") == 1
+    finally:
+        mon.kill()
+        mon.wait()

@@ -99,3 +99,9 @@ def test_prompt_hash_sees_through_claude_codes_paste_wrapper():
     wrapped = f'\n\n<pasted_content id="a48a">\n{text}\n</pasted_content id="a48a">\n'
     assert prompt_hash(wrapped) == prompt_hash(text)
     assert prompt_hash(wrapped) != prompt_hash(text + "x")
+
+
+def test_a_child_being_created_has_no_pane_yet():
+    new = {"started_at": T0, "pane_exists": False}
+    assert replay([{**new, "now": T0 + 1}], grace=10) == ["starting"]
+    assert replay([{**new, "now": T0 + 11}], grace=10) == ["exited"]
