@@ -61,7 +61,12 @@ def resets_at(payload: dict[str, Any], now: float | None = None) -> float | None
         return None
     from sandboxrun.agent import parse_limit_message  # stdlib-only; rare path
 
-    return parse_limit_message(text, now)
+    reset = parse_limit_message(text, now)
+    now = time.time() if now is None else now
+    if reset is not None and 0 <= now - (reset - 86400) < 60:
+        # "resets 7:27pm" said at 7:27:30: minute precision, not tomorrow.
+        reset -= 86400
+    return reset
 
 
 def home_dir(env: dict[str, str] | os._Environ[str]) -> Path:

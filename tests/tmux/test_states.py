@@ -105,3 +105,16 @@ def test_a_child_being_created_has_no_pane_yet():
     new = {"started_at": T0, "pane_exists": False}
     assert replay([{**new, "now": T0 + 1}], grace=10) == ["starting"]
     assert replay([{**new, "now": T0 + 11}], grace=10) == ["exited"]
+
+
+def test_a_reset_said_to_the_minute_within_that_minute_is_not_tomorrow():
+    from datetime import UTC, datetime
+
+    from sandboxrun.hook import resets_at
+
+    now = datetime(2026, 11, 30, 19, 27, 30, tzinfo=UTC).timestamp()
+    msg = {"last_assistant_message": "You've hit your 5-hour limit · resets 7:27pm (UTC)"}
+    assert resets_at(msg, now) == datetime(2026, 11, 30, 19, 27, tzinfo=UTC).timestamp()
+    later = {"last_assistant_message": "You've hit your 5-hour limit · resets 7:26pm (UTC)"}
+    # a minute and a half ago is not "now": that one is tomorrow's
+    assert resets_at(later, now) == datetime(2026, 12, 1, 19, 26, tzinfo=UTC).timestamp()
