@@ -33,7 +33,7 @@ from sandboxrun.errors import SandboxrunError
 SOCKET_ENV = "SANDBOXRUN_TMUX_SOCKET"
 #: variables never passed on to a child's pane
 _DROP_ENV = ("TMUX", "TMUX_PANE")
-_PANE_FORMAT = "#{pane_id}\t#{pane_pid}\t#{pane_dead}\t#{pane_dead_status}\t#{pane_title}"
+_PANE_FORMAT = "#{pane_id}\t#{pane_pid}\t#{pane_dead}\t#{pane_dead_status}\t#{pane_current_path}\t#{pane_title}"
 
 
 #: separates two tmux commands in one :meth:`Tmux.cmd` call
@@ -59,6 +59,7 @@ class PaneInfo:
     dead: bool
     dead_status: int | None
     title: str
+    path: str = ""
 
 
 class Tmux:
@@ -167,7 +168,7 @@ class Tmux:
         res = self.server.cmd("display-message", "-p", "-t", self._target(session), _PANE_FORMAT)
         if res.returncode != 0 or not res.stdout:
             return None
-        pane_id, pid, dead, status, title = (res.stdout[0].split("\t") + [""] * 5)[:5]
+        pane_id, pid, dead, status, path, title = (res.stdout[0].split("\t", 5) + [""] * 6)[:6]
         if not pane_id.startswith("%"):
             return None  # no server (tmux then prints the format unexpanded or empty)
         return PaneInfo(
@@ -176,6 +177,7 @@ class Tmux:
             dead=dead == "1",
             dead_status=int(status) if status.lstrip("-").isdigit() else None,
             title=title,
+            path=path,
         )
 
     def capture(self, session: str, *, history: int = 0) -> str:
@@ -206,6 +208,13 @@ class Tmux:
             self.cmd("paste-buffer", "-p", "-r", "-d", "-b", buffer, "-t", self._target(session))
         finally:
             os.unlink(path)
+
+    def session_env(self, session: str, name: str) -> str | None:
+        """A variable of the session's environment (what ``new_session`` gave with ``-e``)."""
+        res = self.server.cmd("show-environment", "-t", f"={session}", name)
+        if res.returncode != 0 or not res.stdout or "=" not in res.stdout[0]:
+            return None
+        return res.stdout[0].split("=", 1)[1]
 
     def attach_argv(self, session: str, *, inside_tmux: bool) -> list[str]:
         """The tmux command that shows ``session`` in this terminal."""

@@ -17,6 +17,7 @@ from sandboxrun import gitops
 from sandboxrun.cli.common import console, err_console, open_store, print_json, settings_for
 from sandboxrun.config import parse_duration
 from sandboxrun.errors import SandboxrunError, UsageError
+from sandboxrun.local import adopt as adopt_mod
 from sandboxrun.local import close as close_mod
 from sandboxrun.local import monitor as monitor_mod
 from sandboxrun.local import send as send_mod
@@ -267,6 +268,86 @@ def monitor_cmd(
     mon.run(parse_duration(interval))
 
 
+def discover_cmd(
+    repo: Path = REPO_OPTION,
+    json_out: bool = typer.Option(False, "--json", help="Print JSON (a list)."),
+) -> None:
+    """Children running in tmux ({prefix}_child_*) that the database does not know."""
+    root = _root(repo)
+    settings = settings_for(root)
+    found = adopt_mod.discover(open_store(settings), Tmux(), spawn_mod.prefix_for(root, settings))
+    if json_out:
+        print_json([o.to_dict() for o in found])
+        return
+    if not found:
+        console.print("no unknown children")
+    for o in found:
+        console.print(f"{o.name}: tmux {o.tmux_session}, pid {o.pid}, in {o.worktree}")
+    if found:
+        console.print("take them over: sandboxrun adopt --all")
+
+
+def adopt_cmd(
+    names: list[str] = typer.Argument(None, help="Children to adopt (by name)."),
+    all_: bool = typer.Option(False, "--all", help="Adopt every child `discover` finds."),
+    repo: Path = REPO_OPTION,
+    json_out: bool = typer.Option(False, "--json", help="Print the sessions as JSON."),
+) -> None:
+    """Take over children the database lost: their rows come back (same session id)."""
+    if bool(names) == all_:
+        raise UsageError("name the children to adopt, or pass --all (not both)")
+    root = _root(repo)
+    settings = settings_for(root)
+    store = open_store(settings)
+    tmux = Tmux()
+    found = adopt_mod.discover(store, tmux, spawn_mod.prefix_for(root, settings))
+    chosen = found if all_ else [o for o in found if o.name in names]
+    missing = set(names or ()) - {o.name for o in chosen}
+    if missing:
+        raise UsageError(
+            f"no unknown child named {', '.join(sorted(missing))}",
+            "See them with `sandboxrun discover`.",
+        )
+    sessions = [adopt_mod.adopt(store, tmux, o) for o in chosen]
+    if json_out:
+        print_json([s.to_dict() for s in sessions])
+        return
+    for s in sessions:
+        console.print(f"{s.name}: adopted (session {s.id}, {s.activity or 'state unknown'})")
+
+
+def shutdown_cmd(
+    all_: bool = typer.Option(False, "--all", help="Every repository's children, not just here."),
+    wait: str = typer.Option("60s", "--wait", help="How long busy children get to finish."),
+    force: bool = typer.Option(False, "--force", help="Then end children still busy."),
+    repo: Path = REPO_OPTION,
+) -> None:
+    """Close every child gracefully (/exit, then end its tmux session); worktrees kept."""
+    root = None if all_ else _root(repo)
+    settings = settings_for(root or Path("."))
+    store = open_store(settings)
+    tmux = Tmux()
+    live = [
+        s for s in monitor_mod.children(store, str(root) if root else None) if not s.is_terminal
+    ]
+    deadline = time.monotonic() + parse_duration(wait)
+    while time.monotonic() < deadline:
+        states = [state_of(tmux, store.get(s.id)).name for s in live]
+        if not any(st in ("busy", "starting") for st in states):
+            break
+        time.sleep(0.5)
+    failed = False
+    for s in live:
+        try:
+            close_mod.close(store, tmux, store.get(s.id), force=force)
+            console.print(f"{s.name}: closed")
+        except SandboxrunError as exc:
+            failed = True
+            err_console.print(f"{s.name}: not closed: {exc.message}")
+    if failed:
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     """Add the local-children commands to the CLI."""
     for name, fn in (
@@ -277,5 +358,8 @@ def register(app: typer.Typer) -> None:
         ("open", open_cmd),
         ("close", close_cmd),
         ("monitor", monitor_cmd),
+        ("discover", discover_cmd),
+        ("adopt", adopt_cmd),
+        ("shutdown", shutdown_cmd),
     ):
         app.command(name)(fn)

@@ -206,3 +206,40 @@ def test_usage_limit_waits_for_the_reset_then_continues_across_a_monitor_restart
     finally:
         mon.kill()
         mon.wait()
+
+
+def test_rows_lost_then_adopted_then_shutdown(children, proj):
+    children.api.script(text("a ready"), text("b ready"), text("got it"))
+    for name in ("a", "b"):
+        assert (
+            children("spawn", name, "--prompt", f"hello {name}", "--skip-permissions").returncode
+            == 0
+        )
+    assert children("wait", "a", "b", "--all", "--timeout", "60s").returncode == 0
+    ids = {n: children.row(n)["id"] for n in ("a", "b")}
+    import sqlite3
+
+    conn = sqlite3.connect(os.path.join(os.environ["SANDBOXRUN_HOME"], "state.db"))
+    conn.execute("DELETE FROM events")
+    conn.execute("DELETE FROM sessions")
+    conn.commit()
+    conn.close()
+
+    found = children("discover", "--json")
+    assert found.returncode == 0, found.stderr
+    assert '"name": "a"' in found.stdout and '"name": "b"' in found.stdout
+    adopted = children("adopt", "--all")
+    assert adopted.returncode == 0, adopted.stderr
+    assert {n: children.row(n)["id"] for n in ("a", "b")} == ids  # the same sessions again
+    assert children("discover", "--json").stdout.strip() == "[]"
+    # the adopted child works as before: its hooks land in the restored row
+    sent = children("send", "a", "are you there?")
+    assert "delivered" in sent.stdout, sent.stdout + sent.stderr
+    assert children("wait", "a", "--timeout", "60s").returncode == 0
+
+    down = children("shutdown")
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert children.tmux.sessions("t_child_") == []
+    for name in ("a", "b"):
+        assert children.row(name)["status"] == "completed"
+        assert (proj / ".worktrees" / name).is_dir()

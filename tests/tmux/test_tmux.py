@@ -42,8 +42,11 @@ def test_env_is_given_and_tmux_variables_are_not(tmux_server, tmp_path):
     assert sbr_x == "ünïcode value"
     assert pane_var != "%99"  # tmux sets the child's own TMUX_PANE; the caller's is not passed
     # remain-on-exit: the ended pane is still there to read, marked dead with its status
+    # (its exit status too, when tmux caught it: not for a program that ends at once)
     info = retry_until(lambda: (p := tmux_server.pane("envtest")) and p.dead and p)
-    assert info.dead_status == 0
+    assert info.dead_status in (0, None)
+    assert tmux_server.session_env("envtest", "SBR_X") == "ünïcode value"
+    assert tmux_server.session_env("envtest", "NOPE") is None
 
 
 def test_paste_is_bracketed_and_exact(tmux_server, tmp_path):
