@@ -205,12 +205,18 @@ def close_cmd(
     force: bool = typer.Option(
         False, "--force", help="Close even when busy or not answering (/exit, then kill)."
     ),
+    remove_worktree: bool = typer.Option(
+        False,
+        "--remove-worktree",
+        help="Also remove the worktree (refused when it has uncommitted changes; branch kept).",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print results as JSON."),
 ) -> None:
     """Ask children's Claude to exit, then end their tmux sessions; worktrees and branches stay.
 
-    A busy child is refused without --force (its turn would be lost). Remove a worktree
-    afterwards with `sandboxrun worktree teardown ROLE` (which refuses uncommitted work).
+    A busy child (or one waiting for a permission answer) is refused without --force: its
+    turn would be lost. --remove-worktree removes the worktree too, refused when it has
+    uncommitted changes; the branch (every commit) always stays.
     """
     settings = settings_for(Path("."))
     store = open_store(settings)
@@ -218,7 +224,15 @@ def close_cmd(
     results, failed = [], False
     for name in names:
         try:
-            results.append(close_mod.close(store, tmux, _child(store, name), force=force))
+            results.append(
+                close_mod.close(
+                    store,
+                    tmux,
+                    _child(store, name),
+                    force=force,
+                    remove_worktree=settings_for(_root(Path("."))) if remove_worktree else None,
+                )
+            )
         except SandboxrunError as exc:
             failed = True
             results.append({"name": name, "closed": False, "error": exc.message, "hint": exc.hint})

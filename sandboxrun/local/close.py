@@ -4,18 +4,21 @@ Claude is asked to exit (``/exit``) and given time to run its SessionEnd hook; o
 when it does not answer and ``force`` was given, is the tmux session ended. A busy child (or one
 waiting for a permission answer) is refused without ``force``: its turn would be lost. Presence
 is deregistered and SESSION_END recorded here when the hook could not do it (a killed child).
-Removing the worktree is a separate, explicit step (``sandboxrun worktree teardown``), which
-refuses uncommitted work.
+Removing the worktree too is explicit (``--remove-worktree``) and refused when it has
+uncommitted changes; the branch always stays.
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
+from sandboxrun import gitops
+from sandboxrun.config import Settings
 from sandboxrun.errors import SandboxrunError
 from sandboxrun.local.observe import state_of
-from sandboxrun.local.worktrees import record_end
+from sandboxrun.local.worktrees import record_end, teardown
 from sandboxrun.store import Session, SessionStore, Status
 from sandboxrun.tmux import Tmux
 
@@ -25,10 +28,35 @@ class CloseRefusedError(SandboxrunError):
 
 
 def close(
-    store: SessionStore, tmux: Tmux, session: Session, *, force: bool = False, wait: float = 20.0
+    store: SessionStore,
+    tmux: Tmux,
+    session: Session,
+    *,
+    force: bool = False,
+    wait: float = 20.0,
+    remove_worktree: Settings | None = None,
 ) -> dict[str, Any]:
-    """Close one child; returns what was done. Raises CloseRefusedError when it would lose work."""
+    """Close one child; returns what was done. Raises CloseRefusedError when it would lose work.
+
+    ``remove_worktree`` (the settings to do it with) also removes the child's worktree, but
+    only when it has no uncommitted changes (checked before anything is closed); its branch,
+    and so every commit, stays.
+    """
     name = session.tmux_session or ""
+    removable = remove_worktree is not None and session.role and session.worktree
+    if remove_worktree is not None and not removable:
+        raise CloseRefusedError(
+            f"{session.name} has no worktree of its own to remove (--no-worktree?)"
+        )
+    if (
+        removable
+        and Path(session.worktree or "").is_dir()
+        and not gitops.is_clean(Path(session.worktree or ""))
+    ):
+        raise CloseRefusedError(
+            f"{session.name}'s worktree {session.worktree} has uncommitted changes",
+            "Commit them (or close without --remove-worktree: the worktree stays as it is).",
+        )
     state = state_of(tmux, session)
     how = "already exited"
     if state.name != "exited":
@@ -66,4 +94,14 @@ def close(
     if current.activity != "exited" and current.role and current.repo:
         # The SessionEnd hook did not run (killed): do its bookkeeping here.
         record_end(store.conn, current.repo, current.role, current.worktree or "", reason="close")
-    return {"name": session.name, "closed": True, "how": how, "worktree": session.worktree}
+    removed = False
+    if removable and remove_worktree is not None and current.repo and current.role:
+        teardown(Path(current.repo), current.role, remove_worktree)
+        removed = True
+    return {
+        "name": session.name,
+        "closed": True,
+        "how": how,
+        "worktree": session.worktree,
+        "worktree_removed": removed,
+    }

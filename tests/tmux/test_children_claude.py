@@ -48,11 +48,17 @@ def test_spawn_writes_a_file_then_idle_then_send_a_second_task(children, proj):
     assert "now write two.txt" in read.stdout and "wrote two" in read.stdout
     assert '"name": "Write"' in read.stdout
 
+    # the agent's files are uncommitted: removing the worktree is refused, nothing is closed
+    refused = children("close", "api", "--remove-worktree")
+    assert refused.returncode == 1
+    assert "uncommitted changes" in refused.stderr
+    assert children.tmux.has_session("t_child_api")
     closed = children("close", "api")
     assert closed.returncode == 0, closed.stderr
     assert not children.tmux.has_session("t_child_api")
-    assert wt.is_dir()  # the worktree stays
+    assert (wt / "two.txt").read_text() == "two\n"  # the worktree stays, work and all
     assert children.row("api")["status"] == "completed"
+    assert children.row("api")["activity"] == "exited"
 
 
 def test_four_children_at_once_get_their_prompts_intact(children, proj):
