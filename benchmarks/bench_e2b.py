@@ -50,8 +50,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from sandboxrun.config import Settings  # noqa: E402
+from sandboxrun.sandbox.backends.base import Launch  # noqa: E402
 from sandboxrun.sandbox.backends.e2b import E2BBackend, E2BSandbox  # noqa: E402
-from sandboxrun.sandbox.collect import LEFTOVER_MESSAGE, collect_patches  # noqa: E402
+from sandboxrun.sandbox.collect import collect_patches  # noqa: E402
 from sandboxrun.sandbox.provision import BASELINE_SCRIPT  # noqa: E402
 from sandboxrun.sync.pack import pack_worktree  # noqa: E402
 from sandboxrun.sync.patches import apply_changes  # noqa: E402
@@ -240,14 +241,16 @@ def run_pipeline(
             sb.write_file(f"{CTL}/prompt.txt", b"do the thing\n")
             assert sb.exec(["sh", "-c", 'command -v "$1"', "sh", "sh"]).ok
             sb.start_detached(
-                ["sh", "-c", AGENT],
-                cwd=sb.repo_dir,
-                env={},
-                stdin_path=f"{CTL}/prompt.txt",
-                log_path=f"{CTL}/agent.log",
-                stderr_path=f"{CTL}/agent.stderr",
-                exit_path=f"{CTL}/agent.exit",
-                pid_path=f"{CTL}/agent.pid",
+                Launch(
+                    ("sh", "-c", AGENT),
+                    cwd=sb.repo_dir,
+                    env={},
+                    stdin_path=f"{CTL}/prompt.txt",
+                    log_path=f"{CTL}/agent.log",
+                    stderr_path=f"{CTL}/agent.stderr",
+                    exit_path=f"{CTL}/agent.exit",
+                    pid_path=f"{CTL}/agent.pid",
+                )
             )
             sb.set_timeout(600)
 
@@ -274,9 +277,7 @@ def run_pipeline(
         timed("teardown", sb.destroy)
     applied = timed(
         "apply",
-        lambda: apply_changes(
-            worktree, patches.commits, patches.leftover, leftover_message=LEFTOVER_MESSAGE
-        ),
+        lambda: apply_changes(worktree, patches.commits, patches.leftover),
     )
     assert len(applied.commits) == 2 and len(applied.files_changed) > 2, applied
     for suffix in ("", ".client", ".sandbox"):

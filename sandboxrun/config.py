@@ -14,13 +14,21 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from sandboxrun.errors import ConfigError, UsageError
+from sandboxrun.errors import ConfigError, SandboxrunError, UsageError
 
 DEFAULT_HOME = Path.home() / ".local" / "share" / "sandboxrun"
 DEFAULT_TEMPLATE = "sandboxrun-claude"
 #: the Claude Code release sandboxrun installs (template build, --install-claude). Newer ones
 #: need Node >= 22; this one runs on Node 20 too.
 CLAUDE_CODE_VERSION = "2.1.330"
+#: what to do when Claude Code is missing on this machine (the local backend, run pre-checks)
+INSTALL_CLAUDE_HINT = (
+    "Install it with `scripts/install.sh --with-claude` or `npm install -g "
+    "@anthropic-ai/claude-code`, or set SANDBOXRUN_CLAUDE_BIN to the claude executable."
+)
+
+#: how a run's upload may be compressed (``pack`` also writes "none")
+UPLOAD_COMPRESSIONS = ("gzip", "zstd")
 
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([hms]?)")
 _UNIT = {"h": 3600, "m": 60, "s": 1, "": 1}
@@ -116,8 +124,19 @@ class Settings:
         return self.artifacts_dir / session_id
 
     def with_overrides(self, **kwargs: Any) -> Settings:
-        """Return a copy with every non-None keyword applied (flags win)."""
-        return replace(self, **{k: v for k, v in kwargs.items() if v is not None})
+        """Return a copy with every non-None keyword applied (flags win).
+
+        Values are checked and converted as those of the config file are (``"20m"`` or
+        ``1200`` for a duration); a bad one raises :class:`UsageError` naming the flag.
+        """
+        values = {}
+        for key, value in kwargs.items():
+            if value is None:
+                continue
+            if key not in _FILE_KEYS:
+                raise TypeError(f"unknown setting {key!r}")
+            values[key] = _coerce(key, value, f"--{key.replace('_', '-')}", error=UsageError)
+        return replace(self, **values)
 
 
 _FILE_KEYS = {f.name for f in fields(Settings)} - {"home", "extra"}
@@ -132,7 +151,8 @@ def _read_repo_file(repo: Path | None) -> dict[str, Any]:
             return tomllib.loads(own.read_text())
         pyproject = repo / "pyproject.toml"
         if pyproject.is_file():
-            return tomllib.loads(pyproject.read_text()).get("tool", {}).get("sandboxrun", {})
+            section = tomllib.loads(pyproject.read_text()).get("tool", {}).get("sandboxrun", {})
+            return dict(section)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(
             f"cannot parse the sandboxrun config in {repo}: {exc}",
@@ -141,21 +161,33 @@ def _read_repo_file(repo: Path | None) -> dict[str, Any]:
     return {}
 
 
-def _coerce(key: str, value: Any, source: str) -> Any:
+def _coerce(
+    key: str, value: Any, source: str, *, error: type[SandboxrunError] = ConfigError
+) -> Any:
+    """``value`` of setting ``key`` checked and converted; ``error`` names ``source`` if bad.
+
+    The one check of every setting, whether it comes from a file, the environment or a flag.
+    """
     try:
         if key in ("timeout", "grace", "poll_interval", "quota_stall", "stale_after"):
             return parse_duration(value)
         if key in _LOCAL_KEYS:
             return _coerce_local(key, value)
         if key == "warn_at":
-            if isinstance(value, list):
+            if isinstance(value, list | tuple):
                 return tuple(sorted(parse_duration(v) for v in value))
             return tuple(parse_durations(str(value)))
         if key == "max_turns":
-            return int(value)
+            turns = int(value)
+            if turns < 1:
+                raise ValueError("Give a number of turns of at least 1.")
+            return turns
+        if key == "compression" and value not in UPLOAD_COMPRESSIONS:
+            raise ValueError(f"Use {' or '.join(UPLOAD_COMPRESSIONS)}.")
         return str(value)
     except (UsageError, ValueError) as exc:
-        raise ConfigError(f"invalid value for {key!r} in {source}: {value!r}", str(exc)) from exc
+        hint = exc.hint if isinstance(exc, UsageError) else str(exc)
+        raise error(f"invalid value for {key!r} in {source}: {value!r}", hint) from exc
 
 
 _LOCAL_KEYS = {"roles", "identities", "post_create", "copy_files"}
@@ -175,9 +207,11 @@ def _coerce_local(key: str, value: Any) -> Any:
         import shlex
 
         return (
-            tuple(str(v) for v in value) if isinstance(value, list) else tuple(shlex.split(value))
+            tuple(str(v) for v in value)
+            if isinstance(value, list | tuple)
+            else tuple(shlex.split(value))
         )
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return tuple(str(v) for v in value)
     return tuple(p for p in re.split(r"[,\s]+", str(value)) if p)
 

@@ -1,7 +1,8 @@
 """One error hierarchy for sandboxrun.
 
 Every error carries a message (what happened) and an optional hint (what to do next).
-Adapters (CLI, MCP, HTTP) translate these at the edge; core code only raises them.
+Only the CLI's entry point turns them into ``Error:``/``Hint:`` lines; core code only raises
+them.
 """
 
 from __future__ import annotations

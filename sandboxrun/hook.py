@@ -21,7 +21,7 @@ presence, records SESSION_START and shows the role's pending messages to the age
 deregisters presence and records SESSION_END.
 
 It never breaks the agent: any failure (a payload that is not JSON, a database locked for longer
-than ``SANDBOXRUN_HOOK_LOCK_TIMEOUT`` seconds, default 3) costs one line in
+than ``SANDBOXRUN_HOOK_LOCK_TIMEOUT`` seconds, default 5) costs one line in
 ``$SANDBOXRUN_HOME/logs/hook.log`` and the hook exits 0. A database that does not exist yet or
 lacks this version's tables is created/migrated once through :mod:`sandboxrun.store` (the only
 time the hook imports sqlite-utils), so the schema has one definition.
@@ -45,8 +45,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-DEFAULT_LOCK_TIMEOUT = 3.0
-_ROW = "id, repo, role, worktree, status"
+DEFAULT_LOCK_TIMEOUT = 5.0
+_ROW = "id, repo, role, worktree, status, mode"
 
 
 def resets_at(payload: dict[str, Any], now: float | None = None) -> float | None:
@@ -120,33 +120,51 @@ class Hook:
         self.settings: Any = None
         self.role_ok = True
 
-    # -- which session --------------------------------------------------------------------
+    # -- before the write lock: everything slow (imports, files, config) ------------------
 
-    def bind(self) -> dict[str, Any] | None:
-        """The session row this call belongs to (created for a new local session)."""
-        explicit = self.env.get("SANDBOXRUN_SESSION")
-        if explicit:
-            row = self._one(f"SELECT {_ROW} FROM sessions WHERE id = ?", (explicit,))
-            if row:
-                return row
-            self.notes.append(f"SANDBOXRUN_SESSION={explicit} names no sandboxrun session.")
-        if self.event != "SessionStart" and self.claude_id:
+    def prepare(self) -> None:
+        """Work out who this is without holding the database's write lock.
+
+        Under load (twenty agents, two cores) importing the config code and reading files
+        inside ``BEGIN IMMEDIATE`` made other hooks wait past their bound; only SQL runs
+        under the lock.
+        """
+        self.activity = activity_for(self.event, self.payload)
+        self.resets = (
+            resets_at(self.payload, self.now) if self.activity == "usage_limited" else None
+        )
+        self.explicit = self.env.get("SANDBOXRUN_SESSION") or None
+        self.known: str | None = None  # a session already bound to this Claude session
+        if not self.explicit and self.event != "SessionStart" and self.claude_id:
             row = self._one(
-                f"SELECT {_ROW} FROM sessions WHERE agent_session_id = ? AND mode = 'local' "
+                "SELECT id FROM sessions WHERE agent_session_id = ? AND mode = 'local' "
                 "ORDER BY created_at DESC LIMIT 1",
                 (self.claude_id,),
             )
-            if row:
-                return row
-        return self._resolve()
+            self.known = row["id"] if row else None
+        self.target: tuple[str, str, str | None] | None = None  # (repo, worktree, role)
+        if self.known is None and (self.event == "SessionStart" or not self.explicit):
+            self._identify()
+        if self.event == "SessionStart":
+            from sandboxrun.coord import messages, presence  # noqa: F401  (imported now)
+            from sandboxrun.local.identity import find_checkout
 
-    def _one(self, sql: str, args: tuple[Any, ...]) -> dict[str, Any] | None:
-        cur = self.conn.execute(sql, args)
-        row = cur.fetchone()
-        return None if row is None else dict(zip([d[0] for d in cur.description], row, strict=True))
+            if self.checkout is None:
+                self.checkout = find_checkout(self.cwd)
+            if self.settings is None:
+                self._load_settings(self.checkout.main if self.checkout else None)
 
-    def _resolve(self) -> dict[str, Any] | None:
+    def _load_settings(self, repo: Path | None) -> None:
         from sandboxrun.config import load_settings
+
+        try:
+            self.settings = load_settings(repo, env=dict(self.env))
+        except Exception as exc:  # a broken config must not stop the session
+            self.notes.append(f"sandboxrun config problem: {getattr(exc, 'message', exc)}")
+            self.settings = load_settings(None, env=dict(self.env))
+
+    def _identify(self) -> None:
+        """The role and worktree of this session (``self.target``), with identity notes."""
         from sandboxrun.errors import SandboxrunError
         from sandboxrun.local.identity import (
             check_allowed,
@@ -156,11 +174,7 @@ class Hook:
         )
 
         self.checkout = checkout = find_checkout(self.cwd)
-        try:
-            self.settings = load_settings(checkout.main if checkout else None, env=dict(self.env))
-        except SandboxrunError as exc:
-            self.notes.append(f"sandboxrun config problem: {exc.message}")
-            self.settings = load_settings(None, env=dict(self.env))
+        self._load_settings(checkout.main if checkout else None)
         identity = resolve_identity(self.env, checkout, self.settings.identities)
         role = identity.role
         if role is not None:
@@ -182,9 +196,27 @@ class Hook:
                     "in .sandboxrun.toml."
                 )
         if checkout is None and role is None:
-            return None  # not in a git checkout and no identity: nothing to bind to
+            return  # not in a git checkout and no identity: nothing to bind to
         repo = str(checkout.main) if checkout else self.cwd
-        worktree = str(checkout.top) if checkout else self.cwd
+        self.target = (repo, str(checkout.top) if checkout else self.cwd, role)
+
+    # -- under the write lock: which session ----------------------------------------------
+
+    def bind(self) -> dict[str, Any] | None:
+        """The session row this call belongs to (created for a new local session)."""
+        for sid in (self.explicit, self.known):
+            if sid:
+                row = self._one(f"SELECT {_ROW} FROM sessions WHERE id = ?", (sid,))
+                if row:
+                    return row
+                if sid == self.explicit:
+                    self.notes.append(f"SANDBOXRUN_SESSION={sid} names no sandboxrun session.")
+        if self.target is None:
+            if self.explicit and self.known is None and self.event != "SessionStart":
+                self._identify()  # SANDBOXRUN_SESSION named nothing: fall back (rare)
+            if self.target is None:
+                return None
+        repo, worktree, role = self.target
         if role is not None:
             row = self._one(
                 f"SELECT {_ROW} FROM sessions WHERE mode = 'local' AND repo = ? AND role = ? "
@@ -198,13 +230,18 @@ class Hook:
                 (worktree,),
             )
         if row is None:
-            row = self._create(repo, worktree, role)
-        elif row["worktree"] != worktree:
+            return self._create(repo, worktree, role)
+        if row["worktree"] != worktree:
             self.conn.execute(
                 "UPDATE sessions SET worktree = ? WHERE id = ?", (worktree, row["id"])
             )
             row["worktree"] = worktree
         return row
+
+    def _one(self, sql: str, args: tuple[Any, ...]) -> dict[str, Any] | None:
+        cur = self.conn.execute(sql, args)
+        row = cur.fetchone()
+        return None if row is None else dict(zip([d[0] for d in cur.description], row, strict=True))
 
     def _create(self, repo: str, worktree: str, role: str | None) -> dict[str, Any]:
         base = f"{role or Path(worktree).name}@{Path(repo).name}"
@@ -221,7 +258,14 @@ class Hook:
             (sid, name, repo, worktree, branch, role, self.now, self.now),
         )
         self._event(sid, "status", {"status": "running", "previous": None})
-        return {"id": sid, "repo": repo, "role": role, "worktree": worktree, "status": "running"}
+        return {
+            "id": sid,
+            "repo": repo,
+            "role": role,
+            "worktree": worktree,
+            "status": "running",
+            "mode": "local",
+        }
 
     # -- what happened --------------------------------------------------------------------
 
@@ -233,6 +277,7 @@ class Hook:
 
     def record(self) -> dict[str, Any] | None:
         """Everything this event means, in one transaction; the hook's stdout reply, if any."""
+        self.prepare()
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             reply = self._record()
@@ -255,22 +300,21 @@ class Hook:
         if isinstance(self.payload.get("transcript_path"), str):
             sets.append("transcript_path = ?")
             args.append(self.payload["transcript_path"])
-        activity = activity_for(self.event, self.payload)
+        activity = self.activity
         if row["status"] == "completed" and self.event != "SessionStart" and activity:
             # A late event of an ended session (a StopFailure hook runs detached and can land
             # after SessionEnd): keep "exited", but still record when a usage limit resets.
-            if activity == "usage_limited":
-                sets.append("resets_at = ?")
-                args.append(resets_at(self.payload, self.now))
             activity = None
         if activity:
             sets += ["activity = ?", "activity_at = ?"]
             args += [activity, self.now]
-            if activity == "usage_limited":
-                sets.append("resets_at = ?")
-                args.append(resets_at(self.payload, self.now))
+        if self.activity == "usage_limited":
+            sets.append("resets_at = ?")
+            args.append(self.resets)
         status = None
-        if self.event == "SessionStart":
+        if row["mode"] != "local":
+            pass  # a sandbox run's status belongs to its driver, never to a hook
+        elif self.event == "SessionStart":
             status = "running"
             sets += ["ended_at = NULL"]
         elif self.event == "SessionEnd":
@@ -313,18 +357,8 @@ class Hook:
 
     def _session_start(self, sid: str, repo: str, role: str | None) -> dict[str, Any] | None:
         from sandboxrun.coord import messages, presence
-        from sandboxrun.local.identity import find_checkout, placement_warning
+        from sandboxrun.local.identity import placement_warning
 
-        if self.checkout is None:
-            self.checkout = find_checkout(self.cwd)
-        if self.settings is None:
-            from sandboxrun.config import load_settings
-
-            try:
-                self.settings = load_settings(Path(repo), env=dict(self.env))
-            except Exception as exc:  # a broken config must not stop the session
-                self.notes.append(f"sandboxrun config problem: {exc}")
-                self.settings = load_settings(None, env=dict(self.env))
         warning = self.role_ok and placement_warning(
             role, self.checkout, self.settings.pm_role, self.settings.worktree_dir
         )

@@ -1,4 +1,4 @@
-"""The one place that runs external programs (git, tar, zstd, claude, tmux).
+"""The one place that runs external programs (git, zstd, the agent, our own driver).
 
 Always argv lists, never shell strings built from user input. Three ways to run one:
 :func:`run` (to completion, output captured; :func:`run_bytes` and :func:`run_raw` for bytes),

@@ -8,6 +8,7 @@ processes opening a fresh database never race.
 
 from __future__ import annotations
 
+import builtins
 import fcntl
 import json
 import os
@@ -24,7 +25,12 @@ from typing import Any
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
-from sandboxrun.errors import AmbiguousSessionError, NameInUseError, SessionNotFoundError
+from sandboxrun.errors import (
+    AmbiguousSessionError,
+    NameInUseError,
+    SandboxrunError,
+    SessionNotFoundError,
+)
 
 migrations = Migrations("sandboxrun")
 
@@ -132,7 +138,14 @@ def m001_sessions_and_events(db: sqlite_utils.Database) -> None:
 
 
 @migrations()
-def m002_local_mode_presence_messages(db: sqlite_utils.Database) -> None:
+def m002_sessions_isolated(db: sqlite_utils.Database) -> None:
+    # Whether the agent was confined (E2B, or local under bubblewrap): 1, 0, or NULL for
+    # sessions recorded before this column existed (and local-mode sessions: no sandbox).
+    db.execute("ALTER TABLE sessions ADD COLUMN isolated INTEGER")
+
+
+@migrations()
+def m003_local_mode_presence_messages(db: sqlite_utils.Database) -> None:
     """Local mode: what hooks learn about a session, presence per role, and messages.
 
     Written by ``sandboxrun/hook.py`` with plain ``sqlite3`` (the hot path) and read through
@@ -235,7 +248,10 @@ class Session:
     discard: int = 0
     #: keep, allow_sensitive, dry_run, compression, ... (NULL in the row reads as {})
     options: dict[str, Any] = field(default_factory=dict)
-    # -- local mode (m002; maintained by sandboxrun/hook.py) --
+    #: whether the agent was confined (E2B, or local under bubblewrap); None for sessions
+    #: recorded before the column existed, and local-mode sessions
+    isolated: bool | None = None
+    # -- local mode (m003; maintained by sandboxrun/hook.py) --
     role: str | None = None
     #: busy | idle | needs_permission | usage_limited | error | exited
     activity: str | None = None
@@ -256,7 +272,16 @@ class Session:
             if data.get(key):
                 data[key] = json.loads(data[key])
         data["options"] = data.get("options") or {}
-        data["status"] = Status(data["status"])
+        try:
+            data["status"] = Status(data["status"])
+        except ValueError:
+            raise SandboxrunError(
+                f"session {data.get('name')!r} has status {data['status']!r}, which this "
+                "version of sandboxrun does not know",
+                "A newer sandboxrun wrote it: upgrade (scripts/install.sh) to work with it.",
+            ) from None
+        if data.get("isolated") is not None:
+            data["isolated"] = bool(data["isolated"])
         return cls(**data)
 
     @property
@@ -460,7 +485,7 @@ class SessionStore:
         with self.transaction() as conn:
             return self._add_event(conn, session_id, kind, payload)
 
-    def add_events(self, session_id: str, items: list[tuple[str, Any]]) -> None:
+    def add_events(self, session_id: str, items: builtins.list[tuple[str, Any]]) -> None:
         """Append several events in one transaction (cheap for bursts of log lines)."""
         if not items:
             return
@@ -475,7 +500,7 @@ class SessionStore:
         after_id: int = 0,
         kinds: tuple[str, ...] | None = None,
         limit: int | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> builtins.list[dict[str, Any]]:
         """Events of a session with id > ``after_id``, oldest first."""
         sql = "SELECT id, ts, kind, payload FROM events WHERE session_id = ? AND id > ?"
         args: list[Any] = [session_id, after_id]

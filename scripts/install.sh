@@ -27,6 +27,7 @@ for tool in git tar; do
   command -v "$tool" >/dev/null || { echo "sandboxrun needs $tool on PATH; install it first." >&2; exit 1; }
 done
 command -v zstd >/dev/null || echo "note: zstd not found; --compression zstd will be unavailable (gzip works)."
+"$here/scripts/install_bwrap.sh" || echo "note: without bubblewrap, --backend local refuses to run (unless --no-isolation)."
 
 if [ ! -x .venv/bin/python ]; then
   echo "Creating virtualenv in .venv ..."

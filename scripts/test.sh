@@ -27,6 +27,8 @@ if [ -x scripts/install_claude.sh ]; then
   fi
 fi
 
+scripts/install_bwrap.sh || true  # the local backend's tests run agents under real bubblewrap
 .venv/bin/ruff check sandboxrun tests benchmarks
 .venv/bin/ruff format --check --quiet sandboxrun tests benchmarks
+.venv/bin/python -m mypy
 exec .venv/bin/python -m pytest "$@"

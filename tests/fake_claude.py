@@ -18,6 +18,8 @@ reaches the agent on every backend:
     @fail CODE                 exit with CODE without a result event
     @error TEXT...             end with an error result (is_error true)
     @bash CMD...               run a shell command
+    @daemon CMD...             start a shell command in a new session (setsid) and do not wait:
+                               the hostile agent's way to leave something running behind it
     @ratelimit EPOCH           emit a rejected rate_limit_event, then hang (like the real CLI)
     @slowstop SECONDS          from now on, take SECONDS to shut down after SIGINT/SIGTERM
 
@@ -210,6 +212,15 @@ def main():
                 out.stdout + out.stderr,
                 is_error=out.returncode != 0,
             )
+        elif verb == "daemon":
+            proc = subprocess.Popen(
+                ["sh", "-c", " ".join(parts)],
+                start_new_session=True,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            tool("Bash", {"command": f"setsid {' '.join(parts)} &"}, f"started pid {proc.pid}")
         elif verb == "slowstop":
             SLOW_STOP["seconds"] = float(parts[0])
         elif verb == "ratelimit":

@@ -63,3 +63,28 @@ def test_bad_config_names_the_problem(tmp_path):
     (tmp_path / ".sandboxrun.toml").write_text("timeout = 'forever'\n")
     with pytest.raises(ConfigError, match="invalid value for 'timeout'"):
         load_settings(tmp_path, env={})
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("compression", "bz2"), ("compression", "none"), ("max_turns", "0"), ("grace", "soon")],
+)
+def test_every_source_of_a_setting_is_checked_the_same_way(tmp_path, key, value):
+    """A bad value is a config error in the file or env, a usage error as a flag."""
+    (tmp_path / ".sandboxrun.toml").write_text(f"{key} = {value!r}\n")
+    with pytest.raises(ConfigError, match=f"invalid value for '{key}' in the repo config"):
+        load_settings(tmp_path, env={})
+    env = {f"SANDBOXRUN_{key.upper()}": value}
+    with pytest.raises(ConfigError, match=f"invalid value for '{key}' in SANDBOXRUN_"):
+        load_settings(None, env=env)
+    flag = key.replace("_", "-")
+    with pytest.raises(UsageError, match=f"invalid value for '{key}' in --{flag}") as info:
+        load_settings(None, env={}).with_overrides(**{key: value})
+    assert info.value.hint
+
+
+def test_flags_are_converted_like_the_file(tmp_path):
+    s = load_settings(None, env={}).with_overrides(
+        timeout="20m", warn_at=("5m", 60), compression="zstd", max_turns="3"
+    )
+    assert (s.timeout, s.warn_at, s.compression, s.max_turns) == (1200, (60, 300), "zstd", 3)

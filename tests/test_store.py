@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import subprocess
 import sys
@@ -10,10 +11,19 @@ from pathlib import Path
 
 import pytest
 
+from sandboxrun import store as store_module
 from sandboxrun.config import Settings
-from sandboxrun.errors import AmbiguousSessionError, NameInUseError, SessionNotFoundError
+from sandboxrun.errors import (
+    AmbiguousSessionError,
+    NameInUseError,
+    SandboxrunError,
+    SessionNotFoundError,
+)
 from sandboxrun.sandbox.sessions import cleanup
-from sandboxrun.store import ACTIVE, SUCCESS, TERMINAL, Session, SessionStore, Status, migrations
+from sandboxrun.store import ACTIVE, SUCCESS, TERMINAL, Session, SessionStore, Status
+
+#: the migrations store.py defines (functions named m001_..., m002_...), in order
+MIGRATIONS = sorted(n for n in vars(store_module) if re.fullmatch(r"m\d{3}_\w+", n))
 
 
 def make(store: SessionStore, name: str, **kw):
@@ -25,11 +35,12 @@ def test_fresh_database_is_migrated_and_in_wal_mode(tmp_path):
     mode = store.conn.execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == "wal"
     applied = store.conn.execute("SELECT name FROM _sqlite_migrations").fetchall()
-    names = [m.name for m in migrations._migrations]
-    assert [r[0] for r in applied] == names and names[0] == "m001_sessions_and_events"
+    assert [r[0] for r in applied] == MIGRATIONS
+    assert MIGRATIONS[0] == "m001_sessions_and_events"
     # Opening again applies nothing twice.
     SessionStore(tmp_path / "state.db")
-    assert store.conn.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0] == len(names)
+    count = store.conn.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0]
+    assert count == len(MIGRATIONS)
 
 
 def test_create_resolve_by_id_prefix_and_name(tmp_path):
@@ -112,6 +123,18 @@ def test_status_sets_partition_the_statuses():
     assert Status.RUNNING == "running"  # stored and compared as plain strings
 
 
+def test_a_row_from_a_newer_version_reads_or_fails_clearly(tmp_path):
+    """Unknown columns are ignored; an unknown status is an error that says what to do."""
+    store = SessionStore(tmp_path / "state.db")
+    s = make(store, "newer")
+    store.conn.execute("ALTER TABLE sessions ADD COLUMN from_the_future TEXT")
+    assert store.get(s.id).name == "newer"
+    store.conn.execute("UPDATE sessions SET status = 'hibernating' WHERE id = ?", (s.id,))
+    with pytest.raises(SandboxrunError, match="status 'hibernating'") as info:
+        store.get(s.id)
+    assert "upgrade" in (info.value.hint or "")
+
+
 def test_session_has_a_typed_field_for_every_column(tmp_path):
     store = SessionStore(tmp_path / "state.db")
     columns = {r[1] for r in store.conn.execute("PRAGMA table_info(sessions)")}
@@ -158,8 +181,8 @@ def test_many_processes_write_at_once(tmp_path):
         _, err = p.communicate(timeout=120)
         assert p.returncode == 0, err.decode()
     assert len(store.events(s.id, kinds=("stdout",))) == 800
-    applied = sqlite3.connect(db).execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0]
-    assert applied == len(migrations._migrations)
+    count = sqlite3.connect(db).execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0]
+    assert count == len(MIGRATIONS)
 
 
 def test_home_directory_is_created(tmp_path):

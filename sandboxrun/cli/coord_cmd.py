@@ -10,7 +10,7 @@ import typer
 
 from sandboxrun import gitops
 from sandboxrun.cli.common import console, open_store, print_json, settings_for
-from sandboxrun.config import format_duration
+from sandboxrun.config import Settings, format_duration
 from sandboxrun.coord import messages, presence
 from sandboxrun.errors import UsageError
 from sandboxrun.local import rules
@@ -36,13 +36,13 @@ def _repo(path: Path) -> Path:
     return gitops.main_worktree(gitops.repo_root(path))
 
 
-def _own_role(settings, cwd: Path) -> str | None:
+def _own_role(settings: Settings, cwd: Path) -> str | None:
     return resolve_identity(os.environ, find_checkout(cwd), settings.identities).role
 
 
 @messages_app.command("list")
 def list_cmd(
-    for_role: str = typer.Option(
+    for_role: str | None = typer.Option(
         None, "--for", help="Messages addressed to this role (default: your role, else all)."
     ),
     unread: bool = typer.Option(False, "--unread", help="Only unread messages for the role."),
@@ -88,8 +88,8 @@ def list_cmd(
 def send_cmd(
     kind: str = typer.Argument(..., help="Message type, e.g. STATUS_UPDATE.", metavar="TYPE"),
     text: str = typer.Option("", "--text", help="What to say."),
-    to: str = typer.Option(None, "--to", help="Address one role (default: everyone)."),
-    sender: str = typer.Option(None, "--from", help="Your role (default: your identity)."),
+    to: str | None = typer.Option(None, "--to", help="Address one role (default: everyone)."),
+    sender: str | None = typer.Option(None, "--from", help="Your role (default: your identity)."),
     repo: Path = REPO_OPTION,
     json_out: bool = typer.Option(False, "--json", help="Print the stored message as JSON."),
 ) -> None:

@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
         home_store = open_store(load_settings())
         session = home_store.get(session_id)
         # The repo's own config (timeouts, compression...) applies as it did for `run`.
-        settings = load_settings(Path(session.repo)).with_overrides(
+        settings = load_settings(Path(session.repo) if session.repo else None).with_overrides(
             template=session.options.get("template"),
             compression=session.options.get("compression"),
         )

@@ -44,7 +44,7 @@ def choose_scope(
         "  local   .claude/settings.local.json in this repository (just you, untracked)\n"
         "  shared  .claude/settings.json in this repository (tracked, for the team)"
     )
-    answer = typer.prompt("Scope", default="local").strip().lower()
+    answer = str(typer.prompt("Scope", default="local")).strip().lower()
     if answer not in hooks_install.SCOPES:
         raise UsageError(f"unknown scope {answer!r}", "Answer global, local or shared.")
     return answer

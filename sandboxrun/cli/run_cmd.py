@@ -6,6 +6,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.live import Live
@@ -16,11 +17,12 @@ from sandboxrun import gitops, process
 from sandboxrun.agent import AgentEvent, AgentProgress
 from sandboxrun.cli.common import console, err_console, open_store, print_json_line, settings_for
 from sandboxrun.cli.session_cmd import session_json
-from sandboxrun.config import format_duration, parse_duration, parse_durations
+from sandboxrun.config import Settings, format_duration, parse_duration, parse_durations
 from sandboxrun.errors import UsageError
 from sandboxrun.sandbox.prepare import RunRequest, prepare_run
+from sandboxrun.sandbox.reporting import Reporter
 from sandboxrun.sandbox.runner import RunDriver
-from sandboxrun.store import SUCCESS, Session
+from sandboxrun.store import SUCCESS, Session, SessionStore
 
 RUN_HELP = """Run Claude Code on a prompt in a sandbox and commit its work on a new branch.
 
@@ -54,7 +56,7 @@ class LiveReporter:
         self.live.__enter__()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self.live.__exit__(*exc)
 
     def _render(self) -> Table:
@@ -139,10 +141,11 @@ def print_summary(session: Session) -> None:
     if commits:
         console.print("\n  Review and merge:", highlight=False)
         console.print(
-            f"    git -C {s.repo} log --stat {s.base_commit[:12]}..{s.branch}", highlight=False
+            f"    git -C {s.repo} log --stat {(s.base_commit or '')[:12]}..{s.branch}",
+            highlight=False,
         )
         console.print(
-            f"    git -C {s.repo} diff {s.base_commit[:12]}...{s.branch}", highlight=False
+            f"    git -C {s.repo} diff {(s.base_commit or '')[:12]}...{s.branch}", highlight=False
         )
         console.print(f"    git -C {s.repo} merge {s.branch}", highlight=False)
     console.print(f"  Logs:     sandboxrun logs {s.name}", highlight=False)
@@ -152,7 +155,7 @@ def spawn_detached(session: Session) -> int:
     """Start ``sandboxrun _drive SESSION`` in its own session; returns its pid."""
     from sandboxrun.config import load_settings
 
-    settings = load_settings(Path(session.repo))
+    settings = load_settings(Path(session.repo) if session.repo else None)
     log_dir = settings.session_artifacts(session.id)
     log_dir.mkdir(parents=True, exist_ok=True)
     return process.spawn_detached(
@@ -163,8 +166,8 @@ def spawn_detached(session: Session) -> int:
 def register(app: typer.Typer) -> None:
     @app.command("run", help=RUN_HELP)
     def run(
-        prompt: str = typer.Option(None, "--prompt", "-p", help="The task, as text."),
-        prompt_file: Path = typer.Option(
+        prompt: str | None = typer.Option(None, "--prompt", "-p", help="The task, as text."),
+        prompt_file: Path | None = typer.Option(
             None, "--prompt-file", "-f", help="A file with the task (e.g. PLAN.md)."
         ),
         repo: Path = typer.Option(Path("."), "--repo", help="The git repository (default: here)."),
@@ -181,7 +184,7 @@ def register(app: typer.Typer) -> None:
             "--backend",
             "-b",
             help="e2b (default when E2B_API_KEY is set) or local "
-            "(a directory on this machine; not isolated).",
+            "(a directory on this machine, confined with bubblewrap on Linux).",
         ),
         timeout: str = typer.Option(
             None, "--timeout", help="Hard time limit: 90s, 20m, 1h. Default 60m."
@@ -229,6 +232,12 @@ def register(app: typer.Typer) -> None:
         update_claude: bool = typer.Option(
             False, "--update-claude", help="Run `claude update` in the sandbox first."
         ),
+        no_isolation: bool = typer.Option(
+            False,
+            "--no-isolation",
+            help="--backend local only: run the agent WITHOUT bubblewrap, as you, able to write "
+            "anywhere you can (recorded on the session). Only for machines without bwrap.",
+        ),
         json_out: bool = typer.Option(False, "--json", help="Print events as JSON lines."),
     ) -> None:
         if prompt_file is not None and prompt is not None:
@@ -241,8 +250,6 @@ def register(app: typer.Typer) -> None:
             "template": template,
             "compression": compression,
         }
-        if compression not in (None, "gzip", "zstd"):
-            raise UsageError(f"unknown compression {compression!r}", "Use gzip or zstd.")
         settings = settings_for(repo, **flags)
         store = open_store(settings)
         req = RunRequest(
@@ -256,10 +263,16 @@ def register(app: typer.Typer) -> None:
             dry_run=dry_run,
             allow_sensitive=allow_sensitive,
             with_changes=with_changes,
-            extra_options={"install_claude": install_claude, "update_claude": update_claude},
+            extra_options={
+                "install_claude": install_claude,
+                "update_claude": update_claude,
+                "no_isolation": no_isolation,
+            },
         )
         session = prepare_run(settings, store, req)
-        if not with_changes and base == "HEAD" and not gitops.is_clean(Path(session.repo)):
+        if session.options.get("isolation_warning"):
+            err_console.print(f"[yellow]! {session.options['isolation_warning']}[/yellow]")
+        if not with_changes and base == "HEAD" and not gitops.is_clean(Path(session.repo or repo)):
             err_console.print(
                 "[yellow]! the agent starts from your last commit; uncommitted changes in "
                 f"{session.repo} are not included (--with-changes includes them)[/yellow]"
@@ -296,8 +309,7 @@ def register(app: typer.Typer) -> None:
                 )
             return
         if json_out:
-            reporter = JsonReporter(session)
-            final = _drive(settings, store, session, reporter)
+            final = _drive(settings, store, session, JsonReporter(session))
             print_json_line({"session": final.id, "kind": "end", **session_json(final)})
         else:
             err_console.print(
@@ -312,11 +324,13 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1)
 
 
-def _drive(settings, store, session, reporter) -> Session:
+def _drive(
+    settings: Settings, store: SessionStore, session: Session, reporter: Reporter
+) -> Session:
     return RunDriver(settings, store, session, reporter).execute()
 
 
-def _print_dry_run(store, session: Session) -> None:
+def _print_dry_run(store: SessionStore, session: Session) -> None:
     reports = store.events(session.id, kinds=("dry_run",))
     if not reports:
         return

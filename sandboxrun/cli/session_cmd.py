@@ -49,6 +49,7 @@ STATUS_FIELDS = (
     "model",
     "max_turns",
     "exit_code",
+    "isolated",
 )
 
 
@@ -73,7 +74,7 @@ def _when(ts: float | None) -> str:
 
 
 def _status_style(status: str) -> str:
-    return {
+    styles: dict[str, str] = {
         Status.COMPLETED: "green",
         Status.COMPLETED_NO_CHANGES: "green",
         Status.RUNNING: "cyan",
@@ -82,7 +83,15 @@ def _status_style(status: str) -> str:
         Status.KILLED: "yellow",
         Status.TIMEOUT: "yellow",
         Status.WAITING_QUOTA: "yellow",
-    }.get(status, "")
+    }
+    return styles.get(status, "")
+
+
+def _isolated(s: Session) -> str:
+    """``yes``/``NO ...``/``-`` for the status page (NULL: recorded before the column)."""
+    if s.isolated is None:
+        return "-"
+    return "yes" if s.isolated else "NO (the agent ran unconfined, as you)"
 
 
 def _print_one(s: Session) -> None:
@@ -93,6 +102,7 @@ def _print_one(s: Session) -> None:
             "backend",
             f"{s.mode}/{s.backend}" + (f"  sandbox {s.sandbox_id}" if s.sandbox_id else ""),
         ),
+        ("isolated", _isolated(s)),
         ("branch", s.branch),
         ("worktree", s.worktree),
         ("base", f"{s.base_ref} ({(s.base_commit or '')[:12]})"),
@@ -294,7 +304,7 @@ def register(app: typer.Typer) -> None:
         s = extend_session(settings, store, store.resolve(session), parse_duration(duration))
         console.print(
             f"{s.name}: limit now {_when(s.deadline)} "
-            f"({format_duration(s.deadline - time.time())} from now).",
+            f"({format_duration((s.deadline or time.time()) - time.time())} from now).",
             highlight=False,
         )
 

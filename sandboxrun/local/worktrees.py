@@ -337,7 +337,7 @@ def _conflict(branch: str, target: str, files: list[str]) -> MergeConflictError:
     )
 
 
-def _merge_in_checkout(root: Path, where: Path, role: str, branch: str, target: str):
+def _merge_in_checkout(root: Path, where: Path, role: str, branch: str, target: str) -> MergeResult:
     if _tracked_dirty(where):
         raise DirtyWorktreeError(
             f"{target!r} is checked out in {where} with uncommitted changes",

@@ -8,9 +8,10 @@ those files and the group id alone, so any process can look after an agent anoth
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from sandboxrun.sandbox.backends.base import Sandbox, control_dir
+from sandboxrun.sandbox.backends.base import Launch, Sandbox, control_dir
 
 #: how long to wait after each stop signal before escalating (INT → TERM → KILL)
 STOP_WAITS = (10.0, 5.0, 3.0)
@@ -35,6 +36,19 @@ class AgentFiles:
             stderr=f"{ctl}/agent.stderr",
             exit=f"{ctl}/agent.exit",
             pid=f"{ctl}/agent.pid",
+        )
+
+    def launch(self, argv: Sequence[str], *, cwd: str, env: Mapping[str, str]) -> Launch:
+        """How to start ``argv`` as the agent: its stdio and status in these files."""
+        return Launch(
+            argv=tuple(argv),
+            cwd=cwd,
+            env=dict(env),
+            stdin_path=self.prompt,
+            log_path=self.log,
+            stderr_path=self.stderr,
+            exit_path=self.exit,
+            pid_path=self.pid,
         )
 
 

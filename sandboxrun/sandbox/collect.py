@@ -27,8 +27,6 @@ from sandboxrun.store import Session, Status
 
 log = logging.getLogger(__name__)
 
-LEFTOVER_MESSAGE = "sandboxrun: uncommitted changes left by the agent"
-
 # Arguments come in through "$@" only. GIT_INDEX_FILE points at a copy of the agent's index.
 _COLLECT_SCRIPT = r"""
 set -e
@@ -148,6 +146,7 @@ def finish_with_patches(
 
     store, sid = journal.store, journal.session_id
     s = journal.session()
+    assert s.worktree is not None, "a sandbox session always has a worktree"
     store.set_status(sid, Status.COLLECTING, only_if_active=True)
     journal.reporter.phase(Status.COLLECTING, "bringing the work back")
     if outcome.reason == "killed" and s.discard:
@@ -202,7 +201,6 @@ def finish_with_patches(
             patches.commits,
             patches.leftover,
             allow_sensitive=bool(s.options.get("allow_sensitive")),
-            leftover_message=LEFTOVER_MESSAGE,
             artifacts_hint=str(artifacts),
         )
     except PatchRejectedError as exc:

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from sandboxrun.agent import AgentEvent, AgentProgress, parse_line
 from sandboxrun.config import Settings, format_duration
@@ -27,11 +28,16 @@ SNAPSHOT_INTERVAL = 600.0
 HEARTBEAT_INTERVAL = 5.0
 
 
+#: why following ends: the agent exited by itself, or we stopped it (kill request, time limit,
+#: blocked by a usage limit)
+EndReason = Literal["exited", "killed", "timeout", "quota"]
+
+
 @dataclass
 class FollowOutcome:
     """Why following ended."""
 
-    reason: str  # exited | killed | timeout | quota
+    reason: EndReason
     exit_code: int | None = None
 
 
@@ -67,7 +73,7 @@ def follow_agent(
         for ev in store.events(sid, kinds=("warning",))
         if isinstance(ev["payload"], dict)
     }
-    reason: str | None = None
+    reason: EndReason | None = None
     last_beat = 0.0
     last_snapshot = time.monotonic()
     rate_limited_since: float | None = None

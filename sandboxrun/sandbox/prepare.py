@@ -89,8 +89,15 @@ def prepare_run(settings: Settings, store: SessionStore, req: RunRequest) -> Ses
             f"Run from the main checkout: sandboxrun run --repo {repo} ...",
         )
     backend_name = choose_backend(settings, req.backend)
-    backend = get_backend(backend_name, settings)
+    no_isolation = bool(req.extra_options.get("no_isolation"))
+    if no_isolation and backend_name != "local":
+        raise UsageError(
+            "--no-isolation is for --backend local only",
+            f"The {backend_name} backend is always isolated; drop --no-isolation.",
+        )
+    backend = get_backend(backend_name, settings, no_isolation=no_isolation)
     backend.check_ready(dry_run=req.dry_run)
+    isolation_warning = getattr(getattr(backend, "decision", None), "warning", None)
 
     name = gitops.validate_name(req.name or default_name(req.prompt_file, prompt))
     base_commit = gitops.resolve_commit(repo, req.base)
@@ -119,6 +126,8 @@ def prepare_run(settings: Settings, store: SessionStore, req: RunRequest) -> Ses
             "secrets_not_carried": carried_secrets,
             **req.extra_options,
         }
+        if isolation_warning:
+            options["isolation_warning"] = isolation_warning
         session = store.create_session(
             name=name,
             mode="sandbox",
@@ -135,9 +144,13 @@ def prepare_run(settings: Settings, store: SessionStore, req: RunRequest) -> Ses
             timeout_s=settings.timeout,
             warn_at=[w for w in settings.warn_at if w < settings.timeout],
             options=options,
+            isolated=backend.confines_agent,
         )
     except BaseException:
         # Leave nothing half-made: the worktree and branch are ours and hold no user work.
         gitops.remove_worktree(repo, worktree, branch, delete_branch=True, force=True)
         raise
+    if isolation_warning:
+        # In the session's own record too (`logs`), not only on this terminal.
+        store.add_event(session.id, "warning", {"message": isolation_warning})
     return session

@@ -11,13 +11,18 @@ import time
 from pathlib import Path
 
 from sandboxrun.agent import build_claude_argv
-from sandboxrun.config import CLAUDE_CODE_VERSION, Settings, format_duration
+from sandboxrun.config import (
+    CLAUDE_CODE_VERSION,
+    INSTALL_CLAUDE_HINT,
+    Settings,
+    format_duration,
+)
 from sandboxrun.errors import AgentError, BackendError, UsageError
 from sandboxrun.sandbox.agentproc import AgentFiles, AgentProcess
 from sandboxrun.sandbox.backends.base import Backend, Sandbox, control_dir
 from sandboxrun.sandbox.journal import Journal, PhaseTimes
 from sandboxrun.store import Session, Status
-from sandboxrun.sync.pack import PackResult
+from sandboxrun.sync.pack import SUFFIXES, PackResult
 
 #: extra lifetime asked for a sandbox while packing and uploading, before the agent's clock
 #: starts (the limit is then reset to exactly --timeout when the agent starts)
@@ -82,9 +87,8 @@ class Provisioner:
         assert session.worktree is not None
         self.journal.phase(Status.PACKING, session.worktree)
         self.artifacts.mkdir(parents=True, exist_ok=True)
-        compression = session.options.get("compression", "gzip")
-        suffix = ".tar.zst" if compression == "zstd" else ".tar.gz"
-        tarball = self.artifacts / f"upload{suffix}"
+        compression = session.options.get("compression", self.settings.compression)
+        tarball = self.artifacts / f"upload{SUFFIXES[compression]}"
         with self.times.measure("pack"):
             result = pack_worktree(Path(session.worktree), tarball, compression=compression)
         sel = result.selection
@@ -172,16 +176,8 @@ class Provisioner:
         sandbox.write_file(files.prompt, (session.prompt or "").encode())
         claude = self._find_claude(sandbox, session)
         argv = build_claude_argv(claude, model=session.model, max_turns=session.max_turns)
-        pgid = sandbox.start_detached(
-            argv,
-            cwd=sandbox.repo_dir,
-            env=self.backend.agent_env(dry_run=False),
-            stdin_path=files.prompt,
-            log_path=files.log,
-            stderr_path=files.stderr,
-            exit_path=files.exit,
-            pid_path=files.pid,
-        )
+        env = self.backend.agent_env(dry_run=False)
+        pgid = sandbox.start_detached(files.launch(argv, cwd=sandbox.repo_dir, env=env))
         now = time.time()
         timeout = session.timeout_s or self.settings.timeout
         self.journal.update(agent_pgid=pgid, started_at=now, deadline=now + timeout, log_offset=0)
@@ -207,9 +203,7 @@ class Provisioner:
                 "Use a template with Claude Code (`sandboxrun template build`), or pass "
                 "--install-claude to install it in the sandbox with npm."
                 if self.backend.isolated
-                else "Install it with `scripts/install.sh --with-claude` or `npm install -g "
-                "@anthropic-ai/claude-code`, or set SANDBOXRUN_CLAUDE_BIN to the claude "
-                "executable.",
+                else INSTALL_CLAUDE_HINT,
             )
         if opts.get("update_claude"):
             self.journal.reporter.phase(Status.PROVISIONING, "claude update")
@@ -217,8 +211,10 @@ class Provisioner:
             detail = (res.text() or res.error_text()).strip()[-300:]
             self.journal.event("phase", {"phase": "claude_update", "detail": detail, "ok": res.ok})
             if not res.ok:
-                self.journal.reporter.warning(f"`claude update` failed, going on with the current one: "
-                                      f"{res.error_text()[-300:]}")  # fmt: skip
+                self.journal.reporter.warning(
+                    "`claude update` failed, going on with the current one: "
+                    + res.error_text()[-300:]
+                )
         return found
 
     def _install_claude(self, sb: Sandbox) -> str | None:

@@ -53,7 +53,9 @@ class RunDriver:
         self.settings = settings
         self.session = session
         self.journal = Journal(store, session.id, reporter)
-        self.backend: Backend = get_backend(session.backend, settings)
+        self.backend: Backend = get_backend(
+            session.backend, settings, no_isolation=bool(session.options.get("no_isolation"))
+        )
         self.sandbox: Sandbox | None = None
         self.agent: AgentProcess | None = None
         self.progress = AgentProgress()

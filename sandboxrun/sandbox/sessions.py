@@ -185,7 +185,7 @@ def cleanup(
                 report.sandboxes_removed.append(s.name)
             except SandboxrunError:
                 pass  # already gone
-        if worktrees and s.worktree and Path(s.worktree).exists():
+        if worktrees and s.repo and s.worktree and Path(s.worktree).exists():
             if gitops.is_clean(Path(s.worktree)):
                 if not dry_run:
                     gitops.remove_worktree(Path(s.repo), Path(s.worktree))

@@ -365,12 +365,12 @@ def _read_header_line(sec: _Section, line: bytes, lineno: int) -> bool:
     except ValueError as exc:
         raise _malformed(lineno, exc) from exc
     text = line.decode("utf-8", "replace")
-    for prefix, attr in (("old mode ", "old_mode"), ("new mode ", "new_mode"),
-                         ("deleted file mode ", "old_mode"), ("new file mode ", "new_mode")):  # fmt: skip
-        if text.startswith(prefix):
-            setattr(sec, attr, text[len(prefix) :].strip())
-            sec.deleted |= prefix.startswith("deleted")
-            sec.new_file |= prefix.startswith("new file")
+    for label, attr in (("old mode ", "old_mode"), ("new mode ", "new_mode"),
+                        ("deleted file mode ", "old_mode"), ("new file mode ", "new_mode")):  # fmt: skip
+        if text.startswith(label):
+            setattr(sec, attr, text[len(label) :].strip())
+            sec.deleted |= label.startswith("deleted")
+            sec.new_file |= label.startswith("new file")
             return True
     if text.startswith("index "):
         parts = text.split()

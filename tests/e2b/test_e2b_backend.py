@@ -19,6 +19,7 @@ from sandboxrun.errors import (
     SandboxLostError,
     UnsafeArchiveError,
 )
+from sandboxrun.sandbox.backends.base import Launch
 from sandboxrun.sandbox.backends.e2b import (
     CLAUDE_CODE_VERSION,
     INLINE_READ_LIMIT,
@@ -54,7 +55,9 @@ def _detach(sb, argv, **kw):
     }
     if not kw.pop("keep_stdin", False):
         sb.write_file(paths["stdin_path"], b"the prompt\n")
-    return sb.start_detached(argv, cwd=kw.pop("cwd", sb.home), env=kw.pop("env", {}), **paths)
+    return sb.start_detached(
+        Launch(tuple(argv), cwd=kw.pop("cwd", sb.home), env=kw.pop("env", {}), **paths)
+    )
 
 
 def _wait_for(fn, timeout=10.0):

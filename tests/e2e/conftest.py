@@ -239,8 +239,10 @@ class Sandboxrun:
 def sandboxrun(tmp_path: Path, project: Path, agent_env: dict[str, str], claude_cli: ClaudeCLI):
     """``sandboxrun`` with the real CLI (``SANDBOXRUN_CLAUDE_BIN``) pointed at ``fake_api``.
 
-    The local backend passes its environment on to the agent, so ``agent_env`` (mutable
-    through ``sandboxrun.env``) is what the CLI sees; the state lives under tmp_path.
+    The local backend passes the Anthropic/Claude part of its environment on to the agent
+    (an allow-list; ``IS_SANDBOX`` never: under bubblewrap the CLI runs as uid 1000), so
+    ``agent_env`` (mutable through ``sandboxrun.env``) is what the CLI sees, with a private
+    ``HOME`` inside its sandbox; the state lives under tmp_path.
     """
     gitconfig = tmp_path / "gitconfig"
     gitconfig.write_text("")

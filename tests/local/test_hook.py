@@ -117,6 +117,13 @@ def test_binding_order_env_session_then_instance_id(agent_wt, proj, tmp_path):
         "SANDBOXRUN_SESSION": made.id, "CLAUDE_INSTANCE_ID": "other"
     })  # fmt: skip
     assert store.get(made.id).agent_session_id == "c-env"
+    assert store.get(made.id).status == "running"
+    # A sandbox run bound the same way: activity recorded, its status left to its driver.
+    run = store.create_session(name="run", mode="sandbox", backend="local", status="running")
+    for event in ("SessionStart", "Stop", "SessionEnd"):
+        run_hook(event, payload(event, agent_wt, "c-run"), {"SANDBOXRUN_SESSION": run.id})
+    after = store.get(run.id)
+    assert (after.status, after.ended_at, after.activity) == ("running", None, "exited")
     # CLAUDE_INSTANCE_ID wins over the worktree's user.email.
     run_hook(
         "SessionStart", payload("SessionStart", agent_wt, "c-inst"), {"CLAUDE_INSTANCE_ID": "qa"}

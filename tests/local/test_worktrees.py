@@ -120,8 +120,9 @@ def test_allowed_roles_and_pm_role(sbr, proj):
 
 
 def test_not_a_repo_and_bad_base(sbr, proj, tmp_path):
-    out = sbr("worktree", "setup", "a", cwd=tmp_path)
-    assert out.returncode == 1 and "not inside a git repository" in out.stderr
+    for args in (["setup", "a"], ["list"], ["teardown", "a"], ["merge", "a"]):
+        out = sbr("worktree", *args, cwd=tmp_path)
+        assert out.returncode == 1 and "not inside a git repository" in out.stderr, args
     out = sbr("worktree", "setup", "a", "--base", "no-such-ref")
     assert out.returncode == 1 and "no-such-ref" in out.stderr
     assert not (proj / ".worktrees" / "a").exists()

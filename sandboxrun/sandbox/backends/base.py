@@ -13,6 +13,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+# How every backend runs a detached program: this wrapper, as ``/bin/sh -c WRAPPER sh ARGV...``
+# in a new session, with the paths of :class:`Launch` in its environment. It runs the program
+# with its stdio redirected and records its exit code atomically. `trap : INT TERM` makes the
+# shell wait for the program to finish its own shutdown instead of dying first (a trap with a
+# command, unlike an ignored signal, is reset for the child). The pid file is written
+# atomically too, for backends that poll for it. Paths come in through the environment, the
+# argv through "$@": no user text is ever interpolated into the script.
+DETACH_WRAPPER = r"""
+trap : INT TERM
+echo $$ > "$SBR_PID_PATH.tmp" && mv -f "$SBR_PID_PATH.tmp" "$SBR_PID_PATH"
+"$@" < "$SBR_STDIN_PATH" > "$SBR_LOG_PATH" 2> "$SBR_STDERR_PATH"
+code=$?
+echo $code > "$SBR_EXIT_PATH.tmp" && mv -f "$SBR_EXIT_PATH.tmp" "$SBR_EXIT_PATH"
+"""
+
 
 def control_dir(sandbox: Sandbox) -> str:
     """Where sandboxrun keeps its files inside a sandbox (outside the repo, so not in diffs)."""
@@ -38,6 +53,40 @@ class ExecResult:
         return (self.stderr or self.stdout).decode(errors="backslashreplace").strip()
 
 
+@dataclass(frozen=True)
+class Launch:
+    """A long-running program to start detached, and the files its run is recorded in.
+
+    stdin comes from ``stdin_path``; stdout goes to ``log_path`` and stderr to
+    ``stderr_path``; when it ends its exit code is written to ``exit_path`` (atomically). Its
+    process-group id is written to ``pid_path``.
+    """
+
+    argv: tuple[str, ...]
+    cwd: str
+    env: Mapping[str, str]
+    stdin_path: str
+    log_path: str
+    stderr_path: str
+    exit_path: str
+    pid_path: str
+
+    def wrapper_argv(self) -> list[str]:
+        """The command line that runs the program under :data:`DETACH_WRAPPER`."""
+        return ["/bin/sh", "-c", DETACH_WRAPPER, "sh", *self.argv]
+
+    def wrapper_env(self) -> dict[str, str]:
+        """The wrapper's environment: the program's own, plus where its files go."""
+        return {
+            **self.env,
+            "SBR_PID_PATH": self.pid_path,
+            "SBR_STDIN_PATH": self.stdin_path,
+            "SBR_LOG_PATH": self.log_path,
+            "SBR_STDERR_PATH": self.stderr_path,
+            "SBR_EXIT_PATH": self.exit_path,
+        }
+
+
 class Sandbox(Protocol):
     """A live sandbox: a place with a filesystem where commands run."""
 
@@ -60,23 +109,10 @@ class Sandbox(Protocol):
         """Run a short command to completion (argv list, never a shell string with user text)."""
         ...
 
-    def start_detached(
-        self,
-        argv: Sequence[str],
-        *,
-        cwd: str,
-        env: Mapping[str, str],
-        stdin_path: str,
-        log_path: str,
-        stderr_path: str,
-        exit_path: str,
-        pid_path: str,
-    ) -> int:
-        """Start a long-running process in its own process group, detached from us.
+    def start_detached(self, launch: Launch) -> int:
+        """Start ``launch`` under :data:`DETACH_WRAPPER` in its own process group, detached.
 
-        stdout goes to ``log_path``, stderr to ``stderr_path``; when it ends its exit code is
-        written to ``exit_path`` (atomically). Its process-group id is written to ``pid_path``
-        and returned. The process must survive our own process dying.
+        Returns its process-group id. The process must survive our own process dying.
         """
         ...
 
@@ -123,8 +159,16 @@ class Backend(Protocol):
     """Creates sandboxes and reconnects to them by id."""
 
     name: str
-    #: True when the sandbox is isolated from this machine (E2B); False for ``local``.
+    #: True when the sandbox is a separate machine with its own programs (E2B); False for
+    #: ``local``, whose agent runs this machine's ``claude`` (confined or not: see
+    #: ``confines_agent``).
     isolated: bool
+
+    @property
+    def confines_agent(self) -> bool:
+        """True when the agent cannot reach this machine's files outside its sandbox (E2B;
+        local under bubblewrap). Recorded per session as ``isolated``."""
+        ...
 
     def check_ready(self, *, dry_run: bool) -> None:
         """Raise a SandboxrunError naming the fix when this backend cannot run (missing key...)."""

@@ -1,10 +1,10 @@
 """The ``e2b`` backend: each session in its own E2B cloud sandbox, through the ``e2b`` SDK.
 
-Every primitive of :class:`~sandboxrun.sandbox.backends.base.Sandbox` is one or two SDK calls: commands
-go through ``commands.run`` (``/bin/bash -l -c`` as user ``user`` in ``/home/user``), files
-through ``files.read`` / ``files.write``. Argv lists become shell text only through
-``shlex.join`` after a fixed script's ``set --``, so no user text is ever interpreted by a
-shell. Command output comes back base64-encoded, because the SDK hands it over as decoded text
+Every primitive of :class:`~sandboxrun.sandbox.backends.base.Sandbox` is one or two SDK
+calls: commands go through ``commands.run`` (``/bin/bash -l -c`` as user ``user`` in
+``/home/user``), files through ``files.read`` / ``files.write``. Argv lists become shell text
+only through ``shlex.join`` after a fixed script's ``set --``, so no user text is ever
+interpreted by a shell. Command output comes back base64-encoded, because the SDK hands it over as decoded text
 and patches are bytes.
 
 SDK exceptions are translated here into our error hierarchy, with the next step in the hint.
@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import httpx
 from e2b import (
@@ -46,6 +46,9 @@ from e2b import (
 )
 from e2b import Sandbox as SDKSandbox
 
+if TYPE_CHECKING:
+    from e2b.template.main import TemplateBuilder
+
 from sandboxrun.config import CLAUDE_CODE_VERSION, DEFAULT_TEMPLATE, Settings
 from sandboxrun.errors import (
     AgentError,
@@ -55,9 +58,8 @@ from sandboxrun.errors import (
     SandboxrunError,
     UnsafeArchiveError,
 )
-from sandboxrun.sandbox.backends.base import ExecResult
+from sandboxrun.sandbox.backends.base import DETACH_WRAPPER, ExecResult, Launch
 from sandboxrun.sandbox.backends.e2b_scripts import (
-    _DETACH_WRAPPER,
     _EXEC_SCRIPT,
     _LAUNCH_SCRIPT,
     _READ_SCRIPT,
@@ -70,7 +72,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 HOME = "/home/user"
-#: the Claude Code release baked into our template (pinned: a template build is reproducible)
 #: credentials the agent may use (any one of them is enough)
 CREDENTIAL_VARS = ("ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN", "ANTHROPIC_AUTH_TOKEN")
 #: non-secret settings of Claude Code passed through from the user's environment when set
@@ -110,7 +111,7 @@ def scrub(text: str) -> str:
     return text
 
 
-def claude_template():
+def claude_template() -> TemplateBuilder:
     """The E2B template sandboxrun runs in: Node, git, zstd and a pinned Claude Code."""
     from e2b import Template
 
@@ -194,34 +195,14 @@ class E2BSandbox:
             stdout, stderr = out.encode(), err.encode()
         return ExecResult(code, stdout, stderr)
 
-    def start_detached(
-        self,
-        argv: Sequence[str],
-        *,
-        cwd: str,
-        env: Mapping[str, str],
-        stdin_path: str,
-        log_path: str,
-        stderr_path: str,
-        exit_path: str,
-        pid_path: str,
-    ) -> int:
-        """Start ``argv`` in its own session (process group); it outlives this connection."""
-        full_env = dict(env)
-        full_env.update(
-            {
-                "SBR_WRAPPER": _DETACH_WRAPPER,
-                "SBR_PID_PATH": pid_path,
-                "SBR_STDIN_PATH": stdin_path,
-                "SBR_LOG_PATH": log_path,
-                "SBR_STDERR_PATH": stderr_path,
-                "SBR_EXIT_PATH": exit_path,
-            }
-        )
+    def start_detached(self, launch: Launch) -> int:
+        """Start the program in its own session (process group); it outlives this connection."""
+        argv = launch.argv
+        full_env = {**launch.wrapper_env(), "SBR_WRAPPER": DETACH_WRAPPER}
         code, out, err = self._run(
             _script(_LAUNCH_SCRIPT, argv),
             what="starting the agent",
-            cwd=cwd,
+            cwd=launch.cwd,
             env=full_env,
             timeout=60,
         )
@@ -379,6 +360,7 @@ class E2BBackend:
 
     name = "e2b"
     isolated = True
+    confines_agent = True
 
     def __init__(
         self, settings: Settings, *, retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS
@@ -571,7 +553,7 @@ def build_template(
     """Build :func:`claude_template` on E2B as ``name``; returns the template id."""
     from e2b import Template
 
-    def logs(entry) -> None:
+    def logs(entry: object) -> None:
         if on_log is not None:
             on_log(scrub(str(entry)))
 

@@ -23,20 +23,10 @@ rm -f -- "$e"
 exit "$c"
 """
 
-# `start_detached`, part 1 (runs in the agent's own session, detached): the same contract as
-# the local backend's wrapper. `trap : INT TERM` makes the shell wait for the agent's own
-# shutdown instead of dying first. The pid file is written atomically, then polled for.
-_DETACH_WRAPPER = r"""
-trap : INT TERM
-echo $$ > "$SBR_PID_PATH.tmp" && mv -f "$SBR_PID_PATH.tmp" "$SBR_PID_PATH"
-"$@" < "$SBR_STDIN_PATH" > "$SBR_LOG_PATH" 2> "$SBR_STDERR_PATH"
-code=$?
-echo $code > "$SBR_EXIT_PATH.tmp" && mv -f "$SBR_EXIT_PATH.tmp" "$SBR_EXIT_PATH"
-"""
-
-# `start_detached`, part 2 (the short command we wait for): check the program exists, launch
-# the wrapper with setsid + nohup (new session = own process group, immune to hangups, not a
-# child of this command's shell once it exits), wait for its pid file and print it.
+# `start_detached` (the short command we wait for): check the program exists, launch the
+# wrapper (base.DETACH_WRAPPER, passed in as $SBR_WRAPPER) with setsid + nohup (new session =
+# own process group, immune to hangups, not a child of this command's shell once it exits),
+# wait for its pid file and print it.
 # `setsid -f` forks by itself: a shell's `cmd &` would start the agent with SIGINT ignored
 # (POSIX, for background jobs without job control), and INT is our gentle stop. The `&` form
 # is the fallback for a setsid without -f (busybox), where a stop escalates to TERM.
