@@ -7,6 +7,7 @@ tolerates unknown event types and fields: Claude Code adds both between releases
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -16,6 +17,72 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 #: statuses of `rate_limit_event` that mean the agent cannot go on until a reset
 RATE_LIMIT_BLOCKED = {"rejected"}
+
+#: a stored ``stdout`` event keeps at most this many characters of a line (the whole line
+#: stays in the agent.log artifact); a line longer than PARSE_LIMIT is not even parsed
+STORED_LINE_LIMIT = 64 * 1024
+PARSE_LIMIT = 16 * 1024 * 1024
+#: longest text kept in a parsed event (assistant text, result text, error content)
+TEXT_LIMIT = 8000
+#: plausible reset times (epoch seconds, up to 2096); anything else is not a time
+_EPOCH_MIN, _EPOCH_MAX = 0.0, 4e9
+
+
+# -- validating what the agent wrote: it is untrusted, and so is its output --------------------
+
+
+def as_number(value: Any, lo: float = 0.0, hi: float = 1e9) -> float | None:
+    """A finite number in ``[lo, hi]`` from ``value`` (numeric strings accepted), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str) and len(value) <= 40:
+        try:
+            value = float(value.strip().lstrip("$"))
+        except ValueError:
+            return None
+    if not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # a huge int
+        return None
+    return min(max(number, lo), hi) if math.isfinite(number) else None
+
+
+def as_int(value: Any, lo: int = 0, hi: int = 10**12) -> int | None:
+    """An integer in ``[lo, hi]`` from ``value``, else None."""
+    number = as_number(value, lo, hi)
+    return None if number is None else int(number)
+
+
+def as_text(value: Any, limit: int = 200) -> str | None:
+    """A string cut to ``limit`` characters; numbers are written out; anything else is None."""
+    if isinstance(value, bool) or value is None:
+        return None if value is None else str(value).lower()
+    if isinstance(value, int | float):
+        value = str(value)
+    if not isinstance(value, str):
+        return None
+    return value if len(value) <= limit else value[:limit] + f"…[{len(value) - limit} more chars]"
+
+
+def as_epoch(value: Any) -> float | None:
+    """A reset time in epoch seconds (milliseconds are converted), or None if implausible."""
+    number = as_number(value, -math.inf, math.inf)
+    if number is not None and _EPOCH_MAX * 1000 >= number > _EPOCH_MAX:
+        number /= 1000  # milliseconds
+    return number if number is not None and _EPOCH_MIN <= number <= _EPOCH_MAX else None
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def stored_line(text: str) -> dict[str, Any]:
+    """The payload of a ``stdout`` event: the line, cut to :data:`STORED_LINE_LIMIT`."""
+    if len(text) <= STORED_LINE_LIMIT:
+        return {"line": text}
+    return {"line": text[:STORED_LINE_LIMIT], "truncated": len(text) - STORED_LINE_LIMIT}
 
 
 def build_claude_argv(
@@ -57,34 +124,35 @@ class AgentEvent:
         if self.type == "text":
             return _one_line(d.get("text", ""), 200)
         if self.type == "tool_use":
-            detail = d.get("summary") or ""
-            return f"{d.get('name')}: {detail}" if detail else str(d.get("name"))
+            detail = _one_line(d.get("summary") or "", 200)
+            name = _one_line(d.get("name"), 100)
+            return f"{name}: {detail}" if detail else name
         if self.type == "tool_error":
             return f"tool error: {_one_line(d.get('content', ''), 200)}"
         if self.type == "tool_result":
             return f"tool result ({d.get('chars', 0)} chars)"
         if self.type == "result":
-            cost = d.get("total_cost_usd")
-            cost_s = f", ${cost:.4f}" if isinstance(cost, int | float) else ""
+            cost = as_number(d.get("total_cost_usd"))
+            cost_s = f", ${cost:.4f}" if cost is not None else ""
             return f"result: {d.get('subtype')} after {d.get('num_turns')} turns{cost_s}" + (
                 " (error)" if d.get("is_error") else ""
             )
         if self.type == "rate_limit":
-            reset = d.get("resets_at")
+            reset = as_epoch(d.get("resets_at"))
             when = datetime.fromtimestamp(reset).isoformat(" ", "minutes") if reset else "?"
             return f"rate limit {d.get('status')} ({d.get('limit_type') or '?'}), resets {when}"
         if self.type == "system":
             return f"system: {d.get('subtype')}"
         if self.type == "raw":
             return _one_line(d.get("line", ""), 200)
-        return f"{d.get('event_type', 'unknown')} event"
+        return f"{_one_line(d.get('event_type', 'unknown'), 100)} event"
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.type, **self.data}
 
 
-def _one_line(text: str, limit: int) -> str:
-    text = " ".join(str(text).split())
+def _one_line(value: Any, limit: int) -> str:
+    text = " ".join(str(value)[: limit * 4].split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -127,40 +195,48 @@ def _content_text(content: Any) -> str:
 
 
 def parse_event(obj: dict[str, Any]) -> list[AgentEvent]:
-    """Normalize one decoded stream-json object into zero or more events."""
+    """Normalize one decoded stream-json object into zero or more events.
+
+    Every field is validated and bounded here (numbers are finite and in range, texts are cut,
+    containers have the expected type), so nothing downstream (the session row, ``status``,
+    ``logs``) ever sees a list where a number belongs or a 50 MB string.
+    """
     etype = obj.get("type")
     if etype == "system":
-        subtype = obj.get("subtype")
+        subtype = as_text(obj.get("subtype"), 100)
         if subtype == "init":
+            tools = obj.get("tools")
             return [
                 AgentEvent(
                     "init",
                     {
-                        "session_id": obj.get("session_id"),
-                        "model": obj.get("model"),
-                        "cwd": obj.get("cwd"),
-                        "claude_code_version": obj.get("claude_code_version"),
-                        "permission_mode": obj.get("permissionMode"),
-                        "tools": len(obj.get("tools") or []),
+                        "session_id": as_text(obj.get("session_id")),
+                        "model": as_text(obj.get("model")),
+                        "cwd": as_text(obj.get("cwd"), 1000),
+                        "claude_code_version": as_text(obj.get("claude_code_version"), 100),
+                        "permission_mode": as_text(obj.get("permissionMode"), 100),
+                        "tools": len(tools) if isinstance(tools, list) else 0,
                     },
                 )
             ]
         return [AgentEvent("system", {"subtype": subtype})]
     if etype == "assistant":
         events = []
-        for block in (obj.get("message") or {}).get("content") or []:
+        content = _dict(obj.get("message")).get("content")
+        for block in content if isinstance(content, list) else []:
             if not isinstance(block, dict):
                 continue
-            if block.get("type") == "text" and str(block.get("text", "")).strip():
-                events.append(AgentEvent("text", {"text": block["text"]}))
+            text = as_text(block.get("text"), TEXT_LIMIT)
+            if block.get("type") == "text" and text and text.strip():
+                events.append(AgentEvent("text", {"text": text}))
             elif block.get("type") == "tool_use":
-                name = str(block.get("name") or "?")
+                name = as_text(block.get("name"), 100) or "?"
                 events.append(
                     AgentEvent(
                         "tool_use",
                         {
                             "name": name,
-                            "id": block.get("id"),
+                            "id": as_text(block.get("id")),
                             "summary": summarize_tool_input(name, block.get("input")),
                         },
                     )
@@ -168,46 +244,41 @@ def parse_event(obj: dict[str, Any]) -> list[AgentEvent]:
         return events
     if etype == "user":
         events = []
-        content = (obj.get("message") or {}).get("content")
+        content = _dict(obj.get("message")).get("content")
         for block in content if isinstance(content, list) else []:
             if isinstance(block, dict) and block.get("type") == "tool_result":
                 text = _content_text(block.get("content"))
-                if block.get("is_error"):
+                tool_use_id = as_text(block.get("tool_use_id"))
+                if block.get("is_error") is True:
                     events.append(
                         AgentEvent(
                             "tool_error",
-                            {
-                                "tool_use_id": block.get("tool_use_id"),
-                                "content": _one_line(text, 500),
-                            },
+                            {"tool_use_id": tool_use_id, "content": _one_line(text[:2000], 500)},
                         )
                     )
                 else:
                     events.append(
-                        AgentEvent(
-                            "tool_result",
-                            {
-                                "tool_use_id": block.get("tool_use_id"),
-                                "chars": len(text),
-                            },
-                        )
+                        AgentEvent("tool_result", {"tool_use_id": tool_use_id, "chars": len(text)})
                     )
         return events
     if etype == "result":
+        result_text = as_text(obj.get("result"), TEXT_LIMIT)
+        status = obj.get("api_error_status")
         data = {
-            "subtype": obj.get("subtype"),
-            "is_error": bool(obj.get("is_error")),
-            "num_turns": obj.get("num_turns"),
-            "total_cost_usd": obj.get("total_cost_usd"),
-            "duration_ms": obj.get("duration_ms"),
-            "session_id": obj.get("session_id"),
-            "result": obj.get("result"),
-            "terminal_reason": obj.get("terminal_reason"),
-            "api_error_status": obj.get("api_error_status"),
-        }
+            "subtype": as_text(obj.get("subtype"), 100),
+            "is_error": obj.get("is_error") is True,
+            "num_turns": as_int(obj.get("num_turns"), 0, 10**6),
+            "total_cost_usd": as_number(obj.get("total_cost_usd"), 0.0, 1e6),
+            "duration_ms": as_int(obj.get("duration_ms"), 0, 10**12),
+            "session_id": as_text(obj.get("session_id")),
+            "result": result_text,
+            "terminal_reason": as_text(obj.get("terminal_reason"), 100),
+            "api_error_status": as_int(status, 0, 999) if not isinstance(status, str)
+            else as_text(status, 100),
+        }  # fmt: skip
         events = [AgentEvent("result", data)]
-        reset = parse_limit_message(str(obj.get("result") or ""))
-        if obj.get("is_error") and reset is not None:
+        reset = parse_limit_message((result_text or "")[:2000])
+        if data["is_error"] and reset is not None:
             events.append(
                 AgentEvent(
                     "rate_limit",
@@ -221,33 +292,40 @@ def parse_event(obj: dict[str, Any]) -> list[AgentEvent]:
             )
         return events
     if etype == "rate_limit_event":
-        info = obj.get("rate_limit_info") or {}
+        info = _dict(obj.get("rate_limit_info"))
         return [
             AgentEvent(
                 "rate_limit",
                 {
-                    "status": info.get("status"),
-                    "resets_at": info.get("resetsAt"),
-                    "limit_type": info.get("rateLimitType"),
+                    "status": as_text(info.get("status"), 50),
+                    "resets_at": as_epoch(info.get("resetsAt")),
+                    "limit_type": as_text(info.get("rateLimitType"), 100),
                     # Paid overage lets the agent go on despite a "rejected" plan limit.
-                    "using_overage": bool(info.get("isUsingOverage")),
+                    "using_overage": info.get("isUsingOverage") is True,
                 },
             )
         ]
-    return [AgentEvent("unknown", {"event_type": str(etype)})]
+    return [AgentEvent("unknown", {"event_type": as_text(etype, 100) or str(type(etype).__name__)})]
 
 
 def parse_line(line: str) -> list[AgentEvent]:
-    """Parse one line of stream-json output; non-JSON lines become ``raw`` events."""
+    """Parse one line of stream-json output; anything else becomes a ``raw`` event.
+
+    Never raises: non-JSON, JSON that is not an object, nesting too deep for the decoder and
+    lines over :data:`PARSE_LIMIT` are all kept as (cut) raw text.
+    """
     line = line.strip()
     if not line:
         return []
+    raw = [AgentEvent("raw", {"line": as_text(line, TEXT_LIMIT)})]
+    if len(line) > PARSE_LIMIT:
+        return raw
     try:
         obj = json.loads(line)
-    except json.JSONDecodeError:
-        return [AgentEvent("raw", {"line": line})]
+    except (ValueError, RecursionError):
+        return raw
     if not isinstance(obj, dict):
-        return [AgentEvent("raw", {"line": line})]
+        return raw
     return parse_event(obj)
 
 
@@ -274,19 +352,23 @@ class AgentProgress:
             self.turns += 1  # an estimate until the result event gives the real count
         elif event.type == "tool_use":
             self.turns += 1
-            self.tools[d["name"]] = self.tools.get(d["name"], 0) + 1
+            name = str(d.get("name") or "?")
+            self.tools[name] = self.tools.get(name, 0) + 1
         elif event.type == "result":
             self.result = d
-            self.turns = d.get("num_turns") or self.turns
-            if isinstance(d.get("total_cost_usd"), int | float):
-                self.cost_usd = float(d["total_cost_usd"])
-            self.session_id = d.get("session_id") or self.session_id
+            self.turns = as_int(d.get("num_turns")) or self.turns
+            cost = as_number(d.get("total_cost_usd"), 0.0, 1e6)
+            if cost is not None:
+                self.cost_usd = cost
+            self.session_id = as_text(d.get("session_id")) or self.session_id
         elif event.type == "rate_limit":
             if d.get("status") in RATE_LIMIT_BLOCKED and not d.get("using_overage"):
                 # The event's resetsAt is exact; a time parsed from text (source "result") is
                 # only to the minute, so it never replaces one we already have.
                 if d.get("source") != "result" or self.rate_limited_until is None:
-                    self.rate_limited_until = d.get("resets_at") or self.rate_limited_until
+                    self.rate_limited_until = (
+                        as_epoch(d.get("resets_at")) or self.rate_limited_until
+                    )
             elif d.get("status") is not None and d.get("source") != "result":
                 self.rate_limited_until = None
         if event.type in ("text", "raw"):
@@ -318,7 +400,7 @@ def parse_limit_message(text: str, now: float | None = None) -> float | None:
     """
     m = _EPOCH_RE.search(text)
     if m:
-        return float(m.group(1))
+        return as_epoch(float(m.group(1)))
     m = _RESETS_RE.search(text)
     if not m:
         return None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -260,30 +260,32 @@ def identity_env(repo: Path, fallback: tuple[str, str] = FALLBACK_IDENTITY) -> d
 
 
 def carry_changes(
-    source: Path, worktree: Path, secret_patterns: Sequence[str]
+    source: Path, worktree: Path, secret_filter: Callable[[Path, list[str]], list[str]]
 ) -> tuple[str | None, list[str]]:
     """Copy ``source``'s uncommitted and untracked (not ignored) changes into ``worktree``.
 
     Committed there as the branch's first commit, so the agent starts from what the user sees.
-    Files matching ``secret_patterns`` (gitignore syntax: the secrets deny-list) are never
-    carried. Returns the new commit SHA (None when there was nothing to carry) and the secret
-    paths left behind.
+    ``secret_filter(source, changed_paths)`` names the paths never to carry (the caller
+    passes the upload's secrets check, :func:`sandboxrun.sync.secrets.secret_paths`: by name
+    and by content), so ``prod.env``, ``deploy_key`` or a source file with a token pasted in
+    are never committed onto the branch; a tracked file left behind keeps its committed
+    version. Returns the new commit SHA (None when there was nothing to carry) and the
+    secret paths left behind.
     """
-    import pathspec
 
     # A temporary index keeps the user's own index untouched.
     git_dir = git(source, "rev-parse", "--absolute-git-dir").stdout.strip()
     tmp_index = Path(git_dir) / f"sandboxrun-carry-{os.getpid()}.index"
     env = {"GIT_INDEX_FILE": str(tmp_index)}
-    secrets_spec = pathspec.GitIgnoreSpec.from_lines(secret_patterns)
     try:
         git(source, "read-tree", "HEAD", env=env)
         git(source, "add", "-A", env=env)
         changed = git_bytes(source, "diff", "--cached", "--name-only", "-z", "HEAD", env=env)
         names = [n.decode(errors="surrogateescape") for n in changed.split(b"\0") if n]
-        skipped = [n for n in names if secrets_spec.match_file(n)]
+        skipped = secret_filter(source, names)
         if skipped:
-            git(source, "rm", "-q", "--cached", "--", *skipped, env=env)
+            # back to HEAD: a tracked file keeps its committed version, a new one is dropped
+            git(source, "reset", "-q", "HEAD", "--", *skipped, env=env)
         diff = git_bytes(source, "diff", "--cached", "--binary", "--full-index", "HEAD", env=env)
     finally:
         tmp_index.unlink(missing_ok=True)

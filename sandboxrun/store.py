@@ -31,8 +31,14 @@ from sandboxrun.errors import (
     SandboxrunError,
     SessionNotFoundError,
 )
+from sandboxrun.redact import clamp
 
 migrations = Migrations("sandboxrun")
+
+#: the most one event stores (JSON characters); longer strings in a payload are cut. Agent
+#: output is bounded before it gets here (agent.stored_line, agent.parse_line): this is the
+#: backstop for every other writer.
+MAX_EVENT_CHARS = 1 << 20
 
 
 class Status(StrEnum):
@@ -474,9 +480,14 @@ class SessionStore:
 
     @staticmethod
     def _add_event(conn: sqlite3.Connection, session_id: str, kind: str, payload: Any) -> int:
+        data = json.dumps(payload, default=str)
+        if len(data) > MAX_EVENT_CHARS:  # last resort: whatever the source, one event stays small
+            data = json.dumps(clamp(payload, 4096, items=50), default=str)
+            if len(data) > MAX_EVENT_CHARS:
+                data = json.dumps({"truncated": True, "head": data[: MAX_EVENT_CHARS // 2]})
         cur = conn.execute(
             "INSERT INTO events (session_id, ts, kind, payload) VALUES (?, ?, ?, ?)",
-            (session_id, time.time(), kind, json.dumps(payload, default=str)),
+            (session_id, time.time(), kind, data),
         )
         return int(cur.lastrowid or 0)
 

@@ -16,12 +16,23 @@ reaches the agent on every backend:
     @commit MESSAGE...         git add -A && git commit -m MESSAGE
     @sleep SECONDS             sleep (interruptible: SIGINT ends the run)
     @fail CODE                 exit with CODE without a result event
-    @error TEXT...             end with an error result (is_error true)
+    @error TEXT...             end with an error result (is_error true; $VARS expanded)
     @bash CMD...               run a shell command
     @daemon CMD...             start a shell command in a new session (setsid) and do not wait:
                                the hostile agent's way to leave something running behind it
     @ratelimit EPOCH           emit a rejected rate_limit_event, then hang (like the real CLI)
     @slowstop SECONDS          from now on, take SECONDS to shut down after SIGINT/SIGTERM
+    @env                       print the environment as plain KEY=VALUE lines (stdout, stderr)
+    @garbage KIND [ARG]        emit malformed output; KIND is one of:
+                                 numbers  final result with lists/objects/strings for numbers
+                                 coststr  final result with numbers as strings
+                                 resets   rate-limit events and a result with absurd reset times
+                                 huge MiB one assistant line of MiB mebibytes
+                                 utf8     lines of invalid UTF-8
+                                 nonjson  plain text, JSON that is not an object, broken JSON
+                                 deep     JSON nested far deeper than decoders allow
+                                 shapes   events whose fields have the wrong container types
+                               numbers and coststr end the run (exit 0) after their result
 
 Only the standard library: it runs wherever python3 exists (local dirs, emulated sandboxes).
 """
@@ -113,6 +124,157 @@ def on_signal(signum, frame):
     sys.exit(128 + signum)
 
 
+def garbage(kind, arg):
+    """Malformed output of every kind the driver must survive; True ends the run."""
+    out = sys.stdout.buffer
+    if kind == "numbers":
+        emit(
+            {
+                "type": "system",
+                "subtype": "init",
+                "session_id": [1],
+                "model": {"m": 1},
+                "tools": 5,
+                "cwd": None,
+            }
+        )
+        emit(
+            {
+                "type": "result",
+                "subtype": 7,
+                "is_error": "yes",
+                "num_turns": [1, 2],
+                "total_cost_usd": {"usd": 1},
+                "duration_ms": "soon",
+                "session_id": {"id": 1},
+                "result": ["a", "b"],
+                "terminal_reason": None,
+                "api_error_status": [500],
+            }
+        )
+        out.write(
+            b'{"type": "result", "num_turns": 1' + b"0" * 400 + b', "total_cost_usd": 1e400}\n'
+        )
+        out.flush()
+        return True
+    if kind == "coststr":
+        emit(
+            {
+                "type": "result",
+                "subtype": "success",
+                "is_error": False,
+                "num_turns": "3",
+                "total_cost_usd": "0.25",
+                "duration_ms": "1200",
+                "session_id": SESSION_ID,
+                "result": "done",
+            }
+        )
+        return True
+    if kind == "resets":
+        for reset in (1e20, -5, "tomorrow", [1], 10**30):
+            emit(
+                {
+                    "type": "rate_limit_event",
+                    "rate_limit_info": {
+                        "status": "allowed_warning",
+                        "resetsAt": reset,
+                        "rateLimitType": {"x": 1},
+                    },
+                }
+            )
+        emit(
+            {
+                "type": "rate_limit_event",
+                "rate_limit_info": {"status": "rejected", "resetsAt": 1e20},
+            }
+        )
+        emit(
+            {"type": "rate_limit_event", "rate_limit_info": {"status": "allowed", "resetsAt": None}}
+        )
+        emit(
+            {
+                "type": "result",
+                "subtype": "success",
+                "is_error": True,
+                "num_turns": 1,
+                "result": "Claude AI usage limit reached|" + "9" * 40,
+            }
+        )
+        emit(
+            {
+                "type": "result",
+                "subtype": "success",
+                "is_error": True,
+                "num_turns": 1,
+                "result": "You've hit your limit " * 5000 + "resets 3am",
+            }
+        )
+        return False
+    if kind == "huge":
+        size = int(float(arg or 50) * 1024 * 1024)
+        chunk = "All work and no play makes Jack a dull boy. "
+        text = (chunk * (size // len(chunk) + 1))[:size]
+        assistant([{"type": "text", "text": text}])
+        return False
+    if kind == "utf8":
+        out.write(b"\xff\xfe not utf-8 \xc3\x28 \xed\xa0\x80\n")
+        out.write(
+            b'{"type": "assistant", "message": {"content": [{"type": "text", "text": "caf\xe9"}]}}\n'
+        )
+        out.flush()
+        return False
+    if kind == "nonjson":
+        for line in (
+            "hello, this is not JSON",
+            "[1, 2, 3]",
+            "null",
+            '"a string"',
+            "{broken",
+            "42",
+            '{"type": null}',
+            '{"type": {"nested": 1}}',
+        ):
+            out.write(line.encode() + b"\n")
+        out.flush()
+        return False
+    if kind == "deep":
+        out.write(b"[" * 200000 + b"]" * 200000 + b"\n")
+        out.write(b'{"type": "result", "result": ' + b"[" * 100000 + b"]" * 100000 + b"}\n")
+        out.flush()
+        return False
+    if kind == "shapes":
+        for obj in (
+            {"type": "assistant", "message": []},
+            {"type": "assistant", "message": {"content": "just a string"}},
+            {
+                "type": "assistant",
+                "message": {
+                    "content": [
+                        1,
+                        None,
+                        "x",
+                        {"type": "text", "text": {"a": 1}},
+                        {"type": "tool_use", "name": ["Bash"], "input": [1]},
+                    ]
+                },
+            },
+            {"type": "user", "message": {"content": {"type": "tool_result"}}},
+            {
+                "type": "user",
+                "message": {
+                    "content": [{"type": "tool_result", "content": {"x": 1}, "is_error": "no"}]
+                },
+            },
+            {"type": "rate_limit_event", "rate_limit_info": [1, 2]},
+            {"type": "system", "subtype": {"a": 1}},
+            {"type": "system", "subtype": "init", "tools": "Bash,Write"},
+        ):
+            emit(obj)
+        return False
+    raise SystemExit(f"unknown garbage kind {kind}")
+
+
 def main():
     global MODEL, START
     START = time.time()
@@ -202,7 +364,7 @@ def main():
             sys.stderr.write("fake claude: failing on request\n")
             return int(parts[0])
         elif verb == "error":
-            result("error_during_execution", True, " ".join(parts))
+            result("error_during_execution", True, os.path.expandvars(" ".join(parts)))
             return 1
         elif verb == "bash":
             out = subprocess.run(["sh", "-c", " ".join(parts)], capture_output=True, text=True)
@@ -212,6 +374,13 @@ def main():
                 out.stdout + out.stderr,
                 is_error=out.returncode != 0,
             )
+        elif verb == "env":
+            for key, value in sorted(os.environ.items()):
+                print(f"{key}={value}", flush=True)
+                print(f"{key}={value}", file=sys.stderr, flush=True)
+        elif verb == "garbage":
+            if garbage(parts[0], parts[1] if len(parts) > 1 else None):
+                return 0
         elif verb == "daemon":
             proc = subprocess.Popen(
                 ["sh", "-c", " ".join(parts)],

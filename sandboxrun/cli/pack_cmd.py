@@ -20,19 +20,24 @@ PACK_HELP = (
     "file ignores); in a plain directory, every file no .gitignore in it ignores. Then:\n\n"
     "\b\n"
     "- .sandboxrunignore (repo root, gitignore syntax) leaves out more files.\n"
-    "- The secrets deny-list leaves out: .env, .env.* (but not .env.example,\n"
-    "  .env.sample, .env.template), .envrc, *.pem, *.key, *.p12, *.pfx,\n"
-    "  *.keystore, *.jks, id_rsa*, id_dsa*, id_ecdsa*, id_ed25519* (but not\n"
-    "  id_*.pub),"
-    "  .ssh/, .aws/credentials, .docker/config.json, .netrc, .npmrc, .pypirc,\n"
-    "  .pgpass, .git-credentials, credentials.json, secrets.{json,yaml,yml,toml}.\n"
+    "- The secrets check leaves out, by name: environment files (.env, .env.*,\n"
+    "  *.env, .envrc; not .env.example/.sample/.template), private keys and key\n"
+    "  stores (*.pem, *.key, *.p12, *.jks, id_rsa*, deploy_key, also with backup\n"
+    "  suffixes such as .bak or ~), credential files of cloud and developer tools\n"
+    "  (.ssh/, .aws/, .azure/, .kube/, .config/gh/, .docker/config.json, .npmrc,\n"
+    "  .netrc, .pypirc, ...), terraform *.tfvars/*.tfstate, secrets.* and\n"
+    "  credentials.* data files; and, by content, text files holding a private\n"
+    "  key block or a known token format (AWS, GitHub, GitLab, Slack, Stripe,\n"
+    "  Google, Anthropic, OpenAI, npm, PyPI, E2B ...). Source files (env.py,\n"
+    "  secrets.md) are never left out by name. See docs/security.md.\n"
     "- .sandboxruninclude (repo root, gitignore syntax) brings files back on\n"
     "  purpose, even if git ignores them or the deny-list matches them\n"
     "  (.sandboxrunignore still wins).\n\n"
     "Symlinks, submodules and special files are never uploaded; they are listed as skipped.\n\n"
     "By default the tarball is written to ./<directory name>.tar.gz (.tar.zst with zstd) and a "
     "summary is printed; the tarball never packs an older copy of itself. With --list only the "
-    "file list is printed and nothing is written.\n\n"
+    "file list is printed (on stdout; the files left out as secrets, with the reason, on "
+    "stderr) and nothing is written.\n\n"
     "\b\n"
     "Examples:\n"
     "  sandboxrun pack --list        # what would be uploaded, one path per line\n"
@@ -64,9 +69,8 @@ def _summary(sel: Selection, result: PackResult | None) -> None:
     out = functools.partial(console.print, markup=False, highlight=False, soft_wrap=True)
     out(f"{len(sel.files):,} files, {_mb(sel.total_bytes)} from {sel.root} ({how})")
     if sel.excluded_secrets:
-        out(
-            f"  excluded as secrets ({len(sel.excluded_secrets)}): {_names(sel.excluded_secrets)}",
-        )
+        why = [f"{p} ({sel.secret_reasons.get(p, 'secret')})" for p in sel.excluded_secrets]
+        out(f"  excluded as secrets ({len(sel.excluded_secrets)}): {_names(why)}")
         out("    (list them in .sandboxruninclude to upload them anyway)")
     if sel.excluded_by_ignorefile:
         out(f"  excluded by .sandboxrunignore: {len(sel.excluded_by_ignorefile):,} files")
@@ -151,6 +155,14 @@ def register(app: typer.Typer) -> None:
             else:
                 for name in sel.files:
                     console.print(name, markup=False, highlight=False, soft_wrap=True)
+                for name in sel.excluded_secrets:  # stderr: stdout stays a clean file list
+                    reason = sel.secret_reasons.get(name, "secret")
+                    err_console.print(
+                        f"excluded: {name} ({reason})",
+                        markup=False,
+                        highlight=False,
+                        soft_wrap=True,
+                    )
             return
         root = path.resolve()
         target = output or Path.cwd() / f"{root.name or 'root'}{SUFFIXES[compression.value]}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import datetime
 from pathlib import Path
@@ -18,6 +19,7 @@ from sandboxrun.cli.common import (
 )
 from sandboxrun.config import format_duration, parse_duration
 from sandboxrun.coord.local_sessions import local_fields
+from sandboxrun.redact import Redactor
 from sandboxrun.store import SUCCESS, TERMINAL, Session, Status, owner_alive
 
 STATUS_FIELDS = (
@@ -69,6 +71,11 @@ def session_json(s: Session) -> dict[str, Any]:
     return data
 
 
+def _money(value: Any) -> str:
+    # a row written before agent output was validated may hold anything
+    return f"${value:.4f}" if isinstance(value, int | float) else "-"
+
+
 def _when(ts: float | None) -> str:
     return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
 
@@ -118,7 +125,7 @@ def _print_one(s: Session) -> None:
         ),
         ("agent session", s.agent_session_id or "-"),
         ("turns", s.num_turns if s.num_turns is not None else "-"),
-        ("cost", f"${s.cost_usd:.4f}" if s.cost_usd is not None else "-"),
+        ("cost", _money(s.cost_usd)),
         ("commits", len(s.result_commits or [])),
         ("files changed", s.files_changed if s.files_changed is not None else "-"),
     ]
@@ -162,7 +169,7 @@ def register(app: typer.Typer) -> None:
         for s in sessions:
             started = datetime.fromtimestamp(s.started_at or s.created_at).strftime("%m-%d %H:%M")
             turns = str(s.num_turns) if s.num_turns is not None else "-"
-            cost = f"${s.cost_usd:.4f}" if s.cost_usd is not None else "-"
+            cost = _money(s.cost_usd)
             shown = f"{s.status}/{s.activity}" if s.mode == "local" else s.status
             console.print(
                 f"{s.id:<12}  {s.name:<{width}}  [{_status_style(s.status)}]{shown:<20}[/]  "
@@ -178,7 +185,10 @@ def register(app: typer.Typer) -> None:
             False, "--follow", "-F", help="Keep printing until the session ends."
         ),
         raw: bool = typer.Option(
-            False, "--raw", help="Print the agent's raw stream-json lines only."
+            False,
+            "--raw",
+            help="Print the agent's raw stream-json lines only (credential values redacted; "
+            "lines over 64 KiB are cut: the agent.log artifact has them whole).",
         ),
         json_out: bool = typer.Option(False, "--json", help="Print stored events as JSON lines."),
     ) -> None:
@@ -187,18 +197,21 @@ def register(app: typer.Typer) -> None:
         store = open_store(settings)
         s = store.resolve(session)
         last = 0
+        # stored events are redacted when written; this also covers credentials of this shell
+        redact = Redactor.from_env(os.environ)
         while True:
             kinds = ("stdout",) if raw else None
             for ev in store.events(s.id, after_id=last, kinds=kinds):
                 last = ev["id"]
                 if json_out:
-                    print_json_line(ev)
+                    print_json_line(redact.obj(ev))
                 elif raw:
-                    typer.echo(ev["payload"].get("line", ""))
+                    payload = ev["payload"] if isinstance(ev["payload"], dict) else {}
+                    typer.echo(redact.text(str(payload.get("line", ""))))
                 else:
                     line = format_event(ev)
                     if line is not None:
-                        typer.echo(line)
+                        typer.echo(redact.text(line))
             if not follow:
                 return
             current = store.get(s.id)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from typing import Any
 from sandboxrun.agent import AgentProgress
 from sandboxrun.config import format_duration
 from sandboxrun.errors import BackendError, PatchRejectedError, SandboxrunError
+from sandboxrun.redact import Redactor
 from sandboxrun.sandbox.agentproc import AgentFiles
 from sandboxrun.sandbox.backends.base import Sandbox, control_dir
 from sandboxrun.sandbox.follow import FollowOutcome
@@ -78,11 +80,16 @@ def collect_patches(sandbox: Sandbox, session: Session) -> Patches:
 
 
 def save_artifacts(directory: Path, patches: Patches) -> None:
-    """Write the patches under ``directory`` (atomically: a reader never sees half a file)."""
+    """Write the patches under ``directory`` (atomically: a reader never sees half a file).
+
+    Credential values from our environment are redacted from what is saved (not from what is
+    applied: the branch gets the agent's work as it is).
+    """
     directory.mkdir(parents=True, exist_ok=True)
+    redactor = Redactor.from_env(os.environ)
     for name, data in (("commits.mbox", patches.commits), ("changes.diff", patches.leftover)):
         tmp = directory / f".{name}.tmp"
-        tmp.write_bytes(data)
+        tmp.write_bytes(redactor.bytes(data))
         tmp.replace(directory / name)
 
 
@@ -97,9 +104,10 @@ def save_snapshot(sandbox: Sandbox, journal: Journal, artifacts: Path) -> None:
 
 def _copy_logs(sandbox: Sandbox, artifacts: Path) -> None:
     files = AgentFiles.of(sandbox)
+    redactor = Redactor.from_env(os.environ)
     for name, path in (("agent.log", files.log), ("agent.stderr", files.stderr)):
         with contextlib.suppress(FileNotFoundError, SandboxrunError):
-            (artifacts / name).write_bytes(sandbox.read_file(path))
+            (artifacts / name).write_bytes(redactor.bytes(sandbox.read_file(path)))
 
 
 def describe_failure(
@@ -236,6 +244,7 @@ def finish_with_patches(
         "warnings": applied.warnings,
         "phases": times.rounded(),
     }
+    summary = Redactor.from_env(os.environ).obj(summary)
     store.add_event(sid, "summary", summary)
     (artifacts / "summary.json").write_text(json.dumps(summary, indent=2))
     return journal.session()

@@ -9,14 +9,16 @@ stop shortly before the hard limit, and ``kill`` requests from other terminals.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from sandboxrun.agent import AgentEvent, AgentProgress, parse_line
+from sandboxrun.agent import AgentEvent, AgentProgress, parse_line, stored_line
 from sandboxrun.config import Settings, format_duration
 from sandboxrun.errors import BackendError, SandboxLostError
+from sandboxrun.redact import Redactor
 from sandboxrun.sandbox.agentproc import AgentProcess
 from sandboxrun.sandbox.journal import Journal
 
@@ -77,6 +79,7 @@ def follow_agent(
     last_beat = 0.0
     last_snapshot = time.monotonic()
     rate_limited_since: float | None = None
+    redactor = Redactor.from_env(os.environ)  # the agent's credentials never reach the store
 
     def drain(final: bool = False) -> None:
         """Store every complete new line; with ``final``, a last line without a newline too."""
@@ -94,10 +97,10 @@ def follow_agent(
         items: list[tuple[str, object]] = []
         updates: dict[str, object] = {}
         for raw in lines:
-            text = raw.decode("utf-8", errors="replace")
+            text = redactor.text(raw.decode("utf-8", errors="replace"))
             if not text.strip():
                 continue
-            items.append(("stdout", {"line": text}))
+            items.append(("stdout", stored_line(text)))  # cut: agent.log keeps it whole
             for event in parse_line(text):
                 items.append(("agent", event.to_dict()))
                 progress.feed(event)

@@ -16,7 +16,7 @@ from sandboxrun.config import Settings
 from sandboxrun.errors import NameInUseError, UsageError
 from sandboxrun.sandbox.backends import get_backend
 from sandboxrun.store import Session, SessionStore
-from sandboxrun.sync.pack import SECRET_PATTERNS
+from sandboxrun.sync.secrets import secret_paths
 
 
 @dataclass
@@ -113,7 +113,7 @@ def prepare_run(settings: Settings, store: SessionStore, req: RunRequest) -> Ses
     try:
         carried_secrets: list[str] = []
         if req.with_changes:
-            _, carried_secrets = gitops.carry_changes(requested_root, worktree, SECRET_PATTERNS)
+            _, carried_secrets = gitops.carry_changes(requested_root, worktree, secret_paths)
         options = {
             "keep": req.keep,
             "dry_run": req.dry_run,

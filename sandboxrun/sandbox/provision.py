@@ -90,7 +90,13 @@ class Provisioner:
         compression = session.options.get("compression", self.settings.compression)
         tarball = self.artifacts / f"upload{SUFFIXES[compression]}"
         with self.times.measure("pack"):
-            result = pack_worktree(Path(session.worktree), tarball, compression=compression)
+            result = pack_worktree(
+                Path(session.worktree),
+                tarball,
+                compression=compression,
+                # contents found clean by the secrets check are not scanned again next time
+                scan_cache=self.settings.home / "cache" / "clean-contents",
+            )
         sel = result.selection
         self.journal.event(
             "pack",
@@ -100,14 +106,14 @@ class Provisioner:
                 "bytes_out": result.bytes_out,
                 "compression": result.compression,
                 "excluded_secrets": list(sel.excluded_secrets),
+                "secret_reasons": dict(sel.secret_reasons),
                 "excluded_by_ignorefile": len(sel.excluded_by_ignorefile),
                 "seconds": round(self.times["pack"], 3),
             },
         )
         if sel.excluded_secrets:
-            self.journal.reporter.warning(
-                "kept out of the upload (secrets deny-list): " + ", ".join(sel.excluded_secrets)
-            )
+            why = (f"{p} ({sel.secret_reasons.get(p, 'secret')})" for p in sel.excluded_secrets)
+            self.journal.reporter.warning("kept out of the upload as secrets: " + ", ".join(why))
         return result
 
     def create_sandbox(self, session: Session) -> Sandbox:

@@ -3,9 +3,10 @@
 Two steps with a boundary between them so the CLI can show one without the other:
 
 * :func:`select_files` decides *what* leaves the machine: git's own ignore rules (or
-  ``.gitignore`` files on a plain directory), then ``.sandboxrunignore``, then the built-in
-  secrets deny-list (:data:`SECRET_PATTERNS`), then ``.sandboxruninclude`` bringing chosen
-  ignored files back. Symlinks and other non-regular files are skipped and reported.
+  ``.gitignore`` files on a plain directory), then ``.sandboxrunignore``, then the secrets
+  check of :mod:`.secrets` (by name, and by content for text files), then
+  ``.sandboxruninclude`` bringing chosen files back. Symlinks and other non-regular files are
+  skipped and reported.
 * :func:`pack_worktree` writes those files as a tar stream of regular files only, compressed
   with gzip (in parallel blocks, still one ordinary gzip member) or zstd (the ``zstd`` binary).
   The bytes themselves (tar headers, compression sinks, reading members safely) are
@@ -31,6 +32,7 @@ import pathspec
 from sandboxrun import process
 from sandboxrun.errors import PackError, UsageError
 from sandboxrun.gitops import git, git_bytes
+from sandboxrun.sync.secrets import SCAN_LIMIT, ContentCheck, name_reason
 from sandboxrun.sync.tarstream import (
     BLOCK,
     COMPRESSIONS,
@@ -51,7 +53,6 @@ __all__ = [
     "GZIP_LEVEL",
     "IGNORE_FILE",
     "INCLUDE_FILE",
-    "SECRET_PATTERNS",
     "SUFFIXES",
     "ZSTD_LEVEL",
     "PackResult",
@@ -66,47 +67,6 @@ IGNORE_FILE = ".sandboxrunignore"
 INCLUDE_FILE = ".sandboxruninclude"
 _UNREADABLE_HINT = f"Fix its permissions, or list it in {IGNORE_FILE} to leave it out."
 
-#: Built-in secrets deny-list, in gitignore syntax (a pattern without a slash matches at any
-#: depth; later lines win). Matching files are never uploaded unless ``.sandboxruninclude``
-#: names them. Kept deliberately to names that almost always hold credentials, so the agent
-#: still gets the source it needs.
-SECRET_PATTERNS: tuple[str, ...] = (
-    # dotenv files hold API keys; the committed templates people share are harmless
-    ".env",
-    ".env.*",
-    ".envrc",
-    "!.env.example",
-    "!.env.sample",
-    "!.env.template",
-    # private keys and key stores; public halves (id_*.pub) are harmless and kept
-    "*.pem",
-    "*.key",
-    "*.p12",
-    "*.pfx",
-    "*.keystore",
-    "*.jks",
-    "id_rsa*",
-    "id_dsa*",
-    "id_ecdsa*",
-    "id_ed25519*",
-    "!id_*.pub",
-    # credential files of common tools
-    "**/.aws/credentials",
-    "**/.docker/config.json",
-    ".netrc",
-    ".npmrc",
-    ".pypirc",
-    ".pgpass",
-    ".git-credentials",
-    "credentials.json",
-    "secrets.json",
-    "secrets.yaml",
-    "secrets.yml",
-    "secrets.toml",
-    # everything under .ssh/, public keys included (last, so the .pub exception cannot win)
-    "**/.ssh/**",
-)
-
 
 @dataclass
 class Selection:
@@ -115,6 +75,8 @@ class Selection:
     root: Path
     files: list[str] = field(default_factory=list)
     excluded_secrets: list[str] = field(default_factory=list)
+    #: why each of ``excluded_secrets`` was left out: "name: <family>" or "content: <rule>"
+    secret_reasons: dict[str, str] = field(default_factory=dict)
     excluded_by_ignorefile: list[str] = field(default_factory=list)
     included_on_purpose: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
@@ -130,6 +92,7 @@ class Selection:
             "total_bytes": self.total_bytes,
             "files": self.files,
             "excluded_secrets": self.excluded_secrets,
+            "secret_reasons": self.secret_reasons,
             "excluded_by_ignorefile": self.excluded_by_ignorefile,
             "included_on_purpose": self.included_on_purpose,
             "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
@@ -201,22 +164,20 @@ class _Spec:
         return self.spec.match_file(path)
 
 
-_SECRETS = _Spec(SECRET_PATTERNS)
-
-
-def select_files(root: Path) -> Selection:
+def select_files(root: Path, *, scan_cache: Path | None = None) -> Selection:
     """Decide which files under ``root`` would be uploaded.
 
     In a git work tree the candidates are ``git ls-files -co --exclude-standard`` (tracked plus
     untracked-but-not-ignored, so nested ``.gitignore``, negations and ``.git/info/exclude``
     all behave exactly as in git); files deleted from disk are left out. On a plain directory
     the tree is walked honouring every ``.gitignore`` in it. Then ``.sandboxrunignore`` removes
-    files, :data:`SECRET_PATTERNS` removes likely secrets, and ``.sandboxruninclude`` brings
-    back files that git ignores or the deny-list excludes (``.sandboxrunignore`` still wins
-    over it). Symlinks, submodules and special files are never uploaded: they are listed in
-    ``skipped`` because the sandbox-side unpack refuses links.
+    files, the secrets check (:mod:`.secrets`, by name then content) removes secrets, with a
+    reason each in ``secret_reasons``, and ``.sandboxruninclude`` brings back files git ignores
+    or the check excludes (``.sandboxrunignore`` still wins). Symlinks, submodules and special
+    files are never uploaded: listed in ``skipped`` (the sandbox-side unpack refuses links).
     """
-    sel, named = _start(root)
+    sel, named, wanted = _start(root)
+    check = ContentCheck(scan_cache)
     chosen: dict[str, int] = {}
     dir_fd = _open_dir(sel.root)
     try:
@@ -228,6 +189,13 @@ def select_files(root: Path) -> Selection:
             except OSError as exc:
                 raise PackError(f"cannot look at {rel}: {exc.strerror}") from exc
             if stat.S_ISREG(st.st_mode):
+                if not on_purpose and st.st_size <= SCAN_LIMIT:
+                    rule = check(_read_small(dir_fd, rel))
+                    if rule is not None:
+                        on_purpose = wanted(rel)
+                        if not on_purpose:
+                            _exclude(sel, rel, f"content: {rule}")
+                            continue
                 chosen[rel] = st.st_size
                 if on_purpose:
                     sel.included_on_purpose.append(rel)
@@ -235,19 +203,38 @@ def select_files(root: Path) -> Selection:
                 sel.skipped.append(_skip(rel, file_kind(st.st_mode), fresh=True))
     finally:
         os.close(dir_fd)
+    check.save()
     return _finish(sel, list(chosen), sum(chosen.values()))
 
 
 _NamedFiles = Callable[[int], Iterator[tuple[str, bool]]]
 
 
-def _start(root: Path) -> tuple[Selection, _NamedFiles]:
+def _exclude(sel: Selection, rel: str, reason: str) -> None:
+    sel.excluded_secrets.append(rel)
+    sel.secret_reasons[rel] = reason
+
+
+def _read_small(dir_fd: int, rel: str) -> bytes:
+    """The first ``SCAN_LIMIT + 1`` bytes of a file (b"" when it cannot be read now)."""
+    with contextlib.suppress(OSError):  # packing opens it again and reports what is wrong
+        fd = os.open(rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+        try:
+            return os.read(fd, SCAN_LIMIT + 1)
+        finally:
+            os.close(fd)
+    return b""
+
+
+def _start(root: Path) -> tuple[Selection, _NamedFiles, Callable[[str], bool]]:
     """List candidates and load the rules; return an empty Selection and a generator.
 
     The generator applies the name rules only and yields ``(path, on_purpose)`` for each
     path to upload if it turns out to be a regular file; excluded paths that exist are
     recorded in the Selection. Callers look at the files themselves: :func:`select_files`
-    with lstat, :func:`pack_worktree` by opening them, so it stats each file only once.
+    with lstat, :func:`pack_worktree` by opening them, so it stats each file only once; both
+    check the content of what they read, and ask the returned ``wanted(path)`` (does
+    ``.sandboxruninclude`` name it?) before leaving a file out for its content.
     """
     root = Path(root).resolve()
     if not root.is_dir():
@@ -263,21 +250,23 @@ def _start(root: Path) -> tuple[Selection, _NamedFiles]:
         sel.source = "walk"
         candidates, ignored = _walk_candidates(root, include_lines, include_spec)
 
-    def note(lst: list[str], dir_fd: int, rel: str) -> None:
+    def note(lst: list[str], dir_fd: int, rel: str) -> bool:
         with contextlib.suppress(OSError):  # a deleted tracked file is not worth a mention
             os.lstat(rel, dir_fd=dir_fd)
             lst.append(rel)
+            return True
+        return False
 
     def named(dir_fd: int) -> Iterator[tuple[str, bool]]:
         for rel in candidates:
             if ignore_spec is not None and ignore_spec.match(rel):
                 note(sel.excluded_by_ignorefile, dir_fd, rel)
-            elif not _SECRETS.match(rel):
+            elif (reason := name_reason(rel)) is None:
                 yield rel, False
             elif include_spec is not None and include_spec.match(rel):
                 yield rel, True
-            else:
-                note(sel.excluded_secrets, dir_fd, rel)
+            elif note(sel.excluded_secrets, dir_fd, rel):
+                sel.secret_reasons[rel] = reason
         # ignored by git (or .gitignore): only what .sandboxruninclude names comes back
         for rel in ignored:
             if include_spec is None or not include_spec.match(rel):
@@ -287,7 +276,11 @@ def _start(root: Path) -> tuple[Selection, _NamedFiles]:
             else:
                 yield rel, True
 
-    return sel, named
+    return sel, named, _wanted(include_spec)
+
+
+def _wanted(include_spec: _Spec | None) -> Callable[[str], bool]:
+    return (lambda rel: False) if include_spec is None else include_spec.match
 
 
 def _finish(sel: Selection, files: list[str], total_bytes: int) -> Selection:
@@ -471,6 +464,7 @@ def pack_worktree(
     selection: Selection | None = None,
     progress: Callable[[int, int], None] | None = None,
     level: int | None = None,
+    scan_cache: Path | None = None,
 ) -> PackResult:
     """Write the selected files of ``root`` as a compressed tarball at ``output``.
 
@@ -485,7 +479,9 @@ def pack_worktree(
     ``selection`` reports them. ``progress`` is called as ``progress(bytes_done, bytes_total)``
     (uncompressed) about once per MiB and at the end; it needs the total first, so with
     ``progress`` and no ``selection`` the selection is made up front. A file of a given
-    selection that has vanished or become a link is skipped and noted in ``skipped``.
+    selection that has vanished or become a link is skipped and noted in ``skipped``. The
+    bytes read are content-checked before they are written (a secret is left out unless
+    ``.sandboxruninclude`` names it); ``scan_cache``: see :class:`.secrets.ContentCheck`.
     """
     if compression not in COMPRESSIONS:
         raise UsageError(
@@ -504,14 +500,20 @@ def pack_worktree(
             "Create the directory first or choose another --output.",
         )
     if selection is None and progress is not None:
-        selection = select_files(root)
+        selection = select_files(root, scan_cache=scan_cache)
+    check = ContentCheck(scan_cache)
     if selection is None:
-        sel, named = _start(root)
+        sel, named, wanted = _start(root)
         skipped = sel.skipped
     else:
-        sel = selection
+        sel = replace(
+            selection,
+            excluded_secrets=list(selection.excluded_secrets),
+            secret_reasons=dict(selection.secret_reasons),
+        )
         brought_back = set(sel.included_on_purpose)
         skipped = list(sel.skipped)
+        wanted = _wanted(_load_spec(sel.root / INCLUDE_FILE))
 
         def named(dir_fd: int) -> Iterator[tuple[str, bool]]:
             return ((rel, rel in brought_back) for rel in sel.files)
@@ -543,6 +545,12 @@ def pack_worktree(
                     if selection is not None or got != "missing":  # else: deleted, tracked
                         skipped.append(_skip(rel, got, fresh=selection is None))
                     continue
+                # the content check sees exactly the bytes that would be uploaded
+                if not on_purpose and (rule := check(got[1])) is not None:
+                    on_purpose = wanted(rel)
+                    if not on_purpose:
+                        _exclude(sel, rel, f"content: {rule}")
+                        continue
                 size = write_member(batch, dir_fd, rel, *got)
                 bytes_in += size
                 written.append(rel)
@@ -565,10 +573,12 @@ def pack_worktree(
         raise
     finally:
         os.close(dir_fd)
+    check.save()
     if selection is None:
         sel.included_on_purpose = included
         sel = _finish(sel, written, bytes_in)
     elif len(written) != len(sel.files) or skipped != sel.skipped:
+        sel.excluded_secrets.sort()
         sel = replace(
             sel,
             files=written,
