@@ -49,8 +49,10 @@ def _child(store: SessionStore, name: str) -> Session:
 
 def spawn_cmd(
     name: str = typer.Argument(..., help="The child's name (also its role and worktree)."),
-    prompt: str = typer.Option(None, "--prompt", "-p", help="The first task."),
-    prompt_file: Path = typer.Option(None, "--prompt-file", help="Read the first task here."),
+    prompt: str | None = typer.Option(None, "--prompt", "-p", help="The first task."),
+    prompt_file: Path | None = typer.Option(
+        None, "--prompt-file", help="Read the first task here."
+    ),
     role: str = typer.Option(None, "--role", help="The role (default: the name)."),
     base: str = typer.Option(None, "--base", help="Branch the worktree from this ref."),
     model: str = typer.Option(None, "--model", help="Claude model for the child."),
@@ -73,9 +75,12 @@ def spawn_cmd(
 
     Example: sandboxrun spawn api --prompt "add a /health endpoint" --skip-permissions
     """
-    if (prompt is None) == (prompt_file is None):
+    if prompt is not None and prompt_file is None:
+        task = prompt
+    elif prompt_file is not None and prompt is None:
+        task = prompt_file.read_text()
+    else:
         raise UsageError("give the task with exactly one of --prompt or --prompt-file")
-    task = prompt if prompt is not None else prompt_file.read_text()
     root = _root(repo)
     settings = settings_for(root)
     store = open_store(settings)
@@ -101,7 +106,7 @@ def send_cmd(
     names: list[str] = typer.Argument(
         ..., help="Children to send to; the last word is the text unless --file is given."
     ),
-    file: Path = typer.Option(None, "--file", "-f", help="Send this file's text."),
+    file: Path | None = typer.Option(None, "--file", "-f", help="Send this file's text."),
     json_out: bool = typer.Option(False, "--json", help="Print results as JSON."),
 ) -> None:
     """Send a message to children, confirmed by their UserPromptSubmit hook.

@@ -89,8 +89,13 @@ def adopt(store: SessionStore, tmux: Tmux, orphan: Orphan) -> Any:
         "activity_at": time.time() if activity else None,
         "options": {"adopted": True, "socket": tmux.socket_path},
     }
-    exists = sid and store.conn.execute("SELECT 1 FROM sessions WHERE id = ?", (sid,)).fetchone()
-    if exists:  # the child's own (ended) row: revive it, so its hooks land there again
+    exists = (
+        sid is not None
+        and store.conn.execute("SELECT 1 FROM sessions WHERE id = ?", (sid,)).fetchone()
+    )
+    if (
+        sid is not None and exists
+    ):  # the child's own (ended) row: revive it, so its hooks land there again
         store.set_status(sid, Status.RUNNING, ended_at=None, **fields)
         session = store.get(sid)
     else:

@@ -178,6 +178,7 @@ def spawn(
             f"a child named {name!r} is already running (tmux session {tmux_name})",
             f"Talk to it with `sandboxrun send {name} ...`, or `sandboxrun close {name}` first.",
         )
+    branch: str | None
     if req.worktree:
         wt = worktrees.setup(root, role, settings, base=req.base)
         path, branch, base = wt.path, wt.branch, wt.base or req.base
