@@ -259,7 +259,7 @@ def wait_ready(
     answers first-run screens meanwhile and fails clearly on a login screen or an early exit.
     """
     deadline = time.monotonic() + timeout
-    answered: set[str] = set()
+    last_key = 0.0
     digest = prompt_hash(prompt)
     while True:
         if prompt_seen(store, session_id, digest, 0):
@@ -279,10 +279,14 @@ def wait_ready(
                 f"claude exited at start (status {pane.dead_status if pane else '?'}): {last}",
                 "Check SANDBOXRUN_CLAUDE_BIN / `claude --version`, and the flags given.",
             )
-        for needle, keys in ((_TRUST_TEXT, ("Down", "Enter")), (_BYPASS_TEXT, ("Down", "Enter"))):
-            if needle in text and needle not in answered:
-                answered.add(needle)  # answer each screen once; a repeat falls to the timeout
-                tmux.send_keys(tmux_name, *keys)
+        for needle in (_TRUST_TEXT, _BYPASS_TEXT):
+            # The pre-seeded config can lose the race with another running Claude Code that
+            # rewrites .claude.json: then answer the screen. One key per look, decided by where
+            # its cursor (❯) is, so a key lost while the screen draws is simply pressed again.
+            if needle in text and time.monotonic() - last_key > 0.5:
+                on_yes = any("\u276f" in line and needle in line for line in text.splitlines())
+                tmux.send_keys(tmux_name, "Enter" if on_yes else "Down")
+                last_key = time.monotonic()
         if time.monotonic() > deadline:
             raise SpawnError(
                 f"the child did not take its first prompt within {timeout:.0f}s "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 from sbr_testlib import retry_until
@@ -249,3 +250,30 @@ def test_rows_lost_then_adopted_then_shutdown(children, proj):
     for name in ("a", "b"):
         assert children.row(name)["status"] == "completed"
         assert (proj / ".worktrees" / name).is_dir()
+
+
+def test_trust_dialog_answered_in_the_pane_when_the_config_lost_the_race(children, proj, tmp_path):
+    """Another running Claude Code can rewrite .claude.json without our trust entry: the
+    dialog then shows, and wait_ready answers it (cursor to "Yes", Enter)."""
+    from sandboxrun.local.spawn import SpawnRequest, claude_argv, wait_ready, write_settings
+    from sandboxrun.store import SessionStore, Status
+    from sandboxrun.tmux import child_env
+
+    work = tmp_path / "untrusted"
+    work.mkdir()
+    home = Path(os.environ["SANDBOXRUN_HOME"])
+    store = SessionStore(home / "state.db")
+    row = store.create_session(
+        name="u", mode="local", backend="tmux", status=Status.RUNNING, tmux_session="t_child_u"
+    )
+    env = child_env(children.env, SANDBOXRUN_SESSION=row.id)
+    argv = claude_argv(
+        env["SANDBOXRUN_CLAUDE_BIN"],
+        write_settings(home, row.id),
+        SpawnRequest(name="u", task="hi there", skip_permissions=True),
+        "hi there",
+    )
+    children.tmux.new_session("t_child_u", argv, cwd=work, env=env)
+    retry_until(lambda: "trust this folder" in children.tmux.capture("t_child_u"), timeout=30)
+    wait_ready(store, children.tmux, row.id, "t_child_u", "hi there", timeout=60)
+    assert "trust this folder" not in children.tmux.capture("t_child_u")
