@@ -148,6 +148,23 @@ class Tmux:
             raise TmuxError(f"tmux session {name} vanished right after it was created")
         return info
 
+    def new_window(
+        self, session: str, window: str, argv: Sequence[str], *, cwd: str | Path
+    ) -> None:
+        """A second window in ``session`` running ``argv`` directly (e.g. the monitor)."""
+        self.cmd(
+            "new-window", "-d", "-t", f"={session}:", "-n", window, "-c", str(cwd), "--", *argv
+        )
+
+    def windows(self, session: str) -> list[str]:
+        """Names of the session's windows whose pane is alive."""
+        res = self.server.cmd(
+            "list-windows", "-t", f"={session}", "-F", "#{window_name}\t#{pane_dead}"
+        )
+        if res.returncode != 0:
+            return []
+        return [line.split("\t")[0] for line in res.stdout if line.endswith("\t0")]
+
     def kill_session(self, name: str) -> bool:
         """End a session (and its processes); False when there was none."""
         return self.server.cmd("kill-session", "-t", f"={name}").returncode == 0

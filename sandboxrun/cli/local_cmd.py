@@ -19,6 +19,7 @@ from sandboxrun.config import parse_duration
 from sandboxrun.errors import SandboxrunError, UsageError
 from sandboxrun.local import adopt as adopt_mod
 from sandboxrun.local import close as close_mod
+from sandboxrun.local import master as master_mod
 from sandboxrun.local import monitor as monitor_mod
 from sandboxrun.local import send as send_mod
 from sandboxrun.local import spawn as spawn_mod
@@ -367,6 +368,75 @@ def shutdown_cmd(
         raise typer.Exit(1)
 
 
+master_app = typer.Typer(
+    help=(
+        "The master: an interactive Claude Code in the main checkout (tmux session "
+        "{prefix}_master, role pm) with the monitor in its second window. "
+        ".sandboxrun/master.txt is its first prompt, once per repository."
+    ),
+    no_args_is_help=True,
+)
+
+
+@master_app.command("start")
+def master_start_cmd(
+    model: str = typer.Option(None, "--model", help="Claude model for the master."),
+    skip_permissions: bool = typer.Option(
+        False, "--skip-permissions", help="Run claude with --dangerously-skip-permissions."
+    ),
+    no_monitor: bool = typer.Option(False, "--no-monitor", help="Do not start the monitor."),
+    repo: Path = REPO_OPTION,
+    json_out: bool = typer.Option(False, "--json", help="Print the session as JSON."),
+) -> None:
+    """Start the master session (and the monitor); binds .sandboxrun/session_id.txt once."""
+    root = _root(repo)
+    settings = settings_for(root)
+    req = spawn_mod.SpawnRequest(
+        name="master", task="", model=model, skip_permissions=skip_permissions
+    )
+    session = master_mod.start(
+        root, settings, open_store(settings), Tmux(), req=req, monitor=not no_monitor
+    )
+    if json_out:
+        print_json(session.to_dict())
+        return
+    console.print(f"master: started (tmux session {session.tmux_session}, session {session.id})")
+
+
+@master_app.command("stop")
+def master_stop_cmd(
+    force: bool = typer.Option(False, "--force", help="Stop it even when busy."),
+    repo: Path = REPO_OPTION,
+) -> None:
+    """Ask the master's Claude to exit and end its tmux session (the monitor with it)."""
+    root = _root(repo)
+    settings = settings_for(root)
+    store = open_store(settings)
+    tmux = Tmux()
+    info = master_mod.status(root, settings, store, tmux)
+    if info["session"] is None or not tmux.has_session(info["tmux_session"]):
+        console.print("master: not running")
+        return
+    close_mod.close(store, tmux, store.get(info["session"]), force=force)
+    console.print("master: stopped")
+
+
+@master_app.command("status")
+def master_status_cmd(
+    repo: Path = REPO_OPTION,
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Whether the master and its monitor run; its Claude session id; push URL, base branch."""
+    root = _root(repo)
+    settings = settings_for(root)
+    info = master_mod.status(root, settings, open_store(settings), Tmux())
+    if json_out:
+        print_json(info)
+        return
+    for key, value in info.items():
+        console.print(f"{key}: {value}")
+
+
 def register(app: typer.Typer) -> None:
     """Add the local-children commands to the CLI."""
     for name, fn in (
@@ -382,3 +452,4 @@ def register(app: typer.Typer) -> None:
         ("shutdown", shutdown_cmd),
     ):
         app.command(name)(fn)
+    app.add_typer(master_app, name="master")

@@ -138,7 +138,9 @@ class SpawnRequest:
     worktree: bool = True
 
 
-def claude_argv(claude: str, settings_file: Path, req: SpawnRequest, prompt: str) -> list[str]:
+def claude_argv(
+    claude: str, settings_file: Path, req: SpawnRequest, prompt: str | None
+) -> list[str]:
     """The child's command line (argv; the prompt is one argument, never shell text)."""
     argv = [claude, "--settings", str(settings_file)]
     if req.model:
@@ -147,6 +149,8 @@ def claude_argv(claude: str, settings_file: Path, req: SpawnRequest, prompt: str
         argv.append("--dangerously-skip-permissions")
     elif req.permission_mode:
         argv += ["--permission-mode", req.permission_mode]
+    if prompt is None:
+        return argv
     # "--" ends the options: a prompt starting with "-" stays the prompt.
     return [*argv, "--", prompt]
 
@@ -251,18 +255,22 @@ def wait_ready(
     tmux: Tmux,
     session_id: str,
     tmux_name: str,
-    prompt: str,
+    prompt: str | None,
     *,
     timeout: float,
 ) -> None:
-    """Until the child's UserPromptSubmit hook has shown the first prompt, intact (its hash);
-    answers first-run screens meanwhile and fails clearly on a login screen or an early exit.
+    """Until the child's UserPromptSubmit hook has shown the first prompt, intact (its hash),
+    or without a prompt until its SessionStart hook; answers first-run screens meanwhile and
+    fails clearly on a login screen or an early exit.
     """
     deadline = time.monotonic() + timeout
     last_key = 0.0
-    digest = prompt_hash(prompt)
+    digest = prompt_hash(prompt) if prompt is not None else None
     while True:
-        if prompt_seen(store, session_id, digest, 0):
+        if digest is None:
+            if store.get(session_id).agent_session_id:
+                return
+        elif prompt_seen(store, session_id, digest, 0):
             return
         pane = tmux.pane(tmux_name)
         text = tmux.capture(tmux_name) if pane is not None else ""

@@ -277,3 +277,33 @@ def test_trust_dialog_answered_in_the_pane_when_the_config_lost_the_race(childre
     retry_until(lambda: "trust this folder" in children.tmux.capture("t_child_u"), timeout=30)
     wait_ready(store, children.tmux, row.id, "t_child_u", "hi there", timeout=60)
     assert "trust this folder" not in children.tmux.capture("t_child_u")
+
+
+def test_master_start_status_stop_prompt_once_session_id_once(children, proj):
+    (proj / ".sandboxrun").mkdir()
+    (proj / ".sandboxrun" / "master.txt").write_text("You are the master of this repo.")
+    children.api.script(text("ok, master"), text("hello again"))
+    out = children("master", "start", "--skip-permissions", "--json")
+    assert out.returncode == 0, out.stderr
+    sid_file = proj / ".sandboxrun" / "session_id.txt"
+    first = sid_file.read_text().strip()
+    row = children.row("t_master")
+    assert first and first == row["agent_session_id"]
+    assert row["role"] == "pm" and row["worktree"] == str(proj)
+    assert children.prompts().count("You are the master of this repo.") == 1
+    again = children("master", "start")
+    assert again.returncode == 2 and "already running" in again.stderr
+    st = children("master", "status", "--json")
+    assert '"running": true' in st.stdout and '"monitor": true' in st.stdout, st.stdout
+    assert '"base_branch": "main"' in st.stdout
+    assert children("wait", "t_master", "--timeout", "60s").returncode == 0
+    stopped = children("master", "stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert not children.tmux.has_session("t_master")
+    # a second master: no master.txt again, session_id.txt kept (written only when missing)
+    out = children("master", "start", "--skip-permissions", "--no-monitor")
+    assert out.returncode == 0, out.stderr
+    assert children.prompts().count("You are the master of this repo.") == 1
+    assert sid_file.read_text().strip() == first
+    assert children.row("t_master")["agent_session_id"] != first
+    children("master", "stop", "--force")
