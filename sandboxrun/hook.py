@@ -10,7 +10,8 @@ records, in one ``BEGIN IMMEDIATE`` transaction of the one database:
   (``CLAUDE_INSTANCE_ID``, then the worktree's ``user.email``) or, without a role, the worktree
   of ``cwd``; a local session row is created on first sight;
 - a heartbeat (``sessions.last_heartbeat`` and the role's presence), the event (kind ``hook``,
-  with the tool name; never tool inputs or prompts, which may hold secrets), and the session's
+  with the tool name; never tool inputs or prompts, which may hold secrets: UserPromptSubmit
+  records only the prompt's hash, by which ``sandboxrun send`` confirms delivery), and the session's
   activity: busy after UserPromptSubmit/PreToolUse/PostToolUse, idle after Stop,
   needs_permission on a ``permission_prompt`` Notification, usage_limited (with the reset
   time when the message gives one) on a StopFailure ``rate_limit``, error on other

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -290,6 +291,8 @@ def test_master_start_status_stop_prompt_once_session_id_once(children, proj):
     row = children.row("t_master")
     assert first and first == row["agent_session_id"]
     assert row["role"] == "pm" and row["worktree"] == str(proj)
+    # start returns at the UserPromptSubmit hook; the API request comes just after
+    retry_until(lambda: "You are the master of this repo." in children.prompts())
     assert children.prompts().count("You are the master of this repo.") == 1
     again = children("master", "start")
     assert again.returncode == 2 and "already running" in again.stderr
@@ -307,3 +310,28 @@ def test_master_start_status_stop_prompt_once_session_id_once(children, proj):
     assert sid_file.read_text().strip() == first
     assert children.row("t_master")["agent_session_id"] != first
     children("master", "stop", "--force")
+
+
+def test_read_follows_clear_into_the_new_transcript(children, proj):
+    children.api.script(text("before clear"), text("after clear"))
+    assert (
+        children("spawn", "r", "--prompt", "first question", "--skip-permissions").returncode == 0
+    )
+    assert children("wait", "r", "--timeout", "60s").returncode == 0
+    first_id = children.row("r")["agent_session_id"]
+    # /clear is a command, not a prompt: no UserPromptSubmit, so type it and watch the hooks
+    children.tmux.paste("t_child_r", "/clear")
+    time.sleep(0.2)
+    children.tmux.send_keys("t_child_r", "Enter")
+    retry_until(lambda: children.row("r")["agent_session_id"] != first_id, timeout=30)
+    sent = children("send", "r", "second question")
+    assert "delivered" in sent.stdout, sent.stdout + sent.stderr
+    assert children("wait", "r", "--timeout", "60s").returncode == 0
+    read = children("read", "r", "--json")
+    entries = json.loads(read.stdout)
+    texts = [e["text"] for e in entries]
+    assert texts.index("first question") < texts.index("before clear")
+    assert texts.index("before clear") < texts.index("second question") < texts.index("after clear")
+    assert {e["claude_session_id"] for e in entries} >= {first_id}
+    last = json.loads(children("read", "r", "--last", "1", "--json").stdout)
+    assert [e["text"] for e in last] == ["after clear"]
