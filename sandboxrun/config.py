@@ -91,6 +91,11 @@ class Settings:
     poll_interval: float = 0.5
     #: how long an agent blocked by a usage limit may sit without a result before we stop it
     quota_stall: float = 20.0
+    #: how often a running agent's work is checkpointed (fetched and saved), seconds
+    checkpoint_every: float = 180.0
+    #: the longest a sandbox may live on the backend's plan (E2B: 1 h Hobby, 24 h Pro);
+    #: stopping and collecting are planned to fit inside it
+    max_lifetime: float = 3600.0
     # -- local mode (agent worktrees, hooks, presence) --
     #: branch of a role's worktree; ``{role}`` is replaced by the role name
     branch_template: str = "agent/{role}/active"
@@ -169,7 +174,10 @@ def _coerce(
     The one check of every setting, whether it comes from a file, the environment or a flag.
     """
     try:
-        if key in ("timeout", "grace", "poll_interval", "quota_stall", "stale_after"):
+        if key in (
+            "timeout", "grace", "poll_interval", "quota_stall", "checkpoint_every", "max_lifetime",
+            "stale_after",
+        ):  # fmt: skip
             return parse_duration(value)
         if key in _LOCAL_KEYS:
             return _coerce_local(key, value)

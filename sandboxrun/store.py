@@ -151,6 +151,18 @@ def m002_sessions_isolated(db: sqlite_utils.Database) -> None:
 
 
 @migrations()
+def m003_sandbox_lifetime_and_checkpoints(db: sqlite_utils.Database) -> None:
+    """The sandbox's end as E2B accepted it, why the agent was stopped, the last checkpoint."""
+    for column, kind in (
+        ("sandbox_created_at", "REAL"),  # when the sandbox was created (lifetime cap)
+        ("sandbox_end", "REAL"),  # the end E2B last accepted for the sandbox
+        ("stop_reason", "TEXT"),  # why we stopped the agent (timeout, killed, quota)
+        ("checkpoint_at", "REAL"),  # when the last checkpoint of the work was saved
+    ):
+        db.execute(f"ALTER TABLE sessions ADD COLUMN {column} {kind}")
+
+
+@migrations()
 def m003_local_mode_presence_messages(db: sqlite_utils.Database) -> None:
     """Local mode: what hooks learn about a session, presence per role, and messages.
 
@@ -252,6 +264,14 @@ class Session:
     error: str | None = None
     kill_requested: int = 0
     discard: int = 0
+    #: when the sandbox was created (the plan's lifetime cap counts from it)
+    sandbox_created_at: float | None = None
+    #: the sandbox's end as the backend last confirmed it (None: no end, e.g. local)
+    sandbox_end: float | None = None
+    #: why we stopped the agent (timeout, killed, quota), kept for a resumed collection
+    stop_reason: str | None = None
+    #: when the last checkpoint of the work was saved
+    checkpoint_at: float | None = None
     #: keep, allow_sensitive, dry_run, compression, ... (NULL in the row reads as {})
     options: dict[str, Any] = field(default_factory=dict)
     #: whether the agent was confined (E2B, or local under bubblewrap); None for sessions

@@ -118,12 +118,18 @@ def test_commit_message_with_from_line_survives(cli, repo):
 def test_no_changes(cli, repo):
     proc = cli("run", "--backend", "local", "--name", "idle", "--prompt", "just look around")
     assert proc.returncode == 0, proc.stderr
-    # The fixture's checkout has an untracked .env: the user is told it is not included.
-    assert "uncommitted changes" in proc.stderr and "--with-changes" in proc.stderr
+    # The fixture's checkout has only an untracked .env, a secret that is never uploaded
+    # anyway (deny-list): nothing worth a warning is left out.
+    assert "uncommitted changes" not in proc.stderr
     st = cli.status("idle")
     assert st["status"] == "completed_no_changes"
     assert st["result_commits"] == []
     assert git(repo, "rev-parse", "sandboxrun/idle") == git(repo, "rev-parse", "main")
+    # A real uncommitted change is left out, and the user is told.
+    (repo / "README.md").write_text("# changed\n")
+    proc = cli("run", "--backend", "local", "--name", "idle2", "--prompt", "look again")
+    assert proc.returncode == 0, proc.stderr
+    assert "uncommitted changes" in proc.stderr and "--with-changes" in proc.stderr
 
 
 def test_agent_failure_is_reported_with_reason(cli, repo):

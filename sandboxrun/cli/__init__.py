@@ -52,14 +52,41 @@ for _group in ("worktree_cmd", "hooks_cmd", "install_cmd", "coord_cmd"):
 importlib.import_module("sandboxrun.cli.local_cmd").register(app)  # issue 10: tmux children
 
 
+def _configure_logging() -> None:
+    """Log lines (ours, the e2b SDK's, httpx's) go to a file, never into the live view.
+
+    With ``SANDBOXRUN_DEBUG`` set they go to stderr instead, at debug level.
+    """
+    if os.environ.get("SANDBOXRUN_DEBUG"):
+        logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
+        return
+    from logging.handlers import RotatingFileHandler
+
+    from sandboxrun.config import load_settings
+
+    root = logging.getLogger()
+    root.setLevel(logging.WARNING)
+    logging.getLogger("sandboxrun").setLevel(logging.INFO)
+    handler: logging.Handler
+    try:
+        home = load_settings(None).home
+        home.mkdir(parents=True, exist_ok=True)
+        handler = RotatingFileHandler(home / "sandboxrun.log", maxBytes=5 << 20, backupCount=1)
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(process)d %(name)s %(levelname)s: %(message)s")
+        )
+    except (OSError, SandboxrunError):  # an unusable home: the command itself says so
+        handler = logging.NullHandler()
+    root.addHandler(handler)
+
+
 def main() -> None:
     """Console-script entry point: run the app and translate our errors into exit codes.
 
     Click's standalone mode handles its own usage errors (exit 2), ``typer.Exit`` and Ctrl-C
     outside a run; our :class:`SandboxrunError` becomes ``Error: ...`` + hint, exit 1 or 2.
     """
-    if os.environ.get("SANDBOXRUN_DEBUG"):
-        logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
+    _configure_logging()
     try:
         app()
     except SandboxrunError as exc:

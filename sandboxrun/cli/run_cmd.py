@@ -18,7 +18,7 @@ from sandboxrun.agent import AgentEvent, AgentProgress
 from sandboxrun.cli.common import console, err_console, open_store, print_json_line, settings_for
 from sandboxrun.cli.session_cmd import session_json
 from sandboxrun.config import Settings, format_duration, parse_duration, parse_durations
-from sandboxrun.errors import UsageError
+from sandboxrun.errors import SandboxrunError, UsageError
 from sandboxrun.sandbox.prepare import RunRequest, prepare_run
 from sandboxrun.sandbox.reporting import Reporter
 from sandboxrun.sandbox.runner import RunDriver
@@ -148,7 +148,43 @@ def print_summary(session: Session) -> None:
             f"    git -C {s.repo} diff {(s.base_commit or '')[:12]}...{s.branch}", highlight=False
         )
         console.print(f"    git -C {s.repo} merge {s.branch}", highlight=False)
+    timings = _timings(s)
+    if timings:
+        console.print(
+            "  phases:   "
+            + "  ".join(f"{k} {format_duration_fine(v)}" for k, v in timings.items()),
+            highlight=False,
+        )
     console.print(f"  Logs:     sandboxrun logs {s.name}", highlight=False)
+
+
+def _timings(session: Session) -> dict[str, float]:
+    """The per-phase times the run recorded (its last ``timings`` event)."""
+    try:
+        events = open_store(settings_for(None)).events(session.id, kinds=("timings",))
+    except SandboxrunError:
+        return {}
+    return dict(events[-1]["payload"]) if events else {}
+
+
+def format_duration_fine(seconds: float) -> str:
+    """``0.42s`` under ten seconds, else as format_duration."""
+    return f"{seconds:.2f}s" if seconds < 10 else format_duration(seconds)
+
+
+def _changes_left_out(repo: Path) -> list[str]:
+    """Uncommitted paths a run from HEAD leaves out; untracked secrets (never uploaded with
+    or without --with-changes, per the deny-list) do not count."""
+    from sandboxrun.sync.secrets import name_reason
+
+    out = gitops.git(repo, "status", "--porcelain", "-z", "--untracked-files=all").stdout
+    paths = []
+    for entry in out.split("\0"):
+        code, path = entry[:2], entry[3:]
+        if not entry or (code == "??" and name_reason(path) is not None):
+            continue
+        paths.append(path)
+    return paths
 
 
 def spawn_detached(session: Session) -> int:
@@ -272,7 +308,7 @@ def register(app: typer.Typer) -> None:
         session = prepare_run(settings, store, req)
         if session.options.get("isolation_warning"):
             err_console.print(f"[yellow]! {session.options['isolation_warning']}[/yellow]")
-        if not with_changes and base == "HEAD" and not gitops.is_clean(Path(session.repo or repo)):
+        if not with_changes and base == "HEAD" and _changes_left_out(Path(session.repo or repo)):
             err_console.print(
                 "[yellow]! the agent starts from your last commit; uncommitted changes in "
                 f"{session.repo} are not included (--with-changes includes them)[/yellow]"

@@ -134,10 +134,7 @@ def _print_one(s: Session) -> None:
     for key, value in rows:
         console.print(f"  {key:<14} {value}", highlight=False)
     if not s.is_terminal and not d["driver_alive"] and s.agent_pgid:
-        console.print(
-            f"  [yellow]No process is following this session: "
-            f"`sandboxrun attach {s.name}` carries it on.[/yellow]"
-        )
+        console.print("  [yellow]No process is following this session.[/yellow]")
 
 
 def register(app: typer.Typer) -> None:
@@ -148,14 +145,24 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print JSON (a list of objects)."),
     ) -> None:
         """Show sessions: status, branch, cost, turns, time left."""
+        from sandboxrun.sandbox.sessions import next_commands_for, reconcile
+
         settings = settings_for(None)
         store = open_store(settings)
         sessions = [store.resolve(session)] if session else store.list(active_only=active)
+        # A sandbox gone with nobody following it shows as lost, not as running.
+        sessions = [reconcile(settings, store, s, probe=True) for s in sessions]
+        if active:
+            sessions = [s for s in sessions if not s.is_terminal]
         if json_out:
-            print_json([session_json(s) for s in sessions])
+            print_json(
+                [{**session_json(s), "next": next_commands_for(settings, s)} for s in sessions]
+            )
             return
         if session:
             _print_one(sessions[0])
+            for command in next_commands_for(settings, sessions[0]):
+                console.print(f"  next: {command}", highlight=False)
             return
         if not sessions:
             console.print("No sessions yet. Start one with `sandboxrun run --prompt-file PLAN.md`.")
@@ -182,7 +189,10 @@ def register(app: typer.Typer) -> None:
     def logs(
         session: str = typer.Argument(..., help="Session id, id prefix or name."),
         follow: bool = typer.Option(
-            False, "--follow", "-F", help="Keep printing until the session ends."
+            False,
+            "--follow",
+            "-F",
+            help="Keep printing until the session ends; exit 1 if it ended failed or lost.",
         ),
         raw: bool = typer.Option(
             False,
@@ -193,6 +203,8 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print stored events as JSON lines."),
     ) -> None:
         """Print a session's events (phases, agent actions, warnings), from any terminal."""
+        from sandboxrun.sandbox.sessions import reconcile
+
         settings = settings_for(None)
         store = open_store(settings)
         s = store.resolve(session)
@@ -214,10 +226,12 @@ def register(app: typer.Typer) -> None:
                         typer.echo(redact.text(line))
             if not follow:
                 return
-            current = store.get(s.id)
+            current = reconcile(settings, store, store.get(s.id))
             if current.is_terminal:
                 # one last pass for events written with the final status
                 if not store.events(s.id, after_id=last, limit=1):
+                    if current.status in ("failed", "lost"):
+                        raise typer.Exit(1)  # a script following a run learns how it ended
                     return
                 continue
             time.sleep(0.3)

@@ -12,9 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from sandboxrun.sandbox.backends.base import Launch, Sandbox, control_dir
-
-#: how long to wait after each stop signal before escalating (INT → TERM → KILL)
-STOP_WAITS = (10.0, 5.0, 3.0)
+from sandboxrun.sandbox.deadline import STOP_BUDGET, stop_schedule
 
 
 @dataclass(frozen=True)
@@ -78,13 +76,22 @@ class AgentProcess:
         except (FileNotFoundError, ValueError):
             return None
 
-    def stop(self) -> None:
-        """Interrupt the agent: INT, then TERM, then KILL, waiting for it between each."""
-        for signame, wait in zip(("INT", "TERM", "KILL"), STOP_WAITS, strict=True):
-            if not self.sandbox.signal_group(self.pgid, signame):
-                return
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline:
+    def stop(self, budget: float = STOP_BUDGET) -> None:
+        """Interrupt the agent: INT, then TERM, then KILL, each at its time within ``budget``.
+
+        The times are fixed against one deadline (``deadline.stop_schedule``), not waits after
+        each signal, so an agent that ignores INT costs half the budget, never the time the
+        collection needs.
+        """
+        start = time.monotonic()
+        for signame, at in stop_schedule(start, budget):
+            while time.monotonic() < at:
                 if self.exited():
                     return
                 time.sleep(0.1)
+            if not self.sandbox.signal_group(self.pgid, signame):
+                return
+        while time.monotonic() < start + budget:
+            if self.exited():
+                return
+            time.sleep(0.1)

@@ -7,10 +7,10 @@ stage with a private index file so collecting while the agent works never touche
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from sandboxrun.agent import AgentProgress
-from sandboxrun.config import format_duration
-from sandboxrun.errors import BackendError, PatchRejectedError, SandboxrunError
+from sandboxrun.config import Settings, format_duration
+from sandboxrun.errors import BackendError, PatchRejectedError
 from sandboxrun.redact import Redactor
-from sandboxrun.sandbox.agentproc import AgentFiles
 from sandboxrun.sandbox.backends.base import Sandbox, control_dir
 from sandboxrun.sandbox.follow import FollowOutcome
 from sandboxrun.sandbox.journal import Journal, PhaseTimes
@@ -93,23 +92,6 @@ def save_artifacts(directory: Path, patches: Patches) -> None:
         tmp.replace(directory / name)
 
 
-def save_snapshot(sandbox: Sandbox, journal: Journal, artifacts: Path) -> None:
-    """Save the work so far as artifacts, so a lost sandbox still leaves something behind."""
-    try:
-        save_artifacts(artifacts, collect_patches(sandbox, journal.session()))
-        journal.event("phase", {"phase": "snapshot"})
-    except BackendError as exc:
-        log.warning("snapshot of %s failed: %s", journal.session_id, exc)
-
-
-def _copy_logs(sandbox: Sandbox, artifacts: Path) -> None:
-    files = AgentFiles.of(sandbox)
-    redactor = Redactor.from_env(os.environ)
-    for name, path in (("agent.log", files.log), ("agent.stderr", files.stderr)):
-        with contextlib.suppress(FileNotFoundError, SandboxrunError):
-            (artifacts / name).write_bytes(redactor.bytes(sandbox.read_file(path)))
-
-
 def describe_failure(
     result: dict[str, Any] | None, exit_code: int | None, stderr: str, max_turns: int | None
 ) -> str:
@@ -143,13 +125,15 @@ def finish_with_patches(
     artifacts: Path,
     times: PhaseTimes,
     teardown: Callable[[], None],
+    settings: Settings,
 ) -> Session:
     """Collect, check and apply the work, tear down, and record how the session ended.
 
     ``progress`` holds the agent's result (or usage limit); the patches and logs are saved
     under ``artifacts``; ``teardown`` removes the sandbox (or keeps it, with ``--keep``) once
-    everything needed is out of it.
+    everything needed is out of it. ``settings`` size the time the collection may take.
     """
+    from sandboxrun.sandbox.checkpoint import Run, bring_back
     from sandboxrun.sync.patches import apply_changes
 
     store, sid = journal.store, journal.session_id
@@ -167,9 +151,17 @@ def finish_with_patches(
         return journal.session()
 
     with times.measure("collect"):
-        patches = collect_patches(sandbox, s)
-        save_artifacts(artifacts, patches)
-        _copy_logs(sandbox, artifacts)
+        # Streamed to disk, retried, resumable; on failure the sandbox is kept for `attach`
+        # and CollectionIncomplete goes up (sandbox.checkpoint).
+        manifest = bring_back(Run(journal, sandbox, settings, artifacts))
+        work = artifacts / "collect"  # the files as they came (for applying)
+        patches = Patches(
+            commits=(work / "commits.mbox").read_bytes(),
+            leftover=(work / "changes.diff").read_bytes(),
+            agent_commits=manifest.commits,
+        )
+        save_artifacts(artifacts, patches)  # what is kept is redacted
+        shutil.rmtree(work, ignore_errors=True)
     teardown()
 
     result = progress.result

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -20,12 +19,18 @@ from sandboxrun.config import Settings, format_duration
 from sandboxrun.errors import BackendError, SandboxLostError
 from sandboxrun.redact import Redactor
 from sandboxrun.sandbox.agentproc import AgentProcess
+from sandboxrun.sandbox.checkpoint import (
+    Run,
+    begin_stop,
+    read_checkpoint,
+    stop_plan,
+    take_checkpoint,
+)
+from sandboxrun.sandbox.deadline import collection_seconds
 from sandboxrun.sandbox.journal import Journal
 
 log = logging.getLogger(__name__)
 
-#: save a snapshot of the agent's patches this often (and at every warning mark)
-SNAPSHOT_INTERVAL = 600.0
 #: heartbeat writes at most this often when nothing else is written
 HEARTBEAT_INTERVAL = 5.0
 
@@ -33,6 +38,8 @@ HEARTBEAT_INTERVAL = 5.0
 #: why following ends: the agent exited by itself, or we stopped it (kill request, time limit,
 #: blocked by a usage limit)
 EndReason = Literal["exited", "killed", "timeout", "quota"]
+#: the reasons we stop an agent for, as stored in ``sessions.stop_reason``
+_STOPPED: dict[str, EndReason] = {"killed": "killed", "timeout": "timeout", "quota": "quota"}
 
 
 @dataclass
@@ -43,27 +50,20 @@ class FollowOutcome:
     exit_code: int | None = None
 
 
-def stop_margin(timeout: float, grace: float) -> float:
-    """Seconds before the hard limit at which we stop the agent to collect its work.
-
-    The hard limit is also the sandbox's own end, so stopping and collecting must fit in this
-    margin: ``grace`` (60 s by default), but at most a quarter of a short run.
-    """
-    return min(grace, max(timeout * 0.25, 1.0))
-
-
 def follow_agent(
     journal: Journal,
     agent: AgentProcess,
     progress: AgentProgress,
     settings: Settings,
-    snapshot: Callable[[], None],
+    run: Run,
 ) -> FollowOutcome:
     """Follow the agent until it exits or we stop it; returns why it ended.
 
     Agent events go to ``progress``, the journal and its reporter; ``settings`` give the
-    defaults for the limits a session does not set itself; ``snapshot`` saves the work so far
-    (every :data:`SNAPSHOT_INTERVAL` and at each warning mark).
+    defaults for the limits a session does not set itself. ``run`` is what checkpoints and
+    stops need (sandbox.checkpoint): the work is checkpointed every ``checkpoint_every``, at
+    each warning mark and after each of the agent's commits, and the stop is planned so that
+    the collection fits in the sandbox's life.
     """
     store, sb, sid = journal.store, agent.sandbox, journal.session_id
     reporter = journal.reporter
@@ -77,7 +77,8 @@ def follow_agent(
     }
     reason: EndReason | None = None
     last_beat = 0.0
-    last_snapshot = time.monotonic()
+    # Checkpoints: `known` is the size of the work so far (it sizes the collection).
+    ckpt = _Checkpoints(run)
     rate_limited_since: float | None = None
     redactor = Redactor.from_env(os.environ)  # the agent's credentials never reach the store
 
@@ -106,6 +107,7 @@ def follow_agent(
                 progress.feed(event)
                 reporter.agent_event(event)
                 _row_updates(event, updates)
+                ckpt.watch(event)
         store.add_events(sid, items)
         last_beat = time.monotonic()
         rate_limited_since = None  # the agent is still talking: restart the quota-stall clock
@@ -129,16 +131,22 @@ def follow_agent(
                 break
             if s.kill_requested:
                 reporter.warning("kill requested: stopping the agent")
+                begin_stop(run, "killed")
                 agent.stop()
                 reason = "killed"
                 break
-            grace = stop_margin(timeout, s.options.get("grace", settings.grace))
-            if remaining <= grace:
+            plan = stop_plan(run, s, ckpt.known)
+            if now >= plan.stop_at:
                 msg = (
                     f"time limit reached ({format_duration(deadline - started)}): "
                     "stopping the agent and collecting its work"
+                    if not plan.shortened
+                    else "the sandbox is near the longest life the plan allows (max_lifetime "
+                    f"{format_duration(settings.max_lifetime)}): stopping the agent now so "
+                    "that its work can still be collected"
                 )
                 journal.warn(msg, mark="limit")
+                begin_stop(run, "timeout")
                 agent.stop()
                 reason = "timeout"
                 break
@@ -150,21 +158,20 @@ def follow_agent(
                         "left before the time limit (extend with `sandboxrun extend`)"
                     )
                     journal.warn(msg, mark=mark)
-                    snapshot()
-                    last_snapshot = time.monotonic()
+                    ckpt.take(plan.stop_at)
             if progress.rate_limited_until and progress.result is None:
                 rate_limited_since = rate_limited_since or time.monotonic()
                 stall = s.options.get("quota_stall", settings.quota_stall)
                 if time.monotonic() - rate_limited_since > stall:
                     reporter.warning("usage limit reached: stopping the waiting agent")
+                    begin_stop(run, "quota")
                     agent.stop()
                     reason = "quota"
                     break
             else:
                 rate_limited_since = None
-            if time.monotonic() - last_snapshot > SNAPSHOT_INTERVAL:
-                snapshot()
-                last_snapshot = time.monotonic()
+            if ckpt.due():
+                ckpt.take(plan.stop_at)
             if time.monotonic() - last_beat > HEARTBEAT_INTERVAL:
                 store.update(sid, last_heartbeat=time.time())
                 last_beat = time.monotonic()
@@ -184,11 +191,14 @@ def follow_agent(
             log.warning("following %s: %s", sid, exc)
             if not sb.is_alive():
                 raise SandboxLostError(
-                    f"the sandbox {sb.id} is gone", "The last snapshot of the work is kept."
+                    f"the sandbox {sb.id} is gone", "The last checkpoint of the work is kept."
                 ) from exc
             time.sleep(settings.poll_interval)
 
     drain(final=True)
+    if reason == "exited":
+        # we had stopped it ourselves before (a collection that `attach` resumed)
+        reason = _STOPPED.get(journal.session().stop_reason or "", reason)
     return FollowOutcome(reason, agent.exit_code())
 
 
@@ -211,3 +221,41 @@ def _row_updates(event: AgentEvent, updates: dict[str, object]) -> None:
         )
         if d.get("session_id"):
             updates["agent_session_id"] = d["session_id"]
+
+
+class _Checkpoints:
+    """When to take the next checkpoint of a running agent's work, and its size so far."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.every = run.settings.checkpoint_every
+        self.next = time.monotonic() + self.every
+        self.commit_tools: set[str] = set()
+        self.committed = False
+        info = read_checkpoint(run.artifacts) or {}
+        self.known = int(info.get("leftover_bytes", 0))
+
+    def watch(self, event: AgentEvent) -> None:
+        """Note a finished `git commit` of the agent's: its work is worth a checkpoint."""
+        d = event.data
+        if event.type == "tool_use" and "git commit" in str(d.get("summary", "")):
+            self.commit_tools.add(str(d.get("id")))
+        elif event.type in ("tool_result", "tool_error") and d.get("tool_use_id") in (
+            self.commit_tools
+        ):
+            self.commit_tools.discard(d.get("tool_use_id"))
+            self.committed = True
+
+    def due(self) -> bool:
+        return self.committed or time.monotonic() >= self.next
+
+    def take(self, stop_at: float) -> None:
+        """Take a checkpoint, unless it could not finish before the agent must stop."""
+        self.committed = False
+        self.next = time.monotonic() + self.every
+        if time.time() + collection_seconds(self.known, stop_budget=0, fixed=2) > stop_at:
+            return
+        info = take_checkpoint(self.run)
+        if info is not None:
+            mbox = self.run.artifacts / "commits.mbox"
+            self.known = int(info["leftover_bytes"]) + (mbox.stat().st_size if mbox.exists() else 0)

@@ -20,6 +20,7 @@ from sandboxrun.config import (
 from sandboxrun.errors import AgentError, BackendError, UsageError
 from sandboxrun.sandbox.agentproc import AgentFiles, AgentProcess
 from sandboxrun.sandbox.backends.base import Backend, Sandbox, control_dir
+from sandboxrun.sandbox.checkpoint import Run, start_clock
 from sandboxrun.sandbox.journal import Journal, PhaseTimes
 from sandboxrun.store import Session, Status
 from sandboxrun.sync.pack import SUFFIXES, PackResult
@@ -121,6 +122,7 @@ class Provisioner:
         assert session.repo is not None
         self.journal.phase(Status.PROVISIONING, f"backend {session.backend}")
         with self.times.measure("create"):
+            created = time.time()  # no later than E2B's clock starts: the lifetime cap
             sandbox = self.backend.create(
                 session.id,
                 # Enough for the upload; the sandbox's lifetime is set to the run's limit when
@@ -129,7 +131,9 @@ class Provisioner:
                 env=self.backend.agent_env(dry_run=bool(session.options.get("dry_run"))),
                 metadata={"sandboxrun_session": session.id, "repo": Path(session.repo).name},
             )
-            self.journal.update(sandbox_id=sandbox.id, sandbox_home=sandbox.home)
+            self.journal.update(
+                sandbox_id=sandbox.id, sandbox_home=sandbox.home, sandbox_created_at=created
+            )
         return sandbox
 
     def upload(self, sandbox: Sandbox, packed: PackResult) -> None:
@@ -187,9 +191,9 @@ class Provisioner:
         now = time.time()
         timeout = session.timeout_s or self.settings.timeout
         self.journal.update(agent_pgid=pgid, started_at=now, deadline=now + timeout, log_offset=0)
-        # The sandbox's own end is the hard limit; we stop the agent and collect a little
-        # before it (follow.stop_margin), while the sandbox is still alive.
-        sandbox.set_timeout(timeout)
+        # The sandbox lives the agent's limit plus room to collect (within the plan's cap);
+        # the stop is planned against both (checkpoint.stop_plan).
+        start_clock(Run(self.journal, sandbox, self.settings, self.artifacts), timeout)
         self.journal.phase(Status.RUNNING, f"agent pid {pgid}, limit {format_duration(timeout)}")
         return AgentProcess(sandbox, pgid)
 

@@ -13,7 +13,6 @@ because all its state lives in the store and in the sandbox.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 import time
@@ -24,12 +23,8 @@ from sandboxrun.errors import BackendError, SandboxLostError, SandboxrunError, U
 from sandboxrun.sandbox.agentproc import AgentProcess
 from sandboxrun.sandbox.backends import get_backend
 from sandboxrun.sandbox.backends.base import Backend, Sandbox
-from sandboxrun.sandbox.collect import (
-    collect_patches,
-    finish_with_patches,
-    save_artifacts,
-    save_snapshot,
-)
+from sandboxrun.sandbox.checkpoint import CollectionIncomplete, Run, begin_stop, mark_lost
+from sandboxrun.sandbox.collect import collect_patches, finish_with_patches, save_artifacts
 from sandboxrun.sandbox.follow import FollowOutcome, follow_agent
 from sandboxrun.sandbox.journal import Journal, PhaseTimes
 from sandboxrun.sandbox.provision import Provisioner
@@ -76,14 +71,35 @@ class RunDriver:
 
     def execute(self) -> Session:
         """Run the session from its worktree to an end state; returns the final row."""
+        try:
+            return self._execute()
+        finally:
+            self.record_timings()
+
+    def record_timings(self) -> None:
+        """Store how long each phase took (every run's summary shows them, however it ended)."""
+        s = self._refresh()
+        times = self.times.rounded()
+        if s.started_at and "agent" not in times:
+            end = s.ended_at or time.time()
+            after = times.get("collect", 0.0) + times.get("apply", 0.0)
+            self.times.record("agent", max(0.0, end - s.started_at - after))
+        if self.times.rounded():
+            with contextlib.suppress(SandboxrunError):
+                self.journal.event("timings", self.times.rounded())
+
+    def _execute(self) -> Session:
         self._claim()
         prov = Provisioner(self.settings, self.backend, self.journal, self.artifacts, self.times)
         try:
             packed = prov.pack(self.session)
-            self._check_kill_before_agent()
-            self.sandbox = prov.create_sandbox(self._refresh())
-            prov.upload(self.sandbox, packed)
-            packed.path.unlink(missing_ok=True)
+            try:
+                self._check_kill_before_agent()
+                self.sandbox = prov.create_sandbox(self._refresh())
+                prov.upload(self.sandbox, packed)
+            finally:
+                # Never leave a partial or used upload behind (failed, killed or done).
+                packed.path.unlink(missing_ok=True)
             self._check_kill_before_agent()
             if self.session.options.get("dry_run"):
                 return self._finish_dry_run(prov, self.sandbox, packed)
@@ -94,8 +110,10 @@ class RunDriver:
             self.journal.end(Status.KILLED, error="killed before the agent started")
             return self._refresh()
         except SandboxLostError as exc:
-            self.journal.end(Status.LOST, error=exc.message)
+            mark_lost(self.journal.store, self._refresh(), self.artifacts, exc.message)
             raise
+        except CollectionIncomplete:
+            raise  # the session stays `collecting`, its sandbox alive: `attach` finishes it
         except KeyboardInterrupt:
             if self._agent_started():
                 s = self.session
@@ -155,8 +173,10 @@ class RunDriver:
             self._replay_progress()
             return self._follow_and_finish(self.agent)
         except SandboxLostError as exc:
-            self.journal.end(Status.LOST, error=exc.message)
+            mark_lost(self.journal.store, self._refresh(), self.artifacts, exc.message)
             raise
+        finally:
+            self.record_timings()
 
     def finish_orphan_kill(self) -> Session:
         """Stop and collect a session whose driver is gone (``kill`` from another terminal)."""
@@ -169,14 +189,15 @@ class RunDriver:
             return self._refresh()
         try:
             self.sandbox = self.backend.connect(s.sandbox_id)
+            self.agent = AgentProcess(self.sandbox, s.agent_pgid)
+            self._claim()
+            begin_stop(self._run(), "killed")
+            self.agent.stop()
+            self._replay_progress()
+            return self._finish(self.agent, FollowOutcome("killed", self.agent.exit_code()))
         except SandboxLostError as exc:
-            self.journal.end(Status.LOST, error=exc.message)
+            mark_lost(self.journal.store, self._refresh(), self.artifacts, exc.message)
             return self._refresh()
-        self.agent = AgentProcess(self.sandbox, s.agent_pgid)
-        self._claim()
-        self.agent.stop()
-        self._replay_progress()
-        return self._finish(self.agent, FollowOutcome("killed", self.agent.exit_code()))
 
     def _replay_progress(self) -> None:
         """Rebuild the agent's totals from the stored events (after a driver change)."""
@@ -218,9 +239,13 @@ class RunDriver:
         )
         return self._refresh()
 
+    def _run(self) -> Run:
+        """What checkpoints and collection need (sandbox.checkpoint)."""
+        assert self.sandbox is not None
+        return Run(self.journal, self.sandbox, self.settings, self.artifacts)
+
     def _follow_and_finish(self, agent: AgentProcess) -> Session:
-        snapshot = functools.partial(save_snapshot, agent.sandbox, self.journal, self.artifacts)
-        outcome = follow_agent(self.journal, agent, self.progress, self.settings, snapshot)
+        outcome = follow_agent(self.journal, agent, self.progress, self.settings, self._run())
         return self._finish(agent, outcome)
 
     def _finish(self, agent: AgentProcess, outcome: FollowOutcome) -> Session:
@@ -232,6 +257,7 @@ class RunDriver:
             artifacts=self.artifacts,
             times=self.times,
             teardown=self._teardown,
+            settings=self.settings,
         )
         return self.session
 

@@ -11,14 +11,80 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sandboxrun import gitops
-from sandboxrun.config import Settings
+from sandboxrun.config import Settings, format_duration
 from sandboxrun.errors import SandboxLostError, SandboxrunError, UsageError
 from sandboxrun.sandbox.backends import get_backend
-from sandboxrun.sandbox.collect import Patches, collect_patches, save_artifacts
+from sandboxrun.sandbox.nextstep import SessionFacts, next_step_hint
 from sandboxrun.sandbox.reporting import Reporter
 from sandboxrun.store import Session, SessionStore, owner_alive
 
 log = logging.getLogger(__name__)
+
+#: a sandbox whose end passed this long ago, with no driver, is taken as gone (E2B's clock
+#: and ours may differ by a little)
+EXPIRY_SLACK = 10.0
+
+
+def session_facts(settings: Settings, session: Session) -> SessionFacts:
+    """What the next-step table needs to know about ``session``."""
+    art = settings.session_artifacts(session.id)
+    return SessionFacts(
+        name=session.name,
+        status=session.status,
+        driver_alive=owner_alive(session),
+        agent_started=session.agent_pgid is not None and bool(session.sandbox_id),
+        has_commits=bool(session.result_commits),
+        has_patches=any((art / n).exists() for n in ("commits.mbox", "changes.diff")),
+        branch=session.branch or "",
+        repo=session.repo or "",
+    )
+
+
+def next_step(settings: Settings, session: Session) -> str:
+    """The hint naming what works next for ``session`` (see ``sandbox.nextstep``)."""
+    return next_step_hint(session_facts(settings, session))
+
+
+def next_commands_for(settings: Settings, session: Session) -> list[str]:
+    """The commands that work next for ``session`` (see ``sandbox.nextstep``)."""
+    from sandboxrun.sandbox.nextstep import next_commands
+
+    return next_commands(session_facts(settings, session))
+
+
+def reconcile(
+    settings: Settings, store: SessionStore, session: Session, *, probe: bool = False
+) -> Session:
+    """Make an active session's state true when nothing drives it any more.
+
+    A session with no live driver whose sandbox is gone becomes ``lost`` (saying whether it
+    expired, and what of the work was kept) instead of showing ``running`` with no time left.
+    Without ``probe`` only the clock decides (the sandbox's end, as E2B last accepted it, has
+    passed): no network call. With ``probe`` the backend is asked whether the sandbox exists.
+    """
+    from sandboxrun.sandbox.checkpoint import mark_lost
+
+    if session.is_terminal or owner_alive(session) or not session.sandbox_id:
+        return session
+    now = time.time()
+    expired = session.sandbox_end is not None and now >= session.sandbox_end + EXPIRY_SLACK
+    gone = expired
+    if not gone and probe and session.agent_pgid is not None:
+        try:
+            get_backend(session.backend, settings).connect(session.sandbox_id)
+        except SandboxLostError:
+            gone = True
+        except SandboxrunError as exc:  # cannot tell (network, key): leave it as it is
+            log.info("cannot check the sandbox of %s: %s", session.name, exc)
+    if not gone:
+        return session
+    if session.sandbox_end is not None and now >= session.sandbox_end:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(session.sandbox_end))
+        why = f"the sandbox expired at {when} while no sandboxrun process followed it"
+    else:
+        why = "the sandbox is gone (E2B no longer knows it) and no sandboxrun process followed it"
+    mark_lost(store, session, settings.session_artifacts(session.id), why)
+    return store.get(session.id)
 
 
 def kill_session(
@@ -36,10 +102,11 @@ def kill_session(
     """
     from sandboxrun.sandbox.runner import RunDriver
 
+    session = reconcile(settings, store, session)
     if session.is_terminal:
         raise UsageError(
             f"session {session.name} already ended ({session.status})",
-            f"See it with `sandboxrun status {session.name}`.",
+            next_step(settings, session),
         )
     store.request_kill(session.id, discard=discard)
     if owner_alive(session):
@@ -67,15 +134,16 @@ def attach_session(
     """Take over a session whose driving process died, and carry it to its end."""
     from sandboxrun.sandbox.runner import RunDriver
 
+    session = reconcile(settings, store, session)
     if session.is_terminal:
         raise UsageError(
             f"session {session.name} already ended ({session.status})",
-            f"Its work is on branch {session.branch}; see `sandboxrun status`.",
+            next_step(settings, session),
         )
     if owner_alive(session):
         raise UsageError(
             f"session {session.name} is still driven by process {session.owner_pid}",
-            f"Follow it with `sandboxrun logs {session.name} --follow` instead.",
+            next_step(settings, session),
         )
     return RunDriver(settings, store, session, reporter).resume()
 
@@ -95,19 +163,20 @@ def download_session(
 ) -> Download:
     """Write the session's current patches to ``output`` without stopping it."""
     output.mkdir(parents=True, exist_ok=True)
-    patches: Patches | None = None
-    # A live sandbox (running, or kept after the end) has the freshest work.
+    from sandboxrun.sandbox.checkpoint import download_live
+
+    # A live sandbox (running, or kept after the end) has the freshest work; it is streamed
+    # to the files, retried and resumed (sandbox.checkpoint).
     if session.sandbox_id and session.sandbox_base:
         backend = get_backend(session.backend, settings)
         try:
             sandbox = backend.connect(session.sandbox_id)
-            patches = collect_patches(sandbox, session)
+            manifest = download_live(sandbox, session, output)
         except SandboxLostError:
-            patches = None
-    if patches is not None:
-        save_artifacts(output, patches)
-        files = [output / "commits.mbox", output / "changes.diff"]
-        return Download(output, files, live=True, agent_commits=patches.agent_commits)
+            manifest = None
+        if manifest is not None:
+            files = [output / "commits.mbox", output / "changes.diff"]
+            return Download(output, files, live=True, agent_commits=manifest.commits)
     artifacts = settings.session_artifacts(session.id)
     names = ("commits.mbox", "changes.diff", "agent.log", "agent.stderr", "summary.json")
     files = []
@@ -119,7 +188,8 @@ def download_session(
     if not files:
         raise SandboxrunError(
             f"no patches exist yet for session {session.name}",
-            "The agent has not started, or its sandbox is gone before anything was collected.",
+            "The agent has not started, or its sandbox was gone before any checkpoint was "
+            "saved. " + next_step(settings, session),
         )
     return Download(output, files, live=False)
 
@@ -127,21 +197,69 @@ def download_session(
 def extend_session(
     settings: Settings, store: SessionStore, session: Session, seconds: float
 ) -> Session:
-    """Push the session's time limit (ours and the sandbox's) by ``seconds``."""
+    """Push the session's time limit (ours and the sandbox's) by ``seconds``.
+
+    The sandbox goes first: our deadline moves only once E2B has accepted (and we have read
+    back) the sandbox's new end, which keeps the same room for collecting after the limit.
+    If E2B refuses or cannot be reached, nothing changes and the error says so.
+    """
+    from sandboxrun.sandbox.checkpoint import extend_sandbox
+
+    session = reconcile(settings, store, session)
     if session.is_terminal:
-        raise UsageError(f"session {session.name} already ended ({session.status})")
+        raise UsageError(
+            f"session {session.name} already ended ({session.status})",
+            next_step(settings, session),
+        )
+    if session.status == "collecting" or session.stop_reason:
+        raise UsageError(
+            f"session {session.name} is already collecting its agent's work; its limit no "
+            "longer matters",
+            next_step(settings, session),
+        )
     now = time.time()
     base = session.deadline or now
     deadline = base + seconds
     started = session.started_at or now
-    store.update(session.id, deadline=deadline, timeout_s=deadline - started)
-    store.add_event(session.id, "phase", {"phase": "extended", "detail": f"+{seconds:g}s"})
-    if session.sandbox_id:
+    fields: dict = {"deadline": deadline, "timeout_s": deadline - started}
+    if session.sandbox_id and session.sandbox_end is not None:
+        reserve = max(settings.grace, session.sandbox_end - base)
+        end = deadline + reserve
+        cap = (session.sandbox_created_at or now) + settings.max_lifetime
+        unchanged = (f"the limit is unchanged ({time.strftime('%H:%M:%S', time.localtime(base))}"
+                     ")")  # fmt: skip
+        if end > cap:
+            raise UsageError(
+                f"cannot extend {session.name} by {format_duration(seconds)}: its sandbox would "
+                f"outlive the plan's maximum lifetime (max_lifetime "
+                f"{format_duration(settings.max_lifetime)}); {unchanged}",
+                "E2B allows 1 h per sandbox on Hobby and 24 h on Pro; on Pro set "
+                '`max_lifetime = "24h"` in .sandboxrun.toml (or SANDBOXRUN_MAX_LIFETIME).',
+            )
+        try:
+            sandbox = get_backend(session.backend, settings).connect(session.sandbox_id)
+            confirmed = extend_sandbox(sandbox, end)
+        except SandboxLostError as exc:
+            raise SandboxrunError(
+                f"the sandbox of {session.name} is gone: {exc.message}",
+                f"See `sandboxrun status {session.name}`: its last checkpoint is kept.",
+            ) from exc
+        except SandboxrunError as exc:
+            raise SandboxrunError(
+                f"E2B did not extend the sandbox of {session.name}: {exc.message}; {unchanged}",
+                "Nothing was changed. Check E2B_API_KEY and the network, then try "
+                f"`sandboxrun extend {session.name} {format_duration(seconds)}` again.",
+            ) from exc
+        if confirmed is not None:
+            fields["sandbox_end"] = confirmed
+    elif session.sandbox_id:
         try:
             sandbox = get_backend(session.backend, settings).connect(session.sandbox_id)
             sandbox.set_timeout(deadline - now)
         except SandboxLostError as exc:
             raise SandboxrunError(f"the sandbox of {session.name} is gone: {exc.message}") from exc
+    store.update(session.id, **fields)
+    store.add_event(session.id, "phase", {"phase": "extended", "detail": f"+{seconds:g}s"})
     return store.get(session.id)
 
 
@@ -177,6 +295,10 @@ def cleanup(
             if not owner_alive(s):
                 report.orphans.append(s.name)
             continue
+        if not dry_run:
+            # an upload tarball left by a run killed mid-upload (SIGKILL skips our cleanup)
+            for stale in settings.session_artifacts(s.id).glob("upload.tar*"):
+                stale.unlink(missing_ok=True)
         if s.sandbox_id:
             try:
                 sandbox = get_backend(s.backend, settings).connect(s.sandbox_id)

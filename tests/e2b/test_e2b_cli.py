@@ -36,7 +36,9 @@ def _snapshot_after_write(cli, name: str) -> bool:
         e["id"] for e in events if e["kind"] == "agent" and e["payload"].get("name") == "Write"
     ]
     snaps = [
-        e["id"] for e in events if e["kind"] == "phase" and e["payload"].get("phase") == "snapshot"
+        e["id"]
+        for e in events
+        if e["kind"] == "phase" and e["payload"].get("phase") == "checkpoint"
     ]
     return bool(writes and snaps and max(snaps) > min(writes))
 
@@ -301,4 +303,5 @@ def test_cleanup_and_status_after_run(cli, repo, e2b):
     out = cli("status", "st").stdout
     assert "e2b" in out
     assert cli("cleanup").returncode == 0
-    assert subprocess.run(["pgrep", "-f", "fake_claude"], capture_output=True).returncode == 1
+    # this checkout's stand-in only (other checkouts on the machine may be running theirs)
+    assert subprocess.run(["pgrep", "-f", str(FAKE_CLAUDE)], capture_output=True).returncode == 1

@@ -38,8 +38,9 @@ def test_warnings_and_timeout_collect_before_the_sandbox_ends(cli, repo, e2b):
 
 
 def test_extend_pushes_our_limit_and_the_sandboxes(cli, repo, e2b):
-    run = cli.popen("run", "--backend", "e2b", "--name", "ext", "--timeout", "6s",
-                    "--warn-at", "1h", "--prompt", "@sleep 8\n@write done.txt ok")  # fmt: skip
+    # A limit long enough that `extend` surely comes before it, even on a loaded machine.
+    run = cli.popen("run", "--backend", "e2b", "--name", "ext", "--timeout", "15s",
+                    "--warn-at", "1h", "--prompt", "@sleep 17\n@write done.txt ok")  # fmt: skip
     try:
         retry_until(lambda: (cli.status_or_none("ext") or {}).get("status") == "running",
                     timeout=60)  # fmt: skip

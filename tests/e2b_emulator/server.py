@@ -34,6 +34,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from . import envd
+from .faults import Faults
 from .sandboxes import ENVD_VERSION, SANDBOX_HOME, EmuSandbox, SandboxManager
 
 DEFAULT_API_KEY = "e2b_emulator_test_key"
@@ -80,6 +81,8 @@ class E2BEmulator:
         self._control_failures: list[tuple[int, int | None]] = []
         self._upload_failures: list[int] = []
         self._idempotency: dict[str, str] = {}
+        #: scripted failures per kind of request (tests/e2b_emulator/faults.py)
+        self.faults = Faults()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()
         self._server: uvicorn.Server | None = None
@@ -222,6 +225,7 @@ class E2BEmulator:
         with self._lock:
             self._control_failures.clear()
             self._upload_failures.clear()
+        self.faults.clear()
         self.templates = set(DEFAULT_TEMPLATES)
         self.set_claude(None)
         self.stats.clear()
@@ -246,6 +250,11 @@ class E2BEmulator:
         headers = {
             k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())
         }
+        if self.faults.faults and not path.startswith("/_emulator/"):
+            wrapped = await self.faults.intercept(self, scope, receive, send, path, headers)
+            if wrapped is None:
+                return
+            receive, send = wrapped
         if path in ("/health", "/files") or path.startswith(_ENVD_PREFIXES):
             await self._envd(scope, receive, send, path, headers)
             return
@@ -333,6 +342,7 @@ class E2BEmulator:
                 Route("/_emulator/sandboxes/{sid}/expire", self._http_expire, methods=["POST"]),
                 Route("/_emulator/sandboxes/{sid}/lose", self._http_lose, methods=["POST"]),
                 Route("/_emulator/settle", self._http_settle, methods=["POST"]),
+                Route("/_emulator/faults", self._http_faults, methods=["GET", "POST", "DELETE"]),
             ]
         )
 
@@ -464,3 +474,17 @@ class E2BEmulator:
     async def _http_settle(self, request: Request) -> Response:
         await self.manager.settle()
         return Response(status_code=204)
+
+    async def _http_faults(self, request: Request) -> Response:
+        """``POST`` a fault (JSON: kind, action, options), ``GET`` them, ``DELETE`` them all."""
+        if request.method == "DELETE":
+            self.faults.clear()
+            return Response(status_code=204)
+        if request.method == "POST":
+            body = await self._json(request)
+            try:
+                fault = self.faults.add(body.pop("kind", ""), body.pop("action", ""), **body)
+            except (TypeError, ValueError) as exc:
+                return _error(400, str(exc))
+            return JSONResponse(fault.to_dict(), status_code=201)
+        return JSONResponse([f.to_dict() for f in self.faults.faults])

@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import BinaryIO, TypeVar
 
 import httpx
 from e2b import (
@@ -46,9 +46,6 @@ from e2b import (
 )
 from e2b import Sandbox as SDKSandbox
 
-if TYPE_CHECKING:
-    from e2b.template.main import TemplateBuilder
-
 from sandboxrun.config import CLAUDE_CODE_VERSION, DEFAULT_TEMPLATE, Settings
 from sandboxrun.errors import (
     AgentError,
@@ -59,32 +56,32 @@ from sandboxrun.errors import (
     UnsafeArchiveError,
 )
 from sandboxrun.sandbox.backends.base import DETACH_WRAPPER, ExecResult, Launch
+from sandboxrun.sandbox.backends.e2b_env import (
+    CREDENTIAL_VARS,
+    PASSTHROUGH_VARS,
+    SECRET_VARS,
+    scrub,
+)
 from sandboxrun.sandbox.backends.e2b_scripts import (
     _EXEC_SCRIPT,
     _LAUNCH_SCRIPT,
+    _PIECE_SCRIPT,
     _READ_SCRIPT,
     _UNPACK_SCRIPT,
 )
 from sandboxrun.sandbox.backends.e2b_scripts import MARK as _MARK
+from sandboxrun.sandbox.backends.e2b_template import build_template, claude_template
+
+__all__ = [
+    "CLAUDE_CODE_VERSION", "CREDENTIAL_VARS", "PASSTHROUGH_VARS", "SECRET_VARS", "E2BBackend", "E2BSandbox",
+    "build_template", "claude_template", "scrub",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 HOME = "/home/user"
-#: credentials the agent may use (any one of them is enough)
-CREDENTIAL_VARS = ("ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN", "ANTHROPIC_AUTH_TOKEN")
-#: non-secret settings of Claude Code passed through from the user's environment when set
-PASSTHROUGH_VARS = (
-    "ANTHROPIC_BASE_URL",
-    "ANTHROPIC_MODEL",
-    "ANTHROPIC_SMALL_FAST_MODEL",
-    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC",
-    "DISABLE_AUTOUPDATER",
-    "DISABLE_TELEMETRY",
-    "DISABLE_ERROR_REPORTING",
-)
-SECRET_VARS = ("E2B_API_KEY", *CREDENTIAL_VARS)
 #: read_file deltas up to this size come back inline (base64) in one command round trip;
 #: bigger ones are cut in the sandbox and downloaded as a file
 INLINE_READ_LIMIT = 1 << 20
@@ -100,30 +97,6 @@ def _script(script: str, argv: Sequence[str]) -> str:
 def _after_mark(text: str) -> str:
     """What a script printed after its last marker (login-shell chatter comes before it)."""
     return text.rsplit(_MARK, 1)[-1] if _MARK in text else ""
-
-
-def scrub(text: str) -> str:
-    """``text`` with the values of our secret environment variables masked."""
-    for var in SECRET_VARS:
-        value = os.environ.get(var)
-        if value and len(value) >= 4:
-            text = text.replace(value, "***")
-    return text
-
-
-def claude_template() -> TemplateBuilder:
-    """The E2B template sandboxrun runs in: Node, git, zstd and a pinned Claude Code."""
-    from e2b import Template
-
-    return (
-        Template()
-        .from_node_image("22-bookworm")
-        .apt_install(["git", "zstd", "ca-certificates", "procps"], no_install_recommends=True)
-        .npm_install(f"@anthropic-ai/claude-code@{CLAUDE_CODE_VERSION}", g=True)
-        .run_cmd("claude --version")
-        .set_user("user")
-        .set_workdir(HOME)
-    )
 
 
 class E2BSandbox:
@@ -263,6 +236,49 @@ class E2BSandbox:
         except FileNotFoundException:
             raise FileNotFoundError(path) from None
 
+    def download_to(
+        self, path: str, out: BinaryIO, *, offset: int = 0, length: int | None = None
+    ) -> int:
+        """Stream ``length`` bytes of ``path`` from ``offset`` (all: None) into ``out``.
+
+        Never holds more than one network chunk in memory. A piece of a file is cut in the
+        sandbox first (``tail -c | head -c`` into /tmp), so a transfer broken halfway resumes
+        from where it stopped. Not retried here: the caller resumes. Returns the bytes written.
+        """
+        remote, tmp = path, None
+        if offset > 0 or length is not None:
+            tmp = f"/tmp/sandboxrun-piece-{uuid.uuid4().hex}"
+            code, out_text, err = self._run(
+                _script(_PIECE_SCRIPT, [path, str(offset), str(length or 0), tmp]),
+                what=f"cutting a piece of {path}",
+                timeout=600,
+            )
+            answer = _after_mark(out_text)
+            if answer == "MISSING":
+                raise FileNotFoundError(path)
+            if code != 0 or answer != "OK":
+                raise BackendError(
+                    f"reading {path} in E2B sandbox {self.id} failed: "
+                    f"{scrub(err.strip() or f'exit code {code}')[-500:]}"
+                )
+            remote = tmp
+        written = 0
+        try:
+            stream = self._sdk.files.read(remote, format="stream")
+            with stream:
+                for chunk in stream:
+                    out.write(chunk)
+                    written += len(chunk)
+        except FileNotFoundException:
+            raise FileNotFoundError(path) from None
+        except Exception as exc:  # noqa: BLE001 - network drops, a lost sandbox...
+            raise self._backend.translate(exc, f"downloading {path}", self.id) from exc
+        finally:
+            if tmp is not None:
+                with contextlib.suppress(Exception):
+                    self._sdk.files.remove(tmp)
+        return written
+
     def write_file(self, path: str, data: bytes) -> None:
         """Create or replace ``path`` (envd creates the parent directories)."""
         self._backend.retry(
@@ -362,11 +378,16 @@ class E2BBackend:
     isolated = True
     confines_agent = True
 
-    def __init__(
-        self, settings: Settings, *, retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS
-    ) -> None:
+    def __init__(self, settings: Settings, *, retry_delays: Sequence[float] | None = None) -> None:
         self.settings = settings
-        self.retry_delays = tuple(retry_delays)
+        if retry_delays is None:
+            # SANDBOXRUN_E2B_RETRY_DELAYS="1,2,4,8" tunes the backoff (tests make it short)
+            env = os.environ.get("SANDBOXRUN_E2B_RETRY_DELAYS", "")
+            try:
+                retry_delays = tuple(float(x) for x in env.split(",") if x.strip())
+            except ValueError:
+                retry_delays = ()
+        self.retry_delays = tuple(retry_delays or DEFAULT_RETRY_DELAYS)
 
     # -- readiness and credentials -----------------------------------------------------------
 
@@ -541,33 +562,3 @@ class E2BBackend:
         if isinstance(exc, SandboxrunError):
             return exc
         return BackendError(f"E2B failed while {what}: {detail}")
-
-
-def build_template(
-    name: str,
-    *,
-    cpu_count: int = 2,
-    memory_mb: int = 2048,
-    on_log: Callable[[str], None] | None = None,
-) -> str:
-    """Build :func:`claude_template` on E2B as ``name``; returns the template id."""
-    from e2b import Template
-
-    def logs(entry: object) -> None:
-        if on_log is not None:
-            on_log(scrub(str(entry)))
-
-    try:
-        info = Template.build(
-            claude_template(), name, cpu_count=cpu_count, memory_mb=memory_mb, on_build_logs=logs
-        )
-    except AuthenticationException:
-        raise AuthError(
-            "E2B rejected the API key (E2B_API_KEY) while building the template",
-            "Check the key at https://e2b.dev/dashboard?tab=keys.",
-        ) from None
-    except Exception as exc:  # noqa: BLE001 - BuildException, network errors, ...
-        raise BackendError(
-            f"building the E2B template {name!r} failed: {scrub(str(exc))[:1000]}"
-        ) from None
-    return getattr(info, "template_id", name)

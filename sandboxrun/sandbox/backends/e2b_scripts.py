@@ -61,6 +61,17 @@ printf '{_MARK}DATA'
 tail -c +$((off + 1)) -- "$f" | base64 -w0
 """
 
+# `download_to` a piece: bytes "$2".. of "$1" ("$3" of them, 0: to the end) into "$4".
+_PIECE_SCRIPT = rf"""
+[ -f "$1" ] || {{ printf '{_MARK}MISSING'; exit 0; }}
+if [ "$3" -gt 0 ]; then
+  tail -c +$(($2 + 1)) -- "$1" | head -c "$3" > "$4" || exit 1
+else
+  tail -c +$(($2 + 1)) -- "$1" > "$4" || exit 1
+fi
+printf '{_MARK}OK'
+"""
+
 # `upload_and_unpack`: the archive is decompressed once, to a plain tar beside the upload, and
 # GNU tar itself then lists it (cheap: it seeks over a plain file's data) and must accept every
 # member before anything is extracted — only regular files and directories (first character of

@@ -1,0 +1,336 @@
+"""Faults injected at every phase of an E2B run, through the CLI: the work is never lost.
+
+Each test scripts one failure in the emulator (tests/e2b_emulator/faults.py) at one phase —
+create, upload, agent, stop, collect — or around `extend` and a run nobody follows, and checks
+what the issue asks: the agent's work (up to the last checkpoint) is on the branch or in the
+artifacts with a command that applies it, and the session's state says what happened. The
+matrix in docs/e2b.md is these tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+from pathlib import Path
+
+import pytest
+from sbr_testlib import FAKE_CLAUDE, branch_files, git, retry_until
+
+pytestmark = pytest.mark.slow
+
+SECRET = "sk-ant-api03-e2b-faults-secret"
+
+
+@pytest.fixture
+def e2b(emulator, monkeypatch):
+    emulator.set_claude(FAKE_CLAUDE)
+    monkeypatch.setenv("SANDBOXRUN_CLAUDE_BIN", "claude")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
+    monkeypatch.setenv("SANDBOXRUN_E2B_RETRY_DELAYS", "0.1,0.2,0.4")
+    return emulator
+
+
+def home() -> Path:
+    return Path(os.environ["SANDBOXRUN_HOME"])
+
+
+def artifacts(cli, name: str) -> Path:
+    return home() / "artifacts" / cli.status(name)["id"]
+
+
+def events(cli, name: str) -> list[dict]:
+    return [json.loads(x) for x in cli("logs", name, "--json").stdout.splitlines() if x]
+
+
+def phases(cli, name: str, phase: str) -> list[dict]:
+    return [e["payload"] for e in events(cli, name)
+            if e["kind"] == "phase" and e["payload"].get("phase") == phase]  # fmt: skip
+
+
+def wait_running(cli, name: str) -> dict:
+    return cli.wait_status(name, lambda s: s["status"] == "running", timeout=60)
+
+
+def no_uploads_left() -> bool:
+    return not list(home().rglob("upload.tar.*"))
+
+
+# -- create ----------------------------------------------------------------------------------
+
+
+def test_create_failing_twice_is_retried(cli, repo, e2b):
+    fault = e2b.faults.add("create", "status", status=503, times=2)
+    proc = cli("run", "--backend", "e2b", "--name", "c1", "--prompt", "@write a.txt a")
+    assert proc.returncode == 0, proc.stderr
+    assert fault.hits == 2
+    assert "a.txt" in branch_files(repo, "sandboxrun/c1")
+    assert e2b.sandbox_ids() == [] and no_uploads_left()
+
+
+def test_create_failing_for_good_fails_cleanly(cli, repo, e2b):
+    e2b.faults.add("create", "drop", times=1000)
+    proc = cli("run", "--backend", "e2b", "--name", "c2", "--prompt", "@write a.txt a")
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr and "Hint:" in proc.stderr
+    st = cli.status("c2")
+    assert st["status"] == "failed" and "next" in st
+    assert e2b.sandbox_ids() == [] and no_uploads_left()
+
+
+# -- upload ----------------------------------------------------------------------------------
+
+
+def test_upload_dropped_once_is_retried(cli, repo, e2b):
+    fault = e2b.faults.add("upload", "drop")
+    proc = cli("run", "--backend", "e2b", "--name", "u1", "--prompt", "@write a.txt a")
+    assert proc.returncode == 0, proc.stderr
+    assert fault.hits == 1
+    assert "a.txt" in branch_files(repo, "sandboxrun/u1")
+    assert no_uploads_left()
+
+
+def test_upload_failing_for_good_leaves_nothing_behind(cli, repo, e2b):
+    e2b.faults.add("upload", "status", status=507, times=1000)
+    proc = cli("run", "--backend", "e2b", "--name", "u2", "--prompt", "@write a.txt a")
+    assert proc.returncode == 1
+    assert "disk space" in proc.stderr
+    assert cli.status("u2")["status"] == "failed"
+    assert e2b.sandbox_ids() == []  # torn down: the agent never started
+    assert no_uploads_left()  # the partial upload.tar.gz is gone too
+
+
+# -- agent: checkpoints, loss ----------------------------------------------------------------
+
+
+def test_lost_mid_run_keeps_the_last_checkpoint_on_the_branch(cli, repo, e2b):
+    run = cli.popen(
+        "run", "--backend", "e2b", "--name", "a1",
+        "--prompt", "@write one.txt 1\n@commit agent: one\n@write two.txt 2\n@sleep 120",
+        env={"SANDBOXRUN_CHECKPOINT_EVERY": "1s"},
+    )  # fmt: skip
+    try:
+        wait_running(cli, "a1")
+        art = artifacts(cli, "a1")
+
+        def checkpoint_has_both() -> bool:
+            info = json.loads((art / "checkpoint.json").read_text() or "{}") if (
+                art / "checkpoint.json").exists() else {}  # fmt: skip
+            return info.get("commits") == 1 and info.get("leftover_bytes", 0) > 0
+
+        retry_until(checkpoint_has_both, timeout=60)
+        e2b.lose(cli.status("a1")["sandbox_id"])
+        out, err = run.communicate(timeout=180)
+    finally:
+        run.kill()
+    assert run.returncode == 1
+    st = cli.status("a1")
+    assert st["status"] == "lost", (out, err)
+    assert "kept the last checkpoint" in st["error"] and "applied to branch" in st["error"]
+    assert {"one.txt", "two.txt"} <= branch_files(repo, "sandboxrun/a1")
+    log = git(repo, "log", "--format=%s", "main..sandboxrun/a1").splitlines()
+    assert log[-1] == "agent: one" and "last checkpoint" in log[0]
+
+
+def test_lost_before_any_checkpoint_says_nothing_was_kept(cli, repo, e2b):
+    run = cli.popen("run", "--backend", "e2b", "--name", "a2", "--prompt", "@sleep 120")
+    try:
+        wait_running(cli, "a2")
+        e2b.lose(cli.status("a2")["sandbox_id"])
+        run.communicate(timeout=180)
+    finally:
+        run.kill()
+    st = cli.status("a2")
+    assert st["status"] == "lost" and "nothing was kept" in st["error"]
+    # every hint names a command that works now: no attach, no branch that is empty
+    proc = cli("attach", "a2")
+    assert proc.returncode == 2
+    assert "Next:" in proc.stderr and "on branch" not in proc.stderr
+    assert "sandboxrun logs a2" in proc.stderr
+    assert cli("logs", "a2").returncode == 0
+
+
+def test_commits_trigger_incremental_checkpoints(cli, repo, e2b):
+    """A finished `git commit` is checkpointed at once; the second fetches only the new commit."""
+    plan = ("@write c.txt c\n@commit agent: c\n@sleep 3\n@write d.txt d\n@commit agent: d\n"
+            "@sleep 120")  # fmt: skip
+    run = cli.popen("run", "--backend", "e2b", "--name", "a3", "--prompt", plan)
+    try:
+        wait_running(cli, "a3")
+        retry_until(lambda: len(phases(cli, "a3", "checkpoint")) >= 2, timeout=60)
+        art = artifacts(cli, "a3")
+        info = json.loads((art / "checkpoint.json").read_text())
+        assert cli("kill", "a3").returncode == 0
+        run.communicate(timeout=180)
+    finally:
+        run.kill()
+    assert info["commits"] == 2 and info["number"] >= 2
+    mbox = (art / "commits.mbox").read_bytes()
+    # the saved mbox has both commits, but the last checkpoint brought back only the new one
+    assert len(re.findall(rb"^From [0-9a-f]{40} ", mbox, re.M)) == 2
+    assert 0 < info["fetched_bytes"] < len(mbox)
+    assert {"c.txt", "d.txt"} <= branch_files(repo, "sandboxrun/a3")
+
+
+# -- stop ----------------------------------------------------------------------------------
+
+
+def test_agent_ignoring_sigint_and_sigterm_is_stopped_within_the_budget(cli, repo, e2b):
+    """INT, TERM and KILL go out on one schedule: the collection still happens, with the work."""
+    proc = cli(
+        "run", "--backend", "e2b", "--name", "s1", "--timeout", "4s",
+        "--prompt", "@slowstop 600\n@write s.txt stubborn\n@sleep 600", timeout=180,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    st = cli.status("s1")
+    assert st["status"] == "timeout", st
+    assert "s.txt" in branch_files(repo, "sandboxrun/s1")
+    assert e2b.sandbox_ids() == []
+
+
+def test_network_drop_on_the_stop_signal_is_retried(cli, repo, e2b):
+    fault = e2b.faults.add("command", "drop", match="-INT")
+    proc = cli(
+        "run", "--backend", "e2b", "--name", "s2", "--timeout", "3s",
+        "--prompt", "@write t.txt t\n@sleep 600", timeout=180,
+    )  # fmt: skip
+    assert fault.hits == 1
+    assert cli.status("s2")["status"] == "timeout", proc.stderr
+    assert "t.txt" in branch_files(repo, "sandboxrun/s2")
+
+
+def test_sandbox_lost_while_stopping_keeps_the_checkpoint(cli, repo, e2b):
+    e2b.faults.add("command", "lose", match="-INT")
+    proc = cli(
+        "run", "--backend", "e2b", "--name", "s3", "--timeout", "8s",
+        "--prompt", "@write w.txt w\n@sleep 600", timeout=180,
+        env={"SANDBOXRUN_CHECKPOINT_EVERY": "1s"},
+    )  # fmt: skip
+    assert proc.returncode == 1
+    st = cli.status("s3")
+    assert st["status"] == "lost" and "checkpoint" in st["error"], st
+    assert "w.txt" in branch_files(repo, "sandboxrun/s3")
+
+
+# -- collect ---------------------------------------------------------------------------------
+
+
+def test_network_drop_during_collection_resumes_and_completes(cli, repo, e2b):
+    """A transfer cut halfway goes on from where it stopped; the run ends `completed`."""
+    drop = e2b.faults.add("download", "drop", match="collect/changes.diff", drop_after=1 << 16)
+    pieces = e2b.faults.add("command", "stall", match="sandboxrun-piece", times=1000)  # a probe
+    proc = cli("run", "--backend", "e2b", "--name", "k1",
+               "--prompt", "@binary big.bin 1500000\n@write x.txt x")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert drop.hits == 1 and pieces.hits >= 1  # resumed with a piece from the offset
+    assert cli.status("k1")["status"] == "completed"
+    size = git(repo, "cat-file", "-s", "sandboxrun/k1:big.bin").strip()
+    assert int(size) == 1500003
+    # housekeeping: retries are logged to the file, not into the terminal; phases are shown
+    assert "retrying" not in proc.stderr + proc.stdout
+    assert "retrying" in (home() / "sandboxrun.log").read_text()
+    assert "phases:" in proc.stdout and "collect" in proc.stdout
+
+
+def test_producing_the_patches_dropped_once_is_retried(cli, repo, e2b):
+    fault = e2b.faults.add("command", "drop", match=".sandboxrun/collect")
+    proc = cli("run", "--backend", "e2b", "--name", "k2", "--prompt", "@write p.txt p")
+    assert proc.returncode == 0, proc.stderr
+    assert fault.hits == 1
+    assert "p.txt" in branch_files(repo, "sandboxrun/k2")
+
+
+def test_collection_failing_for_good_keeps_the_sandbox_for_attach(cli, repo, e2b):
+    """After retries the run stops with the sandbox alive; `attach` then finishes the job."""
+    e2b.faults.add("download", "status", status=503, match="collect/", times=100_000)
+    proc = cli("run", "--backend", "e2b", "--name", "k3", "--prompt", "@write q.txt q",
+               timeout=180)  # fmt: skip
+    assert proc.returncode == 1
+    assert "sandboxrun attach k3" in proc.stderr, proc.stderr
+    st = cli.status("k3")
+    assert st["status"] == "collecting" and not st["driver_alive"]
+    assert st["next"][0] == "sandboxrun attach k3"
+    assert e2b.sandbox_ids() == [st["sandbox_id"]]  # kept alive
+    # download works in this state (another path than the broken one)
+    out = repo.parent / "dl-k3"
+    assert cli("download", "k3", "--output", str(out)).returncode == 0
+    assert b"q.txt" in (out / "changes.diff").read_bytes()
+    e2b.faults.clear()
+    proc = cli("attach", "k3", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert cli.status("k3")["status"] == "completed"
+    assert "q.txt" in branch_files(repo, "sandboxrun/k3")
+    assert e2b.sandbox_ids() == []
+
+
+def test_sandbox_lost_during_collection_keeps_the_checkpoint(cli, repo, e2b):
+    e2b.faults.add("command", "lose", match=".sandboxrun/collect")
+    proc = cli("run", "--backend", "e2b", "--name", "k4",
+               "--prompt", "@write k.txt k\n@sleep 3", env={"SANDBOXRUN_CHECKPOINT_EVERY": "1s"})  # fmt: skip
+    assert proc.returncode == 1
+    st = cli.status("k4")
+    assert st["status"] == "lost" and "applied to branch" in st["error"], st
+    assert "k.txt" in branch_files(repo, "sandboxrun/k4")
+
+
+def test_big_leftover_extends_the_sandbox_for_its_collection(cli, repo, e2b):
+    """The sandbox's end is pushed by what is to come back (measured), before stopping."""
+    proc = cli(
+        "run", "--backend", "e2b", "--name", "k5", "--timeout", "4s",
+        "--prompt", "@bash head -c 40000000 /dev/urandom > big.bin\n@sleep 600", timeout=300,
+    )  # fmt: skip
+    assert cli.status("k5")["status"] == "timeout", proc.stderr
+    extended = [p for p in phases(cli, "k5", "extended") if "collecting" in p.get("detail", "")]
+    assert extended, events(cli, "k5")
+    assert "40,000,000 bytes" in extended[-1]["detail"]
+    assert int(git(repo, "cat-file", "-s", "sandboxrun/k5:big.bin").strip()) == 40_000_000
+
+
+# -- extend ----------------------------------------------------------------------------------
+
+
+def test_failed_extend_changes_nothing(cli, repo, e2b):
+    run = cli.popen("run", "--backend", "e2b", "--name", "e1", "--timeout", "60s",
+                    "--prompt", "@write e.txt e\n@sleep 600")  # fmt: skip
+    try:
+        st = wait_running(cli, "e1")
+        end = e2b.sandbox(st["sandbox_id"]).end_at
+        e2b.faults.add("timeout", "status", status=503, times=100_000)
+        proc = cli("extend", "e1", "5m")
+        assert proc.returncode == 1
+        assert "did not extend" in proc.stderr and "unchanged" in proc.stderr
+        assert cli.status("e1")["deadline"] == st["deadline"]
+        assert e2b.sandbox(st["sandbox_id"]).end_at == end
+        e2b.faults.clear()
+        proc = cli("extend", "e1", "5m", env={"E2B_API_KEY": "e2b_wrong_key_for_extend"})
+        assert proc.returncode == 1 and "E2B_API_KEY" in proc.stderr
+        assert "e2b_wrong_key_for_extend" not in proc.stderr
+        assert cli.status("e1")["deadline"] == st["deadline"]
+        proc = cli("extend", "e1", "5m")
+        assert proc.returncode == 0, proc.stderr
+        assert cli.status("e1")["deadline"] == pytest.approx(st["deadline"] + 300)
+        assert e2b.sandbox(st["sandbox_id"]).end_at >= end + 299
+        assert cli("kill", "e1").returncode == 0
+        run.communicate(timeout=180)
+    finally:
+        run.kill()
+    assert "e.txt" in branch_files(repo, "sandboxrun/e1")
+
+
+# -- nobody following ------------------------------------------------------------------------
+
+
+def test_orphan_whose_sandbox_is_gone_shows_lost(cli, repo, e2b):
+    run = cli.popen("run", "--backend", "e2b", "--name", "o1", "--prompt", "@sleep 600")
+    st = wait_running(cli, "o1")
+    run.send_signal(signal.SIGKILL)
+    run.wait(timeout=10)
+    assert cli.status("o1")["next"][0] == "sandboxrun attach o1"
+    e2b.lose(st["sandbox_id"])
+    st = cli.status("o1")
+    assert st["status"] == "lost" and st["time_left_s"] is None, st
+    follow = cli("logs", "o1", "--follow", timeout=30)
+    assert follow.returncode == 1
+    proc = cli("attach", "o1")
+    assert proc.returncode == 2 and "Next:" in proc.stderr
