@@ -55,7 +55,12 @@ def hook_entry(event: str, executable: str | None = None) -> dict[str, Any]:
         # started (checked with StopFailure in 2.1.330): run ours in the background, with the
         # payload on a duplicated stdin (a background job's stdin is /dev/null otherwise).
         # Its output is ignored by Claude Code anyway.
-        command = f"exec 3<&0; {command} <&3 >/dev/null 2>&1 &"
+        # Detached as far as a shell can: own session when setsid exists, TERM/HUP ignored
+        # (an ignored signal stays ignored across exec).
+        command = (
+            "exec 3<&0; (trap '' TERM HUP INT; "
+            f"exec $(command -v setsid) {command} <&3 >/dev/null 2>&1) &"
+        )
     return {"type": "command", "command": command, "timeout": HOOK_TIMEOUT}
 
 

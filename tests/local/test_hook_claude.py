@@ -130,7 +130,11 @@ def test_real_session_usage_limit_and_instance_id(claude_run, proj):
         # The StopFailure hook runs detached (Claude Code -p exits right after firing it).
         return [e for e in hook_events(row["id"]) if e["event"] == "StopFailure"]
 
-    (limited,) = retry_until(stop_failure)
+    try:
+        (limited,) = retry_until(stop_failure)
+    except AssertionError:
+        events = [e["event"] for e in hook_events(row["id"])]
+        raise AssertionError((events, hook_log(), result.stdout[-1500:])) from None
     assert limited["error"] == "rate_limit"
     row = db_rows("SELECT * FROM sessions WHERE id = ?", (row["id"],))[0]
     # The message names a clock time ("resets 7pm"): to the minute, the next such time.
