@@ -60,7 +60,7 @@ def prefix_for(repo: Path, settings: Settings, env: Mapping[str, str] | None = N
     """The tmux session prefix: ``PROJECT_PREFIX``, then config ``project_prefix``, then the
     repository directory's name (made safe for tmux: no ``.`` or ``:``)."""
     env = os.environ if env is None else env
-    raw = env.get("PROJECT_PREFIX") or settings.extra.get("project_prefix") or repo.name
+    raw = env.get("PROJECT_PREFIX") or settings.project_prefix or repo.name
     return re.sub(r"[^A-Za-z0-9_-]", "-", str(raw)) or "sandboxrun"
 
 

@@ -118,3 +118,17 @@ def test_a_reset_said_to_the_minute_within_that_minute_is_not_tomorrow():
     later = {"last_assistant_message": "You've hit your 5-hour limit · resets 7:26pm (UTC)"}
     # a minute and a half ago is not "now": that one is tomorrow's
     assert resets_at(later, now) == datetime(2026, 12, 1, 19, 26, tzinfo=UTC).timestamp()
+
+
+def test_prefix_from_env_then_config_then_the_repo_name(tmp_path):
+    from sandboxrun.config import load_settings
+    from sandboxrun.local.spawn import child_session, prefix_for
+
+    repo = tmp_path / "my.repo"
+    repo.mkdir()
+    assert prefix_for(repo, load_settings(None), {}) == "my-repo"  # tmux-safe
+    (repo / ".sandboxrun.toml").write_text('project_prefix = "proj"\n')
+    settings = load_settings(repo, env={})
+    assert prefix_for(repo, settings, {}) == "proj"
+    assert prefix_for(repo, settings, {"PROJECT_PREFIX": "envp"}) == "envp"
+    assert child_session("proj", "api") == "proj_child_api"
