@@ -15,7 +15,7 @@ The issue's two targets, measured on a generated tree packed by sandboxrun's pac
    tarball.** The pipeline is the run's own code, phase by phase: create, upload, unpack (the
    in-sandbox check and extraction), baseline commit (the runner's script), agent start (prompt,
    ``command -v``, ``start_detached``, ``set_timeout``), collect (``collect_patches`` and the
-   agent's logs), teardown, and apply (``apply_changes`` on a local worktree). The agent's own
+   agent's logs), teardown, and apply (``apply_collected`` on a local worktree). The agent's own
    running time is left out; so is packing, which both sides start from (it has its own
    benchmark and target). The bare side is ``files.write`` + ``files.read`` of the tarball.
 2. **Five concurrent runs < 1.5x one run.** The same pipeline (with the agent) for one run,
@@ -50,12 +50,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from sandboxrun.config import Settings  # noqa: E402
+from sandboxrun.sandbox.apply import apply_collected  # noqa: E402
 from sandboxrun.sandbox.backends.base import Launch  # noqa: E402
 from sandboxrun.sandbox.backends.e2b import E2BBackend, E2BSandbox  # noqa: E402
-from sandboxrun.sandbox.collect import collect_patches  # noqa: E402
+from sandboxrun.sandbox.collect import collect_patches, save_artifacts  # noqa: E402
 from sandboxrun.sandbox.provision import BASELINE_SCRIPT  # noqa: E402
 from sandboxrun.sync.pack import pack_worktree  # noqa: E402
-from sandboxrun.sync.patches import apply_changes  # noqa: E402
 
 CTL = "/home/user/.sandboxrun"
 #: the stand-in agent: commits an edit of 20 files, then leaves 20 more edits and a new file
@@ -275,11 +275,29 @@ def run_pipeline(
         patches = timed("collect", collect)
     finally:
         timed("teardown", sb.destroy)
-    applied = timed(
-        "apply",
-        lambda: apply_changes(worktree, patches.commits, patches.leftover),
-    )
-    assert len(applied.commits) == 2 and len(applied.files_changed) > 2, applied
+    artifacts = Path(tempfile.mkdtemp(prefix="bench-artifacts-"))
+
+    def apply():
+        save_artifacts(artifacts, patches)
+        branch = subprocess.run(
+            ["git", "-C", str(worktree), "symbolic-ref", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        old = subprocess.run(
+            ["git", "-C", str(worktree), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        return apply_collected(worktree, branch, artifacts, old)
+
+    try:
+        applied = timed("apply", apply)
+    finally:
+        shutil.rmtree(artifacts, ignore_errors=True)
+    assert len(applied.commits) == 2 and len(applied.record["files_changed"]) > 2, applied
     for suffix in ("", ".client", ".sandbox"):
         if f"create{suffix}" in out:
             out[f"overhead{suffix}"] = sum(out[f"{p}{suffix}"] for p in OVERHEAD_PHASES)
@@ -484,8 +502,6 @@ def main() -> None:
         "of the pipeline without this machine's disk (not how E2B runs)",
     )
     args = parser.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("the E2B emulator needs root (mount and PID namespaces)")
     work = Path(tempfile.mkdtemp(prefix="bench-e2b-"))
     ram = Path(tempfile.mkdtemp(prefix="bench-e2b-", dir="/dev/shm")) if args.in_ram else None
     emulator = None

@@ -3,10 +3,12 @@
 The agent leaves one big uncommitted binary file; the benchmark measures, each in a fresh
 process (so its peak RSS is the collection's own), two ways of getting the work out:
 
-- ``stream``: sandboxrun's collection (``sandbox.checkpoint``): the patches are produced in the
-  sandbox, then streamed to files on disk in 64 MiB pieces, SHA-256 checked.
-- ``inmemory``: the previous collection (``collect.collect_patches``): both files downloaded
-  whole into memory (kept here for comparison).
+- ``stream``: a checkpoint or ``download`` of e2b's patches (``sandbox.checkpoint``): the
+  patches are produced in the sandbox, then streamed to files on disk in 64 MiB pieces,
+  SHA-256 checked.
+- ``pack``: the final collection (``collect.collect_patches``): one git pack of the work made
+  in the sandbox, streamed the same way (``checkpoint.fetch``). (Before the two were merged,
+  ``collect_patches`` downloaded two patch files whole into memory: 1.9 GB peak for 500 MB.)
 
 Needs root and util-linux (the emulator's namespaces). The emulator runs as its own process.
 
@@ -54,11 +56,10 @@ def child(way: str, sandbox_id: str, base: str, out: Path) -> None:
         manifest = download_live(sandbox, session, out)  # type: ignore[arg-type]
         size = sum(s for s, _ in manifest.files.values())
     else:
-        from sandboxrun.sandbox.collect import collect_patches, save_artifacts
+        from sandboxrun.sandbox.collect import collect_patches
 
-        patches = collect_patches(sandbox, session)  # type: ignore[arg-type]
-        save_artifacts(out, patches)
-        size = len(patches.commits) + len(patches.leftover)
+        patches = collect_patches(sandbox, session, subdir="collect", staging=out)  # type: ignore[arg-type]
+        size = patches.size
     seconds = time.monotonic() - t0
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"way": way, "seconds": seconds, "peak_rss_mb": peak_mb, "bytes": size}))
@@ -67,7 +68,7 @@ def child(way: str, sandbox_id: str, base: str, out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=int, default=200, help="size of the agent's file, MB")
-    parser.add_argument("--ways", default="stream,inmemory", help="stream, inmemory or both")
+    parser.add_argument("--ways", default="stream,pack", help="stream, pack or both")
     parser.add_argument("--child", nargs=4, metavar=("WAY", "ID", "BASE", "OUT"),
                         help=argparse.SUPPRESS)  # fmt: skip
     args = parser.parse_args()

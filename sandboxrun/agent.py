@@ -222,13 +222,18 @@ def parse_event(obj: dict[str, Any]) -> list[AgentEvent]:
         return [AgentEvent("system", {"subtype": subtype})]
     if etype == "assistant":
         events = []
-        content = _dict(obj.get("message")).get("content")
+        message = _dict(obj.get("message"))
+        # One API response is one turn, whatever number of lines and blocks it spans: the CLI
+        # prints each content block of a response as its own line with the same message id.
+        message_id = as_text(message.get("id"))
+        turn = {"message_id": message_id} if message_id else {}
+        content = message.get("content")
         for block in content if isinstance(content, list) else []:
             if not isinstance(block, dict):
                 continue
             text = as_text(block.get("text"), TEXT_LIMIT)
             if block.get("type") == "text" and text and text.strip():
-                events.append(AgentEvent("text", {"text": text}))
+                events.append(AgentEvent("text", {"text": text, **turn}))
             elif block.get("type") == "tool_use":
                 name = as_text(block.get("name"), 100) or "?"
                 events.append(
@@ -238,6 +243,7 @@ def parse_event(obj: dict[str, Any]) -> list[AgentEvent]:
                             "name": name,
                             "id": as_text(block.get("id")),
                             "summary": summarize_tool_input(name, block.get("input")),
+                            **turn,
                         },
                     )
                 )
@@ -335,12 +341,21 @@ class AgentProgress:
 
     session_id: str | None = None
     model: str | None = None
+    #: turns as the CLI counts them (``num_turns``): one per assistant response (message id)
     turns: int = 0
     tools: dict[str, int] = field(default_factory=dict)
     cost_usd: float | None = None
     result: dict[str, Any] | None = None
     rate_limited_until: float | None = None
     last_lines: list[str] = field(default_factory=list)
+    _messages: set[str] = field(default_factory=set, repr=False)
+
+    def _count_turn(self, message_id: str | None) -> None:
+        # Blocks of one response share its id; a block without one counts on its own.
+        if message_id is None or message_id not in self._messages:
+            self.turns += 1
+        if message_id is not None:
+            self._messages.add(message_id)
 
     def feed(self, event: AgentEvent) -> None:
         """Update totals with one event."""
@@ -348,12 +363,11 @@ class AgentProgress:
         if event.type == "init":
             self.session_id = d.get("session_id") or self.session_id
             self.model = d.get("model") or self.model
-        elif event.type == "text":
-            self.turns += 1  # an estimate until the result event gives the real count
-        elif event.type == "tool_use":
-            self.turns += 1
-            name = str(d.get("name") or "?")
-            self.tools[name] = self.tools.get(name, 0) + 1
+        elif event.type in ("text", "tool_use"):
+            self._count_turn(d.get("message_id"))
+            if event.type == "tool_use":
+                name = str(d.get("name") or "?")
+                self.tools[name] = self.tools.get(name, 0) + 1
         elif event.type == "result":
             self.result = d
             self.turns = as_int(d.get("num_turns")) or self.turns

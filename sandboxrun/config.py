@@ -47,7 +47,11 @@ def parse_duration(text: str | int | float) -> float:
             break
         total += float(match.group(1)) * _UNIT[match.group(2)]
         pos = match.end()
-    if not raw or pos != len(raw) or total <= 0:
+    if raw and pos == len(raw) and total <= 0:
+        raise UsageError(
+            f"duration {text!r} is zero", "A time limit or mark must be more than zero: e.g. 90s."
+        )
+    if not raw or pos != len(raw):
         raise UsageError(
             f"invalid duration {text!r}", "Use a number with a unit: 90s, 20m, 1h or 1h30m."
         )

@@ -52,6 +52,8 @@ class Status(StrEnum):
     COLLECTING = "collecting"
     COMPLETED = "completed"
     COMPLETED_NO_CHANGES = "completed_no_changes"
+    #: on the branch except what a check kept back (`sandboxrun apply` lands that later)
+    COMPLETED_WITH_REFUSALS = "completed_with_refusals"
     FAILED = "failed"
     TIMEOUT = "timeout"
     KILLED = "killed"
@@ -163,7 +165,7 @@ def m003_sandbox_lifetime_and_checkpoints(db: sqlite_utils.Database) -> None:
 
 
 @migrations()
-def m003_local_mode_presence_messages(db: sqlite_utils.Database) -> None:
+def m004_local_mode_presence_messages(db: sqlite_utils.Database) -> None:
     """Local mode: what hooks learn about a session, presence per role, and messages.
 
     Written by ``sandboxrun/hook.py`` with plain ``sqlite3`` (the hot path) and read through
@@ -277,7 +279,7 @@ class Session:
     #: whether the agent was confined (E2B, or local under bubblewrap); None for sessions
     #: recorded before the column existed, and local-mode sessions
     isolated: bool | None = None
-    # -- local mode (m003; maintained by sandboxrun/hook.py) --
+    # -- local mode (m004; maintained by sandboxrun/hook.py) --
     role: str | None = None
     #: busy | idle | needs_permission | usage_limited | error | exited
     activity: str | None = None
@@ -358,18 +360,23 @@ class SessionStore:
         )
         self.conn.row_factory = sqlite3.Row
         self.conn.execute("PRAGMA busy_timeout = 30000")
-        self.conn.execute("PRAGMA journal_mode = WAL")
         self.conn.execute("PRAGMA synchronous = NORMAL")
         self.conn.execute("PRAGMA foreign_keys = ON")
         self._migrate()
 
     def _migrate(self) -> None:
         db = sqlite_utils.Database(self.conn)
-        if not migrations.pending(db):
+        # WAL is a property of the file: once set it stays. Switching needs an exclusive lock
+        # that busy_timeout does not wait for, so two processes opening a fresh database at
+        # once could fail with "database is locked"; switch only under the file lock.
+        wal = self.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        if wal and not migrations.pending(db):
             return
         lock_path = self.path.with_name(self.path.name + ".migrate.lock")
         with open(lock_path, "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
+            if not wal:
+                self.conn.execute("PRAGMA journal_mode = WAL")
             migrations.apply(db)  # re-checks pending under the lock
 
     def close(self) -> None:

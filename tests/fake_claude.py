@@ -15,6 +15,7 @@ reaches the agent on every backend:
     @symlink PATH TARGET       create a symlink
     @commit MESSAGE...         git add -A && git commit -m MESSAGE
     @sleep SECONDS             sleep (interruptible: SIGINT ends the run)
+    @hang                      wait until a signal ends the run (a test never races its end)
     @fail CODE                 exit with CODE without a result event
     @error TEXT...             end with an error result (is_error true; $VARS expanded)
     @bash CMD...               run a shell command
@@ -22,6 +23,7 @@ reaches the agent on every backend:
                                the hostile agent's way to leave something running behind it
     @ratelimit EPOCH           emit a rejected rate_limit_event, then hang (like the real CLI)
     @slowstop SECONDS          from now on, take SECONDS to shut down after SIGINT/SIGTERM
+    @stopgate PATH             from now on, after SIGINT/SIGTERM wait until PATH exists to exit
     @env                       print the environment as plain KEY=VALUE lines (stdout, stderr)
     @garbage KIND [ARG]        emit malformed output; KIND is one of:
                                  numbers  final result with lists/objects/strings for numbers
@@ -33,6 +35,8 @@ reaches the agent on every backend:
                                  deep     JSON nested far deeper than decoders allow
                                  shapes   events whose fields have the wrong container types
                                numbers and coststr end the run (exit 0) after their result
+
+`auth status` answers "logged in" as the real CLI does (JSON, exit 0).
 
 Only the standard library: it runs wherever python3 exists (local dirs, emulated sandboxes).
 """
@@ -115,12 +119,14 @@ def result(subtype="success", is_error=False, text="done"):
     )
 
 
-SLOW_STOP = {"seconds": 0.0}
+SLOW_STOP = {"seconds": 0.0, "gate": None}
 
 
 def on_signal(signum, frame):
     # The real CLI stops when interrupted; it does not print a result.
     time.sleep(SLOW_STOP["seconds"])
+    while SLOW_STOP["gate"] and not os.path.exists(SLOW_STOP["gate"]):
+        time.sleep(0.02)
     sys.exit(128 + signum)
 
 
@@ -284,6 +290,10 @@ def main():
     if "--version" in args:
         print("0.0.0-fake (Claude Code)")
         return 0
+    if args[:2] == ["auth", "status"]:
+        # like the real CLI: JSON, exit 0 when logged in (the tests' machine is, by API key)
+        print(json.dumps({"loggedIn": True, "authMethod": "api_key"}))
+        return 0
     if args[:1] == ["update"]:
         print("Claude Code is up to date (0.0.0-fake)")
         return 0
@@ -360,6 +370,10 @@ def main():
             end = time.time() + float(parts[0])
             while time.time() < end:
                 time.sleep(0.05)
+        elif verb == "hang":
+            tool("Bash", {"command": "sleep infinity"}, "")
+            while True:
+                time.sleep(0.05)
         elif verb == "fail":
             sys.stderr.write("fake claude: failing on request\n")
             return int(parts[0])
@@ -392,6 +406,8 @@ def main():
             tool("Bash", {"command": f"setsid {' '.join(parts)} &"}, f"started pid {proc.pid}")
         elif verb == "slowstop":
             SLOW_STOP["seconds"] = float(parts[0])
+        elif verb == "stopgate":
+            SLOW_STOP["gate"] = parts[0]
         elif verb == "ratelimit":
             emit(
                 {

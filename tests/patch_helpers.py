@@ -1,10 +1,22 @@
-"""Real git repositories for the patch tests: a "sandbox" repo and a local worktree to apply to."""
+"""Real git repositories for the patch tests: a "sandbox" repo and a local worktree to apply to.
+
+The "sandbox" is a real sandbox of the local backend, and its patches come out of it through
+the producer production uses for patches (``sandboxrun.sandbox.checkpoint.produce``, the
+checkpoints that a lost sandbox's work is applied from): every patch test feeds what production
+makes, with the same format-patch options and git settings.
+"""
 
 from __future__ import annotations
 
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
+
+from sandboxrun.config import Settings
+from sandboxrun.sandbox.backends import Sandbox, get_backend
+from sandboxrun.sandbox.backends.base import control_dir
+from sandboxrun.sandbox.checkpoint import produce
 
 AGENT = ("Agent Smith", "agent@sandbox.invalid")
 LOCAL = ("Local User", "local@example.invalid")
@@ -26,20 +38,18 @@ def out(cwd: Path, *args: str) -> str:
 class Repos:
     """A sandbox repo with a baseline commit, and a local worktree whose HEAD tree equals it."""
 
-    sandbox: Path
+    sandbox: Path  # the repository inside the local sandbox below
     base: str
     local: Path  # the main repository
     worktree: Path  # a linked worktree on branch sandboxrun/test
+    box: Sandbox  # the local backend's sandbox holding ``sandbox``
 
     def produce(self) -> tuple[bytes, bytes]:
-        """Make the patches exactly the way the runner does inside the sandbox."""
-        mbox = git(
-            self.sandbox,
-            "format-patch", "--binary", "--full-index", "--stdout", f"{self.base}..HEAD",
-        )  # fmt: skip
-        git(self.sandbox, "add", "-A")
-        diff = git(self.sandbox, "diff", "--cached", "--binary", "--full-index", "HEAD")
-        return mbox, diff
+        """The agent's commits (mbox) and leftovers (diff), made by production's producer."""
+        session = SimpleNamespace(sandbox_base=self.base)
+        produce(self.box, session, None, "test-patches")  # type: ignore[arg-type]
+        out = f"{control_dir(self.box)}/test-patches"
+        return self.box.read_file(f"{out}/commits.mbox"), self.box.read_file(f"{out}/changes.diff")
 
     def sandbox_tree(self) -> str:
         """The tree of everything in the sandbox, committed or not (after ``produce``)."""
@@ -59,8 +69,11 @@ class Repos:
 
 def make_repos(tmp: Path, files: dict[str, bytes | str], *, local_identity: bool = True) -> Repos:
     """Create the sandbox repo with ``files`` as its baseline, and the local side to apply to."""
-    sandbox, local, worktree = tmp / "sandbox", tmp / "local", tmp / "wt"
-    sandbox.mkdir(parents=True)
+    backend = get_backend("local", Settings(home=tmp / "sbr-home"))
+    box = backend.create("patch-test", timeout_s=600, env={}, metadata={})
+    sandbox, local, worktree = Path(box.repo_dir), tmp / "local", tmp / "wt"
+    sandbox.mkdir(parents=True, exist_ok=True)
+    Path(box.home, ".sandboxrun").mkdir(exist_ok=True)  # the control directory
     git(sandbox, "init", "-q", "-b", "main")
     git(sandbox, "config", "user.name", AGENT[0])
     git(sandbox, "config", "user.email", AGENT[1])
@@ -74,7 +87,7 @@ def make_repos(tmp: Path, files: dict[str, bytes | str], *, local_identity: bool
         git(local, "config", "user.name", LOCAL[0])
         git(local, "config", "user.email", LOCAL[1])
     git(local, "worktree", "add", "-q", "--no-track", "-b", "sandboxrun/test", str(worktree))
-    return Repos(sandbox=sandbox, base=base, local=local, worktree=worktree)
+    return Repos(sandbox=sandbox, base=base, local=local, worktree=worktree, box=box)
 
 
 def write(path: Path, data: bytes | str) -> None:
@@ -98,11 +111,11 @@ def added(name: str, content: str = "x", mode: str = "100644") -> bytes:
 
 
 def as_mail(diff: bytes, subject: str = "innocent change") -> bytes:
-    """Wrap a diff into a format-patch style mail."""
+    """Wrap a hand-made diff into a mail shaped like the collector's (mboxrd, no signature)."""
     head = (
         "From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001\n"
         f"From: {AGENT[0]} <{AGENT[1]}>\n"
         "Date: Mon, 1 Jan 2024 00:00:00 +0000\n"
         f"Subject: [PATCH] {subject}\n\n---\n"
     )
-    return head.encode() + diff + b"-- \n2.39.5\n\n"
+    return head.encode() + diff + b"\n"

@@ -3,8 +3,10 @@ process. Named uniquely (not conftest) so test modules can import it unambiguous
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -62,8 +64,55 @@ def isolated_env(tmp_path, monkeypatch):
     ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("SANDBOXRUN_CLAUDE_BIN", str(FAKE_CLAUDE))
+    # The test machine is a throwaway sandbox: as root, an unisolated local run would otherwise
+    # be refused before it starts (Claude Code refuses to skip permissions as root without it).
+    monkeypatch.setenv("IS_SANDBOX", "1")
     monkeypatch.setenv("SANDBOXRUN_POLL_INTERVAL", "0.1")
-    return home
+    yield home
+    kill_local_agents(home)
+
+
+def kill_local_agents(home: Path) -> None:
+    """Tear down this home's local sandboxes that still exist, and their agents with them.
+
+    A test that fails (or a driver it killed) can leave an agent running; it must not outlive
+    the test. The backend's own teardown does it, which ends an isolated sandbox's processes
+    too. (E2B sandboxes' agents die with the emulator's sandboxes.)
+    """
+    db = home / "state.db"
+    if not db.exists():
+        return
+    from sandboxrun.config import Settings
+    from sandboxrun.errors import SandboxrunError
+    from sandboxrun.sandbox.backends import get_backend
+
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        rows = conn.execute(
+            "SELECT sandbox_id FROM sessions WHERE backend = 'local' AND sandbox_id IS NOT NULL"
+        ).fetchall()
+    backend = get_backend("local", Settings(home=home))
+    for (sandbox_id,) in rows:
+        with contextlib.suppress(SandboxrunError):
+            backend.connect(sandbox_id).destroy()
+
+
+def sandbox_home(name: str) -> Path:
+    """The home directory of session ``name``'s sandbox (local backend), from the store."""
+    db = Path(os.environ["SANDBOXRUN_HOME"]) / "state.db"
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        row = conn.execute("SELECT sandbox_home FROM sessions WHERE name = ?", (name,)).fetchone()
+    assert row and row[0], f"session {name} has no sandbox yet"
+    return Path(row[0])
+
+
+#: a directive that makes the stand-in agent wait until ``open_gate`` (its sandbox's home,
+#: next to the repository: visible to an isolated agent, and not part of its work)
+GATE_WAIT = "@bash while [ ! -e ../gate ]; do sleep 0.05; done"
+
+
+def open_gate(name: str) -> None:
+    """Let session ``name``'s agent past its ``GATE_WAIT``."""
+    (sandbox_home(name) / "gate").touch()
 
 
 @pytest.fixture
@@ -94,6 +143,14 @@ class CLI:
 
     def __init__(self, cwd: Path) -> None:
         self.cwd = cwd
+        self.started: list[subprocess.Popen] = []
+
+    def reap(self) -> None:
+        """Kill and wait for every process ``popen`` started that is still running."""
+        for proc in self.started:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
 
     def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         env = dict(os.environ)
@@ -118,7 +175,8 @@ class CLI:
         )
 
     def popen(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-        return subprocess.Popen(
+        """Start the CLI in the background; the ``cli`` fixture reaps it, pass or fail."""
+        proc = subprocess.Popen(
             [sys.executable, "-m", "sandboxrun", *args],
             cwd=self.cwd,
             env=self.env(env),
@@ -126,6 +184,8 @@ class CLI:
             stderr=subprocess.PIPE,
             text=True,
         )
+        self.started.append(proc)
+        return proc
 
     def json(self, *args: str, **kw):
         proc = self(*args, "--json", **kw)
@@ -153,8 +213,11 @@ class CLI:
 
 
 @pytest.fixture
-def cli(repo) -> CLI:
-    return CLI(repo)
+def cli(repo):
+    """The CLI on ``repo``; whatever it started in the background is reaped afterwards."""
+    runner = CLI(repo)
+    yield runner
+    runner.reap()
 
 
 def retry_until(fn, timeout: float = 30, interval: float = 0.1):
@@ -166,3 +229,19 @@ def retry_until(fn, timeout: float = 30, interval: float = 0.1):
             return value
         time.sleep(interval)
     raise AssertionError("condition not met in time")
+
+
+def edge_error(stderr: str) -> tuple[str, str | None]:
+    """The ``Error:`` message and ``Hint:`` the CLI edge printed (the test fails without them).
+
+    The message runs from the ``Error:`` line to the ``Hint:`` line, the hint to the end.
+    """
+    assert "Traceback" not in stderr, stderr
+    lines = stderr.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("Error: ")]
+    assert len(starts) == 1, f"expected one 'Error:' line in:\n{stderr}"
+    rest = lines[starts[0] :]
+    hint_at = next((i for i, line in enumerate(rest) if line.startswith("Hint: ")), len(rest))
+    message = "\n".join(rest[:hint_at])[len("Error: ") :]
+    hint = "\n".join(rest[hint_at:])[len("Hint: ") :] if hint_at < len(rest) else None
+    return message, hint

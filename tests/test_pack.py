@@ -7,10 +7,13 @@ import os
 import random
 import shutil
 import stat
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
 import pytest
+from sbr_testlib import edge_error
 from typer.testing import CliRunner
 
 from sandboxrun import process
@@ -496,19 +499,39 @@ def test_cli_list_json_includes_files(cli_repo: Path) -> None:
     assert data["excluded_by_ignorefile"] == ["data/x.csv"]
 
 
-def test_cli_rejects_unknown_compression(cli_repo: Path) -> None:
-    """A bad --compression value is a usage error (exit 2)."""
-    result = CliRunner().invoke(app, ["pack", str(cli_repo), "-c", "bz2"])
+#: the two ways people start the CLI: the module and the installed console script
+ENTRY_POINTS = {
+    "module": [sys.executable, "-m", "sandboxrun"],
+    "console-script": [str(Path(sys.executable).with_name("sandboxrun"))],
+}
 
-    assert result.exit_code == 2
+
+def run_entry(entry: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*ENTRY_POINTS[entry], *args], capture_output=True, text=True, timeout=60, check=False
+    )
 
 
-def test_cli_missing_path_is_an_error(tmp_path: Path) -> None:
-    """A path that is not a directory raises PackError (printed by the CLI edge)."""
-    result = CliRunner().invoke(app, ["pack", str(tmp_path / "nope"), "--list"])
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_cli_rejects_unknown_compression(cli_repo: Path, entry: str) -> None:
+    """A bad --compression value is a usage error (exit 2) naming the value and the choices."""
+    proc = run_entry(entry, "pack", str(cli_repo), "-c", "bz2")
 
-    assert result.exit_code == 1
-    assert isinstance(result.exception, PackError)
+    assert proc.returncode == 2, proc.stderr
+    assert "'bz2' is not one of" in proc.stderr and "gzip" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_cli_missing_path_is_an_error(tmp_path: Path, entry: str) -> None:
+    """A path that is not a directory: the CLI edge prints ``Error:`` and ``Hint:``, exit 1."""
+    proc = run_entry(entry, "pack", str(tmp_path / "nope"), "--list")
+
+    assert proc.returncode == 1
+    message, hint = edge_error(proc.stderr)
+    assert message == f"{tmp_path / 'nope'} is not a directory"
+    assert hint and "path of a work tree" in hint
+    assert proc.stdout == ""
 
 
 @pytest.mark.skipif(shutil.which("tar") is None, reason="tar not installed")

@@ -108,6 +108,28 @@ def test_round_trip_keeps_commits_and_bytes(repos: Repos) -> None:
     assert any("run.sh" in w and "executable" in w for w in result.warnings)
 
 
+def test_patches_come_in_the_collectors_format(repos: Repos) -> None:
+    """The helper's patches are the collector's: mboxrd, no signature, quoted paths even when
+    the sandbox's git is configured otherwise, and messages with "From " lines survive."""
+    sb = repos.sandbox
+    git(sb, "config", "core.quotepath", "off")  # the collector must not depend on this
+    git(sb, "config", "format.signature", "a signature that must not appear")
+    write(sb / "é.txt", "accent\n")
+    message = "Subject stays\n\nFrom the top: a body line\n>From quoted once\n>>From twice"
+    repos.commit_in_sandbox(message)
+    write(sb / "ü.txt", "left over\n")
+    mbox, diff = repos.produce()
+
+    assert b"\n>From the top: a body line\n>>From quoted once\n>>>From twice\n" in mbox
+    assert b"a signature that must not appear" not in mbox and b"\n-- \n" not in mbox
+    assert b'"b/\\303\\251.txt"' in mbox and b'"b/\\303\\274.txt"' in diff
+
+    result = apply_changes(repos.worktree, mbox, diff)
+    body = out(repos.worktree, "log", "--format=%B", "-1", result.commits[0])
+    assert body == message
+    assert out(repos.worktree, "rev-parse", "HEAD^{tree}") == repos.sandbox_tree()
+
+
 def test_leftover_that_builds_on_the_commits(repos: Repos) -> None:
     """One input may touch a path several times: create, delete, recreate, rename then edit."""
     sb = repos.sandbox
@@ -220,8 +242,6 @@ MALICIOUS = [
     (b"diff --git a/vendor/lib b/vendor/lib\nnew file mode 160000\nindex 0000000..1234567\n"
      b"--- /dev/null\n+++ b/vendor/lib\n@@ -0,0 +1 @@\n"
      b"+Subproject commit 1234567890123456789012345678901234567890\n", "vendor/lib"),
-    (b'diff --git "a/tab\\tname" "b/tab\\tname"\nnew file mode 100644\n--- /dev/null\n'
-     b'+++ "b/tab\\tname"\n@@ -0,0 +1 @@\n+x\n', "tab\tname"),
     (added("fake\u202etxt.exe"), "fake\u202etxt.exe"),
 ]  # fmt: skip
 
@@ -539,7 +559,7 @@ def _check(path: str, **kw: object) -> tuple[bool, list[str]]:
 @pytest.mark.parametrize(
     "path",
     ["", "/abs", "a/../b", "..", ".git", ".git/x", "x/.GIT/y", ".git./x", ".git /x", "GIT~1/x",
-     ".git::$INDEX_ALLOCATION/x", ".g\u200cit/x", "a\\b", "C:/x", "a//b", "./a", "nul\0byte",
+     ".git::$INDEX_ALLOCATION/x", ".g\u200cit/x", "a\\..\\b", ".git\\config", "\\\\server\\x", "C:/x", "a//b", "./a", "nul\0byte",
      "esc\x1b[31m", "c1\x9bcontrol"],
 )  # fmt: skip
 def test_paths_never_allowed(path: str) -> None:
@@ -568,7 +588,20 @@ def test_paths_never_allowed(path: str) -> None:
         ("Jenkinsfile", True),
         ("src/claude.py", False),
         ("docs/mcp.json", False),
-        ("CLAUDE.md", False),
+        ("CLAUDE.md", True),
+        ("docs/CLAUDE.md", True),
+        ("claude.md.txt", False),
+        (".sandboxrun.toml", True),
+        (".sandboxruninclude", True),
+        ("sub/.envrc", True),
+        (".npmrc", True),
+        (".yarnrc.yml", True),
+        (".bashrc", True),
+        ("home/.bashrc", False),
+        ("Makefile", False),
+        ("package.json", False),
+        ("tab\tname.txt", False),
+        ("back\\slash.txt", False),
         (".gitignore", False),
     ],
 )

@@ -11,7 +11,15 @@ import time
 from pathlib import Path
 
 import pytest
-from sbr_testlib import branch_files, git, retry_until
+from sbr_testlib import (
+    GATE_WAIT,
+    branch_files,
+    edge_error,
+    git,
+    open_gate,
+    retry_until,
+    sandbox_home,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -71,8 +79,8 @@ def test_happy_path_brings_back_commits_and_leftovers(cli, repo):
     assert st["agent_session_id"]
     # Patches are kept as artifacts.
     artifacts = Path(os.environ["SANDBOXRUN_HOME"]) / "artifacts" / st["id"]
-    assert (artifacts / "commits.mbox").stat().st_size > 0
-    assert (artifacts / "changes.diff").stat().st_size > 0
+    assert (artifacts / "collect.out").read_text().startswith("mode=history")
+    assert (artifacts / "objects" / "pack" / "work.pack").stat().st_size > 0
     # The sandbox is torn down.
     assert not (Path(os.environ["SANDBOXRUN_HOME"]) / "sandboxes" / st["id"]).exists()
 
@@ -94,7 +102,10 @@ def test_ignored_files_and_secrets_never_reach_the_sandbox(cli, repo):
     assert not any("server.pem" in s for s in seen), seen
     assert "deploy/server.pem" in proc.stderr  # the user is told what was kept out
     home = Path(os.environ["SANDBOXRUN_HOME"])
-    assert b"supersecret-pem" not in (home / "state.db").read_bytes()
+    # Anywhere under our home: the database, its write-ahead log, the artifacts.
+    stored = [p for p in home.rglob("*") if p.is_file()]
+    assert any(p.name == "state.db" for p in stored)
+    assert not [p for p in stored if b"supersecret-pem" in p.read_bytes()]
     # The agent never saw it, so the branch still has it unchanged (nothing deleted).
     assert "deploy/server.pem" in branch_files(repo, "sandboxrun/seen")
 
@@ -154,16 +165,41 @@ def test_agent_failure_is_reported_with_reason(cli, repo):
     assert "API Error: 500" in cli.status("boom2")["error"]
 
 
-def test_sensitive_paths_are_refused_unless_allowed(cli, repo):
-    plan = "@write .claude/settings.json {}\n@write ok.txt fine"
+def test_refused_paths_are_kept_apart_and_the_rest_applied(cli, repo):
+    """A sensitive file no longer throws the rest away: it is kept as its own patch and
+    `sandboxrun apply --allow-sensitive` lands it later without rerunning the agent."""
+    plan = (
+        "@write .claude/settings.json {}\n@write ok.txt fine\n@commit agent: both\n"
+        "@write .sandboxrun.toml backend = 'local'\n@write later.txt leftover"
+    )
     proc = cli("run", "--backend", "local", "--name", "sneaky", "--prompt", plan)
     assert proc.returncode == 1
-    assert ".claude/settings.json" in proc.stderr
-    assert "--allow-sensitive" in proc.stderr
+    out = proc.stdout + proc.stderr
+    assert ".claude/settings.json" in out and ".sandboxrun.toml" in out
+    assert "sandboxrun apply sneaky --allow-sensitive" in out
+    assert "rerun with" not in out
     st = cli.status("sneaky")
-    assert st["status"] == "failed" and ".claude/settings.json" in st["error"]
-    # Nothing applied: the branch is still at base.
-    assert git(repo, "rev-parse", "sandboxrun/sneaky") == git(repo, "rev-parse", "main")
+    assert st["status"] == "completed_with_refusals"
+    files = branch_files(repo, "sandboxrun/sneaky")
+    assert {"ok.txt", "later.txt"} <= files
+    assert ".claude/settings.json" not in files and ".sandboxrun.toml" not in files
+    log = git(repo, "log", "--format=%s", "main..sandboxrun/sneaky").splitlines()
+    assert log == ["sandboxrun: uncommitted changes left by the agent", "agent: both"]
+    artifacts = Path(os.environ["SANDBOXRUN_HOME"]) / "artifacts" / st["id"]
+    kept = (artifacts / "refused.diff").read_text()
+    assert ".claude/settings.json" in kept and ".sandboxrun.toml" in kept and "ok.txt" not in kept
+
+    proc = cli("apply", "sneaky")
+    assert proc.returncode == 1 and "--allow-sensitive" in proc.stdout
+    proc = cli("apply", "sneaky", "--allow-sensitive")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    files = branch_files(repo, "sandboxrun/sneaky")
+    assert {".claude/settings.json", ".sandboxrun.toml", "ok.txt"} <= files
+    st = cli.status("sneaky")
+    assert st["status"] == "completed" and len(st["result_commits"]) == 3
+    wt = repo / ".worktrees" / "sneaky"
+    assert git(wt, "status", "--porcelain") == ""
+    assert cli("apply", "sneaky").stdout.startswith("Nothing left to apply")
 
     proc = cli(
         "run", "--backend", "local", "--name", "allowed", "--allow-sensitive", "--prompt", plan
@@ -192,7 +228,7 @@ def test_timeout_warns_stops_and_collects(cli, repo):
         "--warn-at",
         "1s,2s",
         "--prompt",
-        "@write early.txt before the limit\n@sleep 60",
+        "@write early.txt before the limit\n@hang",
     )
     assert proc.returncode == 1
     st = cli.status("slow")
@@ -212,7 +248,7 @@ def test_kill_from_another_process_collects_work(cli, repo):
         "--name",
         "victim",
         "--prompt",
-        "@write made.txt made before kill\n@sleep 60",
+        "@write made.txt made before kill\n@hang",
     )
     try:
         retry_until(lambda: "Write" in cli("logs", "victim").stdout, timeout=30)
@@ -237,7 +273,7 @@ def test_kill_discard_keeps_nothing(cli, repo):
         "--name",
         "discard",
         "--prompt",
-        "@write thrown.txt away\n@sleep 60",
+        "@write thrown.txt away\n@hang",
     )
     try:
         retry_until(lambda: "Write" in cli("logs", "discard").stdout, timeout=30)
@@ -297,6 +333,7 @@ def test_detach_and_follow_logs_from_another_terminal(cli, repo):
 
 def test_download_while_running_then_attach_after_sigkill(cli, repo):
     """SIGKILL the `run` process: the agent goes on; download and attach recover the work."""
+    # The agent waits at a gate: it is mid-run for as long as we need.
     run = cli.popen(
         "run",
         "--backend",
@@ -304,7 +341,7 @@ def test_download_while_running_then_attach_after_sigkill(cli, repo):
         "--name",
         "crash",
         "--prompt",
-        "@write first.txt one\n@sleep 6\n@write second.txt two",
+        f"@write first.txt one\n{GATE_WAIT}\n@write second.txt two",
     )
     retry_until(lambda: "Write" in cli("logs", "crash").stdout, timeout=30)
     out_dir = repo.parent / "dl"
@@ -316,6 +353,7 @@ def test_download_while_running_then_attach_after_sigkill(cli, repo):
     st = cli.status("crash")
     assert st["status"] == "running" and not st["driver_alive"]
     assert "attach" in cli("status", "crash").stdout
+    open_gate("crash")
     proc = cli("attach", "crash", timeout=60)
     assert proc.returncode == 0, proc.stderr
     files = branch_files(repo, "sandboxrun/crash")
@@ -421,7 +459,8 @@ def test_name_in_use_and_unknown_session(cli, repo):
     assert cli("run", "--backend", "local", "--name", "dup", "--prompt", "x").returncode == 0
     proc = cli("run", "--backend", "local", "--name", "dup", "--prompt", "x")
     assert proc.returncode == 1
-    assert "already exists" in proc.stderr and "--name" in proc.stderr
+    message, hint = edge_error(proc.stderr)
+    assert "already exists" in message and "--name" in hint
     for command in (
         ["status", "nosuch"],
         ["logs", "nosuch"],
@@ -430,7 +469,7 @@ def test_name_in_use_and_unknown_session(cli, repo):
     ):
         proc = cli(*command)
         assert proc.returncode == 1
-        assert "no session matches 'nosuch'" in proc.stderr
+        assert "no session matches 'nosuch'" in edge_error(proc.stderr)[0]
 
 
 def test_status_json_shape_and_prefix_resolution(cli, repo):
@@ -461,29 +500,24 @@ def test_not_in_the_main_checkout(cli, repo):
 
 
 def test_extend_pushes_the_limit(cli, repo):
+    """`extend` from another terminal moves the running session's deadline by exactly that."""
+    # The agent waits at a gate: no race with the clock.
     run = cli.popen(
-        "run",
-        "--backend",
-        "local",
-        "--name",
-        "ext",
-        "--timeout",
-        "6s",
-        "--warn-at",
-        "1h",
-        "--prompt",
-        "@sleep 8\n@write done.txt finished",
+        "run", "--backend", "local", "--name", "ext", "--timeout", "10m", "--warn-at", "1h",
+        "--prompt", f"@write a.txt a\n{GATE_WAIT}\n@write done.txt finished",
+    )  # fmt: skip
+    before = retry_until(
+        lambda: (st := cli.status_or_none("ext")) and st["status"] == "running" and st,
+        timeout=60,
     )
-    try:
-        retry_until(
-            lambda: (cli.status_or_none("ext") or {}).get("status") == "running", timeout=30
-        )
-        proc = cli("extend", "ext", "30s")
-        assert proc.returncode == 0, proc.stderr
-        assert "limit now" in proc.stdout
-        out, err = run.communicate(timeout=60)
-    finally:
-        run.kill()
+    proc = cli("extend", "ext", "30s")
+    assert proc.returncode == 0, proc.stderr
+    assert "limit now" in proc.stdout
+    after = cli.status("ext")
+    assert after["deadline"] == pytest.approx(before["deadline"] + 30)
+    assert after["timeout_s"] == pytest.approx(600 + 30)
+    open_gate("ext")
+    out, err = run.communicate(timeout=60)
     assert run.returncode == 0, err
     st = cli.status("ext")
     assert st["status"] == "completed"
@@ -537,13 +571,20 @@ def test_download_after_the_end_uses_saved_artifacts(cli, repo):
     out = repo.parent / "fin-out"
     data = cli.json("download", "fin", "--output", str(out))
     assert data["live"] is False
-    assert b"Subject: [PATCH] add f" in (out / "commits.mbox").read_bytes()
+    assert "add f" in (out / "commits.txt").read_text()
+    assert b"+++ b/f.txt" in (out / "changes.diff").read_bytes()
     assert (out / "agent.log").exists()
+    # The printed git command works on a branch where the run started, commits or not.
+    git(repo, "worktree", "add", "-q", "-b", "replay", str(repo.parent / "replay"), "main")
+    command = next(c for c in data["commands"] if c.startswith("git "))
+    command = command.replace(str(repo / ".worktrees" / "fin"), str(repo.parent / "replay"))
+    assert subprocess.run(command, shell=True, check=False).returncode == 0
+    assert (repo.parent / "replay" / "f.txt").read_text() == "f\n"
 
 
 def test_ctrl_c_stops_and_collects_and_a_second_leaves_the_agent_running(cli, repo):
     run = cli.popen("run", "--backend", "local", "--name", "ctrlc", "--prompt",
-                    "@write c.txt before ctrl-c\n@sleep 60")  # fmt: skip
+                    "@write c.txt before ctrl-c\n@hang")  # fmt: skip
     try:
         retry_until(lambda: "Write" in cli("logs", "ctrlc").stdout, timeout=30)
         run.send_signal(signal.SIGINT)
@@ -556,11 +597,13 @@ def test_ctrl_c_stops_and_collects_and_a_second_leaves_the_agent_running(cli, re
     assert st["status"] == "killed"
     assert "c.txt" in branch_files(repo, "sandboxrun/ctrlc")
 
+    # Relative to the agent's repository: its sandbox's home, which an isolated agent sees.
     run = cli.popen("run", "--backend", "local", "--name", "ctrlc2", "--prompt",
-                    "@slowstop 4\n@write d.txt first\n@sleep 30")  # fmt: skip
+                    "@stopgate ../stop-now\n@write d.txt first\n@hang")  # fmt: skip
     try:
         retry_until(lambda: "Write" in cli("logs", "ctrlc2").stdout, timeout=30)
-        # The agent takes 4 s to stop; a second Ctrl-C meanwhile must leave it running.
+        # The agent does not stop until the gate exists; a second Ctrl-C meanwhile must leave
+        # it running.
         run.send_signal(signal.SIGINT)
         retry_until(lambda: "Ctrl-C" in cli("logs", "ctrlc2").stdout, timeout=30)
         run.send_signal(signal.SIGINT)
@@ -571,6 +614,7 @@ def test_ctrl_c_stops_and_collects_and_a_second_leaves_the_agent_running(cli, re
     st = cli.status("ctrlc2")
     assert "sandboxrun attach ctrlc2" in err
     assert st["status"] in ("running", "collecting") and not st["driver_alive"]
+    (sandbox_home("ctrlc2") / "stop-now").touch()
     assert cli("kill", "ctrlc2").returncode == 0
     assert cli.status("ctrlc2")["status"] == "killed"
     assert "d.txt" in branch_files(repo, "sandboxrun/ctrlc2")

@@ -84,6 +84,7 @@ def test_json_columns_round_trip(tmp_path):
 ENDING = [
     "completed",
     "completed_no_changes",
+    "completed_with_refusals",
     "failed",
     "timeout",
     "killed",
@@ -156,6 +157,13 @@ for i in range(200):
 """
 
 
+def _reap(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+
+
 def test_many_processes_write_at_once(tmp_path):
     """Concurrent writers on a fresh file: migrations serialize, no 'database is locked'."""
     db = tmp_path / "fresh.db"
@@ -170,16 +178,22 @@ def test_many_processes_write_at_once(tmp_path):
         )
         for _ in range(6)
     ]
-    assert all(p.wait(timeout=60) == 0 for p in openers)
+    try:
+        codes = [p.wait(timeout=60) for p in openers]
+    finally:
+        _reap(openers)
+    assert codes == [0] * 6
     store = SessionStore(db)
     s = make(store, "busy")
     procs = [
         subprocess.Popen([sys.executable, "-c", WRITER, str(db), s.id], stderr=subprocess.PIPE)
         for _ in range(4)
     ]
-    for p in procs:
-        _, err = p.communicate(timeout=120)
-        assert p.returncode == 0, err.decode()
+    try:
+        errors = [p.communicate(timeout=120)[1] for p in procs]
+    finally:
+        _reap(procs)
+    assert [p.returncode for p in procs] == [0] * 4, b"".join(errors).decode()
     assert len(store.events(s.id, kinds=("stdout",))) == 800
     count = sqlite3.connect(db).execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0]
     assert count == len(MIGRATIONS)
@@ -189,3 +203,30 @@ def test_home_directory_is_created(tmp_path):
     path = tmp_path / "deep" / "er" / "state.db"
     SessionStore(path)
     assert Path(path).exists()
+
+
+OPEN_AT_ONCE = """
+import os, sys, time
+from sandboxrun.store import SessionStore
+go = sys.argv[2]
+while not os.path.exists(go):
+    time.sleep(0.001)
+SessionStore(sys.argv[1]).conn.execute("SELECT count(*) FROM sessions").fetchone()
+"""
+
+
+def test_many_processes_open_a_fresh_database_at_the_same_instant(tmp_path):
+    """Switching a fresh file to WAL while others open it never fails with 'locked'."""
+    for round_ in range(4):
+        db, go = tmp_path / f"fresh{round_}.db", tmp_path / f"go{round_}"
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", OPEN_AT_ONCE, str(db), str(go)], stderr=subprocess.PIPE
+            )
+            for _ in range(10)
+        ]
+        go.touch()
+        for p in procs:
+            _, err = p.communicate(timeout=120)
+            assert p.returncode == 0, err.decode()
+        assert sqlite3.connect(db).execute("PRAGMA journal_mode").fetchone()[0] == "wal"

@@ -1,13 +1,14 @@
 """Command-line interface (typer). Thin: parse flags, call services, print results.
 
-Each command group lives in its own module with a ``register(app)`` function. Errors from the
-core (:class:`~sandboxrun.errors.SandboxrunError`) are turned into ``Error: ...`` plus a hint
-and exit code 1 (2 for usage errors) here, at the edge, and nowhere else.
+Each command group lives in its own module: commands are top-level functions, added to the
+app by the module's ``register(app)`` (one line each below); what they print is in ``render``
+and ``reporters``. Errors from the core (:class:`~sandboxrun.errors.SandboxrunError`) are
+turned into ``Error: ...`` plus a hint and exit code 1 (2 for usage errors) here, at the edge,
+and nowhere else.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import sys
@@ -31,25 +32,51 @@ app = typer.Typer(
 )
 
 
-def _register_all() -> None:
-    # Imported here so that `import sandboxrun.cli` stays cheap and each module registers itself.
-    import importlib
+def _version(value: bool) -> None:
+    if value:
+        from sandboxrun import __version__
 
-    for module in common.COMMAND_MODULES:
-        try:
-            mod = importlib.import_module(f"sandboxrun.cli.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"sandboxrun.cli.{module}":
-                continue  # a command group not built yet
-            raise
-        mod.register(app)
+        typer.echo(f"sandboxrun {__version__}")
+        raise typer.Exit()
 
 
-_register_all()
-# Local mode (issue 9): one line per command group.
-for _group in ("worktree_cmd", "hooks_cmd", "install_cmd", "coord_cmd"):
-    importlib.import_module(f"sandboxrun.cli.{_group}").register(app)
-importlib.import_module("sandboxrun.cli.local_cmd").register(app)  # issue 10: tmux children
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Run Claude Code agents in parallel, each on its own git branch."""
+
+
+# One line per command module; each module defines its commands as top-level functions and
+# adds them in ``register(app)``. Imported here, after ``app`` exists, on purpose.
+from sandboxrun.cli import (  # noqa: E402
+    apply_cmd,
+    coord_cmd,
+    e2b_cmd,
+    hidden_cmd,
+    hooks_cmd,
+    install_cmd,
+    local_cmd,
+    pack_cmd,
+    run_cmd,
+    session_cmd,
+    worktree_cmd,
+)
+
+run_cmd.register(app)
+session_cmd.register(app)
+pack_cmd.register(app)
+e2b_cmd.register(app)
+hidden_cmd.register(app)
+apply_cmd.register(app)
+# local mode
+worktree_cmd.register(app)
+hooks_cmd.register(app)
+install_cmd.register(app)
+coord_cmd.register(app)
+local_cmd.register(app)  # issue 10: tmux children (spawn, send, wait, ...)
 
 
 def _configure_logging() -> None:

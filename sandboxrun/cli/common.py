@@ -8,25 +8,39 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.text import Text
 
 from sandboxrun.config import Settings, load_settings
 from sandboxrun.errors import SandboxrunError
 from sandboxrun.gitops import repo_root
 from sandboxrun.store import SessionStore
 
-#: command modules under sandboxrun/cli, each with a ``register(app)`` function
-COMMAND_MODULES = ("run_cmd", "session_cmd", "pack_cmd", "e2b_cmd", "hidden_cmd")
-
+# markup=False: what we print is full of user- and agent-controlled text (paths such as
+# `pages/[id]/.env`, branch names, agent messages) that rich would otherwise read as markup,
+# losing parts or crashing. Styles are applied with `styled()` parts, never with [tags].
 # soft_wrap: never break long lines (paths, commands) so they stay copy-pastable.
-console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+console = Console(highlight=False, soft_wrap=True, markup=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+
+#: one part of a printed line: plain text, or (text, rich style)
+Part = str | tuple[str, str]
+
+
+def styled(*parts: Part) -> Text:
+    """A line from plain and ``(text, style)`` parts; the text is never read as markup."""
+    return Text.assemble(*parts)
+
+
+def say(*parts: Part, err: bool = False) -> None:
+    """Print one line made of plain and ``(text, style)`` parts (stdout, or stderr)."""
+    (err_console if err else console).print(styled(*parts))
 
 
 def print_error(exc: SandboxrunError) -> None:
     """Print ``Error: message`` and the hint (if any) to stderr."""
-    err_console.print(f"[bold red]Error:[/bold red] {exc.message}", markup=True, soft_wrap=True)
+    say(("Error:", "bold red"), " ", exc.message, err=True)
     if exc.hint:
-        err_console.print(f"[dim]Hint:[/dim] {exc.hint}", markup=True, soft_wrap=True)
+        say(("Hint:", "dim"), " ", exc.hint, err=True)
 
 
 def print_json(data: Any) -> None:

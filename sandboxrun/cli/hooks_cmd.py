@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from sandboxrun.cli.common import console, print_json
+from sandboxrun.cli.common import Part, console, print_json, say
 from sandboxrun.errors import SandboxrunError, UsageError
 from sandboxrun.gitops import repo_root
 from sandboxrun.local import hooks_install
@@ -63,14 +63,14 @@ def print_status(entries: list[dict], json_out: bool) -> None:
         return
     for e in entries:
         if e["error"]:
-            state = f"[red]unreadable: {e['error']}[/red]"
+            state: Part = (f"unreadable: {e['error']}", "red")
         elif e["installed"]:
-            state = "[green]installed[/green]"
+            state = ("installed", "green")
         elif e["events"]:
-            state = f"[yellow]partly installed ({', '.join(e['events'])})[/yellow]"
+            state = (f"partly installed ({', '.join(e['events'])})", "yellow")
         else:
             state = "not installed" if e["exists"] else "not installed (no file)"
-        console.print(f"{e['scope']:<7} {state}  {e['path']}")
+        say(f"{e['scope']:<7} ", state, f"  {e['path']}")
 
 
 @hooks_app.command("install")

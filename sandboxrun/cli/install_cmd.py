@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from sandboxrun import process
-from sandboxrun.cli.common import console, print_json
+from sandboxrun.cli.common import Part, console, print_json, say
 from sandboxrun.cli.hooks_cmd import _repo_or_none, print_status
 from sandboxrun.errors import UsageError
 from sandboxrun.local import hooks_install
@@ -58,7 +58,7 @@ def register(app: typer.Typer) -> None:
             )
             if done.backup:
                 console.print(f"  previous version kept as {done.backup}")
-        found = "found" if report["hook_executable_found"] else "[red]NOT FOUND[/red]"
-        console.print(f"hook program: {report['hook_executable']} ({found})")
+        found: Part = "found" if report["hook_executable_found"] else ("NOT FOUND", "red")
+        say(f"hook program: {report['hook_executable']} (", found, ")")
         print_status(report["hooks"], False)
         console.print(f"mcp     not installed ({report['mcp']['note']})")

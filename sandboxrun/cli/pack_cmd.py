@@ -34,10 +34,11 @@ PACK_HELP = (
     "  purpose, even if git ignores them or the deny-list matches them\n"
     "  (.sandboxrunignore still wins).\n\n"
     "Symlinks, submodules and special files are never uploaded; they are listed as skipped.\n\n"
-    "By default the tarball is written to ./<directory name>.tar.gz (.tar.zst with zstd) and a "
-    "summary is printed; the tarball never packs an older copy of itself. With --list only the "
-    "file list is printed (on stdout; the files left out as secrets, with the reason, on "
-    "stderr) and nothing is written.\n\n"
+    "By default the tarball is written to ./<directory name>.tar.gz (.tar.zst with zstd), or "
+    "next to the packed directory when you are inside it (never into the tree it packs), and a "
+    "summary is printed; --output may name a file or a directory. With --list only the file "
+    "list is printed (on stdout; the files left out as secrets, with the reason, on stderr) and "
+    "nothing is written.\n\n"
     "\b\n"
     "Examples:\n"
     "  sandboxrun pack --list        # what would be uploaded, one path per line\n"
@@ -89,6 +90,19 @@ def _summary(sel: Selection, result: PackResult | None) -> None:
         )
 
 
+def tarball_path(root: Path, output: Path | None, compression: str) -> Path:
+    """Where the tarball goes: ``output`` (a file, or a directory to put it in), else the
+    current directory, unless that is inside the packed tree (then next to the tree), so the
+    tarball never lands in the repository it packs."""
+    name = f"{root.name or 'root'}{SUFFIXES[compression]}"
+    if output is not None:
+        return output / name if output.is_dir() else output
+    cwd = Path.cwd().resolve()
+    if cwd == root or root in cwd.parents:
+        return root.parent / name
+    return cwd / name
+
+
 def _pack(root: Path, output: Path, compression: str, show_progress: bool) -> PackResult:
     if not show_progress:
         # no selection given: pack_worktree selects while it packs, which is faster
@@ -114,64 +128,59 @@ def _pack(root: Path, output: Path, compression: str, show_progress: bool) -> Pa
         )
 
 
+def pack(
+    path: Annotated[Path, typer.Argument(help="Work tree (or plain directory) to pack.")] = Path(
+        "."
+    ),
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Tarball (or directory) to write to. Default: ./<directory name>.tar.gz, "
+            "or next to the directory when run inside it.",
+        ),
+    ] = None,
+    compression: Annotated[
+        Compression,
+        typer.Option(
+            "--compression",
+            "-c",
+            help="gzip (parallel, readable by any tar), zstd (needs the zstd program) or none.",
+        ),
+    ] = Compression.gzip,
+    list_files: Annotated[
+        bool,
+        typer.Option("--list", help="Only print the files that would be uploaded, one per line."),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead.")] = False,
+) -> None:
+    if list_files:
+        sel = select_files(path)
+        if as_json:
+            print_json(sel.to_dict())
+        else:
+            for name in sel.files:
+                console.print(name, markup=False, highlight=False, soft_wrap=True)
+            for name in sel.excluded_secrets:  # stderr: stdout stays a clean file list
+                reason = sel.secret_reasons.get(name, "secret")
+                err_console.print(
+                    f"excluded: {name} ({reason})", markup=False, highlight=False, soft_wrap=True
+                )
+        return
+    root = path.resolve()
+    target = tarball_path(root, output, compression.value)
+    show_progress = not as_json and err_console.is_terminal
+    result = _pack(root, target, compression.value, show_progress)
+    if as_json:
+        data = result.selection.to_dict()
+        del data["files"]  # --list --json gives the full list; this stays readable
+        data["output"] = result.to_dict()
+        print_json(data)
+    else:
+        _summary(result.selection, result)
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``pack`` command to ``app``."""
-
-    @app.command("pack", help=PACK_HELP)
-    def pack(
-        path: Annotated[
-            Path, typer.Argument(help="Work tree (or plain directory) to pack.")
-        ] = Path("."),
-        output: Annotated[
-            Path | None,
-            typer.Option(
-                "--output",
-                "-o",
-                help="Tarball to write. Default: ./<directory name>.tar.gz (or .tar.zst).",
-            ),
-        ] = None,
-        compression: Annotated[
-            Compression,
-            typer.Option(
-                "--compression",
-                "-c",
-                help="gzip (parallel, readable by any tar), zstd (needs the zstd program) or none.",
-            ),
-        ] = Compression.gzip,
-        list_files: Annotated[
-            bool,
-            typer.Option(
-                "--list", help="Only print the files that would be uploaded, one per line."
-            ),
-        ] = False,
-        as_json: Annotated[
-            bool, typer.Option("--json", help="Print one JSON object instead.")
-        ] = False,
-    ) -> None:
-        if list_files:
-            sel = select_files(path)
-            if as_json:
-                print_json(sel.to_dict())
-            else:
-                for name in sel.files:
-                    console.print(name, markup=False, highlight=False, soft_wrap=True)
-                for name in sel.excluded_secrets:  # stderr: stdout stays a clean file list
-                    reason = sel.secret_reasons.get(name, "secret")
-                    err_console.print(
-                        f"excluded: {name} ({reason})",
-                        markup=False,
-                        highlight=False,
-                        soft_wrap=True,
-                    )
-            return
-        root = path.resolve()
-        target = output or Path.cwd() / f"{root.name or 'root'}{SUFFIXES[compression.value]}"
-        show_progress = not as_json and err_console.is_terminal
-        result = _pack(root, target, compression.value, show_progress)
-        if as_json:
-            data = result.selection.to_dict()
-            del data["files"]  # --list --json gives the full list; this stays readable
-            data["output"] = result.to_dict()
-            print_json(data)
-        else:
-            _summary(result.selection, result)
+    app.command("pack", help=PACK_HELP)(pack)

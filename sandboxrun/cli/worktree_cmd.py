@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from sandboxrun.cli.common import console, err_console, open_store, print_json, settings_for
+from sandboxrun.cli.common import console, open_store, print_json, say, settings_for
 from sandboxrun.errors import UsageError
 from sandboxrun.gitops import repo_root
 from sandboxrun.local import worktrees
@@ -60,7 +60,7 @@ def setup_cmd(
     for name in result.copied:
         console.print(f"  copied {name}")
     for name in result.missing:
-        err_console.print(f"[yellow]  copy_files: {name} does not exist, not copied[/yellow]")
+        say((f"  copy_files: {name} does not exist, not copied", "yellow"), err=True)
     console.print(f"  next: cd {result.path} && claude")
 
 
@@ -81,10 +81,11 @@ def list_cmd(
         console.print("No agent worktrees. Create one with `sandboxrun worktree setup ROLE`.")
         return
     width = max(len(i.role) for i in infos)
-    console.print(
-        f"[bold]{'ROLE':<{width}}  {'BRANCH':<28}  {'HEAD':<9}  {'DIRTY':<5}  "
-        f"{'+/-':<9}  {'PRESENCE':<9}  PATH[/bold]"
+    header = (
+        f"{'ROLE':<{width}}  {'BRANCH':<28}  {'HEAD':<9}  {'DIRTY':<5}  "
+        f"{'+/-':<9}  {'PRESENCE':<9}  PATH"
     )
+    say((header, "bold"))
     for i in infos:
         ahead = f"+{i.ahead}/-{i.behind}" if i.ahead is not None else "-"
         console.print(

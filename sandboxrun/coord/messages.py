@@ -1,4 +1,4 @@
-"""Messages between sessions, stored in the ``messages`` table (``store.py`` migration m003).
+"""Messages between sessions, stored in the ``messages`` table (``store.py`` migration m004).
 
 Standard library only (the hook records SESSION_START/SESSION_END through it). The message
 types this part defines are lifecycle and status notices; the coordination issue adds

@@ -1,6 +1,6 @@
 """Presence: which role is working in which repository right now.
 
-A library over the ``presence`` table of the one database (``store.py`` migration m003),
+A library over the ``presence`` table of the one database (``store.py`` migration m004),
 standard library only, so the hook entry point and the CLI (and later the MCP server) share it.
 Functions take an open ``sqlite3.Connection`` (``SessionStore.conn`` or the hook's own); each
 write is a single statement, atomic on its own.

@@ -297,21 +297,27 @@ def bring_back(run: Run) -> Manifest:
     except SandboxLostError:
         raise
     except (SandboxrunError, OSError) as exc:
-        message = getattr(exc, "message", str(exc))
-        end = run.session().sandbox_end
-        until = f" until {time.strftime('%H:%M:%S', time.localtime(end))}" if end else ""
-        name = s.name
-        run.store.add_event(s.id, "warning", {"mark": "collect", "message": message})
-        run.store.update(s.id, error=f"collecting the work failed: {message}")
-        raise CollectionIncomplete(
-            f"bringing the work of {name} back failed after retries: {message}; its sandbox "
-            f"{sb.id} is kept alive{until}",
-            f"Finish the job with `sandboxrun attach {name}` (resumes the download and applies "
-            f"the work), fetch the files with `sandboxrun download {name}`, or end it with "
-            f"`sandboxrun kill {name}`.",
-        ) from exc
+        raise incomplete(run, exc) from exc
     _copy_logs(run)
     return manifest
+
+
+def incomplete(run: Run, exc: BaseException) -> CollectionIncomplete:
+    """Record that the collection failed for good and say how to finish it (sandbox kept)."""
+    s = run.session()
+    message = getattr(exc, "message", str(exc))
+    end = s.sandbox_end
+    until = f" until {time.strftime('%H:%M:%S', time.localtime(end))}" if end else ""
+    name = s.name
+    run.store.add_event(s.id, "warning", {"mark": "collect", "message": message})
+    run.store.update(s.id, error=f"collecting the work failed: {message}")
+    return CollectionIncomplete(
+        f"bringing the work of {name} back failed after retries: {message}; its sandbox "
+        f"{run.sandbox.id} is kept alive{until}",
+        f"Finish the job with `sandboxrun attach {name}` (resumes the download and applies "
+        f"the work), fetch the files with `sandboxrun download {name}`, or end it with "
+        f"`sandboxrun kill {name}`.",
+    )
 
 
 def _copy_logs(run: Run) -> None:

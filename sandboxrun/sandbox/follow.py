@@ -28,6 +28,7 @@ from sandboxrun.sandbox.checkpoint import (
 )
 from sandboxrun.sandbox.deadline import collection_seconds
 from sandboxrun.sandbox.journal import Journal
+from sandboxrun.sandbox.reporting import time_limit_message
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,8 @@ HEARTBEAT_INTERVAL = 5.0
 
 #: why following ends: the agent exited by itself, or we stopped it (kill request, time limit,
 #: blocked by a usage limit)
-EndReason = Literal["exited", "killed", "timeout", "quota"]
+#: "lost": the sandbox is gone and the work comes from the collection kept in the artifacts
+EndReason = Literal["exited", "killed", "timeout", "quota", "lost"]
 #: the reasons we stop an agent for, as stored in ``sessions.stop_reason``
 _STOPPED: dict[str, EndReason] = {"killed": "killed", "timeout": "timeout", "quota": "quota"}
 
@@ -48,6 +50,7 @@ class FollowOutcome:
 
     reason: EndReason
     exit_code: int | None = None
+    detail: str = ""
 
 
 def follow_agent(
@@ -137,15 +140,20 @@ def follow_agent(
                 break
             plan = stop_plan(run, s, ckpt.known)
             if now >= plan.stop_at:
+                limit = deadline - started
                 msg = (
-                    f"time limit reached ({format_duration(deadline - started)}): "
-                    "stopping the agent and collecting its work"
+                    "stopping the agent " + time_limit_message(elapsed, limit)
                     if not plan.shortened
                     else "the sandbox is near the longest life the plan allows (max_lifetime "
                     f"{format_duration(settings.max_lifetime)}): stopping the agent now so "
                     "that its work can still be collected"
                 )
-                journal.warn(msg, mark="limit")
+                # elapsed and limit kept with the warning: the final status says them again
+                journal.event(
+                    "warning",
+                    {"mark": "limit", "message": msg, "elapsed": elapsed, "limit": limit},
+                )
+                reporter.warning(msg)
                 begin_stop(run, "timeout")
                 agent.stop()
                 reason = "timeout"

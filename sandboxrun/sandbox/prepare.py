@@ -4,17 +4,20 @@ session. Leaves nothing half-made when anything fails; `RunDriver` takes it from
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
+import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sandboxrun import gitops
+from sandboxrun import gitops, process
 from sandboxrun.config import Settings
-from sandboxrun.errors import NameInUseError, UsageError
-from sandboxrun.sandbox.backends import get_backend
+from sandboxrun.errors import AgentError, NameInUseError, SandboxrunError, UsageError
+from sandboxrun.sandbox.backends import Backend, get_backend
 from sandboxrun.store import Session, SessionStore
 from sandboxrun.sync.secrets import secret_paths
 
@@ -62,31 +65,144 @@ def choose_backend(settings: Settings, requested: str | None) -> str:
     )
 
 
-def prepare_run(settings: Settings, store: SessionStore, req: RunRequest) -> Session:
-    """Validate the request, create the worktree + branch and register the session."""
+def read_prompt(req: RunRequest) -> str:
+    """The task text from ``--prompt`` or ``--prompt-file``, checked; raises UsageError."""
     if (req.prompt is None) == (req.prompt_file is None):
         raise UsageError(
             "give exactly one of --prompt or --prompt-file",
             "e.g. sandboxrun run --prompt-file PLAN.md",
         )
-    prompt = req.prompt
-    if req.prompt_file is not None:
+    if req.prompt_file is None:
+        prompt = req.prompt or ""
+        empty_hint = 'Say what the agent should do: --prompt "fix the failing test".'
+    else:
         path = req.prompt_file.expanduser()
+        if path.is_dir():
+            raise UsageError(
+                f"prompt file {req.prompt_file} is a directory",
+                "Give the file with the task in it, e.g. --prompt-file plans/PLAN.md.",
+            )
         if not path.is_file():
             raise UsageError(
                 f"prompt file {req.prompt_file} does not exist",
                 "Check the path, or pass the text with --prompt.",
             )
         prompt = path.read_text(encoding="utf-8", errors="replace")
-    if not (prompt or "").strip() and not req.dry_run:
-        raise UsageError("the prompt is empty", "Write the task into the prompt file.")
+        empty_hint = f"Write the task into {req.prompt_file}."
+    if not prompt.strip() and not req.dry_run:
+        where = "--prompt" if req.prompt_file is None else f"prompt file {req.prompt_file}"
+        raise UsageError(f"the prompt is empty ({where})", empty_hint)
+    return prompt
 
+
+def check_agent_can_start(
+    backend_name: str,
+    backend: Backend,
+    settings: Settings,
+    *,
+    dry_run: bool,
+    isolated: bool = False,
+) -> None:
+    """Refuse, before anything is created, a run whose agent could not start.
+
+    The backend's own readiness (E2B key, ``claude`` installed), the agent's credentials, and on
+    the local backend the two ways the real Claude Code CLI refuses to work: as root without a
+    sandbox, and when it is not logged in. ``isolated``: the agent runs confined as another
+    user (bubblewrap), so the root check does not apply.
+    """
+    backend.check_ready(dry_run=dry_run)
+    if dry_run:
+        return
+    backend.agent_env(dry_run=False)  # raises when no credentials can reach the agent
+    if backend_name != "local":
+        return
+    refusal = root_refusal(os.geteuid(), os.environ, isolated=isolated)
+    if refusal is not None:
+        raise AgentError(*refusal)
+    login = claude_login_state(settings.claude_bin)
+    if login is False:
+        raise AgentError(
+            f"Claude Code ({settings.claude_bin}) is not logged in",
+            "Log in once with `claude auth login` (or run `claude`), or set ANTHROPIC_API_KEY "
+            "or CLAUDE_CODE_OAUTH_TOKEN (from `claude setup-token`). `--dry-run` needs neither.",
+        )
+
+
+def root_refusal(euid: int, env: Mapping[str, str], *, isolated: bool) -> tuple[str, str] | None:
+    """Why Claude Code would refuse to run for us, as (message, hint), or None.
+
+    As root, Claude Code refuses ``--dangerously-skip-permissions`` unless ``IS_SANDBOX=1`` says
+    the machine itself is a throwaway sandbox. Pure, so the rule is tested on its own.
+    """
+    if euid != 0 or isolated or env.get("IS_SANDBOX") == "1":
+        return None
+    return (
+        "Claude Code refuses to run with --dangerously-skip-permissions as root, and this "
+        "local run would start it as root without isolation",
+        "Run sandboxrun as an ordinary user; or install bubblewrap (scripts/install_bwrap.sh) "
+        "and drop --no-isolation, so the agent runs as an unprivileged user; or, if this "
+        "machine is itself a disposable sandbox (container, VM), set IS_SANDBOX=1.",
+    )
+
+
+def claude_login_state(claude_bin: str) -> bool | None:
+    """True/False when ``claude auth status --json`` says whether it is logged in, else None.
+
+    None (cannot tell: an old CLI, a wrapper, a timeout) never blocks a run.
+    """
+    try:
+        res = process.run(
+            [claude_bin, "auth", "status", "--json"], input="", check=False, timeout=20
+        )
+    except SandboxrunError:
+        return None
+    try:
+        state = json.loads(res.stdout)
+    except ValueError:
+        return None
+    if isinstance(state, dict) and isinstance(state.get("loggedIn"), bool):
+        return bool(state["loggedIn"])
+    return None
+
+
+def submodule_paths(repo: Path, commit: str) -> list[str]:
+    """Paths of the submodules (gitlinks) in ``commit``'s tree."""
+    out = gitops.git(repo, "ls-tree", "-r", "-z", "--full-tree", commit).stdout
+    paths = []
+    for entry in out.split("\0"):
+        meta, _, path = entry.partition("\t")
+        if meta.startswith("160000 "):
+            paths.append(path)
+    return paths
+
+
+def submodules_warning(paths: list[str]) -> str:
+    """What a run on a repository with submodules does not take along, and why it matters."""
+    shown = ", ".join(paths[:5]) + (f" (+{len(paths) - 5} more)" if len(paths) > 5 else "")
+    return (
+        f"this repository has {len(paths)} submodule(s) ({shown}); their contents are not "
+        "uploaded, so the agent sees them as empty directories and cannot change them. "
+        "Run the agent on a submodule's own repository to work inside it."
+    )
+
+
+def prepare_run(settings: Settings, store: SessionStore, req: RunRequest) -> Session:
+    """Validate the request, create the worktree + branch and register the session.
+
+    Everything that can be checked is checked before the worktree, branch and row exist.
+    """
+    prompt = read_prompt(req)
+    if settings.max_turns is not None and settings.max_turns < 1:
+        raise UsageError(
+            f"--max-turns must be 1 or more, got {settings.max_turns}",
+            "Leave it out for no limit.",
+        )
     requested_root = gitops.repo_root(req.repo)
     repo = gitops.main_worktree(requested_root)
     if requested_root != repo and requested_root.parent.name == settings.worktree_dir:
         raise UsageError(
             f"{requested_root} is a sandboxrun worktree, not the main checkout",
-            f"Run from the main checkout: sandboxrun run --repo {repo} ...",
+            f"Run from the main checkout: sandboxrun run --repo {shlex.quote(str(repo))} ...",
         )
     backend_name = choose_backend(settings, req.backend)
     no_isolation = bool(req.extra_options.get("no_isolation"))
@@ -96,7 +212,13 @@ def prepare_run(settings: Settings, store: SessionStore, req: RunRequest) -> Ses
             f"The {backend_name} backend is always isolated; drop --no-isolation.",
         )
     backend = get_backend(backend_name, settings, no_isolation=no_isolation)
-    backend.check_ready(dry_run=req.dry_run)
+    check_agent_can_start(
+        backend_name,
+        backend,
+        settings,
+        dry_run=req.dry_run,
+        isolated=backend.confines_agent,
+    )
     isolation_warning = getattr(getattr(backend, "decision", None), "warning", None)
 
     name = gitops.validate_name(req.name or default_name(req.prompt_file, prompt))
@@ -115,6 +237,7 @@ def prepare_run(settings: Settings, store: SessionStore, req: RunRequest) -> Ses
         if req.with_changes:
             _, carried_secrets = gitops.carry_changes(requested_root, worktree, secret_paths)
         options = {
+            "submodules": submodule_paths(repo, base_commit),
             "keep": req.keep,
             "dry_run": req.dry_run,
             "allow_sensitive": req.allow_sensitive,
@@ -146,6 +269,10 @@ def prepare_run(settings: Settings, store: SessionStore, req: RunRequest) -> Ses
             options=options,
             isolated=backend.confines_agent,
         )
+        if options["submodules"]:
+            store.add_event(
+                session.id, "warning", {"message": submodules_warning(options["submodules"])}
+            )
     except BaseException:
         # Leave nothing half-made: the worktree and branch are ours and hold no user work.
         gitops.remove_worktree(repo, worktree, branch, delete_branch=True, force=True)

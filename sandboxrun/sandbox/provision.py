@@ -21,6 +21,7 @@ from sandboxrun.errors import AgentError, BackendError, UsageError
 from sandboxrun.sandbox.agentproc import AgentFiles, AgentProcess
 from sandboxrun.sandbox.backends.base import Backend, Sandbox, control_dir
 from sandboxrun.sandbox.checkpoint import Run, start_clock
+from sandboxrun.sandbox.collect import record_branch_head, save_baseline
 from sandboxrun.sandbox.journal import Journal, PhaseTimes
 from sandboxrun.store import Session, Status
 from sandboxrun.sync.pack import SUFFIXES, PackResult
@@ -87,6 +88,7 @@ class Provisioner:
 
         assert session.worktree is not None
         self.journal.phase(Status.PACKING, session.worktree)
+        record_branch_head(self.journal, Path(session.worktree))
         self.artifacts.mkdir(parents=True, exist_ok=True)
         compression = session.options.get("compression", self.settings.compression)
         tarball = self.artifacts / f"upload{SUFFIXES[compression]}"
@@ -142,7 +144,9 @@ class Provisioner:
             sandbox.upload_and_unpack(packed.path, packed.compression, sandbox.repo_dir)
         with self.times.measure("baseline"):
             out = sh(sandbox, BASELINE_SCRIPT, sandbox.repo_dir)
-            self.journal.update(sandbox_base=out.decode().strip().splitlines()[-1])
+            base = out.decode().strip().splitlines()[-1]
+            self.journal.update(sandbox_base=base)
+            save_baseline(sandbox, base, self.artifacts)
 
     def verify_upload(self, sandbox: Sandbox, session: Session, packed: PackResult) -> dict:
         """Compare what arrived in the sandbox with the worktree, file by file (``--dry-run``).

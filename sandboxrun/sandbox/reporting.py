@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from sandboxrun.agent import AgentEvent, AgentProgress
+from sandboxrun.config import format_duration
 
 
 class Reporter(Protocol):
@@ -41,3 +42,13 @@ class NullReporter:
 
     def tick(self, progress: AgentProgress, elapsed: float, remaining: float | None) -> None:
         pass
+
+
+def time_limit_message(elapsed: float, limit: float) -> str:
+    """When and why an agent is stopped for its time limit: ``after 15s, 5s before the 20s
+    time limit, to collect the work`` (the stop comes early so collecting fits in the limit)."""
+    early = max(0.0, limit - elapsed)
+    return (
+        f"after {format_duration(elapsed)}, {format_duration(early)} before the "
+        f"{format_duration(limit)} time limit, to collect the work"
+    )

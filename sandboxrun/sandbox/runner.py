@@ -21,10 +21,16 @@ from sandboxrun.agent import AgentEvent, AgentProgress
 from sandboxrun.config import Settings
 from sandboxrun.errors import BackendError, SandboxLostError, SandboxrunError, UsageError
 from sandboxrun.sandbox.agentproc import AgentProcess
+from sandboxrun.sandbox.apply import has_collection
 from sandboxrun.sandbox.backends import get_backend
 from sandboxrun.sandbox.backends.base import Backend, Sandbox
 from sandboxrun.sandbox.checkpoint import CollectionIncomplete, Run, begin_stop, mark_lost
-from sandboxrun.sandbox.collect import collect_patches, finish_with_patches, save_artifacts
+from sandboxrun.sandbox.collect import (
+    apply_and_record,
+    collect_patches,
+    finish_with_patches,
+    save_artifacts,
+)
 from sandboxrun.sandbox.follow import FollowOutcome, follow_agent
 from sandboxrun.sandbox.journal import Journal, PhaseTimes
 from sandboxrun.sandbox.provision import Provisioner
@@ -110,6 +116,8 @@ class RunDriver:
             self.journal.end(Status.KILLED, error="killed before the agent started")
             return self._refresh()
         except SandboxLostError as exc:
+            if self.sandbox is not None and has_collection(self.artifacts):
+                return self._finish_from_snapshot(exc)
             mark_lost(self.journal.store, self._refresh(), self.artifacts, exc.message)
             raise
         except CollectionIncomplete:
@@ -148,8 +156,8 @@ class RunDriver:
             if alive:
                 s = self.session
                 message += (
-                    f" (sandbox {s.sandbox_id} kept: `sandboxrun download "
-                    f"{s.name}` fetches its work, `sandboxrun cleanup` removes it)"
+                    f" (sandbox {s.sandbox_id} kept with the work in it: `sandboxrun download "
+                    f"{s.name}` tries collecting it again, `sandboxrun cleanup` removes it)"
                 )
                 self.journal.end(Status.FAILED, error=message)
                 return
@@ -167,16 +175,45 @@ class RunDriver:
         self._claim()
         try:
             self.sandbox = self.backend.connect(s.sandbox_id)
+        except SandboxLostError as exc:
+            if has_collection(self.artifacts):
+                return self._finish_from_snapshot(exc)
+            mark_lost(self.journal.store, self._refresh(), self.artifacts, exc.message)
+            raise
+        try:
             self.agent = AgentProcess(self.sandbox, s.agent_pgid)
             self.journal.event("phase", {"phase": "attached", "detail": f"pid {os.getpid()}"})
             self.journal.reporter.phase("attached", s.sandbox_id)
             self._replay_progress()
             return self._follow_and_finish(self.agent)
         except SandboxLostError as exc:
+            if has_collection(self.artifacts):
+                return self._finish_from_snapshot(exc)
             mark_lost(self.journal.store, self._refresh(), self.artifacts, exc.message)
             raise
         finally:
             self.record_timings()
+
+    def _finish_from_snapshot(self, exc: SandboxLostError) -> Session:
+        """The sandbox is gone but the artifacts hold its collection: apply that, not `lost`.
+
+        A session already collecting was torn down only after its whole collection was verified
+        (a crash while applying it). Without a collection, a lost sandbox ends `lost` with its
+        last checkpoint applied (``checkpoint.mark_lost``).
+        """
+        s = self._refresh()
+        self.progress = AgentProgress()  # rebuilt from the stored events, whoever fed it before
+        self._replay_progress()
+        if s.status == Status.COLLECTING:
+            outcome = FollowOutcome("exited", s.exit_code)
+        else:
+            self.journal.reporter.warning(f"{exc.message}; applying the last snapshot of the work")
+            outcome = FollowOutcome("lost", None, detail=exc.message)
+        self.session = apply_and_record(
+            self.journal, outcome, progress=self.progress, artifacts=self.artifacts,
+            times=self.times,
+        )  # fmt: skip
+        return self.session
 
     def finish_orphan_kill(self) -> Session:
         """Stop and collect a session whose driver is gone (``kill`` from another terminal)."""
@@ -196,6 +233,9 @@ class RunDriver:
             self._replay_progress()
             return self._finish(self.agent, FollowOutcome("killed", self.agent.exit_code()))
         except SandboxLostError as exc:
+            if has_collection(self.artifacts):
+                self._claim()
+                return self._finish_from_snapshot(exc)
             mark_lost(self.journal.store, self._refresh(), self.artifacts, exc.message)
             return self._refresh()
 
@@ -222,7 +262,7 @@ class RunDriver:
                 "bytes_in": packed.bytes_in,
                 "bytes_out": packed.bytes_out,
                 "compression": packed.compression,
-                "collected_bytes": len(patches.commits) + len(patches.leftover),
+                "collected_bytes": patches.size,
                 "phases": self.times.rounded(),
             }
         )

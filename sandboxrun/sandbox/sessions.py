@@ -14,6 +14,7 @@ from sandboxrun import gitops
 from sandboxrun.config import Settings, format_duration
 from sandboxrun.errors import SandboxLostError, SandboxrunError, UsageError
 from sandboxrun.sandbox.backends import get_backend
+from sandboxrun.sandbox.collect import Patches, collect_patches, save_artifacts
 from sandboxrun.sandbox.nextstep import SessionFacts, next_step_hint
 from sandboxrun.sandbox.reporting import Reporter
 from sandboxrun.store import Session, SessionStore, owner_alive
@@ -34,7 +35,9 @@ def session_facts(settings: Settings, session: Session) -> SessionFacts:
         driver_alive=owner_alive(session),
         agent_started=session.agent_pgid is not None and bool(session.sandbox_id),
         has_commits=bool(session.result_commits),
-        has_patches=any((art / n).exists() for n in ("commits.mbox", "changes.diff")),
+        has_patches=any(
+            (art / n).exists() for n in ("commits.mbox", "changes.diff", "collect.out")
+        ),
         branch=session.branch or "",
         repo=session.repo or "",
     )
@@ -62,9 +65,14 @@ def reconcile(
     Without ``probe`` only the clock decides (the sandbox's end, as E2B last accepted it, has
     passed): no network call. With ``probe`` the backend is asked whether the sandbox exists.
     """
+    from sandboxrun.sandbox.apply import has_collection
     from sandboxrun.sandbox.checkpoint import mark_lost
 
     if session.is_terminal or owner_alive(session) or not session.sandbox_id:
+        return session
+    if has_collection(settings.session_artifacts(session.id)):
+        # The whole collection is verified in the artifacts (the sandbox may be torn down on
+        # purpose): not lost; `attach` or `sandboxrun apply` lands it.
         return session
     now = time.time()
     expired = session.sandbox_end is not None and now >= session.sandbox_end + EXPIRY_SLACK
@@ -150,48 +158,106 @@ def attach_session(
 
 @dataclass
 class Download:
-    """Where ``download`` wrote a session's patches."""
+    """Where ``download`` wrote a session's work, and how to apply it."""
 
     directory: Path
     files: list[Path]
     live: bool  # True when taken from the running sandbox, False from saved artifacts
     agent_commits: int | None = None
+    commands: list[str] = field(default_factory=list)  # each applies the work on its own
+    base: str = ""  # the commit a branch must be at for ``commands`` to apply
 
 
 def download_session(
     settings: Settings, store: SessionStore, session: Session, output: Path
 ) -> Download:
-    """Write the session's current patches to ``output`` without stopping it."""
-    output.mkdir(parents=True, exist_ok=True)
-    from sandboxrun.sandbox.checkpoint import download_live
+    """Write the session's current work to ``output`` without stopping it.
 
-    # A live sandbox (running, or kept after the end) has the freshest work; it is streamed
-    # to the files, retried and resumed (sandbox.checkpoint).
-    if session.sandbox_id and session.sandbox_base:
+    ``output`` gets the collection itself (``objects/``, ``collect.out``: what
+    ``sandboxrun apply --from`` lands, with the agent's commits) and, built from it and checked
+    like a run's own, ``changes.diff`` (every accepted change as one binary-safe diff, whether
+    or not the agent committed), ``commits.txt`` and ``refused.diff`` when a check kept
+    something back.
+    """
+    import shlex
+
+    from sandboxrun.sandbox.apply import expected_commit, has_collection, load_state, save_state
+    from sandboxrun.sandbox.collect import known_blobs
+    from sandboxrun.sync.replay import BASELINE_PACK, Quarantine, build_plan, hooks_path_pattern
+
+    output = Path(output).resolve()
+    output.mkdir(parents=True, exist_ok=True)
+    artifacts = settings.session_artifacts(session.id)
+    patches: Patches | None = None
+    # A live sandbox (running, or kept after the end) has the freshest work.
+    if session.sandbox_id and session.sandbox_base and not session.is_terminal:
         backend = get_backend(session.backend, settings)
         try:
             sandbox = backend.connect(session.sandbox_id)
-            manifest = download_live(sandbox, session, output)
+            patches = collect_patches(
+                sandbox, session, known=known_blobs(artifacts), subdir="download"
+            )
         except SandboxLostError:
-            manifest = None
-        if manifest is not None:
-            files = [output / "commits.mbox", output / "changes.diff"]
-            return Download(output, files, live=True, agent_commits=manifest.commits)
-    artifacts = settings.session_artifacts(session.id)
-    names = ("commits.mbox", "changes.diff", "agent.log", "agent.stderr", "summary.json")
-    files = []
-    for name in names:
-        src = artifacts / name
-        if src.exists():
-            shutil.copyfile(src, output / name)
-            files.append(output / name)
-    if not files:
+            patches = None
+    live = patches is not None
+    if patches is not None:
+        save_artifacts(output, patches)
+    elif has_collection(artifacts) and output != artifacts.resolve():
+        (output / "objects" / "pack").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(artifacts / "objects" / "pack" / "work.pack",
+                        output / "objects" / "pack" / "work.pack")  # fmt: skip
+        shutil.copyfile(artifacts / "collect.out", output / "collect.out")
+    if not has_collection(output):
+        # No pack: the last checkpoint (patches of a lost sandbox, sandbox.checkpoint) if any.
+        files = []
+        for name in ("commits.mbox", "changes.diff", "agent.log", "agent.stderr", "summary.json"):
+            if (artifacts / name).exists() and output != artifacts.resolve():
+                shutil.copyfile(artifacts / name, output / name)
+                files.append(output / name)
+        if any(f.name in ("commits.mbox", "changes.diff") for f in files):
+            return Download(output, files, live=False)
         raise SandboxrunError(
-            f"no patches exist yet for session {session.name}",
+            f"no work has been collected yet for session {session.name}",
             "The agent has not started, or its sandbox was gone before any checkpoint was "
             "saved. " + next_step(settings, session),
         )
-    return Download(output, files, live=False)
+    baseline = artifacts / "objects" / "pack" / f"{BASELINE_PACK}.pack"
+    if baseline.exists():
+        shutil.copyfile(baseline, output / "objects" / "pack" / f"{BASELINE_PACK}.pack")
+    files = []
+    for name in ("agent.log", "agent.stderr", "summary.json"):
+        if not live and (artifacts / name).exists():
+            shutil.copyfile(artifacts / name, output / name)
+            files.append(output / name)
+    # The commit the branch was at when this work was taken: what `apply --from` expects.
+    state = load_state(artifacts)
+    expected = expected_commit(session, artifacts)
+    if state.get("applied") and not live:
+        # Already on the branch: the diff is against where the run started.
+        expected = str(session.options.get("branch_head") or session.base_commit)
+    save_state(output, {"expected": expected})
+    worktree = Path(str(session.worktree))
+    plan = build_plan(worktree, output, expected, extra_sensitive=hooks_path_pattern(worktree))
+    q = Quarantine(worktree, output)
+    diff = q.raw("diff", "--binary", "--full-index", "--no-ext-diff", "--no-textconv",
+                 "--no-color", plan.old, plan.new)  # fmt: skip
+    (output / "changes.diff").write_bytes(diff)
+    log_text = ""
+    if plan.commits:
+        log_text = q.git("log", "--format=%H %an <%ae> %ad%n    %s", "--date=iso",
+                         f"{plan.old}..{plan.new}").stdout  # fmt: skip
+    (output / "commits.txt").write_text(log_text)
+    files[:0] = [output / "changes.diff", output / "commits.txt"]
+    if plan.kept_patch:
+        files.append(plan.kept_patch)
+    commands = [f"sandboxrun apply {shlex.quote(session.name)} --from {shlex.quote(str(output))}"]
+    if diff:
+        commands.append(
+            f"git -C {shlex.quote(str(worktree))} apply --index "
+            f"{shlex.quote(str(output / 'changes.diff'))}"
+        )
+    return Download(output, files, live=live, agent_commits=patches.agent_commits if patches
+                    else None, commands=commands, base=expected)  # fmt: skip
 
 
 def extend_session(
@@ -272,6 +338,11 @@ class CleanupReport:
     kept_dirty: list[str] = field(default_factory=list)
     orphans: list[str] = field(default_factory=list)
     forgotten: list[str] = field(default_factory=list)
+    #: what forgotten sessions leave on disk: {"name", "worktree", "branch", "artifacts"}
+    left_behind: list[dict[str, str | None]] = field(default_factory=list)
+    branches_deleted: list[str] = field(default_factory=list)
+    #: {"branch", "repo", "reason"} for each sandboxrun branch kept
+    branches_kept: list[dict[str, str]] = field(default_factory=list)
 
 
 def cleanup(
@@ -281,16 +352,22 @@ def cleanup(
     worktrees: bool = False,
     forget: bool = False,
     dry_run: bool = False,
+    repo: str | None = None,
+    branches: bool = False,
 ) -> CleanupReport:
-    """Tear down leftovers of ended sessions. Never deletes branches or uncommitted work.
+    """Tear down leftovers of ended sessions. Never deletes unmerged branches or uncommitted work.
 
+    Works on the sessions of ``repo`` (a main checkout), or of every repository when None.
     Always: sandboxes (local directories, E2B sandboxes) of ended sessions that still exist
     (kept with --keep, or left by a crash). With ``worktrees``: the worktrees of ended sessions
-    whose tree is clean (the branch stays). With ``forget``: ended sessions' rows and events.
+    whose tree is clean (the branch stays). With ``forget``: ended sessions' rows and events;
+    what they leave on disk (worktree, branch, artifacts) is reported in ``left_behind``. With
+    ``branches``: ``sandboxrun/*`` branches fully merged into their base are deleted.
     Sessions whose driver died while active are listed as orphans (``sandboxrun attach``).
     """
     report = CleanupReport()
-    for s in store.list():
+    sessions = store.list(repo=repo)
+    for s in sessions:
         if not s.is_terminal:
             if not owner_alive(s):
                 report.orphans.append(s.name)
@@ -307,15 +384,49 @@ def cleanup(
                 report.sandboxes_removed.append(s.name)
             except SandboxrunError:
                 pass  # already gone
-        if worktrees and s.repo and s.worktree and Path(s.worktree).exists():
+        worktree_stays = bool(s.worktree and Path(s.worktree).exists())
+        if worktrees and worktree_stays and s.repo and s.worktree:
             if gitops.is_clean(Path(s.worktree)):
                 if not dry_run:
                     gitops.remove_worktree(Path(s.repo), Path(s.worktree))
                 report.worktrees_removed.append(s.worktree)
+                worktree_stays = False
             else:
                 report.kept_dirty.append(s.worktree)
         if forget:
             if not dry_run:
                 store.delete(s.id)
             report.forgotten.append(s.name)
+            artifacts = settings.session_artifacts(s.id)
+            stays = {
+                "worktree": s.worktree if worktree_stays else None,
+                "artifacts": str(artifacts) if artifacts.exists() else None,
+            }
+            if any(stays.values()):
+                report.left_behind.append({"name": s.name, "branch": s.branch, **stays})
+    if branches:
+        _cleanup_branches(settings, report, sessions, repo, dry_run)
     return report
+
+
+def _cleanup_branches(
+    settings: Settings,
+    report: CleanupReport,
+    sessions: list[Session],
+    repo: str | None,
+    dry_run: bool,
+) -> None:
+    from sandboxrun.sandbox.branches import delete_branch, review_branches
+
+    repos = [repo] if repo else sorted({s.repo for s in sessions if s.repo})
+    freed = frozenset(report.worktrees_removed)
+    for r in repos:
+        if not Path(r).is_dir():
+            continue
+        mine = [s for s in sessions if s.repo == r]
+        for v in review_branches(Path(r), settings.branch_prefix, mine, freed_worktrees=freed):
+            if v.delete and (dry_run or delete_branch(Path(r), v)):
+                report.branches_deleted.append(v.branch)
+            else:
+                reason = v.reason if not v.delete else "it moved while cleaning up"
+                report.branches_kept.append({"branch": v.branch, "repo": r, "reason": reason})

@@ -11,6 +11,7 @@ and applies only what these rules let through.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import posixpath
 import re
 import unicodedata
@@ -24,8 +25,10 @@ from sandboxrun.errors import PatchRejectedError
 #: ``/`` means the directory itself (replaced by a file or symlink) or anything under it; the last
 #: component may use ``fnmatch`` wildcards. The line we draw: files that make programs run without
 #: anyone choosing to run the project's code (CI, git hooks, editor tasks, git drivers), or that
-#: steer Claude Code itself. We cannot list every file that ends up executed (Makefile,
-#: package.json scripts, the tests): the user reviews the branch before running those.
+#: steer Claude Code itself, or that change how sandboxrun, the user's shell, package managers or
+#: later agents behave (docs/security.md, "What comes back", gives the reasoning). We do not list
+#: files that are the project's own code even when something runs them (Makefile, package.json
+#: scripts, setup.py, the tests): the user runs those on purpose, after reviewing the branch.
 SENSITIVE_PATHS: tuple[tuple[str, str], ...] = (
     # Claude Code reads .claude/ (settings, hooks, commands, agents, skills) in any directory it is
     # started from, so any depth: an agent could grant the next run permissions or hooks.
@@ -56,7 +59,51 @@ SENSITIVE_PATHS: tuple[tuple[str, str], ...] = (
     (".gitmodules", "submodule URLs fetched by `git submodule update`"),
     # Editors run tasks on folder open and take program paths from workspace settings.
     (".vscode/", "VS Code tasks and settings"),
+    (".idea/", "JetBrains run configurations and startup tasks"),
     (".devcontainer/", "dev container build and start commands"),
+    # sandboxrun's own settings: the next run's backend, what it uploads, what it keeps out.
+    ("**/.sandboxrun.toml", "sandboxrun settings (backend, limits) for the next run"),
+    ("**/.sandboxruninclude", "sandboxrun upload list: could add a secret to the next upload"),
+    ("**/.sandboxrunignore", "sandboxrun upload exclusions"),
+    # Instructions every later agent reads as its own.
+    ("**/CLAUDE.md", "instructions for every later Claude Code session"),
+    ("**/CLAUDE.local.md", "instructions for every later Claude Code session"),
+    ("**/AGENTS.md", "instructions for later coding agents"),
+    ("**/.cursorrules", "instructions for Cursor's agent"),
+    ("**/.cursor/", "Cursor rules and MCP servers"),
+    # The shell runs these on its own: direnv on `cd`, shells at start (a dotfiles repo).
+    ("**/.envrc", "direnv: runs when you cd into the directory"),
+    (".bashrc", "shell start-up file"),
+    (".bash_profile", "shell start-up file"),
+    (".bash_login", "shell start-up file"),
+    (".profile", "shell start-up file"),
+    (".zshrc", "shell start-up file"),
+    (".zshenv", "shell start-up file"),
+    (".zprofile", "shell start-up file"),
+    (".zlogin", "shell start-up file"),
+    (".config/fish/", "shell start-up files"),
+    # Package managers: registries (where the next install comes from), credentials, and
+    # settings that run programs (npm's script-shell and node-options, yarnPath, pnpmfile).
+    ("**/.npmrc", "npm registry, credentials and script settings"),
+    ("**/.yarnrc", "yarn registry and settings"),
+    ("**/.yarnrc.yml", "yarn settings (yarnPath runs a program)"),
+    ("**/.yarn/releases/", "the yarn program the project runs"),
+    ("**/.yarn/plugins/", "yarn plugins (code run by yarn)"),
+    ("**/.pnpmfile.cjs", "pnpm hooks run at install"),
+    ("**/.pypirc", "Python package index credentials and URLs"),
+    ("**/pip.conf", "pip index and settings"),
+    ("**/pip.ini", "pip index and settings"),
+    ("**/uv.toml", "uv index and settings"),
+    ("**/.condarc", "conda channels and settings"),
+    ("**/.cargo/config", "cargo settings (wrappers, registries)"),
+    ("**/.cargo/config.toml", "cargo settings (wrappers, registries)"),
+    ("**/.bundle/config", "bundler settings"),
+    ("**/.gemrc", "RubyGems sources and settings"),
+    # Version managers install and run what these name (asdf plugins, mise tasks and hooks).
+    ("**/.tool-versions", "asdf/mise tool versions (installs plugins)"),
+    ("**/.mise.toml", "mise tools, tasks and hooks"),
+    ("**/mise.toml", "mise tools, tasks and hooks"),
+    ("**/.mise/", "mise settings"),
 )
 
 SENSITIVE_REASON = "sensitive path"
@@ -400,12 +447,12 @@ def _path_problem(path: str) -> str | None:
     """Why ``path`` may never be written, or None."""
     if not path:
         return "empty path"
-    if any(unicodedata.category(c) == "Cc" or c in _INVISIBLE for c in path):
+    # A tab is a legitimate (if odd) character in a POSIX name; other control characters
+    # only serve to forge terminal output.
+    if any((unicodedata.category(c) == "Cc" and c != "\t") or c in _INVISIBLE for c in path):
         return "control or invisible character in path"
-    if path.startswith("/") or re.match(r"^[A-Za-z]:", path):
+    if path.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", path):
         return "absolute path"
-    if "\\" in path:
-        return "backslash in path (a separator on Windows)"
     parts = path.split("/")
     if ".." in parts:
         return "'..' component leaves the repository"
@@ -413,18 +460,37 @@ def _path_problem(path: str) -> str | None:
         return "empty or '.' path component"
     if any(norm_component(p) in (".git", "git~1") for p in parts):
         return "path inside .git"
+    # A backslash is an ordinary character here, but a separator on Windows: a name that
+    # would leave the tree or reach .git there is refused too.
+    win = path.replace("\\", "/").split("/")
+    if ".." in win:
+        return "'..' component leaves the repository (backslash is a separator on Windows)"
+    if any(norm_component(p) in (".git", "git~1") for p in win):
+        return "path inside .git (backslash is a separator on Windows)"
     return None
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_rules(extra: tuple[str, ...]) -> tuple[tuple[bool, bool, tuple[str, ...], str], ...]:
+    """The rules as (any depth, is a directory, folded components, reason), folded once."""
+    rules = [*SENSITIVE_PATHS, *((p, "git hooks (core.hooksPath)") for p in extra)]
+    out = []
+    for pattern, why in rules:
+        pat = pattern.removeprefix("**/")
+        parts = tuple(norm_component(p) for p in pat.rstrip("/").split("/"))
+        out.append((pattern.startswith("**/"), pat.endswith("/"), parts, why))
+    return tuple(out)
 
 
 def _sensitive_why(path: str, extra: Sequence[str] = ()) -> str | None:
     """The reason ``path`` is sensitive, or None."""
     parts = [norm_component(p) for p in path.split("/")]
-    rules = [*SENSITIVE_PATHS, *((p, "git hooks (core.hooksPath)") for p in extra)]
-    for pattern, why in rules:
-        any_depth = pattern.startswith("**/")
-        pat = pattern.removeprefix("**/")
-        is_dir = pat.endswith("/")
-        pat_parts = [norm_component(p) for p in pat.rstrip("/").split("/")]
+    present = set(parts)
+    for any_depth, is_dir, pat_parts, why in _compiled_rules(tuple(extra)):
+        first = pat_parts[0]
+        # Most rules start with a literal name: skip them unless the path has that name.
+        if first not in present and not any(c in first for c in "*?["):
+            continue
         k = len(pat_parts)
         for start in range(len(parts) - k + 1) if any_depth else (0,):
             window = parts[start : start + k]

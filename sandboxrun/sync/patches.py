@@ -320,7 +320,10 @@ def _rejection(check: PatchCheck, artifacts_hint: str | None) -> PatchRejectedEr
         lines.append(f"  ... and {len(check.refused) - 20} more")
     message = f"Refused the agent's changes to {len(paths)} path(s):\n" + "\n".join(lines)
     if check.only_sensitive:
-        hint = _kept(artifacts_hint, "Review them, then rerun with --allow-sensitive to apply.")
+        hint = _kept(
+            artifacts_hint,
+            "Review them; `sandboxrun apply SESSION --allow-sensitive` applies them.",
+        )
     else:
         hint = _kept(
             artifacts_hint, "Nothing was applied: some of these changes are never allowed."

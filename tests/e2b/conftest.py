@@ -1,12 +1,14 @@
 """Fixtures for the E2B tests: a loopback E2B emulator and the SDK pointed at it.
 
-The emulator needs root and util-linux (unshare, nsenter, setpriv); without them these tests
-are skipped rather than failed, since they say nothing about our code then.
+The emulator runs as root or as an ordinary user (each sandbox then gets its own user
+namespace). On Linux it must start: when it cannot (util-linux missing, unprivileged user
+namespaces switched off), every test here fails with the reason and the fix, instead of
+skipping and letting the suite pass without them. Only on a system that has no Linux
+namespaces at all are they skipped.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -23,20 +25,37 @@ for _path in (ROOT, ROOT / "tests"):
 
 from tests.e2b_emulator import E2BEmulator  # noqa: E402
 
-_MISSING = [p for p in ("unshare", "nsenter", "setpriv") if shutil.which(p) is None]
-requires_namespaces = pytest.mark.skipif(
-    os.geteuid() != 0 or bool(_MISSING),
-    reason=f"the E2B emulator needs root and util-linux ({', '.join(_MISSING) or 'root'})",
+_TOOLS = ("unshare", "nsenter", "setpriv")
+_USERNS_HINT = (
+    "Unprivileged user namespaces look disabled on this machine; enable them "
+    "(`sysctl kernel.unprivileged_userns_clone=1`, or on Ubuntu 24.04+ "
+    "`sysctl kernel.apparmor_restrict_unprivileged_userns=0`) or run the tests as root."
 )
 
 
 @pytest.fixture(scope="session")
 def emulator_session():
-    """One emulator for the whole session (starting one costs ~0.1 s, sandboxes are cheap)."""
-    if os.geteuid() != 0 or _MISSING:
-        pytest.skip("the E2B emulator needs root and util-linux (unshare, nsenter, setpriv)")
-    with E2BEmulator() as emu:
+    """One emulator for the whole session (starting one costs ~0.1 s, sandboxes are cheap).
+
+    Fails (never skips) on Linux when it cannot start a sandbox.
+    """
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the E2B emulator needs Linux namespaces")
+    missing = [p for p in _TOOLS if shutil.which(p) is None]
+    if missing:
+        pytest.fail(f"the E2B emulator needs {', '.join(missing)} (util-linux)", pytrace=False)
+    emu = E2BEmulator()
+    try:
+        emu.start()
+        emu.check()
+    except Exception as exc:
+        emu.stop()
+        hint = f" {_USERNS_HINT}" if emu.userns else ""
+        pytest.fail(f"the E2B emulator cannot start a sandbox here: {exc}.{hint}", pytrace=False)
+    try:
         yield emu
+    finally:
+        emu.stop()
 
 
 @pytest.fixture

@@ -218,7 +218,7 @@ def test_sandbox_lost_while_stopping_keeps_the_checkpoint(cli, repo, e2b):
 
 def test_network_drop_during_collection_resumes_and_completes(cli, repo, e2b):
     """A transfer cut halfway goes on from where it stopped; the run ends `completed`."""
-    drop = e2b.faults.add("download", "drop", match="collect/changes.diff", drop_after=1 << 16)
+    drop = e2b.faults.add("download", "drop", match="collect/work.pack", drop_after=1 << 16)
     pieces = e2b.faults.add("command", "stall", match="sandboxrun-piece", times=1000)  # a probe
     proc = cli("run", "--backend", "e2b", "--name", "k1",
                "--prompt", "@binary big.bin 1500000\n@write x.txt x")  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,7 @@ def events(cli, name: str) -> list[dict]:
 def test_warnings_and_timeout_collect_before_the_sandbox_ends(cli, repo, e2b):
     """The sandbox lives exactly --timeout; we warn, stop the agent and collect before that."""
     proc = cli("run", "--backend", "e2b", "--name", "limit", "--timeout", "6s",
-               "--warn-at", "1s,2s", "--prompt", "@write early.txt x\n@sleep 60")  # fmt: skip
+               "--warn-at", "1s,2s", "--prompt", "@write early.txt x\n@hang")  # fmt: skip
     assert proc.returncode == 1, proc.stderr
     st = cli.status("limit")
     assert st["status"] == "timeout", st
@@ -38,21 +39,25 @@ def test_warnings_and_timeout_collect_before_the_sandbox_ends(cli, repo, e2b):
 
 
 def test_extend_pushes_our_limit_and_the_sandboxes(cli, repo, e2b):
-    # A limit long enough that `extend` surely comes before it, even on a loaded machine.
-    run = cli.popen("run", "--backend", "e2b", "--name", "ext", "--timeout", "15s",
-                    "--warn-at", "1h", "--prompt", "@sleep 17\n@write done.txt ok")  # fmt: skip
-    try:
-        retry_until(lambda: (cli.status_or_none("ext") or {}).get("status") == "running",
-                    timeout=60)  # fmt: skip
-        sandbox_id = cli.status("ext")["sandbox_id"]
-        before = e2b.sandbox(sandbox_id).end_at
-        proc = cli("extend", "ext", "30s")
-        assert proc.returncode == 0, proc.stderr
-        assert e2b.sandbox(sandbox_id).end_at >= before + 25
-        assert cli.status("ext")["time_left_s"] > 20
-        out, err = run.communicate(timeout=90)
-    finally:
-        run.kill()
+    """`extend` moves our deadline by exactly that, and the sandbox's own end with it."""
+    gate = "/home/user/go"  # the agent waits for it inside its sandbox: no race with the clock
+    run = cli.popen("run", "--backend", "e2b", "--name", "ext", "--timeout", "10m",
+                    "--warn-at", "1h", "--prompt",
+                    f"@write a.txt a\n@bash while [ ! -e {gate} ]; do sleep 0.05; done\n"
+                    "@write done.txt ok")  # fmt: skip
+    before = retry_until(
+        lambda: (st := cli.status_or_none("ext")) and st["status"] == "running" and st,
+        timeout=60,
+    )
+    sandbox_id = before["sandbox_id"]
+    proc = cli("extend", "ext", "30s")
+    assert proc.returncode == 0, proc.stderr
+    after = cli.status("ext")
+    assert after["deadline"] == pytest.approx(before["deadline"] + 30)
+    # E2B must not end the sandbox before our new limit (it is set to end right at it).
+    assert e2b.sandbox(sandbox_id).end_at >= after["deadline"] - 1
+    e2b.host_path(sandbox_id, gate).touch()
+    out, err = run.communicate(timeout=90)
     assert run.returncode == 0, err
     assert "done.txt" in branch_files(repo, "sandboxrun/ext")
 
@@ -61,13 +66,16 @@ def test_install_claude_when_the_template_has_none(cli, repo, e2b, tmp_path):
     """--install-claude runs the pinned npm install into a prefix of ours, then uses it."""
     e2b.set_claude(None)
     tools = Path(e2b.manager.tools_dir)
-    # A stand-in npm on the sandbox PATH: records its argv and "installs" the fake claude.
+    # A stand-in npm on the sandbox PATH: records its argv and "installs" the fake claude,
+    # copied from the tools directory (the sandbox sees that one, not this checkout's path).
+    package = tools / "claude-package"
+    shutil.copy(FAKE_CLAUDE, package)
     npm = tools / "npm"
     npm.write_text(
         "#!/bin/sh\n"
         'echo "$@" > "$HOME/npm-args.txt"\n'
         'while [ "$1" != "--prefix" ]; do shift; done\n'
-        'mkdir -p "$2/bin" && ln -sf ' + str(FAKE_CLAUDE) + ' "$2/bin/claude"\n'
+        'mkdir -p "$2/bin" && cp /usr/local/sbin/claude-package "$2/bin/claude"\n'
     )
     npm.chmod(0o755)
     try:
@@ -86,6 +94,7 @@ def test_install_claude_when_the_template_has_none(cli, repo, e2b, tmp_path):
         assert "i.txt" in branch_files(repo, "sandboxrun/inst")
     finally:
         npm.unlink()
+        package.unlink()
         cli("cleanup")
 
 

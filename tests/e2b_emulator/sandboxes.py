@@ -2,9 +2,15 @@
 
 Each sandbox is a directory on this machine bind-mounted onto ``/home/user`` inside its own
 mount namespace, with its own PID namespace whose init (``nsinit.py``) reaps orphans. Commands
-enter both namespaces with ``nsenter``, so inside a sandbox ``/home/user`` is that sandbox's
-home, ``ps`` sees only its processes and process groups behave as in a VM. The rest of the
-filesystem (``/tmp``, ``/usr``, this checkout) is this machine's, shared by all sandboxes.
+enter the namespaces with ``nsenter``, so inside a sandbox ``/home/user`` is that sandbox's
+home, ``ps`` sees only its processes and process groups behave as in a VM. ``/tmp`` is the
+sandbox's own too. The rest of the filesystem (``/usr``, this checkout) is this machine's,
+shared by all sandboxes.
+
+Without root, each sandbox also gets a user namespace in which we are root (``unshare --user
+--map-root-user``), which is what makes the mount and PID namespaces possible; commands then
+run as uid 0 inside it, as they do when the emulator runs as root, and their files belong to
+us outside it.
 
 Everything here runs on the emulator's event loop thread; the test-facing API in
 ``server.py`` hops onto it with ``run_coroutine_threadsafe``.
@@ -26,7 +32,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-SANDBOX_HOME = "/home/user"
+SANDBOX_HOME = "/home/user"  # also in nsinit.py, which runs on its own
 #: empty on this machine yet on root's login PATH (/etc/profile): each sandbox gets the
 #: emulator's tools directory mounted here, which holds ``claude`` when the emulator has one
 TOOLS_MOUNT = "/usr/local/sbin"
@@ -36,10 +42,6 @@ ENVD_VERSION = "0.6.7"
 CHUNK = 32 << 10  # envd reads process output in 32 KiB chunks
 
 _INIT = Path(__file__).with_name("nsinit.py")
-_HOLDER_SCRIPT = (
-    f'mount --bind "$1" {SANDBOX_HOME} && mount --bind "$2" {TOOLS_MOUNT} '
-    '&& echo ready && exec "$3" "$4" </dev/null >/dev/null 2>&1'
-)
 # `nsenter --wd` resolves the directory before entering the mount namespace (so /home/user
 # would be this machine's); a tiny shell changes directory inside, then execs (same pid).
 _CD_EXEC = 'cd -- "$1" || exit 1; shift; exec "$@"'
@@ -199,9 +201,13 @@ class EmuSandbox:
 class SandboxManager:
     """Creates, runs commands in and tears down emulated sandboxes."""
 
-    def __init__(self, root: Path, tools_dir: Path) -> None:
+    def __init__(self, root: Path, tools_dir: Path, *, userns: bool, shadow_home: bool) -> None:
         self.root = root
         self.tools_dir = tools_dir
+        #: each sandbox in its own user namespace too (what lets a non-root user do this)
+        self.userns = userns
+        #: no /home/user on this machine: each sandbox gets a private /home (see nsinit.py)
+        self.shadow_home = shadow_home
         self.sandboxes: dict[str, EmuSandbox] = {}
         #: sandboxes that no longer exist, with why (for the proxy's error message)
         self.gone: dict[str, str] = {}
@@ -232,6 +238,8 @@ class SandboxManager:
         sandbox_id = "i" + secrets.token_hex(10)
         root = self.root / sandbox_id
         (root / "home").mkdir(parents=True)
+        (root / "tmp").mkdir()
+        (root / "tmp").chmod(0o1777)
         now = time.time()
         sandbox = EmuSandbox(
             sandbox_id=sandbox_id,
@@ -250,6 +258,7 @@ class SandboxManager:
             "--pdeathsig",
             "KILL",
             "unshare",
+            *(["--user", "--map-root-user"] if self.userns else []),
             "--mount",
             "--pid",
             "--fork",
@@ -258,14 +267,12 @@ class SandboxManager:
             "private",
             "--kill-child",
             "--",
-            "/bin/sh",
-            "-c",
-            _HOLDER_SCRIPT,
-            "sh",
-            str(sandbox.home),
-            str(self.tools_dir),
             sys.executable,
             str(_INIT),
+            str(sandbox.home),
+            str(self.tools_dir),
+            str(root / "tmp"),
+            "1" if self.shadow_home else "0",
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -280,7 +287,9 @@ class SandboxManager:
                 sandbox.holder.kill()
             err = await sandbox.holder.stderr.read()
             shutil.rmtree(root, ignore_errors=True)
-            raise RuntimeError(f"emulator could not start a sandbox namespace: {err.decode()!r}")
+            raise RuntimeError(
+                f"the emulator could not start a sandbox namespace: {err.decode().strip()!r}"
+            )
         sandbox.init_pid = children[0]
         self.sandboxes[sandbox_id] = sandbox
         return sandbox
@@ -305,10 +314,14 @@ class SandboxManager:
         env = {"PATH": BASE_PATH, "HOME": SANDBOX_HOME, "USER": "user", "LOGNAME": "user"}
         env.update(sandbox.env_vars)
         env.update(envs)
+        # In a user namespace, enter it too, keeping our own uid (its root there): nsenter's
+        # default setgroups() is refused where unshare --map-root-user denied it.
+        userns = ["-U", "--preserve-credentials"] if self.userns else []
         proc = await asyncio.create_subprocess_exec(
             "nsenter",
             "-t",
             str(sandbox.init_pid),
+            *userns,
             "-m",
             "-p",
             "--",

@@ -54,8 +54,11 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 class E2BEmulator:
     """A loopback E2B (control plane + envd) whose sandboxes are namespaces on this machine.
 
-    Use as a context manager or call :meth:`start` / :meth:`stop`. Requires root (mount and
-    PID namespaces), ``unshare``, ``nsenter`` and ``setpriv`` (util-linux).
+    Use as a context manager or call :meth:`start` / :meth:`stop`. Requires Linux and
+    ``unshare``, ``nsenter`` and ``setpriv`` (util-linux); without root, unprivileged user
+    namespaces (``userns``, on by default for a non-root user, puts each sandbox in one).
+    ``shadow_home`` gives each sandbox a private ``/home`` (default: when this machine has no
+    ``/home/user`` to mount over). :meth:`check` proves a sandbox can start here.
     """
 
     def __init__(
@@ -67,8 +70,12 @@ class E2BEmulator:
         claude: str | os.PathLike[str] | None = None,
         max_timeout: float = 86_400,
         default_timeout: float = 300,
+        userns: bool | None = None,
+        shadow_home: bool | None = None,
     ) -> None:
         self.api_key = api_key
+        self.userns = os.geteuid() != 0 if userns is None else userns
+        self.shadow_home = not os.path.isdir(SANDBOX_HOME) if shadow_home is None else shadow_home
         #: None accepts any template; otherwise unknown ones get E2B's 404
         self.templates = set(templates) if templates is not None else None
         self.max_timeout = max_timeout
@@ -118,9 +125,12 @@ class E2BEmulator:
         (self._root / "sandboxes").mkdir(parents=True, exist_ok=True)
         (self._root / "tools").mkdir(exist_ok=True)
         self.set_claude(self._claude)
-        # The mount point must exist; it stays empty on this machine (mounts are per sandbox).
-        os.makedirs(SANDBOX_HOME, exist_ok=True)
-        self.manager = SandboxManager(self._root / "sandboxes", self._root / "tools")
+        self.manager = SandboxManager(
+            self._root / "sandboxes",
+            self._root / "tools",
+            userns=self.userns,
+            shadow_home=self.shadow_home,
+        )
         self._process_app = ProcessASGIApplication(envd.ProcessService(self.manager))
         self._fs_app = FilesystemASGIApplication(envd.FilesystemService())
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -162,6 +172,33 @@ class E2BEmulator:
             self._thread.join(15)
         if not self._root_given and self._root is not None:
             shutil.rmtree(self._root, ignore_errors=True)
+
+    def check(self) -> None:
+        """Start a sandbox and run a command in it; raise RuntimeError saying why it failed.
+
+        Starting the server proves nothing about namespaces: this does.
+        """
+        self._call(self._check())
+
+    async def _check(self) -> None:
+        sandbox = await self.manager.create(
+            template_id="check", timeout=60, metadata={}, env_vars={}
+        )
+        try:
+            if not sandbox.host_path(SANDBOX_HOME).samefile(sandbox.home):
+                raise RuntimeError(f"/home/user inside a sandbox is not {sandbox.home}")
+            proc, queue = await self.manager.start_process(
+                sandbox, cmd="/bin/sh", args=["-c", "pwd"], envs={}, cwd=None, stdin=False,
+                tag=None,
+            )  # fmt: skip
+            output = b""
+            while (item := await asyncio.wait_for(queue.get(), 30))[0] == "data":
+                output += item[2]
+            if item[0] != "end" or item[1].exit_code != 0 or output != b"/home/user\n":
+                raise RuntimeError(f"a command in a sandbox failed: {item[1]!r} {output!r}")
+        finally:
+            await self.manager.destroy(sandbox.sandbox_id, "check")
+            self.manager.gone.pop(sandbox.sandbox_id, None)
 
     def __enter__(self) -> E2BEmulator:
         return self.start()
@@ -237,8 +274,15 @@ class E2BEmulator:
             return
         link = self._root / "tools" / "claude"
         link.unlink(missing_ok=True)
-        if program is not None:
-            link.symlink_to(Path(program).resolve())
+        if program is None:
+            return
+        target = Path(program).resolve()
+        if target.is_relative_to("/tmp"):
+            # Each sandbox has its own /tmp, where this path does not exist: copy it in (a
+            # script, a test's stand-in). Programs elsewhere are linked where they live.
+            shutil.copy2(target, link)
+        else:
+            link.symlink_to(target)
 
     # -- ASGI entry point ------------------------------------------------------------------
 

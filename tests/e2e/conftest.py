@@ -6,7 +6,7 @@
 - ``fake_api``: a fresh :class:`~tests.fake_anthropic.FakeAnthropic` per test; script it with
   ``fake_api.script(...)``.
 - ``agent_env``: the environment for running ``claude`` offline against ``fake_api``
-  (throwaway ``HOME``/``CLAUDE_CONFIG_DIR``, fake key, ``IS_SANDBOX=1`` as root).
+  (throwaway ``HOME``/``CLAUDE_CONFIG_DIR``, fake key, ``IS_SANDBOX=1``).
 - ``run_claude``: runs ``claude -p`` headless with ``agent_env`` and parses its events.
 - ``project`` / ``sandboxrun``: a small git repo, and our own CLI run as a process on it with
   the real ``claude`` (``SANDBOXRUN_CLAUDE_BIN``) and ``agent_env``, state under tmp_path.
@@ -115,7 +115,7 @@ def agent_env(tmp_path: Path, fake_api: FakeAnthropic, claude_cli: ClaudeCLI) ->
 
     Throwaway ``HOME`` and ``CLAUDE_CONFIG_DIR`` under tmp_path, a fake API key,
     ``CLAUDE_CODE_MAX_RETRIES=1`` (so an API error fails in about a second instead of after
-    minutes of backoff), ``TZ=UTC`` and ``IS_SANDBOX=1`` when running as root. Tests may
+    minutes of backoff), ``TZ=UTC`` and ``IS_SANDBOX=1``. Tests may
     change it (e.g. ``agent_env.update(claude_env(..., gateway=True))``).
     """
     return claude_env(fake_api.url, tmp_path / "agent-home")

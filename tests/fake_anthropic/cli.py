@@ -68,9 +68,11 @@ def claude_env(
         env["ANTHROPIC_API_KEY"] = "sk-ant-test-fake-key"
     if max_retries is not None:
         env["CLAUDE_CODE_MAX_RETRIES"] = str(max_retries)
-    if os.geteuid() == 0:
-        # As root, --dangerously-skip-permissions refuses to run outside a declared sandbox.
-        env["IS_SANDBOX"] = "1"
+    # As root, --dangerously-skip-permissions refuses to run outside a declared sandbox; and
+    # 2.1.330 behaves differently outside one (a repeated in-stream overload ends as "Repeated
+    # 529 Overloaded errors" instead of "529 Overloaded"), so every user gets it: the tests
+    # then see the same CLI as root and as an ordinary user, as sandboxrun's agents run it.
+    env["IS_SANDBOX"] = "1"
     return env
 
 

@@ -237,6 +237,15 @@ class LocalSandbox:
             fh.seek(offset)
             return fh.read()
 
+    def copy_out(self, path: str, dest: Path) -> None:
+        """Stream a regular file of the sandbox to ``dest``: any size, links not followed."""
+        fd = self._open_beneath(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise BackendError(f"{path} in the sandbox is not a regular file")
+            with open(dest, "wb") as out:
+                shutil.copyfileobj(fh, out, 1 << 20)
+
     def write_file(self, path: str, data: bytes) -> None:
         """Create or replace a file of the sandbox (atomically; links are not followed)."""
         rel = self._relative(path)
