@@ -17,6 +17,12 @@ records, in one ``BEGIN IMMEDIATE`` transaction of the one database:
   time when the message gives one) on a StopFailure ``rate_limit``, error on other
   StopFailures, exited on SessionEnd.
 
+Two replies reach the agent on the hot path (issue 11): on PreToolUse of Edit, Write, MultiEdit
+or NotebookEdit the claim gate (:mod:`sandboxrun.coord.gate`, imported for those tools only)
+denies an edit of a file another live session claimed exclusively, naming the holder, and warns
+on an advisory claim; on UserPromptSubmit and PostToolUse the role's pending addressed messages
+are added to the agent's context ("Session 'backend' says: ...") and marked read.
+
 SessionStart also validates the identity, warns about a role in the wrong checkout, registers
 presence, records SESSION_START and shows the role's pending messages to the agent; SessionEnd
 deregisters presence and records SESSION_END.
@@ -47,6 +53,9 @@ if TYPE_CHECKING:
     from typing import Any
 
 DEFAULT_LOCK_TIMEOUT = 5.0
+#: the tools the claim gate checks (``coord.claims.EDIT_TOOLS``; repeated so that other tools
+#: never import it)
+_EDIT_TOOLS = frozenset({"Edit", "Write", "MultiEdit", "NotebookEdit"})
 _ROW = "id, repo, role, worktree, status, mode"
 
 
@@ -331,6 +340,11 @@ class Hook:
         self._event(sid, "hook", _event_payload(self.event, self.payload, self.claude_id))
         if self.event == "SessionStart":
             return self._session_start(sid, repo, role)
+        reply = None
+        if self.event == "PreToolUse" and self.payload.get("tool_name") in _EDIT_TOOLS:
+            reply = gate_reply(self, sid, repo, row["worktree"])
+        elif role and self.event in ("UserPromptSubmit", "PostToolUse"):
+            reply = deliver_messages(self, repo, role)
         if role:
             if self.event == "SessionEnd":
                 from sandboxrun.coord import messages, presence
@@ -354,7 +368,7 @@ class Hook:
                     "AND status = 'active'",
                     (self.now, repo, role),
                 )
-        return None
+        return reply
 
     def _session_start(self, sid: str, repo: str, role: str | None) -> dict[str, Any] | None:
         from sandboxrun.coord import messages, presence
@@ -404,6 +418,66 @@ class Hook:
         if self.notes:
             reply["systemMessage"] = "sandboxrun: " + " ".join(self.notes)
         return reply
+
+
+# -- the PreToolUse claim gate and message delivery (issue 11) ----------------------------
+
+
+def gate_reply(hook: Hook, sid: str, repo: str, worktree: str | None) -> dict[str, Any] | None:
+    """Deny an edit of a file another live session claimed exclusively; warn on advisory."""
+    from sandboxrun.coord import gate  # os/time only; imported for edit tools alone
+
+    tool_input = hook.payload.get("tool_input")
+    key = gate.EDIT_TOOLS[hook.payload["tool_name"]]
+    path = tool_input.get(key) if isinstance(tool_input, dict) else None
+    if not isinstance(path, str) or not path:
+        return None
+    rel = gate.relative_path(path, worktree or hook.cwd, repo)
+    if rel is None:
+        return None  # outside the repository: not ours to gate
+    found = gate.check(hook.conn, repo, rel, sid, hook.now)
+    if found is None:
+        return None
+    verdict, text, ids = found
+    hook._event(sid, "claim_gate", {"decision": verdict, "path": rel, "claims": ids})
+    out: dict[str, Any] = {"hookEventName": "PreToolUse"}
+    if verdict == "deny":
+        out.update(permissionDecision="deny", permissionDecisionReason=text)
+    else:
+        out["additionalContext"] = text
+    return {"hookSpecificOutput": out}
+
+
+def deliver_messages(hook: Hook, repo: str, role: str) -> dict[str, Any] | None:
+    """The role's pending addressed messages into the agent's context (marked read)."""
+    rows = hook.conn.execute(
+        "SELECT id, sender, type, body FROM messages WHERE repo = ? AND recipient = ? "
+        "AND read_at IS NULL AND type NOT IN ('SESSION_START', 'SESSION_END', 'HEARTBEAT') "
+        "ORDER BY id LIMIT 20",
+        (repo, role),
+    ).fetchall()
+    if not rows:
+        return None
+    lines = []
+    for _mid, sender, kind, body in rows:
+        try:
+            data = json.loads(body)
+        except ValueError:
+            data = {}
+        text = data.get("text") if isinstance(data, dict) else None
+        label = "" if kind == "MESSAGE" else f" ({kind})"
+        lines.append(f"Session '{sender or 'sandboxrun'}' says{label}: {text or body}")
+    marks = ", ".join("?" for _ in rows)
+    hook.conn.execute(
+        f"UPDATE messages SET read_at = ? WHERE id IN ({marks})",
+        (hook.now, *(r[0] for r in rows)),
+    )
+    return {
+        "hookSpecificOutput": {
+            "hookEventName": hook.event,
+            "additionalContext": "sandboxrun messages:\n" + "\n".join(lines),
+        }
+    }
 
 
 def _connect(db: Path, env: Any) -> sqlite3.Connection:

@@ -215,6 +215,62 @@ def m004_local_mode_presence_messages(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX messages_recipient ON messages(repo, recipient, read_at)")
 
 
+@migrations()
+def m005_claims_reports_merges(db: sqlite_utils.Database) -> None:
+    """Coordination (issue 11): file claims, status reports, merge subscriptions and events,
+    read and written through ``sandboxrun/coord`` (the hook's gate reads ``claims``)."""
+    db.execute(
+        """
+        CREATE TABLE claims (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            repo TEXT NOT NULL,               -- main checkout of the repository
+            path TEXT NOT NULL,               -- relative to the work tree, '/'-separated
+            mode TEXT NOT NULL,               -- advisory | exclusive
+            session_id TEXT NOT NULL,         -- the holder
+            role TEXT, claimed_at REAL NOT NULL,
+            expires_at REAL,                  -- NULL: until released or the session ends
+            released_at REAL, note TEXT
+        )
+        """
+    )
+    db.execute("CREATE INDEX claims_path ON claims(repo, path, released_at)")
+    db.execute(
+        """
+        CREATE TABLE reports (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, session_id TEXT,
+            task_id TEXT, name TEXT,
+            state TEXT NOT NULL,              -- started | running | blocked | done
+            notes TEXT, artifacts TEXT NOT NULL DEFAULT '[]'  -- JSON list
+        )
+        """
+    )
+    db.execute("CREATE INDEX reports_session ON reports(session_id, id)")
+    db.execute(
+        """
+        CREATE TABLE merge_subscriptions (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, repo TEXT NOT NULL, branch TEXT NOT NULL,
+            base TEXT NOT NULL,
+            subscriber TEXT,                  -- role to notify (None: broadcast)
+            created_at REAL NOT NULL,
+            last_tip TEXT,                    -- branch tip when last checked
+            base_at_start TEXT,               -- base tip when subscribed
+            notified_at REAL
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE merge_events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, repo TEXT NOT NULL,
+            branch TEXT NOT NULL, base TEXT NOT NULL,
+            tip TEXT NOT NULL,                -- the merged commit of the branch
+            base_tip TEXT NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE UNIQUE INDEX merge_events_once ON merge_events(repo, branch, base, tip)")
+
+
 _JSON_COLUMNS = {"warn_at", "result_commits", "options"}
 
 

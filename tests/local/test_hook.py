@@ -226,9 +226,11 @@ def test_missing_and_old_databases_are_created_or_migrated(agent_wt, tmp_path):
         "PreToolUse", payload("PreToolUse", agent_wt, "c-old"), {"SANDBOXRUN_HOME": str(old_home)}
     )
     assert out.returncode == 0 and not (old_home / "logs").exists()
-    names = [r[0] for r in sqlite3.connect(db).execute("SELECT name FROM _sqlite_migrations")]
-    # every migration applied (the table's rows come back in its key's order, not applied order)
-    assert sorted(names) == sorted(m.name for m in store_mod.migrations._migrations)
+    names = [
+        r[0]
+        for r in sqlite3.connect(db).execute("SELECT name FROM _sqlite_migrations ORDER BY rowid")
+    ]
+    assert names == [m.name for m in store_mod.migrations._migrations]
 
 
 def test_locked_database_costs_one_log_line(agent_wt):

@@ -1,0 +1,127 @@
+"""``sandboxrun mcp``: the MCP server (stdio, or streamable HTTP with the control plane) and
+``sandboxrun mcp install``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+
+from sandboxrun import gitops
+from sandboxrun.cli.common import console, print_json
+from sandboxrun.errors import SandboxrunError, UsageError
+
+mcp_app = typer.Typer(
+    help=(
+        "Serve sandboxrun's tools (sessions, presence, messages, file claims, sandbox runs) to "
+        "Claude Code over MCP.\n\n"
+        "stdio (what Claude Code starts): sandboxrun mcp\n\n"
+        "HTTP at http://127.0.0.1:PORT/mcp plus /health and /msg/*: sandboxrun mcp --http\n\n"
+        "Add it to Claude Code: sandboxrun mcp install --local  (or: claude mcp add sandboxrun "
+        "-- sandboxrun mcp)"
+    ),
+    invoke_without_command=True,
+)
+
+
+@mcp_app.callback()
+def serve(
+    ctx: typer.Context,
+    http: bool = typer.Option(False, "--http", help="Serve streamable HTTP instead of stdio."),
+    port: int = typer.Option(8765, "--port", help="HTTP port (with --http)."),
+    host: str = typer.Option(
+        "127.0.0.1",
+        "--host",
+        help="HTTP address (with --http). Loopback by default; anything else is reachable "
+        "from other machines (the bearer token still applies).",
+    ),
+) -> None:
+    """Run the MCP server (stdio by default)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from sandboxrun.mcp.server import check_git, serve_http, serve_stdio
+
+    check_git()
+    if http:
+        if not 0 < port < 65536:
+            raise UsageError(f"invalid port {port}", "Pass --port between 1 and 65535.")
+        from sandboxrun.config import load_settings
+
+        home = load_settings().home
+        typer.echo(
+            f"sandboxrun MCP at http://{host}:{port}/mcp (token: {home / 'http.token'})", err=True
+        )
+        serve_http(host=host, port=port)
+    else:
+        serve_stdio()
+
+
+@mcp_app.command("install")
+def install_cmd(
+    local: bool = typer.Option(False, "--local", help="The repository's .mcp.json (default)."),
+    global_: bool = typer.Option(False, "--global", help="Your ~/.claude.json (every project)."),
+    uninstall: bool = typer.Option(False, "--uninstall", help="Remove our entry again."),
+    repo: Path = typer.Option(Path("."), "--repo", help="The git repository (default: here)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Add the sandboxrun MCP server to Claude Code's config (merged; run again: no change)."""
+    from sandboxrun.mcp import install as inst
+
+    if local and global_:
+        raise UsageError("give --local or --global, not both")
+    scope = "global" if global_ else "local"
+    root = None
+    if scope == "local":
+        try:
+            root = gitops.repo_root(repo)
+        except SandboxrunError as exc:
+            raise UsageError(exc.message, "Run inside a repository, or use --global.") from exc
+    path = inst.config_path(scope, root, os.environ)
+    result = inst.uninstall(path) if uninstall else inst.install(path)
+    if json_out:
+        print_json(result.to_dict())
+        return
+    console.print(f"{result.action}: sandboxrun in {result.path}")
+    if result.action in ("added", "updated"):
+        console.print("  Restart Claude Code (or run /mcp) to load it.")
+
+
+merges_app = typer.Typer(
+    help="Merge notifications: detect session branches merged into their base.",
+    no_args_is_help=True,
+)
+
+
+@merges_app.command("watch")
+def merges_watch(
+    interval: float = typer.Option(30.0, "--interval", help="Seconds between checks."),
+    once: bool = typer.Option(False, "--once", help="Check once and exit."),
+    json_out: bool = typer.Option(False, "--json", help="Print each merge as a JSON line."),
+) -> None:
+    """Check every repository with subscriptions (notify_when_merged) for merges, every
+    --interval seconds; each merge is recorded and its subscriber gets a MERGED message."""
+    import time
+
+    from sandboxrun.cli.common import open_store, print_json_line
+    from sandboxrun.config import load_settings
+    from sandboxrun.coord import merges
+
+    if interval <= 0:
+        raise UsageError("--interval must be positive", "Pass --interval 30, for example.")
+    store = open_store(load_settings())
+    while True:
+        for repo in merges.watched_repos(store.conn):
+            for event in merges.check_merges(store.conn, repo):
+                if json_out:
+                    print_json_line(event.to_dict())
+                else:
+                    console.print(f"merged: {event.branch} into {event.base} ({event.repo})")
+        if once:
+            return
+        time.sleep(interval)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(mcp_app, name="mcp")
+    app.add_typer(merges_app, name="merges")

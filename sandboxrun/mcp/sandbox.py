@@ -1,0 +1,155 @@
+"""Sandbox-run tools: start a run in the background, read its log, kill, download, extend.
+
+The same services the CLI uses: ``prepare_run`` makes the worktree, branch and session, then the
+detached driver (``sandboxrun _drive SESSION``, what ``run --detach`` starts) carries it to its
+end, so the tool returns at once and the run outlives the MCP server.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from fastmcp import FastMCP
+
+from sandboxrun import process
+from sandboxrun.config import Settings, load_settings, parse_duration
+from sandboxrun.errors import UsageError
+from sandboxrun.mcp.common import Coord, compact, tool
+from sandboxrun.sandbox.prepare import RunRequest, prepare_run
+from sandboxrun.sandbox.sessions import download_session, extend_session, kill_session
+from sandboxrun.store import Session, SessionStore
+
+
+def start_detached(settings: Settings, store: SessionStore, session: Session) -> int:
+    """Start the background driver of ``session`` (as ``run --detach`` does); its pid."""
+    log_dir = settings.session_artifacts(session.id)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env["SANDBOXRUN_HOME"] = str(settings.home)  # the driver must find this very database
+    pid = process.spawn_detached(
+        [sys.executable, "-m", "sandboxrun", "_drive", session.id],
+        env=env,
+        output=log_dir / "driver.log",
+    )
+    store.update(session.id, owner_pid=pid, owner_host=os.uname().nodename)
+    return pid
+
+
+def _sandbox_session(coord: Coord, ref: str) -> Session:
+    s = coord.session(ref)
+    if s.mode != "sandbox":
+        raise UsageError(
+            f"session {s.name} is a local session, not a sandbox run",
+            "Sandbox tools work on sessions started with run_in_sandbox or `sandboxrun run`.",
+        )
+    return s
+
+
+def register(mcp: FastMCP, coord: Coord) -> None:
+    """Add the sandbox-run tools to ``mcp``."""
+
+    @tool(mcp, open_world=True)
+    def run_in_sandbox(
+        prompt: str | None = None,
+        plan_file: str | None = None,
+        backend: str | None = None,
+        timeout: str | None = None,
+        name: str | None = None,
+        base: str = "HEAD",
+        repo: str | None = None,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
+        """Start a Claude Code agent in a sandbox on its own branch, in the background.
+
+        Give the task as `prompt` text or a `plan_file` path (exactly one). backend: 'e2b'
+        (default when E2B_API_KEY is set) or 'local'; timeout like '20m' or '1h'; base: the
+        branch or commit to start from. Returns the session at once; follow it with
+        sandbox_logs, stop it with kill_sandbox. dry_run makes the whole round trip without
+        the agent (no API key needed).
+        """
+        root = Path(coord.repo(repo))
+        # The repository's own config applies (as for `sandboxrun run --repo`), in this
+        # server's home (the database every tool reads).
+        settings = replace(
+            load_settings(root, env=coord.env).with_overrides(
+                timeout=parse_duration(timeout) if timeout else None
+            ),
+            home=coord.settings.home,
+        )
+        plan = Path(plan_file) if plan_file else None
+        if plan is not None and not plan.is_absolute():
+            plan = (coord.cwd / plan).resolve()
+        store = coord.store
+        session = prepare_run(
+            settings,
+            store,
+            RunRequest(
+                repo=root,
+                prompt=prompt,
+                prompt_file=plan,
+                name=name,
+                base=base,
+                backend=backend,
+                dry_run=dry_run,
+            ),
+        )
+        pid = start_detached(settings, store, session)
+        return {**compact(store.get(session.id)), "driver_pid": pid}
+
+    @tool(mcp, read_only=True, idempotent=True)
+    def sandbox_logs(
+        session: str, after_id: int = 0, limit: int = 200, kinds: list[str] | None = None
+    ) -> dict[str, Any]:
+        """A sandbox run's events (phases, agent output, warnings, status) after event id
+        `after_id`, oldest first, with its current status. Pass the returned last_id to read
+        on; kinds filters, e.g. ['agent', 'status']."""
+        if after_id < 0 or limit < 1:
+            raise UsageError("after_id must be >= 0 and limit >= 1", "Pass after_id=0, limit=200.")
+        s = _sandbox_session(coord, session)
+        events = coord.store.events(
+            s.id, after_id=after_id, kinds=tuple(kinds) if kinds else None, limit=limit
+        )
+        return {
+            "session": s.id,
+            "status": str(s.status),
+            "events": events,
+            "last_id": events[-1]["id"] if events else after_id,
+        }
+
+    @tool(mcp, destructive=True, idempotent=False, open_world=True)
+    def kill_sandbox(session: str, discard: bool = False, wait: float = 120.0) -> dict[str, Any]:
+        """Stop a sandbox run. Its work so far is collected onto its branch unless discard is
+        true (then it is thrown away). Waits up to `wait` seconds for the run to end."""
+        s = _sandbox_session(coord, session)
+        final = kill_session(coord.settings, coord.store, s, discard=discard, wait=wait)
+        return compact(final)
+
+    @tool(mcp, idempotent=True, open_world=True)
+    def download_sandbox(session: str, output: str | None = None) -> dict[str, Any]:
+        """Write a sandbox run's current patches (commits.mbox, changes.diff) to a directory
+        without stopping it; default directory: the session's artifacts/download."""
+        s = _sandbox_session(coord, session)
+        out = Path(output) if output else coord.settings.session_artifacts(s.id) / "download"
+        if not out.is_absolute():
+            out = (coord.cwd / out).resolve()
+        result = download_session(coord.settings, coord.store, s, out)
+        return {
+            "directory": str(result.directory),
+            "files": [str(f) for f in result.files],
+            "live": result.live,
+            "agent_commits": result.agent_commits,
+        }
+
+    @tool(mcp, idempotent=False, open_world=True)
+    def extend_sandbox(session: str, by: str) -> dict[str, Any]:
+        """Give a running sandbox run more time: `by` is a duration such as '15m' or '1h'."""
+        seconds = parse_duration(by)
+        if seconds <= 0:
+            raise UsageError("the extension must be positive", "Pass by='15m', for example.")
+        s = _sandbox_session(coord, session)
+        updated = extend_session(coord.settings, coord.store, s, seconds)
+        return {**compact(updated), "deadline": updated.deadline, "timeout_s": updated.timeout_s}

@@ -1,0 +1,81 @@
+"""Build the sandboxrun MCP server (fastmcp) and run it over stdio or streamable HTTP.
+
+Each domain module has a ``register(mcp, coord)``; this module only assembles them. The
+lifespan checks that git is installed, since almost every tool needs it, so a missing git is
+one clear error at start-up rather than a failure inside a tool call.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastmcp import FastMCP
+
+from sandboxrun.errors import ProgramNotFoundError
+from sandboxrun.mcp import claims, merges, messages, presence, sandbox, sessions
+from sandboxrun.mcp.common import Coord
+
+NAME = "sandboxrun"
+INSTRUCTIONS = """\
+sandboxrun tracks every Claude Code session working on a repository, local and in cloud
+sandboxes. Start with get_my_session (who am I, who else is working). Before editing files
+another session may touch, claim_files them; check_conflicts tells who holds what. Talk to
+other sessions with send_message; read yours with check_messages. Start background work in a
+sandbox with run_in_sandbox and follow it with sandbox_logs."""
+
+DOMAINS = (sessions, presence, messages, claims, sandbox, merges)
+
+
+def check_git() -> None:
+    """Raise ProgramNotFoundError (with the fix) when git is not installed."""
+    if shutil.which("git") is None:
+        raise ProgramNotFoundError(
+            "git is not installed (or not on PATH)",
+            "Install git (e.g. `apt-get install git`) and start the server again.",
+        )
+
+
+@asynccontextmanager
+async def lifespan(server: FastMCP) -> AsyncIterator[dict[str, Any]]:
+    """Refuse to start without git; nothing to tear down (connections die with threads)."""
+    check_git()
+    yield {}
+
+
+def build_server(coord: Coord | None = None) -> FastMCP:
+    """The server with every domain's tools and resources registered."""
+    coord = coord or Coord()
+    mcp = FastMCP(NAME, instructions=INSTRUCTIONS, lifespan=lifespan)
+    for domain in DOMAINS:
+        domain.register(mcp, coord)
+    mcp.coord = coord  # type: ignore[attr-defined]  # for the HTTP routes and tests
+    return mcp
+
+
+def serve_stdio(coord: Coord | None = None) -> None:
+    """Run the server on stdin/stdout (how Claude Code starts MCP servers)."""
+    build_server(coord).run("stdio", show_banner=False)
+
+
+def serve_http(
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    coord: Coord | None = None,
+    token_path: Path | None = None,
+) -> None:
+    """Run the server over streamable HTTP at ``/mcp``, with the control plane beside it.
+
+    Everything but ``GET /health`` needs ``Authorization: Bearer <token>`` (the token in
+    ``$SANDBOXRUN_HOME/http.token``, created on first use with mode 600).
+    """
+    import uvicorn
+
+    from sandboxrun.web.control import build_app
+
+    server = build_server(coord)
+    app = build_app(server, token_path=token_path)
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2)

@@ -1,0 +1,1 @@
+"""The HTTP control plane served beside the MCP server by ``sandboxrun mcp --http``."""

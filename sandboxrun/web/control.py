@@ -1,0 +1,260 @@
+"""HTTP control plane: ``/health``, ``/msg/send``, ``/msg/health``, ``/msg/report``, and the MCP
+endpoint ``/mcp``, all in one Starlette app.
+
+JSON in and out, status codes that mean something (400 bad input, 401 no or wrong token, 404
+unknown session, 413 body too large, 429 too many messages), and a bearer token, the contents
+of ``$SANDBOXRUN_HOME/http.token`` (created with mode 600 on first use), required on
+everything but ``GET /health``. Bound to loopback by default (``cli/mcp_cmd.py``).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import secrets
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from fastmcp import FastMCP
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from sandboxrun.coord import messages, reports
+from sandboxrun.errors import SandboxrunError, SessionNotFoundError
+from sandboxrun.mcp.common import Coord
+from sandboxrun.store import Session
+
+MAX_BODY = 64 * 1024
+#: at most this many /msg/send per target in RATE_WINDOW seconds
+RATE_LIMIT = 10
+RATE_WINDOW = 10.0
+PUBLIC = {"/health"}
+
+
+def ensure_token(path: Path) -> str:
+    """The bearer token in ``path``, created (mode 600) when missing; mode tightened if wider."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+        token = path.read_text().strip()
+        if token:
+            return token
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+    token = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token + "\n")
+    return token
+
+
+class BearerAuth:
+    """ASGI middleware: 401 unless ``Authorization: Bearer <token>`` (public paths exempt)."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.token = token.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in PUBLIC:
+            await self.app(scope, receive, send)
+            return
+        header = dict(scope.get("headers") or []).get(b"authorization", b"")
+        scheme, _, given = header.partition(b" ")
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self.token):
+            response = JSONResponse(
+                {
+                    "error": "unauthorized",
+                    "hint": "Send 'Authorization: Bearer <token>' with the token in "
+                    "$SANDBOXRUN_HOME/http.token.",
+                },
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _error(status: int, error: str, hint: str | None = None) -> JSONResponse:
+    return JSONResponse({"error": error, "hint": hint}, status_code=status)
+
+
+class Problem(Exception):
+    """A request we refuse, with its status code."""
+
+    def __init__(self, status: int, error: str, hint: str | None = None) -> None:
+        super().__init__(error)
+        self.response = _error(status, error, hint)
+
+
+async def _json(request: Request) -> dict[str, Any]:
+    body = await request.body()
+    if len(body) > MAX_BODY:
+        raise Problem(413, f"body over {MAX_BODY} bytes", "Send less (notes, not files).")
+    try:
+        data = json.loads(body or b"null")
+    except ValueError as exc:
+        raise Problem(400, "the body is not JSON", "Send a JSON object.") from exc
+    if not isinstance(data, dict):
+        raise Problem(400, "the body must be a JSON object", "Send {...}.")
+    return data
+
+
+def _field(data: dict[str, Any], key: str, kind: type, required: bool = False) -> Any:
+    value = data.get(key)
+    if value is None:
+        if required:
+            raise Problem(400, f"missing field {key!r}")
+        return None
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise Problem(400, f"field {key!r} must be {kind.__name__}")
+    return value
+
+
+class Control:
+    """The control plane's handlers over the MCP server's :class:`Coord`."""
+
+    def __init__(self, coord: Coord) -> None:
+        self.coord = coord
+        self.sent: dict[str, deque[float]] = {}
+        self.health: dict[str, dict[str, Any]] = {}
+
+    def _session(self, ref: str) -> Session:
+        try:
+            return self.coord.store.resolve(ref)
+        except SessionNotFoundError as exc:
+            raise Problem(
+                404, f"no session matches {ref!r}", "See GET /health or list_sessions."
+            ) from exc
+
+    async def health_route(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok", "service": "sandboxrun", "time": time.time()})
+
+    async def send_route(self, request: Request) -> Response:
+        data = await _json(request)
+        text = _field(data, "message", str, required=True)
+        if not text.strip():
+            raise Problem(400, "the message is empty")
+        task = _field(data, "taskId", str)
+        ref = _field(data, "sessionId", str)
+        if ref:
+            target = self._session(ref)
+            if not target.role:
+                raise Problem(
+                    409,
+                    f"session {target.name} has no role to deliver to",
+                    "Address a local session.",
+                )
+            role, repo = target.role, target.repo
+        else:
+            role, repo = self.coord.settings.pm_role, self.coord.repo(None)
+        now = time.monotonic()
+        window = self.sent.setdefault(f"{repo}:{role}", deque())
+        while window and now - window[0] > RATE_WINDOW:
+            window.popleft()
+        if len(window) >= RATE_LIMIT:
+            raise Problem(429, f"over {RATE_LIMIT} messages in {RATE_WINDOW:g}s to {role}", "Wait.")
+        window.append(now)
+        with self.coord.store.transaction() as conn:
+            mid = messages.send(
+                conn,
+                repo,
+                "MESSAGE",
+                sender="http",
+                recipient=role,
+                body={"text": text, "taskId": task},
+            )
+        return JSONResponse({"id": mid, "to": role, "repo": repo, "queued": True}, status_code=202)
+
+    async def health_report_route(self, request: Request) -> Response:
+        data = await _json(request)
+        ref = _field(data, "sessionId", str, required=True)
+        s = self._session(ref)
+        entry = {
+            "sessionId": s.id,
+            "name": s.name,
+            "taskId": _field(data, "taskId", str),
+            "ts": time.time(),
+        }
+        for key in ("isExecuting", "isIdle", "hasUncommittedChanges", "tmuxPaneBusy"):
+            entry[key] = _field(data, key, bool)
+        self.health[s.id] = entry
+        self.coord.store.add_event(s.id, "health", entry)
+        live = list(self.health.values())
+        return JSONResponse(
+            {
+                "sessions": len(live),
+                "executing": sum(1 for e in live if e["isExecuting"]),
+                "idle": sum(1 for e in live if e["isIdle"]),
+                "uncommitted": sum(1 for e in live if e["hasUncommittedChanges"]),
+                "pane_busy": sum(1 for e in live if e["tmuxPaneBusy"]),
+                "latest": live,
+            }
+        )
+
+    async def report_route(self, request: Request) -> Response:
+        data = await _json(request)
+        ref = _field(data, "sessionId", str)
+        name = _field(data, "name", str)
+        if not ref and not name:
+            raise Problem(400, "a report needs sessionId or name")
+        s = self._session(ref) if ref else None
+        if name and s is None:
+            s = self._session(name)  # a name outside our sessions is refused (404)
+        arts = _field(data, "artifacts", list) or []
+        if not all(isinstance(a, str) for a in arts):
+            raise Problem(400, "artifacts must be a list of strings")
+        try:
+            with self.coord.store.transaction() as conn:
+                rid = reports.add(
+                    conn,
+                    _field(data, "state", str, required=True),
+                    session_id=s.id if s else None,
+                    task_id=_field(data, "taskId", str),
+                    name=s.name if s else name,
+                    notes=_field(data, "notes", str),
+                    artifacts=arts,
+                )
+        except SandboxrunError as exc:
+            raise Problem(400, exc.message, exc.hint) from exc
+        return JSONResponse({"id": rid, "session": s.id if s else None}, status_code=201)
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _guard(handler: Handler) -> Handler:
+    async def run(request: Request) -> Response:
+        try:
+            response: Response = await handler(request)
+            return response
+        except Problem as exc:
+            return exc.response
+        except SandboxrunError as exc:
+            return _error(400, exc.message, exc.hint)
+
+    return run
+
+
+def build_app(server: FastMCP, *, token_path: Path | None = None) -> ASGIApp:
+    """The ASGI app: MCP at ``/mcp`` plus the control routes, behind the bearer token."""
+    coord: Coord = server.coord  # type: ignore[attr-defined]
+    control = Control(coord)
+    routes = {
+        ("/health", "GET"): control.health_route,
+        ("/msg/send", "POST"): control.send_route,
+        ("/msg/health", "POST"): control.health_report_route,
+        ("/msg/report", "POST"): control.report_route,
+    }
+    for (path, method), handler in routes.items():
+        server.custom_route(path, methods=[method])(_guard(handler))
+    token = ensure_token(token_path or coord.settings.home / "http.token")
+    app = server.http_app(path="/mcp")
+    return BearerAuth(app, token)
