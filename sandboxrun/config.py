@@ -115,6 +115,9 @@ class Settings:
     copy_files: tuple[str, ...] = ()
     #: seconds without a heartbeat after which a present session counts as stale
     stale_after: float = 300.0
+    #: local mode: tmux session prefix (``{prefix}_child_NAME``); ``PROJECT_PREFIX`` wins;
+    #: None: the repository directory's name
+    project_prefix: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -10,7 +10,8 @@ records, in one ``BEGIN IMMEDIATE`` transaction of the one database:
   (``CLAUDE_INSTANCE_ID``, then the worktree's ``user.email``) or, without a role, the worktree
   of ``cwd``; a local session row is created on first sight;
 - a heartbeat (``sessions.last_heartbeat`` and the role's presence), the event (kind ``hook``,
-  with the tool name; never tool inputs or prompts, which may hold secrets), and the session's
+  with the tool name; never tool inputs or prompts, which may hold secrets: UserPromptSubmit
+  records only the prompt's hash, by which ``sandboxrun send`` confirms delivery), and the session's
   activity: busy after UserPromptSubmit/PreToolUse/PostToolUse, idle after Stop,
   needs_permission on a ``permission_prompt`` Notification, usage_limited (with the reset
   time when the message gives one) on a StopFailure ``rate_limit``, error on other
@@ -70,7 +71,12 @@ def resets_at(payload: dict[str, Any], now: float | None = None) -> float | None
         return None
     from sandboxrun.agent import parse_limit_message  # stdlib-only; rare path
 
-    return parse_limit_message(text, now)
+    reset = parse_limit_message(text, now)
+    now = time.time() if now is None else now
+    if reset is not None and 0 <= now - (reset - 86400) < 60:
+        # "resets 7:27pm" said at 7:27:30: minute precision, not tomorrow.
+        reset -= 86400
+    return reset
 
 
 def home_dir(env: dict[str, str] | os._Environ[str]) -> Path:
@@ -97,6 +103,12 @@ def _event_payload(event: str, payload: dict[str, Any], claude_id: str | None) -
     for key in ("tool_name", "tool_use_id", "source", "reason", "notification_type", "error"):
         if payload.get(key) is not None:
             data["tool" if key == "tool_name" else key] = payload[key]
+    if event == "UserPromptSubmit" and isinstance(payload.get("prompt"), str):
+        # Never the text (it may hold secrets): its hash, so `sandboxrun send` can confirm
+        # delivery of exactly what it pasted.
+        from sandboxrun.local.states import prompt_hash
+
+        data["prompt_sha256"] = prompt_hash(payload["prompt"])
     return data
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sandboxrun import store as store_module
+from sandboxrun import schema as store_module
 from sandboxrun.config import Settings
 from sandboxrun.errors import (
     AmbiguousSessionError,

@@ -59,6 +59,7 @@ from sandboxrun.cli import (  # noqa: E402
     hidden_cmd,
     hooks_cmd,
     install_cmd,
+    local_cmd,
     mcp_cmd,
     pack_cmd,
     run_cmd,
@@ -78,6 +79,7 @@ worktree_cmd.register(app)
 hooks_cmd.register(app)
 install_cmd.register(app)
 coord_cmd.register(app)
+local_cmd.register(app)  # issue 10: tmux children (spawn, send, wait, ...)
 # coordination over MCP and HTTP (issue 11)
 mcp_cmd.register(app)
 

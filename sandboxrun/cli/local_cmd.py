@@ -1,0 +1,455 @@
+"""Local children: ``spawn``, ``send``, ``wait``, ``read``, ``open``, ``close``, ``monitor``.
+
+A child is an interactive Claude Code in its own worktree and tmux session
+(``{prefix}_child_{name}``); its hooks keep the database current.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import typer
+
+from sandboxrun import gitops
+from sandboxrun.cli.common import console, err_console, open_store, print_json, settings_for
+from sandboxrun.config import parse_duration
+from sandboxrun.errors import SandboxrunError, UsageError
+from sandboxrun.local import adopt as adopt_mod
+from sandboxrun.local import close as close_mod
+from sandboxrun.local import master as master_mod
+from sandboxrun.local import monitor as monitor_mod
+from sandboxrun.local import send as send_mod
+from sandboxrun.local import spawn as spawn_mod
+from sandboxrun.local import transcript
+from sandboxrun.local.observe import state_of
+from sandboxrun.store import Session, SessionStore
+from sandboxrun.tmux import Tmux
+
+REPO_OPTION = typer.Option(Path("."), "--repo", help="The git repository (default: here).")
+#: ``sandboxrun wait`` exit codes by the state that ended the wait
+WAIT_CODES = {"idle": 0, "needs_permission": 10, "exited": 11}
+WAIT_TIMEOUT_CODE = 124
+
+
+def _root(repo: Path) -> Path:
+    return gitops.main_worktree(gitops.repo_root(repo))
+
+
+def _child(store: SessionStore, name: str) -> Session:
+    session = store.resolve(name)
+    if session.backend != "tmux":
+        raise UsageError(
+            f"{name!r} is not a local tmux child ({session.mode}/{session.backend})",
+            "These commands talk to children started with `sandboxrun spawn`.",
+        )
+    return session
+
+
+def spawn_cmd(
+    name: str = typer.Argument(..., help="The child's name (also its role and worktree)."),
+    prompt: str | None = typer.Option(None, "--prompt", "-p", help="The first task."),
+    prompt_file: Path | None = typer.Option(
+        None, "--prompt-file", help="Read the first task here."
+    ),
+    role: str = typer.Option(None, "--role", help="The role (default: the name)."),
+    base: str = typer.Option(None, "--base", help="Branch the worktree from this ref."),
+    model: str = typer.Option(None, "--model", help="Claude model for the child."),
+    skip_permissions: bool = typer.Option(
+        False, "--skip-permissions", help="Run claude with --dangerously-skip-permissions."
+    ),
+    permission_mode: str = typer.Option(
+        None, "--permission-mode", help="claude --permission-mode (default, acceptEdits, plan)."
+    ),
+    no_worktree: bool = typer.Option(
+        False, "--no-worktree", help="Work in the main checkout instead of a worktree."
+    ),
+    repo: Path = REPO_OPTION,
+    json_out: bool = typer.Option(False, "--json", help="Print the session as JSON."),
+) -> None:
+    """Start an interactive Claude Code child in its own worktree and tmux session.
+
+    The first task is its command-line prompt (wrapped by .sandboxrun/child.txt when present:
+    {task} {name} {role} {branch} {worktree} {base}). Returns once the child has taken it.
+
+    Example: sandboxrun spawn api --prompt "add a /health endpoint" --skip-permissions
+    """
+    if prompt is not None and prompt_file is None:
+        task = prompt
+    elif prompt_file is not None and prompt is None:
+        task = prompt_file.read_text()
+    else:
+        raise UsageError("give the task with exactly one of --prompt or --prompt-file")
+    root = _root(repo)
+    settings = settings_for(root)
+    store = open_store(settings)
+    req = spawn_mod.SpawnRequest(
+        name=name,
+        task=task,
+        role=role,
+        base=base,
+        model=model,
+        skip_permissions=skip_permissions,
+        permission_mode=permission_mode,
+        worktree=not no_worktree,
+    )
+    session = spawn_mod.spawn(root, req, settings, store, Tmux())
+    if json_out:
+        print_json(session.to_dict())
+        return
+    console.print(f"{session.name}: started in {session.worktree} (branch {session.branch})")
+    console.print(f"  tmux session {session.tmux_session}; watch: sandboxrun open {session.name}")
+
+
+def send_cmd(
+    names: list[str] = typer.Argument(
+        ..., help="Children to send to; the last word is the text unless --file is given."
+    ),
+    file: Path | None = typer.Option(None, "--file", "-f", help="Send this file's text."),
+    json_out: bool = typer.Option(False, "--json", help="Print results as JSON."),
+) -> None:
+    """Send a message to children, confirmed by their UserPromptSubmit hook.
+
+    Reports per child: delivered, queued (it was busy; Claude Code runs it next) or failed.
+    Exit 1 when any failed. Example: sandboxrun send api web "rebase on main, then run tests"
+    """
+    if file is not None:
+        text = file.read_text()
+    elif len(names) >= 2:
+        names, text = names[:-1], names[-1]
+    else:
+        raise UsageError("give the children's names and then the text (or --file FILE)")
+    settings = settings_for(Path("."))
+    store = open_store(settings)
+    tmux = Tmux()
+    results = []
+    for name in names:
+        results.append(send_mod.send(store, tmux, _child(store, name), text, home=settings.home))
+    if json_out:
+        print_json([r.to_dict() for r in results])
+    else:
+        for r in results:
+            (console if r.outcome != send_mod.FAILED else err_console).print(
+                f"{r.name}: {r.outcome} ({r.detail})"
+            )
+    if any(r.outcome == send_mod.FAILED for r in results):
+        raise typer.Exit(1)
+
+
+def wait_cmd(
+    names: list[str] = typer.Argument(..., help="Children to wait for."),
+    any_: bool = typer.Option(False, "--any", help="Return when the first one is done."),
+    all_: bool = typer.Option(False, "--all", help="Return when all are done (the default)."),
+    timeout: str = typer.Option(None, "--timeout", help="Give up after this long (30s, 5m)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the states as JSON."),
+) -> None:
+    """Wait until children are idle, need a permission answer, or have exited.
+
+    Exit code: 0 idle, 10 needs_permission, 11 exited (the highest among them with --all),
+    124 timeout.
+    """
+    if any_ and all_:
+        raise UsageError("--any and --all exclude each other")
+    limit = parse_duration(timeout) if timeout else None
+    settings = settings_for(Path("."))
+    store = open_store(settings)
+    tmux = Tmux()
+    sessions = [_child(store, n) for n in names]
+    start = time.monotonic()
+    while True:
+        states = {s.name: state_of(tmux, store.get(s.id)) for s in sessions}
+        done = {n: st for n, st in states.items() if st.name in WAIT_CODES}
+        finished = bool(done) if any_ else len(done) == len(states)
+        timed_out = limit is not None and time.monotonic() - start > limit
+        if finished or timed_out:
+            break
+        time.sleep(0.25)
+    if json_out:
+        print_json({n: st.to_dict() for n, st in states.items()})
+    else:
+        for n, st in states.items():
+            console.print(f"{n}: {st.name} ({st.reason})")
+    if not finished:
+        raise typer.Exit(WAIT_TIMEOUT_CODE)
+    raise typer.Exit(max(WAIT_CODES[st.name] for st in done.values()))
+
+
+def read_cmd(
+    name: str = typer.Argument(..., help="The child."),
+    last: int = typer.Option(None, "--last", "-n", help="Only the last N messages."),
+    json_out: bool = typer.Option(False, "--json", help="Print the messages as JSON."),
+) -> None:
+    """The child's conversation (user and assistant messages, tool uses), across /clear."""
+    settings = settings_for(Path("."))
+    store = open_store(settings)
+    session = _child(store, name)
+    entries = transcript.conversation(transcript.transcript_paths(store, session))
+    if last:
+        entries = entries[-last:]
+    if json_out:
+        print_json(entries)
+        return
+    for e in entries:
+        console.print(f"[bold]{e['role']}[/bold]: {e['text']}", markup=True)
+        for t in e["tool_uses"]:
+            console.print(f"  [dim]tool[/dim] {t['name']} {t['input']}", markup=True)
+
+
+def open_cmd(name: str = typer.Argument(..., help="The child.")) -> None:
+    """Attach this terminal to the child's tmux session (switch client inside tmux)."""
+    settings = settings_for(Path("."))
+    session = _child(open_store(settings), name)
+    argv = Tmux().attach_argv(session.tmux_session or "", inside_tmux=bool(os.environ.get("TMUX")))
+    sys.stdout.flush()
+    os.execvp(argv[0], argv)
+
+
+def close_cmd(
+    names: list[str] = typer.Argument(..., help="Children to close."),
+    force: bool = typer.Option(
+        False, "--force", help="Close even when busy or not answering (/exit, then kill)."
+    ),
+    remove_worktree: bool = typer.Option(
+        False,
+        "--remove-worktree",
+        help="Also remove the worktree (refused when it has uncommitted changes; branch kept).",
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print results as JSON."),
+) -> None:
+    """Ask children's Claude to exit, then end their tmux sessions; worktrees and branches stay.
+
+    A busy child (or one waiting for a permission answer) is refused without --force: its
+    turn would be lost. --remove-worktree removes the worktree too, refused when it has
+    uncommitted changes; the branch (every commit) always stays.
+    """
+    settings = settings_for(Path("."))
+    store = open_store(settings)
+    tmux = Tmux()
+    results, failed = [], False
+    for name in names:
+        try:
+            results.append(
+                close_mod.close(
+                    store,
+                    tmux,
+                    _child(store, name),
+                    force=force,
+                    remove_worktree=settings_for(_root(Path("."))) if remove_worktree else None,
+                )
+            )
+        except SandboxrunError as exc:
+            failed = True
+            results.append({"name": name, "closed": False, "error": exc.message, "hint": exc.hint})
+    if json_out:
+        print_json(results)
+    else:
+        for r in results:
+            if r.get("closed"):
+                console.print(f"{r['name']}: closed ({r['how']}); worktree kept at {r['worktree']}")
+            else:
+                err_console.print(f"{r['name']}: not closed: {r['error']}")
+                if r.get("hint"):
+                    err_console.print(f"  Hint: {r['hint']}")
+    if failed:
+        raise typer.Exit(1)
+
+
+def monitor_cmd(
+    repo: Path = typer.Option(None, "--repo", help="Only this repository's children."),
+    interval: str = typer.Option("5s", "--interval", help="Time between passes."),
+    once: bool = typer.Option(False, "--once", help="One pass, print the states, exit."),
+    daemon: bool = typer.Option(False, "--daemon", help="Run in the background."),
+) -> None:
+    """Watch children: states, exits, stale turns; continue them after a usage limit resets.
+
+    Logs to $SANDBOXRUN_HOME/logs/monitor.log (rotated). Safe to restart: state lives in the
+    database and tmux.
+    """
+    root = _root(repo) if repo else None
+    settings = settings_for(root or Path("."))
+    if daemon:
+        from sandboxrun import process
+
+        argv = [sys.executable, "-m", "sandboxrun", "monitor", "--interval", interval]
+        if root:
+            argv += ["--repo", str(root)]
+        pid = process.spawn_detached(argv, output=settings.home / "logs" / "monitor.out")
+        console.print(f"monitor running in the background (pid {pid})")
+        return
+    store = open_store(settings)
+    monitor_mod.setup_logging(settings.home)
+    mon = monitor_mod.Monitor(store, Tmux(), settings, repo=str(root) if root else None)
+    if once:
+        states = mon.tick()
+        print_json({n: st.to_dict() for n, st in states.items()})
+        return
+    mon.run(parse_duration(interval))
+
+
+def discover_cmd(
+    repo: Path = REPO_OPTION,
+    json_out: bool = typer.Option(False, "--json", help="Print JSON (a list)."),
+) -> None:
+    """Children running in tmux ({prefix}_child_*) that the database does not know."""
+    root = _root(repo)
+    settings = settings_for(root)
+    found = adopt_mod.discover(open_store(settings), Tmux(), spawn_mod.prefix_for(root, settings))
+    if json_out:
+        print_json([o.to_dict() for o in found])
+        return
+    if not found:
+        console.print("no unknown children")
+    for o in found:
+        console.print(f"{o.name}: tmux {o.tmux_session}, pid {o.pid}, in {o.worktree}")
+    if found:
+        console.print("take them over: sandboxrun adopt --all")
+
+
+def adopt_cmd(
+    names: list[str] = typer.Argument(None, help="Children to adopt (by name)."),
+    all_: bool = typer.Option(False, "--all", help="Adopt every child `discover` finds."),
+    repo: Path = REPO_OPTION,
+    json_out: bool = typer.Option(False, "--json", help="Print the sessions as JSON."),
+) -> None:
+    """Take over children the database lost: their rows come back (same session id)."""
+    if bool(names) == all_:
+        raise UsageError("name the children to adopt, or pass --all (not both)")
+    root = _root(repo)
+    settings = settings_for(root)
+    store = open_store(settings)
+    tmux = Tmux()
+    found = adopt_mod.discover(store, tmux, spawn_mod.prefix_for(root, settings))
+    chosen = found if all_ else [o for o in found if o.name in names]
+    missing = set(names or ()) - {o.name for o in chosen}
+    if missing:
+        raise UsageError(
+            f"no unknown child named {', '.join(sorted(missing))}",
+            "See them with `sandboxrun discover`.",
+        )
+    sessions = [adopt_mod.adopt(store, tmux, o) for o in chosen]
+    if json_out:
+        print_json([s.to_dict() for s in sessions])
+        return
+    for s in sessions:
+        console.print(f"{s.name}: adopted (session {s.id}, {s.activity or 'state unknown'})")
+
+
+def shutdown_cmd(
+    all_: bool = typer.Option(False, "--all", help="Every repository's children, not just here."),
+    wait: str = typer.Option("60s", "--wait", help="How long busy children get to finish."),
+    force: bool = typer.Option(False, "--force", help="Then end children still busy."),
+    repo: Path = REPO_OPTION,
+) -> None:
+    """Close every child gracefully (/exit, then end its tmux session); worktrees kept."""
+    root = None if all_ else _root(repo)
+    settings = settings_for(root or Path("."))
+    store = open_store(settings)
+    tmux = Tmux()
+    live = [
+        s for s in monitor_mod.children(store, str(root) if root else None) if not s.is_terminal
+    ]
+    deadline = time.monotonic() + parse_duration(wait)
+    while time.monotonic() < deadline:
+        states = [state_of(tmux, store.get(s.id)).name for s in live]
+        if not any(st in ("busy", "starting") for st in states):
+            break
+        time.sleep(0.5)
+    failed = False
+    for s in live:
+        try:
+            close_mod.close(store, tmux, store.get(s.id), force=force)
+            console.print(f"{s.name}: closed")
+        except SandboxrunError as exc:
+            failed = True
+            err_console.print(f"{s.name}: not closed: {exc.message}")
+    if failed:
+        raise typer.Exit(1)
+
+
+master_app = typer.Typer(
+    help=(
+        "The master: an interactive Claude Code in the main checkout (tmux session "
+        "{prefix}_master, role pm) with the monitor in its second window. "
+        ".sandboxrun/master.txt is its first prompt, once per repository."
+    ),
+    no_args_is_help=True,
+)
+
+
+@master_app.command("start")
+def master_start_cmd(
+    model: str = typer.Option(None, "--model", help="Claude model for the master."),
+    skip_permissions: bool = typer.Option(
+        False, "--skip-permissions", help="Run claude with --dangerously-skip-permissions."
+    ),
+    no_monitor: bool = typer.Option(False, "--no-monitor", help="Do not start the monitor."),
+    repo: Path = REPO_OPTION,
+    json_out: bool = typer.Option(False, "--json", help="Print the session as JSON."),
+) -> None:
+    """Start the master session (and the monitor); binds .sandboxrun/session_id.txt once."""
+    root = _root(repo)
+    settings = settings_for(root)
+    req = spawn_mod.SpawnRequest(
+        name="master", task="", model=model, skip_permissions=skip_permissions
+    )
+    session = master_mod.start(
+        root, settings, open_store(settings), Tmux(), req=req, monitor=not no_monitor
+    )
+    if json_out:
+        print_json(session.to_dict())
+        return
+    console.print(f"master: started (tmux session {session.tmux_session}, session {session.id})")
+
+
+@master_app.command("stop")
+def master_stop_cmd(
+    force: bool = typer.Option(False, "--force", help="Stop it even when busy."),
+    repo: Path = REPO_OPTION,
+) -> None:
+    """Ask the master's Claude to exit and end its tmux session (the monitor with it)."""
+    root = _root(repo)
+    settings = settings_for(root)
+    store = open_store(settings)
+    tmux = Tmux()
+    info = master_mod.status(root, settings, store, tmux)
+    if info["session"] is None or not tmux.has_session(info["tmux_session"]):
+        console.print("master: not running")
+        return
+    close_mod.close(store, tmux, store.get(info["session"]), force=force)
+    console.print("master: stopped")
+
+
+@master_app.command("status")
+def master_status_cmd(
+    repo: Path = REPO_OPTION,
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Whether the master and its monitor run; its Claude session id; push URL, base branch."""
+    root = _root(repo)
+    settings = settings_for(root)
+    info = master_mod.status(root, settings, open_store(settings), Tmux())
+    if json_out:
+        print_json(info)
+        return
+    for key, value in info.items():
+        console.print(f"{key}: {value}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the local-children commands to the CLI."""
+    for name, fn in (
+        ("spawn", spawn_cmd),
+        ("send", send_cmd),
+        ("wait", wait_cmd),
+        ("read", read_cmd),
+        ("open", open_cmd),
+        ("close", close_cmd),
+        ("monitor", monitor_cmd),
+        ("discover", discover_cmd),
+        ("adopt", adopt_cmd),
+        ("shutdown", shutdown_cmd),
+    ):
+        app.command(name)(fn)
+    app.add_typer(master_app, name="master")

@@ -1,0 +1,187 @@
+"""Watching local children: their states, exits, stale turns, and carrying on after usage limits.
+
+:func:`observe` gathers one child's facts (the row the hooks maintain, and its tmux pane) and
+:func:`sandboxrun.local.states.derive_state` turns them into a state. :class:`Monitor` does
+that for every child every few seconds (``sandboxrun monitor``): it records state changes,
+closes the books on children whose ``claude`` died without a SessionEnd hook, flags stale ones,
+and at a usage limit's reset (plus a margin) sends ``.sandboxrun/continue.txt`` (default
+"continue") unless Claude Code's own auto-continue banner is showing (pressing anything then,
+Escape above all, would cancel it). Everything it needs is in the database and tmux, so a
+restarted monitor carries on where the last one stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import time
+from pathlib import Path
+
+from sandboxrun.agent import parse_limit_message
+from sandboxrun.config import Settings
+from sandboxrun.local import send as send_mod
+from sandboxrun.local.observe import PaneMemory, observe
+from sandboxrun.local.states import DEFAULT_GRACE, DEFAULT_STALE_AFTER, State, derive_state
+from sandboxrun.local.transcript import rate_limit_reset
+from sandboxrun.store import Session, SessionStore, Status
+from sandboxrun.tmux import Tmux
+
+CONTINUE_FILE = Path(".sandboxrun") / "continue.txt"
+DEFAULT_CONTINUE = "continue"
+#: Claude Code's own "continuing automatically at ..." banner (never press keys while it shows)
+AUTO_CONTINUE_TEXT = "continuing automatically"
+_LIMIT_TEXTS = ("You've hit your", "usage limit reached", "limit reached ∙ resets")
+
+log = logging.getLogger("sandboxrun.monitor")
+
+
+def children(store: SessionStore, repo: str | None = None) -> list[Session]:
+    """The tmux children the database knows (newest last), ended ones included."""
+    return [s for s in store.list(repo=repo) if s.mode == "local" and s.backend == "tmux"]
+
+
+def limit_from_pane(text: str, now: float) -> tuple[bool, float | None]:
+    """Whether the pane shows a usage limit, and its reset time when the text gives one."""
+    for line in reversed(text.splitlines()):
+        if any(t in line for t in _LIMIT_TEXTS) and "% of your" not in line:
+            return True, parse_limit_message(line, now)
+    return False, None
+
+
+def continue_text(repo: str | None) -> str:
+    """What to send at a usage limit's reset: ``.sandboxrun/continue.txt`` or "continue"."""
+    if repo:
+        path = Path(repo) / CONTINUE_FILE
+        if path.is_file() and path.read_text().strip():
+            return path.read_text()
+    return DEFAULT_CONTINUE
+
+
+def setup_logging(home: Path) -> None:
+    """Structured lines in ``$SANDBOXRUN_HOME/logs/monitor.log``, rotated at 1 MB (5 kept)."""
+    logs = home / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    handler = logging.handlers.RotatingFileHandler(
+        logs / "monitor.log", maxBytes=1_000_000, backupCount=5
+    )
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+
+
+class Monitor:
+    """One pass (:meth:`tick`) over every child; :meth:`run` repeats it."""
+
+    def __init__(
+        self,
+        store: SessionStore,
+        tmux: Tmux,
+        settings: Settings,
+        *,
+        repo: str | None = None,
+        grace: float = DEFAULT_GRACE,
+        stale_after: float | None = None,
+        margin: float = 2.0,
+    ) -> None:
+        self.store = store
+        self.tmux = tmux
+        self.settings = settings
+        self.repo = repo
+        self.grace = grace
+        self.stale_after = stale_after if stale_after is not None else DEFAULT_STALE_AFTER
+        self.margin = margin
+        self.memory = PaneMemory()
+
+    def _last_state(self, session_id: str) -> str | None:
+        row = self.store.conn.execute(
+            "SELECT payload FROM events WHERE session_id = ? AND kind = 'state' "
+            "ORDER BY id DESC LIMIT 1",
+            (session_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        import json
+
+        return str(json.loads(row[0]).get("state"))
+
+    def tick(self, now: float | None = None) -> dict[str, State]:
+        """Observe every live child once; record changes and act on them."""
+        now = time.time() if now is None else now
+        out: dict[str, State] = {}
+        for session in children(self.store, self.repo):
+            if session.is_terminal:
+                continue
+            facts, text = observe(self.tmux, session, now=now, memory=self.memory)
+            state = derive_state(facts, grace=self.grace, stale_after=self.stale_after)
+            if state.name not in ("exited", "waiting_quota"):
+                limited, reset = limit_from_pane(text, now)
+                if limited:  # the pane says so though no StopFailure hook did
+                    state = State("waiting_quota", "the pane shows a usage limit", reset)
+            if state.name == "waiting_quota":
+                state = self._quota(session, state, text, now)
+            previous = self._last_state(session.id)
+            if state.name != previous:
+                self.store.add_event(session.id, "state", {**state.to_dict(), "previous": previous})
+                log.info("child=%s state=%s reason=%r", session.name, state.name, state.reason)
+                if state.name == "stale":
+                    self.store.add_event(
+                        session.id, "escalation", {"reason": state.reason, "at": now}
+                    )
+            if state.name == "exited":
+                self._exited(session, facts.pane_exists)
+            out[session.name] = state
+        return out
+
+    def _exited(self, session: Session, pane_exists: bool) -> None:
+        """claude is gone: end the row (the hook's SessionEnd may never have run)."""
+        fields: dict[str, object] = {"activity": "exited", "activity_at": time.time()}
+        if session.activity != "exited":
+            fields["error"] = "claude exited without a SessionEnd hook (killed or crashed)"
+        self.store.set_status(session.id, Status.COMPLETED, only_if_active=True, **fields)
+        if session.role and session.repo and session.activity != "exited":
+            from sandboxrun.local.worktrees import record_end
+
+            record_end(
+                self.store.conn,
+                session.repo,
+                session.role,
+                session.worktree or "",
+                reason="claude exited without SessionEnd",
+            )
+        if pane_exists and session.tmux_session:
+            self.tmux.kill_session(session.tmux_session)  # remain-on-exit kept it for reading
+
+    def _quota(self, session: Session, state: State, text: str, now: float) -> State:
+        """At a usage limit: learn the reset time, and continue the child once it has passed."""
+        reset = rate_limit_reset(Path(session.transcript_path) if session.transcript_path else None)
+        reset = reset or state.resets_at
+        if reset is None:
+            _, reset = limit_from_pane(text, now)
+        if reset is not None and reset != session.resets_at:
+            self.store.update(session.id, resets_at=reset)
+        state = State("waiting_quota", state.reason, reset)
+        if reset is None or now < reset + self.margin:
+            return state
+        if AUTO_CONTINUE_TEXT in text:
+            log.info("child=%s Claude Code continues by itself; not touching it", session.name)
+            return state
+        message = continue_text(session.repo)
+        result = send_mod.send(
+            self.store, self.tmux, self.store.get(session.id), message, home=self.settings.home
+        )
+        self.store.add_event(session.id, "quota_continue", {**result.to_dict(), "resets_at": reset})
+        log.info("child=%s continued after usage limit: %s", session.name, result.outcome)
+        if result.outcome == send_mod.DELIVERED:
+            return State("busy", "continued after the usage limit reset")
+        return state
+
+    def run(self, interval: float = 5.0, *, once: bool = False) -> None:
+        """Tick every ``interval`` seconds until interrupted (or once)."""
+        while True:
+            try:
+                self.tick()
+            except Exception:  # one bad pass must not end the monitor
+                log.exception("monitor pass failed")
+            if once:
+                return
+            time.sleep(interval)

@@ -1,0 +1,138 @@
+"""``sandboxrun send``: give a running child a message, exactly once, and say truthfully what
+happened to it.
+
+The text is pasted through a tmux buffer (bracketed paste: newlines, a leading ``/`` or ``@``,
+non-ASCII and long texts arrive as they are), then Enter is pressed as a separate key. Delivery
+is confirmed by the child's UserPromptSubmit hook, which records the hash of the prompt it saw
+(:func:`sandboxrun.local.states.prompt_hash`). When the hook does not come, only Enter is
+pressed again (a few times, bounded): a stray Enter on an empty composer does nothing, whereas
+pasting again could deliver the message twice. A child that was busy queues the message itself
+(Claude Code runs it after the turn): that is reported as ``queued``, not as a failure.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from sandboxrun.local.observe import state_of
+from sandboxrun.local.states import prompt_hash
+from sandboxrun.store import Session, SessionStore
+from sandboxrun.tmux import Tmux
+
+#: outcomes of one send
+DELIVERED, QUEUED, FAILED = "delivered", "queued", "failed"
+
+
+@dataclass
+class SendResult:
+    """What happened to one message to one child."""
+
+    name: str
+    outcome: str  # delivered | queued | failed
+    detail: str
+    enters: int = 0
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "outcome": self.outcome,
+            "detail": self.detail,
+            "enters": self.enters,
+        }
+
+
+@contextmanager
+def _send_lock(home: Path, session_id: str) -> Iterator[None]:
+    """One send at a time per child: two pastes must never interleave in one composer."""
+    path = home / "local" / session_id / "send.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
+def _last_event_id(store: SessionStore, session_id: str) -> int:
+    row = store.conn.execute(
+        "SELECT COALESCE(MAX(id), 0) FROM events WHERE session_id = ?", (session_id,)
+    ).fetchone()
+    return int(row[0])
+
+
+def prompt_seen(store: SessionStore, session_id: str, digest: str, after: int) -> bool:
+    """Whether a UserPromptSubmit hook with this prompt hash was recorded after event ``after``."""
+    rows = store.conn.execute(
+        "SELECT payload FROM events WHERE session_id = ? AND id > ? AND kind = 'hook'",
+        (session_id, after),
+    ).fetchall()
+    for (payload,) in rows:
+        try:
+            data = json.loads(payload)
+        except ValueError:
+            continue
+        if data.get("event") == "UserPromptSubmit" and data.get("prompt_sha256") == digest:
+            return True
+    return False
+
+
+def send(
+    store: SessionStore,
+    tmux: Tmux,
+    session: Session,
+    text: str,
+    *,
+    home: Path,
+    confirm_after: float = 3.0,
+    enter_retries: int = 3,
+    enter_delay: float = 0.2,
+) -> SendResult:
+    """Paste ``text`` into the child, press Enter, and confirm by the hook.
+
+    ``confirm_after``: seconds to wait for the hook after each Enter; Enter is pressed at most
+    ``1 + enter_retries`` times.
+    """
+    name = session.name
+    if not text.strip():
+        return SendResult(name, FAILED, "the message is empty")
+    tmux_name = session.tmux_session
+    if not tmux_name:
+        return SendResult(name, FAILED, "not a tmux child (no tmux session recorded)")
+    with _send_lock(home, session.id):
+        pane = tmux.pane(tmux_name)
+        if pane is None or pane.dead:
+            return SendResult(name, FAILED, f"the child has exited (no live pane {tmux_name})")
+        current = store.get(session.id)
+        state = state_of(tmux, current)
+        if state.name == "needs_permission":
+            # A paste would type into the permission dialog (and might answer it).
+            return SendResult(
+                name, FAILED, "the child is waiting for a permission answer; answer it first"
+            )
+        was_busy = state.name in ("busy", "starting")
+        digest = prompt_hash(text)
+        after = _last_event_id(store, session.id)
+        tmux.paste(tmux_name, text)
+        enters = 0
+        for _attempt in range(1 + enter_retries):
+            # Enter separately and a moment later: in the same write it is part of the paste.
+            time.sleep(enter_delay)
+            tmux.send_keys(tmux_name, "Enter")
+            enters += 1
+            deadline = time.monotonic() + confirm_after
+            while time.monotonic() < deadline:
+                if prompt_seen(store, session.id, digest, after):
+                    return SendResult(name, DELIVERED, "UserPromptSubmit hook seen", enters)
+                time.sleep(0.05)
+            if was_busy or store.get(session.id).activity == "busy":
+                # Claude Code queues a message typed during a turn and submits it after.
+                return SendResult(
+                    name, QUEUED, "the child is busy; Claude Code queued the message", enters
+                )
+        pane = tmux.pane(tmux_name)
+        why = "the child exited" if pane is None or pane.dead else "no UserPromptSubmit hook"
+        return SendResult(name, FAILED, f"{why} after {enters} Enter presses", enters)

@@ -1,0 +1,305 @@
+"""``sandboxrun spawn``: a child = an interactive Claude Code in its own worktree and tmux session.
+
+The child's ``claude`` is the pane's own process, started with a generated ``--settings``
+file holding our hooks (``sandboxrun-hook`` for every event) and the first prompt as its
+command-line argument: nothing is typed, so nothing can be garbled or left unsubmitted, however
+many children start at once. ``SANDBOXRUN_SESSION`` binds every hook call to the child's row;
+``CLAUDE_INSTANCE_ID`` carries its role.
+
+First-run screens: the workspace trust dialog is pre-accepted in Claude Code's own config
+(``projects[<worktree>].hasTrustDialogAccepted``, written atomically under a lock) and the
+bypass-permissions confirmation is skipped by ``skipDangerousModePermissionPrompt`` in our
+settings file. Should either screen still show, :func:`wait_ready` answers it in the pane; a
+login/onboarding screen or a ``claude`` that dies at start is a clear error, never a hang.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sandboxrun import gitops
+from sandboxrun.config import Settings
+from sandboxrun.errors import SandboxrunError, UsageError
+from sandboxrun.local import worktrees
+from sandboxrun.local.hooks_install import hook_settings
+from sandboxrun.local.identity import validate_role
+from sandboxrun.local.send import prompt_seen
+from sandboxrun.local.states import prompt_hash
+from sandboxrun.store import SessionStore, Status
+from sandboxrun.tmux import Tmux, child_env
+
+#: the file in ``.sandboxrun/`` that wraps a child's first prompt
+CHILD_TEMPLATE = Path(".sandboxrun") / "child.txt"
+PLACEHOLDERS = ("task", "name", "role", "branch", "worktree", "base")
+
+_LOGIN_TEXTS = (
+    "Select login method",
+    "Unable to connect to Anthropic services",
+    "Not logged in",
+    "Please run /login",
+    "Invalid API key",
+    "Choose the text style",  # the first-run onboarding: claude was never set up
+)
+_TRUST_TEXT = "Yes, I trust this folder"
+_BYPASS_TEXT = "Yes, I accept"
+
+
+class SpawnError(SandboxrunError):
+    """A child could not be started (or did not come up)."""
+
+
+def prefix_for(repo: Path, settings: Settings, env: Mapping[str, str] | None = None) -> str:
+    """The tmux session prefix: ``PROJECT_PREFIX``, then config ``project_prefix``, then the
+    repository directory's name (made safe for tmux: no ``.`` or ``:``)."""
+    env = os.environ if env is None else env
+    raw = env.get("PROJECT_PREFIX") or settings.project_prefix or repo.name
+    return re.sub(r"[^A-Za-z0-9_-]", "-", str(raw)) or "sandboxrun"
+
+
+def child_session(prefix: str, name: str) -> str:
+    """The tmux session name of child ``name``."""
+    return f"{prefix}_child_{name}"
+
+
+def render_prompt(repo: Path, task: str, fields: Mapping[str, str]) -> str:
+    """The first prompt: ``.sandboxrun/child.txt`` with ``{task}``, ``{name}``... filled in.
+
+    Only the known placeholders are replaced, so braces elsewhere (code in the template or
+    the task) stay as they are. Without a template the task itself is the prompt.
+    """
+    path = repo / CHILD_TEMPLATE
+    if not path.is_file():
+        return task
+    values = {**fields, "task": task}
+    pattern = re.compile(r"\{(" + "|".join(PLACEHOLDERS) + r")\}")
+    return pattern.sub(lambda m: str(values.get(m.group(1), "")), path.read_text())
+
+
+def claude_config_file(env: Mapping[str, str]) -> Path:
+    """Claude Code's own state file (``.claude.json``) for this environment."""
+    config_dir = env.get("CLAUDE_CONFIG_DIR")
+    if config_dir:
+        return Path(config_dir) / ".claude.json"
+    return Path(env.get("HOME") or Path.home()) / ".claude.json"
+
+
+def trust_workspace(env: Mapping[str, str], path: Path) -> None:
+    """Pre-accept Claude Code's trust dialog for ``path`` (merging into its config file)."""
+    config = claude_config_file(env)
+    config.parent.mkdir(parents=True, exist_ok=True)
+    with open(config.with_name(config.name + ".sandboxrun.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            data = json.loads(config.read_text()) if config.exists() else {}
+        except ValueError as exc:
+            raise SpawnError(
+                f"{config} is not valid JSON, so the trust dialog cannot be pre-accepted",
+                "Fix or move that file (Claude Code rewrites it on its next start).",
+            ) from exc
+        projects = data.setdefault("projects", {})
+        entry = projects.setdefault(str(path), {})
+        if entry.get("hasTrustDialogAccepted") is True:
+            return
+        entry["hasTrustDialogAccepted"] = True
+        tmp = config.with_name(f"{config.name}.sandboxrun-{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=2))
+        os.replace(tmp, config)
+
+
+def write_settings(home: Path, session_id: str) -> Path:
+    """Our ``--settings`` file for one child: every hook, and no bypass confirmation."""
+    path = home / "local" / session_id / "settings.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    settings: dict[str, Any] = hook_settings()
+    settings["skipDangerousModePermissionPrompt"] = True
+    path.write_text(json.dumps(settings, indent=2))
+    return path
+
+
+@dataclass
+class SpawnRequest:
+    """What ``sandboxrun spawn`` was asked for."""
+
+    name: str
+    task: str
+    role: str | None = None
+    base: str | None = None
+    model: str | None = None
+    skip_permissions: bool = False
+    permission_mode: str | None = None
+    worktree: bool = True
+
+
+def claude_argv(
+    claude: str, settings_file: Path, req: SpawnRequest, prompt: str | None
+) -> list[str]:
+    """The child's command line (argv; the prompt is one argument, never shell text)."""
+    argv = [claude, "--settings", str(settings_file)]
+    if req.model:
+        argv += ["--model", req.model]
+    if req.skip_permissions:
+        argv.append("--dangerously-skip-permissions")
+    elif req.permission_mode:
+        argv += ["--permission-mode", req.permission_mode]
+    if prompt is None:
+        return argv
+    # "--" ends the options: a prompt starting with "-" stays the prompt.
+    return [*argv, "--", prompt]
+
+
+def spawn(
+    repo: Path,
+    req: SpawnRequest,
+    settings: Settings,
+    store: SessionStore,
+    tmux: Tmux,
+    *,
+    env: Mapping[str, str] | None = None,
+    ready_timeout: float = 60.0,
+) -> Any:
+    """Start child ``req.name``: worktree, session row, tmux session; wait until it is up.
+
+    Returns the session row. Raises :class:`SpawnError` (the tmux session ended, the row
+    marked failed) when the child does not come up.
+    """
+    if req.skip_permissions and req.permission_mode:
+        raise UsageError("--skip-permissions and --permission-mode exclude each other")
+    name = validate_role(req.name)
+    role = validate_role(req.role) if req.role else name
+    root = gitops.main_worktree(repo)
+    prefix = prefix_for(root, settings, env)
+    tmux_name = child_session(prefix, name)
+    if tmux.has_session(tmux_name):
+        raise UsageError(
+            f"a child named {name!r} is already running (tmux session {tmux_name})",
+            f"Talk to it with `sandboxrun send {name} ...`, or `sandboxrun close {name}` first.",
+        )
+    branch: str | None
+    if req.worktree:
+        wt = worktrees.setup(root, role, settings, base=req.base)
+        path, branch, base = wt.path, wt.branch, wt.base or req.base
+    else:
+        path, branch, base = root, _current_branch(root), req.base
+    prompt = render_prompt(
+        root,
+        req.task,
+        {
+            "name": name,
+            "role": role,
+            "branch": branch or "",
+            "worktree": str(path),
+            "base": base or "",
+        },
+    )
+    _free_name(store, name)
+    row = store.create_session(
+        name=name,
+        mode="local",
+        backend="tmux",
+        status=Status.RUNNING,
+        repo=str(root),
+        worktree=str(path),
+        branch=branch,
+        base_ref=base,
+        role=role,
+        prompt=req.task,
+        model=req.model,
+        tmux_session=tmux_name,
+        started_at=time.time(),
+        options={"socket": tmux.socket_path, "worktree": req.worktree},
+    )
+    full_env = child_env(env, SANDBOXRUN_SESSION=row.id, CLAUDE_INSTANCE_ID=role)
+    full_env["SANDBOXRUN_HOME"] = str(settings.home)
+    trust_workspace(full_env, path)
+    settings_file = write_settings(settings.home, row.id)
+    argv = claude_argv(settings.claude_bin, settings_file, req, prompt)
+    try:
+        tmux.new_session(tmux_name, argv, cwd=path, env=full_env)
+        wait_ready(store, tmux, row.id, tmux_name, prompt, timeout=ready_timeout)
+    except SandboxrunError as exc:
+        tmux.kill_session(tmux_name)
+        store.set_status(row.id, Status.FAILED, error=exc.message)
+        raise
+    return store.get(row.id)
+
+
+def _current_branch(root: Path) -> str | None:
+    res = gitops.git(root, "symbolic-ref", "--quiet", "--short", "HEAD", check=False)
+    return res.stdout.strip() or None if res.ok else None
+
+
+def _free_name(store: SessionStore, name: str) -> None:
+    """Let a new child reuse the name of an ended one (its row is renamed, not deleted)."""
+    row = store.conn.execute("SELECT id, status FROM sessions WHERE name = ?", (name,)).fetchone()
+    if row is None:
+        return
+    session = store.get(row["id"])
+    if session.mode != "local" or not session.is_terminal:
+        raise UsageError(
+            f"a session named {name!r} already exists ({session.mode}, {session.status})",
+            f"Close it first (`sandboxrun close {name}`) or pick another name.",
+        )
+    store.update(session.id, name=f"{name}~{session.id[:8]}")
+
+
+def wait_ready(
+    store: SessionStore,
+    tmux: Tmux,
+    session_id: str,
+    tmux_name: str,
+    prompt: str | None,
+    *,
+    timeout: float,
+) -> None:
+    """Until the child's UserPromptSubmit hook has shown the first prompt, intact (its hash),
+    or without a prompt until its SessionStart hook; answers first-run screens meanwhile and
+    fails clearly on a login screen or an early exit.
+    """
+    deadline = time.monotonic() + timeout
+    last_key = 0.0
+    digest = prompt_hash(prompt) if prompt is not None else None
+    while True:
+        if digest is None:
+            if store.get(session_id).agent_session_id:
+                return
+        elif prompt_seen(store, session_id, digest, 0):
+            return
+        pane = tmux.pane(tmux_name)
+        text = tmux.capture(tmux_name) if pane is not None else ""
+        for needle in _LOGIN_TEXTS:
+            if needle in text:
+                raise SpawnError(
+                    f"claude is not logged in or cannot reach its API (the pane shows {needle!r})",
+                    "Run `claude` once by hand to log in (or set ANTHROPIC_API_KEY), "
+                    "then spawn again.",
+                )
+        if pane is None or pane.dead:
+            last = "\n".join(text.strip().splitlines()[-5:])
+            raise SpawnError(
+                f"claude exited at start (status {pane.dead_status if pane else '?'}): {last}",
+                "Check SANDBOXRUN_CLAUDE_BIN / `claude --version`, and the flags given.",
+            )
+        for needle in (_TRUST_TEXT, _BYPASS_TEXT):
+            # The pre-seeded config can lose the race with another running Claude Code that
+            # rewrites .claude.json: then answer the screen. One key per look, decided by where
+            # its cursor (❯) is, so a key lost while the screen draws is simply pressed again.
+            if needle in text and time.monotonic() - last_key > 0.5:
+                on_yes = any("\u276f" in line and needle in line for line in text.splitlines())
+                tmux.send_keys(tmux_name, "Enter" if on_yes else "Down")
+                last_key = time.monotonic()
+        if time.monotonic() > deadline:
+            raise SpawnError(
+                f"the child did not take its first prompt within {timeout:.0f}s "
+                f"(no UserPromptSubmit hook with it); its screen ends with:\n"
+                + "\n".join(text.strip().splitlines()[-12:]),
+                f"Look at it with `tmux {' '.join(tmux.socket_args())} attach -t {tmux_name}`.",
+            )
+        time.sleep(0.1)

@@ -1,0 +1,155 @@
+"""Fixtures for tmux children: a private tmux server per test and the real Claude Code CLI.
+
+- ``tmux_server``: a tmux server on its own socket (``TMUX``/``TMUX_PANE`` unset first, so
+  nothing joins the developer's own server), named to sandboxrun by ``SANDBOXRUN_TMUX_SOCKET``
+  and killed in a finalizer (with every process in it).
+- ``children``: the real ``claude`` (interactive) against a fake Anthropic API, set up like a
+  logged-in user's machine (onboarding done, the API key approved), ``sandboxrun`` run as a
+  process in a real git repository with ``SANDBOXRUN_CLAUDE_BIN`` = the real CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from sbr_testlib import CLI, git
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from sandboxrun.local.states import unwrap_pastes  # noqa: E402
+from sandboxrun.tmux import SOCKET_ENV, Tmux  # noqa: E402
+from tests.fake_anthropic import FakeAnthropic  # noqa: E402
+from tests.fake_anthropic.cli import PINNED_VERSION, claude_env  # noqa: E402
+
+
+@pytest.fixture
+def tmux_server(monkeypatch):
+    """A private tmux server for this test (socket in a short /tmp dir: sun_path is 108 bytes)."""
+    monkeypatch.delenv("TMUX", raising=False)
+    monkeypatch.delenv("TMUX_PANE", raising=False)
+    sockdir = tempfile.mkdtemp(prefix="sbr-tmux-", dir="/tmp")
+    socket = os.path.join(sockdir, "s")
+    monkeypatch.setenv(SOCKET_ENV, socket)
+    tmux = Tmux(socket_path=socket)
+    yield tmux
+    tmux.kill_server()
+    shutil.rmtree(sockdir, ignore_errors=True)
+
+
+def claude_path() -> Path:
+    explicit = os.environ.get("SANDBOXRUN_TEST_CLAUDE")
+    cache = Path(
+        os.environ.get("SANDBOXRUN_TEST_CACHE") or Path.home() / ".cache" / "sandboxrun-test"
+    )
+    path = (
+        Path(explicit) if explicit else cache / f"claude-code-{PINNED_VERSION}" / "bin" / "claude"
+    )
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        pytest.skip(f"the real Claude Code CLI is not installed at {path}")
+    return path
+
+
+def logged_in_home(api_url: str, home: Path, *, gateway: bool = False) -> dict[str, str]:
+    """claude's environment with onboarding done and the key approved, as for a real user."""
+    env = claude_env(api_url, home, gateway=gateway)
+    config = Path(env["CLAUDE_CONFIG_DIR"]) / ".claude.json"
+    data: dict = {"hasCompletedOnboarding": True}
+    if "ANTHROPIC_API_KEY" in env:
+        data["customApiKeyResponses"] = {
+            "approved": [env["ANTHROPIC_API_KEY"][-20:]],
+            "rejected": [],
+        }
+    config.write_text(json.dumps(data))
+    return env
+
+
+class Children:
+    """``sandboxrun`` (as a process) on a real repo, children running the real claude."""
+
+    def __init__(self, proj: Path, env: dict[str, str], api: FakeAnthropic, tmux: Tmux):
+        self.proj = proj
+        self.env = env
+        self.api = api
+        self.tmux = tmux
+        self.cli = CLI(proj)
+
+    def use_gateway(self, home: Path) -> None:
+        """Authenticate children with a gateway token (the CLI then acts on usage-limit
+        headers, see docs/testing.md) instead of the API key."""
+        keep = {k: self.env[k] for k in ("SANDBOXRUN_CLAUDE_BIN", "SANDBOXRUN_HOME", SOCKET_ENV)}
+        self.env.pop("ANTHROPIC_API_KEY")
+        self.env.update(logged_in_home(self.api.url, home, gateway=True))
+        self.env.update(keep)
+
+    def __call__(self, *args: str, timeout: float = 120, **kw):
+        return self.cli(*args, env=self.env, timeout=timeout, **kw)
+
+    def row(self, name: str) -> dict:
+        conn = sqlite3.connect(Path(os.environ["SANDBOXRUN_HOME"]) / "state.db")
+        conn.row_factory = sqlite3.Row
+        try:
+            return dict(conn.execute("SELECT * FROM sessions WHERE name = ?", (name,)).fetchone())
+        finally:
+            conn.close()
+
+    def events(self, name: str, kind: str) -> list[dict]:
+        conn = sqlite3.connect(Path(os.environ["SANDBOXRUN_HOME"]) / "state.db")
+        try:
+            rows = conn.execute(
+                "SELECT e.payload FROM events e JOIN sessions s ON s.id = e.session_id "
+                "WHERE s.name = ? AND e.kind = ? ORDER BY e.id",
+                (name, kind),
+            ).fetchall()
+        finally:
+            conn.close()
+        return [json.loads(r[0]) for r in rows]
+
+    def prompts(self) -> list[str]:
+        """Every user text the fake API received in main requests (the prompts, intact)."""
+        out: list[str] = []
+        for req in self.api.main_requests:
+            for t in req.user_texts():
+                t = unwrap_pastes(t).strip()
+                if t not in out:
+                    out.append(t)
+        return out
+
+
+@pytest.fixture
+def proj(tmp_path: Path) -> Path:
+    root = tmp_path / "proj"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    git(root, "config", "user.name", "Human User")
+    git(root, "config", "user.email", "human@example.com")
+    (root / "app.txt").write_text("hello\n")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "initial")
+    return root
+
+
+@pytest.fixture
+def fake_api():
+    with FakeAnthropic() as api:
+        yield api
+
+
+@pytest.fixture
+def children(proj, tmp_path, tmux_server, fake_api, monkeypatch):
+    """Spawn/send/... on ``proj`` with the real claude, against ``fake_api``."""
+    claude = claude_path()
+    env = logged_in_home(fake_api.url, tmp_path / "agent-home")
+    env["SANDBOXRUN_CLAUDE_BIN"] = str(claude)
+    env["SANDBOXRUN_HOME"] = os.environ["SANDBOXRUN_HOME"]
+    env[SOCKET_ENV] = os.environ[SOCKET_ENV]
+    env["PROJECT_PREFIX"] = "t"
+    return Children(proj, env, fake_api, tmux_server)

@@ -1,0 +1,337 @@
+"""Children: the real interactive Claude Code CLI in tmux, driven by `sandboxrun` processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from sbr_testlib import retry_until
+
+from tests.fake_anthropic import rate_limited, text, tool
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
+
+def test_spawn_writes_a_file_then_idle_then_send_a_second_task(children, proj):
+    wt = proj / ".worktrees" / "api"
+    children.api.script(
+        tool("Write", file_path=str(wt / "one.txt"), content="one\n"),
+        text("wrote one"),
+        tool("Write", file_path=str(wt / "two.txt"), content="two\n"),
+        text("wrote two"),
+    )
+    out = children("spawn", "api", "--prompt", "write one.txt", "--skip-permissions")
+    assert out.returncode == 0, out.stderr
+    row = children.row("api")
+    assert (row["mode"], row["backend"], row["tmux_session"]) == ("local", "tmux", "t_child_api")
+    assert row["worktree"] == str(wt)
+    assert row["branch"] == "agent/api/active"
+    wait = children("wait", "api", "--timeout", "60s")
+    assert wait.returncode == 0, wait.stdout + wait.stderr
+    assert "api: idle" in wait.stdout
+    assert (wt / "one.txt").read_text() == "one\n"
+
+    sent = children("send", "api", "now write two.txt", "--json")
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    assert '"outcome": "delivered"' in sent.stdout
+    assert children("wait", "api", "--timeout", "60s").returncode == 0
+    assert (wt / "two.txt").read_text() == "two\n"
+    # delivered exactly once: one UserPromptSubmit with that text, one request carrying it
+    prompts = [e for e in children.events("api", "hook") if e["event"] == "UserPromptSubmit"]
+    assert len(prompts) == 2
+    assert children.prompts().count("now write two.txt") == 1
+
+    read = children("read", "api", "--json")
+    assert read.returncode == 0, read.stderr
+    assert "now write two.txt" in read.stdout and "wrote two" in read.stdout
+    assert '"name": "Write"' in read.stdout
+
+    # the agent's files are uncommitted: removing the worktree is refused, nothing is closed
+    refused = children("close", "api", "--remove-worktree")
+    assert refused.returncode == 1
+    assert "uncommitted changes" in refused.stderr
+    assert children.tmux.has_session("t_child_api")
+    closed = children("close", "api")
+    assert closed.returncode == 0, closed.stderr
+    assert not children.tmux.has_session("t_child_api")
+    assert (wt / "two.txt").read_text() == "two\n"  # the worktree stays, work and all
+    assert children.row("api")["status"] == "completed"
+    assert children.row("api")["activity"] == "exited"
+
+
+def test_four_children_at_once_get_their_prompts_intact(children, proj):
+    import subprocess
+    import sys
+
+    names = ["w1", "w2", "w3", "w4"]
+    prompts = {n: f"task for {n}: " + "détail ✓ " * 150 + f"end of {n};" for n in names}
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sandboxrun",
+                "spawn",
+                n,
+                "--prompt",
+                prompts[n],
+                "--skip-permissions",
+            ],
+            cwd=proj,
+            env=children.cli.env(children.env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in names
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    assert children("wait", *names, "--all", "--timeout", "60s").returncode == 0
+    got = children.prompts()
+    for n in names:
+        assert got.count(prompts[n]) == 1, n
+
+
+def test_long_odd_messages_arrive_intact(children, proj):
+    children.api.script(text("ready"), text("got it"), text("got it"), text("got it"))
+    assert children("spawn", "m", "--prompt", "hello", "--skip-permissions").returncode == 0
+    assert children("wait", "m", "--timeout", "60s").returncode == 0
+    messages = [
+        "/tmp/notes.txt is where the notes are — ünïcødé ✓ 日本語",
+        "@app.txt please look\nat this file\n\n  indented line",
+        "".join(f"line {i:04d} " + "y" * 70 + "\n" for i in range(110)),  # > 8 KB
+    ]
+    assert len(messages[2].encode()) > 8192
+    for msg in messages:
+        out = children("send", "m", msg)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "delivered" in out.stdout
+        assert children("wait", "m", "--timeout", "60s").returncode == 0
+    got = children.prompts()
+    for msg in messages:
+        assert got.count(msg.strip()) == 1, msg[:40]
+
+
+def test_permission_prompt_then_sigkill_is_exited(children, proj):
+    children.api.script(tool("Bash", command="echo hi > made.txt"), text("done"))
+    out = children("spawn", "p", "--prompt", "run it", "--permission-mode", "default")
+    assert out.returncode == 0, out.stderr
+    wait = children("wait", "p", "--timeout", "60s")
+    assert wait.returncode == 10, wait.stdout + wait.stderr
+    assert "needs_permission" in wait.stdout
+    assert not (proj / ".worktrees" / "p" / "made.txt").exists()
+    # close refuses: the turn would be lost
+    refused = children("close", "p")
+    assert refused.returncode == 1 and "needs_permission" in refused.stderr
+    assert children.tmux.has_session("t_child_p")
+    pid = children.tmux.pane("t_child_p").pid
+    os.kill(pid, signal.SIGKILL)
+    wait = children("wait", "p", "--timeout", "30s")
+    assert wait.returncode == 11, wait.stdout
+    mon = children("monitor", "--once")
+    assert mon.returncode == 0, mon.stderr
+    assert children.row("p")["status"] == "completed"
+    assert not children.tmux.has_session("t_child_p")
+
+
+def test_not_logged_in_is_a_clear_error(children, proj):
+    config = os.path.join(children.env["CLAUDE_CONFIG_DIR"], ".claude.json")
+    os.remove(config)  # never set up: the onboarding/login screens
+    # a hang would end at the CLI's timeout as a failure, not a pass
+    out = children("spawn", "nl", "--prompt", "hi", "--skip-permissions", timeout=90)
+    assert out.returncode == 1
+    assert "not logged in" in out.stderr
+    assert not children.tmux.has_session("t_child_nl")
+    assert children.row("nl")["status"] == "failed"
+
+
+class LimitedUntil:
+    """Main requests get a usage-limit 429 until ``reset``, then the replies in order."""
+
+    def __init__(self, reset: int, *replies):
+        self.reset = reset
+        self.replies = list(replies)
+        self.limited = 0
+
+    def __call__(self, req):
+        if time.time() < self.reset:
+            self.limited += 1
+            return rate_limited(self.reset, times=1)
+        return self.replies.pop(0) if self.replies else text("done")
+
+
+def test_usage_limit_waits_for_the_reset_then_continues_across_a_monitor_restart(
+    children, proj, tmp_path
+):
+    import subprocess
+    import sys
+
+    children.use_gateway(tmp_path / "gw-home")
+    wt = proj / ".worktrees" / "q"
+    reset = int(time.time()) + 25
+    gate = LimitedUntil(
+        reset, tool("Write", file_path=str(wt / "after.txt"), content="later\n"), text("finished")
+    )
+    children.api.script(*[gate] * 10)
+    (proj / ".sandboxrun").mkdir()
+    (proj / ".sandboxrun" / "continue.txt").write_text("please continue where you stopped")
+
+    def monitor():
+        return subprocess.Popen(
+            [sys.executable, "-m", "sandboxrun", "monitor", "--interval", "0.5"],
+            cwd=proj,
+            env=children.cli.env(children.env),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+
+    mon = monitor()
+    try:
+        out = children("spawn", "q", "--prompt", "write after.txt", "--skip-permissions")
+        assert out.returncode == 0, out.stderr
+        retry_until(
+            lambda: any(e["state"] == "waiting_quota" for e in children.events("q", "state")),
+            timeout=60,
+        )
+        assert gate.limited >= 1
+        # the transcript's exact reset time (the screen and the hook only say the minute)
+        retry_until(lambda: children.row("q")["resets_at"] == pytest.approx(reset, abs=1))
+        # the monitor dies and a new one takes over from the database and tmux
+        mon.kill()
+        mon.wait()
+        mon = monitor()
+        retry_until(lambda: (wt / "after.txt").exists(), timeout=90)
+        assert children("wait", "q", "--timeout", "60s").returncode == 0
+        cont = children.events("q", "quota_continue")
+        assert [c["outcome"] for c in cont] == ["delivered"]
+        assert children.prompts().count("please continue where you stopped") == 1
+    finally:
+        mon.kill()
+        mon.wait()
+
+
+def test_rows_lost_then_adopted_then_shutdown(children, proj):
+    children.api.script(text("a ready"), text("b ready"), text("got it"))
+    for name in ("a", "b"):
+        assert (
+            children("spawn", name, "--prompt", f"hello {name}", "--skip-permissions").returncode
+            == 0
+        )
+    assert children("wait", "a", "b", "--all", "--timeout", "60s").returncode == 0
+    ids = {n: children.row(n)["id"] for n in ("a", "b")}
+    import sqlite3
+
+    conn = sqlite3.connect(os.path.join(os.environ["SANDBOXRUN_HOME"], "state.db"))
+    conn.execute("DELETE FROM events")
+    conn.execute("DELETE FROM sessions")
+    conn.commit()
+    conn.close()
+
+    found = children("discover", "--json")
+    assert found.returncode == 0, found.stderr
+    assert '"name": "a"' in found.stdout and '"name": "b"' in found.stdout
+    adopted = children("adopt", "--all")
+    assert adopted.returncode == 0, adopted.stderr
+    assert {n: children.row(n)["id"] for n in ("a", "b")} == ids  # the same sessions again
+    assert children("discover", "--json").stdout.strip() == "[]"
+    # the adopted child works as before: its hooks land in the restored row
+    sent = children("send", "a", "are you there?")
+    assert "delivered" in sent.stdout, sent.stdout + sent.stderr
+    assert children("wait", "a", "--timeout", "60s").returncode == 0
+
+    down = children("shutdown")
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert children.tmux.sessions("t_child_") == []
+    for name in ("a", "b"):
+        assert children.row(name)["status"] == "completed"
+        assert (proj / ".worktrees" / name).is_dir()
+
+
+def test_trust_dialog_answered_in_the_pane_when_the_config_lost_the_race(children, proj, tmp_path):
+    """Another running Claude Code can rewrite .claude.json without our trust entry: the
+    dialog then shows, and wait_ready answers it (cursor to "Yes", Enter)."""
+    from sandboxrun.local.spawn import SpawnRequest, claude_argv, wait_ready, write_settings
+    from sandboxrun.store import SessionStore, Status
+    from sandboxrun.tmux import child_env
+
+    work = tmp_path / "untrusted"
+    work.mkdir()
+    home = Path(os.environ["SANDBOXRUN_HOME"])
+    store = SessionStore(home / "state.db")
+    row = store.create_session(
+        name="u", mode="local", backend="tmux", status=Status.RUNNING, tmux_session="t_child_u"
+    )
+    env = child_env(children.env, SANDBOXRUN_SESSION=row.id)
+    argv = claude_argv(
+        env["SANDBOXRUN_CLAUDE_BIN"],
+        write_settings(home, row.id),
+        SpawnRequest(name="u", task="hi there", skip_permissions=True),
+        "hi there",
+    )
+    children.tmux.new_session("t_child_u", argv, cwd=work, env=env)
+    retry_until(lambda: "trust this folder" in children.tmux.capture("t_child_u"), timeout=30)
+    wait_ready(store, children.tmux, row.id, "t_child_u", "hi there", timeout=60)
+    assert "trust this folder" not in children.tmux.capture("t_child_u")
+
+
+def test_master_start_status_stop_prompt_once_session_id_once(children, proj):
+    (proj / ".sandboxrun").mkdir()
+    (proj / ".sandboxrun" / "master.txt").write_text("You are the master of this repo.")
+    children.api.script(text("ok, master"), text("hello again"))
+    out = children("master", "start", "--skip-permissions", "--json")
+    assert out.returncode == 0, out.stderr
+    sid_file = proj / ".sandboxrun" / "session_id.txt"
+    first = sid_file.read_text().strip()
+    row = children.row("t_master")
+    assert first and first == row["agent_session_id"]
+    assert row["role"] == "pm" and row["worktree"] == str(proj)
+    # start returns at the UserPromptSubmit hook; the API request comes just after
+    retry_until(lambda: "You are the master of this repo." in children.prompts())
+    assert children.prompts().count("You are the master of this repo.") == 1
+    again = children("master", "start")
+    assert again.returncode == 2 and "already running" in again.stderr
+    st = children("master", "status", "--json")
+    assert '"running": true' in st.stdout and '"monitor": true' in st.stdout, st.stdout
+    assert '"base_branch": "main"' in st.stdout
+    assert children("wait", "t_master", "--timeout", "60s").returncode == 0
+    stopped = children("master", "stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert not children.tmux.has_session("t_master")
+    # a second master: no master.txt again, session_id.txt kept (written only when missing)
+    out = children("master", "start", "--skip-permissions", "--no-monitor")
+    assert out.returncode == 0, out.stderr
+    assert children.prompts().count("You are the master of this repo.") == 1
+    assert sid_file.read_text().strip() == first
+    assert children.row("t_master")["agent_session_id"] != first
+    children("master", "stop", "--force")
+
+
+def test_read_follows_clear_into_the_new_transcript(children, proj):
+    children.api.script(text("before clear"), text("after clear"))
+    assert (
+        children("spawn", "r", "--prompt", "first question", "--skip-permissions").returncode == 0
+    )
+    assert children("wait", "r", "--timeout", "60s").returncode == 0
+    first_id = children.row("r")["agent_session_id"]
+    # /clear is a command, not a prompt: no UserPromptSubmit, so type it and watch the hooks
+    children.tmux.paste("t_child_r", "/clear")
+    time.sleep(0.2)
+    children.tmux.send_keys("t_child_r", "Enter")
+    retry_until(lambda: children.row("r")["agent_session_id"] != first_id, timeout=30)
+    sent = children("send", "r", "second question")
+    assert "delivered" in sent.stdout, sent.stdout + sent.stderr
+    assert children("wait", "r", "--timeout", "60s").returncode == 0
+    read = children("read", "r", "--json")
+    entries = json.loads(read.stdout)
+    texts = [e["text"] for e in entries]
+    assert texts.index("first question") < texts.index("before clear")
+    assert texts.index("before clear") < texts.index("second question") < texts.index("after clear")
+    assert {e["claude_session_id"] for e in entries} >= {first_id}
+    last = json.loads(children("read", "r", "--last", "1", "--json").stdout)
+    assert [e["text"] for e in last] == ["after clear"]

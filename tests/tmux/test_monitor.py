@@ -1,0 +1,109 @@
+"""The monitor on a real tmux server with stand-in panes (programs that print what Claude Code
+would show), for what the fake API cannot make the real CLI do: its own auto-continue banner
+(claude.ai logins only) and a turn that falls silent."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from sbr_testlib import retry_until
+
+from sandboxrun.config import load_settings
+from sandboxrun.local.monitor import Monitor
+from sandboxrun.store import SessionStore, Status
+
+BANNER = "Usage limit reached · continuing automatically at 3:45pm · esc to cancel"
+
+
+def _child(store, tmux, tmp_path, name, screen, **fields):
+    reader = tmp_path / f"{name}.in"
+    code = (
+        "import sys, tty; tty.setraw(0)\n"
+        f"print({screen!r}, end='', flush=True)\n"
+        f"out = open({str(reader)!r}, 'wb')\n"
+        "while True:\n"
+        "    b = sys.stdin.buffer.raw.read(1)\n"
+        "    out.write(b); out.flush()\n"
+    )
+    tmux.new_session(f"t_child_{name}", [sys.executable, "-c", code], cwd=tmp_path)
+    retry_until(lambda: screen[:20] in tmux.capture(f"t_child_{name}"))
+    row = store.create_session(
+        name=name,
+        mode="local",
+        backend="tmux",
+        status=Status.RUNNING,
+        tmux_session=f"t_child_{name}",
+        started_at=time.time() - 3600,
+        **fields,
+    )
+    return row, reader
+
+
+def _events(store, sid, kind):
+    rows = store.conn.execute(
+        "SELECT payload FROM events WHERE session_id = ? AND kind = ? ORDER BY id", (sid, kind)
+    ).fetchall()
+    return [json.loads(r[0]) for r in rows]
+
+
+def test_auto_continue_banner_is_left_alone_and_a_silent_turn_goes_stale(tmux_server, tmp_path):
+    settings = load_settings(None)
+    store = SessionStore(Path(os.environ["SANDBOXRUN_HOME"]) / "state.db")
+    past = time.time() - 60
+    quota, quota_in = _child(
+        store,
+        tmux_server,
+        tmp_path,
+        "quota",
+        BANNER,
+        activity="usage_limited",
+        activity_at=past,
+        resets_at=past,
+    )
+    silent, _ = _child(
+        store,
+        tmux_server,
+        tmp_path,
+        "silent",
+        "\u2810 Working...",
+        activity="busy",
+        activity_at=past - 600,
+        last_heartbeat=past - 600,
+    )
+    mon = Monitor(store, tmux_server, settings, stale_after=0.5)
+    states = mon.tick()
+    assert states["quota"].name == "waiting_quota"
+    retry_until(lambda: time.sleep(0.6) or mon.tick()["silent"].name == "stale", timeout=10)
+    # the reset passed long ago, yet nothing was typed into the banner's pane
+    assert quota_in.read_bytes() == b""
+    assert _events(store, quota.id, "quota_continue") == []
+    assert [e["reason"] for e in _events(store, silent.id, "escalation")]
+    # a restarted monitor carries on from the database: no duplicate state events
+    Monitor(store, tmux_server, settings, stale_after=0.5).tick()
+    assert [e["state"] for e in _events(store, quota.id, "state")] == ["waiting_quota"]
+
+
+def test_a_child_whose_pane_died_is_ended_with_its_presence(tmux_server, tmp_path):
+    settings = load_settings(None)
+    store = SessionStore(Path(os.environ["SANDBOXRUN_HOME"]) / "state.db")
+    row = store.create_session(
+        name="gone",
+        mode="local",
+        backend="tmux",
+        status=Status.RUNNING,
+        tmux_session="t_child_gone",
+        started_at=time.time() - 3600,
+        activity="busy",
+        activity_at=time.time() - 5,
+    )
+    tmux_server.new_session("t_child_gone", [sys.executable, "-c", "pass"], cwd=tmp_path)
+    retry_until(lambda: (p := tmux_server.pane("t_child_gone")) is not None and p.dead)
+    assert Monitor(store, tmux_server, settings).tick()["gone"].name == "exited"
+    ended = store.get(row.id)
+    assert ended.status == "completed" and ended.activity == "exited"
+    assert "without a SessionEnd" in (ended.error or "")
+    assert not tmux_server.has_session("t_child_gone")
