@@ -46,6 +46,7 @@ from sandboxrun.sandbox.checkpoint import (
 )
 from sandboxrun.sandbox.follow import FollowOutcome
 from sandboxrun.sandbox.journal import Journal, PhaseTimes
+from sandboxrun.sandbox.reporting import time_limit_message
 from sandboxrun.store import Session, Status
 from sandboxrun.sync.replay import BASELINE_PACK, LEFTOVER_MESSAGE, MANIFEST, WORK_PACK, Manifest
 
@@ -450,7 +451,11 @@ def finish_with_patches(
 
 
 def _end_status(
-    s: Session, outcome: FollowOutcome, progress: AgentProgress, artifacts: Path
+    s: Session,
+    outcome: FollowOutcome,
+    progress: AgentProgress,
+    artifacts: Path,
+    stop_marks: list[dict[str, Any]],
 ) -> tuple[Status, str | None]:
     result = progress.result
     status, error = Status.COMPLETED, None
@@ -464,10 +469,13 @@ def _end_status(
         status, error = Status.KILLED, "stopped on request; the work so far was collected"
     elif outcome.reason == "timeout":
         status = Status.TIMEOUT
-        error = (
-            f"stopped at the time limit ({format_duration(s.timeout_s or 0)}); "
-            "the work so far was collected"
+        # the follower recorded when it stopped the agent, and the limit it stopped before
+        when = (
+            time_limit_message(stop_marks[-1]["elapsed"], stop_marks[-1]["limit"])
+            if stop_marks
+            else f"at the time limit ({format_duration(s.timeout_s or 0)})"
         )
+        error = f"stopped {when}; the work so far was collected"
     elif outcome.reason == "quota" or (
         progress.rate_limited_until and (result is None or result.get("is_error"))
     ):
@@ -509,7 +517,12 @@ def apply_and_record(
 
     store, sid = journal.store, journal.session_id
     s = journal.session()
-    status, error = _end_status(s, outcome, progress, artifacts)
+    stop_marks = [
+        e["payload"]
+        for e in store.events(sid, kinds=("warning",))
+        if e["payload"].get("mark") == "limit" and "elapsed" in e["payload"]
+    ]
+    status, error = _end_status(s, outcome, progress, artifacts, stop_marks)
     t0 = time.monotonic()
     fields: dict[str, Any] = {"exit_code": outcome.exit_code}
     options = dict(s.options)

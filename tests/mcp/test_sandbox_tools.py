@@ -34,10 +34,10 @@ def test_run_follow_extend_download_and_kill(repo: Path):
 
     def committed(result=None):
         got = tools("download_sandbox", session="mcp-run")
-        mbox = Path(got["directory"]) / "commits.mbox"
+        diff = Path(got["directory"]) / "changes.diff"  # every change, committed or not
         return (
             got
-            if got["live"] and mbox.exists() and "made by the agent" in mbox.read_text()
+            if got["live"] and diff.exists() and "made by the agent" in diff.read_text()
             else None
         )
 
