@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.fake_anthropic.script import gateway_token
 
 #: the Claude Code release the tests are written against (scripts/install_claude.sh installs it)
@@ -168,3 +170,20 @@ def claude_version(claude: str | Path) -> str:
         [str(claude), "--version"], capture_output=True, text=True, timeout=30, check=True
     )
     return proc.stdout.split()[0] if proc.stdout.split() else ""
+
+
+def installed_claude() -> Path:
+    """The pinned real Claude Code CLI (``SANDBOXRUN_TEST_CLAUDE``, else the test cache);
+    the calling test is skipped with the reason when it is not installed."""
+    explicit = os.environ.get("SANDBOXRUN_TEST_CLAUDE")
+    cache = Path(
+        os.environ.get("SANDBOXRUN_TEST_CACHE") or Path.home() / ".cache" / "sandboxrun-test"
+    )
+    path = (
+        Path(explicit) if explicit else cache / f"claude-code-{PINNED_VERSION}" / "bin" / "claude"
+    )
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        pytest.skip(
+            f"the real Claude Code CLI is not installed at {path} (scripts/install_claude.sh)"
+        )
+    return path

@@ -24,24 +24,9 @@ from sandboxrun.coord import messages  # noqa: E402
 from sandboxrun.local.hooks_install import hook_settings  # noqa: E402
 from sandboxrun.store import SessionStore  # noqa: E402
 from tests.fake_anthropic import FakeAnthropic, rate_limited, text, tool  # noqa: E402
-from tests.fake_anthropic.cli import PINNED_VERSION, claude_env, run_claude  # noqa: E402
+from tests.fake_anthropic.cli import claude_env, installed_claude, run_claude  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
-
-
-def _claude() -> Path:
-    explicit = os.environ.get("SANDBOXRUN_TEST_CLAUDE")
-    cache = Path(
-        os.environ.get("SANDBOXRUN_TEST_CACHE") or Path.home() / ".cache" / "sandboxrun-test"
-    )
-    path = (
-        Path(explicit) if explicit else cache / f"claude-code-{PINNED_VERSION}" / "bin" / "claude"
-    )
-    if not (path.is_file() and os.access(path, os.X_OK)):
-        pytest.skip(
-            f"the real Claude Code CLI is not installed at {path} (scripts/install_claude.sh)"
-        )
-    return path
 
 
 @pytest.fixture
@@ -49,7 +34,7 @@ def claude_run(tmp_path):
     """Run ``claude -p`` with our hooks (``--settings``) against a fresh fake API."""
     settings = tmp_path / "hooks.json"
     settings.write_text(json.dumps(hook_settings()))
-    claude = _claude()
+    claude = installed_claude()
 
     def run(cwd: Path, *replies, gateway: bool = False, env: dict | None = None, prompt="go"):
         with FakeAnthropic() as api:

@@ -18,24 +18,9 @@ if str(ROOT) not in sys.path:
 
 from sandboxrun.local.hooks_install import hook_settings  # noqa: E402
 from tests.fake_anthropic import FakeAnthropic, text, tool  # noqa: E402
-from tests.fake_anthropic.cli import PINNED_VERSION, claude_env, run_claude  # noqa: E402
+from tests.fake_anthropic.cli import claude_env, installed_claude, run_claude  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
-
-
-def _claude() -> Path:
-    explicit = os.environ.get("SANDBOXRUN_TEST_CLAUDE")
-    cache = Path(
-        os.environ.get("SANDBOXRUN_TEST_CACHE") or Path.home() / ".cache" / "sandboxrun-test"
-    )
-    path = (
-        Path(explicit) if explicit else cache / f"claude-code-{PINNED_VERSION}" / "bin" / "claude"
-    )
-    if not (path.is_file() and os.access(path, os.X_OK)):
-        pytest.skip(
-            f"the real Claude Code CLI is not installed at {path} (scripts/install_claude.sh)"
-        )
-    return path
 
 
 @pytest.fixture
@@ -53,7 +38,7 @@ def claude_as(tmp_path: Path):
             }
         )
     )
-    claude = _claude()
+    claude = installed_claude()
 
     def run(cwd: Path, role: str, *replies):
         with FakeAnthropic() as api:

@@ -28,7 +28,7 @@ if str(ROOT) not in sys.path:
 from sandboxrun.local.states import unwrap_pastes  # noqa: E402
 from sandboxrun.tmux import SOCKET_ENV, Tmux  # noqa: E402
 from tests.fake_anthropic import FakeAnthropic  # noqa: E402
-from tests.fake_anthropic.cli import PINNED_VERSION, claude_env  # noqa: E402
+from tests.fake_anthropic.cli import claude_env, installed_claude  # noqa: E402
 
 
 @pytest.fixture
@@ -43,19 +43,6 @@ def tmux_server(monkeypatch):
     yield tmux
     tmux.kill_server()
     shutil.rmtree(sockdir, ignore_errors=True)
-
-
-def claude_path() -> Path:
-    explicit = os.environ.get("SANDBOXRUN_TEST_CLAUDE")
-    cache = Path(
-        os.environ.get("SANDBOXRUN_TEST_CACHE") or Path.home() / ".cache" / "sandboxrun-test"
-    )
-    path = (
-        Path(explicit) if explicit else cache / f"claude-code-{PINNED_VERSION}" / "bin" / "claude"
-    )
-    if not (path.is_file() and os.access(path, os.X_OK)):
-        pytest.skip(f"the real Claude Code CLI is not installed at {path}")
-    return path
 
 
 def logged_in_home(api_url: str, home: Path, *, gateway: bool = False) -> dict[str, str]:
@@ -146,7 +133,7 @@ def fake_api():
 @pytest.fixture
 def children(proj, tmp_path, tmux_server, fake_api, monkeypatch):
     """Spawn/send/... on ``proj`` with the real claude, against ``fake_api``."""
-    claude = claude_path()
+    claude = installed_claude()
     env = logged_in_home(fake_api.url, tmp_path / "agent-home")
     env["SANDBOXRUN_CLAUDE_BIN"] = str(claude)
     env["SANDBOXRUN_HOME"] = os.environ["SANDBOXRUN_HOME"]
