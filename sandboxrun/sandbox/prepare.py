@@ -65,34 +65,43 @@ def choose_backend(settings: Settings, requested: str | None) -> str:
     )
 
 
-def read_prompt(req: RunRequest) -> str:
-    """The task text from ``--prompt`` or ``--prompt-file``, checked; raises UsageError."""
-    if (req.prompt is None) == (req.prompt_file is None):
+def read_task(prompt: str | None, prompt_file: Path | None, *, allow_empty: bool = False) -> str:
+    """The task text from ``--prompt`` or ``--prompt-file`` (exactly one), checked.
+
+    The one reading of a task for every way of starting an agent (``run``, ``spawn``, the MCP
+    tool): a missing file, a directory or an empty task is a :class:`UsageError` naming it.
+    """
+    if (prompt is None) == (prompt_file is None):
         raise UsageError(
             "give exactly one of --prompt or --prompt-file",
-            "e.g. sandboxrun run --prompt-file PLAN.md",
+            'e.g. --prompt-file PLAN.md, or --prompt "fix the failing test"',
         )
-    if req.prompt_file is None:
-        prompt = req.prompt or ""
+    if prompt_file is None:
+        text = prompt or ""
         empty_hint = 'Say what the agent should do: --prompt "fix the failing test".'
     else:
-        path = req.prompt_file.expanduser()
+        path = prompt_file.expanduser()
         if path.is_dir():
             raise UsageError(
-                f"prompt file {req.prompt_file} is a directory",
+                f"prompt file {prompt_file} is a directory",
                 "Give the file with the task in it, e.g. --prompt-file plans/PLAN.md.",
             )
         if not path.is_file():
             raise UsageError(
-                f"prompt file {req.prompt_file} does not exist",
+                f"prompt file {prompt_file} does not exist",
                 "Check the path, or pass the text with --prompt.",
             )
-        prompt = path.read_text(encoding="utf-8", errors="replace")
-        empty_hint = f"Write the task into {req.prompt_file}."
-    if not prompt.strip() and not req.dry_run:
-        where = "--prompt" if req.prompt_file is None else f"prompt file {req.prompt_file}"
+        text = path.read_text(encoding="utf-8", errors="replace")
+        empty_hint = f"Write the task into {prompt_file}."
+    if not text.strip() and not allow_empty:
+        where = "--prompt" if prompt_file is None else f"prompt file {prompt_file}"
         raise UsageError(f"the prompt is empty ({where})", empty_hint)
-    return prompt
+    return text
+
+
+def read_prompt(req: RunRequest) -> str:
+    """The run's task (:func:`read_task`); a dry run may have none."""
+    return read_task(req.prompt, req.prompt_file, allow_empty=req.dry_run)
 
 
 def check_agent_can_start(
