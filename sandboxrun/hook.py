@@ -379,15 +379,7 @@ def session_start_reply(hook: Hook, sid: str, repo: str, role: str | None) -> di
             claude_session_id=hook.claude_id,
             now=hook.now,
         )
-        messages.send(
-            hook.conn,
-            repo,
-            messages.SESSION_START,
-            sender=role,
-            session_id=sid,
-            body={"claude_session_id": hook.claude_id, "source": hook.payload.get("source")},
-            now=hook.now,
-        )
+        _announce(hook, sid, repo, role, messages.SESSION_START, "source")
         counts = messages.pending_counts(hook.conn, repo, role)
         if counts:
             total = sum(counts.values())
@@ -409,6 +401,14 @@ def session_start_reply(hook: Hook, sid: str, repo: str, role: str | None) -> di
     return reply
 
 
+def _announce(hook: Hook, sid: str, repo: str, role: str, kind: str, field: str) -> None:
+    """Tell the other roles that this one started or ended (with the payload's ``field``)."""
+    from sandboxrun.coord import messages
+
+    body = {"claude_session_id": hook.claude_id, field: hook.payload.get(field)}
+    messages.send(hook.conn, repo, kind, sender=role, session_id=sid, body=body, now=hook.now)
+
+
 def record_presence(hook: Hook, sid: str, repo: str, role: str) -> None:
     """The role's presence: deregistered (and SESSION_END sent) at SessionEnd, else the
     heartbeat of an active registration."""
@@ -416,15 +416,7 @@ def record_presence(hook: Hook, sid: str, repo: str, role: str) -> None:
         from sandboxrun.coord import messages, presence
 
         presence.deregister(hook.conn, repo, role, now=hook.now)
-        messages.send(
-            hook.conn,
-            repo,
-            messages.SESSION_END,
-            sender=role,
-            session_id=sid,
-            body={"claude_session_id": hook.claude_id, "reason": hook.payload.get("reason")},
-            now=hook.now,
-        )
+        _announce(hook, sid, repo, role, messages.SESSION_END, "reason")
     else:  # the heartbeat: only the timestamp of an active registration
         hook.conn.execute(
             "UPDATE presence SET last_heartbeat = ? WHERE repo = ? AND role = ? "
