@@ -107,6 +107,13 @@ def run(
         "--with-changes",
         help="Start from your uncommitted and untracked changes (committed first on the branch).",
     ),
+    include_submodules: bool = typer.Option(
+        False,
+        "--include-submodules",
+        help="Upload the submodules' files too, at the commits the base records (config: "
+        "include_submodules). Changes inside them come back as a patch per submodule, "
+        "not applied to the branch.",
+    ),
     allow_sensitive: bool = typer.Option(
         False,
         "--allow-sensitive",
@@ -140,6 +147,7 @@ def run(
         "max_turns": max_turns,
         "template": template,
         "compression": compression,
+        "include_submodules": True if include_submodules else None,  # else: the config's
     }
     settings = settings_for(repo, **flags)
     store = open_store(settings)

@@ -45,6 +45,7 @@ def register(mcp: FastMCP, coord: Coord) -> None:
         base: str = "HEAD",
         repo: str | None = None,
         dry_run: bool = False,
+        include_submodules: bool | None = None,
     ) -> dict[str, Any]:
         """Start a Claude Code agent in a sandbox on its own branch, in the background.
 
@@ -53,14 +54,16 @@ def register(mcp: FastMCP, coord: Coord) -> None:
         branch or commit to start from. Returns the session at once, with `notes` (what the run
         leaves out: uncommitted changes, secrets, submodules); follow it with
         sandbox_logs, stop it with kill_sandbox. dry_run makes the whole round trip without
-        the agent (no API key needed).
+        the agent (no API key needed). include_submodules uploads the submodules' files
+        too (default: the repository's config); changes inside them come back as patches.
         """
         root = Path(coord.repo(repo))
         # The repository's own config applies (as for `sandboxrun run --repo`), in this
         # server's home (the database every tool reads).
         settings = replace(
             load_settings(root, env=coord.env).with_overrides(
-                timeout=parse_duration(timeout) if timeout else None
+                timeout=parse_duration(timeout) if timeout else None,
+                include_submodules=include_submodules,
             ),
             home=coord.settings.home,
         )

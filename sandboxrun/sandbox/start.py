@@ -17,7 +17,8 @@ from pathlib import Path
 
 from sandboxrun import gitops, process
 from sandboxrun.config import Settings
-from sandboxrun.sandbox.prepare import RunRequest, prepare_run, submodules_warning
+from sandboxrun.sandbox import submodules
+from sandboxrun.sandbox.prepare import RunRequest, prepare_run
 from sandboxrun.store import Session, SessionStore
 
 
@@ -57,8 +58,10 @@ def start_notes(session: Session, req: RunRequest) -> list[str]:
             "not carried into the branch (secrets deny-list): "
             + ", ".join(options["secrets_not_carried"])
         )
-    if options.get("submodules"):
-        notes.append(submodules_warning(options["submodules"]))
+    if options.get("included_submodules"):
+        notes.append(submodules.included_note(options["included_submodules"]))
+    elif options.get("submodules"):
+        notes.append(submodules.left_out_note(options["submodules"]))
     return notes
 
 
