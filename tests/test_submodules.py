@@ -125,3 +125,19 @@ def test_the_config_file_includes_them_too(cli, with_sub):
 
 def _artifacts(cli, name: str) -> Path:
     return Path(os.environ["SANDBOXRUN_HOME"]) / "artifacts" / cli.status(name)["id"]
+
+
+@pytest.mark.parametrize(("value", "expected"), [("yes", True), ("0", False), ("true", True)])
+def test_the_setting_reads_as_a_boolean(value, expected):
+    from sandboxrun.config import load_settings
+
+    env = {"SANDBOXRUN_INCLUDE_SUBMODULES": value}
+    assert load_settings(None, env=env).include_submodules is expected
+
+
+def test_a_setting_that_is_not_a_boolean_is_refused():
+    from sandboxrun.config import load_settings
+    from sandboxrun.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="include_submodules"):
+        load_settings(None, env={"SANDBOXRUN_INCLUDE_SUBMODULES": "maybe"})
