@@ -100,6 +100,8 @@ class Settings:
     #: the longest a sandbox may live on the backend's plan (E2B: 1 h Hobby, 24 h Pro);
     #: stopping and collecting are planned to fit inside it
     max_lifetime: float = 3600.0
+    #: upload the submodules' files too (their changes come back as patches, not applied)
+    include_submodules: bool = False
     # -- local mode (agent worktrees, hooks, presence) --
     #: branch of a role's worktree; ``{role}`` is replaced by the role name
     branch_template: str = "agent/{role}/active"
@@ -197,6 +199,8 @@ def _coerce(
             if turns < 1:
                 raise ValueError("Give a number of turns of at least 1.")
             return turns
+        if key == "include_submodules":
+            return _coerce_bool(value)
         if key == "compression" and value not in UPLOAD_COMPRESSIONS:
             raise ValueError(f"Use {' or '.join(UPLOAD_COMPRESSIONS)}.")
         return str(value)
@@ -206,6 +210,18 @@ def _coerce(
 
 
 _LOCAL_KEYS = {"roles", "identities", "post_create", "copy_files"}
+
+
+def _coerce_bool(value: Any) -> bool:
+    """A boolean setting: true/false in TOML, or 1/0, true/false, yes/no, on/off from env."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("Use true or false.")
 
 
 def _coerce_local(key: str, value: Any) -> Any:

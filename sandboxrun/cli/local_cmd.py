@@ -25,6 +25,7 @@ from sandboxrun.local import send as send_mod
 from sandboxrun.local import spawn as spawn_mod
 from sandboxrun.local import transcript
 from sandboxrun.local.observe import state_of
+from sandboxrun.sandbox.prepare import read_task
 from sandboxrun.store import Session, SessionStore
 from sandboxrun.tmux import Tmux
 
@@ -76,12 +77,7 @@ def spawn_cmd(
 
     Example: sandboxrun spawn api --prompt "add a /health endpoint" --skip-permissions
     """
-    if prompt is not None and prompt_file is None:
-        task = prompt
-    elif prompt_file is not None and prompt is None:
-        task = prompt_file.read_text()
-    else:
-        raise UsageError("give the task with exactly one of --prompt or --prompt-file")
+    task = read_task(prompt, prompt_file)
     root = _root(repo)
     settings = settings_for(root)
     store = open_store(settings)

@@ -38,6 +38,7 @@ from sandboxrun.sync.replay import (
 )
 from sandboxrun.sync.replay import (
     MANIFEST,
+    SUBMODULE_REASON,
     Plan,
     Quarantine,
     build_plan,
@@ -82,6 +83,7 @@ def plan_record(plan: Plan) -> dict[str, Any]:
         "files_changed": plan.files_changed,
         "insertions": plan.insertions,
         "deletions": plan.deletions,
+        "submodule_patches": plan.submodule_patches,
     }
 
 
@@ -386,8 +388,15 @@ def refusal_text(record: dict[str, Any], session_name: str) -> tuple[str, str] |
     if record.get("kept_patch"):
         hint = (f"Everything else was applied. Review {record['kept_patch']}, then apply it with "
                 f"`sandboxrun apply {session_name} --allow-sensitive` (no rerun needed).")  # fmt: skip
+    elif all(r.startswith(SUBMODULE_REASON) for _, r in refused):
+        hint = "Everything else was applied."
     else:
         hint = "Everything else was applied; these changes are never allowed."
+    subs = record.get("submodule_patches") or {}
+    if subs:
+        hint += (" Changes inside a submodule are never applied to this branch; apply each patch "
+                 "in its submodule (from the repository's top): " + "; ".join(
+                     f"git -C {_q(sub)} apply {_q(f)}" for sub, f in subs.items()))  # fmt: skip
     return message, hint
 
 

@@ -97,6 +97,7 @@ class Provisioner:
                 Path(session.worktree),
                 tarball,
                 compression=compression,
+                submodules=session.options.get("included_submodules") or (),
                 # contents found clean by the secrets check are not scanned again next time
                 scan_cache=self.settings.home / "cache" / "clean-contents",
             )
