@@ -9,6 +9,7 @@ processes opening a fresh database never race.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import fcntl
 import json
 import os
@@ -24,6 +25,7 @@ from typing import Any
 
 import sqlite_utils
 
+from sandboxrun import faults
 from sandboxrun.errors import (
     AmbiguousSessionError,
     NameInUseError,
@@ -37,6 +39,17 @@ from sandboxrun.schema import migrations
 #: output is bounded before it gets here (agent.stored_line, agent.parse_line): this is the
 #: backstop for every other writer.
 MAX_EVENT_CHARS = 1 << 20
+#: how long a query waits for another process's write lock before it is a "locked" fault
+BUSY_TIMEOUT = 30.0
+
+
+def busy_timeout() -> float:
+    """Seconds to wait for a lock: ``SANDBOXRUN_DB_LOCK_TIMEOUT``, else :data:`BUSY_TIMEOUT`."""
+    try:
+        value = float(os.environ.get("SANDBOXRUN_DB_LOCK_TIMEOUT") or BUSY_TIMEOUT)
+    except ValueError:
+        return BUSY_TIMEOUT
+    return value if value >= 0 else BUSY_TIMEOUT
 
 
 class Status(StrEnum):
@@ -217,16 +230,26 @@ class SessionStore:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: we issue BEGIN ourselves, so read-modify-write can be IMMEDIATE.
-        self.conn = sqlite3.connect(
-            self.path, timeout=30.0, isolation_level=None, check_same_thread=False
-        )
-        self.conn.row_factory = sqlite3.Row
-        self.conn.execute("PRAGMA busy_timeout = 30000")
-        self.conn.execute("PRAGMA synchronous = NORMAL")
-        self.conn.execute("PRAGMA foreign_keys = ON")
-        self._migrate()
+        # Every fault of the database or the disk under it (corrupt, read-only, locked, full)
+        # is a StateError with the next step, here and in every later query: faults.py.
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: we BEGIN ourselves, so read-modify-write can be IMMEDIATE.
+            self.conn = faults.connect(self.path, timeout=busy_timeout())
+        except OSError as exc:
+            raise faults.open_fault(exc, self.path) from exc
+        try:
+            self.conn.row_factory = sqlite3.Row
+            self.conn.execute(f"PRAGMA busy_timeout = {int(self.conn.busy_wait * 1000)}")
+            self.conn.execute("PRAGMA synchronous = NORMAL")
+            self.conn.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
+        except OSError as exc:  # the migration lock file
+            self.conn.close()
+            raise faults.open_fault(exc, self.path) from exc
+        except BaseException:
+            self.conn.close()
+            raise
 
     def _migrate(self) -> None:
         db = sqlite_utils.Database(self.conn)
@@ -253,9 +276,16 @@ class SessionStore:
         try:
             yield self.conn
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            # After a fault (disk full, I/O error) SQLite may have rolled back already.
+            with contextlib.suppress(sqlite3.Error, faults.StateError):
+                self.conn.execute("ROLLBACK")
             raise
-        self.conn.execute("COMMIT")
+        try:
+            self.conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error, faults.StateError):
+                self.conn.execute("ROLLBACK")
+            raise
 
     # -- sessions ---------------------------------------------------------------------------
 
