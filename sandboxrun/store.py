@@ -164,6 +164,10 @@ class Session:
     resets_at: float | None = None
     #: the fan-out group the session belongs to (``groups.id``), if any
     group_id: str | None = None
+    #: the process that created the row, and its start time (``process_start``), m007
+    starter_pid: int | None = None
+    starter_host: str | None = None
+    starter_start: str | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row | dict[str, Any]) -> Session:
@@ -294,6 +298,11 @@ class SessionStore:
         fields.setdefault("id", new_session_id())
         fields.setdefault("created_at", time.time())
         fields.setdefault("status", Status.CREATED)
+        # Who is starting it: until a driver claims the session, only this process can move
+        # it on; once it is gone the start was interrupted (sandbox.interrupted).
+        fields.setdefault("starter_pid", os.getpid())
+        fields.setdefault("starter_host", os.uname().nodename)
+        fields.setdefault("starter_start", process_start(os.getpid()))
         row = _encode(fields)
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
@@ -464,5 +473,61 @@ def owner_alive(session: Session) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as fh:
             return fh.read().split(") ", 1)[1][:1] != "Z"
+    except OSError:
+        return True
+
+
+def process_start(pid: int) -> str | None:
+    """When process ``pid`` started, as an opaque token (``/proc/PID/stat`` field 22: clock
+    ticks after boot, plus the boot id); None where there is no ``/proc`` or no such process.
+
+    Two processes with the same pid never share it, so a recorded (pid, start) pair names one
+    process even after the pid is reused.
+    """
+    try:
+        with open(f"/proc/{int(pid)}/stat") as fh:
+            ticks = fh.read().rsplit(") ", 1)[1].split()[19]
+    except (OSError, IndexError, ValueError):
+        return None
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as fh:
+            boot = fh.read().strip()
+    except OSError:
+        boot = ""
+    return f"{boot}:{ticks}"
+
+
+def same_process(recorded: str | None, current: str | None) -> bool:
+    """Whether a process seen now is the one recorded: pure. Without a recorded start time
+    (an older row, no ``/proc``), a live pid counts as the same process."""
+    return recorded is None or current is None or recorded == current
+
+
+def starter_alive(session: Session) -> bool:
+    """True when the process that created ``session`` may still be starting it.
+
+    A starter on another machine cannot be checked from here: it counts as alive (never take a
+    start over from under a process we cannot see).
+    """
+    pid = session.starter_pid
+    if not pid:
+        return False
+    if session.starter_host not in (None, os.uname().nodename):
+        return True
+    if not _pid_alive(int(pid)):
+        return False
+    return same_process(session.starter_start, process_start(int(pid)))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie still answers kill(0); treat it as dead
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(") ", 1)[1][:1] != "Z"
     except OSError:
         return True

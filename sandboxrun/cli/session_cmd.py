@@ -356,6 +356,13 @@ def cleanup(
             f"  {left['name']} {'would be' if would else 'is'} forgotten; still on disk: "
             + "; ".join(where)
         )
+    for path in report.files_removed:
+        console.print(f"  {'would remove' if would else 'removed'} {path}")
+    for name in report.interrupted:
+        console.print(
+            f"  {name} was interrupted before its agent started: `sandboxrun kill {name}` "
+            "ends it (and removes its worktree if it holds no work)"
+        )
     for name in report.orphans:
         console.print(
             f"  {name} is active but nothing follows it: "

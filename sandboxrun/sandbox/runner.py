@@ -17,6 +17,7 @@ import logging
 import os
 import time
 
+from sandboxrun import testhold
 from sandboxrun.agent import AgentEvent, AgentProgress
 from sandboxrun.config import Settings
 from sandboxrun.errors import BackendError, SandboxLostError, SandboxrunError, UsageError
@@ -95,6 +96,7 @@ class RunDriver:
                 self.journal.event("timings", self.times.rounded())
 
     def _execute(self) -> Session:
+        testhold.hold("created")  # tests kill a run here: the row exists, nothing else yet
         self._claim()
         prov = Provisioner(self.settings, self.backend, self.journal, self.artifacts, self.times)
         try:
