@@ -60,8 +60,11 @@ def _q(path: Path | str) -> str:
     return shlex.quote(str(path))
 
 
-def _hint(kind: str, path: Path, *, database: bool) -> str:
-    """The next step for a fault of ``kind`` at ``path`` (a database file or any file)."""
+def _hint(kind: str, path: Path | None, *, database: bool) -> str:
+    """The next step for a fault of ``kind`` at ``path`` (a database file, any file, or None
+    when the error did not say which)."""
+    if path is None:
+        path = Path("state.db") if database else Path(".")
     where = path.parent if database else path
     if kind == "corrupt":
         aside = path.parent / "broken"
@@ -94,8 +97,9 @@ def _hint(kind: str, path: Path, *, database: bool) -> str:
             "SANDBOXRUN_HOME to a directory that is."
         )
     return (
-        f"The disk holding {where} may be full or failing: check `df -h {_q(where)}` and the "
-        "system log (`dmesg`), then try again."
+        f"The disk holding {where} may be full or failing: check `df -h {_q(where)}` "
+        "(`sandboxrun cleanup --all` removes leftovers of ended runs) and the system log "
+        "(`dmesg`), then try again."
     )
 
 
@@ -161,14 +165,15 @@ def disk_fault(exc: BaseException, path: Path | str | None = None) -> StateError
     if kind is None:
         return None
     name = exc.filename or path
-    p = Path(name) if name else Path.cwd()
+    p = Path(name) if name else None
+    what = str(p) if p else "a file"  # a write() on an open file does not say which
     reason = exc.strerror or str(exc)
     if kind == "full":
-        message = f"cannot write {p}: the disk (or a size limit) is full ({reason})"
+        message = f"cannot write {what}: the disk (or a size limit) is full ({reason})"
     elif kind == "readonly":
-        message = f"cannot write {p}: {reason}"
+        message = f"cannot write {what}: {reason}"
     else:
-        message = f"cannot read or write {p}: {reason}"
+        message = f"cannot read or write {what}: {reason}"
     return StateError(message, _hint(kind, p, database=False), kind=kind)
 
 

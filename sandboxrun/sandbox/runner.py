@@ -21,6 +21,7 @@ from sandboxrun import testhold
 from sandboxrun.agent import AgentEvent, AgentProgress
 from sandboxrun.config import Settings
 from sandboxrun.errors import BackendError, SandboxLostError, SandboxrunError, UsageError
+from sandboxrun.faults import disk_fault
 from sandboxrun.sandbox.agentproc import AgentProcess
 from sandboxrun.sandbox.apply import has_collection
 from sandboxrun.sandbox.backends import get_backend
@@ -140,6 +141,13 @@ class RunDriver:
         except SandboxrunError as exc:
             self._fail(exc.message)
             raise
+        except OSError as exc:
+            fault = disk_fault(exc)  # a full or read-only disk (an upload tarball, artifacts)
+            if fault is None:
+                self._fail(f"unexpected error: {type(exc).__name__}: {exc}")
+                raise
+            self._fail(fault.message)
+            raise fault from exc
         except Exception as exc:
             self._fail(f"unexpected error: {type(exc).__name__}: {exc}")
             raise
