@@ -105,6 +105,7 @@ class RunDriver:
             try:
                 self._check_kill_before_agent()
                 self.sandbox = prov.create_sandbox(self._refresh())
+                testhold.hold("sandbox-created")
                 prov.upload(self.sandbox, packed)
             finally:
                 # Never leave a partial or used upload behind (failed, killed or done).
