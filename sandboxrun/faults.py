@@ -16,7 +16,7 @@ import errno
 import shlex
 import sqlite3
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Self
 
 from sandboxrun.errors import SandboxrunError
 
@@ -206,21 +206,21 @@ class GuardedCursor(sqlite3.Cursor):
         conn = self.connection
         _reraise(exc, getattr(conn, "db_path", "state.db"), getattr(conn, "busy_wait", None))
 
-    def execute(self, sql: str, parameters: Any = (), /) -> GuardedCursor:  # type: ignore[override]
+    def execute(self, sql: str, parameters: Any = (), /) -> Self:
         try:
-            return super().execute(sql, parameters)  # type: ignore[return-value]
+            return super().execute(sql, parameters)
         except sqlite3.Error as exc:
             self._reraise(exc)
 
-    def executemany(self, sql: str, seq: Any, /) -> GuardedCursor:  # type: ignore[override]
+    def executemany(self, sql: str, seq: Any, /) -> Self:
         try:
-            return super().executemany(sql, seq)  # type: ignore[return-value]
+            return super().executemany(sql, seq)
         except sqlite3.Error as exc:
             self._reraise(exc)
 
-    def executescript(self, script: str, /) -> GuardedCursor:  # type: ignore[override]
+    def executescript(self, script: str, /) -> sqlite3.Cursor:
         try:
-            return super().executescript(script)  # type: ignore[return-value]
+            return super().executescript(script)
         except sqlite3.Error as exc:
             self._reraise(exc)
 
@@ -259,17 +259,20 @@ class GuardedConnection(sqlite3.Connection):
     db_path: Path
     busy_wait: float | None = None
 
-    def cursor(self, factory: Any = None) -> Any:  # type: ignore[override]
+    def cursor(self, factory: Any = None) -> Any:
         return super().cursor(factory or GuardedCursor)
 
-    def execute(self, sql: str, parameters: Any = (), /) -> GuardedCursor:  # type: ignore[override]
-        return self.cursor().execute(sql, parameters)  # type: ignore[no-any-return]
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        cur: sqlite3.Cursor = self.cursor()
+        return cur.execute(sql, parameters)
 
-    def executemany(self, sql: str, seq: Any, /) -> GuardedCursor:  # type: ignore[override]
-        return self.cursor().executemany(sql, seq)  # type: ignore[no-any-return]
+    def executemany(self, sql: str, seq: Any, /) -> sqlite3.Cursor:
+        cur: sqlite3.Cursor = self.cursor()
+        return cur.executemany(sql, seq)
 
-    def executescript(self, script: str, /) -> GuardedCursor:  # type: ignore[override]
-        return self.cursor().executescript(script)  # type: ignore[no-any-return]
+    def executescript(self, script: str, /) -> sqlite3.Cursor:
+        cur: sqlite3.Cursor = self.cursor()
+        return cur.executescript(script)
 
     def commit(self) -> None:
         try:

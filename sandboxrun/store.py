@@ -244,7 +244,7 @@ class SessionStore:
             raise faults.open_fault(exc, self.path) from exc
         try:
             self.conn.row_factory = sqlite3.Row
-            self.conn.execute(f"PRAGMA busy_timeout = {int(self.conn.busy_wait * 1000)}")
+            self.conn.execute(f"PRAGMA busy_timeout = {int((self.conn.busy_wait or 0) * 1000)}")
             self.conn.execute("PRAGMA synchronous = NORMAL")
             self.conn.execute("PRAGMA foreign_keys = ON")
             self._migrate()
