@@ -44,6 +44,9 @@ def status(
 ) -> None:
     """Show sessions: status, branch, age, time left, isolation, turns, cost.
 
+    A run whose process died before its agent started shows as `interrupted`
+    (`sandboxrun kill NAME` ends it).
+
     Without SESSION: the sessions of the repository you are in (all of them outside a
     repository); --all for every repository, --repo PATH for another one.
     """
@@ -167,7 +170,11 @@ def kill(
     ),
     json_out: bool = typer.Option(False, "--json", help="Print the final session as JSON."),
 ) -> None:
-    """Stop a running session's agent, collect its work (unless --discard), tear down."""
+    """Stop a running session's agent, collect its work (unless --discard), tear down.
+
+    A run interrupted before its agent started is ended, and what its start left is removed:
+    its upload tarball, its sandbox, and its worktree and branch only if they hold no work.
+    """
     from sandboxrun.sandbox.sessions import kill_session
 
     settings = settings_for(None)
@@ -228,7 +235,11 @@ def attach(
     session: str = typer.Argument(..., help="Session id, id prefix or name."),
     json_out: bool = typer.Option(False, "--json", help="Print events as JSON lines."),
 ) -> None:
-    """Reconnect to a run whose `run` process died and carry on following and collecting."""
+    """Reconnect to a run whose `run` process died and carry on following and collecting.
+
+    A run that died before its agent started has nothing to follow: attach ends it (failed)
+    and removes what its start left, as `kill` does.
+    """
     from sandboxrun.cli.reporters import JsonReporter, LiveReporter
     from sandboxrun.sandbox.sessions import attach_session
 
@@ -295,6 +306,8 @@ def cleanup(
 ) -> None:
     """Tear down sandboxes left by ended sessions of this repository (--all: every one).
 
+    Also removes upload tarballs (whole or partial) left by ended runs and by runs interrupted
+    before their agent started (those stay listed: `sandboxrun kill NAME` ends them).
     Never deletes a dirty worktree, an unmerged branch or uncommitted work.
 
     \b
