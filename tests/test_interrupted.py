@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -26,19 +27,29 @@ from sandboxrun.store import ACTIVE, TERMINAL, Session, Status, process_start, s
 
 @pytest.mark.parametrize("status", sorted(ACTIVE | TERMINAL))
 @pytest.mark.parametrize("agent_started", [False, True])
+@pytest.mark.parametrize("claimed", [False, True])
 @pytest.mark.parametrize("driver_alive", [False, True])
 @pytest.mark.parametrize("starter_alive", [False, True])
 @pytest.mark.parametrize("mode", ["sandbox", "local"])
-def test_is_interrupted_table(status, agent_started, driver_alive, starter_alive, mode):
-    facts = StartFacts(mode, status, agent_started, driver_alive, starter_alive)
-    expected = (
-        mode == "sandbox"
-        and status in ACTIVE
-        and not agent_started
-        and not driver_alive
-        and not starter_alive
-    )
+def test_is_interrupted_table(status, agent_started, claimed, driver_alive, starter_alive, mode):
+    facts = StartFacts(mode, status, agent_started, claimed, driver_alive, starter_alive)
+    # before a driver claims the session its starter is responsible for it, after, the driver
+    responsible = driver_alive if claimed else starter_alive
+    expected = mode == "sandbox" and status in ACTIVE and not agent_started and not responsible
     assert is_interrupted(facts) is expected
+
+
+def test_a_long_lived_starter_does_not_hide_a_dead_driver():
+    """The MCP server (or a fan-out scheduler) created the row and lives on; the driver it
+    handed the start to died: interrupted."""
+    from sandboxrun.sandbox.interrupted import interrupted
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    me, host = os.getpid(), os.uname().nodename
+    s = _session(starter_pid=me, starter_host=host, starter_start=process_start(me))
+    assert not interrupted(s)  # not claimed yet: the live starter is still starting it
+    assert interrupted(replace(s, owner_pid=child.pid, owner_host=host))
 
 
 def _session(**kw) -> Session:

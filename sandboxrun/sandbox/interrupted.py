@@ -36,20 +36,26 @@ class StartFacts:
     mode: str
     status: str
     agent_started: bool
+    #: a driver has claimed the session (``owner_pid`` set): from then on only it starts it
+    claimed: bool
     driver_alive: bool
     starter_alive: bool
 
 
 def is_interrupted(f: StartFacts) -> bool:
     """A sandbox session still active on paper whose agent never started, with no live process
-    (driver or starter) left to start it. Pure."""
+    left to start it: its driver, or before a driver claimed it, the process that created it
+    (an MCP server or a fan-out scheduler lives on after handing a start to its driver). Pure.
+    """
+    responsible_alive = f.driver_alive if f.claimed else f.starter_alive
     return (
-        f.mode == "sandbox"
-        and f.status in ACTIVE
-        and not f.agent_started
-        and not f.driver_alive
-        and not f.starter_alive
+        f.mode == "sandbox" and f.status in ACTIVE and not f.agent_started and not responsible_alive
     )
+
+
+def still_starting(session: Session) -> bool:
+    """The process that created ``session`` is alive and no driver has claimed it yet."""
+    return session.owner_pid is None and session.agent_pgid is None and starter_alive(session)
 
 
 def start_facts(session: Session) -> StartFacts:
@@ -58,6 +64,7 @@ def start_facts(session: Session) -> StartFacts:
         mode=session.mode,
         status=str(session.status),
         agent_started=session.agent_pgid is not None,
+        claimed=session.owner_pid is not None,
         driver_alive=owner_alive(session),
         starter_alive=starter_alive(session),
     )
@@ -105,7 +112,8 @@ def finish_interrupted(
     """
     why = describe(session)
     status = Status.KILLED if killed else Status.FAILED
-    if not store.set_status(session.id, status, only_if_active=True, error=why):
+    # kill_requested: a driver that was only slow to claim it (not gone) stops at its next check
+    if not store.set_status(session.id, status, only_if_active=True, error=why, kill_requested=1):
         return Finished(store.get(session.id), [], [])  # someone else ended it first
     removed: list[str] = []
     kept: list[str] = []

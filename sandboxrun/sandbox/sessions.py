@@ -15,10 +15,15 @@ from sandboxrun.config import Settings, format_duration
 from sandboxrun.errors import SandboxLostError, SandboxrunError, UsageError
 from sandboxrun.sandbox.backends import get_backend
 from sandboxrun.sandbox.collect import Patches, collect_patches, save_artifacts
-from sandboxrun.sandbox.interrupted import finish_interrupted, interrupted, leftovers
+from sandboxrun.sandbox.interrupted import (
+    finish_interrupted,
+    interrupted,
+    leftovers,
+    still_starting,
+)
 from sandboxrun.sandbox.nextstep import SessionFacts, next_step_hint
 from sandboxrun.sandbox.reporting import Reporter
-from sandboxrun.store import Session, SessionStore, owner_alive, starter_alive
+from sandboxrun.store import Session, SessionStore, owner_alive
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +39,7 @@ def session_facts(settings: Settings, session: Session) -> SessionFacts:
         name=session.name,
         status=session.status,
         # before a driver claims it, the process that created the session is the one starting it
-        driver_alive=owner_alive(session)
-        or (session.agent_pgid is None and not session.is_terminal and starter_alive(session)),
+        driver_alive=owner_alive(session) or (not session.is_terminal and still_starting(session)),
         agent_started=session.agent_pgid is not None and bool(session.sandbox_id),
         has_commits=bool(session.result_commits),
         has_patches=any(
