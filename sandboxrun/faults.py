@@ -80,11 +80,16 @@ def _hint(kind: str, path: Path | None, *, database: bool) -> str:
             f"a `sqlite3` shell): find it with `fuser {_q(path)}`, let it finish or end it, "
             "then try again."
         )
-    if kind == "readonly":
+    if kind == "readonly" and database:
         return (
             f"Make it writable for you (`ls -l {_q(where)}`; `chmod u+w` the directory and "
-            f"{'state.db, state.db-wal, state.db-shm' if database else 'the file'}), or set "
-            "SANDBOXRUN_HOME to a writable directory."
+            "state.db, state.db-wal, state.db-shm), or set SANDBOXRUN_HOME to a writable "
+            "directory."
+        )
+    if kind == "readonly":
+        return (
+            f"Check its permissions and file system (`ls -ld {_q(where)}`, `findmnt -T "
+            f"{_q(where)}`): it must be writable for you; then try again."
         )
     if kind == "full":
         return (
@@ -170,8 +175,10 @@ def disk_fault(exc: BaseException, path: Path | str | None = None) -> StateError
     reason = exc.strerror or str(exc)
     if kind == "full":
         message = f"cannot write {what}: the disk (or a size limit) is full ({reason})"
-    elif kind == "readonly":
+    elif kind == "readonly" and exc.errno == errno.EROFS:
         message = f"cannot write {what}: {reason}"
+    elif kind == "readonly":
+        message = f"no permission to use {what}: {reason}"
     else:
         message = f"cannot read or write {what}: {reason}"
     return StateError(message, _hint(kind, p, database=False), kind=kind)
