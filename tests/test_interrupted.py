@@ -146,6 +146,8 @@ def test_sigkill_at_each_phase(cli, repo, tmp_path, isolated_env, point, finish)
 
     row = cli.status("victim")
     assert row["status"] == status and row["interrupted"] is True, row
+    follow = cli("logs", "victim", "--follow")  # ends (exit 1) instead of waiting forever
+    assert follow.returncode == 1 and "sandboxrun kill victim" in follow.stderr, follow
     assert row["next"] == ["sandboxrun kill victim"]
     table = cli("status").stdout
     assert "interrupted" in table, table

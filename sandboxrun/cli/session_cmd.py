@@ -15,6 +15,7 @@ from sandboxrun.cli.common import (
     open_store,
     print_json,
     print_json_line,
+    say,
     settings_for,
 )
 from sandboxrun.cli.render import (
@@ -127,6 +128,8 @@ def logs(
     json_out: bool = typer.Option(False, "--json", help="Print stored events as JSON lines."),
 ) -> None:
     """Print a session's events (phases, agent actions, warnings), from any terminal."""
+    from sandboxrun.sandbox.interrupted import describe as describe_interrupted
+    from sandboxrun.sandbox.interrupted import interrupted, next_hint
     from sandboxrun.sandbox.sessions import reconcile
 
     settings = settings_for(None)
@@ -153,6 +156,10 @@ def logs(
         if not follow:
             return
         current = reconcile(settings, store, store.get(s.id))
+        if interrupted(current):  # its start died: nothing more will come
+            say((f"{current.name}: {describe_interrupted(current)}. ", "yellow"),
+                next_hint(current), err=True)  # fmt: skip
+            raise typer.Exit(1)
         if current.is_terminal:
             # one last pass for events written with the final status
             if not store.events(s.id, after_id=last, limit=1):
