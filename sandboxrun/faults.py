@@ -18,16 +18,9 @@ import sqlite3
 from pathlib import Path
 from typing import Any, NoReturn, Self
 
-from sandboxrun.errors import SandboxrunError
+from sandboxrun.errors import StateError
 
-
-class StateError(SandboxrunError):
-    """sandboxrun's state (``state.db``, its home directory, the disk) cannot be used."""
-
-    def __init__(self, message: str, hint: str | None = None, *, kind: str = "") -> None:
-        super().__init__(message, hint)
-        #: corrupt | readonly | locked | full | io | cantopen
-        self.kind = kind
+__all__ = ["StateError", "connect", "db_fault", "disk_fault", "open_fault"]
 
 
 # SQLite's primary result codes (https://sqlite.org/rescode.html) that mean "the database or
