@@ -190,8 +190,11 @@ def test_work_in_the_worktree_is_never_removed(cli, repo, tmp_path):
     proc, pid, _ = start_held(cli, tmp_path, "packing", "untracked")
     kill9(pid, proc)
     (repo / ".worktrees" / "untracked" / "notes.txt").write_text("mine\n")
+    proc, pid, _ = start_held(cli, tmp_path, "packing", "ignored")
+    kill9(pid, proc)
+    (repo / ".worktrees" / "ignored" / "debug.log").write_text("ignored, but mine\n")
 
-    for name in ("carried", "untracked"):
+    for name in ("carried", "untracked", "ignored"):
         assert cli.status(name)["interrupted"] is True
         done = cli("kill", name)
         assert done.returncode == 0, done.stderr
@@ -200,10 +203,11 @@ def test_work_in_the_worktree_is_never_removed(cli, repo, tmp_path):
     carried = repo / ".worktrees" / "carried" / "src" / "app.py"
     assert carried.read_text() == "print('changed by the user')\n"
     assert (repo / ".worktrees" / "untracked" / "notes.txt").read_text() == "mine\n"
+    assert (repo / ".worktrees" / "ignored" / "debug.log").read_text() == "ignored, but mine\n"
     out = cli("logs", "carried", "--json").stdout
     events = [json.loads(line) for line in out.splitlines()]
     kept = [e for e in events if e["kind"] == "interrupted"][0]["payload"]["kept"]
-    assert any("commits beyond its base" in k for k in kept), kept
+    assert any("not at its base commit" in k for k in kept), kept
 
 
 def test_a_start_in_progress_is_not_interrupted(cli, repo, tmp_path):

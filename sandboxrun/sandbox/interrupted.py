@@ -151,10 +151,13 @@ def _remove_empty_worktree(session: Session) -> str:
         tip = gitops.git(repo, "rev-parse", "--verify", "--quiet",
                          f"refs/heads/{session.branch}", check=False).stdout.strip()  # fmt: skip
         if head != session.base_commit or tip != session.base_commit:
-            return (f"worktree {worktree} kept: branch {session.branch} has commits "
-                    "beyond its base")  # fmt: skip
-        if not gitops.is_clean(worktree):
-            return f"worktree {worktree} kept: it has uncommitted or untracked files"
+            return (f"worktree {worktree} kept: it is not at its base commit (commits beyond "
+                    f"it on {session.branch}, or another checkout)")  # fmt: skip
+        # ignored files too: a fresh worktree has none, so any was put there by someone
+        files = gitops.git(worktree, "status", "--porcelain", "--ignored",
+                           "--untracked-files=all").stdout.strip()  # fmt: skip
+        if files:
+            return f"worktree {worktree} kept: it has uncommitted, untracked or ignored files"
         gitops.remove_worktree(repo, worktree, session.branch, delete_branch=True)
     except SandboxrunError as exc:
         return f"worktree {worktree} kept: {exc.message}"
