@@ -562,7 +562,12 @@ def main(argv: list[str] | None = None, *, fast_exit: bool = False) -> int:
             sys.stdout.write(json.dumps(reply) + "\n")
             sys.stdout.flush()
     except Exception as exc:  # never break the agent: one log line, exit 0
-        log(home, f"event={event or '?'} {type(exc).__name__}: {exc}")
+        from sandboxrun.faults import db_fault
+
+        # a broken state.db or a full disk: the same words (and next step) as the CLI's
+        fault = db_fault(exc, home / "state.db")
+        said = f"{fault.message} ({fault.hint})" if fault else f"{type(exc).__name__}: {exc}"
+        log(home, f"event={event or '?'} {said}")
     return 0
 
 

@@ -27,6 +27,7 @@ from mcp.types import ToolAnnotations
 
 from sandboxrun.config import Settings, load_settings
 from sandboxrun.errors import SandboxrunError, SessionNotFoundError, UsageError
+from sandboxrun.faults import disk_fault
 from sandboxrun.local.identity import Checkout, find_checkout, resolve_identity
 from sandboxrun.store import Session, SessionStore
 
@@ -50,6 +51,11 @@ def translate(fn: F) -> F:
             return fn(*args, **kwargs)
         except SandboxrunError as exc:
             raise tool_error(exc) from exc
+        except OSError as exc:  # a full or read-only disk: the same words as the CLI's
+            fault = disk_fault(exc)
+            if fault is None:
+                raise
+            raise tool_error(fault) from exc
 
     return wrapper  # type: ignore[return-value]
 
