@@ -24,6 +24,7 @@ from sandboxrun.local import monitor as monitor_mod
 from sandboxrun.local import send as send_mod
 from sandboxrun.local import spawn as spawn_mod
 from sandboxrun.local import transcript
+from sandboxrun.local import wait as wait_mod
 from sandboxrun.local.observe import state_of
 from sandboxrun.store import Session, SessionStore
 from sandboxrun.tmux import Tmux
@@ -157,15 +158,8 @@ def wait_cmd(
     store = open_store(settings)
     tmux = Tmux()
     sessions = [_child(store, n) for n in names]
-    start = time.monotonic()
-    while True:
-        states = {s.name: state_of(tmux, store.get(s.id)) for s in sessions}
-        done = {n: st for n, st in states.items() if st.name in WAIT_CODES}
-        finished = bool(done) if any_ else len(done) == len(states)
-        timed_out = limit is not None and time.monotonic() - start > limit
-        if finished or timed_out:
-            break
-        time.sleep(0.25)
+    result = wait_mod.wait_for(store, tmux, sessions, any_=any_, timeout=limit)
+    states, done, finished = result.states, result.done, result.finished
     if json_out:
         print_json({n: st.to_dict() for n, st in states.items()})
     else:
