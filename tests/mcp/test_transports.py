@@ -5,18 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
-import stat
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 from fastmcp import Client
 from fastmcp.client.transports import StdioTransport
-from mcptest_lib import add_worktree, hook
+from mcptest_lib import add_worktree, hook, http_server_process
 
 pytestmark = pytest.mark.slow
 
@@ -40,46 +36,11 @@ def test_stdio_server_process(proj: Path):
     assert [s["role"] for s in listed["sessions"]] == ["api"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def http_server(proj: Path):
     """``sandboxrun mcp --http`` as a process in ``proj``; yields (base url, token)."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sandboxrun", "mcp", "--http", "--port", str(port)],
-        cwd=proj,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.stderr.read().decode()
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not come up"
-            time.sleep(0.1)
-        token_file = Path(os.environ["SANDBOXRUN_HOME"]) / "http.token"
-        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
-        yield base, token_file.read_text().strip()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
+    with http_server_process(proj) as served:
+        yield served
 
 
 def test_http_needs_the_token_everywhere_but_health(http_server):

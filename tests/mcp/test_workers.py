@@ -186,8 +186,8 @@ def test_a_real_stdio_server_spawns_messages_and_closes_a_worker(
     async def go():
         async with Client(transport) as client:
 
-            async def call(name, **args):
-                return (await client.call_tool(name, args)).structured_content
+            async def call(tool_name, /, **args):
+                return (await client.call_tool(tool_name, args)).structured_content
 
             spawned = await call(
                 "spawn_workers",
