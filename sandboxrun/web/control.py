@@ -1,8 +1,10 @@
 """HTTP control plane: ``/health``, ``/msg/send``, ``/msg/health``, ``/msg/report``, and the MCP
 endpoint ``/mcp``, all in one Starlette app.
 
-JSON in and out, status codes that mean something (400 bad input, 401 no or wrong token, 404
-unknown session, 413 body too large, 429 too many messages), and a bearer token, the contents
+JSON in and out, status codes that mean something (400 bad input, 401 no or wrong token, 403 a
+report from a name outside the project's ``{prefix}`` namespace, 404 unknown session, 409 a
+target that cannot take the message, 413 body too large, 429 too many messages), and a bearer
+token, the contents
 of ``$SANDBOXRUN_HOME/http.token`` (created with mode 600 on first use), required on
 everything but ``GET /health``. Bound to loopback by default (``cli/mcp_cmd.py``).
 """
@@ -139,6 +141,16 @@ class Control:
                 404, f"no session matches {ref!r}", "See GET /health or list_sessions."
             ) from exc
 
+    def _by_tmux_name(self, name: str, repo: str) -> Session | None:
+        """The newest session of ``repo`` whose tmux session is ``name`` (None: not known, e.g.
+        a child whose row was lost: its report is kept under its name)."""
+        row = self.coord.store.conn.execute(
+            "SELECT id FROM sessions WHERE tmux_session = ? AND repo = ? "
+            "ORDER BY created_at DESC LIMIT 1",
+            (name, repo),
+        ).fetchone()
+        return self.coord.store.get(row[0]) if row else None
+
     async def health_route(self, request: Request) -> Response:
         return JSONResponse({"status": "ok", "service": "sandboxrun", "time": time.time()})
 
@@ -261,8 +273,22 @@ class Control:
         if not ref and not name:
             raise Problem(400, "a report needs sessionId or name")
         s = self._session(ref) if ref else None
-        if name and s is None:
-            s = self._session(name)  # a name outside our sessions is refused (404)
+        if name:
+            # Only this project's tmux sessions ({prefix}_master, {prefix}_child_NAME) report
+            # by name: anything else (another project's prefix, made-up names) is refused.
+            root = Path(s.repo) if s and s.repo else Path(self.coord.repo(None))
+            prefix = prefix_for(root, self.coord.settings, self.coord.env)
+            if not reports.in_namespace(name, prefix):
+                raise Problem(
+                    403,
+                    f"{name!r} is outside this project's namespace ({prefix}_master, "
+                    f"{prefix}_child_NAME)",
+                    "Report as your tmux session's name, or by sessionId.",
+                )
+            if s is None:
+                s = self._by_tmux_name(name, str(root))
+            elif name not in (s.tmux_session, s.name):
+                raise Problem(409, f"name {name!r} is not session {s.name}'s")
         arts = _field(data, "artifacts", list) or []
         if not all(isinstance(a, str) for a in arts):
             raise Problem(400, "artifacts must be a list of strings")

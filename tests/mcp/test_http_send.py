@@ -90,3 +90,44 @@ def test_send_to_a_real_worker_is_delivered_once(proj: Path, worker_env, fake_ap
             f"{base}/msg/send", headers=auth, json={"message": "late", "sessionId": "api"}
         )
         assert ended.status_code == 409 and "has ended" in ended.json()["error"]
+
+
+def test_reports_by_name_only_from_the_projects_namespace(proj: Path, tmux_server):
+    env = {**os.environ, SOCKET_ENV: tmux_server.socket_path, "PROJECT_PREFIX": "t"}
+    store = SessionStore(Path(os.environ["SANDBOXRUN_HOME"]) / "state.db")
+    child = store.create_session(
+        name="api", mode="local", backend="tmux", status=Status.RUNNING, repo=str(proj),
+        role="api", tmux_session="t_child_api",
+    )  # fmt: skip
+    other = store.create_session(
+        name="elsewhere", mode="local", backend="tmux", status=Status.RUNNING,
+        repo=str(proj.parent / "other"), role="x", tmux_session="o_child_x",
+    )  # fmt: skip
+    with http_server_process(proj, env) as (base, token):
+        auth = {"Authorization": f"Bearer {token}"}
+
+        def report(**body):
+            return httpx.post(f"{base}/msg/report", headers=auth, json={"state": "done", **body})
+
+        ok = report(name="t_child_api", notes="tests pass")
+        assert ok.status_code == 201 and ok.json()["session"] == child.id
+        lost = report(name="t_child_gone")  # ours, though its row was lost: kept by name
+        assert lost.status_code == 201 and lost.json()["session"] is None
+        assert report(name="t_master").status_code == 201
+        refused = {
+            n: report(name=n).status_code
+            for n in ("o_child_x", "t_child_", "t_child_../x", "t_childapi", "api", "t_master2",
+                      "T_child_api", "prefix_t_child_api")
+        }  # fmt: skip
+        assert set(refused.values()) == {403}, refused
+        assert "namespace" in report(name="api").json()["error"]
+        # with a sessionId the name must still be in the namespace, and be that session's
+        assert report(sessionId=child.id, name="t_child_web").status_code == 409
+        assert report(sessionId=other.id, name="o_child_x").status_code == 403
+    got = store.conn.execute("SELECT name, session_id FROM reports ORDER BY id").fetchall()
+    assert [tuple(r) for r in got] == [
+        ("api", child.id),
+        ("t_child_gone", None),
+        ("t_master", None),
+    ]
+    store.close()

@@ -255,3 +255,15 @@ def test_server_refuses_to_start_without_git(proj, monkeypatch):
 
     with pytest.raises(Exception, match="git is not installed"):
         asyncio.run(start())
+
+
+def test_report_namespace_rule():
+    from sandboxrun.coord.reports import in_namespace
+
+    assert in_namespace("proj_master", "proj") and in_namespace("proj_child_api", "proj")
+    assert in_namespace("p-1_child_a.b", "p-1")
+    for name, prefix in [("proj_child_", "proj"), ("proj_child_..", "proj"),
+                         ("proj_child_a/b", "proj"), ("proj_master", "pro"), ("x", ""),
+                         ("proj_child_api", "proj_child"), ("other_child_api", "proj"),
+                         ("proj_child_-x", "proj"), ("", "proj")]:  # fmt: skip
+        assert not in_namespace(name, prefix), (name, prefix)

@@ -123,7 +123,7 @@ def test_http_mcp_control_plane_and_twenty_concurrent_clients(http_server, proj:
             httpx.post(
                 f"{base}/msg/report", headers=auth, json={"name": "not-ours", "state": "done"}
             ),
-            404,
+            403,
         ),
         (
             httpx.post(
