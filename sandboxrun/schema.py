@@ -255,3 +255,10 @@ def m006_groups(db: sqlite_utils.Database) -> None:
         """
     )
     db.execute("ALTER TABLE sessions ADD COLUMN group_id TEXT")
+
+
+@migrations()
+def m007_sessions_created_index(db: sqlite_utils.Database) -> None:
+    """Sessions by creation time: lists (``status``, MCP ``list_sessions``) are newest first
+    and paged, so a page reads the index instead of sorting every row."""
+    db.execute("CREATE INDEX IF NOT EXISTS sessions_created ON sessions(created_at)")

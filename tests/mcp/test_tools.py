@@ -48,6 +48,8 @@ def test_every_tool_is_annotated_and_described(proj):
         "claim_files", "check_conflicts", "release_files", "list_claims",
         "run_in_sandbox", "sandbox_logs", "kill_sandbox", "download_sandbox", "extend_sandbox",
         "notify_when_merged", "check_merge_status", "get_merge_events", "rebase_assist",
+        "spawn_workers", "message_workers", "wait_idle_workers", "read_worker_logs",
+        "close_workers", "discover_workers", "adopt_worker",
     } <= names  # fmt: skip
     for t in found:
         a = t.annotations
@@ -57,10 +59,13 @@ def test_every_tool_is_annotated_and_described(proj):
             a.idempotent_hint,
         ), t.name
         assert t.description and len(t.description) > 40, t.name
-    assert {t.name for t in found if t.annotations.destructive_hint} == {"kill_sandbox"}
+    assert {t.name for t in found if t.annotations.destructive_hint} == {
+        "kill_sandbox",
+        "close_workers",
+    }
     assert {str(r.uri) for r in resources} >= {"sandboxrun://sessions", "sandboxrun://presence"}
     assert [t.uri_template for t in templates] == ["sandboxrun://sessions/{session_id}"]
-    assert len(DOMAINS) == 6
+    assert len(DOMAINS) == 7  # sessions presence messages claims sandbox merges workers
 
 
 def test_sessions_tools_and_resources(team):
