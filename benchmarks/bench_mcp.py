@@ -88,7 +88,7 @@ def bench_list(repo: Path, env: dict[str, str], calls: int) -> dict[str, dict[st
             start = time.perf_counter()
             result = await client.call_tool("list_sessions", args)
             out.append((time.perf_counter() - start) * 1000)
-        assert result.structured_content["total"] == 1000
+        assert json.loads(result.content[0].text)["total"] == 1000  # JSON text, no copy
         return out
 
     async def run() -> dict[str, dict[str, float]]:

@@ -141,6 +141,12 @@ def run(
         "--allow-sensitive",
         help="Accept agent changes to .claude/, .mcp.json, CI workflows and other sensitive paths.",
     ),
+    allow_claimed: bool = typer.Option(
+        False,
+        "--allow-claimed",
+        help="Apply agent changes to files another live session holds an exclusive claim on "
+        "(held back by default, kept in refused.diff).",
+    ),
     install_claude: bool = typer.Option(
         False,
         "--install-claude",
@@ -187,6 +193,7 @@ def run(
             "install_claude": install_claude,
             "update_claude": update_claude,
             "no_isolation": no_isolation,
+            "allow_claimed": allow_claimed,
         },
     )
     session = prepare_run(settings, store, req)

@@ -7,11 +7,12 @@ import time
 from typing import Any, Literal
 
 from fastmcp import FastMCP
+from fastmcp.tools.base import ToolResult
 
 from sandboxrun.coord import claims, presence
 from sandboxrun.coord.local_sessions import local_fields
 from sandboxrun.errors import UsageError
-from sandboxrun.mcp.common import COMPACT_FIELDS, Coord, compact, tool
+from sandboxrun.mcp.common import COMPACT_FIELDS, Coord, compact, json_text, tool
 from sandboxrun.store import ACTIVE, Session, Status
 
 Mode = Literal["sandbox", "local"]
@@ -106,21 +107,21 @@ def examine(coord: Coord, s: Session, events: int = 20) -> dict[str, Any]:
 def register(mcp: FastMCP, coord: Coord) -> None:
     """Add the session tools and resources to ``mcp``."""
 
-    @tool(mcp, read_only=True, idempotent=True, name="list_sessions")
+    @tool(mcp, read_only=True, idempotent=True, name="list_sessions", text_only=True)
     def list_sessions_tool(
         repo: str | None = None,
         mode: Mode | None = None,
         state: str | None = None,
         limit: int = 200,
-    ) -> dict[str, Any]:
+    ) -> ToolResult:
         """List sandboxrun sessions (sandbox runs and local Claude Code sessions), newest first.
 
         Filters: repo (a path in the repository), mode ('sandbox' or 'local'), state ('active',
         'ended' or an exact status such as 'running', 'completed', 'failed'). Returns the total
         matching and up to `limit` sessions with id, name, status, role, activity and branch
-        (fields a session does not have are left out).
+        (fields a session does not have are left out), as JSON text.
         """
-        return list_sessions(coord, repo, mode, state, limit)
+        return json_text(list_sessions(coord, repo, mode, state, limit))
 
     @tool(mcp, read_only=True, idempotent=True)
     def get_my_session() -> dict[str, Any]:

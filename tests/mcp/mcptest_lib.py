@@ -28,6 +28,13 @@ from sandboxrun.mcp.server import build_server
 HOOK = Path(sys.executable).parent / "sandboxrun-hook"
 
 
+def reply(result: Any) -> Any:
+    """A tool's reply: its structured content, else its JSON text (``list_sessions``)."""
+    if result.structured_content is not None:
+        return result.structured_content
+    return json.loads(result.content[0].text)
+
+
 def add_worktree(repo: Path, role: str) -> Path:
     """The role's agent worktree (``.worktrees/ROLE``), created by the real library."""
     return setup(repo, role, load_settings(repo)).path
@@ -76,8 +83,7 @@ class Tools:
 
     async def _call(self, name: str, args: dict[str, Any]) -> Any:
         async with Client(self.server) as client:
-            result = await client.call_tool(name, args)
-            return result.structured_content
+            return reply(await client.call_tool(name, args))
 
     def __call__(self, tool_name: str, /, **args: Any) -> Any:
         return asyncio.run(self._call(tool_name, args))

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from fastmcp import Client
 from fastmcp.client.transports import StdioTransport
-from mcptest_lib import add_worktree, hook, http_server_process
+from mcptest_lib import add_worktree, hook, http_server_process, reply
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +29,7 @@ def test_stdio_server_process(proj: Path):
         async with Client(transport) as client:
             me = await client.call_tool("get_my_session", {})
             listed = await client.call_tool("list_sessions", {"mode": "local"})
-            return me.structured_content, listed.structured_content
+            return reply(me), reply(listed)
 
     me, listed = asyncio.run(go())
     assert me["role"] == "api" and me["tracked"] and me["worktree"] == str(api_wt)
@@ -67,7 +67,7 @@ def test_http_mcp_control_plane_and_twenty_concurrent_clients(http_server, proj:
                 listed = await client.call_tool("list_sessions", {})
                 await client.call_tool("register_presence", {"role": f"bot{i}"})
                 beat = await client.call_tool("heartbeat", {"role": f"bot{i}"})
-                return listed.structured_content["total"], beat.structured_content["role"]
+                return reply(listed)["total"], reply(beat)["role"]
 
         return await asyncio.gather(*(one(i) for i in range(n)), return_exceptions=True)
 

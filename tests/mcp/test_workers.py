@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from fastmcp import Client
 from fastmcp.client.transports import StdioTransport
-from mcptest_lib import Tools
+from mcptest_lib import Tools, reply
 from sbr_testlib import retry_until
 
 from sandboxrun.mcp.common import Coord
@@ -187,7 +187,7 @@ def test_a_real_stdio_server_spawns_messages_and_closes_a_worker(
         async with Client(transport) as client:
 
             async def call(tool_name, /, **args):
-                return (await client.call_tool(tool_name, args)).structured_content
+                return reply(await client.call_tool(tool_name, args))
 
             spawned = await call(
                 "spawn_workers",
