@@ -255,8 +255,12 @@ def monitor_cmd(
     interval: str = typer.Option("5s", "--interval", help="Time between passes."),
     once: bool = typer.Option(False, "--once", help="One pass, print the states, exit."),
     daemon: bool = typer.Option(False, "--daemon", help="Run in the background."),
+    merge_interval: str = typer.Option(
+        "30s", "--merge-interval", help="Time between checks for merged children's branches."
+    ),
 ) -> None:
-    """Watch children: states, exits, stale turns; continue them after a usage limit resets.
+    """Watch children: states, exits, stale turns; continue them after a usage limit resets;
+    tell a child and the master (MERGED message) when its branch is merged into its base.
 
     Logs to $SANDBOXRUN_HOME/logs/monitor.log (rotated). Safe to restart: state lives in the
     database and tmux.
@@ -266,7 +270,8 @@ def monitor_cmd(
     if daemon:
         from sandboxrun import process
 
-        argv = [sys.executable, "-m", "sandboxrun", "monitor", "--interval", interval]
+        argv = [sys.executable, "-m", "sandboxrun", "monitor", "--interval", interval,
+                "--merge-interval", merge_interval]  # fmt: skip
         if root:
             argv += ["--repo", str(root)]
         pid = process.spawn_detached(argv, output=settings.home / "logs" / "monitor.out")
@@ -274,7 +279,13 @@ def monitor_cmd(
         return
     store = open_store(settings)
     monitor_mod.setup_logging(settings.home)
-    mon = monitor_mod.Monitor(store, Tmux(), settings, repo=str(root) if root else None)
+    mon = monitor_mod.Monitor(
+        store,
+        Tmux(),
+        settings,
+        repo=str(root) if root else None,
+        merge_interval=parse_duration(merge_interval),
+    )
     if once:
         states = mon.tick()
         print_json({n: st.to_dict() for n, st in states.items()})

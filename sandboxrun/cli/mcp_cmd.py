@@ -99,8 +99,10 @@ def merges_watch(
     once: bool = typer.Option(False, "--once", help="Check once and exit."),
     json_out: bool = typer.Option(False, "--json", help="Print each merge as a JSON line."),
 ) -> None:
-    """Check every repository with subscriptions (notify_when_merged) for merges, every
-    --interval seconds; each merge is recorded and its subscriber gets a MERGED message."""
+    """Check for merges every --interval seconds: the branches of active local children
+    (their role and the master are told) and every notify_when_merged subscription; each
+    merge is recorded and its subscribers get a MERGED message. `sandboxrun monitor` does
+    the same beside its other work; this is for repositories without one."""
     import time
 
     from sandboxrun.cli.common import open_store, print_json_line
@@ -109,14 +111,14 @@ def merges_watch(
 
     if interval <= 0:
         raise UsageError("--interval must be positive", "Pass --interval 30, for example.")
-    store = open_store(load_settings())
+    settings = load_settings()
+    store = open_store(settings)
     while True:
-        for repo in merges.watched_repos(store.conn):
-            for event in merges.check_merges(store.conn, repo):
-                if json_out:
-                    print_json_line(event.to_dict())
-                else:
-                    console.print(f"merged: {event.branch} into {event.base} ({event.repo})")
+        for event in merges.monitor_pass(store.conn, None, pm_role=settings.pm_role):
+            if json_out:
+                print_json_line(event.to_dict())
+            else:
+                console.print(f"merged: {event.branch} into {event.base} ({event.repo})")
         if once:
             return
         time.sleep(interval)
