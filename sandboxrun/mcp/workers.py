@@ -328,3 +328,34 @@ def register(mcp: FastMCP, coord: Coord) -> None:
             )
         adopted = [adopt_mod.adopt(coord.store, tmux, o) for o in chosen]
         return {"adopted": [compact(s) for s in adopted]}
+
+
+#: what is typed into an idle worker to wake it for a message (the hook adds the message
+#: itself to the context of that very prompt, so the text is only the nudge)
+WAKE_TEXT = "New message from {sender}: it is in your context now. Read it and act on it."
+
+
+def wake(coord: Coord, root: str, role: str, sender: str | None) -> list[dict[str, Any]]:
+    """Wake the idle workers of ``role`` in ``root`` by typing a short prompt into their pane,
+    so a message sent to them is read now rather than at their next turn. Busy workers are
+    left alone: their hook delivers the message at their next tool call."""
+    from sandboxrun.local.observe import state_of
+
+    rows = coord.store.conn.execute(
+        "SELECT id FROM sessions WHERE repo = ? AND role = ? AND backend = 'tmux' "
+        "AND tmux_session IS NOT NULL AND mode = 'local' AND status = 'running'",
+        (root, role),
+    ).fetchall()
+    out = []
+    for (sid,) in rows:
+        s = coord.store.get(sid)
+        tmux = tmux_for(coord, s)
+        state = state_of(tmux, s)
+        if state.name != "idle":
+            out.append({"name": s.name, "woken": False, "state": state.name})
+            continue
+        text = WAKE_TEXT.format(sender=f"session '{sender}'" if sender else "sandboxrun")
+        result = send_mod.send(coord.store, tmux, s, text, home=coord.settings.home)
+        out.append({"name": s.name, "woken": result.outcome != send_mod.FAILED,
+                    "state": state.name, **result.to_dict()})  # fmt: skip
+    return out

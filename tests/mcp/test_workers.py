@@ -105,6 +105,11 @@ def test_discover_adopt_wait_read_and_close_a_worker_the_database_lost(proj: Pat
     logs = retry_until(lambda: (r := tools("read_worker_logs", name="lost", screen=True))
                        and "still here" in (r["screen"] or "") and r)  # fmt: skip
     assert logs["total"] == 0 and logs["messages"] == []
+    # a worker that is not idle is not woken by a message (its hook delivers it later)
+    sent = tools("send_message", to="lost", body="hello there", wake=True)
+    assert sent["to"] == ["lost"]
+    assert sent["woken"] == [{"name": "lost", "woken": False, "state": "starting"}]
+    assert "hello there" not in tmux_server.capture("t_child_lost")
     # no hook ever ran: not done, so the wait ends by its timeout and says so
     waited = tools("wait_idle_workers", names=["lost"], timeout=0.5)
     assert waited["timed_out"] is True and waited["states"]["lost"]["state"] == "starting"
@@ -165,6 +170,20 @@ def test_spawn_message_wait_read_close_two_real_workers(proj: Path, worker_env, 
     assert logs["messages"][0]["text"] == "now run the tests"
     assert logs["messages"][1]["text"] == "ack: now run the tests"
     assert logs["total"] == 4  # first task, its answer, the message, its answer
+
+    # a message with wake=true: the idle worker is woken and reads it in that very prompt
+    manager = _tools(proj, {**worker_env, "CLAUDE_INSTANCE_ID": "pm"})
+    woke = manager("send_message", to="web", body="please rebase on main", wake=True)
+    assert [(w["name"], w["woken"], w["outcome"]) for w in woke["woken"]] == [
+        ("web", True, "delivered")
+    ]
+    assert tools("wait_idle_workers", names=["web"], timeout=120)["finished"]
+    woken = [r for r in fake_api.main_requests if "New message from session 'pm'" in
+             r.user_texts()[-1]]  # fmt: skip
+    assert len(woken) == 1
+    assert "Session 'pm' says: please rebase on main" in "\n".join(
+        woken[0].texts(("user", "system"))
+    )
 
     closed = tools("close_workers", names=["api", "web", "docs"])
     assert closed["closed"] == 3, closed
