@@ -29,7 +29,12 @@ mcp_app = typer.Typer(
 def serve(
     ctx: typer.Context,
     http: bool = typer.Option(False, "--http", help="Serve streamable HTTP instead of stdio."),
-    port: int = typer.Option(8765, "--port", help="HTTP port (with --http)."),
+    port: int = typer.Option(
+        None,
+        "--port",
+        help="HTTP port (with --http). Default 8765; the master session binds $WEB_PORT "
+        "when set (only the master: its children inherit the variable).",
+    ),
     host: str = typer.Option(
         "127.0.0.1",
         "--host",
@@ -40,19 +45,27 @@ def serve(
     """Run the MCP server (stdio by default)."""
     if ctx.invoked_subcommand is not None:
         return
-    from sandboxrun.mcp.server import check_git, serve_http, serve_stdio
+    from sandboxrun.mcp.server import (
+        caller_is_master,
+        check_git,
+        http_port,
+        serve_http,
+        serve_stdio,
+    )
 
     check_git()
     if http:
+        from sandboxrun.mcp.common import Coord
+
+        coord = Coord()
+        port = http_port(port, os.environ.get("WEB_PORT"), caller_is_master(coord))
         if not 0 < port < 65536:
             raise UsageError(f"invalid port {port}", "Pass --port between 1 and 65535.")
-        from sandboxrun.config import load_settings
-
-        home = load_settings().home
+        home = coord.settings.home
         typer.echo(
             f"sandboxrun MCP at http://{host}:{port}/mcp (token: {home / 'http.token'})", err=True
         )
-        serve_http(host=host, port=port)
+        serve_http(host=host, port=port, coord=coord)
     else:
         serve_stdio()
 

@@ -31,6 +31,27 @@ workers with spawn_workers, message_workers, wait_idle_workers and read_worker_l
 DOMAINS = (sessions, presence, messages, claims, sandbox, merges, workers)
 
 
+#: the HTTP port when neither --port nor (for the master) WEB_PORT says otherwise
+DEFAULT_PORT = 8765
+
+
+def http_port(flag: int | None, web_port: str | None, is_master: bool) -> int:
+    """The port ``mcp --http`` binds (pure): ``--port``; else ``WEB_PORT`` when this is the
+    master session (the one web service of a project: children inherit the variable and must
+    not take its port); else :data:`DEFAULT_PORT`."""
+    if flag is not None:
+        return flag
+    if is_master and web_port and web_port.strip().isdigit():
+        return int(web_port)
+    return DEFAULT_PORT
+
+
+def caller_is_master(coord: Coord) -> bool:
+    """Whether the session running this server is a master (``sandboxrun master start``)."""
+    me = coord.me()
+    return bool(me is not None and me.options.get("master"))
+
+
 def check_git() -> None:
     """Raise ProgramNotFoundError (with the fix) when git is not installed."""
     if shutil.which("git") is None:

@@ -11,6 +11,7 @@ import pytest
 from fastmcp import Client
 from mcptest_lib import Tools, add_worktree, coord_for, hook
 
+from sandboxrun.mcp.common import Coord
 from sandboxrun.mcp.server import DOMAINS, build_server
 
 
@@ -272,3 +273,28 @@ def test_report_namespace_rule():
                          ("proj_child_api", "proj_child"), ("other_child_api", "proj"),
                          ("proj_child_-x", "proj"), ("", "proj")]:  # fmt: skip
         assert not in_namespace(name, prefix), (name, prefix)
+
+
+def test_only_the_master_binds_web_port(proj: Path):
+    import os
+
+    from sandboxrun.mcp.server import DEFAULT_PORT, caller_is_master, http_port
+    from sandboxrun.store import SessionStore, Status
+
+    assert http_port(9100, "9200", True) == 9100  # --port always wins
+    assert http_port(None, "9200", True) == 9200
+    assert http_port(None, "9200", False) == DEFAULT_PORT  # a child inheriting WEB_PORT
+    assert http_port(None, None, True) == http_port(None, "x1", True) == DEFAULT_PORT
+    store = SessionStore(Path(os.environ["SANDBOXRUN_HOME"]) / "state.db")
+    master = store.create_session(
+        name="proj_master", mode="local", backend="tmux", status=Status.RUNNING,
+        repo=str(proj), role="pm", tmux_session="proj_master", options={"master": True},
+    )  # fmt: skip
+    child = store.create_session(
+        name="api", mode="local", backend="tmux", status=Status.RUNNING, repo=str(proj),
+        role="api", tmux_session="proj_child_api",
+    )  # fmt: skip
+    env = dict(os.environ)
+    assert caller_is_master(Coord(env={**env, "SANDBOXRUN_SESSION": master.id}, cwd=proj))
+    assert not caller_is_master(Coord(env={**env, "SANDBOXRUN_SESSION": child.id}, cwd=proj))
+    store.close()
