@@ -80,8 +80,8 @@ def test_http_mcp_control_plane_and_twenty_concurrent_clients(http_server, proj:
         f"{base}/msg/send", headers=auth, json={"message": "rebase please", "sessionId": "web@proj"}
     )
     assert sent.status_code == 202 and sent.json()["to"] == "web"
-    reply = hook("PostToolUse", web_wt, "claude-web", "web", tool_name="Bash")
-    assert "Session 'http' says: rebase please" in reply["hookSpecificOutput"]["additionalContext"]
+    hooked = hook("PostToolUse", web_wt, "claude-web", "web", tool_name="Bash")
+    assert "Session 'http' says: rebase please" in hooked["hookSpecificOutput"]["additionalContext"]
     # /msg/health aggregates; /msg/report persists and is readable over MCP
     h = httpx.post(f"{base}/msg/health", headers=auth, json={"sessionId": "web@proj", "taskId": "t1",
                    "isExecuting": True, "isIdle": False, "hasUncommittedChanges": True, "tmuxPaneBusy": True})  # fmt: skip
