@@ -269,3 +269,10 @@ def m007_session_starter(db: sqlite_utils.Database) -> None:
         ("starter_start", "TEXT"),
     ):
         db.execute(f"ALTER TABLE sessions ADD COLUMN {column} {kind}")
+
+
+@migrations()
+def m008_sessions_created_index(db: sqlite_utils.Database) -> None:
+    """Sessions by creation time: lists (``status``, MCP ``list_sessions``) are newest first
+    and paged, so a page reads the index instead of sorting every row."""
+    db.execute("CREATE INDEX IF NOT EXISTS sessions_created ON sessions(created_at)")

@@ -24,6 +24,7 @@ from sandboxrun.local import monitor as monitor_mod
 from sandboxrun.local import send as send_mod
 from sandboxrun.local import spawn as spawn_mod
 from sandboxrun.local import transcript
+from sandboxrun.local import wait as wait_mod
 from sandboxrun.local.observe import state_of
 from sandboxrun.sandbox.prepare import read_task
 from sandboxrun.store import Session, SessionStore
@@ -153,15 +154,8 @@ def wait_cmd(
     store = open_store(settings)
     tmux = Tmux()
     sessions = [_child(store, n) for n in names]
-    start = time.monotonic()
-    while True:
-        states = {s.name: state_of(tmux, store.get(s.id)) for s in sessions}
-        done = {n: st for n, st in states.items() if st.name in WAIT_CODES}
-        finished = bool(done) if any_ else len(done) == len(states)
-        timed_out = limit is not None and time.monotonic() - start > limit
-        if finished or timed_out:
-            break
-        time.sleep(0.25)
+    result = wait_mod.wait_for(store, tmux, sessions, any_=any_, timeout=limit)
+    states, done, finished = result.states, result.done, result.finished
     if json_out:
         print_json({n: st.to_dict() for n, st in states.items()})
     else:
@@ -257,8 +251,12 @@ def monitor_cmd(
     interval: str = typer.Option("5s", "--interval", help="Time between passes."),
     once: bool = typer.Option(False, "--once", help="One pass, print the states, exit."),
     daemon: bool = typer.Option(False, "--daemon", help="Run in the background."),
+    merge_interval: str = typer.Option(
+        "30s", "--merge-interval", help="Time between checks for merged children's branches."
+    ),
 ) -> None:
-    """Watch children: states, exits, stale turns; continue them after a usage limit resets.
+    """Watch children: states, exits, stale turns; continue them after a usage limit resets;
+    tell a child and the master (MERGED message) when its branch is merged into its base.
 
     Logs to $SANDBOXRUN_HOME/logs/monitor.log (rotated). Safe to restart: state lives in the
     database and tmux.
@@ -268,7 +266,8 @@ def monitor_cmd(
     if daemon:
         from sandboxrun import process
 
-        argv = [sys.executable, "-m", "sandboxrun", "monitor", "--interval", interval]
+        argv = [sys.executable, "-m", "sandboxrun", "monitor", "--interval", interval,
+                "--merge-interval", merge_interval]  # fmt: skip
         if root:
             argv += ["--repo", str(root)]
         pid = process.spawn_detached(argv, output=settings.home / "logs" / "monitor.out")
@@ -276,7 +275,13 @@ def monitor_cmd(
         return
     store = open_store(settings)
     monitor_mod.setup_logging(settings.home)
-    mon = monitor_mod.Monitor(store, Tmux(), settings, repo=str(root) if root else None)
+    mon = monitor_mod.Monitor(
+        store,
+        Tmux(),
+        settings,
+        repo=str(root) if root else None,
+        merge_interval=parse_duration(merge_interval),
+    )
     if once:
         states = mon.tick()
         print_json({n: st.to_dict() for n, st in states.items()})

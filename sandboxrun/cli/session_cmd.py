@@ -240,6 +240,11 @@ def download(
 
 def attach(
     session: str = typer.Argument(..., help="Session id, id prefix or name."),
+    allow_claimed: bool = typer.Option(
+        False,
+        "--allow-claimed",
+        help="When its work is applied now: also to files another session claimed.",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print events as JSON lines."),
 ) -> None:
     """Reconnect to a run whose `run` process died and carry on following and collecting.
@@ -255,6 +260,9 @@ def attach(
     if _group_command("attach", store, session, settings=settings, json_out=json_out):
         return
     s = store.resolve(session)
+    if allow_claimed and not s.options.get("allow_claimed"):
+        store.update(s.id, options={**s.options, "allow_claimed": True})
+        s = store.get(s.id)
     if json_out:
         final = attach_session(settings, store, s, JsonReporter(s))
         print_json_line({"session": final.id, "kind": "end", **session_json(final)})
