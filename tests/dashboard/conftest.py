@@ -37,3 +37,13 @@ def store(isolated_env: Path):  # noqa: F811 - the fixture, by name
     s = SessionStore(isolated_env / "state.db")
     yield s
     s.close()
+
+
+@pytest.fixture
+def server(proj: Path, store):
+    """The HTTP control plane (with the dashboard page) as a real process in ``proj``."""
+    from dashlib import Server
+
+    s = Server(proj)
+    yield s
+    s.stop()

@@ -73,3 +73,51 @@ def make_group(store: SessionStore, repo: Path, name: str = "feat") -> str:
         store, graph, name=name, repo=str(repo), backend="local", base_commit="0" * 40, options={}
     )
     return g.id
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """``sandboxrun mcp --http`` (or ``serve``) as a real process in ``cwd``."""
+
+    def __init__(self, cwd: Path, *args: str) -> None:
+        import httpx
+
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        argv = [sys.executable, "-m", "sandboxrun", *(args or ("mcp", "--http"))]
+        self.proc = subprocess.Popen(
+            [*argv, "--port", str(self.port)],
+            cwd=cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(self.proc.stderr.read().decode())
+            try:
+                if httpx.get(f"{self.base}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError("server did not come up")
+            time.sleep(0.1)
+        self.token = (Path(os.environ["SANDBOXRUN_HOME"]) / "http.token").read_text().strip()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stderr.close()
