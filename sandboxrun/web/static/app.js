@@ -152,17 +152,23 @@ function graph(group) {
     const d = depth.get(t.name) || 0;
     const i = cols.get(d) || 0;
     cols.set(d, i + 1);
-    pos.set(t.name, { x: 10 + d * W, y: 10 + i * H });
+    pos.set(t.name, { x: 10 + d * W, y: 44 + i * H });
   }
   const width = 20 + (Math.max(0, ...depth.values()) + 1) * W;
-  const height = 20 + Math.max(1, ...cols.values()) * H;
+  const height = 54 + Math.max(1, ...cols.values()) * H;
   const root = svg("svg", { width, height, class: "graph", role: "img" });
   root.appendChild(svg("title", {}, "dependencies of " + group.name));
   for (const t of group.tasks) {
     for (const dep of t.depends_on) {
       const a = pos.get(dep), b = pos.get(t.name);
       if (!a || !b) continue;
-      root.appendChild(svg("path", { class: "edge", d: "M" + (a.x + BW) + " " + (a.y + BH / 2) + " L" + b.x + " " + (b.y + BH / 2) }));
+      const x0 = a.x + BW, y0 = a.y + BH / 2, x1 = b.x, y1 = b.y + BH / 2;
+      // an edge that skips a layer arcs over the boxes between
+      const lift = x1 - x0 > W ? Math.min(a.y, b.y) - 40 : null;
+      const d = lift === null
+        ? "M" + x0 + " " + y0 + " L" + x1 + " " + y1
+        : "M" + x0 + " " + y0 + " C" + (x0 + 30) + " " + lift + " " + (x1 - 30) + " " + lift + " " + x1 + " " + y1;
+      root.appendChild(svg("path", { class: "edge", d, "data-from": dep, "data-to": t.name }));
     }
   }
   for (const t of group.tasks) {
