@@ -79,5 +79,35 @@ def dashboard(
     DashboardApp(settings, where, poll=poll).run()
 
 
+def serve(
+    port: int = typer.Option(8765, "--port", help="HTTP port."),
+    host: str = typer.Option(
+        "127.0.0.1",
+        "--host",
+        help="Address to listen on. Loopback by default; anything else is reachable from other "
+        "machines (the token still applies).",
+    ),
+) -> None:
+    """Serve the dashboard page at http://HOST:PORT/ (the same server as `sandboxrun mcp --http`).
+
+    Open the address, paste the token from $SANDBOXRUN_HOME/http.token into the login form
+    (it is never put in a URL): the page shows this repository's sessions live (tick "every
+    repository" for all), a session's log, fan-out groups with their dependency graph and
+    timeline, and cost totals. The MCP endpoint /mcp and the /msg/* API are served beside it.
+    """
+    from sandboxrun.config import load_settings
+    from sandboxrun.mcp.server import check_git, serve_http
+
+    if not 0 < port < 65536:
+        raise UsageError(f"invalid port {port}", "Pass --port between 1 and 65535.")
+    check_git()
+    home = load_settings().home
+    typer.echo(
+        f"sandboxrun dashboard at http://{host}:{port}/ (token: {home / 'http.token'})", err=True
+    )
+    serve_http(host=host, port=port)
+
+
 def register(app: typer.Typer) -> None:
     app.command("dashboard")(dashboard)
+    app.command("serve")(serve)

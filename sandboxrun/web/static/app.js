@@ -240,8 +240,12 @@ function connect() {
   source.addEventListener("events", (e) => {
     const events = JSON.parse(e.data);
     if (events.length) {
-      const last = events[events.length - 1];
-      document.body.setAttribute("data-lag-ms", String(Math.round(Date.now() - last.ts * 1000)));
+      // how far behind the page is: the newest event's age on arrival (read by the benchmark)
+      const lag = Math.round(Date.now() - events[events.length - 1].ts * 1000);
+      const b = document.body;
+      b.setAttribute("data-lag-ms", String(lag));
+      b.setAttribute("data-lag-max-ms", String(Math.max(lag, Number(b.getAttribute("data-lag-max-ms") || 0))));
+      b.setAttribute("data-events", String(Number(b.getAttribute("data-events") || 0) + events.length));
     }
     if (state.selected) appendLog(events.filter((ev) => ev.session_id === state.selected));
   });
