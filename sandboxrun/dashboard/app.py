@@ -44,6 +44,9 @@ COLUMNS = (
     "left",
     "presence",
 )
+#: fixed widths: a cell updated in place keeps its column's width (Textual measures only on
+#: add), so a state growing from "idle" to "needs_permission" must fit without a re-measure
+WIDTHS = (18, 7, 16, 6, 22, 28, 5, 8, 6, 8)
 
 
 def fmt_seconds(seconds: float | None) -> str:
@@ -191,8 +194,8 @@ class DashboardApp(App[None]):
         SessionStore(self.db_path).close()  # the schema exists before we read it
         self.conn = sqlite3.connect(self.db_path, check_same_thread=False)
         table = self.query_one("#sessions", DataTable)
-        for name in COLUMNS:
-            table.add_column(name, key=name)
+        for name, width in zip(COLUMNS, WIDTHS, strict=True):
+            table.add_column(name, key=name, width=width)
         self.refresh_view()
         self.detail(["keys: o open pane, s send, r read, l log, K kill, e extend, m merge,",
                      "      a approve / x refuse a permission, g groups, q quit"])  # fmt: skip
