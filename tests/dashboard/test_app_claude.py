@@ -69,6 +69,8 @@ def test_approve_and_refuse_a_permission_from_the_dashboard(children, proj):
         tool("Bash", command="echo no > refused.txt"),
         text("made it"),
         text("fine, not doing it"),
+        text("message received"),
+        text("message received"),
     )
     for name in ("p", "q"):
         out = children("spawn", name, "--prompt", f"run it {name}", "--permission-mode", "default")
@@ -107,6 +109,30 @@ def test_approve_and_refuse_a_permission_from_the_dashboard(children, proj):
         )
         await pilot.press("x")
         await until(pilot, lambda: "shows no permission dialog" in app.said[-1], "refusal")
+        # s: a message to p, confirmed by its UserPromptSubmit hook (as `sandboxrun send`)
+        await select(pilot, "p")
+        await pilot.press("s")
+        await pilot.press(*"check [the] logs")
+        await pilot.press("enter")
+        await until(pilot, lambda: any("p: delivered" in s for s in app.said), "delivered", 90)
+        # r: its conversation from the transcript, agent text as text
+        await pilot.press("r")
+        detail = lambda: "\n".join(app.query_one("#detail").lines)  # noqa: E731
+
+        async def reread() -> bool:
+            await pilot.press("r")  # a snapshot of the transcript: read again until the
+            return "message received" in detail()  # answer to the message is in it
+
+        for _ in range(100):
+            if await reread():
+                break
+        assert "user: check [the] logs" in detail() and "assistant: made it" in detail()
+        assert "made it" in detail()
+        # K then y: the child is closed (its worktree kept)
+        await pilot.press("K")
+        await pilot.press("y")
+        await until(pilot, lambda: any("p: closed" in s for s in app.said), "closed", 90)
+        await until(pilot, lambda: state("p") == "exited", "p exited")
 
     async def main():
         async with app.run_test(size=(170, 45)) as pilot:
@@ -114,4 +140,6 @@ def test_approve_and_refuse_a_permission_from_the_dashboard(children, proj):
 
     asyncio.run(main())
     assert not (wt / "q" / "refused.txt").exists()
+    assert children.prompts().count("check [the] logs") == 1
+    assert not children.tmux.has_session("t_child_p") and (wt / "p").is_dir()
     retry_until(lambda: (wt / "p" / "approved.txt").read_text() == "yes\n")
