@@ -28,6 +28,8 @@ EDIT_TOOLS = frozenset({"Edit", "Write", "MultiEdit", "NotebookEdit", "Read"})
 MERGEABLE = frozenset({*SUCCESS, Status.COMPLETED_WITH_REFUSALS})
 #: the most events one ``events_since`` call returns (a reader that falls behind pages on)
 EVENTS_PAGE = 500
+#: action events read to find a newly seen session's last action (not its whole history)
+PRIME_TAIL = 200
 
 
 @dataclass
@@ -349,15 +351,59 @@ class Tracker:
         return True
 
     def _prime(self, conn: sqlite3.Connection, session_id: str) -> Activity:
-        """A session seen for the first time: its activity from its own recent events."""
+        """A session seen for the first time: its activity from its own events up to now.
+
+        Not by folding every event (a finished run can have thousands): the last status/phase
+        event, the last ``PRIME_TAIL`` action events folded in order, and the turns counted in
+        SQL (distinct message ids of agent lines, prompts submitted to a local child).
+        """
         act = Activity()
-        rows = conn.execute(
+        upto = self.last_event_id
+        last = conn.execute(
             "SELECT id, ts, kind, payload FROM events WHERE session_id = ? AND id <= ? "
-            "AND kind IN ('status', 'phase', 'agent', 'hook', 'claim_gate') ORDER BY id",
-            (session_id, self.last_event_id),
+            "AND kind IN ('status', 'phase') ORDER BY id DESC LIMIT 1",
+            (session_id, upto),
+        ).fetchone()
+        phase = conn.execute(
+            "SELECT payload FROM events WHERE session_id = ? AND id <= ? AND kind = 'phase' "
+            "ORDER BY id DESC LIMIT 1",
+            (session_id, upto),
+        ).fetchone()
+        tail = conn.execute(
+            "SELECT id, ts, kind, payload FROM (SELECT id, ts, kind, payload FROM events "
+            "WHERE session_id = ? AND id <= ? AND kind IN ('agent', 'hook', 'claim_gate') "
+            "ORDER BY id DESC LIMIT ?) ORDER BY id",
+            (session_id, upto, PRIME_TAIL),
         ).fetchall()
-        for eid, ts, kind, payload in rows:
-            fold(act, kind, _loads(payload), ts, eid)
+        for eid, ts, kind, payload in tail:
+            data = _loads(payload)
+            if isinstance(data, dict) and kind in ("agent", "hook"):
+                # turns are counted below over all events, not over this tail
+                data = {k: v for k, v in data.items() if k not in ("message_id", "num_turns")}
+                if data.get("event") == "UserPromptSubmit":
+                    data["event"] = None
+            fold(act, kind, data, ts, eid)
+        act.messages = {
+            str(m)
+            for (m,) in conn.execute(
+                "SELECT DISTINCT json_extract(payload, '$.message_id') FROM events "
+                "WHERE session_id = ? AND id <= ? AND kind = 'agent' "
+                "AND json_extract(payload, '$.message_id') IS NOT NULL",
+                (session_id, upto),
+            )
+        }
+        prompts = conn.execute(
+            "SELECT COUNT(*) FROM events WHERE session_id = ? AND id <= ? AND kind = 'hook' "
+            "AND json_extract(payload, '$.event') = 'UserPromptSubmit'",
+            (session_id, upto),
+        ).fetchone()[0]
+        act.turns = len(act.messages) + int(prompts)
+        if last is not None:
+            act.state_at = last[1]
+        if phase is not None:
+            data = _loads(phase[0])
+            act.phase = _text(data.get("phase")) if isinstance(data, dict) else None
+        act.last_event_id = max(act.last_event_id, last[0] if last else 0)
         return act
 
     def refresh(self, conn: sqlite3.Connection, *, now: float | None = None) -> Snapshot:

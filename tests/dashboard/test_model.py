@@ -158,3 +158,34 @@ def test_events_since_pages_and_describe_is_plain_text(proj, store):
         {"kind": "status", "payload": {"status": "running", "previous": "created"}}
     ) == ("status running (was created)")
     assert events_since(conn, rest[-1]["id"]) == []
+
+
+def test_a_long_history_is_primed_without_folding_it_all_and_counts_stay_exact(proj, store):
+    sid = sandbox_session(store, "long", proj)
+    items = [("phase", {"phase": "running", "detail": "agent started"})]
+    for i in range(1200):  # 400 responses of three lines each
+        mid = f"msg{i // 3}"
+        items.append(("agent", {"type": "text", "text": f"line {i}", "message_id": mid}))
+    items.append(
+        ("agent", {"type": "tool_use", "name": "Grep", "summary": "TODO", "message_id": "msg399"})
+    )
+    store.add_events(sid, items)
+    conn = _conn(store)
+    tracker = Tracker(str(proj))
+    row = _row(tracker.refresh(conn), "long")
+    assert (row.turns, row.last_tool, row.last_file, row.state_reason) == (
+        400,
+        "Grep",
+        "TODO",
+        "running",
+    )
+    # a line of an already counted response adds no turn; a new response adds one
+    store.add_event(sid, "agent", {"type": "text", "text": "more", "message_id": "msg399"})
+    assert _row(tracker.refresh(conn), "long").turns == 400
+    store.add_event(
+        sid,
+        "agent",
+        {"type": "tool_use", "name": "Read", "summary": "b.py", "message_id": "msg400"},
+    )
+    row = _row(tracker.refresh(conn), "long")
+    assert (row.turns, row.last_tool, row.last_file) == (401, "Read", "b.py")
