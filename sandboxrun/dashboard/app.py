@@ -15,7 +15,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from rich.text import Text
 from textual import on, work
@@ -30,7 +30,7 @@ from sandboxrun.config import Settings, parse_duration
 from sandboxrun.dashboard import actions
 from sandboxrun.dashboard.model import Row, Snapshot, Tracker, describe, events_since
 from sandboxrun.errors import SandboxrunError
-from sandboxrun.store import SessionStore
+from sandboxrun.store import Session, SessionStore
 
 COLUMNS = (
     "name",
@@ -275,7 +275,7 @@ class DashboardApp(App[None]):
         finally:
             store.close()
 
-    def _session(self) -> Any:
+    def _session(self) -> Session | None:
         row = self.selected()
         if row is None:
             self.say("no session selected", error=True)
@@ -314,11 +314,14 @@ class DashboardApp(App[None]):
         if session is None:
             return
         self.following, self.detail_mode = None, "read"
+        store = self._store()
         try:
-            entries = actions.conversation(self._store(), session)
+            entries = actions.conversation(store, session)
         except SandboxrunError as exc:
             self.say(exc.message, error=True)
             return
+        finally:
+            store.close()
         lines = [f"conversation of {session.name} ({len(entries)} messages)"]
         for e in entries:
             lines.append(f"{e['role']}: {e['text']}")

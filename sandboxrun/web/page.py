@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import sqlite3
 from importlib import resources
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -95,7 +96,7 @@ def _static(name: str) -> bytes:
 class Page:
     """The page's handlers; ``repo`` is the server's repository (None: every one)."""
 
-    def __init__(self, db_path: Any, token: bytes, repo: str | None) -> None:
+    def __init__(self, db_path: Path, token: bytes, repo: str | None) -> None:
         self.token = token
         self.repo = repo
         self.hub = Hub(db_path)
