@@ -55,6 +55,7 @@ def _options(
 from sandboxrun.cli import (  # noqa: E402
     apply_cmd,
     coord_cmd,
+    dashboard_cmd,
     e2b_cmd,
     fanout_cmd,
     hidden_cmd,
@@ -83,6 +84,7 @@ coord_cmd.register(app)
 local_cmd.register(app)  # issue 10: tmux children (spawn, send, wait, ...)
 # coordination over MCP and HTTP (issue 11)
 mcp_cmd.register(app)
+dashboard_cmd.register(app)  # issue 13: the live view of every session
 
 
 def _configure_logging() -> None:

@@ -1,5 +1,5 @@
-"""HTTP control plane: ``/health``, ``/msg/send``, ``/msg/health``, ``/msg/report``, and the MCP
-endpoint ``/mcp``, all in one Starlette app.
+"""HTTP control plane: ``/health``, ``/msg/send``, ``/msg/health``, ``/msg/report``, the MCP
+endpoint ``/mcp`` and the dashboard page (``GET /``, ``web/page.py``), all in one Starlette app.
 
 JSON in and out, status codes that mean something (400 bad input, 401 no or wrong token, 403 a
 report from a name outside the project's ``{prefix}`` namespace, 404 unknown session, 409 a
@@ -35,6 +35,7 @@ from sandboxrun.local.spawn import prefix_for
 from sandboxrun.mcp.common import Coord
 from sandboxrun.mcp.workers import tmux_for
 from sandboxrun.store import Session
+from sandboxrun.web import page
 
 MAX_BODY = 64 * 1024
 #: at most this many /msg/send per target in RATE_WINDOW seconds
@@ -69,12 +70,17 @@ class BearerAuth:
         self.token = token.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in PUBLIC:
+        if scope["type"] != "http" or scope["path"] in PUBLIC or page.is_public(scope):
             await self.app(scope, receive, send)
             return
         header = dict(scope.get("headers") or []).get(b"authorization", b"")
         scheme, _, given = header.partition(b" ")
-        if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self.token):
+        bearer = scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), self.token)
+        if not bearer and not page.cookie_ok(scope, self.token):  # the dashboard's cookie
+            redirect = page.login_redirect(scope)
+            if redirect is not None:
+                await redirect(scope, receive, send)
+                return
             response = JSONResponse(
                 {
                     "error": "unauthorized",
@@ -324,6 +330,14 @@ def _guard(handler: Handler) -> Handler:
     return run
 
 
+def _repo_or_none(coord: Coord) -> str | None:
+    """The server's repository (the dashboard page shows its sessions), None outside one."""
+    try:
+        return coord.repo(None)
+    except SandboxrunError:
+        return None
+
+
 def build_app(server: FastMCP, *, token_path: Path | None = None) -> ASGIApp:
     """The ASGI app: MCP at ``/mcp`` plus the control routes, behind the bearer token."""
     coord: Coord = server.coord  # type: ignore[attr-defined]
@@ -334,8 +348,9 @@ def build_app(server: FastMCP, *, token_path: Path | None = None) -> ASGIApp:
         ("/msg/health", "POST"): control.health_report_route,
         ("/msg/report", "POST"): control.report_route,
     }
+    token = ensure_token(token_path or coord.settings.home / "http.token")
+    routes.update(page.Page(coord.settings.db_path, token.encode(), _repo_or_none(coord)).routes())
     for (path, method), handler in routes.items():
         server.custom_route(path, methods=[method])(_guard(handler))
-    token = ensure_token(token_path or coord.settings.home / "http.token")
     app = server.http_app(path="/mcp")
     return BearerAuth(app, token)
