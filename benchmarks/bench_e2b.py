@@ -53,7 +53,7 @@ from sandboxrun.config import Settings  # noqa: E402
 from sandboxrun.sandbox.apply import apply_collected  # noqa: E402
 from sandboxrun.sandbox.backends.base import Launch  # noqa: E402
 from sandboxrun.sandbox.backends.e2b import E2BBackend, E2BSandbox  # noqa: E402
-from sandboxrun.sandbox.collect import collect_patches, save_artifacts  # noqa: E402
+from sandboxrun.sandbox.gitpack import collect_patches, save_artifacts  # noqa: E402
 from sandboxrun.sandbox.provision import BASELINE_SCRIPT  # noqa: E402
 from sandboxrun.sync.pack import pack_worktree  # noqa: E402
 
