@@ -142,9 +142,15 @@ class Worktrees:
 class Emulator:
     """``python -m tests.e2b_emulator`` in a child process, pointed at by this environment."""
 
-    def __init__(self, root: Path | None = None) -> None:
+    def __init__(self, root: Path | None = None, claude: str | None = None) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.e2b_emulator", *(["--root", str(root)] if root else [])],
+            [
+                sys.executable,
+                "-m",
+                "tests.e2b_emulator",
+                *(["--root", str(root)] if root else []),
+                *(["--claude", claude] if claude else []),
+            ],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             text=True,
