@@ -59,9 +59,9 @@ def read_checkpoint(artifacts: Path) -> dict[str, Any] | None:
         return None
 
 
-def side_ref(session: Session) -> str:
-    """The ref a lost session's checkpoint is kept on when its branch cannot take it."""
-    return f"refs/sandboxrun/checkpoint/{session.name}-{session.id[:6]}"
+def side_ref(session: Session, kind: str = "checkpoint") -> str:
+    """The ref a session's work is kept on when its branch cannot take it (never a branch)."""
+    return f"refs/sandboxrun/{kind}/{session.name}-{session.id[:6]}"
 
 
 def take_checkpoint(run: Run) -> dict[str, Any] | None:
@@ -193,7 +193,7 @@ def land_checkpoint(store: SessionStore, session: Session, artifacts: Path) -> s
     worktree is busy — the branch is left alone and the work is put on :func:`side_ref`
     instead. The session's error says which, and from when.
     """
-    from sandboxrun.sandbox.apply import apply_collected, expected_commit, keep_on_ref
+    from sandboxrun.sandbox.apply import apply_collected, expected_commit
 
     info = read_checkpoint(artifacts) or {}
     ck = checkpoint_dir(artifacts)
@@ -219,27 +219,62 @@ def land_checkpoint(store: SessionStore, session: Session, artifacts: Path) -> s
                      f"`sandboxrun apply {session.name} --from {ck}` once reviewed")  # fmt: skip
     except GitError as exc:
         note += f"; not applied: {exc.message}"
-        try:
-            ref = side_ref(session)
-            plan = keep_on_ref(worktree, ck, expected, ref, allow_sensitive=allow,
+        ref, told = keep_aside(session, ck, expected, side_ref(session), "checkpoint",
                                leftover_message=CHECKPOINT_MESSAGE)  # fmt: skip
-        except (SandboxrunError, OSError) as exc2:
-            note += (f" It is kept in {ck} (`sandboxrun apply {session.name} --from {ck}` "
-                     f"applies it; {getattr(exc2, 'message', exc2)})")  # fmt: skip
-        else:
-            if plan is not None:
-                info["side_ref"] = ref
-                _save_info(artifacts, info)
-                note += (f" The branch {session.branch} was left as it is; the checkpoint is "
-                         f"kept on {ref} ({len(plan.commits)} commit(s) on {expected[:12]}, "
-                         f"where the run started): `git log {ref}`, then merge or cherry-pick "
-                         "it.")  # fmt: skip
+        if ref is not None:
+            info["side_ref"] = ref
+            _save_info(artifacts, info)
+        note += told or (f" It is kept in {ck}: `sandboxrun apply {session.name} --from {ck}` "
+                         "applies it once the branch is back.")  # fmt: skip
     except (SandboxrunError, OSError) as exc:
         note += (f" in {ck} (not applied: {getattr(exc, 'message', exc)}); "
                  f"`sandboxrun apply {session.name} --from {ck}` applies it")  # fmt: skip
     store.update(session.id, error=f"{reason}; {note}", **fields)
     store.add_event(session.id, "phase", {"phase": "checkpoint_landed", "detail": note})
     return note
+
+
+def keep_aside(
+    session: Session,
+    directory: Path,
+    expected: str,
+    ref: str,
+    what: str,
+    *,
+    leftover_message: str | None = None,
+) -> tuple[str | None, str]:
+    """Keep work that its branch refused on ``ref``; returns (ref or None, a sentence).
+
+    Only when the branch is what refused it (moved since the run started, or its worktree busy
+    with uncommitted changes or another checkout): the work is then built on ``expected``,
+    where the run started, and ``ref`` points at it; the branch and worktree stay as they are.
+    Anything else (say, a worktree update that failed after the branch moved to the work)
+    returns (None, "").
+    """
+    from sandboxrun.sandbox.apply import check_branch, keep_on_ref
+
+    assert session.worktree is not None and session.branch is not None
+    worktree = Path(session.worktree)
+    try:
+        check_branch(worktree, session.branch, expected, str(directory))
+        return None, ""  # the branch is not what refused it
+    except GitError:
+        pass
+    extra = {"leftover_message": leftover_message} if leftover_message else {}
+    try:
+        plan = keep_on_ref(worktree, directory, expected, ref,
+                           allow_sensitive=bool(session.options.get("allow_sensitive")),
+                           **extra)  # fmt: skip
+    except (SandboxrunError, OSError) as exc:
+        log.warning("could not keep the %s of %s on %s: %s", what, session.name, ref, exc)
+        return None, ""
+    if plan is None:
+        return None, ""
+    return ref, (
+        f" The branch {session.branch} was left as it is; the {what} is kept on {ref} "
+        f"({len(plan.commits)} commit(s) on {expected[:12]}, where the run started): "
+        f"`git log {ref}`, then merge or cherry-pick it."
+    )
 
 
 def _save_info(artifacts: Path, info: dict[str, Any]) -> None:

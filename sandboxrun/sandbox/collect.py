@@ -249,13 +249,22 @@ def apply_and_record(
             allow_sensitive=bool(s.options.get("allow_sensitive")),
         )
     except (GitError, PatchRejectedError, SandboxrunError) as exc:
+        aside = ""
+        if isinstance(exc, GitError):
+            # A branch the user moved is never built on; the work also goes on a side ref.
+            from sandboxrun.sandbox.checkpoint import keep_aside, side_ref
+
+            ref, aside = keep_aside(s, artifacts, expected_commit(s, artifacts),
+                                    side_ref(s, "work"), "work")  # fmt: skip
+            if ref is not None:
+                options["kept_on"] = ref
         store.set_status(
             sid,
             Status.FAILED,
             only_if_active=True,
             error=(
                 f"{exc.message} The work is kept in {artifacts}; "
-                f"`sandboxrun apply {s.name}` applies it once the cause is fixed."
+                f"`sandboxrun apply {s.name}` applies it once the cause is fixed.{aside}"
             ),
             options=options,
             **fields,
