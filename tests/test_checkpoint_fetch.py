@@ -198,8 +198,34 @@ def test_a_partial_of_another_version_starts_over(remote):
     sandbox, path, data, out = remote
     (out / "f.part").write_bytes(b"x" * 5000)
     (out / "f.part.sha").write_text("0" * 64)  # an older version of the file
-    fetch(sandbox, path, out / "f", len(data), hashlib.sha256(data).hexdigest())
-    assert (out / "f").read_bytes() == data
+    reads = Reads(sandbox)
+    fetch(reads, path, out / "f", len(data), hashlib.sha256(data).hexdigest())  # type: ignore[arg-type]
+    assert (out / "f").read_bytes() == data and reads.offsets == [0]
+
+
+class Reads:
+    """A real sandbox, with the offsets ``fetch`` asked it to read from written down."""
+
+    def __init__(self, sandbox) -> None:
+        self.sandbox, self.offsets = sandbox, []
+
+    def __getattr__(self, name: str):
+        return getattr(self.sandbox, name)
+
+    def read_file(self, path: str, offset: int = 0) -> bytes:
+        self.offsets.append(offset)
+        return self.sandbox.read_file(path, offset)
+
+
+def test_bytes_of_another_version_that_are_still_a_prefix_are_kept(remote):
+    """The file was made again (another SHA-256) but starts with the bytes on disk: checked in
+    the sandbox, they are kept and only the rest is read."""
+    sandbox, path, data, out = remote
+    (out / "f.part").write_bytes(data[:300_000])
+    (out / "f.part.sha").write_text("0" * 64)
+    reads = Reads(sandbox)
+    fetch(reads, path, out / "f", len(data), hashlib.sha256(data).hexdigest())  # type: ignore[arg-type]
+    assert (out / "f").read_bytes() == data and reads.offsets == [300_000]
 
 
 def test_damaged_bytes_are_refused_and_dropped(remote):

@@ -101,7 +101,11 @@ def fetch(sandbox: Sandbox, remote: str, dest: Path, size: int, sha: str) -> Non
     part = dest.with_name(dest.name + ".part")
     want = dest.with_name(dest.name + ".part.sha")
     if not (want.exists() and want.read_text() == sha):
-        part.unlink(missing_ok=True)
+        # Bytes of another version of the file: kept only where they are still a prefix of
+        # this one (a pack made again from the same objects often is), checked in the sandbox.
+        have = part.stat().st_size if part.exists() else 0
+        if not (0 < have <= size and _is_prefix(sandbox, remote, part, have)):
+            part.unlink(missing_ok=True)
         want.write_text(sha)
     part.touch()
     with open(part, "r+b") as fh:
@@ -125,6 +129,19 @@ def fetch(sandbox: Sandbox, remote: str, dest: Path, size: int, sha: str) -> Non
         raise BackendError(f"{remote} arrived damaged (SHA-256 differs); it will be fetched again")
     part.replace(dest)
     want.unlink(missing_ok=True)
+
+
+# "$1" file, "$2" bytes: the SHA-256 of its first "$2" bytes.
+_PREFIX_SHA_SCRIPT = r"""head -c "$2" -- "$1" | sha256sum | cut -d' ' -f1"""
+
+
+def _is_prefix(sandbox: Sandbox, remote: str, part: Path, have: int) -> bool:
+    """True when the ``have`` bytes of ``part`` are the first bytes of ``remote``."""
+    try:
+        res = sandbox.exec(["sh", "-c", _PREFIX_SHA_SCRIPT, "sh", remote, str(have)], timeout=600)
+    except SandboxrunError:
+        return False
+    return res.ok and res.text().strip() == _sha256(part)
 
 
 def download_piece(

@@ -235,6 +235,13 @@ def test_status_never_lands_a_checkpoint_attach_does(cli, repo, e2b):
     assert git(repo, "rev-parse", "sandboxrun/m2").strip() == before  # status wrote nothing
     assert cli("status").returncode == 0  # the table too
     assert git(repo, "rev-parse", "sandboxrun/m2").strip() == before
+    # the kept checkpoint can be looked at (and applied by hand) before anything lands
+    out = repo.parent / "dl-m2"
+    proc = cli("download", "m2", "--output", str(out))
+    assert proc.returncode == 0, proc.stderr
+    diff = (out / "changes.diff").read_bytes()
+    assert b"one.txt" in diff and b"two.txt" in diff
+    assert "agent: one" in (out / "commits.txt").read_text()
     proc = cli("attach", "m2")
     assert proc.returncode == 1, proc.stderr  # lost is not a success, but the work is kept
     st = cli.status("m2")
