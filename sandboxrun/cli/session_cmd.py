@@ -228,7 +228,11 @@ def attach(
     session: str = typer.Argument(..., help="Session id, id prefix or name."),
     json_out: bool = typer.Option(False, "--json", help="Print events as JSON lines."),
 ) -> None:
-    """Reconnect to a run whose `run` process died and carry on following and collecting."""
+    """Reconnect to a run whose `run` process died and carry on following and collecting.
+
+    For a run that ended `lost` (its sandbox gone while nobody followed it), lands its last
+    checkpoint: on its branch, or on a side ref when the branch moved (`status` never does).
+    """
     from sandboxrun.cli.reporters import JsonReporter, LiveReporter
     from sandboxrun.sandbox.sessions import attach_session
 

@@ -197,7 +197,7 @@ class RunDriver:
 
         A session already collecting was torn down only after its whole collection was verified
         (a crash while applying it). Without a collection, a lost sandbox ends `lost` with its
-        last checkpoint applied (``checkpoint.mark_lost``).
+        last checkpoint landed (``checkpoint.mark_lost`` with ``land``).
         """
         s = self._refresh()
         self.progress = AgentProgress()  # rebuilt from the stored events, whoever fed it before
