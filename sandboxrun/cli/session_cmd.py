@@ -251,6 +251,8 @@ def attach(
 
     A run that died before its agent started has nothing to follow: attach ends it (failed)
     and removes what its start left, as `kill` does.
+    For a run that ended `lost` (its sandbox gone while nobody followed it), lands its last
+    checkpoint: on its branch, or on a side ref when the branch moved (`status` never does).
     """
     from sandboxrun.cli.reporters import JsonReporter, LiveReporter
     from sandboxrun.sandbox.sessions import attach_session

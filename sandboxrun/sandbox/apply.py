@@ -39,6 +39,7 @@ from sandboxrun.sync.replay import (
     GIT_OPTS as _GIT_OPTS,
 )
 from sandboxrun.sync.replay import (
+    LEFTOVER_MESSAGE,
     MANIFEST,
     SUBMODULE_REASON,
     Plan,
@@ -358,6 +359,7 @@ def apply_collected(
     only_paths: set[str] | None = None,
     committer: tuple[str, str] | None = None,
     held: Callable[[Iterable[str]], Mapping[str, str]] | None = None,
+    leftover_message: str = LEFTOVER_MESSAGE,
 ) -> Applied:
     """Check, rebuild and land the collection in ``directory`` on ``branch`` (at ``expected``);
     ``held`` holds back claimed paths (see :func:`~sandboxrun.sync.replay.build_plan`)."""
@@ -369,7 +371,8 @@ def apply_collected(
     t0 = time.monotonic()
     plan = build_plan(worktree, directory, expected, allow_sensitive=allow_sensitive,
                       only_paths=only_paths, extra_sensitive=hooks_path_pattern(worktree),
-                      committer=committer, held=held)  # fmt: skip
+                      committer=committer, held=held,
+                      leftover_message=leftover_message)  # fmt: skip
     seconds = {"build": time.monotonic() - t0}
     if plan.new != plan.old:
         seconds.update(land(worktree, branch, plan, directory))
@@ -486,3 +489,30 @@ def apply_session(
             error=f"{text[0]}\n{text[1]}" if text else state.get("intended_error"),
         )
     return applied
+
+
+def keep_on_ref(
+    worktree: Path,
+    directory: Path,
+    expected: str,
+    ref: str,
+    *,
+    allow_sensitive: bool = False,
+    leftover_message: str = LEFTOVER_MESSAGE,
+) -> Plan | None:
+    """Keep the collection in ``directory`` on ``ref``, built on ``expected``; no branch moves.
+
+    For work whose branch cannot take it (the user moved it): checked and rebuilt exactly as
+    :func:`apply_collected` would, its objects copied into the repository, and ``ref`` (a name
+    of ours, never a branch) pointed at the result. The worktree, its index and every branch
+    stay as they are. Returns the plan, or None when there was nothing to keep.
+    """
+    worktree, directory = Path(worktree), Path(directory)
+    plan = build_plan(worktree, directory, expected, allow_sensitive=allow_sensitive,
+                      extra_sensitive=hooks_path_pattern(worktree),
+                      leftover_message=leftover_message)  # fmt: skip
+    if plan.new == plan.old:
+        return None
+    _move_objects(Quarantine(worktree, directory), plan.old, plan.new)
+    _git(worktree, "update-ref", "-m", "sandboxrun: work kept beside its branch", ref, plan.new)
+    return plan

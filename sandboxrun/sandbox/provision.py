@@ -21,9 +21,10 @@ from sandboxrun.errors import AgentError, BackendError, UsageError
 from sandboxrun.faults import disk_fault
 from sandboxrun.sandbox.agentproc import AgentFiles, AgentProcess
 from sandboxrun.sandbox.backends.base import Backend, Sandbox, control_dir
-from sandboxrun.sandbox.checkpoint import Run, start_clock
-from sandboxrun.sandbox.collect import record_branch_head, save_baseline
+from sandboxrun.sandbox.collect import record_branch_head
+from sandboxrun.sandbox.gitpack import save_baseline
 from sandboxrun.sandbox.journal import Journal, PhaseTimes
+from sandboxrun.sandbox.lifetime import Run, start_clock
 from sandboxrun.store import Session, Status
 from sandboxrun.sync.pack import SUFFIXES, PackResult
 

@@ -391,10 +391,10 @@ def build_plan(
     directory = Path(directory)
     manifest = Manifest.parse((directory / MANIFEST).read_text(errors="replace"))
     q = Quarantine(worktree, directory)
-    q.add_pack(q.objects / "pack" / f"{WORK_PACK}.pack", WORK_PACK)
-    baseline = q.objects / "pack" / f"{BASELINE_PACK}.pack"
-    if baseline.exists():
-        q.add_pack(baseline, BASELINE_PACK)
+    # The final collection's one pack, or a checkpoint's several (each holding what the ones
+    # before it did not), and the baseline's trees: every object verified by index-pack.
+    for pack in sorted((q.objects / "pack").glob("*.pack")):
+        q.add_pack(pack, pack.stem)
     plan = Plan(old=old, new=old)
     if not q.exists(f"{manifest.tree}^{{tree}}"):
         raise PatchRejectedError("the sandbox's final tree is missing from what it sent",
