@@ -20,6 +20,7 @@ from typing import Any
 from sandboxrun import gitops
 from sandboxrun.config import Settings
 from sandboxrun.errors import UsageError
+from sandboxrun.local import monitor_pid
 from sandboxrun.local.spawn import (
     SpawnError,
     SpawnRequest,
@@ -126,7 +127,8 @@ def start(
         raise
     claude_id = store.get(row.id).agent_session_id or ""
     bind_session_id(root, claude_id)
-    if monitor:
+    if monitor and not monitor_pid.status(settings.home, str(root)).running:
+        # (one monitor per repository: an already running one, e.g. --daemon, carries on)
         tmux.new_window(
             name,
             MONITOR_WINDOW,
@@ -150,7 +152,8 @@ def status(root: Path, settings: Settings, store: SessionStore, tmux: Tmux) -> d
     return {
         "tmux_session": name,
         "running": tmux.has_session(name) and bool((p := tmux.pane(name)) and not p.dead),
-        "monitor": MONITOR_WINDOW in tmux.windows(name),
+        "monitor": monitor_pid.status(settings.home, str(root)).running,
+        "monitor_window": MONITOR_WINDOW in tmux.windows(name),
         "session": row.id if row else None,
         "claude_session_id": row.agent_session_id if row else None,
         "session_id_file": sid_file.read_text().strip() if sid_file.is_file() else None,

@@ -12,9 +12,16 @@ restarted monitor carries on where the last one stopped.
 
 from __future__ import annotations
 
+import fcntl
+import json
 import logging
 import logging.handlers
+import os
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sandboxrun.agent import parse_limit_message
@@ -30,6 +37,8 @@ CONTINUE_FILE = Path(".sandboxrun") / "continue.txt"
 DEFAULT_CONTINUE = "continue"
 #: Claude Code's own "continuing automatically at ..." banner (never press keys while it shows)
 AUTO_CONTINUE_TEXT = "continuing automatically"
+#: continue attempts per usage-limit reset before the monitor escalates instead
+MAX_CONTINUE_ATTEMPTS = 3
 _LIMIT_TEXTS = ("You've hit your", "usage limit reached", "limit reached ∙ resets")
 
 log = logging.getLogger("sandboxrun.monitor")
@@ -100,8 +109,6 @@ class Monitor:
         ).fetchone()
         if row is None:
             return None
-        import json
-
         return str(json.loads(row[0]).get("state"))
 
     def tick(self, now: float | None = None) -> dict[str, State]:
@@ -165,18 +172,60 @@ class Monitor:
         if AUTO_CONTINUE_TEXT in text:
             log.info("child=%s Claude Code continues by itself; not touching it", session.name)
             return state
-        message = continue_text(session.repo)
-        result = send_mod.send(
-            self.store, self.tmux, self.store.get(session.id), message, home=self.settings.home
-        )
-        self.store.add_event(session.id, "quota_continue", {**result.to_dict(), "resets_at": reset})
+        # Under a per-child lock and decided from the database: two monitors (one per repo and
+        # one for all, or an old one still finishing) continue one reset once between them.
+        with _continue_lock(self.settings.home, session.id):
+            earlier = self._continues(session.id, reset)
+            if any(c.get("outcome") != send_mod.FAILED for c in earlier):
+                return State("busy", "continued after the usage limit reset")
+            if len(earlier) >= MAX_CONTINUE_ATTEMPTS:
+                return state  # escalated below, once: a human has to look
+            message = continue_text(session.repo)
+            result = send_mod.send(
+                self.store, self.tmux, self.store.get(session.id), message, home=self.settings.home
+            )
+            self.store.add_event(
+                session.id, "quota_continue", {**result.to_dict(), "resets_at": reset}
+            )
         log.info("child=%s continued after usage limit: %s", session.name, result.outcome)
-        if result.outcome == send_mod.DELIVERED:
+        if result.outcome != send_mod.FAILED:
             return State("busy", "continued after the usage limit reset")
+        if len(earlier) + 1 >= MAX_CONTINUE_ATTEMPTS:
+            self.store.add_event(
+                session.id,
+                "escalation",
+                {"reason": f"could not continue after the usage limit: {result.detail}"},
+            )
         return state
 
+    def _continues(self, session_id: str, reset: float) -> list[dict[str, object]]:
+        """The continue attempts already made for the limit that resets at ``reset``."""
+        rows = self.store.conn.execute(
+            "SELECT payload FROM events WHERE session_id = ? AND kind = 'quota_continue'",
+            (session_id,),
+        ).fetchall()
+        out = []
+        for (payload,) in rows:
+            data = json.loads(payload)
+            if abs(float(data.get("resets_at") or 0) - reset) < 1:
+                out.append(data)
+        return out
+
     def run(self, interval: float = 5.0, *, once: bool = False) -> None:
-        """Tick every ``interval`` seconds until interrupted (or once)."""
+        """Tick every ``interval`` seconds until interrupted (or once).
+
+        SIGTERM (``monitor --stop``) ends it like Ctrl-C: through ``finally`` blocks, so the
+        caller's pidfile is emptied and the log says so.
+        """
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _terminate)
+        log.info("monitor started pid=%s repo=%s interval=%ss", os.getpid(), self.repo, interval)
+        try:
+            self._loop(interval, once)
+        finally:
+            log.info("monitor stopped pid=%s", os.getpid())
+
+    def _loop(self, interval: float, once: bool) -> None:
         while True:
             try:
                 self.tick()
@@ -185,3 +234,16 @@ class Monitor:
             if once:
                 return
             time.sleep(interval)
+
+
+@contextmanager
+def _continue_lock(home: Path, session_id: str) -> Iterator[None]:
+    path = home / "local" / session_id / "continue.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
