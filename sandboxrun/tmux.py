@@ -136,10 +136,7 @@ class Tmux:
         (a login screen, an error) can be read and the exit noticed.
         """
         args = ["new-session", "-d", "-s", name, "-x", str(width), "-y", str(height)]
-        args += ["-c", str(cwd)]
-        for key, value in (env or {}).items():
-            if key not in _DROP_ENV and "=" not in key:
-                args += ["-e", f"{key}={value}"]
+        args += ["-c", str(cwd), *_env_args(env)]
         # remain-on-exit in the same tmux call: set before a fast-failing program can exit.
         win = f"={name}:"
         self.cmd(*args, "--", *argv, THEN, "set-option", "-w", "-t", win, "remain-on-exit", "on")
@@ -149,12 +146,21 @@ class Tmux:
         return info
 
     def new_window(
-        self, session: str, window: str, argv: Sequence[str], *, cwd: str | Path
+        self,
+        session: str,
+        window: str,
+        argv: Sequence[str],
+        *,
+        cwd: str | Path,
+        env: Mapping[str, str] | None = None,
     ) -> None:
-        """A second window in ``session`` running ``argv`` directly (e.g. the monitor)."""
-        self.cmd(
-            "new-window", "-d", "-t", f"={session}:", "-n", window, "-c", str(cwd), "--", *argv
-        )
+        """A second window in ``session`` running ``argv`` directly (e.g. the monitor).
+
+        ``env`` as for :meth:`new_session`: a long-running server's own environment is from
+        whenever it started, not the caller's.
+        """
+        args = ["new-window", "-d", "-t", f"={session}:", "-n", window, "-c", str(cwd)]
+        self.cmd(*args, *_env_args(env), "--", *argv)
 
     def windows(self, session: str) -> list[str]:
         """Names of the session's windows whose pane is alive."""
@@ -237,6 +243,15 @@ class Tmux:
         """The tmux command that shows ``session`` in this terminal."""
         verb = "switch-client" if inside_tmux else "attach-session"
         return ["tmux", *self.socket_args(), verb, "-t", f"={session}"]
+
+
+def _env_args(env: Mapping[str, str] | None) -> list[str]:
+    """``-e KEY=VALUE`` for each variable (tmux's own dropped)."""
+    args: list[str] = []
+    for key, value in (env or {}).items():
+        if key not in _DROP_ENV and "=" not in key:
+            args += ["-e", f"{key}={value}"]
+    return args
 
 
 def child_env(base: Mapping[str, str] | None = None, **extra: str) -> dict[str, str]:

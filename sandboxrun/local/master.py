@@ -21,6 +21,7 @@ from sandboxrun import gitops
 from sandboxrun.config import Settings
 from sandboxrun.errors import UsageError
 from sandboxrun.local import monitor_pid
+from sandboxrun.local.mcp_config import write_mcp_config
 from sandboxrun.local.spawn import (
     SpawnError,
     SpawnRequest,
@@ -115,7 +116,14 @@ def start(
     full_env["SANDBOXRUN_HOME"] = str(settings.home)
     trust_workspace(full_env, root)
     request = req or SpawnRequest(name="master", task="")
-    argv = claude_argv(settings.claude_bin, write_settings(settings.home, row.id), request, prompt)
+    mcp_file = write_mcp_config(settings.home, row.id, worktree=root, root=root, env=full_env)
+    argv = claude_argv(
+        settings.claude_bin,
+        write_settings(settings.home, row.id),
+        request,
+        prompt,
+        mcp_config=mcp_file,
+    )
     try:
         tmux.new_session(name, argv, cwd=root, env=full_env)
         wait_ready(store, tmux, row.id, name, prompt, timeout=ready_timeout)
@@ -134,7 +142,10 @@ def start(
             MONITOR_WINDOW,
             [sys.executable, "-m", "sandboxrun", "monitor", "--repo", str(root)],
             cwd=root,
+            env=child_env(env, SANDBOXRUN_HOME=str(settings.home)),
         )
+        # say "running" only once it is: the window's monitor takes its pidfile in a moment
+        monitor_pid.wait_running(settings.home, str(root), timeout=30)
     return store.get(row.id)
 
 

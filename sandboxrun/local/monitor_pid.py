@@ -101,6 +101,18 @@ def status(home: Path, repo: str | None) -> MonitorStatus:
     )
 
 
+def wait_running(home: Path, repo: str | None, *, pid: int | None = None, timeout: float) -> bool:
+    """Until a monitor (``pid``, when given) holds the pidfile of ``repo``; whether one does."""
+    deadline = time.monotonic() + timeout
+    while True:
+        info = status(home, repo)
+        if info.running and (pid is None or info.pid == pid):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+
+
 class MonitorLock:
     """The held pidfile of a running monitor (:meth:`acquire` once, :meth:`release` at exit)."""
 

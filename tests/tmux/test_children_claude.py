@@ -335,3 +335,51 @@ def test_read_follows_clear_into_the_new_transcript(children, proj):
     assert {e["claude_session_id"] for e in entries} >= {first_id}
     last = json.loads(children("read", "r", "--last", "1", "--json").stdout)
     assert [e["text"] for e in last] == ["after clear"]
+
+
+def _tool_result(request) -> tuple[str, bool]:
+    (block,) = request.tool_results()
+    content = block["content"]
+    if isinstance(content, list):
+        content = "".join(c.get("text", "") for c in content)
+    return content, bool(block.get("is_error"))
+
+
+def test_child_calls_sandboxrun_mcp_and_the_repos_mcp_json_server(children, proj):
+    """--mcp-config: our server (knowing the child's session) and the repo's .mcp.json
+    servers, which Claude Code does not load in a worktree by itself."""
+    import sys
+
+    repo_server = {"command": sys.executable, "args": ["-m", "sandboxrun", "mcp"]}
+    (proj / ".mcp.json").write_text(json.dumps({"mcpServers": {"repotools": repo_server}}))
+    from sbr_testlib import git
+
+    git(proj, "add", ".mcp.json")
+    git(proj, "commit", "-q", "-m", "team MCP servers")
+    children.api.script(
+        tool("mcp__sandboxrun__get_my_session"),
+        tool("mcp__repotools__list_sessions", state="active"),
+        text("done"),
+    )
+    out = children("spawn", "m1", "--prompt", "who am i", "--skip-permissions")
+    assert out.returncode == 0, out.stderr
+    assert children("wait", "m1", "--timeout", "60s").returncode == 0
+    row = children.row("m1")
+    requests = children.api.main_requests
+    assert len(requests) == 3, [r.tool_results() for r in requests]
+    # both servers' tools are announced to the model (2.1.330 defers MCP tools behind
+    # ToolSearch and lists them by name once the servers are connected: after the first turn
+    # began, as the first prompt is given on the command line)
+    offered = json.dumps(requests[1].body)
+    assert "mcp__sandboxrun__get_my_session" in offered
+    assert "mcp__repotools__list_sessions" in offered
+    me, is_error = _tool_result(requests[1])
+    assert not is_error, me
+    me = json.loads(me)
+    assert me["tracked"] is True and me["session"]["id"] == row["id"]
+    assert me["role"] == "m1" and me["worktree"] == row["worktree"]
+    listed, is_error = _tool_result(requests[2])
+    assert not is_error, listed
+    assert row["id"] in {s["id"] for s in json.loads(listed)["sessions"]}
+    # the screen never showed an approval dialog for the project's servers
+    assert "New MCP server" not in children.tmux.capture("t_child_m1", history=200)

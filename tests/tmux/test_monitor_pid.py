@@ -62,9 +62,10 @@ def test_cli_second_start_says_one_runs_then_status_and_stop(tmux_server, proj):
     first = cli.popen("monitor", "--repo", str(proj), "--interval", "0.2")
     try:
         status = retry_until(
-            lambda: (r := cli("monitor", "--repo", str(proj), "--status", "--json")).returncode
-            == 0
-            and r
+            lambda: (
+                (r := cli("monitor", "--repo", str(proj), "--status", "--json")).returncode == 0
+                and r
+            )
         )
         info = json.loads(status.stdout)
         assert info["running"] and info["pid"] == first.pid and info["repo"] == str(proj)
