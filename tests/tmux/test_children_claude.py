@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from sbr_testlib import retry_until
 
-from tests.fake_anthropic import rate_limited, text, tool
+from sandboxrun.local.states import prompt_hash
+from tests.fake_anthropic import held, rate_limited, text, tool
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -383,3 +384,51 @@ def test_child_calls_sandboxrun_mcp_and_the_repos_mcp_json_server(children, proj
     assert row["id"] in {s["id"] for s in json.loads(listed)["sessions"]}
     # the screen never showed an approval dialog for the project's servers
     assert "New MCP server" not in children.tmux.capture("t_child_m1", history=200)
+
+
+@pytest.mark.parametrize("busy_in", ["model", "tool", "last_reply"])
+def test_a_message_sent_while_busy_is_taken_once(children, proj, tmp_path, busy_in):
+    """While the model streams (a held reply) or a tool runs, a message is accepted into the
+    running turn: reported `queued`, and it reaches the model exactly once."""
+    import threading
+
+    gate_file, gate = tmp_path / "gate", threading.Event()
+    if busy_in == "tool":
+        first = tool("Bash", command=f"until [ -e {gate_file} ]; do sleep 0.1; done; echo ok")
+        busy_mark = "PreToolUse"
+    elif busy_in == "model":
+        first = held(tool("Bash", command="echo ok"), gate)
+        busy_mark = None
+    else:
+        first = held(text("first done"), gate)
+        busy_mark = None
+    children.api.script(first, text("first done"), text("second done"))
+    try:
+        out = children("spawn", "qd", "--prompt", "run the long command", "--skip-permissions")
+        assert out.returncode == 0, out.stderr
+        retry_until(lambda: children.api.main_requests, timeout=60)  # the turn is under way
+        if busy_mark:
+            retry_until(lambda: busy_mark in _hook_events(children, "qd"), timeout=60)
+        sent = children("send", "qd", "a queued message", "--json")
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        (result,) = json.loads(sent.stdout)
+    finally:
+        gate.set()
+        gate_file.touch()
+    assert children("wait", "qd", "--timeout", "60s").returncode == 0
+    assert (result["outcome"], result["confirmed"], result["enters"]) == ("queued", True, 1)
+    # one UserPromptSubmit with its text, and the model saw it once (mid-turn wrapped in
+    # Claude Code's "sent a new message while you were working", or as the next turn)
+    digest = prompt_hash("a queued message")
+    hooks = [e for e in children.events("qd", "hook") if e.get("prompt_sha256") == digest]
+    assert len(hooks) == 1
+    final = children.api.main_requests[-1]
+    assert sum("a queued message" in t for t in final.user_texts()) == 1
+    seen = {
+        t for r in children.api.main_requests for t in r.user_texts() if "a queued message" in t
+    }
+    assert len(seen) == 1, seen
+
+
+def _hook_events(children, name: str) -> list[str]:
+    return [e.get("event", "") for e in children.events(name, "hook")]
