@@ -38,8 +38,7 @@ def observe(
 ) -> tuple[Facts, str]:
     """One child's facts now, and its pane text ("" when there is no pane)."""
     now = time.time() if now is None else now
-    pane = tmux.pane(session.tmux_session) if session.tmux_session else None
-    text = tmux.capture(session.tmux_session) if pane is not None and session.tmux_session else ""
+    pane, text = tmux.snapshot(session.tmux_session) if session.tmux_session else (None, "")
     changed = memory.changed_at(session.id, text, now) if memory is not None else None
     facts = Facts(
         now=now,

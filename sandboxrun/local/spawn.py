@@ -50,6 +50,8 @@ _LOGIN_TEXTS = (
     "Invalid API key",
     "Choose the text style",  # the first-run onboarding: claude was never set up
 )
+#: seconds between database reads / screen looks while waiting for a child to come up
+_POLL, _LOOK_EVERY = 0.03, 0.3
 _TRUST_TEXT = "Yes, I trust this folder"
 _BYPASS_TEXT = "Yes, I accept"
 
@@ -284,6 +286,7 @@ def wait_ready(
     """
     deadline = time.monotonic() + timeout
     last_key = 0.0
+    next_look = time.monotonic() + _LOOK_EVERY
     digest = prompt_hash(prompt) if prompt is not None else None
     while True:
         if digest is None:
@@ -291,8 +294,13 @@ def wait_ready(
                 return
         elif prompt_seen(store, session_id, digest, 0):
             return
-        pane = tmux.pane(tmux_name)
-        text = tmux.capture(tmux_name) if pane is not None else ""
+        # The database is read often (in-process, cheap); the screen less often: each look is
+        # a tmux process, and on a busy machine it takes CPU from the claude that is starting.
+        if time.monotonic() < next_look and time.monotonic() < deadline:
+            time.sleep(_POLL)
+            continue
+        next_look = time.monotonic() + _LOOK_EVERY
+        pane, text = tmux.snapshot(tmux_name)
         for needle in _LOGIN_TEXTS:
             if needle in text:
                 raise SpawnError(
@@ -321,4 +329,4 @@ def wait_ready(
                 + "\n".join(text.strip().splitlines()[-12:]),
                 f"Look at it with `tmux {' '.join(tmux.socket_args())} attach -t {tmux_name}`.",
             )
-        time.sleep(0.1)
+        time.sleep(_POLL)
