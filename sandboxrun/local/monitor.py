@@ -17,6 +17,7 @@ import json
 import logging
 import logging.handlers
 import os
+import re
 import signal
 import threading
 import time
@@ -35,8 +36,16 @@ from sandboxrun.tmux import Tmux
 
 CONTINUE_FILE = Path(".sandboxrun") / "continue.txt"
 DEFAULT_CONTINUE = "continue"
-#: Claude Code's own "continuing automatically at ..." banner (never press keys while it shows)
-AUTO_CONTINUE_TEXT = "continuing automatically"
+#: Claude Code's own auto-continue banners (2.1.330: "Continuing automatically {when} · Esc to
+#: cancel", "Usage limit reached · set to continue automatically {when}", "... again · set to
+#: continue automatically", "Usage limit reset · Continuing automatically"; older versions:
+#: "continuing automatically at 3:45pm"); never press keys while one shows
+_ARMED = re.compile(
+    r"continuing automatically|set to continue automatically|continues automatically when",
+    re.IGNORECASE,
+)
+#: ... and the lines that say it will not happen after all (then we continue the child)
+_DISARMED = re.compile(r"automatic continue (cancelled|canceled|stopped)", re.IGNORECASE)
 #: continue attempts per usage-limit reset before the monitor escalates instead
 MAX_CONTINUE_ATTEMPTS = 3
 _LIMIT_TEXTS = ("You've hit your", "usage limit reached", "limit reached ∙ resets")
@@ -55,6 +64,20 @@ def limit_from_pane(text: str, now: float) -> tuple[bool, float | None]:
         if any(t in line for t in _LIMIT_TEXTS) and "% of your" not in line:
             return True, parse_limit_message(line, now)
     return False, None
+
+
+def auto_continue_armed(text: str) -> bool:
+    """Whether the screen shows Claude Code's own auto-continue as still to come (pure).
+
+    The lowest line that speaks of it decides: a later "Automatic continue cancelled" (Esc, a
+    relaunch, a login change) means nobody will continue the child but us.
+    """
+    for line in reversed(text.splitlines()):
+        if _DISARMED.search(line):
+            return False
+        if _ARMED.search(line):
+            return True
+    return False
 
 
 def continue_text(repo: str | None) -> str:
@@ -169,7 +192,7 @@ class Monitor:
         state = State("waiting_quota", state.reason, reset)
         if reset is None or now < reset + self.margin:
             return state
-        if AUTO_CONTINUE_TEXT in text:
+        if auto_continue_armed(text):
             log.info("child=%s Claude Code continues by itself; not touching it", session.name)
             return state
         # Under a per-child lock and decided from the database: two monitors (one per repo and

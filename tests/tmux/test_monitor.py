@@ -10,13 +10,16 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from sbr_testlib import retry_until
 
 from sandboxrun.config import load_settings
-from sandboxrun.local.monitor import Monitor
+from sandboxrun.local.monitor import Monitor, auto_continue_armed
 from sandboxrun.store import SessionStore, Status
 
-BANNER = "Usage limit reached · continuing automatically at 3:45pm · esc to cancel"
+# Claude Code 2.1.330's own banner while it waits to continue by itself (from its source:
+# "Continuing automatically {when} · Esc to cancel")
+BANNER = "Continuing automatically at 3:45pm · Esc to cancel"
 
 
 def _child(store, tmux, tmp_path, name, screen, **fields):
@@ -107,3 +110,49 @@ def test_a_child_whose_pane_died_is_ended_with_its_presence(tmux_server, tmp_pat
     assert ended.status == "completed" and ended.activity == "exited"
     assert "without a SessionEnd" in (ended.error or "")
     assert not tmux_server.has_session("t_child_gone")
+
+
+# The texts of Claude Code 2.1.330 (its bundled source) and of earlier versions (LOCAL-MODE.md).
+ARMED = [
+    "Continuing automatically at 3:45pm · Esc to cancel",
+    "Usage limit reached · set to continue automatically at 3:45pm",
+    "Usage limit reached again · set to continue automatically at 4:10pm",
+    "Usage limit reset · Continuing automatically",
+    "Goal paused · usage limit reached · continues automatically when it resets",
+    "Usage limit reached · continuing automatically at 3:45pm · esc to cancel",
+]
+NOT_ARMED = [
+    "You've hit your session limit · resets 3:45pm",
+    "Usage limit reached",
+    "You've used 85% of your session limit",
+    "",
+]
+
+
+@pytest.mark.parametrize("line", ARMED)
+def test_claude_codes_own_auto_continue_is_recognised(line):
+    screen = f"\u273b Worked for 3s\n\n{line}\n\u276f \n"
+    assert auto_continue_armed(screen)
+
+
+@pytest.mark.parametrize("line", NOT_ARMED)
+def test_a_plain_limit_is_not_an_auto_continue(line):
+    assert not auto_continue_armed(f"{line}\n\u276f \n")
+
+
+@pytest.mark.parametrize(
+    "cancelled",
+    [
+        "Automatic continue cancelled · /rate-limit-options to wait again",
+        "Automatic continue cancelled. Your session will wait for you instead; "
+        "/rate-limit-options can arm it again.",
+        "Automatic continue stopped · your login changed or ended · send a prompt to continue",
+    ],
+)
+def test_a_cancelled_auto_continue_below_the_banner_is_ours_to_do(cancelled):
+    screen = f"Usage limit reached · set to continue automatically at 3:45pm\n{cancelled}\n"
+    assert not auto_continue_armed(screen)
+    # and a new limit armed again after the cancellation counts again
+    assert auto_continue_armed(
+        screen + "Usage limit reached again · set to continue automatically at 5pm\n"
+    )
