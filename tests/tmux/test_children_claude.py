@@ -367,6 +367,7 @@ def test_child_calls_sandboxrun_mcp_and_the_repos_mcp_json_server(children, proj
     assert children("wait", "m1", "--timeout", "60s").returncode == 0
     row = children.row("m1")
     requests = children.api.main_requests
+    print("WAIT", _hook_events(children, "m1"), children.tmux.capture("t_child_m1"))
     assert len(requests) == 3, [r.tool_results() for r in requests]
     # both servers' tools are announced to the model (2.1.330 defers MCP tools behind
     # ToolSearch and lists them by name once the servers are connected: after the first turn
@@ -432,3 +433,48 @@ def test_a_message_sent_while_busy_is_taken_once(children, proj, tmp_path, busy_
 
 def _hook_events(children, name: str) -> list[str]:
     return [e.get("event", "") for e in children.events(name, "hook")]
+
+
+@pytest.mark.parametrize("busy_in", ["tool", "model"])
+def test_a_long_turn_stays_busy_past_the_grace_though_the_title_says_done(
+    children, proj, tmp_path, busy_in
+):
+    """Claude Code 2.1.330 in tmux keeps its title at "✳ Claude Code" mid-turn: the state
+    must come from the screen's status line, or a long tool call or a slow reply (no hook
+    for longer than the grace) would read as idle."""
+    import threading
+
+    from sandboxrun.local.observe import observe
+    from sandboxrun.local.states import derive_state
+    from sandboxrun.store import SessionStore
+
+    gate_file, gate = tmp_path / "gate", threading.Event()
+    if busy_in == "tool":
+        first = tool("Bash", command=f"until [ -e {gate_file} ]; do sleep 0.1; done; echo ok")
+    else:
+        first = held(text("slow answer"), gate)
+    children.api.script(first, text("done"))
+    store = SessionStore(Path(os.environ["SANDBOXRUN_HOME"]) / "state.db")
+    try:
+        out = children("spawn", "lt", "--prompt", "take your time", "--skip-permissions")
+        assert out.returncode == 0, out.stderr
+        row = store.resolve("lt")
+        if busy_in == "tool":
+            retry_until(lambda: "PreToolUse" in _hook_events(children, "lt"), timeout=60)
+        grace = 1.0
+
+        def state():
+            facts, _ = observe(children.tmux, store.get(row.id))
+            if facts.activity_at is None or facts.now - facts.activity_at <= grace:
+                return None  # still within the grace: nothing to learn yet
+            return derive_state(facts, grace=grace)
+
+        st = retry_until(state, timeout=30)
+        assert st.name == "busy", (st, children.tmux.capture("t_child_lt"))
+        assert children.tmux.pane("t_child_lt").title.startswith("\u2733")  # the title: "done"
+    finally:
+        gate.set()
+        gate_file.touch()
+    assert children("wait", "lt", "--timeout", "60s").returncode == 0
+    # the Stop hook can come a moment before the screen is redrawn
+    retry_until(lambda: observe(children.tmux, store.get(row.id))[0].pane_working is False)
