@@ -27,8 +27,11 @@ from pathlib import Path
 
 from sandboxrun.agent import parse_limit_message
 from sandboxrun.config import Settings
+from sandboxrun.local import adopt as adopt_mod
 from sandboxrun.local import send as send_mod
+from sandboxrun.local.identity import find_checkout
 from sandboxrun.local.observe import PaneMemory, observe
+from sandboxrun.local.spawn import prefix_for
 from sandboxrun.local.states import DEFAULT_GRACE, DEFAULT_STALE_AFTER, State, derive_state
 from sandboxrun.local.transcript import rate_limit_reset
 from sandboxrun.store import Session, SessionStore, Status
@@ -134,10 +137,40 @@ class Monitor:
             return None
         return str(json.loads(row[0]).get("state"))
 
+    def sync(self) -> list[str]:
+        """Take over ``{prefix}_child_*`` sessions whose rows the database lost (names).
+
+        Only children whose session id has no row at all (a lost or replaced database): a row
+        that just ended while its claude exits must not be revived; ``sandboxrun adopt``
+        takes those over by hand.
+        """
+        repos = {self.repo} if self.repo else {s.repo for s in children(self.store) if s.repo}
+        taken = []
+        for repo in sorted(r for r in repos if r):
+            prefix = prefix_for(Path(repo), self.settings)
+            for orphan in adopt_mod.discover(self.store, self.tmux, prefix):
+                known = (
+                    orphan.session_id
+                    and self.store.conn.execute(
+                        "SELECT 1 FROM sessions WHERE id = ?", (orphan.session_id,)
+                    ).fetchone()
+                )
+                checkout = find_checkout(orphan.worktree) if orphan.worktree else None
+                inside = checkout is not None and str(checkout.main) == repo
+                if orphan.session_id and not known and inside:
+                    adopt_mod.adopt(self.store, self.tmux, orphan)
+                    log.info("child=%s adopted (its row was lost)", orphan.name)
+                    taken.append(orphan.name)
+        return taken
+
     def tick(self, now: float | None = None) -> dict[str, State]:
         """Observe every live child once; record changes and act on them."""
         now = time.time() if now is None else now
         out: dict[str, State] = {}
+        try:
+            self.sync()
+        except Exception:  # discovery must not stop the pass over the known children
+            log.exception("discovering children failed")
         for session in children(self.store, self.repo):
             if session.is_terminal:
                 continue

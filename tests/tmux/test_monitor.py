@@ -156,3 +156,42 @@ def test_a_cancelled_auto_continue_below_the_banner_is_ours_to_do(cancelled):
     assert auto_continue_armed(
         screen + "Usage limit reached again · set to continue automatically at 5pm\n"
     )
+
+
+def test_the_monitor_takes_over_children_whose_rows_were_lost(
+    tmux_server, tmp_path, proj, monkeypatch
+):
+    monkeypatch.delenv("PROJECT_PREFIX", raising=False)
+    settings = load_settings(proj)
+    store = SessionStore(Path(os.environ["SANDBOXRUN_HOME"]) / "state.db")
+    idle = "\u273b Worked for 3s\n\u276f \n"
+
+    def pane(name, cwd, sid):
+        code = f"print({idle!r}, flush=True); import time; time.sleep(600)"
+        env = {"SANDBOXRUN_SESSION": sid, "CLAUDE_INSTANCE_ID": name.rsplit("_", 1)[1]}
+        tmux_server.new_session(name, [sys.executable, "-c", code], cwd=cwd, env=env)
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / ".git").mkdir()  # not proj: another repository's child with the same prefix
+    pane("proj_child_lost", proj, "lostid000001")
+    pane("proj_child_ending", proj, "endingid0001")
+    pane("proj_child_foreign", tmp_path / "other", "foreign00001")
+    ended = store.create_session(
+        id="endingid0001",
+        name="ending",
+        mode="local",
+        backend="tmux",
+        status=Status.COMPLETED,
+        repo=str(proj),
+        tmux_session="proj_child_ending",
+    )
+    mon = Monitor(store, tmux_server, settings, repo=str(proj))
+    assert mon.sync() == ["lost"]
+    row = store.get("lostid000001")
+    assert (row.name, row.status, row.repo, row.role) == ("lost", "running", str(proj), "lost")
+    assert _events(store, row.id, "adopted")
+    assert store.get(ended.id).status == "completed"  # an ended row is not revived
+    assert all(s.id != "foreign00001" for s in store.list())
+    assert mon.sync() == []  # once
+    assert mon.tick()["lost"].name == "idle"
