@@ -198,6 +198,19 @@ class EmuSandbox:
         return Path(f"/proc/{self.init_pid}/root{self.resolve(path)}")
 
 
+async def copy_tree(src: Path, dest: Path) -> None:
+    """Copy the contents of ``src`` into the existing directory ``dest``, keeping modes and
+    times (``cp -a``: E2B's snapshots keep a filesystem as it was)."""
+    proc = await asyncio.create_subprocess_exec(
+        "cp", "-a", "--", f"{src}/.", f"{dest}/",
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"copying {src} to {dest} failed: {err.decode(errors='replace')}")
+
+
 class SandboxManager:
     """Creates, runs commands in and tears down emulated sandboxes."""
 
@@ -234,10 +247,14 @@ class SandboxManager:
         timeout: float,
         metadata: dict[str, str],
         env_vars: dict[str, str],
+        seed: Path | None = None,
     ) -> EmuSandbox:
+        """A new sandbox; ``seed`` (a snapshot's copy of a home) becomes its ``/home/user``."""
         sandbox_id = "i" + secrets.token_hex(10)
         root = self.root / sandbox_id
         (root / "home").mkdir(parents=True)
+        if seed is not None:
+            await copy_tree(seed, root / "home")
         (root / "tmp").mkdir()
         (root / "tmp").chmod(0o1777)
         now = time.time()

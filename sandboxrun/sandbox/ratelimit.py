@@ -1,0 +1,86 @@
+"""Spacing sandbox creations: at most ``rate`` per second, across every process on this machine.
+
+E2B limits how fast a team creates sandboxes (Hobby 1/s, Pro 5/s) and answers 429 beyond it.
+A fan-out group drives each task from its own process, so the limit is kept in a small file
+under the sandboxrun home, locked while a process books its slot: each creation takes the first
+free slot at least ``1 / rate`` after the previous one, then sleeps until it (outside the lock).
+The E2B backend calls :meth:`CreateLimiter.acquire` right before every ``Sandbox.create``,
+retries included; a 429 that still comes (another machine on the same key) is retried with
+backoff by the backend.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+#: creations per second when nothing says otherwise: E2B's Hobby plan
+DEFAULT_CREATE_RATE = 1.0
+RATE_ENV = "SANDBOXRUN_E2B_CREATE_RATE"
+
+
+def default_rate(env: dict[str, str] | None = None) -> float:
+    """The creation rate from ``SANDBOXRUN_E2B_CREATE_RATE`` (per second), else 1/s."""
+    raw = (os.environ if env is None else env).get(RATE_ENV, "")
+    try:
+        rate = float(raw) if raw.strip() else DEFAULT_CREATE_RATE
+    except ValueError:
+        rate = DEFAULT_CREATE_RATE
+    return rate if rate > 0 else DEFAULT_CREATE_RATE
+
+
+def next_slot(last_slot: float, now: float, rate: float) -> float:
+    """When the next creation may go: now, or ``1 / rate`` after the previous one booked."""
+    return max(now, last_slot + 1.0 / rate)
+
+
+def limiter_path(home: Path, api_url: str, api_key: str) -> Path:
+    """The slot file for one E2B account (key) on one endpoint: they are limited separately."""
+    digest = hashlib.sha256(f"{api_url}\0{api_key}".encode()).hexdigest()[:16]
+    return home / "ratelimit" / f"e2b-create-{digest}"
+
+
+class CreateLimiter:
+    """Books creation slots ``1 / rate`` apart in ``path`` (shared by all processes)."""
+
+    def __init__(
+        self,
+        path: Path,
+        rate: float,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.path = path
+        self.rate = rate
+        self._clock = clock
+        self._sleep = sleep
+
+    def acquire(self) -> float:
+        """Wait for this process's slot; returns how long it waited (seconds)."""
+        if self.rate <= 0:
+            return 0.0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            raw = os.pread(fd, 64, 0).decode(errors="replace").strip()
+            try:
+                last = float(raw) if raw else 0.0
+            except ValueError:
+                last = 0.0  # a torn or foreign file: start afresh
+            now = self._clock()
+            slot = next_slot(last, now, self.rate)
+            data = f"{slot:.6f}\n".encode()
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, data, 0)
+        finally:
+            os.close(fd)  # releases the lock
+        wait = slot - now
+        if wait > 0:
+            self._sleep(wait)
+        return max(0.0, wait)
