@@ -212,7 +212,18 @@ def register(app: typer.Typer) -> None:
             help="Running tasks are stopped (work collected) at this multiple of a budget.",
         ),
         start_rate: float | None = typer.Option(
-            None, "--start-rate", help="Sandbox creations per second (E2B Hobby 1, Pro 5)."
+            None,
+            "--start-rate",
+            help="E2B sandbox creations per second, kept around every create (Hobby 1, Pro 5).",
+        ),
+        warm: str = typer.Option(
+            "auto",
+            "--warm",
+            help="Start from a warm snapshot (`sandboxrun warm`): auto (use one, or make one "
+            "for 3+ tasks), on, off.",
+        ),
+        setup: str | None = typer.Option(
+            None, "--setup", help="Setup command of the warm snapshot (e.g. 'npm ci')."
         ),
         price_per_second: float | None = typer.Option(
             None,
@@ -238,6 +249,12 @@ def register(app: typer.Typer) -> None:
         backend_name = choose_backend(settings, backend)
         if backend_name not in DEFAULT_START_RATE:
             raise UsageError(f"unknown backend {backend_name!r}", "Use e2b or local.")
+        if warm not in ("auto", "on", "off"):
+            raise UsageError(f"unknown --warm {warm!r}", "Use auto, on or off.")
+        if warm == "on" and backend_name != "e2b":
+            raise UsageError("--warm on needs --backend e2b", "Local runs upload nothing.")
+        if start_rate is not None and start_rate <= 0:
+            raise UsageError("--start-rate must be positive")
         # the backend is ready (E2B key, Claude Code, bubblewrap...) before any task exists
         get_backend(backend_name, settings).check_ready(dry_run=False)
         base_commit = gitops.resolve_commit(root, "HEAD")
@@ -269,6 +286,7 @@ def register(app: typer.Typer) -> None:
             "start_rate": start_rate or DEFAULT_START_RATE[backend_name],
             "price_per_second": price,
             "keep_going": keep_going,
+            "warm_key": _warm_key(settings, root, backend_name, warm, setup, len(graph.tasks)),
         }
         g = G.create_group(
             store,
@@ -417,6 +435,25 @@ def register(app: typer.Typer) -> None:
         settings = load_settings(Path(s.repo) if s.repo else None)
         driver = RunDriver(settings, store, s)
         driver.resume() if attach else driver.execute()
+
+
+def _warm_key(
+    settings: Any, root: Path, backend: str, mode: str, setup: str | None, n_tasks: int
+) -> str | None:
+    """The warm snapshot the group's tasks start from (made now if it pays off), or None."""
+    from sandboxrun.sandbox.warm import WarmCache, build_snapshot, warm_plan
+
+    entry = WarmCache(settings.home).find(root, settings.template, setup)
+    plan = warm_plan(mode, backend, n_tasks, entry is not None)
+    if plan == "build":
+        err_console.print(
+            f"warm: one upload for {n_tasks} tasks (`--warm off` uploads to each)", highlight=False
+        )
+        entry = build_snapshot(
+            settings, root, setup=setup,
+            say=lambda text: err_console.print(f"warm: {text}", highlight=False),
+        )  # fmt: skip
+    return entry.key if entry is not None and plan != "cold" else None
 
 
 def _conflict_error(name: str, files: list[str], branch: str, commit: str) -> Exception:
