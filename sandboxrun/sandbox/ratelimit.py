@@ -2,10 +2,11 @@
 
 E2B limits how fast a team creates sandboxes (Hobby 1/s, Pro 5/s) and answers 429 beyond it.
 A fan-out group drives each task from its own process, so the limit is kept in a small file
-under the sandboxrun home, locked while a process books its slot: each creation takes the first
-free slot at least ``1 / rate`` after the previous one, then sleeps until it (outside the lock).
-The E2B backend calls :meth:`CreateLimiter.acquire` right before every ``Sandbox.create``,
-retries included; a 429 that still comes (another machine on the same key) is retried with
+under the sandboxrun home: under its lock, a process goes ahead only when ``1 / rate`` has
+passed since the last one went, and records when it did; otherwise it sleeps (outside the lock)
+until then and looks again.
+The E2B backend makes every ``Sandbox.create`` (retries included) inside
+:meth:`CreateLimiter.turn`; a 429 that still comes (another machine on the same key) is retried with
 backoff by the backend.
 """
 
@@ -15,7 +16,8 @@ import fcntl
 import hashlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 #: creations per second when nothing says otherwise: E2B's Hobby plan
@@ -34,7 +36,7 @@ def default_rate(env: dict[str, str] | None = None) -> float:
 
 
 def next_slot(last_slot: float, now: float, rate: float) -> float:
-    """When the next creation may go: now, or ``1 / rate`` after the previous one booked."""
+    """When the next creation may go: now, or ``1 / rate`` after the previous one went."""
     return max(now, last_slot + 1.0 / rate)
 
 
@@ -45,7 +47,7 @@ def limiter_path(home: Path, api_url: str, api_key: str) -> Path:
 
 
 class CreateLimiter:
-    """Books creation slots ``1 / rate`` apart in ``path`` (shared by all processes)."""
+    """Lets creations go ``1 / rate`` apart, kept in ``path`` (shared by all processes)."""
 
     def __init__(
         self,
@@ -60,27 +62,38 @@ class CreateLimiter:
         self._clock = clock
         self._sleep = sleep
 
-    def acquire(self) -> float:
-        """Wait for this process's slot; returns how long it waited (seconds)."""
+    @contextmanager
+    def turn(self) -> Iterator[float]:
+        """Wait until this process may create, and hold the turn while it does (the ``with``
+        block: the creation request); yields how long it waited, in seconds.
+
+        The time recorded is when a process went ahead, not a slot booked in advance, and the
+        next process goes no earlier than ``1 / rate`` after it *and* not before its request
+        was answered: a process that wakes late or sends slowly on a busy machine does not
+        let the next one arrive right behind it.
+        """
         if self.rate <= 0:
-            return 0.0
+            yield 0.0
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            raw = os.pread(fd, 64, 0).decode(errors="replace").strip()
+        waited = 0.0
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
             try:
-                last = float(raw) if raw else 0.0
-            except ValueError:
-                last = 0.0  # a torn or foreign file: start afresh
-            now = self._clock()
-            slot = next_slot(last, now, self.rate)
-            data = f"{slot:.6f}\n".encode()
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, data, 0)
-        finally:
-            os.close(fd)  # releases the lock
-        wait = slot - now
-        if wait > 0:
-            self._sleep(wait)
-        return max(0.0, wait)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                raw = os.pread(fd, 64, 0).decode(errors="replace").strip()
+                try:
+                    last = float(raw) if raw else 0.0
+                except ValueError:
+                    last = 0.0  # a torn or foreign file: start afresh
+                now = self._clock()
+                slot = next_slot(last, now, self.rate)
+                if slot <= now:
+                    os.ftruncate(fd, 0)
+                    os.pwrite(fd, f"{now:.6f}\n".encode(), 0)
+                    yield waited  # the lock is held until the creation returns
+                    return
+            finally:
+                os.close(fd)  # releases the lock
+            self._sleep(slot - now)
+            waited += slot - now

@@ -460,14 +460,16 @@ class E2BBackend:
         timeout = max(1, math.ceil(timeout_s))
 
         def create() -> SDKSandbox:
-            limiter.acquire()  # every attempt, retries after a 429 included
-            return SDKSandbox.create(
-                template=template,
-                timeout=timeout,
-                metadata=meta,
-                envs=dict(env),
-                idempotency_key=key,
-            )
+            with limiter.turn():  # every attempt, retries after a 429 included
+                return SDKSandbox.create(
+                    template=template,
+                    timeout=timeout,
+                    metadata=meta,
+                    envs=dict(env),
+                    idempotency_key=key,
+                    # we retry (a 429 too) ourselves, so each attempt waits for its slot
+                    retries=0,
+                )
 
         try:
             sdk = self.retry("creating the sandbox", create)
