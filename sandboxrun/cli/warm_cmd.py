@@ -23,6 +23,7 @@ Examples:
   sandboxrun warm
   sandboxrun warm --setup "npm ci" && sandboxrun fanout tasks.toml --warm on
   sandboxrun warm --list --json
+  sandboxrun warm --delete          # snapshots hold your files on E2B until deleted
 """
 
 
@@ -35,11 +36,21 @@ def register(app: typer.Typer) -> None:
             None, "--setup", help="Shell command run in the repository before the snapshot."
         ),
         list_: bool = typer.Option(False, "--list", help="List the cached snapshots instead."),
+        delete: bool = typer.Option(
+            False, "--delete", help="Delete this repository's snapshots (on E2B and here)."
+        ),
         json_out: bool = typer.Option(False, "--json", help="Print JSON."),
     ) -> None:
-        from sandboxrun.sandbox.warm import WarmCache, build_snapshot
+        from sandboxrun.sandbox.warm import WarmCache, build_snapshot, delete_snapshots
 
         settings = settings_for(repo)
+        if delete:
+            deleted = delete_snapshots(settings, repo)
+            if json_out:
+                print_json({"deleted": deleted})
+            else:
+                console.print(f"Deleted {len(deleted)} warm snapshot(s).", highlight=False)
+            return
         if list_:
             entries = [e.to_dict() for e in WarmCache(settings.home).list()]
             if json_out:

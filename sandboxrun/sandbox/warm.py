@@ -59,6 +59,11 @@ WARM_APPLY_SCRIPT = r"""
 set -e
 cd "$1"
 export LC_ALL=C GIT_LITERAL_PATHSPECS=1
+# Files the snapshot holds untouched keep their size and mtime but may get new inodes and
+# ctimes (a copy): git then trusts size and whole-second mtime, and hashes only what changed
+# (the changed and deleted paths leave the index below, so those are hashed whatever it sees).
+git config core.checkStat minimal
+git config core.trustctime false
 if [ -s "$2" ]; then xargs -0 -r rm -f -- < "$2"; fi
 cat -- "$2" "$3" > "$4.touched"
 if [ -s "$4.touched" ]; then
@@ -559,3 +564,23 @@ def build_snapshot(
             cache.forget(other.key)
     cache.put(entry, manifest)
     return entry
+
+
+def delete_snapshots(settings: Settings, repo: Path) -> list[str]:
+    """Delete every cached snapshot of ``repo`` on E2B and forget it; returns their ids.
+
+    A snapshot holds the repository's files on E2B until it is deleted.
+    """
+    from sandboxrun.sandbox.backends import get_backend
+
+    root = gitops.main_worktree(gitops.repo_root(repo))
+    cache = WarmCache(settings.home)
+    mine = [e for e in cache.list() if e.repo == str(root)]
+    if not mine:
+        return []
+    backend = get_backend("e2b", settings)
+    backend.check_ready(dry_run=True)
+    for entry in mine:
+        backend.delete_snapshot(entry.snapshot_id)  # type: ignore[attr-defined]
+        cache.forget(entry.key)
+    return [e.snapshot_id for e in mine]

@@ -180,7 +180,8 @@ class EmuSandbox:
 
     @property
     def home(self) -> Path:
-        """The directory on this machine that is ``/home/user`` inside the sandbox."""
+        """The directory on this machine that is ``/home/user`` inside the sandbox (for one
+        started from a snapshot as root, the overlay's upper layer: use :meth:`host_path`)."""
         return self.root / "home"
 
     def resolve(self, path: str) -> str:
@@ -253,7 +254,12 @@ class SandboxManager:
         sandbox_id = "i" + secrets.token_hex(10)
         root = self.root / sandbox_id
         (root / "home").mkdir(parents=True)
-        if seed is not None:
+        # A snapshot's files: through an overlay when we may mount one (root: no copying, as
+        # E2B boots a snapshot without copying it through anything), else copied.
+        overlay = seed is not None and not self.userns
+        if overlay:
+            (root / "work").mkdir()
+        elif seed is not None:
             await copy_tree(seed, root / "home")
         (root / "tmp").mkdir()
         (root / "tmp").chmod(0o1777)
@@ -290,6 +296,7 @@ class SandboxManager:
             str(self.tools_dir),
             str(root / "tmp"),
             "1" if self.shadow_home else "0",
+            *([str(seed)] if overlay else []),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

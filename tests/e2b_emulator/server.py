@@ -282,13 +282,13 @@ class E2BEmulator:
         self.stats.clear()
 
     def drop_snapshot(self, snapshot_id: str) -> bool:
-        """Delete a snapshot, as if it expired or someone deleted it on E2B's side."""
+        """Delete a snapshot, as if it expired or someone deleted it on E2B's side.
+
+        Sandboxes already started from it keep their files (its copy is the lower layer of
+        their overlay): the copy goes with the emulator's directory.
+        """
         with self._lock:
-            where = self.snapshots.pop(snapshot_id, None)
-        if where is None:
-            return False
-        shutil.rmtree(where, ignore_errors=True)
-        return True
+            return self.snapshots.pop(snapshot_id, None) is not None
 
     def set_claude(self, program: str | os.PathLike[str] | None) -> None:
         """Make ``program`` the ``claude`` on every sandbox's PATH (None: no claude at all)."""
@@ -538,7 +538,7 @@ class E2BEmulator:
         snapshot_id = f"{raw_id}:default"  # E2B: the raw template id with its tag
         where = self._root / "snapshots" / raw_id
         where.mkdir(parents=True)
-        await copy_tree(sandbox.home, where)
+        await copy_tree(sandbox.host_path(SANDBOX_HOME), where)  # what the sandbox sees
         with self._lock:
             self.snapshots[snapshot_id] = where
         return JSONResponse({"snapshotID": snapshot_id, "names": [snapshot_id]}, status_code=201)

@@ -97,6 +97,13 @@ def test_warm_then_tasks_upload_only_the_delta_and_match_a_cold_start(cli, repo,
         assert _seen(repo, f"sandboxrun/c-t{i}") == _seen(repo, f"sandboxrun/w-t{i}")
     assert sent_warm * 20 < e2b.stats["bytes_uploaded"]
 
+    # snapshots hold the files on E2B until deleted: `warm --delete` removes them there too
+    proc = cli("warm", "--delete", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["deleted"] == [entry["snapshot_id"]]
+    assert e2b.snapshots == {}
+    assert json.loads(cli("warm", "--list", "--json").stdout) == []
+
 
 def test_a_deleted_snapshot_falls_back_to_a_full_upload_said_once(cli, repo, e2b):
     entry = _warm(cli)
