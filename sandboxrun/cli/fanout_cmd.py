@@ -31,7 +31,6 @@ from sandboxrun.fanout.scheduler import (
     E2B_PRICE_PER_SECOND,
     GroupScheduler,
     Step,
-    claim_session,
     group_driver_alive,
 )
 from sandboxrun.fanout.tasks import load_tasks, validate_group_name
@@ -426,15 +425,9 @@ def register(app: typer.Typer) -> None:
     @app.command("_fanout_task", hidden=True)
     def fanout_task(session_id: str, attach: bool = typer.Option(False, "--attach")) -> None:
         """Drive one task's session, unless another process already does."""
-        from sandboxrun.sandbox.runner import RunDriver
+        from sandboxrun.fanout.taskmain import run_task
 
-        store = open_store(load_settings())
-        if not claim_session(store, session_id, os.getpid(), attach=attach):
-            return
-        s = store.get(session_id)
-        settings = load_settings(Path(s.repo) if s.repo else None)
-        driver = RunDriver(settings, store, s)
-        driver.resume() if attach else driver.execute()
+        run_task(session_id, attach=attach)
 
 
 def _warm_key(

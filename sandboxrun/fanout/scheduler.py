@@ -401,13 +401,13 @@ def group_driver_alive(g: G.Group) -> bool:
 
 
 def spawn_task_driver(session: Session, attach: bool) -> int:
-    """Start ``sandboxrun _fanout_task SESSION`` detached (it claims the session first)."""
+    """Start the task's driver (``fanout/taskmain.py``) detached; it claims the session first."""
     from sandboxrun.config import load_settings
 
     settings = load_settings(Path(session.repo) if session.repo else None)
     log_dir = settings.session_artifacts(session.id)
     log_dir.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "sandboxrun", "_fanout_task", session.id]
+    argv = [sys.executable, "-m", "sandboxrun.fanout.taskmain", session.id]
     if attach:
         argv.append("--attach")
     return process.spawn_detached(argv, output=log_dir / "driver.log")
