@@ -76,22 +76,28 @@ sort -z -u -- "$5" | comm -z -23 - "$4.d" | sort -z -m -u - "$4.c" > "$4"
 rm -f -- "$4.touched" "$4.d" "$4.c"
 """
 
-# The check after the baseline: "$1" repo, "$2" the run's file list (sorted, NUL; xargs cuts
-# it into consecutive runs, so the listing stays in index order). Prints the
-# digest of the index entries of those files, then "oid path\0" (or "MISSING path\0") for each
-# listed file that is not in the index (a .gitignore there leaves it out), hashed from disk.
+# The check after the baseline: "$1" repo, "$2" the run's file list (sorted, NUL). Prints the
+# digest of the index entries of those files (entries the run did not upload, e.g. made by the
+# setup command and not ignored, are left out in a copy of the index), then "oid path\0" (or
+# "MISSING path\0") for each listed file that is not in the index (a .gitignore there leaves it
+# out), hashed from disk. Lists are joined with `comm` (index order is byte order): no pathspecs,
+# whose matching would cost files x paths.
 WARM_VERIFY_SCRIPT = r"""
 set -e
 cd "$1"
 export LC_ALL=C GIT_LITERAL_PATHSPECS=1
-if [ -s "$2" ]; then
-  xargs -0 -r git ls-files -s -z -- < "$2" > "$2.idx"
-  xargs -0 -r git ls-files -z -- < "$2" | sort -z > "$2.in"
+git ls-files -z > "$2.all"
+comm -z -23 -- "$2.all" "$2" > "$2.extra"
+if [ -s "$2.extra" ]; then
+  cp -- "$(git rev-parse --git-path index)" "$2.index"
+  GIT_INDEX_FILE="$2.index" git rm -q --cached --pathspec-from-file="$2.extra" --pathspec-file-nul
+  GIT_INDEX_FILE="$2.index" git ls-files -s -z > "$2.idx"
+  rm -f -- "$2.index"
 else
-  : > "$2.idx"; : > "$2.in"
+  git ls-files -s -z > "$2.idx"
 fi
 printf 'DIGEST %s\n' "$(sha256sum < "$2.idx" | cut -d' ' -f1)"
-comm -z -23 -- "$2" "$2.in" | while IFS= read -r -d '' p; do
+comm -z -13 -- "$2.all" "$2" | while IFS= read -r -d '' p; do
   if [ -f "$p" ] && [ ! -L "$p" ]; then
     printf '%s %s\0' "$(git hash-object -- "$p")" "$p"
   else
@@ -348,8 +354,8 @@ def warm_start(prov: Provisioner, session: Session, key: str) -> Sandbox | None:
         )
     except _Fallback as exc:
         prov.journal.warn(f"{exc}: full upload", mark="warm")
-    except SandboxrunError:
-        if sandbox is not None:
+    except BaseException:
+        if sandbox is not None:  # not the run's yet: nobody else would remove it
             _discard(sandbox)
         raise
     finally:

@@ -143,3 +143,18 @@ def test_a_stale_snapshot_falls_back_to_a_full_upload(cli, repo, e2b):
     warnings = [e["payload"]["message"] for e in _events(cli, "stale-t0", "warning")]
     assert len(warnings) == 1 and "stale" in warnings[0], warnings
     assert "./big.bin" in _seen(repo, "sandboxrun/stale-t0")
+
+
+def test_a_setup_command_runs_once_and_its_files_are_in_every_task(cli, repo, e2b):
+    setup = "mkdir -p build && echo built > build/out.txt && echo made > made.txt"
+    proc = cli("warm", "--setup", setup, "--json", timeout=300)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert json.loads(proc.stdout)["setup"] == setup
+    rep = _fanout(cli, _tasks(repo, "set", 1), "--warm", "on", "--setup", setup)
+    assert rep["status"] == "completed"
+    assert len(_events(cli, "set-t0", "warm")) == 1, _events(cli, "set-t0", "warning")
+    seen = _seen(repo, "sandboxrun/set-t0")
+    # build/ is ignored (.gitignore), made.txt is not: both were there for the agent, and
+    # neither is part of the task's branch (the setup's output is in the baseline)
+    assert "./build/out.txt" in seen and "./made.txt" in seen
+    assert "made.txt" not in git(repo, "ls-tree", "-r", "--name-only", "sandboxrun/set-t0")
