@@ -62,6 +62,12 @@ class CreateLimiter:
         self._clock = clock
         self._sleep = sleep
 
+    @classmethod
+    def for_e2b(cls, home: Path, rate: float) -> CreateLimiter:
+        """The limiter of the E2B account (``E2B_API_KEY``) at the endpoint in use."""
+        url = os.environ.get("E2B_API_URL", "https://api.e2b.app")
+        return cls(limiter_path(home, url, os.environ.get("E2B_API_KEY", "")), rate)
+
     @contextmanager
     def turn(self) -> Iterator[float]:
         """Wait until this process may create, and hold the turn while it does (the ``with``

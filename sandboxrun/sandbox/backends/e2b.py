@@ -72,7 +72,7 @@ from sandboxrun.sandbox.backends.e2b_scripts import (
 )
 from sandboxrun.sandbox.backends.e2b_scripts import MARK as _MARK
 from sandboxrun.sandbox.backends.e2b_template import build_template, claude_template
-from sandboxrun.sandbox.ratelimit import CreateLimiter, default_rate, limiter_path
+from sandboxrun.sandbox.ratelimit import CreateLimiter, default_rate
 
 __all__ = [
     "CLAUDE_CODE_VERSION", "CREDENTIAL_VARS", "PASSTHROUGH_VARS", "SECRET_VARS", "E2BBackend", "E2BSandbox",
@@ -444,14 +444,7 @@ class E2BBackend:
         it from that snapshot). Creations are spaced by :attr:`create_rate` across processes."""
         from_snapshot = template is not None
         template = template or self.settings.template
-        limiter = CreateLimiter(
-            limiter_path(
-                self.settings.home,
-                os.environ.get("E2B_API_URL", "https://api.e2b.app"),
-                os.environ.get("E2B_API_KEY", ""),
-            ),
-            self.create_rate,
-        )
+        limiter = CreateLimiter.for_e2b(self.settings.home, self.create_rate)
         meta = {str(k): str(v) for k, v in metadata.items()}
         meta.setdefault("sandboxrun_session", session_id)
         # One key for all our retries: if a create went through but its answer was lost, E2B
