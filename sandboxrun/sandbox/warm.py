@@ -455,7 +455,7 @@ def _create_from(prov: Provisioner, session: Session, entry: WarmEntry) -> Sandb
 
 def _apply(prov: Provisioner, sandbox: Sandbox, delta: Delta) -> None:
     """Bring the snapshot's repository to the session's files, commit the baseline, check it."""
-    from sandboxrun.sandbox.collect import save_baseline
+    from sandboxrun.sandbox.gitpack import save_baseline
     from sandboxrun.sandbox.provision import BASELINE_SCRIPT, sh
 
     ctl = f"{sandbox.home}/{WARM_DIR}"
