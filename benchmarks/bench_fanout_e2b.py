@@ -95,7 +95,7 @@ def naive(repo: Path, work: Path, emu) -> dict[str, float]:
 def ours(repo: Path, settings, store, emu, warm_key: str | None) -> dict[str, float]:
     """sandboxrun's own run code, cold (``warm_key`` None) or from the snapshot."""
     from sandboxrun.sandbox.backends.e2b import E2BBackend
-    from sandboxrun.sandbox.collect import collect_patches
+    from sandboxrun.sandbox.gitpack import collect_patches
     from sandboxrun.sandbox.journal import Journal, PhaseTimes
     from sandboxrun.sandbox.provision import Provisioner
     from sandboxrun.sandbox.warm import warm_start
