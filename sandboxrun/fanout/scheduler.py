@@ -117,6 +117,7 @@ class GroupScheduler:
         self.gid = group_id
         self.spawn = spawn or spawn_task_driver
         self._ended: set[str] = set()
+        self._agent_checked = False
         #: task driver pids this scheduler started, by session id
         self._spawned: dict[str, int] = {}
 
@@ -287,8 +288,12 @@ class GroupScheduler:
                         base=base,
                         backend=g.backend,
                         extra_options=options,
+                        agent_checked=self._agent_checked,
                     ),
                 )
+                # the agent's readiness (credentials, `claude auth status`) holds for the
+                # group: checked before its first task, not again before each of the others
+                self._agent_checked = True
             except SandboxrunError as exc:
                 G.update_task(self.store, g.id, t.name, state="error", reason=exc.message)
                 return False
