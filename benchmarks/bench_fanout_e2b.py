@@ -155,7 +155,7 @@ def main() -> None:
     from bench_pack import corpus
 
     from sandboxrun.config import Settings
-    from sandboxrun.sandbox.warm import build_snapshot
+    from sandboxrun.sandbox.warm_build import build_snapshot
     from sandboxrun.store import SessionStore
     from tests.e2b_emulator import E2BEmulator
 

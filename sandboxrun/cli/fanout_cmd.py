@@ -434,10 +434,18 @@ def _warm_key(
     settings: Any, root: Path, backend: str, mode: str, setup: str | None, n_tasks: int
 ) -> str | None:
     """The warm snapshot the group's tasks start from (made now if it pays off), or None."""
-    from sandboxrun.sandbox.warm import WarmCache, build_snapshot, warm_plan
+    from sandboxrun.sandbox.warm import WarmCache, stale_at, warm_plan
+    from sandboxrun.sandbox.warm_build import build_snapshot
 
-    entry = WarmCache(settings.home).find(root, settings.template, setup)
+    cache = WarmCache(settings.home)
+    entry = cache.find(root, settings.template, setup)
     plan = warm_plan(mode, backend, n_tasks, entry is not None)
+    manifest = cache.manifest(entry.key) if entry is not None else None
+    if plan == "use" and entry is not None and manifest is not None:
+        commit = gitops.resolve_commit(root, "HEAD")
+        if (why := stale_at(root, entry, manifest, commit)) is not None:
+            err_console.print(f"warm: {why}; making a new one", highlight=False)
+            plan = "build"
     if plan == "build":
         err_console.print(
             f"warm: one upload for {n_tasks} tasks (`--warm off` uploads to each)", highlight=False

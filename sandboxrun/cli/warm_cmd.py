@@ -41,7 +41,8 @@ def register(app: typer.Typer) -> None:
         ),
         json_out: bool = typer.Option(False, "--json", help="Print JSON."),
     ) -> None:
-        from sandboxrun.sandbox.warm import WarmCache, build_snapshot, delete_snapshots
+        from sandboxrun.sandbox.warm import WarmCache
+        from sandboxrun.sandbox.warm_build import build_snapshot, delete_snapshots
 
         settings = settings_for(repo)
         if delete:

@@ -1,5 +1,7 @@
 """Warm starts: upload the repository once, start many E2B sandboxes from a snapshot of it.
 
+(Making and deleting snapshots is ``sandbox/warm_build.py``.)
+
 ``sandboxrun warm`` (and ``fanout``, when it pays off) packs the repository at a base commit,
 unpacks it in one sandbox, runs an optional setup command (``npm ci``), commits the baseline
 there and snapshots that sandbox (``create_snapshot``). The snapshot id is cached under the
@@ -24,18 +26,16 @@ import json
 import os
 import stat
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sandboxrun import gitops
-from sandboxrun.errors import BackendError, SandboxrunError, TemplateNotFoundError
+from sandboxrun.errors import SandboxrunError, TemplateNotFoundError
 from sandboxrun.sandbox.backends.base import Sandbox
 from sandboxrun.store import Session, Status
 
 if TYPE_CHECKING:
-    from sandboxrun.config import Settings
     from sandboxrun.sandbox.provision import Provisioner
 
 #: path -> (git mode, blob id), e.g. ``{"src/a.py": ("100644", "e69de29b...")}``
@@ -244,6 +244,28 @@ def worktree_manifest(worktree: Path, files: list[str]) -> Manifest:
     return out
 
 
+def stale_at(repo: Path, entry: WarmEntry, manifest: Manifest, commit: str) -> str | None:
+    """Why the snapshot ``entry`` is too far behind ``commit`` (committed files only), or None.
+
+    ``fanout --warm auto`` makes a new snapshot then, rather than have every task fall back.
+    """
+    if entry.commit == commit:
+        return None
+    changed_bytes = total_bytes = changed = total = 0
+    out = gitops.git_bytes(repo, "ls-tree", "-r", "-l", "-z", "--full-tree", commit)
+    for record in out.split(b"\0"):
+        meta, _, path = record.partition(b"\t")
+        parts = meta.split()
+        if len(parts) != 4 or parts[1] != b"blob" or not parts[3].isdigit():
+            continue
+        size = int(parts[3])
+        total, total_bytes = total + 1, total_bytes + size
+        mode, oid = parts[0].decode(), parts[2].decode()
+        if manifest.get(path.decode(errors="surrogateescape")) != (mode, oid):
+            changed, changed_bytes = changed + 1, changed_bytes + size
+    return stale_reason(changed_bytes, total_bytes, changed, total)
+
+
 def plan_delta(snapshot: Manifest, wanted: Manifest) -> tuple[list[str], list[str]]:
     """(changed or new paths, deleted paths) that turn ``snapshot`` into ``wanted``."""
     changed = sorted(p for p, v in wanted.items() if snapshot.get(p) != v)
@@ -356,18 +378,19 @@ def warm_start(prov: Provisioner, session: Session, key: str) -> Sandbox | None:
         prov.journal.warn(f"{exc}: full upload", mark="warm")
     except BaseException:
         if sandbox is not None:  # not the run's yet: nobody else would remove it
-            _discard(sandbox)
+            discard_sandbox(sandbox)
         raise
     finally:
         if delta is not None and delta.tarball is not None:
             delta.tarball.unlink(missing_ok=True)
     if sandbox is not None:
-        _discard(sandbox)
+        discard_sandbox(sandbox)
         prov.journal.update(sandbox_id=None, sandbox_home=None, sandbox_created_at=None)
     return None
 
 
-def _discard(sandbox: Sandbox) -> None:
+def discard_sandbox(sandbox: Sandbox) -> None:
+    """Remove a sandbox that is nobody's (yet): best effort, it expires anyway."""
     with contextlib.suppress(SandboxrunError):  # else it expires on its own
         sandbox.destroy()
 
@@ -484,109 +507,3 @@ def _apply(prov: Provisioner, sandbox: Sandbox, delta: Delta) -> None:
             raise _Fallback(f"the warm start does not match a full upload ({problem})")
         prov.journal.update(sandbox_base=base)
         save_baseline(sandbox, base, prov.artifacts)
-
-
-# -- making a snapshot ----------------------------------------------------------------------
-
-
-def build_snapshot(
-    settings: Settings,
-    repo: Path,
-    *,
-    base: str = "HEAD",
-    setup: str | None = None,
-    say: Callable[[str], None] | None = None,
-) -> WarmEntry:
-    """Upload ``repo`` at ``base`` into one sandbox, run ``setup``, snapshot it; cache it.
-
-    A snapshot already cached for the same repository, commit, template and setup is reused.
-    ``say(text)`` reports progress to a person.
-    """
-    from sandboxrun.sandbox.backends import get_backend
-    from sandboxrun.sandbox.provision import BASELINE_SCRIPT, sh
-    from sandboxrun.sync.pack import SUFFIXES, pack_worktree
-
-    say = say or (lambda _text: None)
-    root = gitops.main_worktree(gitops.repo_root(repo))
-    commit = gitops.resolve_commit(root, base)
-    key = warm_key(root, commit, settings.template, setup)
-    cache = WarmCache(settings.home)
-    if (old := cache.get(key)) is not None and cache.manifest(key) is not None:
-        return old
-    backend = get_backend("e2b", settings)
-    backend.check_ready(dry_run=True)
-    work = cache.dir / f"tree-{key}-{os.getpid()}"
-    cache.dir.mkdir(parents=True, exist_ok=True)
-    compression = settings.compression
-    tarball = cache.dir / f"upload-{key}-{os.getpid()}{SUFFIXES[compression]}"
-    gitops.git(root, "worktree", "add", "--detach", "-q", str(work), commit)
-    sandbox = None
-    try:
-        say(f"packing {root.name} at {commit[:12]}")
-        packed = pack_worktree(
-            work, tarball, compression=compression,
-            scan_cache=settings.home / "cache" / "clean-contents",
-        )  # fmt: skip
-        files = packed.selection.files
-        manifest = commit_manifest(root, commit, files)
-        say(f"uploading {len(files)} files ({packed.bytes_out} bytes) to one sandbox")
-        sandbox = backend.create(
-            f"warm-{key[:8]}", timeout_s=3600, env={},
-            metadata={"sandboxrun_warm": key, "repo": root.name},
-        )  # fmt: skip
-        sandbox.upload_and_unpack(tarball, compression, sandbox.repo_dir)
-        if setup:
-            say(f"running the setup command: {setup}")
-            res = sandbox.exec(["bash", "-lc", setup], cwd=sandbox.repo_dir, timeout=3600)
-            if not res.ok:
-                raise BackendError(
-                    f"the setup command failed (exit {res.exit_code}): {res.error_text()[-800:]}",
-                    "Fix the command (it runs in the repository, in the sandbox) and try again.",
-                )
-        sh(sandbox, BASELINE_SCRIPT, sandbox.repo_dir)  # the index, ready for every run
-        listing = b"".join(f.encode(errors="surrogateescape") + b"\0" for f in manifest)
-        sandbox.write_file(f"{sandbox.home}/{WARM_DIR}/files.lst", listing)
-        say("snapshotting it")
-        snapshot_id = sandbox.snapshot()  # type: ignore[attr-defined]
-    finally:
-        if sandbox is not None:
-            _discard(sandbox)
-        tarball.unlink(missing_ok=True)
-        gitops.git(root, "worktree", "remove", "--force", str(work), check=False)
-    entry = WarmEntry(
-        key=key, snapshot_id=snapshot_id, repo=str(root), commit=commit,
-        template=settings.template, setup=setup, created_at=time.time(),
-        files=len(manifest), bytes=packed.bytes_in,
-    )  # fmt: skip
-    # older snapshots of the same repository, template and setup are replaced by this one
-    for other in cache.list():
-        if (
-            other.repo == entry.repo
-            and other.template == entry.template
-            and ((other.setup or None) == setup)
-        ):
-            with contextlib.suppress(SandboxrunError):
-                backend.delete_snapshot(other.snapshot_id)  # type: ignore[attr-defined]
-            cache.forget(other.key)
-    cache.put(entry, manifest)
-    return entry
-
-
-def delete_snapshots(settings: Settings, repo: Path) -> list[str]:
-    """Delete every cached snapshot of ``repo`` on E2B and forget it; returns their ids.
-
-    A snapshot holds the repository's files on E2B until it is deleted.
-    """
-    from sandboxrun.sandbox.backends import get_backend
-
-    root = gitops.main_worktree(gitops.repo_root(repo))
-    cache = WarmCache(settings.home)
-    mine = [e for e in cache.list() if e.repo == str(root)]
-    if not mine:
-        return []
-    backend = get_backend("e2b", settings)
-    backend.check_ready(dry_run=True)
-    for entry in mine:
-        backend.delete_snapshot(entry.snapshot_id)  # type: ignore[attr-defined]
-        cache.forget(entry.key)
-    return [e.snapshot_id for e in mine]

@@ -134,15 +134,37 @@ def test_a_snapshot_that_differs_from_a_full_upload_is_not_used(cli, repo, e2b):
 
 
 def test_a_stale_snapshot_falls_back_to_a_full_upload(cli, repo, e2b):
+    """A task whose base is far from the snapshot (here its own `base`) starts cold."""
     _warm(cli)
+    git(repo, "checkout", "-q", "-b", "big")
     (repo / "big.bin").write_bytes(b"x" * 1_500_000)  # most of the bytes are new
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "big")
-    rep = _fanout(cli, _tasks(repo, "stale", 1), "--warm", "auto")
+    git(repo, "checkout", "-q", "main")
+    path = repo.parent / "stale.toml"
+    path.write_text(f'[[task]]\nname = "t0"\nbase = "big"\nprompt = "{LOOK}"\n')
+    rep = _fanout(cli, path, "--warm", "auto")
     assert rep["status"] == "completed"
     warnings = [e["payload"]["message"] for e in _events(cli, "stale-t0", "warning")]
     assert len(warnings) == 1 and "stale" in warnings[0], warnings
     assert "./big.bin" in _seen(repo, "sandboxrun/stale-t0")
+
+
+def test_fanout_makes_a_new_snapshot_when_the_repository_moved_far(cli, repo, e2b):
+    old = _warm(cli)
+    (repo / "big.bin").write_bytes(b"x" * 1_500_000)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "big")
+    proc = cli(
+        "fanout", str(_tasks(repo, "moved", 1)), "--backend", "e2b", "--warm", "auto", "--json",
+        timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert "stale" in proc.stderr and "making a new one" in proc.stderr
+    assert len(_events(cli, "moved-t0", "warm")) == 1  # started from the new one
+    listed = json.loads(cli("warm", "--list", "--json").stdout)
+    assert [e["commit"] for e in listed] == [git(repo, "rev-parse", "HEAD").strip()]
+    assert old["snapshot_id"] not in e2b.snapshots  # the old one was deleted
 
 
 def test_a_setup_command_runs_once_and_its_files_are_in_every_task(cli, repo, e2b):

@@ -88,6 +88,8 @@ HOME = "/home/user"
 #: bigger ones are cut in the sandbox and downloaded as a file
 INLINE_READ_LIMIT = 1 << 20
 DEFAULT_RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0)
+#: creation attempts, each in its own rate-limit turn, before a 429 counts as one failure
+CREATE_TURNS = 4
 _SIGNALS = ("INT", "TERM", "KILL", "0")
 
 
@@ -368,8 +370,7 @@ class E2BSandbox:
         return str(getattr(info.state, "value", info.state)) == "running"
 
     def snapshot(self) -> str:
-        """Snapshot this sandbox's filesystem (``create_snapshot``); returns the snapshot id,
-        which ``Sandbox.create(template=...)`` starts new sandboxes from."""
+        """``create_snapshot``: the id new sandboxes start from (``create(template=id)``)."""
         info = self._backend.retry(
             "snapshotting the sandbox", self._sdk.create_snapshot, sandbox_id=self.id
         )
@@ -440,8 +441,7 @@ class E2BBackend:
         metadata: Mapping[str, str],
         template: str | None = None,
     ) -> E2BSandbox:
-        """A new sandbox from ``template`` (default: the configured one; a snapshot id starts
-        it from that snapshot). Creations are spaced by :attr:`create_rate` across processes."""
+        """A sandbox from ``template`` (default: configured; or a snapshot id), rate-limited."""
         from_snapshot = template is not None
         template = template or self.settings.template
         limiter = CreateLimiter.for_e2b(self.settings.home, self.create_rate)
@@ -453,16 +453,22 @@ class E2BBackend:
         timeout = max(1, math.ceil(timeout_s))
 
         def create() -> SDKSandbox:
-            with limiter.turn():  # every attempt, retries after a 429 included
-                return SDKSandbox.create(
-                    template=template,
-                    timeout=timeout,
-                    metadata=meta,
-                    envs=dict(env),
-                    idempotency_key=key,
-                    # we retry (a 429 too) ourselves, so each attempt waits for its slot
-                    retries=0,
-                )
+            # each attempt waits its turn (after a 429, a later one); the SDK's retries would not
+            for attempt in range(CREATE_TURNS):
+                with limiter.turn():
+                    try:
+                        return SDKSandbox.create(
+                            template=template,
+                            timeout=timeout,
+                            metadata=meta,
+                            envs=dict(env),
+                            idempotency_key=key,
+                            retries=0,
+                        )
+                    except RateLimitException:
+                        if attempt == CREATE_TURNS - 1:
+                            raise
+            raise AssertionError("unreachable")
 
         try:
             sdk = self.retry("creating the sandbox", create)
