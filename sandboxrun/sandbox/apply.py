@@ -34,6 +34,7 @@ from typing import Any
 
 from sandboxrun.errors import GitError
 from sandboxrun.process import Result, run, run_bytes
+from sandboxrun.sandbox.worktree_update import FAULT_ENV as WORKTREE_FAULT_ENV
 from sandboxrun.sandbox.worktree_update import tree_changes, update_worktree
 from sandboxrun.sync.replay import (
     GIT_OPTS as _GIT_OPTS,
@@ -51,7 +52,7 @@ log = logging.getLogger(__name__)
 STATE = "apply.json"
 #: Test hook: the name of a step at which the applier kills itself (SIGKILL), to prove that a
 #: crash at that moment leaves the branch consistent. Never set outside tests.
-FAULT_ENV = "SANDBOXRUN_FAULT_APPLY"
+FAULT_ENV = WORKTREE_FAULT_ENV
 
 
 @dataclass

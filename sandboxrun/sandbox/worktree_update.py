@@ -30,6 +30,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import signal
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,6 +40,9 @@ from sandboxrun.errors import GitError
 from sandboxrun.process import run, run_raw
 from sandboxrun.sync.replay import GIT_OPTS
 
+#: Test hook (see :mod:`sandboxrun.sandbox.apply`): ``inplace`` kills the applier (SIGKILL)
+#: halfway through the in-place writes. Never set outside tests.
+FAULT_ENV = "SANDBOXRUN_FAULT_APPLY"
 #: Blobs bigger than this are left to git, which streams them (memory stays bounded).
 INPLACE_MAX = 1 << 20
 #: Blob contents fetched per ``cat-file --batch`` call, at most (bounds our memory).
@@ -237,6 +241,11 @@ def _write_in_place(worktree: Path, changes: list[Change]) -> list[Change]:
                                   strict=True):  # fmt: skip
                 if _write_one(dirs, c.path, content, entries[c.path], index_mtime):
                     written.append(c)
+                    if (
+                        len(written) == (len(fit) + 1) // 2
+                        and os.environ.get(FAULT_ENV) == "inplace"
+                    ):
+                        os.kill(os.getpid(), signal.SIGKILL)
     finally:
         dirs.close()
     return written
