@@ -17,6 +17,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from sandboxrun.errors import PatchRejectedError
 
@@ -440,11 +441,10 @@ def _malformed(lineno: int, exc: Exception) -> PatchRejectedError:
 @functools.lru_cache(maxsize=1 << 16)
 def norm_component(component: str) -> str:
     """Fold a path component to what a case-insensitive (HFS+/NTFS) filesystem would see."""
-    # Cached: a big change repeats the same directory names thousands of times.
-    if component.isascii():  # no invisible characters; casefold is lower
-        folded = component.lower()
-    else:
-        folded = "".join(c for c in component if c not in _INVISIBLE).casefold()
+    # Cached (a big change repeats its directory names); ASCII has no invisible characters.
+    if not component.isascii():
+        component = "".join(c for c in component if c not in _INVISIBLE)
+    folded = component.casefold()
     return folded.split(":", 1)[0].rstrip(". ")  # NTFS: ".git::$DATA", ".git." and ".git " = .git
 
 
@@ -454,11 +454,9 @@ def _path_problem(path: str) -> str | None:
         return "empty path"
     # A tab is a legitimate (if odd) character in a POSIX name; other control characters
     # only serve to forge terminal output.
-    # Printable ASCII (tabs aside) has neither; only other paths need the per-character look.
-    plain = path.isascii() and path.replace("\t", " ").isprintable()
-    if not plain and any(
-        (unicodedata.category(c) == "Cc" and c != "\t") or c in _INVISIBLE for c in path
-    ):
+    plain = path.isascii() and path.replace("\t", " ").isprintable()  # so neither: fast
+    if not plain and any(unicodedata.category(c) == "Cc" and c != "\t" or c in _INVISIBLE
+                         for c in path):  # fmt: skip
         return "control or invisible character in path"
     if path.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", path):
         return "absolute path"
@@ -479,16 +477,10 @@ def _path_problem(path: str) -> str | None:
     return None
 
 
-_Rule = tuple[bool, bool, tuple[str, ...], str]
-
-
 @functools.lru_cache(maxsize=64)
-def _compiled_rules(
-    extra: tuple[str, ...],
-) -> tuple[tuple[_Rule, ...], dict[str, tuple[int, ...]], tuple[int, ...]]:
-    """The rules as (any depth, is a directory, folded components, reason), folded once; with
-    the indexes of the rules whose first component is a literal name, by that name, and of the
-    others (a glob first)."""
+def _compiled_rules(extra: tuple[str, ...]) -> tuple[tuple[Any, ...], dict[str, list[int]], Any]:
+    """The rules as (any depth, is a directory, folded components, reason), folded once; and
+    their indexes by first component (a literal name), and of those starting with a glob."""
     rules = [*SENSITIVE_PATHS, *((p, "git hooks (core.hooksPath)") for p in extra)]
     out = []
     by_first: dict[str, list[int]] = {}
@@ -501,7 +493,7 @@ def _compiled_rules(
             globbed.append(i)
         else:
             by_first.setdefault(parts[0], []).append(i)
-    return tuple(out), {k: tuple(v) for k, v in by_first.items()}, tuple(globbed)
+    return tuple(out), by_first, globbed
 
 
 def _sensitive_why(path: str, extra: Sequence[str] = ()) -> str | None:
@@ -509,9 +501,7 @@ def _sensitive_why(path: str, extra: Sequence[str] = ()) -> str | None:
     parts = [norm_component(p) for p in path.split("/")]
     rules, by_first, globbed = _compiled_rules(tuple(extra))
     # Most rules start with a literal name: only those whose name the path has are tried.
-    candidates = [i for name in set(parts) for i in by_first.get(name, ())]
-    if globbed:
-        candidates.extend(globbed)
+    candidates = [i for name in set(parts) for i in by_first.get(name, ())] + globbed
     for i in sorted(set(candidates)) if len(candidates) > 1 else candidates:
         any_depth, is_dir, pat_parts, why = rules[i]
         k = len(pat_parts)
