@@ -33,11 +33,11 @@ import re
 import signal
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from sandboxrun.errors import GitError
-from sandboxrun.process import run, run_raw
+from sandboxrun.process import RawResult, run, run_raw
 from sandboxrun.sync.replay import GIT_OPTS
 
 #: Test hook (see :mod:`sandboxrun.sandbox.apply`): ``inplace`` kills the applier (SIGKILL)
@@ -52,8 +52,7 @@ _CONVERSION_ATTRS = ("text", "eol", "filter", "ident", "working-tree-encoding", 
 _TRUE = ("true", "yes", "on", "1")
 
 
-@dataclass(frozen=True)
-class Change:
+class Change(NamedTuple):  # a NamedTuple: 20,000 of them are built per big apply
     """One line of ``git diff-tree -r --raw``: a path changed between two trees."""
 
     old_mode: str
@@ -64,7 +63,7 @@ class Change:
     path: str
 
 
-def _git(worktree: Path, *args: str, input: bytes | None = None, check: bool = True):  # type: ignore[no-untyped-def]
+def _git(worktree: Path, *args: str, input: bytes | None = None, check: bool = True) -> RawResult:
     return run_raw(["git", *GIT_OPTS, *args], cwd=worktree, input=input, check=check)
 
 
@@ -111,8 +110,7 @@ def _attribute_free(worktree: Path, paths: list[str]) -> set[str]:
     return set(paths) - flagged
 
 
-@dataclass(frozen=True)
-class _Entry:
+class _Entry(NamedTuple):
     ctime: tuple[int, int]
     mtime: tuple[int, int]
     ino: int
@@ -141,8 +139,8 @@ def _index_entries(worktree: Path, wanted: set[str]) -> dict[str, _Entry]:
 
 def _index_mtime(worktree: Path) -> tuple[int, int]:
     rel = run(["git", "rev-parse", "--git-path", "index"], cwd=worktree).stdout.strip()
-    st = os.stat(worktree / rel)
-    return divmod(st.st_mtime_ns, 1_000_000_000)  # type: ignore[return-value]
+    seconds, nanos = divmod(os.stat(worktree / rel).st_mtime_ns, 1_000_000_000)
+    return seconds, nanos
 
 
 def _matches(entry: _Entry, st: os.stat_result, index_mtime: tuple[int, int]) -> bool:

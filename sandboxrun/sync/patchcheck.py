@@ -16,7 +16,6 @@ import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 #: Paths whose changes need ``allow_sensitive``, with why. Matching is per path component and
 #: case-insensitive (macOS and Windows filesystems are). ``**/`` means "at any depth"; a trailing
@@ -206,14 +205,19 @@ def _path_problem(path: str) -> str | None:
     return None
 
 
+_Rule = tuple[bool, bool, tuple[str, ...], str]
+
+
 @functools.lru_cache(maxsize=64)
-def _compiled_rules(extra: tuple[str, ...]) -> tuple[tuple[Any, ...], dict[str, list[int]], Any]:
+def _compiled_rules(
+    extra: tuple[str, ...],
+) -> tuple[tuple[_Rule, ...], dict[str, list[int]], list[int]]:
     """The rules as (any depth, is a directory, folded components, reason), folded once; and
     their indexes by first component (a literal name), and of those starting with a glob."""
     rules = [*SENSITIVE_PATHS, *((p, "git hooks (core.hooksPath)") for p in extra)]
     out = []
     by_first: dict[str, list[int]] = {}
-    globbed = []
+    globbed: list[int] = []
     for i, (pattern, why) in enumerate(rules):
         pat = pattern.removeprefix("**/")
         parts = tuple(norm_component(p) for p in pat.rstrip("/").split("/"))
