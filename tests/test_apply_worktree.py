@@ -175,18 +175,27 @@ def test_a_directory_swapped_for_a_symlink_is_never_followed(tmp_path: Path) -> 
     assert (outside / "d3" / "f3.txt").read_text() == "old 3\n" * 4
 
 
-@pytest.mark.parametrize("how", ["attributes", "autocrlf", "attributes changed"])
+@pytest.mark.parametrize("how", ["attributes", "autocrlf", "autocrlf Yes", "attributes changed"])
 def test_checkout_conversions_are_left_to_git(tmp_path: Path, how: str) -> None:
     attributes = "*.txt text eol=crlf\n" if how == "attributes" else None
     r = Repo(tmp_path, many(10, "old"), attributes=attributes)
-    if how == "autocrlf":
-        git(r.path, "config", "core.autocrlf", "true")
+    if how.startswith("autocrlf"):
+        git(r.path, "config", "core.autocrlf", "Yes" if how.endswith("Yes") else "true")
     changes: dict[str, str | None] = dict(many(10, "new"))
     if how == "attributes changed":  # the agent's commit adds the conversion
         changes[".gitattributes"] = "*.txt text eol=crlf\n"
     new = r.commit_elsewhere(changes)
     assert update_worktree(r.path, r.old, new) == 0
     assert (r.path / "d1" / "f1.txt").read_bytes() == b"new 1\r\n" * 2
+    assert r.status() == ""
+
+
+def test_autocrlf_input_converts_on_commit_only_so_edits_stay_in_place(tmp_path: Path) -> None:
+    r = Repo(tmp_path, many(10, "old"))
+    git(r.path, "config", "core.autocrlf", "input")
+    new = r.commit_elsewhere(many(10, "new"))
+    assert update_worktree(r.path, r.old, new) == 10
+    assert (r.path / "d1" / "f1.txt").read_bytes() == b"new 1\n" * 2
     assert r.status() == ""
 
 

@@ -49,7 +49,7 @@ INPLACE_MAX = 1 << 20
 BATCH_BYTES = 32 << 20
 _REGULAR = ("100644", "100755")
 _CONVERSION_ATTRS = ("text", "eol", "filter", "ident", "working-tree-encoding", "crlf")
-_TRUE = ("true", "yes", "on", "1")
+_NO_CHECKOUT_CONVERSION = ("false", "no", "off", "0", "input")
 
 
 class Change(NamedTuple):  # a NamedTuple: 20,000 of them are built per big apply
@@ -87,8 +87,9 @@ def _conversion_free(worktree: Path, changes: list[Change]) -> bool:
     """True when checkout writes blobs byte for byte as far as repository-wide settings go."""
     if any(posix_name(c.path) == ".gitattributes" for c in changes):
         return False  # the agent changed which conversions apply: let git handle all of it
-    value = run(["git", "config", "--get", "core.autocrlf"], cwd=worktree, check=False)
-    return value.stdout.strip().lower() not in _TRUE
+    res = run(["git", "config", "--get", "core.autocrlf"], cwd=worktree, check=False)
+    # Unset, false or "input" (converts on commit only); any other value may convert: git's.
+    return res.returncode == 1 or res.stdout.strip().lower() in _NO_CHECKOUT_CONVERSION
 
 
 def posix_name(path: str) -> str:
