@@ -193,6 +193,7 @@ def land_checkpoint(store: SessionStore, session: Session, artifacts: Path) -> s
     worktree is busy — the branch is left alone and the work is put on :func:`side_ref`
     instead. The session's error says which, and from when.
     """
+    from sandboxrun.coord.claims import hold_back_check
     from sandboxrun.sandbox.apply import apply_collected, expected_commit
 
     info = read_checkpoint(artifacts) or {}
@@ -205,8 +206,10 @@ def land_checkpoint(store: SessionStore, session: Session, artifacts: Path) -> s
     expected = expected_commit(session, artifacts)
     allow = bool(session.options.get("allow_sensitive"))
     try:
+        held = hold_back_check(store.conn, session.repo, session.id,  # others' claimed files
+                               allow_claimed=bool(session.options.get("allow_claimed")))  # fmt: skip
         applied = apply_collected(worktree, session.branch, ck, expected, allow_sensitive=allow,
-                                  leftover_message=CHECKPOINT_MESSAGE)  # fmt: skip
+                                  leftover_message=CHECKPOINT_MESSAGE, held=held)  # fmt: skip
         record = applied.record
         fields = {"result_commits": applied.commits,
                   "files_changed": len(record.get("files_changed") or []),
