@@ -214,6 +214,7 @@ def apply_and_record(
 
     Also what ``attach`` runs when a crash interrupted a run after its work was collected.
     """
+    from sandboxrun.coord.claims import hold_back_check
     from sandboxrun.sandbox.apply import (
         apply_collected,
         expected_commit,
@@ -247,6 +248,9 @@ def apply_and_record(
             artifacts,
             expected_commit(s, artifacts),
             allow_sensitive=bool(s.options.get("allow_sensitive")),
+            held=hold_back_check(  # files other live sessions claimed exclusively
+                store.conn, s.repo, sid, allow_claimed=bool(s.options.get("allow_claimed"))
+            ),
         )
     except (GitError, PatchRejectedError, SandboxrunError) as exc:
         aside = ""

@@ -17,9 +17,11 @@ import logging
 import os
 import time
 
+from sandboxrun import testhold
 from sandboxrun.agent import AgentEvent, AgentProgress
 from sandboxrun.config import Settings
 from sandboxrun.errors import BackendError, SandboxLostError, SandboxrunError, UsageError
+from sandboxrun.faults import disk_fault
 from sandboxrun.sandbox.agentproc import AgentProcess
 from sandboxrun.sandbox.apply import has_collection
 from sandboxrun.sandbox.backends import get_backend
@@ -93,6 +95,7 @@ class RunDriver:
                 self.journal.event("timings", self.times.rounded())
 
     def _execute(self) -> Session:
+        testhold.hold("created")  # tests kill a run here: the row exists, nothing else yet
         self._claim()
         prov = Provisioner(self.settings, self.backend, self.journal, self.artifacts, self.times)
         try:
@@ -100,6 +103,7 @@ class RunDriver:
             try:
                 self._check_kill_before_agent()
                 self.sandbox = prov.create_sandbox(self._refresh())
+                testhold.hold("sandbox-created")
                 prov.upload(self.sandbox, packed)
             finally:
                 # Never leave a partial or used upload behind (failed, killed or done).
@@ -136,6 +140,13 @@ class RunDriver:
         except SandboxrunError as exc:
             self._fail(exc.message)
             raise
+        except OSError as exc:
+            fault = disk_fault(exc)  # a full or read-only disk (an upload tarball, artifacts)
+            if fault is None:
+                self._fail(f"unexpected error: {type(exc).__name__}: {exc}")
+                raise
+            self._fail(fault.message)
+            raise fault from exc
         except Exception as exc:
             self._fail(f"unexpected error: {type(exc).__name__}: {exc}")
             raise

@@ -15,6 +15,12 @@ from sandboxrun.config import Settings, format_duration
 from sandboxrun.errors import SandboxLostError, SandboxrunError, UsageError
 from sandboxrun.sandbox.backends import get_backend
 from sandboxrun.sandbox.gitpack import Patches, collect_patches, save_artifacts
+from sandboxrun.sandbox.interrupted import (
+    finish_interrupted,
+    interrupted,
+    leftovers,
+    still_starting,
+)
 from sandboxrun.sandbox.nextstep import SessionFacts, next_step_hint
 from sandboxrun.sandbox.reporting import Reporter
 from sandboxrun.store import Session, SessionStore, owner_alive
@@ -35,7 +41,8 @@ def session_facts(settings: Settings, session: Session) -> SessionFacts:
     return SessionFacts(
         name=session.name,
         status=session.status,
-        driver_alive=owner_alive(session),
+        # before a driver claims it, the process that created the session is the one starting it
+        driver_alive=owner_alive(session) or (not session.is_terminal and still_starting(session)),
         agent_started=session.agent_pgid is not None and bool(session.sandbox_id),
         has_commits=bool(session.result_commits),
         has_patches=has_collection(art) or has_collection(checkpoint_dir(art)),
@@ -71,6 +78,8 @@ def reconcile(
     from sandboxrun.sandbox.checkpoint import mark_lost
 
     if session.is_terminal or owner_alive(session) or not session.sandbox_id:
+        return session
+    if interrupted(session):  # its agent never started: nothing was lost (sandbox.interrupted)
         return session
     if has_collection(settings.session_artifacts(session.id)):
         # The whole collection is verified in the artifacts (the sandbox may be torn down on
@@ -118,6 +127,8 @@ def kill_session(
             f"session {session.name} already ended ({session.status})",
             next_step(settings, session),
         )
+    if interrupted(session):  # its start died: end it and remove what the start left
+        return finish_interrupted(settings, store, session, killed=True).session
     store.request_kill(session.id, discard=discard)
     if owner_alive(session):
         deadline = time.monotonic() + wait
@@ -167,6 +178,8 @@ def attach_session(
             f"session {session.name} is still driven by process {session.owner_pid}",
             next_step(settings, session),
         )
+    if interrupted(session):  # nothing to follow: end it and remove what the start left
+        return finish_interrupted(settings, store, session, killed=False).session
     return RunDriver(settings, store, session, reporter).resume()
 
 
@@ -353,6 +366,34 @@ class CleanupReport:
     branches_deleted: list[str] = field(default_factory=list)
     #: {"branch", "repo", "reason"} for each sandboxrun branch kept
     branches_kept: list[dict[str, str]] = field(default_factory=list)
+    #: active sessions whose start was interrupted (sandbox.interrupted): `kill` ends them
+    interrupted: list[str] = field(default_factory=list)
+    #: upload tarballs (whole or partial) removed
+    files_removed: list[str] = field(default_factory=list)
+
+
+def _remove_sandbox(settings: Settings, s: Session, report: CleanupReport, dry_run: bool) -> None:
+    if s.sandbox_id:
+        try:
+            sandbox = get_backend(s.backend, settings).connect(s.sandbox_id)
+            if not dry_run:
+                sandbox.destroy()
+            report.sandboxes_removed.append(s.name)
+        except SandboxrunError:
+            pass  # already gone
+
+
+def _remove(paths: list[Path], dry_run: bool) -> list[str]:
+    """Delete ``paths`` (unless ``dry_run``); the ones deleted (or that would be)."""
+    done = []
+    for path in paths:
+        if not dry_run:
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+        done.append(str(path))
+    return done
 
 
 def cleanup(
@@ -379,21 +420,18 @@ def cleanup(
     sessions = store.list(repo=repo)
     for s in sessions:
         if not s.is_terminal:
-            if not owner_alive(s):
+            if interrupted(s):
+                # its start died (sandbox.interrupted): the partial upload goes, the row stays
+                # for `kill`/`attach` to end (they also remove an empty worktree)
+                report.interrupted.append(s.name)
+                report.files_removed.extend(_remove(leftovers(settings, s), dry_run))
+                _remove_sandbox(settings, s, report, dry_run)
+            elif not owner_alive(s):
                 report.orphans.append(s.name)
             continue
-        if not dry_run:
-            # an upload tarball left by a run killed mid-upload (SIGKILL skips our cleanup)
-            for stale in settings.session_artifacts(s.id).glob("upload.tar*"):
-                stale.unlink(missing_ok=True)
-        if s.sandbox_id:
-            try:
-                sandbox = get_backend(s.backend, settings).connect(s.sandbox_id)
-                if not dry_run:
-                    sandbox.destroy()
-                report.sandboxes_removed.append(s.name)
-            except SandboxrunError:
-                pass  # already gone
+        # an upload tarball, whole or partial, left by a run killed before it removed it
+        report.files_removed.extend(_remove(leftovers(settings, s), dry_run))
+        _remove_sandbox(settings, s, report, dry_run)
         worktree_stays = bool(s.worktree and Path(s.worktree).exists())
         if worktrees and worktree_stays and s.repo and s.worktree:
             if gitops.is_clean(Path(s.worktree)):
