@@ -14,12 +14,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sandboxrun.dashboard.model import Tracker, data_version, describe, events_since
+from sandboxrun.errors import SandboxrunError
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -116,7 +120,14 @@ class Hub:
         while self.subscribers:
             async with self._lock:
                 scopes = {s.scope for s in self.subscribers}
-                found = await asyncio.to_thread(self._poll, scopes)
+                try:
+                    found = await asyncio.to_thread(self._poll, scopes)
+                except (sqlite3.Error, SandboxrunError) as exc:
+                    # a locked or damaged database, a row from a newer version: say so in the
+                    # log and keep polling (the pages keep their last snapshot meanwhile)
+                    log.warning("dashboard poll failed: %s", exc)
+                    self._version = None
+                    found = None
             if found is not None:
                 new, snaps = found
                 for sub in list(self.subscribers):
