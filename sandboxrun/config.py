@@ -249,6 +249,7 @@ def _coerce_local(key: str, value: Any) -> Any:
 
 def load_settings(repo: Path | None = None, env: dict[str, str] | None = None) -> Settings:
     """Build settings from defaults, the repo's config file and ``SANDBOXRUN_*`` env vars."""
+    env_is_process = env is None
     env = dict(os.environ) if env is None else env
     values: dict[str, Any] = {}
     file_values = _read_repo_file(repo)
@@ -266,5 +267,15 @@ def load_settings(repo: Path | None = None, env: dict[str, str] | None = None) -
             values[key] = _coerce(key, env_value, f"SANDBOXRUN_{key.upper()}")
     home = env.get("SANDBOXRUN_HOME")
     if home:
-        values["home"] = Path(home).expanduser()
+        values["home"] = absolute_home(home)
+        if env_is_process and env.get("SANDBOXRUN_HOME") != str(values["home"]):
+            # Once, here: every process we start (the detached driver, agents and their hooks,
+            # tmux children) then uses this same directory whatever its working directory.
+            os.environ["SANDBOXRUN_HOME"] = str(values["home"])
     return Settings(**values)
+
+
+def absolute_home(value: str) -> Path:
+    """``SANDBOXRUN_HOME`` as an absolute path (``~`` expanded; relative: to the current
+    directory), so that a run, its detached driver and its sandbox agree on one directory."""
+    return Path(os.path.abspath(Path(value).expanduser()))

@@ -98,11 +98,17 @@ def log(home: Path, message: str) -> None:
 
 
 def _event_payload(event: str, payload: dict[str, Any], claude_id: str | None) -> dict[str, Any]:
-    """What the ``hook`` event stores: names and kinds only, never inputs or prompt text."""
+    """What the ``hook`` event stores: names and kinds (and a file tool's file), never other
+    inputs or prompt text."""
     data: dict[str, Any] = {"event": event, "claude_session_id": claude_id}
     for key in ("tool_name", "tool_use_id", "source", "reason", "notification_type", "error"):
         if payload.get(key) is not None:
             data["tool" if key == "tool_name" else key] = payload[key]
+    if event == "PreToolUse" and isinstance(payload.get("tool_input"), dict):
+        # The file a file tool works on (the dashboard's "last action"), not the rest of the input.
+        path = payload["tool_input"].get("file_path") or payload["tool_input"].get("notebook_path")
+        if isinstance(path, str):
+            data["file"] = path[:500]
     if event == "UserPromptSubmit" and isinstance(payload.get("prompt"), str):
         # Never the text (it may hold secrets): its hash, so `sandboxrun send` can confirm
         # delivery of exactly what it pasted.
@@ -562,7 +568,12 @@ def main(argv: list[str] | None = None, *, fast_exit: bool = False) -> int:
             sys.stdout.write(json.dumps(reply) + "\n")
             sys.stdout.flush()
     except Exception as exc:  # never break the agent: one log line, exit 0
-        log(home, f"event={event or '?'} {type(exc).__name__}: {exc}")
+        from sandboxrun.faults import db_fault
+
+        # a broken state.db or a full disk: the same words (and next step) as the CLI's
+        fault = db_fault(exc, home / "state.db")
+        said = f"{fault.message} ({fault.hint})" if fault else f"{type(exc).__name__}: {exc}"
+        log(home, f"event={event or '?'} {said}")
     return 0
 
 

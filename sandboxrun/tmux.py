@@ -136,10 +136,7 @@ class Tmux:
         (a login screen, an error) can be read and the exit noticed.
         """
         args = ["new-session", "-d", "-s", name, "-x", str(width), "-y", str(height)]
-        args += ["-c", str(cwd)]
-        for key, value in (env or {}).items():
-            if key not in _DROP_ENV and "=" not in key:
-                args += ["-e", f"{key}={value}"]
+        args += ["-c", str(cwd), *_env_args(env)]
         # remain-on-exit in the same tmux call: set before a fast-failing program can exit.
         win = f"={name}:"
         self.cmd(*args, "--", *argv, THEN, "set-option", "-w", "-t", win, "remain-on-exit", "on")
@@ -149,12 +146,21 @@ class Tmux:
         return info
 
     def new_window(
-        self, session: str, window: str, argv: Sequence[str], *, cwd: str | Path
+        self,
+        session: str,
+        window: str,
+        argv: Sequence[str],
+        *,
+        cwd: str | Path,
+        env: Mapping[str, str] | None = None,
     ) -> None:
-        """A second window in ``session`` running ``argv`` directly (e.g. the monitor)."""
-        self.cmd(
-            "new-window", "-d", "-t", f"={session}:", "-n", window, "-c", str(cwd), "--", *argv
-        )
+        """A second window in ``session`` running ``argv`` directly (e.g. the monitor).
+
+        ``env`` as for :meth:`new_session`: a long-running server's own environment is from
+        whenever it started, not the caller's.
+        """
+        args = ["new-window", "-d", "-t", f"={session}:", "-n", window, "-c", str(cwd)]
+        self.cmd(*args, *_env_args(env), "--", *argv)
 
     def windows(self, session: str) -> list[str]:
         """Names of the session's windows whose pane is alive."""
@@ -185,17 +191,26 @@ class Tmux:
         res = self.server.cmd("display-message", "-p", "-t", self._target(session), _PANE_FORMAT)
         if res.returncode != 0 or not res.stdout:
             return None
-        pane_id, pid, dead, status, path, title = (res.stdout[0].split("\t", 5) + [""] * 6)[:6]
-        if not pane_id.startswith("%"):
-            return None  # no server (tmux then prints the format unexpanded or empty)
-        return PaneInfo(
-            pane_id=pane_id,
-            pid=int(pid) if pid.isdigit() else None,
-            dead=dead == "1",
-            dead_status=int(status) if status.lstrip("-").isdigit() else None,
-            title=title,
-            path=path,
-        )
+        return _pane_info(res.stdout[0])
+
+    def snapshot(self, session: str) -> tuple[PaneInfo | None, str]:
+        """The session's pane and its visible text in one tmux call (None, "" without one).
+
+        One process instead of :meth:`pane` + :meth:`capture`: what pollers (spawn's wait, the
+        monitor) do several times a second per child.
+        """
+        target = self._target(session)
+        res = self.server.cmd(
+            "display-message", "-p", "-t", target, _PANE_FORMAT, ";",
+            "capture-pane", "-p", "-J", "-t", target,
+        )  # fmt: skip
+        if res.returncode != 0 or not res.stdout:
+            return None, ""
+        info = _pane_info(res.stdout[0])
+        if info is None:
+            return None, ""
+        text = "\n".join(line.rstrip() for line in res.stdout[1:]).rstrip() + "\n"
+        return info, text
 
     def capture(self, session: str, *, history: int = 0) -> str:
         """The pane's visible text (plus ``history`` lines of scrollback), trailing blanks cut."""
@@ -237,6 +252,30 @@ class Tmux:
         """The tmux command that shows ``session`` in this terminal."""
         verb = "switch-client" if inside_tmux else "attach-session"
         return ["tmux", *self.socket_args(), verb, "-t", f"={session}"]
+
+
+def _pane_info(line: str) -> PaneInfo | None:
+    """A :data:`_PANE_FORMAT` line as a PaneInfo (None: not a pane, e.g. no server)."""
+    pane_id, pid, dead, status, path, title = (line.split("\t", 5) + [""] * 6)[:6]
+    if not pane_id.startswith("%"):
+        return None  # no server (tmux then prints the format unexpanded or empty)
+    return PaneInfo(
+        pane_id=pane_id,
+        pid=int(pid) if pid.isdigit() else None,
+        dead=dead == "1",
+        dead_status=int(status) if status.lstrip("-").isdigit() else None,
+        title=title,
+        path=path,
+    )
+
+
+def _env_args(env: Mapping[str, str] | None) -> list[str]:
+    """``-e KEY=VALUE`` for each variable (tmux's own dropped)."""
+    args: list[str] = []
+    for key, value in (env or {}).items():
+        if key not in _DROP_ENV and "=" not in key:
+            args += ["-e", f"{key}={value}"]
+    return args
 
 
 def child_env(base: Mapping[str, str] | None = None, **extra: str) -> dict[str, str]:

@@ -21,9 +21,10 @@ from sandboxrun.local import adopt as adopt_mod
 from sandboxrun.local import close as close_mod
 from sandboxrun.local import master as master_mod
 from sandboxrun.local import monitor as monitor_mod
+from sandboxrun.local import monitor_pid, transcript
 from sandboxrun.local import send as send_mod
 from sandboxrun.local import spawn as spawn_mod
-from sandboxrun.local import transcript
+from sandboxrun.local import wait as wait_mod
 from sandboxrun.local.observe import state_of
 from sandboxrun.sandbox.prepare import read_task
 from sandboxrun.store import Session, SessionStore
@@ -153,15 +154,8 @@ def wait_cmd(
     store = open_store(settings)
     tmux = Tmux()
     sessions = [_child(store, n) for n in names]
-    start = time.monotonic()
-    while True:
-        states = {s.name: state_of(tmux, store.get(s.id)) for s in sessions}
-        done = {n: st for n, st in states.items() if st.name in WAIT_CODES}
-        finished = bool(done) if any_ else len(done) == len(states)
-        timed_out = limit is not None and time.monotonic() - start > limit
-        if finished or timed_out:
-            break
-        time.sleep(0.25)
+    result = wait_mod.wait_for(store, tmux, sessions, any_=any_, timeout=limit)
+    states, done, finished = result.states, result.done, result.finished
     if json_out:
         print_json({n: st.to_dict() for n, st in states.items()})
     else:
@@ -257,31 +251,95 @@ def monitor_cmd(
     interval: str = typer.Option("5s", "--interval", help="Time between passes."),
     once: bool = typer.Option(False, "--once", help="One pass, print the states, exit."),
     daemon: bool = typer.Option(False, "--daemon", help="Run in the background."),
+    merge_interval: str = typer.Option(
+        "30s", "--merge-interval", help="Time between checks for merged children's branches."
+    ),
+    show_status: bool = typer.Option(
+        False, "--status", help="Say whether a monitor runs (exit 0) or not (exit 1)."
+    ),
+    stop: bool = typer.Option(False, "--stop", help="Stop the running monitor."),
+    json_out: bool = typer.Option(False, "--json", help="With --status/--stop: print JSON."),
 ) -> None:
-    """Watch children: states, exits, stale turns; continue them after a usage limit resets.
+    """Watch children: states, exits, stale turns; continue them after a usage limit resets;
+    tell a child and the master (MERGED message) when its branch is merged into its base.
 
-    Logs to $SANDBOXRUN_HOME/logs/monitor.log (rotated). Safe to restart: state lives in the
-    database and tmux.
+    One monitor per repository (--repo) or for every repository (no --repo), held by a
+    locked pidfile under $SANDBOXRUN_HOME/monitor/: a second start says which one runs and
+    exits 1. Logs to $SANDBOXRUN_HOME/logs/monitor.log (rotated). Safe to restart: state lives
+    in the database and tmux.
+
+    Example: sandboxrun monitor --repo . --daemon; sandboxrun monitor --repo . --status
     """
+    if sum((once, daemon, show_status, stop)) > 1:
+        raise UsageError("give at most one of --once, --daemon, --status, --stop")
     root = _root(repo) if repo else None
     settings = settings_for(root or Path("."))
+    key = str(root) if root else None
+    if show_status or stop:
+        info = (monitor_pid.stop if stop else monitor_pid.status)(settings.home, key)
+        if json_out:
+            print_json({**info.to_dict(), "stopped": stop and info.running})
+        elif info.running:
+            verb = "stopped" if stop else "running"
+            console.print(f"monitor {verb} (pid {info.pid}, {info.repo or 'every repository'})")
+        else:
+            stale = f"; stale pidfile of pid {info.pid}" if info.stale else ""
+            console.print(f"no monitor running for {key or 'every repository'}{stale}")
+        if show_status and not info.running:
+            raise typer.Exit(1)
+        return
     if daemon:
         from sandboxrun import process
 
-        argv = [sys.executable, "-m", "sandboxrun", "monitor", "--interval", interval]
+        running = monitor_pid.status(settings.home, key)
+        if running.running:
+            raise monitor_pid.MonitorRunningError(
+                f"a monitor is already running for {key or 'every repository'} (pid {running.pid})",
+                "See it with `sandboxrun monitor --status`; stop it with "
+                "`sandboxrun monitor --stop`.",
+            )
+        argv = [sys.executable, "-m", "sandboxrun", "monitor", "--interval", interval,
+                "--merge-interval", merge_interval]  # fmt: skip
         if root:
             argv += ["--repo", str(root)]
+        (settings.home / "logs").mkdir(parents=True, exist_ok=True)
         pid = process.spawn_detached(argv, output=settings.home / "logs" / "monitor.out")
+        _await_monitor(settings.home, key, pid)
         console.print(f"monitor running in the background (pid {pid})")
         return
     store = open_store(settings)
     monitor_mod.setup_logging(settings.home)
-    mon = monitor_mod.Monitor(store, Tmux(), settings, repo=str(root) if root else None)
+    mon = monitor_mod.Monitor(
+        store,
+        Tmux(),
+        settings,
+        repo=key,
+        merge_interval=parse_duration(merge_interval),
+    )
     if once:
         states = mon.tick()
         print_json({n: st.to_dict() for n, st in states.items()})
         return
-    mon.run(parse_duration(interval))
+    with monitor_pid.MonitorLock(settings.home, key):
+        mon.run(parse_duration(interval))
+
+
+def _await_monitor(home: Path, key: str | None, pid: int, timeout: float = 30.0) -> None:
+    """Until the detached monitor ``pid`` holds its pidfile (it may lose a start race)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = monitor_pid.status(home, key)
+        if info.running and info.pid == pid:
+            return
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    raise SandboxrunError(
+        f"the background monitor (pid {pid}) did not start",
+        f"See {home / 'logs' / 'monitor.out'} and `sandboxrun monitor --status`.",
+    )
 
 
 def discover_cmd(

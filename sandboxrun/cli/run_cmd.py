@@ -119,6 +119,12 @@ def run(
         "--allow-sensitive",
         help="Accept agent changes to .claude/, .mcp.json, CI workflows and other sensitive paths.",
     ),
+    allow_claimed: bool = typer.Option(
+        False,
+        "--allow-claimed",
+        help="Apply agent changes to files another live session holds an exclusive claim on "
+        "(held back by default, kept in refused.diff).",
+    ),
     install_claude: bool = typer.Option(
         False,
         "--install-claude",
@@ -166,6 +172,7 @@ def run(
             "install_claude": install_claude,
             "update_claude": update_claude,
             "no_isolation": no_isolation,
+            "allow_claimed": allow_claimed,
         },
     )
     started = start_run(settings, store, req, detach=detach)

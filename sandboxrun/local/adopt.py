@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from sandboxrun.local.identity import find_checkout
-from sandboxrun.local.observe import PERMISSION_TEXT
+from sandboxrun.local.observe import PERMISSION_TEXT, screen_working
 from sandboxrun.local.states import title_busy
 from sandboxrun.store import ACTIVE, SessionStore, Status
 from sandboxrun.tmux import Tmux
@@ -65,9 +65,10 @@ def adopt(store: SessionStore, tmux: Tmux, orphan: Orphan) -> Any:
     """Recreate the row of one orphan (same id when the pane says it); the session."""
     checkout = find_checkout(orphan.worktree) if orphan.worktree else None
     role = tmux.session_env(orphan.tmux_session, "CLAUDE_INSTANCE_ID") or orphan.name
-    text = tmux.capture(orphan.tmux_session)
-    pane = tmux.pane(orphan.tmux_session)
-    busy = title_busy(pane.title if pane else None)
+    pane, text = tmux.snapshot(orphan.tmux_session)
+    busy = screen_working(text)  # the status line; the title stays "✳" mid-turn (2.1.330)
+    if busy is None:
+        busy = title_busy(pane.title if pane else None)
     activity = (
         "needs_permission"
         if PERMISSION_TEXT in text

@@ -20,6 +20,8 @@ from typing import Any
 from sandboxrun import gitops
 from sandboxrun.config import Settings
 from sandboxrun.errors import UsageError
+from sandboxrun.local import monitor_pid
+from sandboxrun.local.mcp_config import write_mcp_config
 from sandboxrun.local.spawn import (
     SpawnError,
     SpawnRequest,
@@ -114,7 +116,14 @@ def start(
     full_env["SANDBOXRUN_HOME"] = str(settings.home)
     trust_workspace(full_env, root)
     request = req or SpawnRequest(name="master", task="")
-    argv = claude_argv(settings.claude_bin, write_settings(settings.home, row.id), request, prompt)
+    mcp_file = write_mcp_config(settings.home, row.id, worktree=root, root=root, env=full_env)
+    argv = claude_argv(
+        settings.claude_bin,
+        write_settings(settings.home, row.id),
+        request,
+        prompt,
+        mcp_config=mcp_file,
+    )
     try:
         tmux.new_session(name, argv, cwd=root, env=full_env)
         wait_ready(store, tmux, row.id, name, prompt, timeout=ready_timeout)
@@ -126,13 +135,17 @@ def start(
         raise
     claude_id = store.get(row.id).agent_session_id or ""
     bind_session_id(root, claude_id)
-    if monitor:
+    if monitor and not monitor_pid.status(settings.home, str(root)).running:
+        # (one monitor per repository: an already running one, e.g. --daemon, carries on)
         tmux.new_window(
             name,
             MONITOR_WINDOW,
             [sys.executable, "-m", "sandboxrun", "monitor", "--repo", str(root)],
             cwd=root,
+            env=child_env(env, SANDBOXRUN_HOME=str(settings.home)),
         )
+        # say "running" only once it is: the window's monitor takes its pidfile in a moment
+        monitor_pid.wait_running(settings.home, str(root), timeout=30)
     return store.get(row.id)
 
 
@@ -150,7 +163,8 @@ def status(root: Path, settings: Settings, store: SessionStore, tmux: Tmux) -> d
     return {
         "tmux_session": name,
         "running": tmux.has_session(name) and bool((p := tmux.pane(name)) and not p.dead),
-        "monitor": MONITOR_WINDOW in tmux.windows(name),
+        "monitor": monitor_pid.status(settings.home, str(root)).running,
+        "monitor_window": MONITOR_WINDOW in tmux.windows(name),
         "session": row.id if row else None,
         "claude_session_id": row.agent_session_id if row else None,
         "session_id_file": sid_file.read_text().strip() if sid_file.is_file() else None,

@@ -12,15 +12,27 @@ restarted monitor carries on where the last one stopped.
 
 from __future__ import annotations
 
+import fcntl
+import json
 import logging
 import logging.handlers
+import os
+import re
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sandboxrun.agent import parse_limit_message
 from sandboxrun.config import Settings
+from sandboxrun.errors import SandboxrunError
+from sandboxrun.local import adopt as adopt_mod
 from sandboxrun.local import send as send_mod
+from sandboxrun.local.identity import find_checkout
 from sandboxrun.local.observe import PaneMemory, observe
+from sandboxrun.local.spawn import prefix_for
 from sandboxrun.local.states import DEFAULT_GRACE, DEFAULT_STALE_AFTER, State, derive_state
 from sandboxrun.local.transcript import rate_limit_reset
 from sandboxrun.store import Session, SessionStore, Status
@@ -28,8 +40,18 @@ from sandboxrun.tmux import Tmux
 
 CONTINUE_FILE = Path(".sandboxrun") / "continue.txt"
 DEFAULT_CONTINUE = "continue"
-#: Claude Code's own "continuing automatically at ..." banner (never press keys while it shows)
-AUTO_CONTINUE_TEXT = "continuing automatically"
+#: Claude Code's own auto-continue banners (2.1.330: "Continuing automatically {when} · Esc to
+#: cancel", "Usage limit reached · set to continue automatically {when}", "... again · set to
+#: continue automatically", "Usage limit reset · Continuing automatically"; older versions:
+#: "continuing automatically at 3:45pm"); never press keys while one shows
+_ARMED = re.compile(
+    r"continuing automatically|set to continue automatically|continues automatically when",
+    re.IGNORECASE,
+)
+#: ... and the lines that say it will not happen after all (then we continue the child)
+_DISARMED = re.compile(r"automatic continue (cancelled|canceled|stopped)", re.IGNORECASE)
+#: continue attempts per usage-limit reset before the monitor escalates instead
+MAX_CONTINUE_ATTEMPTS = 3
 _LIMIT_TEXTS = ("You've hit your", "usage limit reached", "limit reached ∙ resets")
 
 log = logging.getLogger("sandboxrun.monitor")
@@ -46,6 +68,20 @@ def limit_from_pane(text: str, now: float) -> tuple[bool, float | None]:
         if any(t in line for t in _LIMIT_TEXTS) and "% of your" not in line:
             return True, parse_limit_message(line, now)
     return False, None
+
+
+def auto_continue_armed(text: str) -> bool:
+    """Whether the screen shows Claude Code's own auto-continue as still to come (pure).
+
+    The lowest line that speaks of it decides: a later "Automatic continue cancelled" (Esc, a
+    relaunch, a login change) means nobody will continue the child but us.
+    """
+    for line in reversed(text.splitlines()):
+        if _DISARMED.search(line):
+            return False
+        if _ARMED.search(line):
+            return True
+    return False
 
 
 def continue_text(repo: str | None) -> str:
@@ -82,6 +118,7 @@ class Monitor:
         grace: float = DEFAULT_GRACE,
         stale_after: float | None = None,
         margin: float = 2.0,
+        merge_interval: float = 30.0,
     ) -> None:
         self.store = store
         self.tmux = tmux
@@ -91,6 +128,9 @@ class Monitor:
         self.stale_after = stale_after if stale_after is not None else DEFAULT_STALE_AFTER
         self.margin = margin
         self.memory = PaneMemory()
+        #: seconds between merge checks of the children's branches (git calls: not every tick)
+        self.merge_interval = merge_interval
+        self._merges_checked: float | None = None
 
     def _last_state(self, session_id: str) -> str | None:
         row = self.store.conn.execute(
@@ -100,14 +140,42 @@ class Monitor:
         ).fetchone()
         if row is None:
             return None
-        import json
-
         return str(json.loads(row[0]).get("state"))
+
+    def sync(self) -> list[str]:
+        """Take over ``{prefix}_child_*`` sessions whose rows the database lost (names).
+
+        Only children whose session id has no row at all (a lost or replaced database): a row
+        that just ended while its claude exits must not be revived; ``sandboxrun adopt``
+        takes those over by hand.
+        """
+        repos = {self.repo} if self.repo else {s.repo for s in children(self.store) if s.repo}
+        taken = []
+        for repo in sorted(r for r in repos if r):
+            prefix = prefix_for(Path(repo), self.settings)
+            for orphan in adopt_mod.discover(self.store, self.tmux, prefix):
+                known = (
+                    orphan.session_id
+                    and self.store.conn.execute(
+                        "SELECT 1 FROM sessions WHERE id = ?", (orphan.session_id,)
+                    ).fetchone()
+                )
+                checkout = find_checkout(orphan.worktree) if orphan.worktree else None
+                inside = checkout is not None and str(checkout.main) == repo
+                if orphan.session_id and not known and inside:
+                    adopt_mod.adopt(self.store, self.tmux, orphan)
+                    log.info("child=%s adopted (its row was lost)", orphan.name)
+                    taken.append(orphan.name)
+        return taken
 
     def tick(self, now: float | None = None) -> dict[str, State]:
         """Observe every live child once; record changes and act on them."""
         now = time.time() if now is None else now
         out: dict[str, State] = {}
+        try:
+            self.sync()
+        except Exception:  # discovery must not stop the pass over the known children
+            log.exception("discovering children failed")
         for session in children(self.store, self.repo):
             if session.is_terminal:
                 continue
@@ -130,7 +198,24 @@ class Monitor:
             if state.name == "exited":
                 self._exited(session, facts.pane_exists)
             out[session.name] = state
+        self._merges(now)
         return out
+
+    def _merges(self, now: float) -> None:
+        """Every ``merge_interval`` seconds: detect merges of children's branches into their
+        base and send MERGED messages (``coord/merges.py``); a git failure only logs."""
+        if self._merges_checked is not None and now - self._merges_checked < self.merge_interval:
+            return
+        self._merges_checked = now
+        from sandboxrun.coord import merges
+
+        try:
+            found = merges.monitor_pass(self.store.conn, self.repo, pm_role=self.settings.pm_role)
+        except SandboxrunError as exc:
+            log.warning("merge check failed: %s", exc.message)
+            return
+        for event in found:
+            log.info("merged: %s into %s (%s)", event.branch, event.base, event.repo)
 
     def _exited(self, session: Session, pane_exists: bool) -> None:
         """claude is gone: end the row (the hook's SessionEnd may never have run)."""
@@ -162,21 +247,63 @@ class Monitor:
         state = State("waiting_quota", state.reason, reset)
         if reset is None or now < reset + self.margin:
             return state
-        if AUTO_CONTINUE_TEXT in text:
+        if auto_continue_armed(text):
             log.info("child=%s Claude Code continues by itself; not touching it", session.name)
             return state
-        message = continue_text(session.repo)
-        result = send_mod.send(
-            self.store, self.tmux, self.store.get(session.id), message, home=self.settings.home
-        )
-        self.store.add_event(session.id, "quota_continue", {**result.to_dict(), "resets_at": reset})
+        # Under a per-child lock and decided from the database: two monitors (one per repo and
+        # one for all, or an old one still finishing) continue one reset once between them.
+        with _continue_lock(self.settings.home, session.id):
+            earlier = self._continues(session.id, reset)
+            if any(c.get("outcome") != send_mod.FAILED for c in earlier):
+                return State("busy", "continued after the usage limit reset")
+            if len(earlier) >= MAX_CONTINUE_ATTEMPTS:
+                return state  # escalated below, once: a human has to look
+            message = continue_text(session.repo)
+            result = send_mod.send(
+                self.store, self.tmux, self.store.get(session.id), message, home=self.settings.home
+            )
+            self.store.add_event(
+                session.id, "quota_continue", {**result.to_dict(), "resets_at": reset}
+            )
         log.info("child=%s continued after usage limit: %s", session.name, result.outcome)
-        if result.outcome == send_mod.DELIVERED:
+        if result.outcome != send_mod.FAILED:
             return State("busy", "continued after the usage limit reset")
+        if len(earlier) + 1 >= MAX_CONTINUE_ATTEMPTS:
+            self.store.add_event(
+                session.id,
+                "escalation",
+                {"reason": f"could not continue after the usage limit: {result.detail}"},
+            )
         return state
 
+    def _continues(self, session_id: str, reset: float) -> list[dict[str, object]]:
+        """The continue attempts already made for the limit that resets at ``reset``."""
+        rows = self.store.conn.execute(
+            "SELECT payload FROM events WHERE session_id = ? AND kind = 'quota_continue'",
+            (session_id,),
+        ).fetchall()
+        out = []
+        for (payload,) in rows:
+            data = json.loads(payload)
+            if abs(float(data.get("resets_at") or 0) - reset) < 1:
+                out.append(data)
+        return out
+
     def run(self, interval: float = 5.0, *, once: bool = False) -> None:
-        """Tick every ``interval`` seconds until interrupted (or once)."""
+        """Tick every ``interval`` seconds until interrupted (or once).
+
+        SIGTERM (``monitor --stop``) ends it like Ctrl-C: through ``finally`` blocks, so the
+        caller's pidfile is emptied and the log says so.
+        """
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _terminate)
+        log.info("monitor started pid=%s repo=%s interval=%ss", os.getpid(), self.repo, interval)
+        try:
+            self._loop(interval, once)
+        finally:
+            log.info("monitor stopped pid=%s", os.getpid())
+
+    def _loop(self, interval: float, once: bool) -> None:
         while True:
             try:
                 self.tick()
@@ -185,3 +312,16 @@ class Monitor:
             if once:
                 return
             time.sleep(interval)
+
+
+@contextmanager
+def _continue_lock(home: Path, session_id: str) -> Iterator[None]:
+    path = home / "local" / session_id / "continue.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)

@@ -6,8 +6,11 @@ non-ASCII and long texts arrive as they are), then Enter is pressed as a separat
 is confirmed by the child's UserPromptSubmit hook, which records the hash of the prompt it saw
 (:func:`sandboxrun.local.states.prompt_hash`). When the hook does not come, only Enter is
 pressed again (a few times, bounded): a stray Enter on an empty composer does nothing, whereas
-pasting again could deliver the message twice. A child that was busy queues the message itself
-(Claude Code runs it after the turn): that is reported as ``queued``, not as a failure.
+pasting again could deliver the message twice. A child that was busy queues the message itself:
+that is reported as ``queued``, not as a failure. Claude Code 2.1.330 fires UserPromptSubmit as
+it takes such a message and shows it to the model within the running turn (with the next tool
+result) or, when the model was writing its last reply, as the next turn; a version that holds
+it back without the hook is reported ``queued`` with ``confirmed`` false.
 """
 
 from __future__ import annotations
@@ -27,6 +30,10 @@ from sandboxrun.tmux import Tmux
 
 #: outcomes of one send
 DELIVERED, QUEUED, FAILED = "delivered", "queued", "failed"
+_TAKEN_WHILE_BUSY = (
+    "the child was busy; Claude Code took the message (UserPromptSubmit hook seen) and gives "
+    "it to the model at its next step, or as the next turn"
+)
 
 
 @dataclass
@@ -37,6 +44,8 @@ class SendResult:
     outcome: str  # delivered | queued | failed
     detail: str
     enters: int = 0
+    #: the child's UserPromptSubmit hook showed the text (False: queued, not yet confirmed)
+    confirmed: bool = False
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -44,6 +53,7 @@ class SendResult:
             "outcome": self.outcome,
             "detail": self.detail,
             "enters": self.enters,
+            "confirmed": self.confirmed,
         }
 
 
@@ -126,7 +136,9 @@ def send(
             deadline = time.monotonic() + confirm_after
             while time.monotonic() < deadline:
                 if prompt_seen(store, session.id, digest, after):
-                    return SendResult(name, DELIVERED, "UserPromptSubmit hook seen", enters)
+                    if was_busy:
+                        return SendResult(name, QUEUED, _TAKEN_WHILE_BUSY, enters, True)
+                    return SendResult(name, DELIVERED, "UserPromptSubmit hook seen", enters, True)
                 time.sleep(0.05)
             if was_busy or store.get(session.id).activity == "busy":
                 # Claude Code queues a message typed during a turn and submits it after.

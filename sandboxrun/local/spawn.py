@@ -4,7 +4,8 @@ The child's ``claude`` is the pane's own process, started with a generated ``--s
 file holding our hooks (``sandboxrun-hook`` for every event) and the first prompt as its
 command-line argument: nothing is typed, so nothing can be garbled or left unsubmitted, however
 many children start at once. ``SANDBOXRUN_SESSION`` binds every hook call to the child's row;
-``CLAUDE_INSTANCE_ID`` carries its role.
+``CLAUDE_INSTANCE_ID`` carries its role. ``--mcp-config`` gives it sandboxrun's MCP server
+merged with the repository's ``.mcp.json`` (:mod:`sandboxrun.local.mcp_config`).
 
 First-run screens: the workspace trust dialog is pre-accepted in Claude Code's own config
 (``projects[<worktree>].hasTrustDialogAccepted``, written atomically under a lock) and the
@@ -20,7 +21,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from sandboxrun.errors import SandboxrunError, UsageError
 from sandboxrun.local import worktrees
 from sandboxrun.local.hooks_install import hook_settings
 from sandboxrun.local.identity import validate_role
+from sandboxrun.local.mcp_config import repo_servers, write_mcp_config
 from sandboxrun.local.send import prompt_seen
 from sandboxrun.local.states import prompt_hash
 from sandboxrun.store import SessionStore, Status
@@ -48,6 +50,8 @@ _LOGIN_TEXTS = (
     "Invalid API key",
     "Choose the text style",  # the first-run onboarding: claude was never set up
 )
+#: seconds between database reads / screen looks while waiting for a child to come up
+_POLL, _LOOK_EVERY = 0.03, 0.3
 _TRUST_TEXT = "Yes, I trust this folder"
 _BYPASS_TEXT = "Yes, I accept"
 
@@ -114,12 +118,19 @@ def trust_workspace(env: Mapping[str, str], path: Path) -> None:
         os.replace(tmp, config)
 
 
-def write_settings(home: Path, session_id: str) -> Path:
-    """Our ``--settings`` file for one child: every hook, and no bypass confirmation."""
+def write_settings(home: Path, session_id: str, *, project_servers: Sequence[str] = ()) -> Path:
+    """Our ``--settings`` file for one child: every hook, and no bypass confirmation.
+
+    ``project_servers``: the names in the worktree's ``.mcp.json``. The child gets them through
+    ``--mcp-config`` already; as project servers Claude Code would first ask to approve each
+    in a dialog (and record the answer in the worktree), so they are turned off there.
+    """
     path = home / "local" / session_id / "settings.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     settings: dict[str, Any] = hook_settings()
     settings["skipDangerousModePermissionPrompt"] = True
+    if project_servers:
+        settings["disabledMcpjsonServers"] = sorted(project_servers)
     path.write_text(json.dumps(settings, indent=2))
     return path
 
@@ -139,10 +150,17 @@ class SpawnRequest:
 
 
 def claude_argv(
-    claude: str, settings_file: Path, req: SpawnRequest, prompt: str | None
+    claude: str,
+    settings_file: Path,
+    req: SpawnRequest,
+    prompt: str | None,
+    *,
+    mcp_config: Path | None = None,
 ) -> list[str]:
     """The child's command line (argv; the prompt is one argument, never shell text)."""
     argv = [claude, "--settings", str(settings_file)]
+    if mcp_config is not None:
+        argv += ["--mcp-config", str(mcp_config)]
     if req.model:
         argv += ["--model", req.model]
     if req.skip_permissions:
@@ -219,8 +237,11 @@ def spawn(
     full_env = child_env(env, SANDBOXRUN_SESSION=row.id, CLAUDE_INSTANCE_ID=role)
     full_env["SANDBOXRUN_HOME"] = str(settings.home)
     trust_workspace(full_env, path)
-    settings_file = write_settings(settings.home, row.id)
-    argv = claude_argv(settings.claude_bin, settings_file, req, prompt)
+    settings_file = write_settings(
+        settings.home, row.id, project_servers=list(repo_servers(path, path))
+    )
+    mcp_file = write_mcp_config(settings.home, row.id, worktree=path, root=root, env=full_env)
+    argv = claude_argv(settings.claude_bin, settings_file, req, prompt, mcp_config=mcp_file)
     try:
         tmux.new_session(tmux_name, argv, cwd=path, env=full_env)
         wait_ready(store, tmux, row.id, tmux_name, prompt, timeout=ready_timeout)
@@ -265,6 +286,7 @@ def wait_ready(
     """
     deadline = time.monotonic() + timeout
     last_key = 0.0
+    next_look = time.monotonic() + _LOOK_EVERY
     digest = prompt_hash(prompt) if prompt is not None else None
     while True:
         if digest is None:
@@ -272,8 +294,13 @@ def wait_ready(
                 return
         elif prompt_seen(store, session_id, digest, 0):
             return
-        pane = tmux.pane(tmux_name)
-        text = tmux.capture(tmux_name) if pane is not None else ""
+        # The database is read often (in-process, cheap); the screen less often: each look is
+        # a tmux process, and on a busy machine it takes CPU from the claude that is starting.
+        if time.monotonic() < next_look and time.monotonic() < deadline:
+            time.sleep(_POLL)
+            continue
+        next_look = time.monotonic() + _LOOK_EVERY
+        pane, text = tmux.snapshot(tmux_name)
         for needle in _LOGIN_TEXTS:
             if needle in text:
                 raise SpawnError(
@@ -302,4 +329,4 @@ def wait_ready(
                 + "\n".join(text.strip().splitlines()[-12:]),
                 f"Look at it with `tmux {' '.join(tmux.socket_args())} attach -t {tmux_name}`.",
             )
-        time.sleep(0.1)
+        time.sleep(_POLL)

@@ -85,6 +85,7 @@ class Facts:
         "pane_title",
         "pane_changed_at",
         "pane_asks",
+        "pane_working",
         "now",
     )
 
@@ -102,6 +103,7 @@ class Facts:
         pane_title: str | None = None,
         pane_changed_at: float | None = None,
         pane_asks: bool | None = None,
+        pane_working: bool | None = None,
     ) -> None:
         self.now = now
         self.activity = activity
@@ -115,6 +117,8 @@ class Facts:
         self.pane_changed_at = pane_changed_at
         #: the pane shows a permission dialog (None: not looked)
         self.pane_asks = pane_asks
+        #: the screen's status line says a turn is under way (None: not looked / no composer)
+        self.pane_working = pane_working
 
 
 class State:
@@ -144,7 +148,8 @@ def derive_state(
     is ``needs_permission`` before its (late) Notification hook, and one dismissed without a
     hook is no longer; a turn still ``busy`` after
     ``grace`` seconds while Claude Code's title says done (a turn that ended without a Stop
-    hook) is ``idle``; a ``busy``/``starting`` child with no hook and an unchanged pane for
+    hook) is ``idle`` (its screen's status line, when looked at, outranks the title); a
+    ``busy``/``starting`` child with no hook and an unchanged pane for
     ``stale_after`` seconds is ``stale``.
     """
     young = facts.started_at is not None and facts.now - facts.started_at < grace
@@ -184,11 +189,15 @@ def derive_state(
         if quiet_since is not None and facts.now - quiet_since > stale_after:
             return State("stale", f"no hook for {stale_after:.0f}s after start")
         return State("starting", "no hook yet")
-    # busy (or an activity this version does not know): check the pane's word for it
+    # busy (or an activity this version does not know): check the pane's word for it. The
+    # screen's status line ("✽ Ideating… (12s · ↓ 20 tokens)") is believed before the title:
+    # Claude Code 2.1.330 in tmux leaves its title at "✳ Claude Code" even mid-turn.
     since = facts.activity_at if facts.activity_at is not None else last_hook
-    working = title_busy(facts.pane_title)
+    working = facts.pane_working
+    if working is None:
+        working = title_busy(facts.pane_title)
     if working is False and since is not None and facts.now - since > grace:
-        return State("idle", f"title says done for over {grace:.0f}s without a Stop hook")
+        return State("idle", f"the screen says done for over {grace:.0f}s without a Stop hook")
     if quiet_since is not None and facts.now - quiet_since > stale_after:
         return State("stale", f"no hook and an unchanged pane for {stale_after:.0f}s")
     return State("busy", "working" if working else "UserPromptSubmit/tool hook")

@@ -29,7 +29,7 @@ from typing import Any
 
 import pathspec
 
-from sandboxrun import process
+from sandboxrun import process, testhold
 from sandboxrun.errors import PackError, UsageError
 from sandboxrun.gitops import git, git_bytes
 from sandboxrun.sync.secrets import SCAN_LIMIT, ContentCheck, name_reason
@@ -550,6 +550,7 @@ def pack_worktree(
 
     fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
     tmp = Path(tmp_name)
+    testhold.hold("packing-tarball")  # a test kills the run here: a partial tarball stays
     bytes_in = 0
     written: list[str] = []
     included: list[str] = []

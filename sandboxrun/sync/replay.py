@@ -18,7 +18,8 @@ worktree, index or ref:
    is gone, a parent from outside the run) one commit of the tree difference is built instead,
    and :attr:`Plan.why_squashed` says why;
 4. refused paths are left out everywhere and kept as ``refused.diff`` for a later
-   ``sandboxrun apply --allow-sensitive``.
+   ``sandboxrun apply --allow-sensitive`` (or ``--allow-claimed``: files another session holds
+   an exclusive claim on are held back the same way).
 
 The result is a :class:`Plan`: commits that exist only in the quarantine. Landing them
 atomically is :mod:`sandboxrun.sandbox.apply`'s job.
@@ -29,9 +30,11 @@ from __future__ import annotations
 import os
 import posixpath
 import shutil
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sandboxrun.coord.claims import CLAIMED_REASON
 from sandboxrun.errors import PatchRejectedError
 from sandboxrun.gitops import FALLBACK_IDENTITY, identity_env
 from sandboxrun.process import Result, run, run_bytes
@@ -55,6 +58,8 @@ REFUSED_PATCH = "refused.diff"
 SUBMODULES_DIR = "submodules"
 SUBMODULE_REASON = "inside a submodule"
 GITLINK_MODE = "160000"
+#: refusals a later ``sandboxrun apply --allow-sensitive / --allow-claimed`` may let through
+_LATER_REASONS = (SENSITIVE_REASON, CLAIMED_REASON)
 CONFLICT_REASON = (
     "the branch's version is not the one the sandbox was given (kept out of the upload, or "
     "changed on the branch)"
@@ -374,19 +379,22 @@ def build_plan(
     extra_sensitive: list[str] | None = None,
     committer: tuple[str, str] | None = None,
     leftover_message: str = LEFTOVER_MESSAGE,
+    held: Callable[[Iterable[str]], Mapping[str, str]] | None = None,
 ) -> Plan:
     """Rebuild the collected work in ``directory`` on top of local commit ``old``.
 
-    ``only_paths`` limits the plan to those paths (applying kept refusals later). Nothing
-    outside ``directory/objects`` is written.
+    ``only_paths`` limits the plan to those paths (applying kept refusals later). ``held``
+    names, of the paths the work touches, those to hold back and why (files another session
+    claimed: :func:`sandboxrun.coord.claims.hold_back_check`); they are refused and kept like
+    sensitive ones. Nothing outside ``directory/objects`` is written.
     """
     directory = Path(directory)
     manifest = Manifest.parse((directory / MANIFEST).read_text(errors="replace"))
     q = Quarantine(worktree, directory)
-    q.add_pack(q.objects / "pack" / f"{WORK_PACK}.pack", WORK_PACK)
-    baseline = q.objects / "pack" / f"{BASELINE_PACK}.pack"
-    if baseline.exists():
-        q.add_pack(baseline, BASELINE_PACK)
+    # The final collection's one pack, or a checkpoint's several (each holding what the ones
+    # before it did not), and the baseline's trees: every object verified by index-pack.
+    for pack in sorted((q.objects / "pack").glob("*.pack")):
+        q.add_pack(pack, pack.stem)
     plan = Plan(old=old, new=old)
     if not q.exists(f"{manifest.tree}^{{tree}}"):
         raise PatchRejectedError("the sandbox's final tree is missing from what it sent",
@@ -439,6 +447,10 @@ def build_plan(
         if only_paths is not None:
             steps = [(s, [c for c in chs if c.path in only_paths]) for s, chs in steps]
         _check_into(q, plan, steps, old_tree, base_tree, allow_sensitive, extra_sensitive, late)
+        if held is not None:  # claimed by another session: held back like sensitive paths
+            refused = set(plan.refused_paths)
+            touched = sorted({c.path for _, chs in steps for c in chs} - refused)
+            plan.refused += list(held(touched).items())
         skip = set(plan.refused_paths)
         built: list[str] | str | None = None
         if history is not None:
@@ -580,14 +592,15 @@ def _kept_patch(q: Quarantine, plan: Plan, manifest: Manifest, base_tree: str) -
     target.unlink(missing_ok=True)
     from sandboxrun.sync.patchcheck import _path_problem
 
-    # Only what --allow-sensitive can let through: never-allowed changes are not kept for use.
+    # Only what --allow-sensitive or --allow-claimed can let through: never-allowed changes
+    # are not kept for use.
     reasons: dict[str, list[str]] = {}
     for path, reason in plan.refused:
         reasons.setdefault(path, []).append(reason)
     paths = [
         p
         for p, rs in reasons.items()
-        if _path_problem(p) is None and all(r.startswith(SENSITIVE_REASON) for r in rs)
+        if _path_problem(p) is None and all(r.startswith(_LATER_REASONS) for r in rs)
     ]
     if not paths:
         return

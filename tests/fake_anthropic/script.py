@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -84,6 +85,8 @@ class Reply:
     stop_reason: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     times: int | None = 1
+    #: when set, the response waits for this event (a turn held open: the agent stays busy)
+    hold: threading.Event | None = field(default=None, compare=False)
 
     @property
     def effective_stop_reason(self) -> str:
@@ -152,6 +155,12 @@ def tool(name: str, /, _text: str | None = None, **tool_input: Any) -> Reply:
     blocks: list[Block] = [TextBlock(_text)] if _text else []
     blocks.append(ToolUseBlock(name, dict(tool_input)))
     return Reply(tuple(blocks))
+
+
+def held(item: Reply, gate: threading.Event) -> Reply:
+    """``item``, answered only once ``gate`` is set: the request hangs as a slow model's would,
+    so the agent stays busy mid-turn (without blocking the fake's other requests)."""
+    return replace(item, hold=gate)
 
 
 def reply(

@@ -371,6 +371,9 @@ class _Handler(BaseHTTPRequestHandler):
             body=body,
         )
         item = self.fake._answer(req)
+        hold = getattr(item, "hold", None)
+        if hold is not None:  # outside the fake's lock: other requests go on meanwhile
+            hold.wait(timeout=300)
         model = body.get("model", DEFAULT_MODEL) if isinstance(body, dict) else DEFAULT_MODEL
         stream = isinstance(body, dict) and bool(body.get("stream"))
         if isinstance(item, _CountTokens):

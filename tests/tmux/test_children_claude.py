@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from sbr_testlib import retry_until
 
-from tests.fake_anthropic import rate_limited, text, tool
+from sandboxrun.local.states import prompt_hash
+from tests.fake_anthropic import held, rate_limited, text, tool
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -335,3 +336,145 @@ def test_read_follows_clear_into_the_new_transcript(children, proj):
     assert {e["claude_session_id"] for e in entries} >= {first_id}
     last = json.loads(children("read", "r", "--last", "1", "--json").stdout)
     assert [e["text"] for e in last] == ["after clear"]
+
+
+def _tool_result(request) -> tuple[str, bool]:
+    (block,) = request.tool_results()
+    content = block["content"]
+    if isinstance(content, list):
+        content = "".join(c.get("text", "") for c in content)
+    return content, bool(block.get("is_error"))
+
+
+def test_child_calls_sandboxrun_mcp_and_the_repos_mcp_json_server(children, proj):
+    """--mcp-config: our server (knowing the child's session) and the repo's .mcp.json
+    servers, which Claude Code does not load in a worktree by itself."""
+    import sys
+
+    repo_server = {"command": sys.executable, "args": ["-m", "sandboxrun", "mcp"]}
+    (proj / ".mcp.json").write_text(json.dumps({"mcpServers": {"repotools": repo_server}}))
+    from sbr_testlib import git
+
+    git(proj, "add", ".mcp.json")
+    git(proj, "commit", "-q", "-m", "team MCP servers")
+    children.api.script(
+        tool("mcp__sandboxrun__get_my_session"),
+        tool("mcp__repotools__list_sessions", state="active"),
+        text("done"),
+    )
+    out = children("spawn", "m1", "--prompt", "who am i", "--skip-permissions")
+    assert out.returncode == 0, out.stderr
+    assert children("wait", "m1", "--timeout", "60s").returncode == 0
+    row = children.row("m1")
+    requests = children.api.main_requests
+    print("WAIT", _hook_events(children, "m1"), children.tmux.capture("t_child_m1"))
+    assert len(requests) == 3, [r.tool_results() for r in requests]
+    # both servers' tools are announced to the model (2.1.330 defers MCP tools behind
+    # ToolSearch and lists them by name once the servers are connected: after the first turn
+    # began, as the first prompt is given on the command line)
+    offered = json.dumps(requests[1].body)
+    assert "mcp__sandboxrun__get_my_session" in offered
+    assert "mcp__repotools__list_sessions" in offered
+    me, is_error = _tool_result(requests[1])
+    assert not is_error, me
+    me = json.loads(me)
+    assert me["tracked"] is True and me["session"]["id"] == row["id"]
+    assert me["role"] == "m1" and me["worktree"] == row["worktree"]
+    listed, is_error = _tool_result(requests[2])
+    assert not is_error, listed
+    assert row["id"] in {s["id"] for s in json.loads(listed)["sessions"]}
+    # the screen never showed an approval dialog for the project's servers
+    assert "New MCP server" not in children.tmux.capture("t_child_m1", history=200)
+
+
+@pytest.mark.parametrize("busy_in", ["model", "tool", "last_reply"])
+def test_a_message_sent_while_busy_is_taken_once(children, proj, tmp_path, busy_in):
+    """While the model streams (a held reply) or a tool runs, a message is accepted into the
+    running turn: reported `queued`, and it reaches the model exactly once."""
+    import threading
+
+    gate_file, gate = tmp_path / "gate", threading.Event()
+    if busy_in == "tool":
+        first = tool("Bash", command=f"until [ -e {gate_file} ]; do sleep 0.1; done; echo ok")
+        busy_mark = "PreToolUse"
+    elif busy_in == "model":
+        first = held(tool("Bash", command="echo ok"), gate)
+        busy_mark = None
+    else:
+        first = held(text("first done"), gate)
+        busy_mark = None
+    children.api.script(first, text("first done"), text("second done"))
+    try:
+        out = children("spawn", "qd", "--prompt", "run the long command", "--skip-permissions")
+        assert out.returncode == 0, out.stderr
+        retry_until(lambda: children.api.main_requests, timeout=60)  # the turn is under way
+        if busy_mark:
+            retry_until(lambda: busy_mark in _hook_events(children, "qd"), timeout=60)
+        sent = children("send", "qd", "a queued message", "--json")
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        (result,) = json.loads(sent.stdout)
+    finally:
+        gate.set()
+        gate_file.touch()
+    assert children("wait", "qd", "--timeout", "60s").returncode == 0
+    assert (result["outcome"], result["confirmed"], result["enters"]) == ("queued", True, 1)
+    # one UserPromptSubmit with its text, and the model saw it once (mid-turn wrapped in
+    # Claude Code's "sent a new message while you were working", or as the next turn)
+    digest = prompt_hash("a queued message")
+    hooks = [e for e in children.events("qd", "hook") if e.get("prompt_sha256") == digest]
+    assert len(hooks) == 1
+    final = children.api.main_requests[-1]
+    assert sum("a queued message" in t for t in final.user_texts()) == 1
+    seen = {
+        t for r in children.api.main_requests for t in r.user_texts() if "a queued message" in t
+    }
+    assert len(seen) == 1, seen
+
+
+def _hook_events(children, name: str) -> list[str]:
+    return [e.get("event", "") for e in children.events(name, "hook")]
+
+
+@pytest.mark.parametrize("busy_in", ["tool", "model"])
+def test_a_long_turn_stays_busy_past_the_grace_though_the_title_says_done(
+    children, proj, tmp_path, busy_in
+):
+    """Claude Code 2.1.330 in tmux keeps its title at "✳ Claude Code" mid-turn: the state
+    must come from the screen's status line, or a long tool call or a slow reply (no hook
+    for longer than the grace) would read as idle."""
+    import threading
+
+    from sandboxrun.local.observe import observe
+    from sandboxrun.local.states import derive_state
+    from sandboxrun.store import SessionStore
+
+    gate_file, gate = tmp_path / "gate", threading.Event()
+    if busy_in == "tool":
+        first = tool("Bash", command=f"until [ -e {gate_file} ]; do sleep 0.1; done; echo ok")
+    else:
+        first = held(text("slow answer"), gate)
+    children.api.script(first, text("done"))
+    store = SessionStore(Path(os.environ["SANDBOXRUN_HOME"]) / "state.db")
+    try:
+        out = children("spawn", "lt", "--prompt", "take your time", "--skip-permissions")
+        assert out.returncode == 0, out.stderr
+        row = store.resolve("lt")
+        if busy_in == "tool":
+            retry_until(lambda: "PreToolUse" in _hook_events(children, "lt"), timeout=60)
+        grace = 1.0
+
+        def state():
+            facts, _ = observe(children.tmux, store.get(row.id))
+            if facts.activity_at is None or facts.now - facts.activity_at <= grace:
+                return None  # still within the grace: nothing to learn yet
+            return derive_state(facts, grace=grace)
+
+        st = retry_until(state, timeout=30)
+        assert st.name == "busy", (st, children.tmux.capture("t_child_lt"))
+        assert children.tmux.pane("t_child_lt").title.startswith("\u2733")  # the title: "done"
+    finally:
+        gate.set()
+        gate_file.touch()
+    assert children("wait", "lt", "--timeout", "60s").returncode == 0
+    # the Stop hook can come a moment before the screen is redrawn
+    retry_until(lambda: observe(children.tmux, store.get(row.id))[0].pane_working is False)

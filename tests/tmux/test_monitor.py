@@ -10,13 +10,16 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from sbr_testlib import retry_until
 
 from sandboxrun.config import load_settings
-from sandboxrun.local.monitor import Monitor
+from sandboxrun.local.monitor import Monitor, auto_continue_armed
 from sandboxrun.store import SessionStore, Status
 
-BANNER = "Usage limit reached · continuing automatically at 3:45pm · esc to cancel"
+# Claude Code 2.1.330's own banner while it waits to continue by itself (from its source:
+# "Continuing automatically {when} · Esc to cancel")
+BANNER = "Continuing automatically at 3:45pm · Esc to cancel"
 
 
 def _child(store, tmux, tmp_path, name, screen, **fields):
@@ -107,3 +110,88 @@ def test_a_child_whose_pane_died_is_ended_with_its_presence(tmux_server, tmp_pat
     assert ended.status == "completed" and ended.activity == "exited"
     assert "without a SessionEnd" in (ended.error or "")
     assert not tmux_server.has_session("t_child_gone")
+
+
+# The texts of Claude Code 2.1.330 (its bundled source) and of earlier versions (LOCAL-MODE.md).
+ARMED = [
+    "Continuing automatically at 3:45pm · Esc to cancel",
+    "Usage limit reached · set to continue automatically at 3:45pm",
+    "Usage limit reached again · set to continue automatically at 4:10pm",
+    "Usage limit reset · Continuing automatically",
+    "Goal paused · usage limit reached · continues automatically when it resets",
+    "Usage limit reached · continuing automatically at 3:45pm · esc to cancel",
+]
+NOT_ARMED = [
+    "You've hit your session limit · resets 3:45pm",
+    "Usage limit reached",
+    "You've used 85% of your session limit",
+    "",
+]
+
+
+@pytest.mark.parametrize("line", ARMED)
+def test_claude_codes_own_auto_continue_is_recognised(line):
+    screen = f"\u273b Worked for 3s\n\n{line}\n\u276f \n"
+    assert auto_continue_armed(screen)
+
+
+@pytest.mark.parametrize("line", NOT_ARMED)
+def test_a_plain_limit_is_not_an_auto_continue(line):
+    assert not auto_continue_armed(f"{line}\n\u276f \n")
+
+
+@pytest.mark.parametrize(
+    "cancelled",
+    [
+        "Automatic continue cancelled · /rate-limit-options to wait again",
+        "Automatic continue cancelled. Your session will wait for you instead; "
+        "/rate-limit-options can arm it again.",
+        "Automatic continue stopped · your login changed or ended · send a prompt to continue",
+    ],
+)
+def test_a_cancelled_auto_continue_below_the_banner_is_ours_to_do(cancelled):
+    screen = f"Usage limit reached · set to continue automatically at 3:45pm\n{cancelled}\n"
+    assert not auto_continue_armed(screen)
+    # and a new limit armed again after the cancellation counts again
+    assert auto_continue_armed(
+        screen + "Usage limit reached again · set to continue automatically at 5pm\n"
+    )
+
+
+def test_the_monitor_takes_over_children_whose_rows_were_lost(
+    tmux_server, tmp_path, proj, monkeypatch
+):
+    monkeypatch.delenv("PROJECT_PREFIX", raising=False)
+    settings = load_settings(proj)
+    store = SessionStore(Path(os.environ["SANDBOXRUN_HOME"]) / "state.db")
+    idle = "\u273b Worked for 3s\n\u276f \n"
+
+    def pane(name, cwd, sid):
+        code = f"print({idle!r}, flush=True); import time; time.sleep(600)"
+        env = {"SANDBOXRUN_SESSION": sid, "CLAUDE_INSTANCE_ID": name.rsplit("_", 1)[1]}
+        tmux_server.new_session(name, [sys.executable, "-c", code], cwd=cwd, env=env)
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / ".git").mkdir()  # not proj: another repository's child with the same prefix
+    pane("proj_child_lost", proj, "lostid000001")
+    pane("proj_child_ending", proj, "endingid0001")
+    pane("proj_child_foreign", tmp_path / "other", "foreign00001")
+    ended = store.create_session(
+        id="endingid0001",
+        name="ending",
+        mode="local",
+        backend="tmux",
+        status=Status.COMPLETED,
+        repo=str(proj),
+        tmux_session="proj_child_ending",
+    )
+    mon = Monitor(store, tmux_server, settings, repo=str(proj))
+    assert mon.sync() == ["lost"]
+    row = store.get("lostid000001")
+    assert (row.name, row.status, row.repo, row.role) == ("lost", "running", str(proj), "lost")
+    assert _events(store, row.id, "adopted")
+    assert store.get(ended.id).status == "completed"  # an ended row is not revived
+    assert all(s.id != "foreign00001" for s in store.list())
+    assert mon.sync() == []  # once
+    assert mon.tick()["lost"].name == "idle"

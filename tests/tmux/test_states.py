@@ -132,3 +132,48 @@ def test_prefix_from_env_then_config_then_the_repo_name(tmp_path):
     assert prefix_for(repo, settings, {}) == "proj"
     assert prefix_for(repo, settings, {"PROJECT_PREFIX": "envp"}) == "envp"
     assert child_session("proj", "api") == "proj_child_api"
+
+
+def test_the_screens_status_line_outranks_claude_codes_title():
+    """2.1.330 in tmux keeps its title at "✳ Claude Code" through a whole turn: a long tool
+    call or a slow reply must stay busy after the grace while the screen says working."""
+    base = {"activity": "busy", "activity_at": T0, "last_heartbeat": T0, "pane_title": DONE}
+    assert replay([{**base, "now": T0 + 60, "pane_working": True}], grace=10) == ["busy"]
+    assert replay([{**base, "now": T0 + 60, "pane_working": False}], grace=10) == ["idle"]
+    assert replay([{**base, "now": T0 + 5, "pane_working": False}], grace=10) == ["busy"]
+    # no composer on the screen (not looked, a dialog): the title's word is all there is
+    spin = {**base, "pane_title": SPIN}
+    assert replay([{**spin, "now": T0 + 60, "pane_working": None}], grace=10) == ["busy"]
+    assert replay([{**base, "now": T0 + 60, "pane_working": None}], grace=10) == ["idle"]
+
+
+RULE = "\u2500" * 80
+# screens of Claude Code 2.1.330 (captured from its tmux pane)
+WORKING_SCREENS = [
+    f"\u276f go\n\n\u273d Ideating\u2026 (3s \u00b7 \u2193 20 tokens)\n  \u25d0 medium \u00b7 /effort\n"
+    f"{RULE}\n\u276f\n{RULE}\n  \u23f5\u23f5 bypass permissions on\n",
+    f"  \u23bf  $ sleep 14; echo ok\n\u00b7 Ideating\u2026 (17s \u00b7 \u2193 20 tokens)\n{RULE}\n"
+    f"\u276f\n{RULE}\n",
+    f"\u2722 Ideating\u2026 (13s \u00b7 \u2193 20 tokens)\n   tmux focus-events off \u00b7 add "
+    f"'set -g focus-events on'\n{RULE}\n\u276f \n{RULE}\n",
+    f"\u276f who am i\n\n  Calling sandboxrun\u2026\n\n{RULE}\n\u276f\n{RULE}\n",
+]
+DONE_SCREENS = [
+    f"\u25cf thinking done\n\u273b Worked for 25s \u00b7 done 9:46 PM\n{RULE}\n\u276f\n{RULE}\n",
+    f"\u25cf wrote one\n\n{RULE}\n\u276f\xa0\n{RULE}\n",
+]
+
+
+@pytest.mark.parametrize("screen", WORKING_SCREENS)
+def test_screen_working(screen):
+    from sandboxrun.local.observe import screen_working
+
+    assert screen_working(screen) is True
+
+
+@pytest.mark.parametrize("screen", DONE_SCREENS)
+def test_screen_done(screen):
+    from sandboxrun.local.observe import screen_working
+
+    assert screen_working(screen) is False
+    assert screen_working("Do you want to proceed?\n 1. Yes\n") is None

@@ -79,3 +79,16 @@ def test_attach_argv_names_the_socket(tmux_server):
     assert argv[:3] == ["tmux", "-S", tmux_server.socket_path]
     assert argv[3:] == ["attach-session", "-t", "=t_child_a"]
     assert tmux_server.attach_argv("x", inside_tmux=True)[3] == "switch-client"
+
+
+def test_snapshot_is_pane_and_capture_in_one_call(tmux_server, tmp_path):
+    code = "print('first line;'); print('x ; y'); import time; time.sleep(60)"
+    tmux_server.new_session("t_snap", [sys.executable, "-c", code], cwd=tmp_path)
+    retry_until(lambda: "x ; y" in tmux_server.capture("t_snap"))
+    info, text = tmux_server.snapshot("t_snap")
+    assert info == tmux_server.pane("t_snap")
+    assert text == tmux_server.capture("t_snap")
+    assert text.startswith("first line;\nx ; y\n")
+    assert tmux_server.snapshot("t_snap_other") == (None, "")
+    tmux_server.kill_server()
+    assert tmux_server.snapshot("t_snap") == (None, "")
