@@ -44,12 +44,12 @@ from sandboxrun.sync.replay import (
 from sandboxrun.sync.replay import (
     LEFTOVER_MESSAGE,
     MANIFEST,
-    SUBMODULE_REASON,
     Plan,
     Quarantine,
     build_plan,
     hooks_path_pattern,
 )
+from sandboxrun.sync.submodule_changes import SUBMODULE_REASON
 
 log = logging.getLogger(__name__)
 

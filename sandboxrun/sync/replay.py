@@ -46,6 +46,11 @@ from sandboxrun.sync.patchcheck import (
     check_changes,
     norm_component,
 )
+from sandboxrun.sync.submodule_changes import (
+    GITLINK_MODE,
+    keep_submodule_changes,
+    write_submodule_patches,
+)
 
 # The collection directory's report and object store: defined in .quarantine, and still
 # importable from here under their old names.
@@ -60,10 +65,6 @@ ZERO = "0" * 40
 LEFTOVER_MESSAGE = "sandboxrun: uncommitted changes left by the agent"
 SQUASH_MESSAGE = "sandboxrun: the agent's work as one commit"
 REFUSED_PATCH = "refused.diff"
-#: where the changes kept back inside submodules go, one patch per submodule
-SUBMODULES_DIR = "submodules"
-SUBMODULE_REASON = "inside a submodule"
-GITLINK_MODE = "160000"
 #: refusals a later ``sandboxrun apply --allow-sensitive / --allow-claimed`` may let through
 _LATER_REASONS = (SENSITIVE_REASON, CLAIMED_REASON)
 CONFLICT_REASON = (
@@ -374,7 +375,9 @@ def build_plan(
         raise PatchRejectedError("symlink checks did not settle; nothing was applied")
     plan.why_squashed = why if (history is None and only_paths is None) else None
     _kept_patch(q, plan, manifest, base_tree)
-    _submodule_patches(q, plan, manifest, base_tree)
+    plan.submodule_patches = write_submodule_patches(
+        q.raw, q.directory, plan.submodule_changes, manifest.tree, base_tree
+    )
     if plan.new != old:
         _stats(q, plan)
     return plan
@@ -400,7 +403,8 @@ def _check_into(q: Quarantine, plan: Plan, steps: _Steps, old_tree: str, base_tr
     if touched and old_tree != base_tree:
         refused = set(plan.refused_paths)
         base_changes = _diff(q, old_tree, base_tree)
-        _keep_submodule_changes(plan, base_changes, touched, refused)
+        gitlinks = [c.path for c in base_changes if c.old_mode == GITLINK_MODE]
+        plan.submodule_changes = keep_submodule_changes(plan.refused, gitlinks, touched, refused)
         for c in base_changes:
             if c.path in touched and c.path not in refused:
                 plan.refused.append((c.path, CONFLICT_REASON))
@@ -409,45 +413,6 @@ def _check_into(q: Quarantine, plan: Plan, steps: _Steps, old_tree: str, base_tr
             note = f"{c.path}: mode {c.old_mode} -> {c.new_mode}"
             if note not in plan.mode_changes:
                 plan.mode_changes.append(note)
-
-
-def _keep_submodule_changes(
-    plan: Plan, base_changes: list[_Change], touched: set[str], refused: set[str]
-) -> None:
-    """Refuse every change inside a path the branch holds as a submodule (gitlink).
-
-    The sandbox had those paths as plain files (``--include-submodules``) or as nothing; the
-    branch records a commit of another repository there, so no file under it can be applied.
-    """
-    subs = [c.path for c in base_changes if c.old_mode == GITLINK_MODE]
-    for path in sorted(touched):  # also a path refused for another reason: never kept
-        sub = next((s for s in subs if path == s or path.startswith(s + "/")), None)
-        if sub is None:
-            continue
-        plan.refused.append((path, f"{SUBMODULE_REASON} ({sub}): kept as a patch for it, "
-                                   "not applied to this branch"))  # fmt: skip
-        plan.submodule_changes.setdefault(sub, []).append(path)
-        refused.add(path)
-
-
-def _submodule_patches(q: Quarantine, plan: Plan, manifest: Manifest, base_tree: str) -> None:
-    """Write each submodule's kept-back changes as a patch with paths relative to it."""
-    out = q.directory / SUBMODULES_DIR
-    shutil.rmtree(out, ignore_errors=True)
-    plan.submodule_patches = {}
-    for sub, paths in plan.submodule_changes.items():
-        inside = [p for p in paths if p != sub]
-        if not inside:
-            continue
-        data = q.raw("diff", "--binary", "--full-index", "--no-renames", "--no-ext-diff",
-                     "--no-textconv", "--no-color", f"--relative={sub}/", base_tree,
-                     manifest.tree, "--", *(f":(literal){p}" for p in inside))  # fmt: skip
-        if data:
-            out.mkdir(exist_ok=True)
-            target = out / (sub.replace("/", "__") + ".diff")
-            # masked like every stored artifact (it is for reading and applying by hand)
-            target.write_bytes(Redactor.from_env(os.environ).bytes(data))
-            plan.submodule_patches[sub] = str(target)
 
 
 def _build_history(q: Quarantine, history: list[tuple[str, list[str]]], steps: _Steps,
