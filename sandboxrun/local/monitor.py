@@ -49,6 +49,9 @@ _ARMED = re.compile(
 )
 #: ... and the lines that say it will not happen after all (then we continue the child)
 _DISARMED = re.compile(r"automatic continue (cancelled|canceled|stopped)", re.IGNORECASE)
+_PROMPT_MARK = "\u276f"  # ❯ : a prompt in the conversation, and the composer
+#: resets this close are one limit (the screen gives the minute, the transcript the second)
+_SAME_RESET = 90.0
 #: continue attempts per usage-limit reset before the monitor escalates instead
 MAX_CONTINUE_ATTEMPTS = 3
 _LIMIT_TEXTS = ("You've hit your", "usage limit reached", "limit reached ∙ resets")
@@ -62,8 +65,18 @@ def children(store: SessionStore, repo: str | None = None) -> list[Session]:
 
 
 def limit_from_pane(text: str, now: float) -> tuple[bool, float | None]:
-    """Whether the pane shows a usage limit, and its reset time when the text gives one."""
-    for line in reversed(text.splitlines()):
+    """Whether the pane shows a usage limit as its latest word, and its reset time when the
+    text gives one. Pure.
+
+    A limit line above the newest prompt echoed in the conversation (``❯ continue``: the
+    child was continued since) is history, not a limit: it stays on screen for a while.
+    """
+    lines = text.splitlines()
+    prompts = [i for i, line in enumerate(lines) if line.lstrip().startswith(_PROMPT_MARK)]
+    # the last ❯ line is the composer; the one before it, the newest prompt sent
+    newest_prompt = prompts[-2] if len(prompts) >= 2 else -1
+    for i in range(len(lines) - 1, newest_prompt, -1):
+        line = lines[i]
         if any(t in line for t in _LIMIT_TEXTS) and "% of your" not in line:
             return True, parse_limit_message(line, now)
     return False, None
@@ -263,7 +276,7 @@ class Monitor:
         out = []
         for (payload,) in rows:
             data = json.loads(payload)
-            if abs(float(data.get("resets_at") or 0) - reset) < 1:
+            if abs(float(data.get("resets_at") or 0) - reset) < _SAME_RESET:
                 out.append(data)
         return out
 
