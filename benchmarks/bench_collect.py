@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sandboxrun.config import Settings  # noqa: E402
 from sandboxrun.sandbox.apply import apply_collected  # noqa: E402
 from sandboxrun.sandbox.backends.local import LocalBackend  # noqa: E402
-from sandboxrun.sandbox.collect import (  # noqa: E402
+from sandboxrun.sandbox.gitpack import (  # noqa: E402
     collect_patches,
     save_artifacts,
     save_baseline,

@@ -53,7 +53,7 @@ from sandboxrun.config import Settings  # noqa: E402
 from sandboxrun.sandbox.apply import apply_collected  # noqa: E402
 from sandboxrun.sandbox.backends.base import Launch  # noqa: E402
 from sandboxrun.sandbox.backends.e2b import E2BBackend, E2BSandbox  # noqa: E402
-from sandboxrun.sandbox.collect import collect_patches, save_artifacts  # noqa: E402
+from sandboxrun.sandbox.gitpack import collect_patches, save_artifacts  # noqa: E402
 from sandboxrun.sandbox.provision import BASELINE_SCRIPT  # noqa: E402
 from sandboxrun.sync.pack import pack_worktree  # noqa: E402
 
@@ -142,9 +142,15 @@ class Worktrees:
 class Emulator:
     """``python -m tests.e2b_emulator`` in a child process, pointed at by this environment."""
 
-    def __init__(self, root: Path | None = None) -> None:
+    def __init__(self, root: Path | None = None, claude: str | None = None) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.e2b_emulator", *(["--root", str(root)] if root else [])],
+            [
+                sys.executable,
+                "-m",
+                "tests.e2b_emulator",
+                *(["--root", str(root)] if root else []),
+                *(["--claude", claude] if claude else []),
+            ],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             text=True,

@@ -100,6 +100,8 @@ class Settings:
     #: the longest a sandbox may live on the backend's plan (E2B: 1 h Hobby, 24 h Pro);
     #: stopping and collecting are planned to fit inside it
     max_lifetime: float = 3600.0
+    #: upload the submodules' files too (their changes come back as patches, not applied)
+    include_submodules: bool = False
     # -- local mode (agent worktrees, hooks, presence) --
     #: branch of a role's worktree; ``{role}`` is replaced by the role name
     branch_template: str = "agent/{role}/active"
@@ -197,6 +199,8 @@ def _coerce(
             if turns < 1:
                 raise ValueError("Give a number of turns of at least 1.")
             return turns
+        if key == "include_submodules":
+            return _coerce_bool(value)
         if key == "compression" and value not in UPLOAD_COMPRESSIONS:
             raise ValueError(f"Use {' or '.join(UPLOAD_COMPRESSIONS)}.")
         return str(value)
@@ -206,6 +210,18 @@ def _coerce(
 
 
 _LOCAL_KEYS = {"roles", "identities", "post_create", "copy_files"}
+
+
+def _coerce_bool(value: Any) -> bool:
+    """A boolean setting: true/false in TOML, or 1/0, true/false, yes/no, on/off from env."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("Use true or false.")
 
 
 def _coerce_local(key: str, value: Any) -> Any:
@@ -233,6 +249,7 @@ def _coerce_local(key: str, value: Any) -> Any:
 
 def load_settings(repo: Path | None = None, env: dict[str, str] | None = None) -> Settings:
     """Build settings from defaults, the repo's config file and ``SANDBOXRUN_*`` env vars."""
+    env_is_process = env is None
     env = dict(os.environ) if env is None else env
     values: dict[str, Any] = {}
     file_values = _read_repo_file(repo)
@@ -250,5 +267,15 @@ def load_settings(repo: Path | None = None, env: dict[str, str] | None = None) -
             values[key] = _coerce(key, env_value, f"SANDBOXRUN_{key.upper()}")
     home = env.get("SANDBOXRUN_HOME")
     if home:
-        values["home"] = Path(home).expanduser()
+        values["home"] = absolute_home(home)
+        if env_is_process and env.get("SANDBOXRUN_HOME") != str(values["home"]):
+            # Once, here: every process we start (the detached driver, agents and their hooks,
+            # tmux children) then uses this same directory whatever its working directory.
+            os.environ["SANDBOXRUN_HOME"] = str(values["home"])
     return Settings(**values)
+
+
+def absolute_home(value: str) -> Path:
+    """``SANDBOXRUN_HOME`` as an absolute path (``~`` expanded; relative: to the current
+    directory), so that a run, its detached driver and its sandbox agree on one directory."""
+    return Path(os.path.abspath(Path(value).expanduser()))

@@ -106,3 +106,15 @@ class AuthError(BackendError):
 
 class AgentError(SandboxrunError):
     """The agent (Claude Code) could not be started or failed."""
+
+
+class StateError(SandboxrunError):
+    """sandboxrun's state (``state.db``, its home directory, the disk) cannot be used.
+
+    Raised from ``sandboxrun/faults.py``, which says what happened and the next step.
+    """
+
+    def __init__(self, message: str, hint: str | None = None, *, kind: str = "") -> None:
+        super().__init__(message, hint)
+        #: corrupt | readonly | locked | full | io | cantopen
+        self.kind = kind

@@ -98,11 +98,17 @@ def log(home: Path, message: str) -> None:
 
 
 def _event_payload(event: str, payload: dict[str, Any], claude_id: str | None) -> dict[str, Any]:
-    """What the ``hook`` event stores: names and kinds only, never inputs or prompt text."""
+    """What the ``hook`` event stores: names and kinds (and a file tool's file), never other
+    inputs or prompt text."""
     data: dict[str, Any] = {"event": event, "claude_session_id": claude_id}
     for key in ("tool_name", "tool_use_id", "source", "reason", "notification_type", "error"):
         if payload.get(key) is not None:
             data["tool" if key == "tool_name" else key] = payload[key]
+    if event == "PreToolUse" and isinstance(payload.get("tool_input"), dict):
+        # The file a file tool works on (the dashboard's "last action"), not the rest of the input.
+        path = payload["tool_input"].get("file_path") or payload["tool_input"].get("notebook_path")
+        if isinstance(path, str):
+            data["file"] = path[:500]
     if event == "UserPromptSubmit" and isinstance(payload.get("prompt"), str):
         # Never the text (it may hold secrets): its hash, so `sandboxrun send` can confirm
         # delivery of exactly what it pasted.
@@ -267,7 +273,7 @@ class Hook:
             "?, ?)",
             (sid, name, repo, worktree, branch, role, self.now, self.now),
         )
-        self._event(sid, "status", {"status": "running", "previous": None})
+        self.add_event(sid, "status", {"status": "running", "previous": None})
         return {
             "id": sid,
             "repo": repo,
@@ -279,7 +285,8 @@ class Hook:
 
     # -- what happened --------------------------------------------------------------------
 
-    def _event(self, sid: str, kind: str, payload: dict[str, Any]) -> None:
+    def add_event(self, sid: str, kind: str, payload: dict[str, Any]) -> None:
+        """One row in ``events`` for ``sid``, stamped with this call's time."""
         self.conn.execute(
             "INSERT INTO events (session_id, ts, kind, payload) VALUES (?, ?, ?, ?)",
             (sid, self.now, kind, json.dumps(payload)),
@@ -335,92 +342,93 @@ class Hook:
             sets.append("status = ?")
             args.append(status)
             if status != row["status"]:
-                self._event(sid, "status", {"status": status, "previous": row["status"]})
+                self.add_event(sid, "status", {"status": status, "previous": row["status"]})
         self.conn.execute(f"UPDATE sessions SET {', '.join(sets)} WHERE id = ?", (*args, sid))
-        self._event(sid, "hook", _event_payload(self.event, self.payload, self.claude_id))
+        self.add_event(sid, "hook", _event_payload(self.event, self.payload, self.claude_id))
         if self.event == "SessionStart":
-            return self._session_start(sid, repo, role)
+            return session_start_reply(self, sid, repo, role)
         reply = None
         if self.event == "PreToolUse" and self.payload.get("tool_name") in _EDIT_TOOLS:
             reply = gate_reply(self, sid, repo, row["worktree"])
         elif role and self.event in ("UserPromptSubmit", "PostToolUse"):
             reply = deliver_messages(self, repo, role)
         if role:
-            if self.event == "SessionEnd":
-                from sandboxrun.coord import messages, presence
-
-                presence.deregister(self.conn, repo, role, now=self.now)
-                messages.send(
-                    self.conn,
-                    repo,
-                    messages.SESSION_END,
-                    sender=role,
-                    session_id=sid,
-                    body={
-                        "claude_session_id": self.claude_id,
-                        "reason": self.payload.get("reason"),
-                    },
-                    now=self.now,
-                )
-            else:  # the heartbeat: only the timestamp of an active registration
-                self.conn.execute(
-                    "UPDATE presence SET last_heartbeat = ? WHERE repo = ? AND role = ? "
-                    "AND status = 'active'",
-                    (self.now, repo, role),
-                )
+            record_presence(self, sid, repo, role)
         return reply
 
-    def _session_start(self, sid: str, repo: str, role: str | None) -> dict[str, Any] | None:
-        from sandboxrun.coord import messages, presence
-        from sandboxrun.local.identity import placement_warning
 
-        warning = self.role_ok and placement_warning(
-            role, self.checkout, self.settings.pm_role, self.settings.worktree_dir
+# -- coordination between roles (issue 11): the claim gate, messages, presence ----------
+#
+# What one session's hook call means for the others. `Hook` above decides which session this
+# is and records what happened to it; these functions run inside its transaction.
+
+
+def session_start_reply(hook: Hook, sid: str, repo: str, role: str | None) -> dict[str, Any] | None:
+    """A role's presence and SESSION_START at SessionStart; identity notes and pending messages
+    for the agent."""
+    from sandboxrun.coord import messages, presence
+    from sandboxrun.local.identity import placement_warning
+
+    warning = hook.role_ok and placement_warning(
+        role, hook.checkout, hook.settings.pm_role, hook.settings.worktree_dir
+    )
+    if warning:
+        hook.notes.append(f"Warning: {warning}")
+    context: list[str] = []
+    if role and hook.role_ok:
+        presence.register(
+            hook.conn,
+            repo,
+            role,
+            worktree=str(hook.checkout.top) if hook.checkout else hook.cwd,
+            session_id=sid,
+            claude_session_id=hook.claude_id,
+            now=hook.now,
         )
-        if warning:
-            self.notes.append(f"Warning: {warning}")
-        context: list[str] = []
-        if role and self.role_ok:
-            presence.register(
-                self.conn,
-                repo,
-                role,
-                worktree=str(self.checkout.top) if self.checkout else self.cwd,
-                session_id=sid,
-                claude_session_id=self.claude_id,
-                now=self.now,
+        _announce(hook, sid, repo, role, messages.SESSION_START, "source")
+        counts = messages.pending_counts(hook.conn, repo, role)
+        if counts:
+            total = sum(counts.values())
+            kinds = ", ".join(f"{k} ({v})" for k, v in counts.items())
+            context.append(
+                f"sandboxrun: {total} pending message{'s' if total != 1 else ''} for role "
+                f"{role!r}: {kinds}. Read them before starting work."
             )
-            messages.send(
-                self.conn,
-                repo,
-                messages.SESSION_START,
-                sender=role,
-                session_id=sid,
-                body={"claude_session_id": self.claude_id, "source": self.payload.get("source")},
-                now=self.now,
-            )
-            counts = messages.pending_counts(self.conn, repo, role)
-            if counts:
-                total = sum(counts.values())
-                kinds = ", ".join(f"{k} ({v})" for k, v in counts.items())
-                context.append(
-                    f"sandboxrun: {total} pending message{'s' if total != 1 else ''} for role "
-                    f"{role!r}: {kinds}. Read them before starting work."
-                )
-        if not (self.notes or context):
-            return None
-        reply: dict[str, Any] = {
-            "hookSpecificOutput": {
-                "hookEventName": "SessionStart",
-                "additionalContext": "\n".join(["sandboxrun: " + n for n in self.notes] + context),
-            }
+    if not (hook.notes or context):
+        return None
+    reply: dict[str, Any] = {
+        "hookSpecificOutput": {
+            "hookEventName": "SessionStart",
+            "additionalContext": "\n".join(["sandboxrun: " + n for n in hook.notes] + context),
         }
-        if self.notes:
-            reply["systemMessage"] = "sandboxrun: " + " ".join(self.notes)
-        return reply
+    }
+    if hook.notes:
+        reply["systemMessage"] = "sandboxrun: " + " ".join(hook.notes)
+    return reply
 
 
-# -- the PreToolUse claim gate and message delivery (issue 11) ----------------------------
+def _announce(hook: Hook, sid: str, repo: str, role: str, kind: str, field: str) -> None:
+    """Tell the other roles that this one started or ended (with the payload's ``field``)."""
+    from sandboxrun.coord import messages
+
+    body = {"claude_session_id": hook.claude_id, field: hook.payload.get(field)}
+    messages.send(hook.conn, repo, kind, sender=role, session_id=sid, body=body, now=hook.now)
+
+
+def record_presence(hook: Hook, sid: str, repo: str, role: str) -> None:
+    """The role's presence: deregistered (and SESSION_END sent) at SessionEnd, else the
+    heartbeat of an active registration."""
+    if hook.event == "SessionEnd":
+        from sandboxrun.coord import messages, presence
+
+        presence.deregister(hook.conn, repo, role, now=hook.now)
+        _announce(hook, sid, repo, role, messages.SESSION_END, "reason")
+    else:  # the heartbeat: only the timestamp of an active registration
+        hook.conn.execute(
+            "UPDATE presence SET last_heartbeat = ? WHERE repo = ? AND role = ? "
+            "AND status = 'active'",
+            (hook.now, repo, role),
+        )
 
 
 def gate_reply(hook: Hook, sid: str, repo: str, worktree: str | None) -> dict[str, Any] | None:
@@ -439,7 +447,7 @@ def gate_reply(hook: Hook, sid: str, repo: str, worktree: str | None) -> dict[st
     if found is None:
         return None
     verdict, text, ids = found
-    hook._event(sid, "claim_gate", {"decision": verdict, "path": rel, "claims": ids})
+    hook.add_event(sid, "claim_gate", {"decision": verdict, "path": rel, "claims": ids})
     out: dict[str, Any] = {"hookEventName": "PreToolUse"}
     if verdict == "deny":
         out.update(permissionDecision="deny", permissionDecisionReason=text)
@@ -560,7 +568,12 @@ def main(argv: list[str] | None = None, *, fast_exit: bool = False) -> int:
             sys.stdout.write(json.dumps(reply) + "\n")
             sys.stdout.flush()
     except Exception as exc:  # never break the agent: one log line, exit 0
-        log(home, f"event={event or '?'} {type(exc).__name__}: {exc}")
+        from sandboxrun.faults import db_fault
+
+        # a broken state.db or a full disk: the same words (and next step) as the CLI's
+        fault = db_fault(exc, home / "state.db")
+        said = f"{fault.message} ({fault.hint})" if fault else f"{type(exc).__name__}: {exc}"
+        log(home, f"event={event or '?'} {said}")
     return 0
 
 

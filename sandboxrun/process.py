@@ -172,6 +172,18 @@ def run_bytes(
     return run_raw(argv, cwd=cwd, env=env, check=check, timeout=timeout, what=what).stdout
 
 
+def run_foreground(argv: Argv, *, hint: str | None = None) -> int:
+    """Run ``argv`` on this terminal (stdin/stdout/stderr inherited) until it exits; its code.
+
+    For programs a person uses (``tmux attach`` from the dashboard), never for output we read.
+    """
+    args = _argv(argv)
+    try:
+        return subprocess.call(args)
+    except OSError as exc:
+        raise _not_found(args, hint, exc) from exc
+
+
 class Stream:
     """A program running alongside us, fed through ``stdin`` or read through ``stdout``.
 

@@ -255,3 +255,24 @@ def m006_groups(db: sqlite_utils.Database) -> None:
         """
     )
     db.execute("ALTER TABLE sessions ADD COLUMN group_id TEXT")
+
+
+@migrations()
+def m007_session_starter(db: sqlite_utils.Database) -> None:
+    # The process that created the session row (``sandboxrun run``, the MCP server, a fan-out
+    # scheduler) and when it started (``/proc/PID/stat``, so a reused pid is not taken for it):
+    # a session whose agent never started, with neither its starter nor a driver alive, was
+    # interrupted (``sandboxrun/sandbox/interrupted.py``) rather than still starting.
+    for column, kind in (
+        ("starter_pid", "INTEGER"),
+        ("starter_host", "TEXT"),
+        ("starter_start", "TEXT"),
+    ):
+        db.execute(f"ALTER TABLE sessions ADD COLUMN {column} {kind}")
+
+
+@migrations()
+def m008_sessions_created_index(db: sqlite_utils.Database) -> None:
+    """Sessions by creation time: lists (``status``, MCP ``list_sessions``) are newest first
+    and paged, so a page reads the index instead of sorting every row."""
+    db.execute("CREATE INDEX IF NOT EXISTS sessions_created ON sessions(created_at)")

@@ -9,6 +9,7 @@ processes opening a fresh database never race.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import fcntl
 import json
 import os
@@ -24,6 +25,7 @@ from typing import Any
 
 import sqlite_utils
 
+from sandboxrun import faults
 from sandboxrun.errors import (
     AmbiguousSessionError,
     NameInUseError,
@@ -37,6 +39,17 @@ from sandboxrun.schema import migrations
 #: output is bounded before it gets here (agent.stored_line, agent.parse_line): this is the
 #: backstop for every other writer.
 MAX_EVENT_CHARS = 1 << 20
+#: how long a query waits for another process's write lock before it is a "locked" fault
+BUSY_TIMEOUT = 30.0
+
+
+def busy_timeout() -> float:
+    """Seconds to wait for a lock: ``SANDBOXRUN_DB_LOCK_TIMEOUT``, else :data:`BUSY_TIMEOUT`."""
+    try:
+        value = float(os.environ.get("SANDBOXRUN_DB_LOCK_TIMEOUT") or BUSY_TIMEOUT)
+    except ValueError:
+        return BUSY_TIMEOUT
+    return value if value >= 0 else BUSY_TIMEOUT
 
 
 class Status(StrEnum):
@@ -151,6 +164,10 @@ class Session:
     resets_at: float | None = None
     #: the fan-out group the session belongs to (``groups.id``), if any
     group_id: str | None = None
+    #: the process that created the row, and its start time (``process_start``), m007
+    starter_pid: int | None = None
+    starter_host: str | None = None
+    starter_start: str | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row | dict[str, Any]) -> Session:
@@ -217,16 +234,26 @@ class SessionStore:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: we issue BEGIN ourselves, so read-modify-write can be IMMEDIATE.
-        self.conn = sqlite3.connect(
-            self.path, timeout=30.0, isolation_level=None, check_same_thread=False
-        )
-        self.conn.row_factory = sqlite3.Row
-        self.conn.execute("PRAGMA busy_timeout = 30000")
-        self.conn.execute("PRAGMA synchronous = NORMAL")
-        self.conn.execute("PRAGMA foreign_keys = ON")
-        self._migrate()
+        # Every fault of the database or the disk under it (corrupt, read-only, locked, full)
+        # is a StateError with the next step, here and in every later query: faults.py.
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: we BEGIN ourselves, so read-modify-write can be IMMEDIATE.
+            self.conn = faults.connect(self.path, timeout=busy_timeout())
+        except OSError as exc:
+            raise faults.open_fault(exc, self.path) from exc
+        try:
+            self.conn.row_factory = sqlite3.Row
+            self.conn.execute(f"PRAGMA busy_timeout = {int((self.conn.busy_wait or 0) * 1000)}")
+            self.conn.execute("PRAGMA synchronous = NORMAL")
+            self.conn.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
+        except OSError as exc:  # the migration lock file
+            self.conn.close()
+            raise faults.open_fault(exc, self.path) from exc
+        except BaseException:
+            self.conn.close()
+            raise
 
     def _migrate(self) -> None:
         db = sqlite_utils.Database(self.conn)
@@ -253,9 +280,16 @@ class SessionStore:
         try:
             yield self.conn
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            # After a fault (disk full, I/O error) SQLite may have rolled back already.
+            with contextlib.suppress(sqlite3.Error, faults.StateError):
+                self.conn.execute("ROLLBACK")
             raise
-        self.conn.execute("COMMIT")
+        try:
+            self.conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error, faults.StateError):
+                self.conn.execute("ROLLBACK")
+            raise
 
     # -- sessions ---------------------------------------------------------------------------
 
@@ -264,6 +298,11 @@ class SessionStore:
         fields.setdefault("id", new_session_id())
         fields.setdefault("created_at", time.time())
         fields.setdefault("status", Status.CREATED)
+        # Who is starting it: until a driver claims the session, only this process can move
+        # it on; once it is gone the start was interrupted (sandbox.interrupted).
+        fields.setdefault("starter_pid", os.getpid())
+        fields.setdefault("starter_host", os.uname().nodename)
+        fields.setdefault("starter_start", process_start(os.getpid()))
         row = _encode(fields)
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
@@ -434,5 +473,61 @@ def owner_alive(session: Session) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as fh:
             return fh.read().split(") ", 1)[1][:1] != "Z"
+    except OSError:
+        return True
+
+
+def process_start(pid: int) -> str | None:
+    """When process ``pid`` started, as an opaque token (``/proc/PID/stat`` field 22: clock
+    ticks after boot, plus the boot id); None where there is no ``/proc`` or no such process.
+
+    Two processes with the same pid never share it, so a recorded (pid, start) pair names one
+    process even after the pid is reused.
+    """
+    try:
+        with open(f"/proc/{int(pid)}/stat") as fh:
+            ticks = fh.read().rsplit(") ", 1)[1].split()[19]
+    except (OSError, IndexError, ValueError):
+        return None
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as fh:
+            boot = fh.read().strip()
+    except OSError:
+        boot = ""
+    return f"{boot}:{ticks}"
+
+
+def same_process(recorded: str | None, current: str | None) -> bool:
+    """Whether a process seen now is the one recorded: pure. Without a recorded start time
+    (an older row, no ``/proc``), a live pid counts as the same process."""
+    return recorded is None or current is None or recorded == current
+
+
+def starter_alive(session: Session) -> bool:
+    """True when the process that created ``session`` may still be starting it.
+
+    A starter on another machine cannot be checked from here: it counts as alive (never take a
+    start over from under a process we cannot see).
+    """
+    pid = session.starter_pid
+    if not pid:
+        return False
+    if session.starter_host not in (None, os.uname().nodename):
+        return True
+    if not _pid_alive(int(pid)):
+        return False
+    return same_process(session.starter_start, process_start(int(pid)))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie still answers kill(0); treat it as dead
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(") ", 1)[1][:1] != "Z"
     except OSError:
         return True

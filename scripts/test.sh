@@ -28,6 +28,7 @@ if [ -x scripts/install_claude.sh ]; then
 fi
 
 scripts/install_bwrap.sh || true  # the local backend's tests run agents under real bubblewrap
+scripts/install_chromium.sh || true  # the dashboard page's tests drive a real headless Chromium
 .venv/bin/ruff check sandboxrun tests benchmarks
 .venv/bin/ruff format --check --quiet sandboxrun tests benchmarks
 .venv/bin/python -m mypy

@@ -21,7 +21,7 @@ from sandboxrun.config import Settings
 from sandboxrun.errors import GitError
 from sandboxrun.sandbox.apply import FAULT_ENV, apply_collected, expected_commit, load_state
 from sandboxrun.sandbox.backends.local import LocalBackend, LocalSandbox
-from sandboxrun.sandbox.collect import (
+from sandboxrun.sandbox.gitpack import (
     collect_patches,
     known_blobs,
     save_artifacts,
@@ -481,7 +481,7 @@ def test_a_report_naming_another_baseline_is_refused(p: Pipeline) -> None:
 
 def test_big_files_come_out_of_a_remote_sandbox_in_pieces(p: Pipeline, tmp_path: Path) -> None:
     """The path remote backends take: split in the sandbox, read piece by piece, reassembled."""
-    from sandboxrun.sandbox.collect import fetch_in_pieces
+    from sandboxrun.sandbox.transfer import fetch_in_pieces
 
     data = os.urandom(10_000) + b"end"
     home = Path(p.sandbox.home)

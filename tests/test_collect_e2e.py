@@ -4,12 +4,13 @@ crashes inside apply, and `download` from a sandbox whose git the agent broke.""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 from pathlib import Path
 
 import pytest
-from sbr_testlib import branch_files, git, retry_until
+from sbr_testlib import GATE_WAIT, branch_files, git, open_gate, retry_until
 
 from sandboxrun.sandbox.apply import FAULT_ENV
 
@@ -101,7 +102,7 @@ def test_download_from_a_sandbox_without_git_prints_a_command_that_works(cli, re
 
 def test_a_branch_that_moved_during_the_run_is_refused_then_applied_on_request(cli, repo):
     run = cli.popen("run", "--backend", "local", "--name", "moved", "--prompt",
-                    "@write agent.txt agent\n@sleep 4\n@write late.txt late")  # fmt: skip
+                    f"@write agent.txt agent\n{GATE_WAIT}\n@write late.txt late")  # fmt: skip
     try:
         retry_until(lambda: "agent.txt" in cli("logs", "moved").stdout, timeout=30)
         wt = repo / ".worktrees" / "moved"
@@ -109,6 +110,7 @@ def test_a_branch_that_moved_during_the_run_is_refused_then_applied_on_request(c
         git(wt, "add", "mine.txt")
         git(wt, "-c", "user.name=U", "-c", "user.email=u@x", "commit", "-q", "-m",
             "user commit while the agent ran")  # fmt: skip
+        open_gate("moved")  # the agent goes on only once the user's commit is in
         out, err = run.communicate(timeout=90)
     finally:
         run.kill()
@@ -119,6 +121,11 @@ def test_a_branch_that_moved_during_the_run_is_refused_then_applied_on_request(c
         "user commit while the agent ran" in st["error"] and "sandboxrun apply moved" in st["error"]
     )
     assert "agent.txt" not in branch_files(repo, "sandboxrun/moved")
+    # the same rule as a lost run's checkpoint: the work is also kept on a side ref, named
+    ref = re.search(r"refs/sandboxrun/work/\S+", st["error"]).group(0)
+    assert "left as it is" in st["error"]
+    assert {"agent.txt", "late.txt"} <= branch_files(repo, ref)
+    assert "mine.txt" not in branch_files(repo, ref)
     proc = cli("apply", "moved")
     assert proc.returncode == 1 and "user commit while the agent ran" in proc.stderr
     git(wt, "reset", "-q", "--keep", "HEAD~1")

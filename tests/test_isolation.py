@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import sqlite3
 import uuid
 from pathlib import Path
@@ -137,16 +138,36 @@ def test_a_second_session_cannot_reach_the_first(cli, repo):
     assert git(repo, "show", "sandboxrun/first:mine.txt") == "first agent\n"
 
 
-def test_agent_cannot_read_or_write_the_users_home(cli, repo, user_home):
-    """~/.ssh, ~/.claude and the rest of $HOME (and /root) are invisible; writes go nowhere."""
+@pytest.fixture
+def account_home():
+    """The real home of the account running the tests (``/root`` as root), with a canary file
+    this test writes there (and removes): the agent must reach neither it nor the directory,
+    even though ``HOME`` points elsewhere. Nothing else of that home is read or written."""
+    home = Path(pwd.getpwuid(os.getuid()).pw_dir)
+    tag = uuid.uuid4().hex[:12]
+    canary = home / f".sandboxrun-test-canary-{tag}"
+    planted = home / f".sandboxrun-test-planted-{tag}"
+    canary.write_text(f"account-home-secret-{tag}\n")
+    try:
+        yield home, canary, planted
+    finally:
+        canary.unlink(missing_ok=True)
+        planted.unlink(missing_ok=True)
+
+
+def test_agent_cannot_read_or_write_the_users_home(cli, repo, user_home, account_home):
+    """~/.ssh, ~/.claude and the rest of $HOME (and the account's own home, e.g. /root) are
+    invisible; writes go nowhere."""
+    real_home, canary, planted = account_home
     attacks = (
         f"cat {user_home}/.ssh/id_ed25519 > stolen.txt 2>&1",
         f"cat {user_home}/.claude/settings.json >> stolen.txt 2>&1",
-        "cat ~/.ssh/* /root/.ssh/* /root/.bashrc >> stolen.txt 2>&1",
+        f"cat ~/.ssh/* {real_home}/.ssh/* {canary} >> stolen.txt 2>&1",
         "cat /etc/shadow /etc/gshadow >> stolen.txt 2>&1",
         f"echo pwned >> {user_home}/.bashrc",
         f"mkdir -p {user_home}/.config/autostart && echo pwned > {user_home}/.config/autostart/x",
-        "echo pwned >> /root/.bashrc",
+        f"echo pwned >> {planted}",
+        f"echo pwned >> {canary}",
         "echo $HOME > where.txt",
     )
     proc = run_hostile(cli, "home", *attacks)
@@ -154,10 +175,12 @@ def test_agent_cannot_read_or_write_the_users_home(cli, repo, user_home):
     assert_legit_work_collected(cli, repo, "home")
     stolen = git(repo, "show", "sandboxrun/home:stolen.txt")
     assert "ssh-secret" not in stolen and "claude-settings-secret" not in stolen, stolen
+    assert "account-home-secret" not in stolen, stolen
     assert "root:" not in stolen, stolen
     assert (user_home / ".bashrc").read_text() == "# the user's profile\n"
     assert not (user_home / ".config").exists()
-    assert "pwned" not in Path("/root/.bashrc").read_text(errors="replace")
+    assert not planted.exists()
+    assert "pwned" not in canary.read_text()
     # Its HOME is a private directory inside its sandbox.
     where = git(repo, "show", "sandboxrun/home:where.txt").strip()
     assert where.startswith(os.environ["SANDBOXRUN_HOME"]) and where.endswith("/home")

@@ -40,22 +40,32 @@ def test_table(status, driver, started, commits, patches, first):
     assert next_commands(f)[0] == first
 
 
+def test_a_lost_session_with_a_checkpoint_not_landed_points_at_attach():
+    """`status` never lands a lost run's checkpoint: it names `attach`, which does."""
+    f = facts("lost", has_patches=True, checkpoint_pending=True)
+    assert next_commands(f)[0] == "sandboxrun attach s1"
+    assert next_commands(facts("lost", has_patches=True))[0] == "sandboxrun download s1"
+
+
 @pytest.mark.parametrize(
-    ("status", "driver", "started", "commits", "patches"),
-    list(itertools.product(ALL, (False, True), (False, True), (False, True), (False, True))),
-)
+    ("status", "driver", "started", "commits", "patches", "pending"),
+    [(*p, pending) for p in itertools.product(ALL, (False, True), (False, True), (False, True),
+                                               (False, True))
+     for pending in ((False, True) if p[0] == "lost" and p[4] else (False,))],
+)  # fmt: skip
 def test_every_state_names_only_commands_that_work_there(status, driver, started, commits,
-                                                         patches):  # fmt: skip
+                                                         patches, pending):  # fmt: skip
     f = facts(status, driver_alive=driver, agent_started=started, has_commits=commits,
-              has_patches=patches)  # fmt: skip
+              has_patches=patches, checkpoint_pending=pending)  # fmt: skip
     commands = next_commands(f)
     assert commands, f
     ended = status in TERMINAL
     for c in commands:
         verb = c.split()[1] if c.startswith("sandboxrun ") else "git"
-        # attach: only an agent that started, not ended, with nobody driving it
+        # attach: an agent that started, not ended, with nobody driving it; or a lost
+        # session whose kept checkpoint is not landed yet
         if verb == "attach":
-            assert started and not driver and not ended
+            assert (started and not driver and not ended) or pending
         # kill and extend: only active sessions; extend only while the agent runs
         if verb == "kill":
             assert not ended

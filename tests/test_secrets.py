@@ -325,9 +325,14 @@ def test_reasons_name_the_rule_never_the_value() -> None:
 
 def test_this_repository_has_no_content_findings() -> None:
     """Zero false positives on real source: sandboxrun's own code, tests, docs and fixtures."""
-    files = subprocess.run(
-        ["git", "-C", str(ROOT), "ls-files", "-z"], capture_output=True, check=True
-    ).stdout.split(b"\0")
+    listed = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z"], capture_output=True)
+    # The corpus is what git tracks (a tree walk would scan .venv's third-party code). A copy
+    # whose .git belongs to another user (`cp -r` of a worktree) makes git refuse: say so.
+    assert listed.returncode == 0, (
+        f"git ls-files failed in {ROOT}: {listed.stderr.decode(errors='replace').strip()} "
+        "(run the suite from a git clone this user owns: docs/testing.md)"
+    )
+    files = listed.stdout.split(b"\0")
     hits = {}
     for raw in files:
         path = ROOT / raw.decode()

@@ -17,6 +17,7 @@ import typer
 
 from sandboxrun.cli import common
 from sandboxrun.errors import SandboxrunError
+from sandboxrun.faults import disk_fault
 
 app = typer.Typer(
     name="sandboxrun",
@@ -54,6 +55,7 @@ def _options(
 from sandboxrun.cli import (  # noqa: E402
     apply_cmd,
     coord_cmd,
+    dashboard_cmd,
     e2b_cmd,
     fanout_cmd,
     hidden_cmd,
@@ -82,6 +84,7 @@ coord_cmd.register(app)
 local_cmd.register(app)  # issue 10: tmux children (spawn, send, wait, ...)
 # coordination over MCP and HTTP (issue 11)
 mcp_cmd.register(app)
+dashboard_cmd.register(app)  # issue 13: the live view of every session
 
 
 def _configure_logging() -> None:
@@ -96,6 +99,8 @@ def _configure_logging() -> None:
 
     from sandboxrun.config import load_settings
 
+    # A log line that cannot be written (a full disk) is dropped, not printed as a traceback.
+    logging.raiseExceptions = False
     root = logging.getLogger()
     root.setLevel(logging.WARNING)
     logging.getLogger("sandboxrun").setLevel(logging.INFO)
@@ -124,3 +129,11 @@ def main() -> None:
     except SandboxrunError as exc:
         common.print_error(exc)
         sys.exit(exc.exit_code)
+    except OSError as exc:
+        # A disk that refused a write (full, read-only, a size limit) outside the database
+        # (an upload tarball, artifacts): one line with the next step, not a traceback.
+        fault = disk_fault(exc)
+        if fault is None:
+            raise
+        common.print_error(fault)
+        sys.exit(fault.exit_code)

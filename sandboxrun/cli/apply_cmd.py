@@ -15,8 +15,9 @@ APPLY_HELP = (
     "The work of every run is kept in the session's artifacts. This applies:\n\n"
     "\b\n"
     "- changes kept back at collection: a sensitive file (.claude/settings.json,\n"
-    "  a CI workflow, .sandboxrun.toml...) needs --allow-sensitive; read the\n"
-    "  kept patch first (the run and this command print its path);\n"
+    "  a CI workflow, .sandboxrun.toml...) needs --allow-sensitive; a file another\n"
+    "  live session holds an exclusive claim on needs --allow-claimed (or the claim\n"
+    "  to end); read the kept patch first (the run and this command print its path);\n"
     "- the whole collection when it could not be applied (the branch had\n"
     "  moved, a crash), once the branch is back where the run left it;\n"
     "- with --from DIR, a snapshot written by `sandboxrun download`.\n\n"
@@ -35,6 +36,11 @@ def register(app: typer.Typer) -> None:
         allow_sensitive: bool = typer.Option(
             False, "--allow-sensitive", help="Also apply kept-back changes to sensitive paths."
         ),
+        allow_claimed: bool = typer.Option(
+            False,
+            "--allow-claimed",
+            help="Also apply changes to files another live session holds an exclusive claim on.",
+        ),
         source: Path = typer.Option(
             None, "--from", help="Apply a snapshot written by `sandboxrun download` instead."
         ),
@@ -45,7 +51,14 @@ def register(app: typer.Typer) -> None:
         settings = settings_for(None)
         store = open_store(settings)
         s = store.resolve(session)
-        applied = apply_session(settings, store, s, allow_sensitive=allow_sensitive, source=source)
+        applied = apply_session(
+            settings,
+            store,
+            s,
+            allow_sensitive=allow_sensitive,
+            source=source,
+            allow_claimed=allow_claimed,
+        )
         refusal = refusal_text(applied.record, s.name)
         if json_out:
             print_json(

@@ -24,7 +24,9 @@ from sandboxrun.local import monitor as monitor_mod
 from sandboxrun.local import monitor_pid, transcript
 from sandboxrun.local import send as send_mod
 from sandboxrun.local import spawn as spawn_mod
+from sandboxrun.local import wait as wait_mod
 from sandboxrun.local.observe import state_of
+from sandboxrun.sandbox.prepare import read_task
 from sandboxrun.store import Session, SessionStore
 from sandboxrun.tmux import Tmux
 
@@ -76,12 +78,7 @@ def spawn_cmd(
 
     Example: sandboxrun spawn api --prompt "add a /health endpoint" --skip-permissions
     """
-    if prompt is not None and prompt_file is None:
-        task = prompt
-    elif prompt_file is not None and prompt is None:
-        task = prompt_file.read_text()
-    else:
-        raise UsageError("give the task with exactly one of --prompt or --prompt-file")
+    task = read_task(prompt, prompt_file)
     root = _root(repo)
     settings = settings_for(root)
     store = open_store(settings)
@@ -157,15 +154,8 @@ def wait_cmd(
     store = open_store(settings)
     tmux = Tmux()
     sessions = [_child(store, n) for n in names]
-    start = time.monotonic()
-    while True:
-        states = {s.name: state_of(tmux, store.get(s.id)) for s in sessions}
-        done = {n: st for n, st in states.items() if st.name in WAIT_CODES}
-        finished = bool(done) if any_ else len(done) == len(states)
-        timed_out = limit is not None and time.monotonic() - start > limit
-        if finished or timed_out:
-            break
-        time.sleep(0.25)
+    result = wait_mod.wait_for(store, tmux, sessions, any_=any_, timeout=limit)
+    states, done, finished = result.states, result.done, result.finished
     if json_out:
         print_json({n: st.to_dict() for n, st in states.items()})
     else:
@@ -261,13 +251,17 @@ def monitor_cmd(
     interval: str = typer.Option("5s", "--interval", help="Time between passes."),
     once: bool = typer.Option(False, "--once", help="One pass, print the states, exit."),
     daemon: bool = typer.Option(False, "--daemon", help="Run in the background."),
+    merge_interval: str = typer.Option(
+        "30s", "--merge-interval", help="Time between checks for merged children's branches."
+    ),
     show_status: bool = typer.Option(
         False, "--status", help="Say whether a monitor runs (exit 0) or not (exit 1)."
     ),
     stop: bool = typer.Option(False, "--stop", help="Stop the running monitor."),
     json_out: bool = typer.Option(False, "--json", help="With --status/--stop: print JSON."),
 ) -> None:
-    """Watch children: states, exits, stale turns; continue them after a usage limit resets.
+    """Watch children: states, exits, stale turns; continue them after a usage limit resets;
+    tell a child and the master (MERGED message) when its branch is merged into its base.
 
     One monitor per repository (--repo) or for every repository (no --repo), held by a
     locked pidfile under $SANDBOXRUN_HOME/monitor/: a second start says which one runs and
@@ -304,7 +298,8 @@ def monitor_cmd(
                 "See it with `sandboxrun monitor --status`; stop it with "
                 "`sandboxrun monitor --stop`.",
             )
-        argv = [sys.executable, "-m", "sandboxrun", "monitor", "--interval", interval]
+        argv = [sys.executable, "-m", "sandboxrun", "monitor", "--interval", interval,
+                "--merge-interval", merge_interval]  # fmt: skip
         if root:
             argv += ["--repo", str(root)]
         (settings.home / "logs").mkdir(parents=True, exist_ok=True)
@@ -314,7 +309,13 @@ def monitor_cmd(
         return
     store = open_store(settings)
     monitor_mod.setup_logging(settings.home)
-    mon = monitor_mod.Monitor(store, Tmux(), settings, repo=key)
+    mon = monitor_mod.Monitor(
+        store,
+        Tmux(),
+        settings,
+        repo=key,
+        merge_interval=parse_duration(merge_interval),
+    )
     if once:
         states = mon.tick()
         print_json({n: st.to_dict() for n, st in states.items()})

@@ -29,7 +29,12 @@ mcp_app = typer.Typer(
 def serve(
     ctx: typer.Context,
     http: bool = typer.Option(False, "--http", help="Serve streamable HTTP instead of stdio."),
-    port: int = typer.Option(8765, "--port", help="HTTP port (with --http)."),
+    port: int = typer.Option(
+        None,
+        "--port",
+        help="HTTP port (with --http). Default 8765; the master session binds $WEB_PORT "
+        "when set (only the master: its children inherit the variable).",
+    ),
     host: str = typer.Option(
         "127.0.0.1",
         "--host",
@@ -40,19 +45,27 @@ def serve(
     """Run the MCP server (stdio by default)."""
     if ctx.invoked_subcommand is not None:
         return
-    from sandboxrun.mcp.server import check_git, serve_http, serve_stdio
+    from sandboxrun.mcp.server import (
+        caller_is_master,
+        check_git,
+        http_port,
+        serve_http,
+        serve_stdio,
+    )
 
     check_git()
     if http:
+        from sandboxrun.mcp.common import Coord
+
+        coord = Coord()
+        port = http_port(port, os.environ.get("WEB_PORT"), caller_is_master(coord))
         if not 0 < port < 65536:
             raise UsageError(f"invalid port {port}", "Pass --port between 1 and 65535.")
-        from sandboxrun.config import load_settings
-
-        home = load_settings().home
+        home = coord.settings.home
         typer.echo(
             f"sandboxrun MCP at http://{host}:{port}/mcp (token: {home / 'http.token'})", err=True
         )
-        serve_http(host=host, port=port)
+        serve_http(host=host, port=port, coord=coord)
     else:
         serve_stdio()
 
@@ -99,8 +112,10 @@ def merges_watch(
     once: bool = typer.Option(False, "--once", help="Check once and exit."),
     json_out: bool = typer.Option(False, "--json", help="Print each merge as a JSON line."),
 ) -> None:
-    """Check every repository with subscriptions (notify_when_merged) for merges, every
-    --interval seconds; each merge is recorded and its subscriber gets a MERGED message."""
+    """Check for merges every --interval seconds: the branches of active local children
+    (their role and the master are told) and every notify_when_merged subscription; each
+    merge is recorded and its subscribers get a MERGED message. `sandboxrun monitor` does
+    the same beside its other work; this is for repositories without one."""
     import time
 
     from sandboxrun.cli.common import open_store, print_json_line
@@ -109,14 +124,14 @@ def merges_watch(
 
     if interval <= 0:
         raise UsageError("--interval must be positive", "Pass --interval 30, for example.")
-    store = open_store(load_settings())
+    settings = load_settings()
+    store = open_store(settings)
     while True:
-        for repo in merges.watched_repos(store.conn):
-            for event in merges.check_merges(store.conn, repo):
-                if json_out:
-                    print_json_line(event.to_dict())
-                else:
-                    console.print(f"merged: {event.branch} into {event.base} ({event.repo})")
+        for event in merges.monitor_pass(store.conn, None, pm_role=settings.pm_role):
+            if json_out:
+                print_json_line(event.to_dict())
+            else:
+                console.print(f"merged: {event.branch} into {event.base} ({event.repo})")
         if once:
             return
         time.sleep(interval)

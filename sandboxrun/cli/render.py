@@ -14,6 +14,8 @@ from sandboxrun.cli.common import Part, console, open_store, say, settings_for, 
 from sandboxrun.config import format_duration
 from sandboxrun.coord.local_sessions import local_fields
 from sandboxrun.errors import SandboxrunError
+from sandboxrun.sandbox.interrupted import describe as describe_interrupted
+from sandboxrun.sandbox.interrupted import interrupted
 from sandboxrun.store import SUCCESS, TERMINAL, Session, SessionStore, Status, owner_alive
 
 STATUS_FIELDS = (
@@ -59,11 +61,18 @@ def session_json(s: Session) -> dict[str, Any]:
         max(0.0, s.deadline - time.time()) if s.deadline and not s.is_terminal else None
     )
     data["isolated"] = isolation_label(s) == "yes"
+    # active on paper, but its start died before the agent ran (sandbox.interrupted)
+    data["interrupted"] = interrupted(s)
     if s.options.get("quota_resets_at"):
         data["quota_resets_at"] = s.options["quota_resets_at"]
     if s.mode == "local":  # hook-maintained: role, activity, heartbeat, presence
         data.update(local_fields(s.to_dict()))
     return data
+
+
+def display_status(s: Session) -> str:
+    """The status people see: the stored one, or ``interrupted`` for a start that died."""
+    return "interrupted" if interrupted(s) else str(s.status)
 
 
 def format_when(ts: float | None) -> str:
@@ -83,6 +92,7 @@ def status_style(status: str) -> str:
         Status.KILLED: "yellow",
         Status.TIMEOUT: "yellow",
         Status.WAITING_QUOTA: "yellow",
+        "interrupted": "red",
     }
     return styles.get(status, "")
 
@@ -90,7 +100,8 @@ def status_style(status: str) -> str:
 def print_one(s: Session) -> None:
     """Everything about one session, a field per line (`status SESSION`)."""
     d = session_json(s)
-    say((s.name, "bold"), f" ({s.id})  ", (s.status, status_style(s.status)))
+    shown = display_status(s)
+    say((s.name, "bold"), f" ({s.id})  ", (shown, status_style(shown)))
     rows = [
         (
             "backend",
@@ -121,6 +132,8 @@ def print_one(s: Session) -> None:
     ]
     if s.error:
         rows.append(("reason", s.error))
+    elif d["interrupted"]:
+        rows.append(("reason", describe_interrupted(s)))
     for key, value in rows:
         console.print(f"  {key:<14} {value}", highlight=False)
     if not s.is_terminal and not d["driver_alive"] and s.agent_pgid:
@@ -160,7 +173,10 @@ def print_status_table(sessions: list[Session], *, show_repo: bool = False) -> N
         # local sessions show what their hooks last said, e.g. running/idle
         (
             "STATUS",
-            [f"{s.status}/{s.activity}" if s.mode == "local" else s.status for s in sessions],
+            [
+                f"{s.status}/{s.activity}" if s.mode == "local" else display_status(s)
+                for s in sessions
+            ],  # fmt: skip
             "<",
         ),
         ("BRANCH", [s.branch or "-" for s in sessions], "<"),
@@ -184,7 +200,7 @@ def print_status_table(sessions: list[Session], *, show_repo: bool = False) -> N
         parts: list[Part] = []
         for col, ((_, values, al), w) in enumerate(zip(columns, widths, strict=True)):
             text = cell(values[i], w, al)
-            parts.append((text, status_style(s.status)) if col == 2 else text)
+            parts.append((text, status_style(display_status(s))) if col == 2 else text)
             parts.append("  ")
         line = styled(*parts[:-1])
         line.rstrip()

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from sandboxrun import gitops, process
 from sandboxrun.cli.common import (
     console,
     err_console,
@@ -22,9 +19,10 @@ from sandboxrun.cli.render import print_dry_run, print_summary, session_json
 from sandboxrun.cli.reporters import JsonReporter, LiveReporter
 from sandboxrun.config import Settings, parse_duration, parse_durations
 from sandboxrun.errors import UsageError
-from sandboxrun.sandbox.prepare import RunRequest, prepare_run, submodules_warning
+from sandboxrun.sandbox.prepare import RunRequest
 from sandboxrun.sandbox.reporting import Reporter
 from sandboxrun.sandbox.runner import RunDriver
+from sandboxrun.sandbox.start import start_run
 from sandboxrun.store import SUCCESS, Session, SessionStore
 
 RUN_HELP = """Run Claude Code on a prompt in a sandbox and commit its work on a new branch.
@@ -44,21 +42,6 @@ Examples:
 """
 
 
-def _changes_left_out(repo: Path) -> list[str]:
-    """Uncommitted paths a run from HEAD leaves out; untracked secrets (never uploaded with
-    or without --with-changes, per the deny-list) do not count."""
-    from sandboxrun.sync.secrets import name_reason
-
-    out = gitops.git(repo, "status", "--porcelain", "-z", "--untracked-files=all").stdout
-    paths = []
-    for entry in out.split("\0"):
-        code, path = entry[:2], entry[3:]
-        if not entry or (code == "??" and name_reason(path) is not None):
-            continue
-        paths.append(path)
-    return paths
-
-
 def _one(flag: str, values: list) -> Any:
     """The single value given for ``flag``, None if absent; two or more is a usage error."""
     if len(values) > 1:
@@ -68,18 +51,6 @@ def _one(flag: str, values: list) -> Any:
             "Put the whole task in one file (or one text), or start one run per task.",
         )
     return values[0] if values else None
-
-
-def spawn_detached(session: Session) -> int:
-    """Start ``sandboxrun _drive SESSION`` in its own session; returns its pid."""
-    from sandboxrun.config import load_settings
-
-    settings = load_settings(Path(session.repo) if session.repo else None)
-    log_dir = settings.session_artifacts(session.id)
-    log_dir.mkdir(parents=True, exist_ok=True)
-    return process.spawn_detached(
-        [sys.executable, "-m", "sandboxrun", "_drive", session.id], output=log_dir / "driver.log"
-    )
 
 
 def run(
@@ -136,10 +107,23 @@ def run(
         "--with-changes",
         help="Start from your uncommitted and untracked changes (committed first on the branch).",
     ),
+    include_submodules: bool = typer.Option(
+        False,
+        "--include-submodules",
+        help="Upload the submodules' files too, at the commits the base records (config: "
+        "include_submodules). Changes inside them come back as a patch per submodule, "
+        "not applied to the branch.",
+    ),
     allow_sensitive: bool = typer.Option(
         False,
         "--allow-sensitive",
         help="Accept agent changes to .claude/, .mcp.json, CI workflows and other sensitive paths.",
+    ),
+    allow_claimed: bool = typer.Option(
+        False,
+        "--allow-claimed",
+        help="Apply agent changes to files another live session holds an exclusive claim on "
+        "(held back by default, kept in refused.diff).",
     ),
     install_claude: bool = typer.Option(
         False,
@@ -169,6 +153,7 @@ def run(
         "max_turns": max_turns,
         "template": template,
         "compression": compression,
+        "include_submodules": True if include_submodules else None,  # else: the config's
     }
     settings = settings_for(repo, **flags)
     store = open_store(settings)
@@ -187,34 +172,15 @@ def run(
             "install_claude": install_claude,
             "update_claude": update_claude,
             "no_isolation": no_isolation,
+            "allow_claimed": allow_claimed,
         },
     )
-    session = prepare_run(settings, store, req)
-    if session.options.get("isolation_warning"):
-        say((f"! {session.options['isolation_warning']}", "yellow"), err=True)
-    if not with_changes and base == "HEAD" and _changes_left_out(Path(session.repo or repo)):
-        say(
-            (
-                "! the agent starts from your last commit; uncommitted changes in "
-                f"{session.repo} are not included (--with-changes includes them)",
-                "yellow",
-            ),
-            err=True,
-        )
-    if session.options.get("secrets_not_carried"):
-        say(
-            (
-                "! not carried into the branch (secrets deny-list): "
-                + ", ".join(session.options["secrets_not_carried"]),
-                "yellow",
-            ),
-            err=True,
-        )
-    if session.options.get("submodules"):
-        say(("! " + submodules_warning(session.options["submodules"]), "yellow"), err=True)
-    if detach:
-        pid = spawn_detached(session)
-        store.update(session.id, owner_pid=pid, owner_host=os.uname().nodename)
+    started = start_run(settings, store, req, detach=detach)
+    session = started.session
+    for note in started.notes:
+        say((f"! {note}", "yellow"), err=True)
+    if started.driver_pid is not None:
+        pid = started.driver_pid
         if json_out:
             print_json_line(
                 {

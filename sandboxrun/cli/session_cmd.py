@@ -15,6 +15,7 @@ from sandboxrun.cli.common import (
     open_store,
     print_json,
     print_json_line,
+    say,
     settings_for,
 )
 from sandboxrun.cli.render import (
@@ -43,6 +44,9 @@ def status(
     json_out: bool = typer.Option(False, "--json", help="Print JSON (a list of objects)."),
 ) -> None:
     """Show sessions: status, branch, age, time left, isolation, turns, cost.
+
+    A run whose process died before its agent started shows as `interrupted`
+    (`sandboxrun kill NAME` ends it).
 
     Without SESSION: the sessions of the repository you are in (all of them outside a
     repository); --all for every repository, --repo PATH for another one.
@@ -124,6 +128,8 @@ def logs(
     json_out: bool = typer.Option(False, "--json", help="Print stored events as JSON lines."),
 ) -> None:
     """Print a session's events (phases, agent actions, warnings), from any terminal."""
+    from sandboxrun.sandbox.interrupted import describe as describe_interrupted
+    from sandboxrun.sandbox.interrupted import interrupted, next_hint
     from sandboxrun.sandbox.sessions import reconcile
 
     settings = settings_for(None)
@@ -150,6 +156,10 @@ def logs(
         if not follow:
             return
         current = reconcile(settings, store, store.get(s.id))
+        if interrupted(current):  # its start died: nothing more will come
+            say((f"{current.name}: {describe_interrupted(current)}. ", "yellow"),
+                next_hint(current), err=True)  # fmt: skip
+            raise typer.Exit(1)
         if current.is_terminal:
             # one last pass for events written with the final status
             if not store.events(s.id, after_id=last, limit=1):
@@ -167,7 +177,11 @@ def kill(
     ),
     json_out: bool = typer.Option(False, "--json", help="Print the final session as JSON."),
 ) -> None:
-    """Stop a running session's agent, collect its work (unless --discard), tear down."""
+    """Stop a running session's agent, collect its work (unless --discard), tear down.
+
+    A run interrupted before its agent started is ended, and what its start left is removed:
+    its upload tarball, its sandbox, and its worktree and branch only if they hold no work.
+    """
     from sandboxrun.sandbox.sessions import kill_session
 
     settings = settings_for(None)
@@ -226,9 +240,20 @@ def download(
 
 def attach(
     session: str = typer.Argument(..., help="Session id, id prefix or name."),
+    allow_claimed: bool = typer.Option(
+        False,
+        "--allow-claimed",
+        help="When its work is applied now: also to files another session claimed.",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print events as JSON lines."),
 ) -> None:
-    """Reconnect to a run whose `run` process died and carry on following and collecting."""
+    """Reconnect to a run whose `run` process died and carry on following and collecting.
+
+    A run that died before its agent started has nothing to follow: attach ends it (failed)
+    and removes what its start left, as `kill` does.
+    For a run that ended `lost` (its sandbox gone while nobody followed it), lands its last
+    checkpoint: on its branch, or on a side ref when the branch moved (`status` never does).
+    """
     from sandboxrun.cli.reporters import JsonReporter, LiveReporter
     from sandboxrun.sandbox.sessions import attach_session
 
@@ -237,6 +262,9 @@ def attach(
     if _group_command("attach", store, session, settings=settings, json_out=json_out):
         return
     s = store.resolve(session)
+    if allow_claimed and not s.options.get("allow_claimed"):
+        store.update(s.id, options={**s.options, "allow_claimed": True})
+        s = store.get(s.id)
     if json_out:
         final = attach_session(settings, store, s, JsonReporter(s))
         print_json_line({"session": final.id, "kind": "end", **session_json(final)})
@@ -295,6 +323,8 @@ def cleanup(
 ) -> None:
     """Tear down sandboxes left by ended sessions of this repository (--all: every one).
 
+    Also removes upload tarballs (whole or partial) left by ended runs and by runs interrupted
+    before their agent started (those stay listed: `sandboxrun kill NAME` ends them).
     Never deletes a dirty worktree, an unmerged branch or uncommitted work.
 
     \b
@@ -355,6 +385,13 @@ def cleanup(
         console.print(
             f"  {left['name']} {'would be' if would else 'is'} forgotten; still on disk: "
             + "; ".join(where)
+        )
+    for path in report.files_removed:
+        console.print(f"  {'would remove' if would else 'removed'} {path}")
+    for name in report.interrupted:
+        console.print(
+            f"  {name} was interrupted before its agent started: `sandboxrun kill {name}` "
+            "ends it (and removes its worktree if it holds no work)"
         )
     for name in report.orphans:
         console.print(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -253,3 +254,79 @@ def list_claims(
     rows = conn.execute(f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY c.id", args).fetchall()
     found = [_claim(r, now, stale_after) for r in rows]
     return found if include_ended else [c for c in found if c.state == "live"]
+
+
+# -- sandbox results vs. claims ------------------------------------------------------------
+
+#: how a refusal for a claimed path starts (``sandboxrun apply --allow-claimed`` lets it through)
+CLAIMED_REASON = "claimed by another session"
+
+
+def held_back(
+    touched: Iterable[str],
+    live: Iterable[Claim],
+    *,
+    own_session: str | None,
+    allow_claimed: bool = False,
+) -> dict[str, str]:
+    """Which ``touched`` paths a sandbox result must hold back, with why (pure).
+
+    A path is held back when a live **exclusive** claim of another session covers it (the file
+    itself or a directory claim above it): landing the sandbox's version would overwrite work
+    that session announced it owns. Advisory claims, the run's own claims and claims that
+    ended, expired or lapsed hold nothing back; ``allow_claimed`` holds nothing back at all.
+    """
+    if allow_claimed:
+        return {}
+    by_path: dict[str, Claim] = {}
+    for c in live:
+        if c.mode == EXCLUSIVE and c.state == "live" and c.session_id != own_session:
+            by_path.setdefault(c.path, c)
+    if not by_path:
+        return {}
+    out: dict[str, str] = {}
+    for path in touched:
+        holder = next((by_path[p] for p in covering(path) if p in by_path), None)
+        if holder is not None:
+            what = "" if holder.path == path else f" (as part of {holder.path})"
+            out[path] = (
+                f"{CLAIMED_REASON}: {holder.holder} holds an exclusive claim{what}; "
+                "applied only with --allow-claimed"
+            )
+    return out
+
+
+def hold_back_check(
+    conn: sqlite3.Connection,
+    repo: str | None,
+    session_id: str,
+    *,
+    allow_claimed: bool = False,
+    stale_after: float = STALE_AFTER,
+    now: float | None = None,
+) -> Callable[[Iterable[str]], dict[str, str]] | None:
+    """The claims check a sandbox run's apply calls with the paths its result touches: the
+    live claims of ``repo`` are read once, now. None when nothing can be held back."""
+    if allow_claimed or not repo:
+        return None
+    live = [
+        c
+        for c in list_claims(conn, repo, now=now, stale_after=stale_after)
+        if c.mode == EXCLUSIVE and c.session_id != session_id
+    ]
+    if not live:
+        return None
+    return lambda touched: held_back(touched, live, own_session=session_id)
+
+
+def allow_flags(reasons: Iterable[str]) -> list[str]:
+    """The ``sandboxrun apply`` flags that let these kept-back refusals through (pure)."""
+    from sandboxrun.sync.patchcheck import SENSITIVE_REASON
+
+    found = list(reasons)
+    flags = []
+    if any(r.startswith(SENSITIVE_REASON) for r in found):
+        flags.append("--allow-sensitive")
+    if any(r.startswith(CLAIMED_REASON) for r in found):
+        flags.append("--allow-claimed")
+    return flags

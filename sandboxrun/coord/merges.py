@@ -20,6 +20,7 @@ from typing import Any
 from sandboxrun import gitops
 from sandboxrun.coord import messages
 from sandboxrun.errors import GitError, UsageError
+from sandboxrun.store import ACTIVE
 
 MERGED = "MERGED"
 
@@ -236,3 +237,66 @@ def rebase_preview(repo: str, branch: str, onto: str) -> dict[str, Any]:
         "clean": tree.returncode == 0,
         "conflicts": sorted(set(conflicts)),
     }
+
+
+def _open_subscription(conn: sqlite3.Connection, repo: str, branch: str, base: str,
+                       subscriber: str | None) -> bool:  # fmt: skip
+    return (
+        conn.execute(
+            "SELECT 1 FROM merge_subscriptions WHERE repo = ? AND branch = ? AND base = ? "
+            "AND subscriber IS ? AND notified_at IS NULL LIMIT 1",
+            (repo, branch, base, subscriber),
+        ).fetchone()
+        is not None
+    )
+
+
+def watch_children(
+    conn: sqlite3.Connection,
+    repo: str | None,
+    *,
+    pm_role: str | None,
+    now: float | None = None,
+) -> int:
+    """Subscribe to merges of every active local child's branch into its base, for the child
+    itself and for the master (``pm_role``), unless such a subscription is already open; the
+    number of new subscriptions.
+
+    A subscription ends with its notification, and the next one is made while the child
+    lives, so each later merge of the same branch is announced too; one made for a child that
+    has since ended stays open until its merge is seen (children are often merged after they
+    exit).
+    """
+    active = sorted(str(s) for s in ACTIVE)
+    sql = (
+        "SELECT repo, branch, base_ref, role FROM sessions WHERE mode = 'local' "
+        f"AND status IN ({', '.join('?' for _ in active)}) AND branch IS NOT NULL "
+        "AND base_ref IS NOT NULL AND base_ref != branch AND role IS NOT NULL"
+    )
+    args: list[Any] = [*active]
+    if repo is not None:
+        sql += " AND repo = ?"
+        args.append(repo)
+    made = 0
+    for child_repo, branch, base, role in conn.execute(sql, args).fetchall():
+        if base == "HEAD" or tip(child_repo, base) is None or tip(child_repo, branch) is None:
+            continue  # no branch to compare with (a detached base, a deleted branch)
+        for subscriber in dict.fromkeys((role, pm_role)):
+            if subscriber is None or _open_subscription(conn, child_repo, branch, base, subscriber):
+                continue
+            subscribe(conn, child_repo, branch, base, subscriber, now=now)
+            made += 1
+    return made
+
+
+def monitor_pass(
+    conn: sqlite3.Connection, repo: str | None, *, pm_role: str | None, now: float | None = None
+) -> list[MergeEvent]:
+    """What the tmux monitor runs every few seconds: subscribe children's branches
+    (:func:`watch_children`), then detect merges in every watched repository (``repo`` only,
+    when given); the new merge events (their subscribers got a MERGED message)."""
+    watch_children(conn, repo, pm_role=pm_role, now=now)
+    found: list[MergeEvent] = []
+    for watched in [repo] if repo is not None else watched_repos(conn):
+        found += check_merges(conn, watched, now=now)
+    return found

@@ -33,6 +33,29 @@ class Report:
         return asdict(self)
 
 
+def in_namespace(name: str, prefix: str) -> bool:
+    """Whether a reporter's ``name`` is one of this project's tmux sessions (pure): the
+    master ``{prefix}_master`` or a child ``{prefix}_child_<name>`` with a valid child name.
+
+    Reports from any other name are refused, so another project's agents (another prefix)
+    or an arbitrary caller holding the token cannot write into this project's reports.
+    """
+    from sandboxrun.local.identity import validate_role
+
+    if not prefix or not name:
+        return False
+    if name == f"{prefix}_master":
+        return True
+    child = name.removeprefix(f"{prefix}_child_")
+    if child == name:
+        return False
+    try:
+        validate_role(child)
+    except UsageError:
+        return False
+    return True
+
+
 def validate_state(state: str) -> str:
     """One of :data:`STATES`; UsageError naming them otherwise."""
     if state not in STATES:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from sandboxrun.agent import parse_limit_message
 from sandboxrun.config import Settings
+from sandboxrun.errors import SandboxrunError
 from sandboxrun.local import adopt as adopt_mod
 from sandboxrun.local import send as send_mod
 from sandboxrun.local.identity import find_checkout
@@ -130,6 +131,7 @@ class Monitor:
         grace: float = DEFAULT_GRACE,
         stale_after: float | None = None,
         margin: float = 2.0,
+        merge_interval: float = 30.0,
     ) -> None:
         self.store = store
         self.tmux = tmux
@@ -139,6 +141,9 @@ class Monitor:
         self.stale_after = stale_after if stale_after is not None else DEFAULT_STALE_AFTER
         self.margin = margin
         self.memory = PaneMemory()
+        #: seconds between merge checks of the children's branches (git calls: not every tick)
+        self.merge_interval = merge_interval
+        self._merges_checked: float | None = None
 
     def _last_state(self, session_id: str) -> str | None:
         row = self.store.conn.execute(
@@ -206,7 +211,24 @@ class Monitor:
             if state.name == "exited":
                 self._exited(session, facts.pane_exists)
             out[session.name] = state
+        self._merges(now)
         return out
+
+    def _merges(self, now: float) -> None:
+        """Every ``merge_interval`` seconds: detect merges of children's branches into their
+        base and send MERGED messages (``coord/merges.py``); a git failure only logs."""
+        if self._merges_checked is not None and now - self._merges_checked < self.merge_interval:
+            return
+        self._merges_checked = now
+        from sandboxrun.coord import merges
+
+        try:
+            found = merges.monitor_pass(self.store.conn, self.repo, pm_role=self.settings.pm_role)
+        except SandboxrunError as exc:
+            log.warning("merge check failed: %s", exc.message)
+            return
+        for event in found:
+            log.info("merged: %s into %s (%s)", event.branch, event.base, event.repo)
 
     def _exited(self, session: Session, pane_exists: bool) -> None:
         """claude is gone: end the row (the hook's SessionEnd may never have run)."""

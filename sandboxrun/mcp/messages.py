@@ -12,6 +12,7 @@ from fastmcp import FastMCP
 
 from sandboxrun.coord import messages, presence
 from sandboxrun.errors import SessionNotFoundError, UsageError
+from sandboxrun.mcp import workers
 from sandboxrun.mcp.common import Coord, tool
 from sandboxrun.mcp.presence import own_role
 
@@ -70,13 +71,14 @@ def register(mcp: FastMCP, coord: Coord) -> None:
 
     @tool(mcp)
     def send_message(
-        to: str, body: str, type: str = "MESSAGE", repo: str | None = None
+        to: str, body: str, type: str = "MESSAGE", repo: str | None = None, wake: bool = False
     ) -> dict[str, Any]:
         """Send a message to a role, a session (id or name) or everyone present ('all').
 
         `type` is an upper-case word saying what it is (MESSAGE, QUESTION, HANDOFF,
         STATUS_UPDATE...). A running local session sees it in its context at its next prompt
-        or tool call, as "Session '<you>' says: <body>".
+        or tool call, as "Session '<you>' says: <body>". wake=true also wakes recipients that
+        are idle workers (tmux children) by typing a short prompt, so they read it now.
         """
         if not body.strip():
             raise UsageError("the message body is empty", "Pass the text to send as body.")
@@ -99,7 +101,11 @@ def register(mcp: FastMCP, coord: Coord) -> None:
                         body={"text": body},
                     )
                 )
-        return {"sent": len(ids), "ids": ids, "to": roles, "type": type, "from": sender}
+        out: dict[str, Any] = {"sent": len(ids), "ids": ids, "to": roles, "type": type,
+                               "from": sender}  # fmt: skip
+        if wake:
+            out["woken"] = [w for role in roles for w in workers.wake(coord, root, role, sender)]
+        return out
 
     @tool(mcp)
     def check_messages(

@@ -1,42 +1,25 @@
 """Sandbox-run tools: start a run in the background, read its log, kill, download, extend.
 
-The same services the CLI uses: ``prepare_run`` makes the worktree, branch and session, then the
-detached driver (``sandboxrun _drive SESSION``, what ``run --detach`` starts) carries it to its
-end, so the tool returns at once and the run outlives the MCP server.
+The same services the CLI uses: ``start_run`` (what ``run --detach`` calls) makes the worktree,
+branch and session, then its detached driver (``sandboxrun _drive SESSION``) carries the run to
+its end, so the tool returns at once and the run outlives the MCP server.
 """
 
 from __future__ import annotations
 
-import os
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from fastmcp import FastMCP
 
-from sandboxrun import process
-from sandboxrun.config import Settings, load_settings, parse_duration
+from sandboxrun.config import load_settings, parse_duration
 from sandboxrun.errors import UsageError
 from sandboxrun.mcp.common import Coord, compact, tool
-from sandboxrun.sandbox.prepare import RunRequest, prepare_run
+from sandboxrun.sandbox.prepare import RunRequest
 from sandboxrun.sandbox.sessions import download_session, extend_session, kill_session
-from sandboxrun.store import Session, SessionStore
-
-
-def start_detached(settings: Settings, store: SessionStore, session: Session) -> int:
-    """Start the background driver of ``session`` (as ``run --detach`` does); its pid."""
-    log_dir = settings.session_artifacts(session.id)
-    log_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    env["SANDBOXRUN_HOME"] = str(settings.home)  # the driver must find this very database
-    pid = process.spawn_detached(
-        [sys.executable, "-m", "sandboxrun", "_drive", session.id],
-        env=env,
-        output=log_dir / "driver.log",
-    )
-    store.update(session.id, owner_pid=pid, owner_host=os.uname().nodename)
-    return pid
+from sandboxrun.sandbox.start import start_run
+from sandboxrun.store import Session
 
 
 def _sandbox_session(coord: Coord, ref: str) -> Session:
@@ -62,21 +45,25 @@ def register(mcp: FastMCP, coord: Coord) -> None:
         base: str = "HEAD",
         repo: str | None = None,
         dry_run: bool = False,
+        include_submodules: bool | None = None,
     ) -> dict[str, Any]:
         """Start a Claude Code agent in a sandbox on its own branch, in the background.
 
         Give the task as `prompt` text or a `plan_file` path (exactly one). backend: 'e2b'
         (default when E2B_API_KEY is set) or 'local'; timeout like '20m' or '1h'; base: the
-        branch or commit to start from. Returns the session at once; follow it with
+        branch or commit to start from. Returns the session at once, with `notes` (what the run
+        leaves out: uncommitted changes, secrets, submodules); follow it with
         sandbox_logs, stop it with kill_sandbox. dry_run makes the whole round trip without
-        the agent (no API key needed).
+        the agent (no API key needed). include_submodules uploads the submodules' files
+        too (default: the repository's config); changes inside them come back as patches.
         """
         root = Path(coord.repo(repo))
         # The repository's own config applies (as for `sandboxrun run --repo`), in this
         # server's home (the database every tool reads).
         settings = replace(
             load_settings(root, env=coord.env).with_overrides(
-                timeout=parse_duration(timeout) if timeout else None
+                timeout=parse_duration(timeout) if timeout else None,
+                include_submodules=include_submodules,
             ),
             home=coord.settings.home,
         )
@@ -84,7 +71,7 @@ def register(mcp: FastMCP, coord: Coord) -> None:
         if plan is not None and not plan.is_absolute():
             plan = (coord.cwd / plan).resolve()
         store = coord.store
-        session = prepare_run(
+        started = start_run(
             settings,
             store,
             RunRequest(
@@ -96,9 +83,13 @@ def register(mcp: FastMCP, coord: Coord) -> None:
                 backend=backend,
                 dry_run=dry_run,
             ),
+            detach=True,
         )
-        pid = start_detached(settings, store, session)
-        return {**compact(store.get(session.id)), "driver_pid": pid}
+        return {
+            **compact(store.get(started.session.id)),
+            "driver_pid": started.driver_pid,
+            "notes": started.notes,
+        }
 
     @tool(mcp, read_only=True, idempotent=True)
     def sandbox_logs(

@@ -16,7 +16,7 @@ from typing import Any
 from fastmcp import FastMCP
 
 from sandboxrun.errors import ProgramNotFoundError
-from sandboxrun.mcp import claims, merges, messages, presence, sandbox, sessions
+from sandboxrun.mcp import claims, merges, messages, presence, sandbox, sessions, workers
 from sandboxrun.mcp.common import Coord
 
 NAME = "sandboxrun"
@@ -25,9 +25,31 @@ sandboxrun tracks every Claude Code session working on a repository, local and i
 sandboxes. Start with get_my_session (who am I, who else is working). Before editing files
 another session may touch, claim_files them; check_conflicts tells who holds what. Talk to
 other sessions with send_message; read yours with check_messages. Start background work in a
-sandbox with run_in_sandbox and follow it with sandbox_logs."""
+sandbox with run_in_sandbox and follow it with sandbox_logs. Run a team of local Claude Code
+workers with spawn_workers, message_workers, wait_idle_workers and read_worker_logs."""
 
-DOMAINS = (sessions, presence, messages, claims, sandbox, merges)
+DOMAINS = (sessions, presence, messages, claims, sandbox, merges, workers)
+
+
+#: the HTTP port when neither --port nor (for the master) WEB_PORT says otherwise
+DEFAULT_PORT = 8765
+
+
+def http_port(flag: int | None, web_port: str | None, is_master: bool) -> int:
+    """The port ``mcp --http`` binds (pure): ``--port``; else ``WEB_PORT`` when this is the
+    master session (the one web service of a project: children inherit the variable and must
+    not take its port); else :data:`DEFAULT_PORT`."""
+    if flag is not None:
+        return flag
+    if is_master and web_port and web_port.strip().isdigit():
+        return int(web_port)
+    return DEFAULT_PORT
+
+
+def caller_is_master(coord: Coord) -> bool:
+    """Whether the session running this server is a master (``sandboxrun master start``)."""
+    me = coord.me()
+    return bool(me is not None and me.options.get("master"))
 
 
 def check_git() -> None:

@@ -27,17 +27,21 @@ import os
 import shutil
 import signal
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sandboxrun.coord import claims
 from sandboxrun.errors import GitError
 from sandboxrun.process import Result, run, run_bytes
 from sandboxrun.sync.replay import (
     GIT_OPTS as _GIT_OPTS,
 )
 from sandboxrun.sync.replay import (
+    LEFTOVER_MESSAGE,
     MANIFEST,
+    SUBMODULE_REASON,
     Plan,
     Quarantine,
     build_plan,
@@ -82,6 +86,7 @@ def plan_record(plan: Plan) -> dict[str, Any]:
         "files_changed": plan.files_changed,
         "insertions": plan.insertions,
         "deletions": plan.deletions,
+        "submodule_patches": plan.submodule_patches,
     }
 
 
@@ -353,8 +358,11 @@ def apply_collected(
     allow_sensitive: bool = False,
     only_paths: set[str] | None = None,
     committer: tuple[str, str] | None = None,
+    held: Callable[[Iterable[str]], Mapping[str, str]] | None = None,
+    leftover_message: str = LEFTOVER_MESSAGE,
 ) -> Applied:
-    """Check, rebuild and land the collection in ``directory`` on ``branch`` (at ``expected``)."""
+    """Check, rebuild and land the collection in ``directory`` on ``branch`` (at ``expected``);
+    ``held`` holds back claimed paths (see :func:`~sandboxrun.sync.replay.build_plan`)."""
     worktree, directory = Path(worktree), Path(directory)
     record = finish_pending(worktree, directory)
     if record is not None:
@@ -363,7 +371,8 @@ def apply_collected(
     t0 = time.monotonic()
     plan = build_plan(worktree, directory, expected, allow_sensitive=allow_sensitive,
                       only_paths=only_paths, extra_sensitive=hooks_path_pattern(worktree),
-                      committer=committer)  # fmt: skip
+                      committer=committer, held=held,
+                      leftover_message=leftover_message)  # fmt: skip
     seconds = {"build": time.monotonic() - t0}
     if plan.new != plan.old:
         seconds.update(land(worktree, branch, plan, directory))
@@ -384,10 +393,18 @@ def refusal_text(record: dict[str, Any], session_name: str) -> tuple[str, str] |
     message = (f"Kept back the agent's changes to {len(paths)} path(s):\n"
                + "\n".join(lines))  # fmt: skip
     if record.get("kept_patch"):
+        flags = " ".join(claims.allow_flags([r for _, r in refused]))
         hint = (f"Everything else was applied. Review {record['kept_patch']}, then apply it with "
-                f"`sandboxrun apply {session_name} --allow-sensitive` (no rerun needed).")  # fmt: skip
+                f"`sandboxrun apply {session_name} {flags}` (no rerun needed).")  # fmt: skip
+    elif all(r.startswith(SUBMODULE_REASON) for _, r in refused):
+        hint = "Everything else was applied."
     else:
         hint = "Everything else was applied; these changes are never allowed."
+    subs = record.get("submodule_patches") or {}
+    if subs:
+        hint += (" Changes inside a submodule are never applied to this branch; apply each patch "
+                 "in its submodule (from the repository's top): " + "; ".join(
+                     f"git -C {_q(sub)} apply {_q(f)}" for sub, f in subs.items()))  # fmt: skip
     return message, hint
 
 
@@ -405,12 +422,14 @@ def apply_session(
     *,
     allow_sensitive: bool = False,
     source: Path | None = None,
+    allow_claimed: bool = False,
 ) -> Applied:
     """``sandboxrun apply``: land a session's kept work on its branch without rerunning it.
 
     Applies whatever is not on the branch yet: the whole collection when it was never applied
     (the branch had moved, a crash, a snapshot from ``download``), else the changes kept back
-    at collection (sensitive paths need ``allow_sensitive``). Updates the session's record.
+    at collection (sensitive paths need ``allow_sensitive``; files another live session holds
+    an exclusive claim on need ``allow_claimed`` while the claim lasts). Updates the record.
     """
     from sandboxrun.errors import UsageError
     from sandboxrun.store import Status
@@ -445,8 +464,10 @@ def apply_session(
         if not outstanding:
             return Applied(record={"commits": [], "refused": []})
         only = {p for p, _ in outstanding}
+    held = claims.hold_back_check(store.conn, session.repo, session.id,
+                                  allow_claimed=allow_claimed, stale_after=settings.stale_after)  # fmt: skip
     applied = apply_collected(worktree, session.branch, directory, expected,
-                              allow_sensitive=allow_sensitive, only_paths=only)  # fmt: skip
+                              allow_sensitive=allow_sensitive, only_paths=only, held=held)  # fmt: skip
     record = applied.record
     if directory == artifacts:
         history = [c for batch in load_state(directory).get("history") or [] for c in batch]
@@ -468,3 +489,30 @@ def apply_session(
             error=f"{text[0]}\n{text[1]}" if text else state.get("intended_error"),
         )
     return applied
+
+
+def keep_on_ref(
+    worktree: Path,
+    directory: Path,
+    expected: str,
+    ref: str,
+    *,
+    allow_sensitive: bool = False,
+    leftover_message: str = LEFTOVER_MESSAGE,
+) -> Plan | None:
+    """Keep the collection in ``directory`` on ``ref``, built on ``expected``; no branch moves.
+
+    For work whose branch cannot take it (the user moved it): checked and rebuilt exactly as
+    :func:`apply_collected` would, its objects copied into the repository, and ``ref`` (a name
+    of ours, never a branch) pointed at the result. The worktree, its index and every branch
+    stay as they are. Returns the plan, or None when there was nothing to keep.
+    """
+    worktree, directory = Path(worktree), Path(directory)
+    plan = build_plan(worktree, directory, expected, allow_sensitive=allow_sensitive,
+                      extra_sensitive=hooks_path_pattern(worktree),
+                      leftover_message=leftover_message)  # fmt: skip
+    if plan.new == plan.old:
+        return None
+    _move_objects(Quarantine(worktree, directory), plan.old, plan.new)
+    _git(worktree, "update-ref", "-m", "sandboxrun: work kept beside its branch", ref, plan.new)
+    return plan

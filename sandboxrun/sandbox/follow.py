@@ -19,15 +19,10 @@ from sandboxrun.config import Settings, format_duration
 from sandboxrun.errors import BackendError, SandboxLostError
 from sandboxrun.redact import Redactor
 from sandboxrun.sandbox.agentproc import AgentProcess
-from sandboxrun.sandbox.checkpoint import (
-    Run,
-    begin_stop,
-    read_checkpoint,
-    stop_plan,
-    take_checkpoint,
-)
+from sandboxrun.sandbox.checkpoint import read_checkpoint, take_checkpoint
 from sandboxrun.sandbox.deadline import collection_seconds
 from sandboxrun.sandbox.journal import Journal
+from sandboxrun.sandbox.lifetime import Run, begin_stop, stop_plan
 from sandboxrun.sandbox.reporting import time_limit_message
 
 log = logging.getLogger(__name__)
@@ -241,7 +236,7 @@ class _Checkpoints:
         self.commit_tools: set[str] = set()
         self.committed = False
         info = read_checkpoint(run.artifacts) or {}
-        self.known = int(info.get("leftover_bytes", 0))
+        self.known = int(info.get("kept_bytes", 0))
 
     def watch(self, event: AgentEvent) -> None:
         """Note a finished `git commit` of the agent's: its work is worth a checkpoint."""
@@ -265,5 +260,4 @@ class _Checkpoints:
             return
         info = take_checkpoint(self.run)
         if info is not None:
-            mbox = self.run.artifacts / "commits.mbox"
-            self.known = int(info["leftover_bytes"]) + (mbox.stat().st_size if mbox.exists() else 0)
+            self.known = int(info.get("kept_bytes", 0))

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from sandboxrun import testhold
 from sandboxrun.sandbox.reporting import NullReporter, Reporter
 from sandboxrun.store import Session, SessionStore, Status
 
@@ -43,6 +44,7 @@ class Journal:
         self.store.set_status(self.session_id, status)
         self.event("phase", {"phase": status, "detail": detail})
         self.reporter.phase(status, detail)
+        testhold.hold(str(status))  # tests kill a run at each phase of its start
 
     def end(self, status: Status, **fields: Any) -> bool:
         """Record how the session ended, unless another process already did (then False)."""

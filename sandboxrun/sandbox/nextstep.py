@@ -1,9 +1,9 @@
 """What a person can do next with a session, by state: one table, used by every hint.
 
 Each row names only commands that work in that state (``attach`` needs an agent that started
-and no live driver; ``download`` needs a live sandbox or saved patches; ``extend`` needs a
-running agent), so no message sends anyone to a command that will refuse. Pure: callers pass
-what they know about the session.
+and no live driver, or a lost session whose last checkpoint is not landed yet; ``download``
+needs a live sandbox or saved work; ``extend`` needs a running agent), so no message sends
+anyone to a command that will refuse. Pure: callers pass what they know about the session.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ class SessionFacts:
     has_patches: bool  # patches are saved in the artifacts (a checkpoint or a collection)
     branch: str = ""
     repo: str = ""
+    #: lost, with its last checkpoint kept but not landed yet (``attach`` lands it)
+    checkpoint_pending: bool = False
 
 
 def next_commands(f: SessionFacts) -> list[str]:
@@ -47,6 +49,8 @@ def next_commands(f: SessionFacts) -> list[str]:
         return [f"sandboxrun kill {n}"]
     # ended (waiting_quota is set when a run ends on a usage limit)
     steps = []
+    if f.checkpoint_pending:
+        steps.append(f"sandboxrun attach {n}")
     if f.has_commits and f.branch:
         steps.append(f"git -C {f.repo or '.'} log --stat {f.branch}")
     if f.has_patches and not f.has_commits:

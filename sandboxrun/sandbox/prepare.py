@@ -17,6 +17,7 @@ from typing import Any
 from sandboxrun import gitops, process
 from sandboxrun.config import Settings
 from sandboxrun.errors import AgentError, NameInUseError, SandboxrunError, UsageError
+from sandboxrun.sandbox import submodules
 from sandboxrun.sandbox.backends import Backend, get_backend
 from sandboxrun.store import Session, SessionStore
 from sandboxrun.sync.secrets import secret_paths
@@ -65,34 +66,43 @@ def choose_backend(settings: Settings, requested: str | None) -> str:
     )
 
 
-def read_prompt(req: RunRequest) -> str:
-    """The task text from ``--prompt`` or ``--prompt-file``, checked; raises UsageError."""
-    if (req.prompt is None) == (req.prompt_file is None):
+def read_task(prompt: str | None, prompt_file: Path | None, *, allow_empty: bool = False) -> str:
+    """The task text from ``--prompt`` or ``--prompt-file`` (exactly one), checked.
+
+    The one reading of a task for every way of starting an agent (``run``, ``spawn``, the MCP
+    tool): a missing file, a directory or an empty task is a :class:`UsageError` naming it.
+    """
+    if (prompt is None) == (prompt_file is None):
         raise UsageError(
             "give exactly one of --prompt or --prompt-file",
-            "e.g. sandboxrun run --prompt-file PLAN.md",
+            'e.g. --prompt-file PLAN.md, or --prompt "fix the failing test"',
         )
-    if req.prompt_file is None:
-        prompt = req.prompt or ""
+    if prompt_file is None:
+        text = prompt or ""
         empty_hint = 'Say what the agent should do: --prompt "fix the failing test".'
     else:
-        path = req.prompt_file.expanduser()
+        path = prompt_file.expanduser()
         if path.is_dir():
             raise UsageError(
-                f"prompt file {req.prompt_file} is a directory",
+                f"prompt file {prompt_file} is a directory",
                 "Give the file with the task in it, e.g. --prompt-file plans/PLAN.md.",
             )
         if not path.is_file():
             raise UsageError(
-                f"prompt file {req.prompt_file} does not exist",
+                f"prompt file {prompt_file} does not exist",
                 "Check the path, or pass the text with --prompt.",
             )
-        prompt = path.read_text(encoding="utf-8", errors="replace")
-        empty_hint = f"Write the task into {req.prompt_file}."
-    if not prompt.strip() and not req.dry_run:
-        where = "--prompt" if req.prompt_file is None else f"prompt file {req.prompt_file}"
+        text = path.read_text(encoding="utf-8", errors="replace")
+        empty_hint = f"Write the task into {prompt_file}."
+    if not text.strip() and not allow_empty:
+        where = "--prompt" if prompt_file is None else f"prompt file {prompt_file}"
         raise UsageError(f"the prompt is empty ({where})", empty_hint)
-    return prompt
+    return text
+
+
+def read_prompt(req: RunRequest) -> str:
+    """The run's task (:func:`read_task`); a dry run may have none."""
+    return read_task(req.prompt, req.prompt_file, allow_empty=req.dry_run)
 
 
 def check_agent_can_start(
@@ -167,23 +177,12 @@ def claude_login_state(claude_bin: str) -> bool | None:
 
 def submodule_paths(repo: Path, commit: str) -> list[str]:
     """Paths of the submodules (gitlinks) in ``commit``'s tree."""
-    out = gitops.git(repo, "ls-tree", "-r", "-z", "--full-tree", commit).stdout
-    paths = []
-    for entry in out.split("\0"):
-        meta, _, path = entry.partition("\t")
-        if meta.startswith("160000 "):
-            paths.append(path)
-    return paths
+    return [path for path, _ in submodules.submodule_entries(repo, commit)]
 
 
 def submodules_warning(paths: list[str]) -> str:
-    """What a run on a repository with submodules does not take along, and why it matters."""
-    shown = ", ".join(paths[:5]) + (f" (+{len(paths) - 5} more)" if len(paths) > 5 else "")
-    return (
-        f"this repository has {len(paths)} submodule(s) ({shown}); their contents are not "
-        "uploaded, so the agent sees them as empty directories and cannot change them. "
-        "Run the agent on a submodule's own repository to work inside it."
-    )
+    """What a run on a repository with submodules does not take along, and how to take it."""
+    return submodules.left_out_note(paths)
 
 
 def prepare_run(settings: Settings, store: SessionStore, req: RunRequest) -> Session:
@@ -230,14 +229,19 @@ def prepare_run(settings: Settings, store: SessionStore, req: RunRequest) -> Ses
             f"a session named {name!r} already exists",
             f"Pick another --name, or look at it with `sandboxrun status {name}`.",
         )
+    subs = submodules.submodule_entries(repo, base_commit)
+    included = subs if settings.include_submodules else []
+    submodules.check_available(repo, included)
     gitops.ensure_excluded(repo, f"/{settings.worktree_dir}/")
     gitops.create_worktree(repo, worktree, branch, base_commit)
     try:
+        submodules.materialize(repo, worktree, included)
         carried_secrets: list[str] = []
         if req.with_changes:
             _, carried_secrets = gitops.carry_changes(requested_root, worktree, secret_paths)
         options = {
-            "submodules": submodule_paths(repo, base_commit),
+            "submodules": [path for path, _ in subs],
+            "included_submodules": [path for path, _ in included],
             "keep": req.keep,
             "dry_run": req.dry_run,
             "allow_sensitive": req.allow_sensitive,
@@ -270,9 +274,9 @@ def prepare_run(settings: Settings, store: SessionStore, req: RunRequest) -> Ses
             isolated=backend.confines_agent,
         )
         if options["submodules"]:
-            store.add_event(
-                session.id, "warning", {"message": submodules_warning(options["submodules"])}
-            )
+            paths = options["submodules"]
+            note = submodules.included_note(paths) if included else submodules_warning(paths)
+            store.add_event(session.id, "warning", {"message": note})
     except BaseException:
         # Leave nothing half-made: the worktree and branch are ours and hold no user work.
         gitops.remove_worktree(repo, worktree, branch, delete_branch=True, force=True)

@@ -18,11 +18,13 @@ from sandboxrun.config import (
     format_duration,
 )
 from sandboxrun.errors import AgentError, BackendError, UsageError
+from sandboxrun.faults import disk_fault
 from sandboxrun.sandbox.agentproc import AgentFiles, AgentProcess
 from sandboxrun.sandbox.backends.base import Backend, Sandbox, control_dir
-from sandboxrun.sandbox.checkpoint import Run, start_clock
-from sandboxrun.sandbox.collect import record_branch_head, save_baseline
+from sandboxrun.sandbox.collect import record_branch_head
+from sandboxrun.sandbox.gitpack import save_baseline
 from sandboxrun.sandbox.journal import Journal, PhaseTimes
+from sandboxrun.sandbox.lifetime import Run, start_clock
 from sandboxrun.store import Session, Status
 from sandboxrun.sync.pack import SUFFIXES, PackResult
 
@@ -93,13 +95,20 @@ class Provisioner:
         compression = session.options.get("compression", self.settings.compression)
         tarball = self.artifacts / f"upload{SUFFIXES[compression]}"
         with self.times.measure("pack"):
-            result = pack_worktree(
-                Path(session.worktree),
-                tarball,
-                compression=compression,
-                # contents found clean by the secrets check are not scanned again next time
-                scan_cache=self.settings.home / "cache" / "clean-contents",
-            )
+            try:
+                result = pack_worktree(
+                    Path(session.worktree),
+                    tarball,
+                    compression=compression,
+                    submodules=session.options.get("included_submodules") or (),
+                    # contents found clean by the secrets check are not scanned again next time
+                    scan_cache=self.settings.home / "cache" / "clean-contents",
+                )
+            except OSError as exc:  # a full disk names the upload, not "a file"
+                fault = disk_fault(exc, tarball)
+                if fault is None:
+                    raise
+                raise fault from exc
         sel = result.selection
         self.journal.event(
             "pack",

@@ -17,24 +17,24 @@ import logging
 import os
 import time
 
+from sandboxrun import testhold
 from sandboxrun.agent import AgentEvent, AgentProgress
 from sandboxrun.config import Settings
 from sandboxrun.errors import BackendError, SandboxLostError, SandboxrunError, UsageError
+from sandboxrun.faults import disk_fault
 from sandboxrun.sandbox.agentproc import AgentProcess
 from sandboxrun.sandbox.apply import has_collection
 from sandboxrun.sandbox.backends import get_backend
 from sandboxrun.sandbox.backends.base import Backend, Sandbox
-from sandboxrun.sandbox.checkpoint import CollectionIncomplete, Run, begin_stop, mark_lost
-from sandboxrun.sandbox.collect import (
-    apply_and_record,
-    collect_patches,
-    finish_with_patches,
-    save_artifacts,
-)
+from sandboxrun.sandbox.checkpoint import mark_lost
+from sandboxrun.sandbox.collect import apply_and_record, finish_with_patches
 from sandboxrun.sandbox.follow import FollowOutcome, follow_agent
+from sandboxrun.sandbox.gitpack import collect_patches, save_artifacts
 from sandboxrun.sandbox.journal import Journal, PhaseTimes
+from sandboxrun.sandbox.lifetime import Run, begin_stop
 from sandboxrun.sandbox.provision import Provisioner
 from sandboxrun.sandbox.reporting import Reporter
+from sandboxrun.sandbox.transfer import CollectionIncomplete
 from sandboxrun.store import Session, SessionStore, Status
 from sandboxrun.sync.pack import PackResult
 
@@ -95,6 +95,7 @@ class RunDriver:
                 self.journal.event("timings", self.times.rounded())
 
     def _execute(self) -> Session:
+        testhold.hold("created")  # tests kill a run here: the row exists, nothing else yet
         self._claim()
         prov = Provisioner(self.settings, self.backend, self.journal, self.artifacts, self.times)
         try:
@@ -102,6 +103,7 @@ class RunDriver:
             try:
                 self._check_kill_before_agent()
                 self.sandbox = prov.create_sandbox(self._refresh())
+                testhold.hold("sandbox-created")
                 prov.upload(self.sandbox, packed)
             finally:
                 # Never leave a partial or used upload behind (failed, killed or done).
@@ -118,7 +120,7 @@ class RunDriver:
         except SandboxLostError as exc:
             if self.sandbox is not None and has_collection(self.artifacts):
                 return self._finish_from_snapshot(exc)
-            mark_lost(self.journal.store, self._refresh(), self.artifacts, exc.message)
+            mark_lost(self.journal.store, self._refresh(), self.artifacts, exc.message, land=True)
             raise
         except CollectionIncomplete:
             raise  # the session stays `collecting`, its sandbox alive: `attach` finishes it
@@ -138,6 +140,13 @@ class RunDriver:
         except SandboxrunError as exc:
             self._fail(exc.message)
             raise
+        except OSError as exc:
+            fault = disk_fault(exc)  # a full or read-only disk (an upload tarball, artifacts)
+            if fault is None:
+                self._fail(f"unexpected error: {type(exc).__name__}: {exc}")
+                raise
+            self._fail(fault.message)
+            raise fault from exc
         except Exception as exc:
             self._fail(f"unexpected error: {type(exc).__name__}: {exc}")
             raise
@@ -178,7 +187,7 @@ class RunDriver:
         except SandboxLostError as exc:
             if has_collection(self.artifacts):
                 return self._finish_from_snapshot(exc)
-            mark_lost(self.journal.store, self._refresh(), self.artifacts, exc.message)
+            mark_lost(self.journal.store, self._refresh(), self.artifacts, exc.message, land=True)
             raise
         try:
             self.agent = AgentProcess(self.sandbox, s.agent_pgid)
@@ -189,7 +198,7 @@ class RunDriver:
         except SandboxLostError as exc:
             if has_collection(self.artifacts):
                 return self._finish_from_snapshot(exc)
-            mark_lost(self.journal.store, self._refresh(), self.artifacts, exc.message)
+            mark_lost(self.journal.store, self._refresh(), self.artifacts, exc.message, land=True)
             raise
         finally:
             self.record_timings()
@@ -199,7 +208,7 @@ class RunDriver:
 
         A session already collecting was torn down only after its whole collection was verified
         (a crash while applying it). Without a collection, a lost sandbox ends `lost` with its
-        last checkpoint applied (``checkpoint.mark_lost``).
+        last checkpoint landed (``checkpoint.mark_lost`` with ``land``).
         """
         s = self._refresh()
         self.progress = AgentProgress()  # rebuilt from the stored events, whoever fed it before
@@ -236,7 +245,7 @@ class RunDriver:
             if has_collection(self.artifacts):
                 self._claim()
                 return self._finish_from_snapshot(exc)
-            mark_lost(self.journal.store, self._refresh(), self.artifacts, exc.message)
+            mark_lost(self.journal.store, self._refresh(), self.artifacts, exc.message, land=True)
             return self._refresh()
 
     def _replay_progress(self) -> None:

@@ -14,7 +14,13 @@ from sandboxrun import gitops
 from sandboxrun.config import Settings, format_duration
 from sandboxrun.errors import SandboxLostError, SandboxrunError, UsageError
 from sandboxrun.sandbox.backends import get_backend
-from sandboxrun.sandbox.collect import Patches, collect_patches, save_artifacts
+from sandboxrun.sandbox.gitpack import Patches, collect_patches, save_artifacts
+from sandboxrun.sandbox.interrupted import (
+    finish_interrupted,
+    interrupted,
+    leftovers,
+    still_starting,
+)
 from sandboxrun.sandbox.nextstep import SessionFacts, next_step_hint
 from sandboxrun.sandbox.reporting import Reporter
 from sandboxrun.store import Session, SessionStore, owner_alive
@@ -28,16 +34,19 @@ EXPIRY_SLACK = 10.0
 
 def session_facts(settings: Settings, session: Session) -> SessionFacts:
     """What the next-step table needs to know about ``session``."""
+    from sandboxrun.sandbox.apply import has_collection
+    from sandboxrun.sandbox.checkpoint import checkpoint_dir, checkpoint_pending
+
     art = settings.session_artifacts(session.id)
     return SessionFacts(
         name=session.name,
         status=session.status,
-        driver_alive=owner_alive(session),
+        # before a driver claims it, the process that created the session is the one starting it
+        driver_alive=owner_alive(session) or (not session.is_terminal and still_starting(session)),
         agent_started=session.agent_pgid is not None and bool(session.sandbox_id),
         has_commits=bool(session.result_commits),
-        has_patches=any(
-            (art / n).exists() for n in ("commits.mbox", "changes.diff", "collect.out")
-        ),
+        has_patches=has_collection(art) or has_collection(checkpoint_dir(art)),
+        checkpoint_pending=session.status == "lost" and checkpoint_pending(art),
         branch=session.branch or "",
         repo=session.repo or "",
     )
@@ -69,6 +78,8 @@ def reconcile(
     from sandboxrun.sandbox.checkpoint import mark_lost
 
     if session.is_terminal or owner_alive(session) or not session.sandbox_id:
+        return session
+    if interrupted(session):  # its agent never started: nothing was lost (sandbox.interrupted)
         return session
     if has_collection(settings.session_artifacts(session.id)):
         # The whole collection is verified in the artifacts (the sandbox may be torn down on
@@ -116,6 +127,8 @@ def kill_session(
             f"session {session.name} already ended ({session.status})",
             next_step(settings, session),
         )
+    if interrupted(session):  # its start died: end it and remove what the start left
+        return finish_interrupted(settings, store, session, killed=True).session
     store.request_kill(session.id, discard=discard)
     if owner_alive(session):
         deadline = time.monotonic() + wait
@@ -139,10 +152,22 @@ def kill_session(
 def attach_session(
     settings: Settings, store: SessionStore, session: Session, reporter: Reporter | None = None
 ) -> Session:
-    """Take over a session whose driving process died, and carry it to its end."""
+    """Take over a session whose driving process died, and carry it to its end.
+
+    For a session that ended ``lost`` (found so by ``status``, say) with its last checkpoint
+    not landed yet, carrying it to its end is landing that checkpoint (``status`` never writes
+    to a branch).
+    """
+    from sandboxrun.sandbox.checkpoint import checkpoint_pending, land_checkpoint
     from sandboxrun.sandbox.runner import RunDriver
 
     session = reconcile(settings, store, session)
+    artifacts = settings.session_artifacts(session.id)
+    if session.status == "lost" and checkpoint_pending(artifacts):
+        note = land_checkpoint(store, session, artifacts)
+        if reporter is not None:
+            reporter.warning(note)
+        return store.get(session.id)
     if session.is_terminal:
         raise UsageError(
             f"session {session.name} already ended ({session.status})",
@@ -153,6 +178,8 @@ def attach_session(
             f"session {session.name} is still driven by process {session.owner_pid}",
             next_step(settings, session),
         )
+    if interrupted(session):  # nothing to follow: end it and remove what the start left
+        return finish_interrupted(settings, store, session, killed=False).session
     return RunDriver(settings, store, session, reporter).resume()
 
 
@@ -182,7 +209,8 @@ def download_session(
     import shlex
 
     from sandboxrun.sandbox.apply import expected_commit, has_collection, load_state, save_state
-    from sandboxrun.sandbox.collect import known_blobs
+    from sandboxrun.sandbox.checkpoint import checkpoint_dir
+    from sandboxrun.sandbox.gitpack import known_blobs
     from sandboxrun.sync.replay import BASELINE_PACK, Quarantine, build_plan, hooks_path_pattern
 
     output = Path(output).resolve()
@@ -200,22 +228,17 @@ def download_session(
         except SandboxLostError:
             patches = None
     live = patches is not None
+    # Saved work: the final collection, else the last checkpoint (a lost sandbox's), which is
+    # a collection of the same format (sandbox.checkpoint).
+    source = artifacts if live or has_collection(artifacts) else checkpoint_dir(artifacts)
     if patches is not None:
         save_artifacts(output, patches)
-    elif has_collection(artifacts) and output != artifacts.resolve():
+    elif has_collection(source) and output != source.resolve():
         (output / "objects" / "pack").mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(artifacts / "objects" / "pack" / "work.pack",
-                        output / "objects" / "pack" / "work.pack")  # fmt: skip
-        shutil.copyfile(artifacts / "collect.out", output / "collect.out")
+        for pack in (source / "objects" / "pack").glob("*.pack"):
+            shutil.copyfile(pack, output / "objects" / "pack" / pack.name)
+        shutil.copyfile(source / "collect.out", output / "collect.out")
     if not has_collection(output):
-        # No pack: the last checkpoint (patches of a lost sandbox, sandbox.checkpoint) if any.
-        files = []
-        for name in ("commits.mbox", "changes.diff", "agent.log", "agent.stderr", "summary.json"):
-            if (artifacts / name).exists() and output != artifacts.resolve():
-                shutil.copyfile(artifacts / name, output / name)
-                files.append(output / name)
-        if any(f.name in ("commits.mbox", "changes.diff") for f in files):
-            return Download(output, files, live=False)
         raise SandboxrunError(
             f"no work has been collected yet for session {session.name}",
             "The agent has not started, or its sandbox was gone before any checkpoint was "
@@ -230,8 +253,8 @@ def download_session(
             shutil.copyfile(artifacts / name, output / name)
             files.append(output / name)
     # The commit the branch was at when this work was taken: what `apply --from` expects.
-    state = load_state(artifacts)
-    expected = expected_commit(session, artifacts)
+    state = load_state(source)
+    expected = expected_commit(session, source)
     if state.get("applied") and not live:
         # Already on the branch: the diff is against where the run started.
         expected = str(session.options.get("branch_head") or session.base_commit)
@@ -269,7 +292,7 @@ def extend_session(
     back) the sandbox's new end, which keeps the same room for collecting after the limit.
     If E2B refuses or cannot be reached, nothing changes and the error says so.
     """
-    from sandboxrun.sandbox.checkpoint import extend_sandbox
+    from sandboxrun.sandbox.lifetime import extend_sandbox
 
     session = reconcile(settings, store, session)
     if session.is_terminal:
@@ -343,6 +366,34 @@ class CleanupReport:
     branches_deleted: list[str] = field(default_factory=list)
     #: {"branch", "repo", "reason"} for each sandboxrun branch kept
     branches_kept: list[dict[str, str]] = field(default_factory=list)
+    #: active sessions whose start was interrupted (sandbox.interrupted): `kill` ends them
+    interrupted: list[str] = field(default_factory=list)
+    #: upload tarballs (whole or partial) removed
+    files_removed: list[str] = field(default_factory=list)
+
+
+def _remove_sandbox(settings: Settings, s: Session, report: CleanupReport, dry_run: bool) -> None:
+    if s.sandbox_id:
+        try:
+            sandbox = get_backend(s.backend, settings).connect(s.sandbox_id)
+            if not dry_run:
+                sandbox.destroy()
+            report.sandboxes_removed.append(s.name)
+        except SandboxrunError:
+            pass  # already gone
+
+
+def _remove(paths: list[Path], dry_run: bool) -> list[str]:
+    """Delete ``paths`` (unless ``dry_run``); the ones deleted (or that would be)."""
+    done = []
+    for path in paths:
+        if not dry_run:
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+        done.append(str(path))
+    return done
 
 
 def cleanup(
@@ -369,21 +420,18 @@ def cleanup(
     sessions = store.list(repo=repo)
     for s in sessions:
         if not s.is_terminal:
-            if not owner_alive(s):
+            if interrupted(s):
+                # its start died (sandbox.interrupted): the partial upload goes, the row stays
+                # for `kill`/`attach` to end (they also remove an empty worktree)
+                report.interrupted.append(s.name)
+                report.files_removed.extend(_remove(leftovers(settings, s), dry_run))
+                _remove_sandbox(settings, s, report, dry_run)
+            elif not owner_alive(s):
                 report.orphans.append(s.name)
             continue
-        if not dry_run:
-            # an upload tarball left by a run killed mid-upload (SIGKILL skips our cleanup)
-            for stale in settings.session_artifacts(s.id).glob("upload.tar*"):
-                stale.unlink(missing_ok=True)
-        if s.sandbox_id:
-            try:
-                sandbox = get_backend(s.backend, settings).connect(s.sandbox_id)
-                if not dry_run:
-                    sandbox.destroy()
-                report.sandboxes_removed.append(s.name)
-            except SandboxrunError:
-                pass  # already gone
+        # an upload tarball, whole or partial, left by a run killed before it removed it
+        report.files_removed.extend(_remove(leftovers(settings, s), dry_run))
+        _remove_sandbox(settings, s, report, dry_run)
         worktree_stays = bool(s.worktree and Path(s.worktree).exists())
         if worktrees and worktree_stays and s.repo and s.worktree:
             if gitops.is_clean(Path(s.worktree)):

@@ -22,14 +22,14 @@ import re
 import stat
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pathspec
 
-from sandboxrun import process
+from sandboxrun import process, testhold
 from sandboxrun.errors import PackError, UsageError
 from sandboxrun.gitops import git, git_bytes
 from sandboxrun.sync.secrets import SCAN_LIMIT, ContentCheck, name_reason
@@ -164,7 +164,9 @@ class _Spec:
         return self.spec.match_file(path)
 
 
-def select_files(root: Path, *, scan_cache: Path | None = None) -> Selection:
+def select_files(
+    root: Path, *, scan_cache: Path | None = None, submodules: Sequence[str] = ()
+) -> Selection:
     """Decide which files under ``root`` would be uploaded.
 
     In a git work tree the candidates are ``git ls-files -co --exclude-standard`` (tracked plus
@@ -174,9 +176,10 @@ def select_files(root: Path, *, scan_cache: Path | None = None) -> Selection:
     files, the secrets check (:mod:`.secrets`, by name then content) removes secrets, with a
     reason each in ``secret_reasons``, and ``.sandboxruninclude`` brings back files git ignores
     or the check excludes (``.sandboxrunignore`` still wins). Symlinks, submodules and special
-    files are never uploaded: listed in ``skipped`` (the sandbox-side unpack refuses links).
+    files are never uploaded: listed in ``skipped`` (the sandbox-side unpack refuses links);
+    the paths in ``submodules`` instead stand for the files under them (see :func:`_start`).
     """
-    sel, named, wanted = _start(root)
+    sel, named, wanted = _start(root, submodules)
     check = ContentCheck(scan_cache)
     chosen: dict[str, int] = {}
     dir_fd = _open_dir(sel.root)
@@ -226,7 +229,9 @@ def _read_small(dir_fd: int, rel: str) -> bytes:
     return b""
 
 
-def _start(root: Path) -> tuple[Selection, _NamedFiles, Callable[[str], bool]]:
+def _start(
+    root: Path, submodules: Sequence[str] = ()
+) -> tuple[Selection, _NamedFiles, Callable[[str], bool]]:
     """List candidates and load the rules; return an empty Selection and a generator.
 
     The generator applies the name rules only and yields ``(path, on_purpose)`` for each
@@ -235,6 +240,10 @@ def _start(root: Path) -> tuple[Selection, _NamedFiles, Callable[[str], bool]]:
     with lstat, :func:`pack_worktree` by opening them, so it stats each file only once; both
     check the content of what they read, and ask the returned ``wanted(path)`` (does
     ``.sandboxruninclude`` name it?) before leaving a file out for its content.
+
+    ``submodules``: gitlink paths whose files were written into the tree for the upload
+    (:mod:`sandboxrun.sandbox.submodules`); each stands for the files under it, found as on a
+    plain directory (its own ``.gitignore`` files honoured), then every rule above applies.
     """
     root = Path(root).resolve()
     if not root.is_dir():
@@ -245,6 +254,8 @@ def _start(root: Path) -> tuple[Selection, _NamedFiles, Callable[[str], bool]]:
     sel = Selection(root=root)
     if _is_git_worktree(root):
         candidates = _git_candidates(root)
+        if submodules:
+            candidates = _with_submodules(root, candidates, submodules)
         ignored = _git_ignored_matching(root, include_lines) if include_spec else []
     else:
         sel.source = "walk"
@@ -352,6 +363,17 @@ def _git_candidates(root: Path) -> list[str]:
     raw = git_bytes(root, "ls-files", "-z", "-c", "-o", "--exclude-standard")
     # -c lists an unmerged path once per stage; dict keeps first-seen order
     return list(dict.fromkeys(_split_z(raw)))
+
+
+def _with_submodules(root: Path, candidates: list[str], paths: Sequence[str]) -> list[str]:
+    """The candidates with each submodule's gitlink replaced by the files under it."""
+    subs = set(paths)
+    out = [c for c in candidates if c not in subs]
+    for sub in paths:
+        if (root / sub).is_dir():
+            files, _ = _walk_candidates(root / sub, [], None)
+            out += [f"{sub}/{f}" for f in sorted(files)]
+    return out
 
 
 def _include_pathspecs(lines: Iterable[str]) -> list[str]:
@@ -465,6 +487,7 @@ def pack_worktree(
     progress: Callable[[int, int], None] | None = None,
     level: int | None = None,
     scan_cache: Path | None = None,
+    submodules: Sequence[str] = (),
 ) -> PackResult:
     """Write the selected files of ``root`` as a compressed tarball at ``output``.
 
@@ -481,7 +504,8 @@ def pack_worktree(
     ``progress`` and no ``selection`` the selection is made up front. A file of a given
     selection that has vanished or become a link is skipped and noted in ``skipped``. The
     bytes read are content-checked before they are written (a secret is left out unless
-    ``.sandboxruninclude`` names it); ``scan_cache``: see :class:`.secrets.ContentCheck`.
+    ``.sandboxruninclude`` names it); ``scan_cache``: see :class:`.secrets.ContentCheck`;
+    ``submodules``: see :func:`select_files`.
     """
     if compression not in COMPRESSIONS:
         raise UsageError(
@@ -500,10 +524,10 @@ def pack_worktree(
             "Create the directory first or choose another --output.",
         )
     if selection is None and progress is not None:
-        selection = select_files(root, scan_cache=scan_cache)
+        selection = select_files(root, scan_cache=scan_cache, submodules=submodules)
     check = ContentCheck(scan_cache)
     if selection is None:
-        sel, named, wanted = _start(root)
+        sel, named, wanted = _start(root, submodules)
         skipped = sel.skipped
     else:
         sel = replace(
@@ -526,6 +550,7 @@ def pack_worktree(
 
     fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
     tmp = Path(tmp_name)
+    testhold.hold("packing-tarball")  # a test kills the run here: a partial tarball stays
     bytes_in = 0
     written: list[str] = []
     included: list[str] = []

@@ -1,11 +1,10 @@
-"""The pure half of patch handling: reading the agent's diffs and deciding what may land.
+"""The pure half of checking the agent's work: deciding which changes may land.
 
-Owns parsing ``git diff`` / ``git format-patch`` output into :class:`FileChange` records
-(:func:`parse_changes`, with git's C-quoted path names via :func:`unquote_git_path`) and the
-safety rules over them (:func:`check_changes`): paths that leave the tree or reach into ``.git``,
-symlinks, gitlinks, unknown modes, and the :data:`SENSITIVE_PATHS` that need
-``allow_sensitive``. Nothing here runs git or touches a work tree; :mod:`.patches` does that,
-and applies only what these rules let through.
+The safety rules over :class:`FileChange` records (:func:`check_changes`): paths that leave the
+tree or reach into ``.git``, symlinks, gitlinks, unknown modes, and the :data:`SENSITIVE_PATHS`
+that need ``allow_sensitive``. Nothing here runs git or touches a work tree;
+:mod:`.replay` reads every change of every commit the sandbox sent (``git diff-tree``) into
+these records and builds only what the rules let through.
 """
 
 from __future__ import annotations
@@ -17,8 +16,6 @@ import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-
-from sandboxrun.errors import PatchRejectedError
 
 #: Paths whose changes need ``allow_sensitive``, with why. Matching is per path component and
 #: case-insensitive (macOS and Windows filesystems are). ``**/`` means "at any depth"; a trailing
@@ -117,11 +114,6 @@ _INVISIBLE = set(
     "\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
     "\u2066\u2067\u2068\u2069\u206a\u206b\u206c\u206d\u206e\u206f\ufeff"
 )
-_HUNK_RE = re.compile(rb"^@@ -\d+(?:,(\d+))? \+\d+(?:,(\d+))? @@")
-_C_ESCAPES = {
-    ord("a"): 7, ord("b"): 8, ord("t"): 9, ord("n"): 10, ord("v"): 11,
-    ord("f"): 12, ord("r"): 13, ord('"'): 34, ord("\\"): 92,
-}  # fmt: skip
 
 
 @dataclass
@@ -168,269 +160,6 @@ class PatchCheck:
     def only_sensitive(self) -> bool:
         """Everything refused would pass with ``allow_sensitive``."""
         return bool(self.refused) and all(r.startswith(SENSITIVE_REASON) for _, r in self.refused)
-
-
-# --------------------------------------------------------------------------------------------
-# Parsing
-
-
-def unquote_git_path(raw: bytes | str) -> str:
-    """Decode a path as git prints it: C-quoted (``"a/sp\\303\\251cial"``) or bare.
-
-    Bytes that are not UTF-8 survive as surrogate escapes (like :func:`os.fsdecode`).
-    """
-    data = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else raw
-    if data.startswith(b'"'):
-        value, end = _take_quoted(data, 0)
-        if data[end:].strip():
-            raise ValueError(f"text after a quoted path: {data!r}")
-        data = value
-    return data.decode("utf-8", "surrogateescape")
-
-
-def _take_quoted(data: bytes, start: int) -> tuple[bytes, int]:
-    """Unquote the C-quoted string at ``data[start]``; return it and the index after it."""
-    out = bytearray()
-    i = start + 1
-    while i < len(data):
-        c = data[i]
-        if c == ord('"'):
-            return bytes(out), i + 1
-        if c != ord("\\"):
-            out.append(c)
-            i += 1
-            continue
-        nxt = data[i + 1 : i + 2]
-        if not nxt:
-            break
-        if nxt in b"01234567":
-            digits = data[i + 1 : i + 4]
-            if len(digits) != 3 or any(d not in b"01234567" for d in digits):
-                raise ValueError(f"bad octal escape in quoted path: {data!r}")
-            out.append(int(digits, 8) & 0xFF)
-            i += 4
-        elif nxt[0] in _C_ESCAPES:
-            out.append(_C_ESCAPES[nxt[0]])
-            i += 2
-        else:
-            raise ValueError(f"bad escape in quoted path: {data!r}")
-    raise ValueError(f"unterminated quoted path: {data!r}")
-
-
-def _strip_prefix(name: bytes) -> bytes | None:
-    """Drop the first component (``a/``, ``b/``) the way ``git apply -p1`` does."""
-    slash = name.find(b"/")
-    return name[slash + 1 :] if slash >= 0 and slash + 1 < len(name) else None
-
-
-def _header_name(rest: bytes) -> str | None:
-    """The path from ``diff --git A B`` when both sides name the same file, else None.
-
-    Bare names may contain spaces, so like git we look for the split where both halves agree.
-    """
-    if rest.startswith(b'"'):
-        first, end = _take_quoted(rest, 0)
-        splits = [(first, rest[end:].lstrip(b" "))]
-    else:
-        splits = [(rest[:i], rest[i + 1 :]) for i, c in enumerate(rest) if c == ord(" ")]
-    for a, b in splits:
-        try:
-            b = _take_quoted(b, 0)[0] if b.startswith(b'"') else b
-        except ValueError:
-            continue
-        sa, sb = _strip_prefix(a), _strip_prefix(b)
-        if sa is not None and sa == sb:
-            return sa.decode("utf-8", "surrogateescape")
-    return None
-
-
-def _dash_name(rest: bytes) -> str | None:
-    """The path from a ``--- a/x`` / ``+++ b/x`` line, or None for /dev/null."""
-    # Bare names end at a TAB (git appends one when the name has spaces).
-    name = _take_quoted(rest, 0)[0] if rest.startswith(b'"') else rest.split(b"\t", 1)[0]
-    if name == b"/dev/null":
-        return None
-    stripped = _strip_prefix(name)
-    return (stripped if stripped is not None else name).decode("utf-8", "surrogateescape")
-
-
-@dataclass
-class _Section:
-    """Header facts of one ``diff --git`` section while it is being read."""
-
-    line: int
-    header: str | None
-    names: dict[str, str | None] = field(default_factory=dict)  # rename/copy/---/+++ names
-    old_mode: str | None = None
-    new_mode: str | None = None
-    index_mode: str | None = None
-    new_file: bool = False
-    deleted: bool = False
-    is_binary: bool = False
-    new_lines: list[bytes] = field(default_factory=list)
-
-    def finish(self) -> FileChange:
-        n = self.names
-        old = n.get("rename from") or n.get("copy from") or n.get("---") or self.header
-        new = n.get("rename to") or n.get("copy to") or n.get("+++") or self.header
-        added = self.new_file or ("---" in n and n["---"] is None)
-        deleted = self.deleted or ("+++" in n and n["+++"] is None)
-        if "rename from" in n or "rename to" in n:
-            status = "renamed"
-        elif "copy from" in n or "copy to" in n:
-            status = "copied"
-        else:
-            status = "added" if added else "deleted" if deleted else "modified"
-        path = old if deleted else new
-        if not path:
-            raise PatchRejectedError(
-                f"Cannot tell which file the 'diff --git' header at line {self.line} changes.",
-                "The patch is malformed; it was not applied.",
-            )
-        old_mode = None if added else (self.old_mode or self.index_mode)
-        new_mode = None if deleted else (self.new_mode or self.index_mode)
-        target = None
-        if new_mode == SYMLINK_MODE and self.new_lines and not self.is_binary:
-            target = b"\n".join(self.new_lines).decode("utf-8", "surrogateescape")
-        return FileChange(
-            path=path,
-            old_path=None if added else old,
-            status=status,
-            old_mode=old_mode,
-            new_mode=new_mode,
-            is_binary=self.is_binary,
-            symlink_target=target,
-        )
-
-
-_NAME_LINES = (b"rename from ", b"rename to ", b"rename old ", b"rename new ",
-               b"copy from ", b"copy to ")  # fmt: skip
-_OTHER_HEADER_LINES = (b"similarity index ", b"dissimilarity index ")
-
-
-def parse_changes(data: bytes) -> list[FileChange]:
-    """List the files changed by a git diff or a ``format-patch`` mbox (several patches).
-
-    Hunk line counts are followed, so content lines that look like headers are not mistaken for
-    them. Where this reader and git could disagree we lean to seeing more: a ``diff --git`` line
-    always starts a new section. A plain unified diff (``---``/``+++``/``@@`` with no ``diff --git``
-    header), which ``git apply`` would also apply, raises :class:`PatchRejectedError`.
-    """
-    changes: list[FileChange] = []
-    lines = data.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    sec: _Section | None = None
-    state = "garbage"  # garbage / header / hunk / between (hunks) / binary / binary-data
-    old_left = new_left = blocks = 0
-
-    def close() -> None:
-        nonlocal sec, state
-        if sec is not None:
-            changes.append(sec.finish())
-        sec, state = None, "garbage"
-
-    for i, line in enumerate(lines):
-        lineno = i + 1
-        if line.startswith(b"diff --git "):
-            close()
-            try:
-                header = _header_name(line[11:])
-            except ValueError as exc:
-                raise _malformed(lineno, exc) from exc
-            sec, state, blocks = _Section(line=lineno, header=header), "header", 0
-            continue
-        if sec is not None and state == "header":
-            if _read_header_line(sec, line, lineno):
-                continue
-            if line == b"GIT binary patch":
-                sec.is_binary, state = True, "binary"
-                continue
-            if line.startswith(b"Binary files ") and line.endswith(b" differ"):
-                sec.is_binary = True
-                close()
-                continue
-            state = "between"
-        if sec is not None and state == "binary-data":
-            if not line:  # a blank line ends each of the (at most two) base85 blocks
-                state = "binary" if blocks < 2 else "garbage"
-                if state == "garbage":
-                    close()
-            continue
-        if sec is not None and state == "binary":
-            if line.startswith((b"literal ", b"delta ")):
-                state, blocks = "binary-data", blocks + 1
-                continue
-            close()
-        if sec is not None and state in ("hunk", "between"):
-            if state == "between" and (m := _HUNK_RE.match(line)):
-                old_left = int(m.group(1)) if m.group(1) is not None else 1
-                new_left = int(m.group(2)) if m.group(2) is not None else 1
-                state = "hunk" if old_left or new_left else "between"
-                continue
-            if line.startswith(b"\\ "):  # "\ No newline at end of file"
-                continue
-            if state == "hunk" and (not line or line[:1] in b" +-"):
-                kind = line[:1] or b" "
-                if kind != b"+":
-                    old_left -= 1
-                if kind != b"-":
-                    new_left -= 1
-                    sec.new_lines.append(line[1:])
-                if old_left <= 0 and new_left <= 0:
-                    state = "between"
-                continue
-            # Anything else ends the section (git would call a short hunk corrupt).
-            close()
-        # Between sections: what git apply would still take for a patch.
-        if (
-            line.startswith(b"--- ")
-            and i + 2 < len(lines)
-            and lines[i + 1].startswith(b"+++ ")
-            and lines[i + 2].startswith(b"@@ -")
-        ):
-            raise PatchRejectedError(
-                f"The patch holds a plain unified diff without a 'diff --git' header "
-                f"(line {lineno}); sandboxrun only accepts patches made by git.",
-                "The patch was not applied.",
-            )
-    close()
-    return changes
-
-
-def _read_header_line(sec: _Section, line: bytes, lineno: int) -> bool:
-    """Record one extended header line; False when ``line`` is not a header line."""
-    try:
-        for prefix in _NAME_LINES:
-            if line.startswith(prefix):
-                key = prefix.decode().strip().replace(" old", " from").replace(" new", " to")
-                sec.names[key] = unquote_git_path(line[len(prefix) :])
-                return True
-        if line.startswith(b"--- ") or line.startswith(b"+++ "):
-            sec.names[line[:3].decode()] = _dash_name(line[4:])
-            return True
-    except ValueError as exc:
-        raise _malformed(lineno, exc) from exc
-    text = line.decode("utf-8", "replace")
-    for label, attr in (("old mode ", "old_mode"), ("new mode ", "new_mode"),
-                        ("deleted file mode ", "old_mode"), ("new file mode ", "new_mode")):  # fmt: skip
-        if text.startswith(label):
-            setattr(sec, attr, text[len(label) :].strip())
-            sec.deleted |= label.startswith("deleted")
-            sec.new_file |= label.startswith("new file")
-            return True
-    if text.startswith("index "):
-        parts = text.split()
-        sec.index_mode = parts[2] if len(parts) > 2 else None
-        return True
-    return line.startswith(_OTHER_HEADER_LINES)
-
-
-def _malformed(lineno: int, exc: Exception) -> PatchRejectedError:
-    return PatchRejectedError(
-        f"Cannot read the file name at line {lineno} of the patch: {exc}",
-        "The patch is malformed; it was not applied.",
-    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -581,15 +310,3 @@ def check_changes(
                 sensitive(ch.path, f"symlink to {resolved}: {why}")
             warn(f"{ch.path}: symlink to {ch.symlink_target} (inside the repository)")
     return check
-
-
-def summarize(changes: Iterable[FileChange]) -> str:
-    """A one-line human summary, e.g. ``3 files: M a.py, A b.bin, R old.txt -> new.txt``."""
-    letters = {"added": "A", "modified": "M", "deleted": "D", "renamed": "R", "copied": "C"}
-    items = []
-    for ch in changes:
-        name = f"{ch.old_path} -> {ch.path}" if ch.status in ("renamed", "copied") else ch.path
-        items.append(f"{letters.get(ch.status, '?')} {name}")
-    if not items:
-        return "no changes"
-    return f"{len(items)} file{'s' if len(items) != 1 else ''}: {', '.join(items)}"

@@ -18,7 +18,8 @@ worktree, index or ref:
    is gone, a parent from outside the run) one commit of the tree difference is built instead,
    and :attr:`Plan.why_squashed` says why;
 4. refused paths are left out everywhere and kept as ``refused.diff`` for a later
-   ``sandboxrun apply --allow-sensitive``.
+   ``sandboxrun apply --allow-sensitive`` (or ``--allow-claimed``: files another session holds
+   an exclusive claim on are held back the same way).
 
 The result is a :class:`Plan`: commits that exist only in the quarantine. Landing them
 atomically is :mod:`sandboxrun.sandbox.apply`'s job.
@@ -29,9 +30,11 @@ from __future__ import annotations
 import os
 import posixpath
 import shutil
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sandboxrun.coord.claims import CLAIMED_REASON
 from sandboxrun.errors import PatchRejectedError
 from sandboxrun.gitops import FALLBACK_IDENTITY, identity_env
 from sandboxrun.process import Result, run, run_bytes
@@ -51,6 +54,12 @@ MANIFEST = "collect.out"
 WORK_PACK = "work"
 BASELINE_PACK = "baseline"
 REFUSED_PATCH = "refused.diff"
+#: where the changes kept back inside submodules go, one patch per submodule
+SUBMODULES_DIR = "submodules"
+SUBMODULE_REASON = "inside a submodule"
+GITLINK_MODE = "160000"
+#: refusals a later ``sandboxrun apply --allow-sensitive / --allow-claimed`` may let through
+_LATER_REASONS = (SENSITIVE_REASON, CLAIMED_REASON)
 CONFLICT_REASON = (
     "the branch's version is not the one the sandbox was given (kept out of the upload, or "
     "changed on the branch)"
@@ -136,6 +145,10 @@ class Plan:
     files_changed: list[str] = field(default_factory=list)
     insertions: int = 0
     deletions: int = 0
+    #: submodule path -> the changed paths inside it (never applied: see sandbox/submodules.py)
+    submodule_changes: dict[str, list[str]] = field(default_factory=dict)
+    #: submodule path -> the patch file of those changes, relative to the submodule
+    submodule_patches: dict[str, str] = field(default_factory=dict)
 
     @property
     def refused_paths(self) -> list[str]:
@@ -366,19 +379,22 @@ def build_plan(
     extra_sensitive: list[str] | None = None,
     committer: tuple[str, str] | None = None,
     leftover_message: str = LEFTOVER_MESSAGE,
+    held: Callable[[Iterable[str]], Mapping[str, str]] | None = None,
 ) -> Plan:
     """Rebuild the collected work in ``directory`` on top of local commit ``old``.
 
-    ``only_paths`` limits the plan to those paths (applying kept refusals later). Nothing
-    outside ``directory/objects`` is written.
+    ``only_paths`` limits the plan to those paths (applying kept refusals later). ``held``
+    names, of the paths the work touches, those to hold back and why (files another session
+    claimed: :func:`sandboxrun.coord.claims.hold_back_check`); they are refused and kept like
+    sensitive ones. Nothing outside ``directory/objects`` is written.
     """
     directory = Path(directory)
     manifest = Manifest.parse((directory / MANIFEST).read_text(errors="replace"))
     q = Quarantine(worktree, directory)
-    q.add_pack(q.objects / "pack" / f"{WORK_PACK}.pack", WORK_PACK)
-    baseline = q.objects / "pack" / f"{BASELINE_PACK}.pack"
-    if baseline.exists():
-        q.add_pack(baseline, BASELINE_PACK)
+    # The final collection's one pack, or a checkpoint's several (each holding what the ones
+    # before it did not), and the baseline's trees: every object verified by index-pack.
+    for pack in sorted((q.objects / "pack").glob("*.pack")):
+        q.add_pack(pack, pack.stem)
     plan = Plan(old=old, new=old)
     if not q.exists(f"{manifest.tree}^{{tree}}"):
         raise PatchRejectedError("the sandbox's final tree is missing from what it sent",
@@ -431,6 +447,10 @@ def build_plan(
         if only_paths is not None:
             steps = [(s, [c for c in chs if c.path in only_paths]) for s, chs in steps]
         _check_into(q, plan, steps, old_tree, base_tree, allow_sensitive, extra_sensitive, late)
+        if held is not None:  # claimed by another session: held back like sensitive paths
+            refused = set(plan.refused_paths)
+            touched = sorted({c.path for _, chs in steps for c in chs} - refused)
+            plan.refused += list(held(touched).items())
         skip = set(plan.refused_paths)
         built: list[str] | str | None = None
         if history is not None:
@@ -464,6 +484,7 @@ def build_plan(
         raise PatchRejectedError("symlink checks did not settle; nothing was applied")
     plan.why_squashed = why if (history is None and only_paths is None) else None
     _kept_patch(q, plan, manifest, base_tree)
+    _submodule_patches(q, plan, manifest, base_tree)
     if plan.new != old:
         _stats(q, plan)
     return plan
@@ -485,9 +506,12 @@ def _check_into(q: Quarantine, plan: Plan, steps: _Steps, old_tree: str, base_tr
     plan.sensitive = list(check.sensitive)
     plan.mode_changes = []
     touched = {c.path for c in all_changes}
+    plan.submodule_changes = {}
     if touched and old_tree != base_tree:
         refused = set(plan.refused_paths)
-        for c in _diff(q, old_tree, base_tree):
+        base_changes = _diff(q, old_tree, base_tree)
+        _keep_submodule_changes(plan, base_changes, touched, refused)
+        for c in base_changes:
             if c.path in touched and c.path not in refused:
                 plan.refused.append((c.path, CONFLICT_REASON))
     for c in all_changes:
@@ -495,6 +519,45 @@ def _check_into(q: Quarantine, plan: Plan, steps: _Steps, old_tree: str, base_tr
             note = f"{c.path}: mode {c.old_mode} -> {c.new_mode}"
             if note not in plan.mode_changes:
                 plan.mode_changes.append(note)
+
+
+def _keep_submodule_changes(
+    plan: Plan, base_changes: list[_Change], touched: set[str], refused: set[str]
+) -> None:
+    """Refuse every change inside a path the branch holds as a submodule (gitlink).
+
+    The sandbox had those paths as plain files (``--include-submodules``) or as nothing; the
+    branch records a commit of another repository there, so no file under it can be applied.
+    """
+    subs = [c.path for c in base_changes if c.old_mode == GITLINK_MODE]
+    for path in sorted(touched):  # also a path refused for another reason: never kept
+        sub = next((s for s in subs if path == s or path.startswith(s + "/")), None)
+        if sub is None:
+            continue
+        plan.refused.append((path, f"{SUBMODULE_REASON} ({sub}): kept as a patch for it, "
+                                   "not applied to this branch"))  # fmt: skip
+        plan.submodule_changes.setdefault(sub, []).append(path)
+        refused.add(path)
+
+
+def _submodule_patches(q: Quarantine, plan: Plan, manifest: Manifest, base_tree: str) -> None:
+    """Write each submodule's kept-back changes as a patch with paths relative to it."""
+    out = q.directory / SUBMODULES_DIR
+    shutil.rmtree(out, ignore_errors=True)
+    plan.submodule_patches = {}
+    for sub, paths in plan.submodule_changes.items():
+        inside = [p for p in paths if p != sub]
+        if not inside:
+            continue
+        data = q.raw("diff", "--binary", "--full-index", "--no-renames", "--no-ext-diff",
+                     "--no-textconv", "--no-color", f"--relative={sub}/", base_tree,
+                     manifest.tree, "--", *(f":(literal){p}" for p in inside))  # fmt: skip
+        if data:
+            out.mkdir(exist_ok=True)
+            target = out / (sub.replace("/", "__") + ".diff")
+            # masked like every stored artifact (it is for reading and applying by hand)
+            target.write_bytes(Redactor.from_env(os.environ).bytes(data))
+            plan.submodule_patches[sub] = str(target)
 
 
 def _build_history(q: Quarantine, history: list[tuple[str, list[str]]], steps: _Steps,
@@ -529,14 +592,15 @@ def _kept_patch(q: Quarantine, plan: Plan, manifest: Manifest, base_tree: str) -
     target.unlink(missing_ok=True)
     from sandboxrun.sync.patchcheck import _path_problem
 
-    # Only what --allow-sensitive can let through: never-allowed changes are not kept for use.
+    # Only what --allow-sensitive or --allow-claimed can let through: never-allowed changes
+    # are not kept for use.
     reasons: dict[str, list[str]] = {}
     for path, reason in plan.refused:
         reasons.setdefault(path, []).append(reason)
     paths = [
         p
         for p, rs in reasons.items()
-        if _path_problem(p) is None and all(r.startswith(SENSITIVE_REASON) for r in rs)
+        if _path_problem(p) is None and all(r.startswith(_LATER_REASONS) for r in rs)
     ]
     if not paths:
         return

@@ -1,8 +1,10 @@
-"""HTTP control plane: ``/health``, ``/msg/send``, ``/msg/health``, ``/msg/report``, and the MCP
-endpoint ``/mcp``, all in one Starlette app.
+"""HTTP control plane: ``/health``, ``/msg/send``, ``/msg/health``, ``/msg/report``, the MCP
+endpoint ``/mcp`` and the dashboard page (``GET /``, ``web/page.py``), all in one Starlette app.
 
-JSON in and out, status codes that mean something (400 bad input, 401 no or wrong token, 404
-unknown session, 413 body too large, 429 too many messages), and a bearer token, the contents
+JSON in and out, status codes that mean something (400 bad input, 401 no or wrong token, 403 a
+report from a name outside the project's ``{prefix}`` namespace, 404 unknown session, 409 a
+target that cannot take the message, 413 body too large, 429 too many messages), and a bearer
+token, the contents
 of ``$SANDBOXRUN_HOME/http.token`` (created with mode 600 on first use), required on
 everything but ``GET /health``. Bound to loopback by default (``cli/mcp_cmd.py``).
 """
@@ -20,14 +22,20 @@ from pathlib import Path
 from typing import Any
 
 from fastmcp import FastMCP
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sandboxrun.coord import messages, reports
 from sandboxrun.errors import SandboxrunError, SessionNotFoundError
+from sandboxrun.local import send as send_mod
+from sandboxrun.local.master import master_session
+from sandboxrun.local.spawn import prefix_for
 from sandboxrun.mcp.common import Coord
+from sandboxrun.mcp.workers import tmux_for
 from sandboxrun.store import Session
+from sandboxrun.web import page
 
 MAX_BODY = 64 * 1024
 #: at most this many /msg/send per target in RATE_WINDOW seconds
@@ -62,12 +70,17 @@ class BearerAuth:
         self.token = token.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in PUBLIC:
+        if scope["type"] != "http" or scope["path"] in PUBLIC or page.is_public(scope):
             await self.app(scope, receive, send)
             return
         header = dict(scope.get("headers") or []).get(b"authorization", b"")
         scheme, _, given = header.partition(b" ")
-        if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self.token):
+        bearer = scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), self.token)
+        if not bearer and not page.cookie_ok(scope, self.token):  # the dashboard's cookie
+            redirect = page.login_redirect(scope)
+            if redirect is not None:
+                await redirect(scope, receive, send)
+                return
             response = JSONResponse(
                 {
                     "error": "unauthorized",
@@ -134,44 +147,104 @@ class Control:
                 404, f"no session matches {ref!r}", "See GET /health or list_sessions."
             ) from exc
 
+    def _by_tmux_name(self, name: str, repo: str) -> Session | None:
+        """The newest session of ``repo`` whose tmux session is ``name`` (None: not known, e.g.
+        a child whose row was lost: its report is kept under its name)."""
+        row = self.coord.store.conn.execute(
+            "SELECT id FROM sessions WHERE tmux_session = ? AND repo = ? "
+            "ORDER BY created_at DESC LIMIT 1",
+            (name, repo),
+        ).fetchone()
+        return self.coord.store.get(row[0]) if row else None
+
     async def health_route(self, request: Request) -> Response:
         return JSONResponse({"status": "ok", "service": "sandboxrun", "time": time.time()})
 
+    def _default_target(self) -> Session:
+        """The master session of the server's repository (``{prefix}_master``)."""
+        root = Path(self.coord.repo(None))
+        name = master_session(prefix_for(root, self.coord.settings, self.coord.env))
+        row = self.coord.store.conn.execute(
+            "SELECT id FROM sessions WHERE name = ? AND repo = ?", (name, str(root))
+        ).fetchone()
+        master = self.coord.store.get(row[0]) if row else None
+        if master is None or not master.is_active:
+            raise Problem(
+                404,
+                f"no master session ({name}) is running for {root}",
+                "Start it with `sandboxrun master start`, or pass sessionId.",
+            )
+        return master
+
+    def _rate_limit(self, key: str) -> None:
+        now = time.monotonic()
+        window = self.sent.setdefault(key, deque())
+        while window and now - window[0] > RATE_WINDOW:
+            window.popleft()
+        if len(window) >= RATE_LIMIT:
+            raise Problem(429, f"over {RATE_LIMIT} messages in {RATE_WINDOW:g}s to {key}", "Wait.")
+        window.append(now)
+
+    def _type_into(self, target: Session, text: str) -> send_mod.SendResult:
+        """Type ``text`` into the target's tmux pane, as ``sandboxrun send`` does (run in a
+        worker thread: it waits for the child's prompt hook)."""
+        current = self.coord.store.get(target.id)
+        return send_mod.send(
+            self.coord.store, tmux_for(self.coord, current), current, text,
+            home=self.coord.settings.home,
+        )  # fmt: skip
+
     async def send_route(self, request: Request) -> Response:
+        """Type a message into a session's Claude Code (the master by default).
+
+        A tmux session (child or master) gets it typed into its pane, exactly once, through
+        the same path as ``sandboxrun send``: 200 delivered, 202 queued (it was busy; Claude
+        Code runs it next), 409 failed (with why). A local session without a pane (Claude Code
+        started by hand, with the hooks) gets it as a message its hook adds to the next
+        prompt's context: 202 pending.
+        """
         data = await _json(request)
         text = _field(data, "message", str, required=True)
         if not text.strip():
             raise Problem(400, "the message is empty")
         task = _field(data, "taskId", str)
         ref = _field(data, "sessionId", str)
-        if ref:
-            target = self._session(ref)
-            if not target.role:
-                raise Problem(
-                    409,
-                    f"session {target.name} has no role to deliver to",
-                    "Address a local session.",
-                )
-            role, repo = target.role, target.repo
-        else:
-            role, repo = self.coord.settings.pm_role, self.coord.repo(None)
-        now = time.monotonic()
-        window = self.sent.setdefault(f"{repo}:{role}", deque())
-        while window and now - window[0] > RATE_WINDOW:
-            window.popleft()
-        if len(window) >= RATE_LIMIT:
-            raise Problem(429, f"over {RATE_LIMIT} messages in {RATE_WINDOW:g}s to {role}", "Wait.")
-        window.append(now)
+        target = self._session(ref) if ref else self._default_target()
+        if target.is_terminal:
+            raise Problem(409, f"session {target.name} has ended ({target.status})")
+        if not target.tmux_session and not target.role:
+            raise Problem(
+                409,
+                f"session {target.name} has no pane or role to deliver to",
+                "Address a local session (a worker, the master, or one with the hooks).",
+            )
+        self._rate_limit(target.id)
+        if target.tmux_session:
+            result = await run_in_threadpool(self._type_into, target, text)
+            self.coord.store.add_event(
+                target.id, "http_message", {"taskId": task, **result.to_dict()}
+            )
+            body = {"to": target.name, "session": target.id, "taskId": task, **result.to_dict()}
+            if result.outcome == send_mod.FAILED:
+                body["error"] = f"not delivered: {result.detail}"
+                body["hint"] = f"Look at it with `sandboxrun open {target.name}`."
+                return JSONResponse(body, status_code=409)
+            return JSONResponse(body, status_code=200 if result.outcome == "delivered" else 202)
+        assert target.role and target.repo
         with self.coord.store.transaction() as conn:
             mid = messages.send(
                 conn,
-                repo,
+                target.repo,
                 "MESSAGE",
                 sender="http",
-                recipient=role,
+                recipient=target.role,
                 body={"text": text, "taskId": task},
             )
-        return JSONResponse({"id": mid, "to": role, "repo": repo, "queued": True}, status_code=202)
+        return JSONResponse(
+            {"id": mid, "to": target.role, "session": target.id, "repo": target.repo,
+             "taskId": task, "outcome": "pending"},
+            status_code=202,
+        )  # fmt: skip
 
     async def health_report_route(self, request: Request) -> Response:
         data = await _json(request)
@@ -206,8 +279,22 @@ class Control:
         if not ref and not name:
             raise Problem(400, "a report needs sessionId or name")
         s = self._session(ref) if ref else None
-        if name and s is None:
-            s = self._session(name)  # a name outside our sessions is refused (404)
+        if name:
+            # Only this project's tmux sessions ({prefix}_master, {prefix}_child_NAME) report
+            # by name: anything else (another project's prefix, made-up names) is refused.
+            root = Path(s.repo) if s and s.repo else Path(self.coord.repo(None))
+            prefix = prefix_for(root, self.coord.settings, self.coord.env)
+            if not reports.in_namespace(name, prefix):
+                raise Problem(
+                    403,
+                    f"{name!r} is outside this project's namespace ({prefix}_master, "
+                    f"{prefix}_child_NAME)",
+                    "Report as your tmux session's name, or by sessionId.",
+                )
+            if s is None:
+                s = self._by_tmux_name(name, str(root))
+            elif name not in (s.tmux_session, s.name):
+                raise Problem(409, f"name {name!r} is not session {s.name}'s")
         arts = _field(data, "artifacts", list) or []
         if not all(isinstance(a, str) for a in arts):
             raise Problem(400, "artifacts must be a list of strings")
@@ -243,6 +330,14 @@ def _guard(handler: Handler) -> Handler:
     return run
 
 
+def _repo_or_none(coord: Coord) -> str | None:
+    """The server's repository (the dashboard page shows its sessions), None outside one."""
+    try:
+        return coord.repo(None)
+    except SandboxrunError:
+        return None
+
+
 def build_app(server: FastMCP, *, token_path: Path | None = None) -> ASGIApp:
     """The ASGI app: MCP at ``/mcp`` plus the control routes, behind the bearer token."""
     coord: Coord = server.coord  # type: ignore[attr-defined]
@@ -253,8 +348,9 @@ def build_app(server: FastMCP, *, token_path: Path | None = None) -> ASGIApp:
         ("/msg/health", "POST"): control.health_report_route,
         ("/msg/report", "POST"): control.report_route,
     }
+    token = ensure_token(token_path or coord.settings.home / "http.token")
+    routes.update(page.Page(coord.settings.db_path, token.encode(), _repo_or_none(coord)).routes())
     for (path, method), handler in routes.items():
         server.custom_route(path, methods=[method])(_guard(handler))
-    token = ensure_token(token_path or coord.settings.home / "http.token")
     app = server.http_app(path="/mcp")
     return BearerAuth(app, token)

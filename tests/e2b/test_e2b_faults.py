@@ -117,7 +117,7 @@ def test_lost_mid_run_keeps_the_last_checkpoint_on_the_branch(cli, repo, e2b):
         def checkpoint_has_both() -> bool:
             info = json.loads((art / "checkpoint.json").read_text() or "{}") if (
                 art / "checkpoint.json").exists() else {}  # fmt: skip
-            return info.get("commits") == 1 and info.get("leftover_bytes", 0) > 0
+            return info.get("commits") == 1 and info.get("uncommitted")
 
         retry_until(checkpoint_has_both, timeout=60)
         e2b.lose(cli.status("a1")["sandbox_id"])
@@ -166,11 +166,89 @@ def test_commits_trigger_incremental_checkpoints(cli, repo, e2b):
     finally:
         run.kill()
     assert info["commits"] == 2 and info["number"] >= 2
-    mbox = (art / "commits.mbox").read_bytes()
-    # the saved mbox has both commits, but the last checkpoint brought back only the new one
-    assert len(re.findall(rb"^From [0-9a-f]{40} ", mbox, re.M)) == 2
-    assert 0 < info["fetched_bytes"] < len(mbox)
+    # every checkpoint is a git pack of what the ones before it did not hold
+    packs = sorted((art / "checkpoint" / "objects" / "pack").glob("checkpoint-*.pack"))
+    assert len(packs) == info["number"] >= 2
+    assert 0 < info["fetched_bytes"] < info["kept_bytes"] == sum(p.stat().st_size for p in packs)
     assert {"c.txt", "d.txt"} <= branch_files(repo, "sandboxrun/a3")
+
+
+def _run_until_checkpointed(cli, name: str, plan: str):
+    """Start a run checkpointing every second; return it once a checkpoint holds a commit and
+    uncommitted work."""
+    run = cli.popen("run", "--backend", "e2b", "--name", name, "--prompt", plan,
+                    env={"SANDBOXRUN_CHECKPOINT_EVERY": "1s"})  # fmt: skip
+    wait_running(cli, name)
+    art = artifacts(cli, name)
+
+    def checkpointed() -> bool:
+        path = art / "checkpoint.json"
+        info = json.loads(path.read_text() or "{}") if path.exists() else {}
+        return info.get("commits") == 1 and bool(info.get("uncommitted"))
+
+    retry_until(checkpointed, timeout=60)
+    return run
+
+
+def test_a_branch_moved_while_the_run_was_lost_is_left_alone(cli, repo, e2b):
+    """The user committed on the session's branch; then the sandbox is lost. The branch keeps
+    the user's commit and nothing else; the checkpoint is kept on a side ref, named."""
+    plan = "@write one.txt 1\n@commit agent: one\n@write two.txt 2\n@sleep 120"
+    run = _run_until_checkpointed(cli, "m1", plan)
+    try:
+        st = cli.status("m1")
+        wt = Path(st["worktree"])
+        (wt / "mine.txt").write_text("user work\n")
+        git(wt, "add", "mine.txt")
+        git(wt, "-c", "user.name=U", "-c", "user.email=u@x", "commit", "-q", "-m", "user: mine")
+        mine = git(wt, "rev-parse", "HEAD").strip()
+        e2b.lose(st["sandbox_id"])
+        run.communicate(timeout=180)
+    finally:
+        run.kill()
+    assert run.returncode == 1
+    st = cli.status("m1")
+    assert st["status"] == "lost"
+    assert git(repo, "rev-parse", "sandboxrun/m1").strip() == mine  # untouched
+    assert git(wt, "status", "--porcelain").strip() == ""
+    ref = re.search(r"refs/sandboxrun/checkpoint/\S+", st["error"]).group(0).rstrip(".:,)")
+    assert "user: mine" in st["error"] and "left as it is" in st["error"], st["error"]
+    assert {"one.txt", "two.txt"} <= branch_files(repo, ref)
+    assert "mine.txt" not in branch_files(repo, ref)
+    log = git(repo, "log", "--format=%s", f"sandboxrun/m1~1..{ref}").splitlines()
+    assert log[-1] == "agent: one" and "last checkpoint" in log[0]
+
+
+def test_status_never_lands_a_checkpoint_attach_does(cli, repo, e2b):
+    """Nobody follows the run when its sandbox is lost: `status` says `lost` and names
+    `attach`, the branch untouched; `attach` then lands the last checkpoint."""
+    run = _run_until_checkpointed(cli, "m2", "@write one.txt 1\n@commit agent: one\n"
+                                             "@write two.txt 2\n@sleep 120")  # fmt: skip
+    run.send_signal(signal.SIGKILL)
+    run.wait(timeout=10)
+    st = cli.status("m2")
+    e2b.lose(st["sandbox_id"])
+    before = git(repo, "rev-parse", "sandboxrun/m2").strip()
+    st = cli.status("m2")
+    assert st["status"] == "lost" and "not applied yet" in st["error"], st
+    assert st["next"][0] == "sandboxrun attach m2"
+    assert git(repo, "rev-parse", "sandboxrun/m2").strip() == before  # status wrote nothing
+    assert cli("status").returncode == 0  # the table too
+    assert git(repo, "rev-parse", "sandboxrun/m2").strip() == before
+    # the kept checkpoint can be looked at (and applied by hand) before anything lands
+    out = repo.parent / "dl-m2"
+    proc = cli("download", "m2", "--output", str(out))
+    assert proc.returncode == 0, proc.stderr
+    diff = (out / "changes.diff").read_bytes()
+    assert b"one.txt" in diff and b"two.txt" in diff
+    assert "agent: one" in (out / "commits.txt").read_text()
+    proc = cli("attach", "m2")
+    assert proc.returncode == 1, proc.stderr  # lost is not a success, but the work is kept
+    st = cli.status("m2")
+    assert st["status"] == "lost" and "applied to branch sandboxrun/m2" in st["error"], st
+    assert {"one.txt", "two.txt"} <= branch_files(repo, "sandboxrun/m2")
+    assert st["next"][0] != "sandboxrun attach m2"
+    assert cli("attach", "m2").returncode == 2  # nothing left to do
 
 
 # -- stop ----------------------------------------------------------------------------------
@@ -261,6 +339,34 @@ def test_collection_failing_for_good_keeps_the_sandbox_for_attach(cli, repo, e2b
     assert proc.returncode == 0, proc.stderr
     assert cli.status("k3")["status"] == "completed"
     assert "q.txt" in branch_files(repo, "sandboxrun/k3")
+    assert e2b.sandbox_ids() == []
+
+
+def test_attach_resumes_a_collection_download_that_broke_off(cli, repo, e2b):
+    """The transfer is cut halfway and then refused until the run gives up (session
+    `collecting`, sandbox kept). `attach` brings back the same pack, not a new one: it asks
+    only for the bytes not on disk yet, and the run completes."""
+    e2b.faults.add("download", "drop", match="collect/work.pack", drop_after=1 << 20)
+    # the retries ask for the rest as pieces cut in the sandbox: refuse those
+    e2b.faults.add("download", "status", status=503, match="sandboxrun-piece", times=100_000)
+    proc = cli("run", "--backend", "e2b", "--name", "r1", "--prompt",
+               "@bash head -c 3000000 /dev/urandom > big.bin\n@write r.txt r", timeout=180)  # fmt: skip
+    assert proc.returncode == 1 and "sandboxrun attach r1" in proc.stderr, proc.stderr
+    st = cli.status("r1")
+    assert st["status"] == "collecting"
+    part = artifacts(cli, "r1") / "collect" / "work.pack.part"
+    have = part.stat().st_size
+    assert have >= 1 << 20
+    e2b.faults.clear()
+    repack = e2b.faults.add("command", "stall", match="collect.git", times=1000)  # a probe
+    sent = e2b.stats["bytes_downloaded"]
+    proc = cli("attach", "r1", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert repack.hits == 0  # the pack made before was brought back as it is
+    pack = artifacts(cli, "r1") / "objects" / "pack" / "work.pack"
+    assert e2b.stats["bytes_downloaded"] - sent < pack.stat().st_size - have + 200_000
+    assert cli.status("r1")["status"] == "completed"
+    assert int(git(repo, "cat-file", "-s", "sandboxrun/r1:big.bin").strip()) == 3_000_000
     assert e2b.sandbox_ids() == []
 
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import run_hook
-from sbr_testlib import CLI
+from sbr_testlib import CLI, run_hook
 
 
 @pytest.fixture

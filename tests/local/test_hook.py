@@ -11,8 +11,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import db_rows, hook_argv, hook_log, run_hook
-from sbr_testlib import CLI
+from sbr_testlib import CLI, db_rows, hook_argv, hook_log, run_hook
 
 from sandboxrun.hook import activity_for, resets_at
 from sandboxrun.store import SessionStore

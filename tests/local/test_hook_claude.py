@@ -13,8 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import db_rows, hook_log
-from sbr_testlib import CLI, retry_until
+from sbr_testlib import CLI, db_rows, hook_log, retry_until
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:

@@ -7,8 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import run_on_pty
-from sbr_testlib import CLI
+from sbr_testlib import CLI, run_on_pty
 
 from sandboxrun.hook import EVENTS
 from sandboxrun.local.hooks_install import hook_settings, is_ours, merge_hooks, remove_hooks

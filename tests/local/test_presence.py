@@ -7,8 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import db_rows, run_hook
-from sbr_testlib import CLI
+from sbr_testlib import CLI, db_rows, run_hook
 
 from sandboxrun.coord import messages, presence
 from sandboxrun.coord.local_sessions import local_fields, local_sessions

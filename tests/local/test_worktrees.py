@@ -8,9 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import commit_file, run_on_pty
-from conftest import plain_git as git
-from sbr_testlib import CLI
+from sbr_testlib import CLI, commit_file, run_on_pty
+from sbr_testlib import plain_git as git
 
 
 @pytest.fixture

@@ -4,13 +4,19 @@ real hook entry (a process), and a synchronous way to call tools through fastmcp
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import socket
+import stat
 import subprocess
 import sys
+import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import httpx
 from fastmcp import Client
 from fastmcp.exceptions import ToolError
 
@@ -20,6 +26,13 @@ from sandboxrun.mcp.common import Coord
 from sandboxrun.mcp.server import build_server
 
 HOOK = Path(sys.executable).parent / "sandboxrun-hook"
+
+
+def reply(result: Any) -> Any:
+    """A tool's reply: its structured content, else its JSON text (``list_sessions``)."""
+    if result.structured_content is not None:
+        return result.structured_content
+    return json.loads(result.content[0].text)
 
 
 def add_worktree(repo: Path, role: str) -> Path:
@@ -70,8 +83,7 @@ class Tools:
 
     async def _call(self, name: str, args: dict[str, Any]) -> Any:
         async with Client(self.server) as client:
-            result = await client.call_tool(name, args)
-            return result.structured_content
+            return reply(await client.call_tool(name, args))
 
     def __call__(self, tool_name: str, /, **args: Any) -> Any:
         return asyncio.run(self._call(tool_name, args))
@@ -92,3 +104,51 @@ class Tools:
                 return await fn(client)
 
         return asyncio.run(go())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def http_server_process(
+    cwd: Path, env: Mapping[str, str] | None = None
+) -> Iterator[tuple[str, str]]:
+    """``sandboxrun mcp --http`` as a process in ``cwd`` on a free loopback port; yields
+    (base url, bearer token) once ``/health`` answers, and reaps the process after."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sandboxrun", "mcp", "--http", "--port", str(port)],
+        cwd=cwd,
+        env=dict(env) if env is not None else None,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            try:
+                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server did not come up"
+            time.sleep(0.1)
+        home = (env or os.environ)["SANDBOXRUN_HOME"]
+        token_file = Path(home) / "http.token"
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        yield base, token_file.read_text().strip()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()

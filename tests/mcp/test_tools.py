@@ -11,6 +11,7 @@ import pytest
 from fastmcp import Client
 from mcptest_lib import Tools, add_worktree, coord_for, hook
 
+from sandboxrun.mcp.common import Coord
 from sandboxrun.mcp.server import DOMAINS, build_server
 
 
@@ -48,6 +49,8 @@ def test_every_tool_is_annotated_and_described(proj):
         "claim_files", "check_conflicts", "release_files", "list_claims",
         "run_in_sandbox", "sandbox_logs", "kill_sandbox", "download_sandbox", "extend_sandbox",
         "notify_when_merged", "check_merge_status", "get_merge_events", "rebase_assist",
+        "spawn_workers", "message_workers", "wait_idle_workers", "read_worker_logs",
+        "close_workers", "discover_workers", "adopt_worker",
     } <= names  # fmt: skip
     for t in found:
         a = t.annotations
@@ -57,10 +60,13 @@ def test_every_tool_is_annotated_and_described(proj):
             a.idempotent_hint,
         ), t.name
         assert t.description and len(t.description) > 40, t.name
-    assert {t.name for t in found if t.annotations.destructive_hint} == {"kill_sandbox"}
+    assert {t.name for t in found if t.annotations.destructive_hint} == {
+        "kill_sandbox",
+        "close_workers",
+    }
     assert {str(r.uri) for r in resources} >= {"sandboxrun://sessions", "sandboxrun://presence"}
     assert [t.uri_template for t in templates] == ["sandboxrun://sessions/{session_id}"]
-    assert len(DOMAINS) == 6
+    assert len(DOMAINS) == 7  # sessions presence messages claims sandbox merges workers
 
 
 def test_sessions_tools_and_resources(team):
@@ -255,3 +261,40 @@ def test_server_refuses_to_start_without_git(proj, monkeypatch):
 
     with pytest.raises(Exception, match="git is not installed"):
         asyncio.run(start())
+
+
+def test_report_namespace_rule():
+    from sandboxrun.coord.reports import in_namespace
+
+    assert in_namespace("proj_master", "proj") and in_namespace("proj_child_api", "proj")
+    assert in_namespace("p-1_child_a.b", "p-1")
+    for name, prefix in [("proj_child_", "proj"), ("proj_child_..", "proj"),
+                         ("proj_child_a/b", "proj"), ("proj_master", "pro"), ("x", ""),
+                         ("proj_child_api", "proj_child"), ("other_child_api", "proj"),
+                         ("proj_child_-x", "proj"), ("", "proj")]:  # fmt: skip
+        assert not in_namespace(name, prefix), (name, prefix)
+
+
+def test_only_the_master_binds_web_port(proj: Path):
+    import os
+
+    from sandboxrun.mcp.server import DEFAULT_PORT, caller_is_master, http_port
+    from sandboxrun.store import SessionStore, Status
+
+    assert http_port(9100, "9200", True) == 9100  # --port always wins
+    assert http_port(None, "9200", True) == 9200
+    assert http_port(None, "9200", False) == DEFAULT_PORT  # a child inheriting WEB_PORT
+    assert http_port(None, None, True) == http_port(None, "x1", True) == DEFAULT_PORT
+    store = SessionStore(Path(os.environ["SANDBOXRUN_HOME"]) / "state.db")
+    master = store.create_session(
+        name="proj_master", mode="local", backend="tmux", status=Status.RUNNING,
+        repo=str(proj), role="pm", tmux_session="proj_master", options={"master": True},
+    )  # fmt: skip
+    child = store.create_session(
+        name="api", mode="local", backend="tmux", status=Status.RUNNING, repo=str(proj),
+        role="api", tmux_session="proj_child_api",
+    )  # fmt: skip
+    env = dict(os.environ)
+    assert caller_is_master(Coord(env={**env, "SANDBOXRUN_SESSION": master.id}, cwd=proj))
+    assert not caller_is_master(Coord(env={**env, "SANDBOXRUN_SESSION": child.id}, cwd=proj))
+    store.close()

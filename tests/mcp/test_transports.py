@@ -5,18 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
-import stat
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 from fastmcp import Client
 from fastmcp.client.transports import StdioTransport
-from mcptest_lib import add_worktree, hook
+from mcptest_lib import add_worktree, hook, http_server_process, reply
 
 pytestmark = pytest.mark.slow
 
@@ -33,53 +29,18 @@ def test_stdio_server_process(proj: Path):
         async with Client(transport) as client:
             me = await client.call_tool("get_my_session", {})
             listed = await client.call_tool("list_sessions", {"mode": "local"})
-            return me.structured_content, listed.structured_content
+            return reply(me), reply(listed)
 
     me, listed = asyncio.run(go())
     assert me["role"] == "api" and me["tracked"] and me["worktree"] == str(api_wt)
     assert [s["role"] for s in listed["sessions"]] == ["api"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def http_server(proj: Path):
     """``sandboxrun mcp --http`` as a process in ``proj``; yields (base url, token)."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sandboxrun", "mcp", "--http", "--port", str(port)],
-        cwd=proj,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.stderr.read().decode()
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not come up"
-            time.sleep(0.1)
-        token_file = Path(os.environ["SANDBOXRUN_HOME"]) / "http.token"
-        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
-        yield base, token_file.read_text().strip()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
+    with http_server_process(proj) as served:
+        yield served
 
 
 def test_http_needs_the_token_everywhere_but_health(http_server):
@@ -106,7 +67,7 @@ def test_http_mcp_control_plane_and_twenty_concurrent_clients(http_server, proj:
                 listed = await client.call_tool("list_sessions", {})
                 await client.call_tool("register_presence", {"role": f"bot{i}"})
                 beat = await client.call_tool("heartbeat", {"role": f"bot{i}"})
-                return listed.structured_content["total"], beat.structured_content["role"]
+                return reply(listed)["total"], reply(beat)["role"]
 
         return await asyncio.gather(*(one(i) for i in range(n)), return_exceptions=True)
 
@@ -119,8 +80,8 @@ def test_http_mcp_control_plane_and_twenty_concurrent_clients(http_server, proj:
         f"{base}/msg/send", headers=auth, json={"message": "rebase please", "sessionId": "web@proj"}
     )
     assert sent.status_code == 202 and sent.json()["to"] == "web"
-    reply = hook("PostToolUse", web_wt, "claude-web", "web", tool_name="Bash")
-    assert "Session 'http' says: rebase please" in reply["hookSpecificOutput"]["additionalContext"]
+    hooked = hook("PostToolUse", web_wt, "claude-web", "web", tool_name="Bash")
+    assert "Session 'http' says: rebase please" in hooked["hookSpecificOutput"]["additionalContext"]
     # /msg/health aggregates; /msg/report persists and is readable over MCP
     h = httpx.post(f"{base}/msg/health", headers=auth, json={"sessionId": "web@proj", "taskId": "t1",
                    "isExecuting": True, "isIdle": False, "hasUncommittedChanges": True, "tmuxPaneBusy": True})  # fmt: skip
@@ -162,7 +123,7 @@ def test_http_mcp_control_plane_and_twenty_concurrent_clients(http_server, proj:
             httpx.post(
                 f"{base}/msg/report", headers=auth, json={"name": "not-ours", "state": "done"}
             ),
-            404,
+            403,
         ),
         (
             httpx.post(

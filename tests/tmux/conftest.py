@@ -13,13 +13,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sqlite3
 import sys
 import tempfile
 from pathlib import Path
 
 import pytest
-from sbr_testlib import CLI, git
+from sbr_testlib import CLI, db_rows, git_project
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
@@ -81,24 +80,15 @@ class Children:
         return self.cli(*args, env=self.env, timeout=timeout, **kw)
 
     def row(self, name: str) -> dict:
-        conn = sqlite3.connect(Path(os.environ["SANDBOXRUN_HOME"]) / "state.db")
-        conn.row_factory = sqlite3.Row
-        try:
-            return dict(conn.execute("SELECT * FROM sessions WHERE name = ?", (name,)).fetchone())
-        finally:
-            conn.close()
+        return db_rows("SELECT * FROM sessions WHERE name = ?", (name,))[0]
 
     def events(self, name: str, kind: str) -> list[dict]:
-        conn = sqlite3.connect(Path(os.environ["SANDBOXRUN_HOME"]) / "state.db")
-        try:
-            rows = conn.execute(
-                "SELECT e.payload FROM events e JOIN sessions s ON s.id = e.session_id "
-                "WHERE s.name = ? AND e.kind = ? ORDER BY e.id",
-                (name, kind),
-            ).fetchall()
-        finally:
-            conn.close()
-        return [json.loads(r[0]) for r in rows]
+        rows = db_rows(
+            "SELECT e.payload FROM events e JOIN sessions s ON s.id = e.session_id "
+            "WHERE s.name = ? AND e.kind = ? ORDER BY e.id",
+            (name, kind),
+        )
+        return [json.loads(r["payload"]) for r in rows]
 
     def prompts(self) -> list[str]:
         """Every user text the fake API received in main requests (the prompts, intact)."""
@@ -113,15 +103,7 @@ class Children:
 
 @pytest.fixture
 def proj(tmp_path: Path) -> Path:
-    root = tmp_path / "proj"
-    root.mkdir()
-    git(root, "init", "-q", "-b", "main")
-    git(root, "config", "user.name", "Human User")
-    git(root, "config", "user.email", "human@example.com")
-    (root / "app.txt").write_text("hello\n")
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", "initial")
-    return root
+    return git_project(tmp_path / "proj", {"app.txt": "hello\n"})
 
 
 @pytest.fixture

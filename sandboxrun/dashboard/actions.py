@@ -1,0 +1,143 @@
+"""What the dashboard (terminal and browser) can do to a session: the same core functions the
+CLI calls, behind one small surface so both views act alike.
+
+No UI here. Each function takes the session as the store has it now, refuses (a
+``SandboxrunError`` with a hint) what does not apply to it (sending to a sandbox run, extending
+a local child, merging an unfinished branch), and returns a short text saying what happened.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sandboxrun.config import Settings
+from sandboxrun.errors import SandboxrunError, UsageError
+from sandboxrun.store import Session, SessionStore
+
+#: what a permission answer presses in Claude Code's dialog: Enter takes the highlighted
+#: "1. Yes"; Escape is "No, and tell Claude what to do differently"
+APPROVE_KEY, REFUSE_KEY = "Enter", "Escape"
+
+
+def _local_child(session: Session, what: str) -> str:
+    if session.mode != "local" or not session.tmux_session:
+        raise UsageError(
+            f"{session.name} is not a tmux child: {what} works on children started by "
+            "`sandboxrun spawn`",
+            "Select a local session (mode local, with a tmux pane).",
+        )
+    return session.tmux_session
+
+
+def open_argv(session: Session, *, inside_tmux: bool) -> list[str]:
+    """The tmux command that shows the child's pane in this terminal (``sandboxrun open``)."""
+    from sandboxrun.tmux import Tmux
+
+    return Tmux().attach_argv(_local_child(session, "open"), inside_tmux=inside_tmux)
+
+
+def send(settings: Settings, store: SessionStore, session: Session, text: str) -> str:
+    """Give a child a message (``sandboxrun send``): delivered / queued / failed."""
+    from sandboxrun.local import send as send_mod
+    from sandboxrun.tmux import Tmux
+
+    _local_child(session, "send")
+    result = send_mod.send(store, Tmux(), session, text, home=settings.home)
+    if result.outcome == send_mod.FAILED:
+        raise SandboxrunError(f"{session.name}: not delivered: {result.detail}")
+    return f"{session.name}: {result.outcome} ({result.detail})"
+
+
+def conversation(store: SessionStore, session: Session, last: int = 50) -> list[dict[str, Any]]:
+    """The child's conversation (``sandboxrun read``): the last ``last`` messages."""
+    from sandboxrun.local import transcript
+
+    if session.mode != "local":
+        raise UsageError(
+            f"{session.name} is a sandbox run: its conversation is its log",
+            "Follow its log instead (`sandboxrun logs NAME -f`).",
+        )
+    entries = transcript.conversation(transcript.transcript_paths(store, session))
+    return entries[-last:]
+
+
+def kill(settings: Settings, store: SessionStore, session: Session) -> str:
+    """Stop a session: a sandbox run is killed and its work collected (``sandboxrun kill``); a
+    local child is closed, forcibly (``sandboxrun close --force``), its worktree kept."""
+    if session.mode == "local":
+        from sandboxrun.local import close
+        from sandboxrun.tmux import Tmux
+
+        _local_child(session, "kill")
+        done = close.close(store, Tmux(), session, force=True)
+        return f"{session.name}: closed ({done.get('how')}); worktree kept"
+    from sandboxrun.sandbox.sessions import kill_session
+
+    s = kill_session(settings, store, session)
+    return f"{s.name}: {s.status}"
+
+
+def extend(settings: Settings, store: SessionStore, session: Session, seconds: float) -> str:
+    """Push a sandbox run's time limit back (``sandboxrun extend``)."""
+    from sandboxrun.sandbox.sessions import extend_session
+
+    if session.mode != "sandbox":
+        raise UsageError(f"{session.name} is a local child: it has no time limit to extend")
+    s = extend_session(settings, store, session, seconds)
+    return f"{s.name}: limit extended by {seconds:g}s"
+
+
+def merge(settings: Settings, session: Session) -> str:
+    """Merge a finished session's branch: a local child's into the default branch
+    (``sandboxrun worktree merge ROLE``); a sandbox run's into the branch it started from,
+    without a checkout (refused when that branch is checked out: merge it there with git)."""
+    from sandboxrun.store import ACTIVE
+
+    if not session.repo or not session.branch:
+        raise UsageError(f"{session.name} has no branch to merge")
+    repo = Path(session.repo)
+    if session.mode == "local":
+        from sandboxrun.local import worktrees
+
+        if not session.role:
+            raise UsageError(f"{session.name} has no role (worktree) to merge")
+        r = worktrees.merge(repo, session.role, settings)
+        return f"{r.branch} into {r.into}: {r.how} ({r.commit[:10]})"
+    from sandboxrun.dashboard.model import MERGEABLE
+    from sandboxrun.fanout.merge import integrate
+
+    if session.status in ACTIVE or session.status not in MERGEABLE:
+        raise UsageError(
+            f"{session.name} is {session.status}: only a finished run's branch is merged",
+            "Wait for it to complete (or `sandboxrun apply` what a check kept back).",
+        )
+    into = session.base_ref or "main"
+    result = integrate(repo, into, [session.branch], into, f"sandboxrun {session.name}")
+    if result.conflict_with:
+        raise SandboxrunError(
+            f"{session.branch} conflicts with {into} in: {', '.join(result.conflicts)}",
+            "Nothing changed; merge it by hand to resolve the conflicts.",
+        )
+    return f"{session.branch} into {into}: {result.commit[:10]}"
+
+
+def answer_permission(store: SessionStore, session: Session, *, approve: bool) -> str:
+    """Answer the permission dialog a child waits on: Enter (yes) or Escape (no).
+
+    Only when the pane shows the dialog now (``local/observe``): a key pressed into a composer
+    or a running turn would do something else.
+    """
+    from sandboxrun.local.observe import PERMISSION_TEXT, observe
+    from sandboxrun.tmux import Tmux
+
+    name = _local_child(session, "answering a permission")
+    tmux = Tmux()
+    _facts, text = observe(tmux, store.get(session.id))
+    if PERMISSION_TEXT not in text:
+        raise SandboxrunError(
+            f"{session.name} shows no permission dialog now",
+            "It may have been answered already; look with `sandboxrun open NAME`.",
+        )
+    tmux.send_keys(name, APPROVE_KEY if approve else REFUSE_KEY)
+    return f"{session.name}: permission {'approved' if approve else 'refused'}"

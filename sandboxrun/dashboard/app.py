@@ -1,0 +1,411 @@
+"""``sandboxrun dashboard``: the whole team in one full-screen terminal view (Textual).
+
+It draws :mod:`sandboxrun.dashboard.model` snapshots and acts through
+:mod:`sandboxrun.dashboard.actions` (the CLI's own functions). Updates: a timer asks SQLite's
+``data_version`` every ``poll`` seconds (a pragma, no table read) and refreshes only when some
+other process committed; ages and time left are recomputed once a second. Everything an agent
+can write (names, branches, files, log lines, conversation) is shown as plain ``Text``, never
+as markup. Actions that wait (kill collects, send confirms) run in worker threads.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import ClassVar
+
+from rich.text import Text
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import DataTable, Footer, Header, Input, Label, Log, Static
+
+from sandboxrun import process
+from sandboxrun.config import Settings, parse_duration
+from sandboxrun.dashboard import actions
+from sandboxrun.dashboard.model import Row, Snapshot, Tracker, describe, events_since
+from sandboxrun.errors import SandboxrunError
+from sandboxrun.store import Session, SessionStore
+
+COLUMNS = (
+    "name",
+    "mode",
+    "state",
+    "age",
+    "branch",
+    "last action",
+    "turns",
+    "cost",
+    "left",
+    "presence",
+)
+#: fixed widths: a cell updated in place keeps its column's width (Textual measures only on
+#: add), so a state growing from "idle" to "needs_permission" must fit without a re-measure
+WIDTHS = (18, 7, 16, 6, 22, 28, 5, 8, 6, 8)
+
+
+def fmt_seconds(seconds: float | None) -> str:
+    """A short duration: 42s, 7m, 3h05m, 2d (empty for None)."""
+    if seconds is None:
+        return ""
+    s = int(max(0.0, seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    return f"{s // 86400}d"
+
+
+def cells(row: Row, now: float) -> tuple[str, ...]:
+    """The table's cells of one row (plain strings; wrapped in ``Text`` when drawn)."""
+    action = " ".join(x for x in (row.last_tool or "", row.last_file or "") if x)
+    return (
+        row.name,
+        row.mode,
+        row.state,
+        fmt_seconds(now - row.state_since) if row.state_since else "",
+        row.branch or "",
+        action,
+        "" if row.turns is None else str(row.turns),
+        "" if row.cost_usd is None else f"${row.cost_usd:.2f}",
+        fmt_seconds(row.time_left),
+        row.presence or "",
+    )
+
+
+def group_lines(snap: Snapshot) -> list[str]:
+    """The fan-out groups as text: each task with its state and what it waits on."""
+    lines = []
+    for g in snap.groups:
+        lines.append(f"group {g.name}: {g.status}, ${g.cost_usd:.2f}, {len(g.tasks)} tasks")
+        for t in g.tasks:
+            deps = f" after {', '.join(t.depends_on)}" if t.depends_on else ""
+            status = f" [{t.status}]" if t.status else ""
+            lines.append(f"  {t.name}: {t.state}{status}{deps}")
+    return lines or ["no fan-out groups"]
+
+
+class Prompt(ModalScreen[str | None]):
+    """Ask for one line (a message, a duration); Escape cancels."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, question: str, value: str = "") -> None:
+        super().__init__()
+        self.question = question
+        self.value = value
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="prompt"):
+            yield Label(Text(self.question))
+            yield Input(value=self.value, id="answer")
+
+    @on(Input.Submitted)
+    def _submitted(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class Confirm(ModalScreen[bool]):
+    """y / n."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("y", "answer(True)", "Yes"),
+        Binding("n,escape", "answer(False)", "No"),
+    ]
+
+    def __init__(self, question: str) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="prompt"):
+            yield Label(Text(self.question + "  (y/n)"))
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+
+class DashboardApp(App[None]):
+    """The live table of sessions, a detail pane (log, conversation or groups), and keys."""
+
+    TITLE = "sandboxrun dashboard"
+    CSS = """
+    #summary { height: 1; padding: 0 1; }
+    #sessions { height: 2fr; }
+    #detail { height: 1fr; border-top: solid $accent; }
+    #prompt { width: 80; height: auto; padding: 1 2; border: thick $accent; background: $panel; }
+    Prompt, Confirm { align: center middle; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("q", "quit", "Quit"),
+        Binding("o", "open_pane", "Open pane"),
+        Binding("s", "send", "Send"),
+        Binding("r", "read", "Read"),
+        Binding("l", "follow", "Log"),
+        Binding("K", "kill", "Kill"),
+        Binding("e", "extend", "Extend"),
+        Binding("m", "merge", "Merge"),
+        Binding("a", "approve", "Approve"),
+        Binding("x", "refuse", "Refuse"),
+        Binding("g", "groups", "Groups"),
+    ]
+
+    def __init__(
+        self,
+        settings: Settings,
+        repo: str | None,
+        *,
+        poll: float = 0.2,
+        db_path: Path | None = None,
+    ) -> None:
+        super().__init__()
+        self.settings = settings
+        self.db_path = db_path or settings.db_path
+        self.tracker = Tracker(repo)
+        self.poll = poll
+        self.snap: Snapshot | None = None
+        self.rows: dict[str, tuple[str, ...]] = {}
+        self.following: str | None = None
+        self.follow_after = 0
+        self.detail_mode = "help"
+        self.conn: sqlite3.Connection | None = None
+        self.said: list[str] = []
+
+    # -- drawing ------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(id="summary")
+        yield DataTable(id="sessions", cursor_type="row", zebra_stripes=True)
+        yield Log(id="detail", max_lines=2000)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        SessionStore(self.db_path).close()  # the schema exists before we read it
+        self.conn = sqlite3.connect(self.db_path, check_same_thread=False)
+        table = self.query_one("#sessions", DataTable)
+        for name, width in zip(COLUMNS, WIDTHS, strict=True):
+            table.add_column(name, key=name, width=width)
+        self.refresh_view()
+        self.detail(["keys: o open pane, s send, r read, l log, K kill, e extend, m merge,",
+                     "      a approve / x refuse a permission, g groups, q quit"])  # fmt: skip
+        self.set_interval(self.poll, self.check)
+        self.set_interval(1.0, self.refresh_view)  # ages, time left, stale states
+        table.focus()
+
+    def check(self) -> None:
+        """The cheap poll: redraw only when another process committed something."""
+        if self.conn is not None and self.tracker.changed(self.conn):
+            self.refresh_view()
+
+    def refresh_view(self) -> None:
+        if self.conn is None:
+            return
+        snap = self.snap = self.tracker.refresh(self.conn)
+        table = self.query_one("#sessions", DataTable)
+        now = time.time()
+        seen = set()
+        for row in snap.sessions:
+            seen.add(row.id)
+            new = cells(row, now)
+            old = self.rows.get(row.id)
+            if old is None:
+                table.add_row(*(Text(c) for c in new), key=row.id)
+            else:
+                for col, (a, b) in zip(COLUMNS, zip(old, new, strict=True), strict=True):
+                    if a != b:
+                        table.update_cell(row.id, col, Text(b))
+            self.rows[row.id] = new
+        for gone in set(self.rows) - seen:
+            table.remove_row(gone)
+            del self.rows[gone]
+        counts = ", ".join(f"{n} {state}" for state, n in sorted(snap.counts().items()))
+        scope = snap.repo or "every repository"
+        summary = (
+            f"{len(snap.sessions)} sessions ({counts or 'none'}) · ${snap.cost_usd:.2f} · {scope}"
+        )
+        self.query_one("#summary", Static).update(Text(summary))
+        if self.following:
+            self._follow_more()
+        elif self.detail_mode == "groups":
+            self.detail(group_lines(snap))
+
+    def detail(self, lines: list[str]) -> None:
+        log = self.query_one("#detail", Log)
+        log.clear()
+        log.write_lines(lines)
+
+    def selected(self) -> Row | None:
+        """The session under the cursor."""
+        table = self.query_one("#sessions", DataTable)
+        if self.snap is None or table.row_count == 0:
+            return None
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        return next((r for r in self.snap.sessions if r.id == key), None)
+
+    def say(self, text: str, *, error: bool = False) -> None:
+        self.said.append(text)  # what was told, in order (tests and the log of a session)
+        self.notify(text, severity="error" if error else "information", markup=False)
+
+    # -- acting -------------------------------------------------------------------------------
+
+    def _store(self) -> SessionStore:
+        return SessionStore(self.db_path)
+
+    @work(thread=True, exclusive=False)
+    def _act(self, what: Callable[[SessionStore], str]) -> None:
+        """Run an action in a worker thread (it may wait) with its own store connection."""
+        store = self._store()
+        try:
+            text = what(store)
+            self.call_from_thread(self.say, text)
+        except SandboxrunError as exc:
+            msg = exc.message + (f"\n{exc.hint}" if exc.hint else "")
+            self.call_from_thread(self.say, msg, error=True)
+        finally:
+            store.close()
+
+    def _session(self) -> Session | None:
+        row = self.selected()
+        if row is None:
+            self.say("no session selected", error=True)
+            return None
+        store = self._store()
+        try:
+            return store.get(row.id)
+        finally:
+            store.close()
+
+    def action_follow(self) -> None:
+        row = self.selected()
+        if row is None:
+            return
+        self.following, self.follow_after, self.detail_mode = row.id, 0, "log"
+        self.detail([f"log of {row.name} (follows new events)"])
+        self._follow_more()
+
+    def _follow_more(self) -> None:
+        if self.conn is None or self.following is None:
+            return
+        log = self.query_one("#detail", Log)
+        while True:
+            batch = events_since(self.conn, self.follow_after, session_id=self.following)
+            for ev in batch:
+                line = describe(ev)
+                if line:
+                    stamp = time.strftime("%H:%M:%S", time.localtime(ev["ts"]))
+                    log.write_line(f"{stamp} {line}")
+                self.follow_after = ev["id"]
+            if len(batch) < 500:
+                return
+
+    def action_read(self) -> None:
+        session = self._session()
+        if session is None:
+            return
+        self.following, self.detail_mode = None, "read"
+        store = self._store()
+        try:
+            entries = actions.conversation(store, session)
+        except SandboxrunError as exc:
+            self.say(exc.message, error=True)
+            return
+        finally:
+            store.close()
+        lines = [f"conversation of {session.name} ({len(entries)} messages)"]
+        for e in entries:
+            lines.append(f"{e['role']}: {e['text']}")
+            lines.extend(f"  tool {t['name']}" for t in e["tool_uses"])
+        self.detail(lines)
+
+    def action_groups(self) -> None:
+        self.following, self.detail_mode = None, "groups"
+        if self.snap is not None:
+            self.detail(group_lines(self.snap))
+
+    def action_open_pane(self) -> None:
+        session = self._session()
+        if session is None:
+            return
+        try:
+            argv = actions.open_argv(session, inside_tmux=bool(os.environ.get("TMUX")))
+        except SandboxrunError as exc:
+            self.say(exc.message, error=True)
+            return
+        with self.suspend():
+            process.run_foreground(argv)
+
+    def action_send(self) -> None:
+        session = self._session()
+        if session is None:
+            return
+
+        def sent(text: str | None) -> None:
+            if text and text.strip():
+                self._act(lambda store: actions.send(self.settings, store, session, text))
+
+        self.push_screen(Prompt(f"message to {session.name}:"), sent)
+
+    def action_kill(self) -> None:
+        session = self._session()
+        if session is None:
+            return
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self._act(lambda store: actions.kill(self.settings, store, session))
+
+        self.push_screen(Confirm(f"kill {session.name}?"), confirmed)
+
+    def action_extend(self) -> None:
+        session = self._session()
+        if session is None:
+            return
+
+        def extended(value: str | None) -> None:
+            if not value:
+                return
+            try:
+                seconds = parse_duration(value)
+            except SandboxrunError as exc:
+                self.say(exc.message, error=True)
+                return
+            self._act(lambda store: actions.extend(self.settings, store, session, seconds))
+
+        self.push_screen(Prompt(f"extend {session.name} by:", "10m"), extended)
+
+    def action_merge(self) -> None:
+        session = self._session()
+        if session is None:
+            return
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self._act(lambda store: actions.merge(self.settings, session))
+
+        self.push_screen(Confirm(f"merge {session.branch}?"), confirmed)
+
+    def action_approve(self) -> None:
+        self._answer(True)
+
+    def action_refuse(self) -> None:
+        self._answer(False)
+
+    def _answer(self, approve: bool) -> None:
+        session = self._session()
+        if session is not None:
+            self._act(lambda store: actions.answer_permission(store, session, approve=approve))
+
+    def on_unmount(self) -> None:
+        if self.conn is not None:
+            self.conn.close()

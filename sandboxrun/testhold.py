@@ -1,0 +1,29 @@
+"""Named points where a test can hold a real process, to kill it at an exact moment.
+
+``SANDBOXRUN_TEST_HOLD=POINT:GATE`` makes the process that reaches ``POINT`` create
+``GATE.reached`` and wait there until ``GATE`` exists. A test polls for ``GATE.reached``, then
+does what it needs at that moment (SIGKILL the run at each phase of its start) instead of
+racing a sleep. Unset (always, outside tests), :func:`hold` is one environment lookup.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+ENV = "SANDBOXRUN_TEST_HOLD"
+
+
+def hold(point: str) -> None:
+    """Wait at ``point`` if ``SANDBOXRUN_TEST_HOLD`` names it (see the module docstring)."""
+    spec = os.environ.get(ENV)
+    if not spec:
+        return
+    name, _, gate = spec.partition(":")
+    if name != point or not gate:
+        return
+    gate_path = Path(gate)
+    Path(f"{gate}.reached").write_text(str(os.getpid()))
+    while not gate_path.exists():
+        time.sleep(0.02)

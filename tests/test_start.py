@@ -1,0 +1,86 @@
+"""`start_run`: the one start of a sandbox run behind `sandboxrun run` and MCP `run_in_sandbox`.
+
+In-process on real repos with the local backend: the notes a person is told before the agent
+starts, and the detached driver (a real `sandboxrun _drive` process) recorded as the owner and
+carrying the run to its end. `spawn`'s task reading is the same function, checked through the CLI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+
+import pytest
+from sbr_testlib import edge_error, git, retry_until
+
+from sandboxrun.config import load_settings
+from sandboxrun.errors import UsageError
+from sandboxrun.sandbox.prepare import RunRequest, read_task
+from sandboxrun.sandbox.start import changes_left_out, start_run
+from sandboxrun.store import TERMINAL, SessionStore
+
+
+def _start(repo, *, detach=False, **req):
+    settings = load_settings(repo)
+    store = SessionStore(settings.db_path)
+    request = RunRequest(repo=repo, backend="local", dry_run=True, **req)
+    return store, start_run(settings, store, request, detach=detach)
+
+
+def test_uncommitted_changes_are_a_note_unless_carried(repo):
+    (repo / "README.md").write_text("# edited, not committed\n")
+    (repo / "new.txt").write_text("untracked\n")
+    # .env (untracked, a secret by name) is never uploaded either way: not a change left out
+    assert sorted(changes_left_out(repo)) == ["README.md", "new.txt"]
+    _, started = _start(repo, prompt="x", name="plain")
+    assert any("uncommitted changes" in n and "--with-changes" in n for n in started.notes)
+    assert started.driver_pid is None
+    _, carried = _start(repo, prompt="x", name="carried", with_changes=True)
+    assert not any("uncommitted changes" in n for n in carried.notes)
+
+
+def test_a_clean_checkout_starts_without_notes(repo):
+    (repo / ".env").unlink()
+    _, started = _start(repo, prompt="x", name="clean")
+    assert started.notes == []
+
+
+def test_detached_start_records_the_driver_which_finishes_the_run(repo):
+    store, started = _start(repo, prompt="x", name="bg", detach=True)
+    pid = started.driver_pid
+    assert pid is not None and pid > 0
+    try:
+        assert store.get(started.session.id).owner_pid == pid
+        final = retry_until(
+            lambda: (s := store.get(started.session.id)).status in TERMINAL and s, timeout=120
+        )
+        assert final.status == "completed_no_changes", final.error
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "prompt_file", "message"),
+    [
+        (None, None, "exactly one of --prompt or --prompt-file"),
+        ("x", "plan.md", "exactly one of --prompt or --prompt-file"),
+        ("  ", None, "the prompt is empty (--prompt)"),
+        (None, "src", "is a directory"),
+        (None, "nope.md", "does not exist"),
+    ],
+)
+def test_read_task_refuses_what_is_not_a_task(repo, prompt, prompt_file, message):
+    with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        read_task(prompt, repo / prompt_file if prompt_file else None)
+
+
+def test_spawn_reads_its_task_the_same_way(cli, repo):
+    """`spawn --prompt-file DIR` is a usage error naming the directory, before anything exists."""
+    proc = cli("spawn", "api", "--prompt-file", "src")
+    assert proc.returncode == 2, proc.stderr
+    message, hint = edge_error(proc.stderr)
+    assert "prompt file src is a directory" in message and hint
+    assert git(repo, "worktree", "list").count("\n") == 1
+    assert git(repo, "branch", "--list") == "* main\n"
