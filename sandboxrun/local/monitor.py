@@ -79,7 +79,12 @@ def limit_from_pane(text: str, now: float) -> tuple[bool, float | None]:
     for i in range(len(lines) - 1, newest_prompt, -1):
         line = lines[i]
         if any(t in line for t in _LIMIT_TEXTS) and "% of your" not in line:
-            return True, parse_limit_message(line, now)
+            reset = parse_limit_message(line, now)
+            # "resets 3:45pm" is a minute: its end, or a continue could come up to 59 s early
+            # (and meet the limit again)
+            if reset is not None and "|" not in line:
+                reset += 60
+            return True, reset
     return False, None
 
 
@@ -291,14 +296,26 @@ class Monitor:
 
     def _continues(self, session_id: str, reset: float) -> list[dict[str, object]]:
         """The continue attempts already made for the limit that resets at ``reset``."""
+        # A StopFailure hook starts a limit episode: a continue after the newest one belongs to
+        # it (a continue sent too early meets a fresh limit: that one is continued again).
+        # Without such a hook (a limit seen on the screen only), the reset time tells.
+        hooks = self.store.conn.execute(
+            "SELECT id, payload FROM events WHERE session_id = ? AND kind = 'hook' "
+            "AND payload LIKE '%StopFailure%' ORDER BY id DESC",
+            (session_id,),
+        ).fetchall()
+        episode = next((i for i, p in hooks if json.loads(p).get("event") == "StopFailure"), None)
         rows = self.store.conn.execute(
-            "SELECT payload FROM events WHERE session_id = ? AND kind = 'quota_continue'",
+            "SELECT id, payload FROM events WHERE session_id = ? AND kind = 'quota_continue'",
             (session_id,),
         ).fetchall()
         out = []
-        for (payload,) in rows:
+        for event_id, payload in rows:
             data = json.loads(payload)
-            if abs(float(data.get("resets_at") or 0) - reset) < _SAME_RESET:
+            if episode is not None:
+                if event_id > episode:
+                    out.append(data)
+            elif abs(float(data.get("resets_at") or 0) - reset) < _SAME_RESET:
                 out.append(data)
         return out
 

@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import time
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -238,3 +239,28 @@ def test_a_reset_already_continued_is_not_continued_again(tmux_server, tmp_path)
     assert states["done"].name == "busy"
     assert len(_events(store, row.id, "quota_continue")) == 1
     assert reader.read_bytes() == b""  # nothing typed
+
+
+def test_a_limit_met_again_after_a_continue_is_a_new_episode(tmux_server, tmp_path):
+    """A continue sent at a reset read to the minute can meet the limit again (a new
+    StopFailure): that limit is continued again, whatever its reset time."""
+    settings = load_settings(None)
+    store = SessionStore(Path(os.environ["SANDBOXRUN_HOME"]) / "state.db")
+    row = store.create_session(name="ep", mode="local", backend="tmux", status=Status.RUNNING)
+    mon = Monitor(store, tmux_server, settings)
+    reset = time.time() + 30
+    store.add_event(row.id, "hook", {"event": "StopFailure", "error": "rate_limit"})
+    assert mon._continues(row.id, reset) == []
+    store.add_event(row.id, "quota_continue", {"outcome": "delivered", "resets_at": reset - 39})
+    assert [c["outcome"] for c in mon._continues(row.id, reset)] == ["delivered"]
+    store.add_event(row.id, "hook", {"event": "StopFailure", "error": "rate_limit"})
+    assert mon._continues(row.id, reset) == []  # the fresh limit: continue it again
+
+
+def test_a_reset_read_from_the_screen_is_the_end_of_its_minute():
+    from datetime import datetime
+
+    now = datetime(2026, 11, 30, 15, 40, 10, tzinfo=UTC).timestamp()
+    hit, reset = limit_from_pane("You've hit your session limit \u00b7 resets 3:45pm\n", now)
+    minute = datetime(2026, 11, 30, 15, 45, tzinfo=UTC).timestamp()
+    assert hit and reset is not None and reset >= minute + 59
