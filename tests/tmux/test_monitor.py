@@ -257,9 +257,11 @@ def test_a_limit_met_again_after_a_continue_is_a_new_episode(tmux_server, tmp_pa
     assert mon._continues(row.id, reset) == []  # the fresh limit: continue it again
 
 
-def test_a_reset_read_from_the_screen_is_the_end_of_its_minute():
+def test_a_reset_read_from_the_screen_is_the_end_of_its_minute(monkeypatch):
     from datetime import datetime
 
+    monkeypatch.setenv("TZ", "UTC")  # the screen's times are local times
+    time.tzset()
     now = datetime(2026, 11, 30, 15, 40, 10, tzinfo=UTC).timestamp()
     hit, reset = limit_from_pane("You've hit your session limit \u00b7 resets 3:45pm\n", now)
     minute = datetime(2026, 11, 30, 15, 45, tzinfo=UTC).timestamp()
