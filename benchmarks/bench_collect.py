@@ -26,6 +26,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,6 +46,9 @@ from sandboxrun.sandbox.gitpack import (  # noqa: E402
     verify_artifacts,
 )
 from sandboxrun.sandbox.provision import BASELINE_SCRIPT  # noqa: E402
+from sandboxrun.sandbox.worktree_update import update_worktree  # noqa: E402
+
+ROUNDS = 3  # side-by-side rounds of the worktree update (--rounds)
 
 ENV = {
     **os.environ,
@@ -130,7 +134,11 @@ def big_file(root: Path, mib: int) -> dict[str, float]:
     return out
 
 
-def many_files(root: Path, files: int) -> dict[str, float]:
+def _inodes(worktree: Path, files: int) -> list[int]:
+    return [(worktree / f"d{i % 100:02d}" / f"f{i}.txt").stat().st_ino for i in range(files)]
+
+
+def many_files(root: Path, files: int, rounds: int = ROUNDS) -> dict[str, float]:
     """Every one of ``files`` files changed: half in an agent commit, half left uncommitted."""
     s = setup(root, files)
     for i in range(files):
@@ -139,14 +147,30 @@ def many_files(root: Path, files: int) -> dict[str, float]:
         if i == files // 2:
             sh(s.sb, "git", "add", "-A")
             sh(s.sb, "git", "commit", "-q", "-m", "agent: first half")
+    inodes = _inodes(s.worktree, files)
     out = collect_and_apply(s)
     assert out["files_changed"] == files, out
-    # The reference for the worktree part: git alone doing the same update again.
+    assert sh(s.worktree, "git", "status", "--porcelain") == "", "worktree not clean"
+    out["in_place"] = sum(a == b for a, b in zip(inodes, _inodes(s.worktree, files), strict=True))
+    # The baseline for the worktree part, side by side: the same update (index and files from
+    # OLD to NEW) by our update_worktree and by plain `git read-tree -m -u`, interleaved, each
+    # after git has put the worktree back at OLD.
     new = sh(s.worktree, "git", "rev-parse", "HEAD").strip()
-    sh(s.worktree, "git", "read-tree", "-m", "-u", new, s.old)
-    t0 = time.perf_counter()
-    sh(s.worktree, "git", "read-tree", "-m", "-u", s.old, new)
-    out["git_checkout_same_s"] = time.perf_counter() - t0
+    ours, gits = [], []
+    for _ in range(rounds):
+        for label, times in (("ours", ours), ("git", gits)):
+            sh(s.worktree, "git", "read-tree", "-m", "-u", new, s.old)
+            t0 = time.perf_counter()
+            if label == "ours":
+                update_worktree(s.worktree, s.old, new)
+            else:
+                sh(s.worktree, "git", "read-tree", "-m", "-u", s.old, new)
+            times.append(time.perf_counter() - t0)
+            assert sh(s.worktree, "git", "status", "--porcelain") == "", label
+    out["ours_worktree_rounds_s"] = ours
+    out["git_checkout_rounds_s"] = gits
+    out["git_checkout_same_s"] = statistics.median(gits)
+    out["ours_worktree_median_s"] = statistics.median(ours)
     out["files"] = files
     out["total_s"] = out["collect_s"] + out["verify_s"] + out["apply_s"]
     return out
@@ -158,9 +182,14 @@ def main() -> int:
     ap.add_argument("--files", type=int, default=20000)
     ap.add_argument("--only", choices=("big", "many"))
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--rounds", type=int, default=ROUNDS, help="side-by-side worktree rounds")
     args = ap.parse_args()
     results = {}
-    for name, fn, arg in (("big", big_file, args.big_mib), ("many", many_files, args.files)):
+
+    def many(root: Path, files: int) -> dict[str, float]:
+        return many_files(root, files, args.rounds)
+
+    for name, fn, arg in (("big", big_file, args.big_mib), ("many", many, args.files)):
         if args.only and args.only != name:
             continue
         root = Path(tempfile.mkdtemp(prefix=f"bench-collect-{name}-"))
@@ -182,8 +211,14 @@ def main() -> int:
         print(f"{r['files']} changed files: collect {r['collect_s']:.2f}s, verify "
               f"{r['verify_s']:.2f}s, apply {r['apply_s']:.2f}s (target <= 5 s) = build "
               f"{r['apply_build_s']:.2f}s + land on the branch {r['apply_land_s']:.2f}s + "
-              f"worktree update {r['apply_worktree_s']:.2f}s (plain git read-tree -u of the "
-              f"same change: {r['git_checkout_same_s']:.2f}s), {r['commits']} commits")  # fmt: skip
+              f"worktree update {r['apply_worktree_s']:.2f}s, {r['commits']} commits")  # fmt: skip
+        print(f"  worktree update: {r['in_place']} of {r['files']} files kept their inode "
+              f"(rewritten in place). Side by side, {len(r['git_checkout_rounds_s'])} rounds "
+              f"interleaved (median): update_worktree {r['ours_worktree_median_s']:.2f}s, plain "
+              f"`git read-tree -m -u` (the baseline) {r['git_checkout_same_s']:.2f}s: "
+              f"{r['ours_worktree_median_s'] / r['git_checkout_same_s']:.2f}x")  # fmt: skip
+        print("    rounds: ours " + " ".join(f"{x:.2f}" for x in r["ours_worktree_rounds_s"])
+              + " | git " + " ".join(f"{x:.2f}" for x in r["git_checkout_rounds_s"]))  # fmt: skip
     return 0
 
 

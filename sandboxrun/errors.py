@@ -104,6 +104,10 @@ class AuthError(BackendError):
     """The backend rejected our credentials."""
 
 
+class TemplateNotFoundError(BackendError):
+    """The template or snapshot a sandbox was to start from does not exist (any more)."""
+
+
 class AgentError(SandboxrunError):
     """The agent (Claude Code) could not be started or failed."""
 

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 from dataclasses import replace
+from itertools import product
 from pathlib import Path
 
 import pytest
@@ -26,17 +27,16 @@ from sandboxrun.store import ACTIVE, TERMINAL, Session, Status, process_start, s
 
 
 @pytest.mark.parametrize("status", sorted(ACTIVE | TERMINAL))
-@pytest.mark.parametrize("agent_started", [False, True])
-@pytest.mark.parametrize("claimed", [False, True])
-@pytest.mark.parametrize("driver_alive", [False, True])
-@pytest.mark.parametrize("starter_alive", [False, True])
-@pytest.mark.parametrize("mode", ["sandbox", "local"])
-def test_is_interrupted_table(status, agent_started, claimed, driver_alive, starter_alive, mode):
-    facts = StartFacts(mode, status, agent_started, claimed, driver_alive, starter_alive)
-    # before a driver claims the session its starter is responsible for it, after, the driver
-    responsible = driver_alive if claimed else starter_alive
-    expected = mode == "sandbox" and status in ACTIVE and not agent_started and not responsible
-    assert is_interrupted(facts) is expected
+def test_is_interrupted_table(status):
+    flags = (False, True)
+    for mode, agent_started, claimed, driver, starter in product(
+        ("sandbox", "local"), flags, flags, flags, flags
+    ):
+        facts = StartFacts(mode, status, agent_started, claimed, driver, starter)
+        # before a driver claims the session its starter is responsible for it, then the driver
+        responsible = driver if claimed else starter
+        expected = mode == "sandbox" and status in ACTIVE and not agent_started and not responsible
+        assert is_interrupted(facts) is expected, facts
 
 
 def test_a_long_lived_starter_does_not_hide_a_dead_driver():

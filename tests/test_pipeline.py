@@ -469,12 +469,17 @@ def test_kill_before_the_agent_starts_stops_without_collecting(pipeline, setting
 
 
 def test_kill_or_attach_a_session_whose_driver_died_before_the_agent(pipeline, settings, store):
+    # an interrupted start (sandbox.interrupted): attach ends it failed, kill ends it killed
     session = pipeline.start("@write x.txt x", name="stillborn")
     store.update(session.id, owner_pid=dead_pid())
-    with pytest.raises(UsageError, match="never started its agent"):
+    final = attach_session(settings, store, store.get(session.id))
+    assert final.status == "failed" and final.error.startswith("interrupted while created")
+    with pytest.raises(UsageError, match="already ended"):
         attach_session(settings, store, store.get(session.id))
+    session = pipeline.start("@write x.txt x", name="stillborn2")
+    store.update(session.id, owner_pid=dead_pid())
     final = kill_session(settings, store, store.get(session.id))
-    assert final.status == "killed" and final.error == "killed before the agent started"
+    assert final.status == "killed" and final.error.startswith("interrupted while created")
 
 
 def test_our_own_crash_after_the_agent_started_keeps_the_sandbox(pipeline, settings, store, gate):

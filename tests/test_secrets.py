@@ -315,6 +315,15 @@ def test_binary_and_oversized_files_are_not_scanned() -> None:
     assert scan_content(big[-1000:]) == "github-token"
 
 
+def test_the_binary_check_looks_at_the_first_8_kib_only() -> None:
+    """A NUL past 8 KiB (a text file with one odd byte) does not hide a secret; one inside
+    8 KiB makes the file binary, as git decides."""
+    token = TOKENS["github-token"]().encode()
+    assert scan_content(b"x" * 8192 + b"\0" + b"\n" + token) == "github-token"
+    assert scan_content(b"x" * 8191 + b"\0" + b"\n" + token) is None
+    assert scan_content(b"x" * 9000 + b"\n" + token + b"\n" + b"\0") == "github-token"
+
+
 def test_reasons_name_the_rule_never_the_value() -> None:
     token = TOKENS["anthropic-api-key"]()
     reason = secret_reason("src/settings.py", f"KEY = '{token}'\n".encode())

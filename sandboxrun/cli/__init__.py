@@ -66,6 +66,7 @@ from sandboxrun.cli import (  # noqa: E402
     pack_cmd,
     run_cmd,
     session_cmd,
+    warm_cmd,
     worktree_cmd,
 )
 
@@ -76,6 +77,7 @@ e2b_cmd.register(app)
 hidden_cmd.register(app)
 apply_cmd.register(app)
 fanout_cmd.register(app)
+warm_cmd.register(app)  # issue 12: warm starts from a snapshot
 # local mode
 worktree_cmd.register(app)
 hooks_cmd.register(app)

@@ -31,7 +31,6 @@ from sandboxrun.fanout.scheduler import (
     E2B_PRICE_PER_SECOND,
     GroupScheduler,
     Step,
-    claim_session,
     group_driver_alive,
 )
 from sandboxrun.fanout.tasks import load_tasks, validate_group_name
@@ -212,7 +211,18 @@ def register(app: typer.Typer) -> None:
             help="Running tasks are stopped (work collected) at this multiple of a budget.",
         ),
         start_rate: float | None = typer.Option(
-            None, "--start-rate", help="Sandbox creations per second (E2B Hobby 1, Pro 5)."
+            None,
+            "--start-rate",
+            help="E2B sandbox creations per second, kept around every create (Hobby 1, Pro 5).",
+        ),
+        warm: str = typer.Option(
+            "auto",
+            "--warm",
+            help="Start from a warm snapshot (`sandboxrun warm`): auto (use one, or make one "
+            "for 3+ tasks), on, off.",
+        ),
+        setup: str | None = typer.Option(
+            None, "--setup", help="Setup command of the warm snapshot (e.g. 'npm ci')."
         ),
         price_per_second: float | None = typer.Option(
             None,
@@ -238,6 +248,12 @@ def register(app: typer.Typer) -> None:
         backend_name = choose_backend(settings, backend)
         if backend_name not in DEFAULT_START_RATE:
             raise UsageError(f"unknown backend {backend_name!r}", "Use e2b or local.")
+        if warm not in ("auto", "on", "off"):
+            raise UsageError(f"unknown --warm {warm!r}", "Use auto, on or off.")
+        if warm == "on" and backend_name != "e2b":
+            raise UsageError("--warm on needs --backend e2b", "Local runs upload nothing.")
+        if start_rate is not None and start_rate <= 0:
+            raise UsageError("--start-rate must be positive")
         # the backend is ready (E2B key, Claude Code, bubblewrap...) before any task exists
         get_backend(backend_name, settings).check_ready(dry_run=False)
         base_commit = gitops.resolve_commit(root, "HEAD")
@@ -269,6 +285,7 @@ def register(app: typer.Typer) -> None:
             "start_rate": start_rate or DEFAULT_START_RATE[backend_name],
             "price_per_second": price,
             "keep_going": keep_going,
+            "warm_key": _warm_key(settings, root, backend_name, warm, setup, len(graph.tasks)),
         }
         g = G.create_group(
             store,
@@ -408,15 +425,36 @@ def register(app: typer.Typer) -> None:
     @app.command("_fanout_task", hidden=True)
     def fanout_task(session_id: str, attach: bool = typer.Option(False, "--attach")) -> None:
         """Drive one task's session, unless another process already does."""
-        from sandboxrun.sandbox.runner import RunDriver
+        from sandboxrun.fanout.taskmain import run_task
 
-        store = open_store(load_settings())
-        if not claim_session(store, session_id, os.getpid(), attach=attach):
-            return
-        s = store.get(session_id)
-        settings = load_settings(Path(s.repo) if s.repo else None)
-        driver = RunDriver(settings, store, s)
-        driver.resume() if attach else driver.execute()
+        run_task(session_id, attach=attach)
+
+
+def _warm_key(
+    settings: Any, root: Path, backend: str, mode: str, setup: str | None, n_tasks: int
+) -> str | None:
+    """The warm snapshot the group's tasks start from (made now if it pays off), or None."""
+    from sandboxrun.sandbox.warm import WarmCache, stale_at, warm_plan
+    from sandboxrun.sandbox.warm_build import build_snapshot
+
+    cache = WarmCache(settings.home)
+    entry = cache.find(root, settings.template, setup)
+    plan = warm_plan(mode, backend, n_tasks, entry is not None)
+    manifest = cache.manifest(entry.key) if entry is not None else None
+    if plan == "use" and entry is not None and manifest is not None:
+        commit = gitops.resolve_commit(root, "HEAD")
+        if (why := stale_at(root, entry, manifest, commit)) is not None:
+            err_console.print(f"warm: {why}; making a new one", highlight=False)
+            plan = "build"
+    if plan == "build":
+        err_console.print(
+            f"warm: one upload for {n_tasks} tasks (`--warm off` uploads to each)", highlight=False
+        )
+        entry = build_snapshot(
+            settings, root, setup=setup,
+            say=lambda text: err_console.print(f"warm: {text}", highlight=False),
+        )  # fmt: skip
+    return entry.key if entry is not None and plan != "cold" else None
 
 
 def _conflict_error(name: str, files: list[str], branch: str, commit: str) -> Exception:

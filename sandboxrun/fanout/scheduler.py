@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 #: E2B sandbox price per second for the default 2 vCPU / 512 MiB sandbox (configurable:
 #: --price-per-second); the local backend costs nothing by default
 E2B_PRICE_PER_SECOND = 0.000028 + 0.5 * 0.0000045
-#: sandbox creations per second: E2B Hobby allows 1/s, Pro 5/s
+#: sandbox creations per second: E2B Hobby allows 1/s, Pro 5/s (kept around each
+#: ``Sandbox.create`` by the E2B backend, across the task drivers: sandbox/ratelimit.py)
 DEFAULT_START_RATE = {"e2b": 1.0, "local": 5.0}
 #: running tasks are stopped at this multiple of a budget (new ones stop at the budget itself)
 DEFAULT_HARD_FACTOR = 1.25
@@ -115,8 +116,8 @@ class GroupScheduler:
         self.store = store
         self.gid = group_id
         self.spawn = spawn or spawn_task_driver
-        self._last_start = 0.0
         self._ended: set[str] = set()
+        self._agent_checked = False
         #: task driver pids this scheduler started, by session id
         self._spawned: dict[str, int] = {}
 
@@ -207,7 +208,6 @@ class GroupScheduler:
         by_name = {t.name: t for t in tasks}
         keep_going = bool(g.options.get("keep_going"))
         max_parallel = int(g.options.get("max_parallel") or 4)
-        rate = float(g.options.get("start_rate") or DEFAULT_START_RATE.get(g.backend, 1.0))
         for t in tasks:
             if outcome[t.name] != "pending":
                 continue
@@ -228,11 +228,8 @@ class GroupScheduler:
                 continue
             if running >= max_parallel:
                 break
-            if time.monotonic() - self._last_start < 1.0 / rate:
-                break  # the sandbox creation rate limit: the next pass starts it
             ok_deps = [sessions[d.session_id or ""] for d in deps if outcome[d.name] == "success"]
             if self._start(g, t, ok_deps, spent):
-                self._last_start = time.monotonic()
                 started.append(t.name)
                 running += 1
                 outcome[t.name] = "running"
@@ -266,6 +263,13 @@ class GroupScheduler:
         session = self._adopt(g, name)
         if session is None:
             options: dict[str, Any] = {"fanout_group": g.id, "fanout_task": t.name}
+            if g.backend == "e2b":
+                # the rate is kept around the sandbox creation itself, in the task's driver
+                options["create_rate"] = float(
+                    g.options.get("start_rate") or DEFAULT_START_RATE["e2b"]
+                )
+            if g.options.get("warm_key"):
+                options["warm_key"] = g.options["warm_key"]
             budget = g.options.get("budget_usd")
             if budget is not None:
                 # Claude Code stops itself at what is left of the group's budget
@@ -284,8 +288,12 @@ class GroupScheduler:
                         base=base,
                         backend=g.backend,
                         extra_options=options,
+                        agent_checked=self._agent_checked,
                     ),
                 )
+                # the agent's readiness (credentials, `claude auth status`) holds for the
+                # group: checked before its first task, not again before each of the others
+                self._agent_checked = True
             except SandboxrunError as exc:
                 G.update_task(self.store, g.id, t.name, state="error", reason=exc.message)
                 return False
@@ -398,13 +406,13 @@ def group_driver_alive(g: G.Group) -> bool:
 
 
 def spawn_task_driver(session: Session, attach: bool) -> int:
-    """Start ``sandboxrun _fanout_task SESSION`` detached (it claims the session first)."""
+    """Start the task's driver (``fanout/taskmain.py``) detached; it claims the session first."""
     from sandboxrun.config import load_settings
 
     settings = load_settings(Path(session.repo) if session.repo else None)
     log_dir = settings.session_artifacts(session.id)
     log_dir.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "sandboxrun", "_fanout_task", session.id]
+    argv = [sys.executable, "-m", "sandboxrun.fanout.taskmain", session.id]
     if attach:
         argv.append("--attach")
     return process.spawn_detached(argv, output=log_dir / "driver.log")

@@ -11,7 +11,8 @@ nothing the user sees has changed yet. Landing is:
    in place, so a crash here leaves only unreferenced objects);
 4. write the journal (``apply.json``: old and new commit), then **one** ``git update-ref`` with
    the expected old value — the only moment the branch changes;
-5. update the worktree (``read-tree -m -u old new``) and mark the journal done.
+5. update the worktree (edited files rewritten in place after a stat check, the rest with
+   ``read-tree -m -u``: :mod:`~sandboxrun.sandbox.worktree_update`) and mark the journal done.
 
 A SIGKILL anywhere leaves the branch at the old or the new commit. :func:`finish_pending`, run
 before any other apply of the session (``attach``, ``sandboxrun apply``, the run itself), sees an
@@ -35,6 +36,8 @@ from typing import Any
 from sandboxrun.coord import claims
 from sandboxrun.errors import GitError
 from sandboxrun.process import Result, run, run_bytes
+from sandboxrun.sandbox.worktree_update import FAULT_ENV as WORKTREE_FAULT_ENV
+from sandboxrun.sandbox.worktree_update import tree_changes, update_worktree
 from sandboxrun.sync.replay import (
     GIT_OPTS as _GIT_OPTS,
 )
@@ -53,7 +56,7 @@ log = logging.getLogger(__name__)
 STATE = "apply.json"
 #: Test hook: the name of a step at which the applier kills itself (SIGKILL), to prove that a
 #: crash at that moment leaves the branch consistent. Never set outside tests.
-FAULT_ENV = "SANDBOXRUN_FAULT_APPLY"
+FAULT_ENV = WORKTREE_FAULT_ENV
 
 
 @dataclass
@@ -258,13 +261,8 @@ def land(worktree: Path, branch: str, plan: Plan, directory: Path) -> dict[str, 
 
 
 def _update_worktree(worktree: Path, old: str, new: str) -> None:
-    res = _git(worktree, "read-tree", "-m", "-u", old, new, check=False)
-    if not res.ok:
-        raise GitError(
-            f"The branch now holds the agent's work, but its worktree {worktree} could not be "
-            f"updated: {res.stderr.strip()[-500:]}",
-            "Run `sandboxrun apply` on the session to finish.",
-        )
+    # Edited files are rewritten in place after a stat check, the rest by git (see the module).
+    update_worktree(worktree, old, new)
 
 
 def finish_pending(worktree: Path, directory: Path) -> dict[str, Any] | None:
@@ -307,36 +305,42 @@ def finish_pending(worktree: Path, directory: Path) -> dict[str, Any] | None:
     return record
 
 
-def _blob_at(worktree: Path, rev: str, path: str) -> str | None:
-    res = _git(worktree, "rev-parse", "--verify", "--quiet", f"{rev}:{path}", check=False)
-    return res.stdout.strip() if res.ok else None
-
-
-def _disk_blob(worktree: Path, path: str) -> str | None:
-    full = worktree / path
-    if full.is_symlink():
-        return _git(worktree, "hash-object", "--stdin",
-                    input=os.fsencode(os.readlink(full))).stdout.strip()  # fmt: skip
-    if not full.is_file():
-        return None
-    return _git(worktree, "hash-object", "--", path).stdout.strip()
+def _disk_blobs(worktree: Path, paths: list[str]) -> dict[str, str | None]:
+    """The blob id each path holds on disk (None: missing or not a file), hashed in one batch."""
+    out: dict[str, str | None] = {}
+    regular = []
+    for path in paths:
+        full = worktree / path
+        if full.is_symlink():
+            out[path] = _git(worktree, "hash-object", "--stdin",
+                             input=os.fsencode(os.readlink(full))).stdout.strip()  # fmt: skip
+        elif full.is_file() and "\n" not in path:
+            regular.append(path)
+        elif full.is_file():
+            out[path] = _git(worktree, "hash-object", "--", path).stdout.strip()
+        else:
+            out[path] = None
+    if regular:
+        data = "".join(p + "\n" for p in regular).encode(errors="surrogateescape")
+        shas = _git(worktree, "hash-object", "--stdin-paths", input=data).stdout.split()
+        out.update(zip(regular, shas, strict=True))
+    return out
 
 
 def _careful_reset(worktree: Path, old: str, new: str, index_is_new: bool) -> None:
     """Bring files to ``new`` where they hold our old or new version; refuse anything else."""
-    raw = run_bytes(
-        ["git", *_GIT_OPTS, "diff", "--name-only", "-z", "--no-renames", old, new], cwd=worktree
-    )
-    changed = [os.fsdecode(n) for n in raw.split(b"\0") if n]
+    changes = tree_changes(worktree, old, new)
+    on_disk = _disk_blobs(worktree, [c.path for c in changes])
+    zero = "0" * len(changes[0].old_sha) if changes else ""
     foreign = []
-    for path in changed:
-        have = _disk_blob(worktree, path)
-        if have not in (_blob_at(worktree, old, path), _blob_at(worktree, new, path)):
-            foreign.append(path)
+    for c in changes:
+        ours = {sha if sha != zero else None for sha in (c.old_sha, c.new_sha)}
+        if on_disk[c.path] not in ours:
+            foreign.append(c.path)
     _git(worktree, "update-index", "-q", "--refresh", check=False)
     dirty = run_bytes(["git", *_GIT_OPTS, "diff-index", "--name-only", "-z", "HEAD" if index_is_new else old],
                       cwd=worktree)  # fmt: skip
-    changed_set = set(changed)
+    changed_set = {c.path for c in changes}
     foreign += [
         os.fsdecode(n) for n in dirty.split(b"\0") if n and os.fsdecode(n) not in changed_set
     ]

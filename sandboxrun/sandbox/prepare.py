@@ -38,6 +38,9 @@ class RunRequest:
     allow_sensitive: bool = False
     with_changes: bool = False
     extra_options: dict[str, Any] = field(default_factory=dict)
+    #: the caller already ran :func:`check_agent_can_start` for this backend (a fan-out group
+    #: checks once, not before each of its tasks: ``claude auth status`` alone takes ~0.4 s)
+    agent_checked: bool = False
 
 
 def default_name(prompt_file: Path | None, prompt: str | None) -> str:
@@ -211,13 +214,14 @@ def prepare_run(settings: Settings, store: SessionStore, req: RunRequest) -> Ses
             f"The {backend_name} backend is always isolated; drop --no-isolation.",
         )
     backend = get_backend(backend_name, settings, no_isolation=no_isolation)
-    check_agent_can_start(
-        backend_name,
-        backend,
-        settings,
-        dry_run=req.dry_run,
-        isolated=backend.confines_agent,
-    )
+    if not req.agent_checked:
+        check_agent_can_start(
+            backend_name,
+            backend,
+            settings,
+            dry_run=req.dry_run,
+            isolated=backend.confines_agent,
+        )
     isolation_warning = getattr(getattr(backend, "decision", None), "warning", None)
 
     name = gitops.validate_name(req.name or default_name(req.prompt_file, prompt))

@@ -132,6 +132,9 @@ class Provisioner:
         """A fresh sandbox for the session, recorded in its row."""
         assert session.repo is not None
         self.journal.phase(Status.PROVISIONING, f"backend {session.backend}")
+        rate = session.options.get("create_rate")  # a fan-out group's creation rate
+        if rate and hasattr(self.backend, "create_rate"):
+            self.backend.create_rate = float(rate)
         with self.times.measure("create"):
             created = time.time()  # no later than E2B's clock starts: the lifetime cap
             sandbox = self.backend.create(

@@ -99,17 +99,21 @@ class RunDriver:
         self._claim()
         prov = Provisioner(self.settings, self.backend, self.journal, self.artifacts, self.times)
         try:
-            packed = prov.pack(self.session)
-            try:
-                self._check_kill_before_agent()
-                self.sandbox = prov.create_sandbox(self._refresh())
-                testhold.hold("sandbox-created")
-                prov.upload(self.sandbox, packed)
-            finally:
-                # Never leave a partial or used upload behind (failed, killed or done).
-                packed.path.unlink(missing_ok=True)
+            packed: PackResult | None = None
+            self.sandbox = self._warm_start(prov)  # None: a cold start, a full upload
+            if self.sandbox is None:
+                packed = prov.pack(self.session)
+                try:
+                    self._check_kill_before_agent()
+                    self.sandbox = prov.create_sandbox(self._refresh())
+                    testhold.hold("sandbox-created")
+                    prov.upload(self.sandbox, packed)
+                finally:
+                    # Never leave a partial or used upload behind (failed, killed or done).
+                    packed.path.unlink(missing_ok=True)
             self._check_kill_before_agent()
             if self.session.options.get("dry_run"):
+                assert packed is not None  # dry runs never start warm
                 return self._finish_dry_run(prov, self.sandbox, packed)
             self.agent = prov.start_agent(self.sandbox, self._refresh())
             return self._follow_and_finish(self.agent)
@@ -150,6 +154,16 @@ class RunDriver:
         except Exception as exc:
             self._fail(f"unexpected error: {type(exc).__name__}: {exc}")
             raise
+
+    def _warm_start(self, prov: Provisioner) -> Sandbox | None:
+        """The sandbox from the session's warm snapshot (``fanout``), or None to start cold."""
+        key = self.session.options.get("warm_key")
+        if not key or self.session.options.get("dry_run"):
+            return None
+        from sandboxrun.sandbox.warm import warm_start
+
+        self._check_kill_before_agent()
+        return warm_start(prov, self._refresh(), str(key))
 
     def _agent_started(self) -> bool:
         return self.sandbox is not None and self._refresh().agent_pgid is not None

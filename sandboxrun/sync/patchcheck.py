@@ -166,9 +166,13 @@ class PatchCheck:
 # Checking
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def norm_component(component: str) -> str:
     """Fold a path component to what a case-insensitive (HFS+/NTFS) filesystem would see."""
-    folded = "".join(c for c in component if c not in _INVISIBLE).casefold()
+    # Cached (a big change repeats its directory names); ASCII has no invisible characters.
+    if not component.isascii():
+        component = "".join(c for c in component if c not in _INVISIBLE)
+    folded = component.casefold()
     return folded.split(":", 1)[0].rstrip(". ")  # NTFS: ".git::$DATA", ".git." and ".git " = .git
 
 
@@ -178,7 +182,9 @@ def _path_problem(path: str) -> str | None:
         return "empty path"
     # A tab is a legitimate (if odd) character in a POSIX name; other control characters
     # only serve to forge terminal output.
-    if any((unicodedata.category(c) == "Cc" and c != "\t") or c in _INVISIBLE for c in path):
+    plain = path.isascii() and path.replace("\t", " ").isprintable()  # so neither: fast
+    if not plain and any(unicodedata.category(c) == "Cc" and c != "\t" or c in _INVISIBLE
+                         for c in path):  # fmt: skip
         return "control or invisible character in path"
     if path.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", path):
         return "absolute path"
@@ -199,27 +205,38 @@ def _path_problem(path: str) -> str | None:
     return None
 
 
+_Rule = tuple[bool, bool, tuple[str, ...], str]
+
+
 @functools.lru_cache(maxsize=64)
-def _compiled_rules(extra: tuple[str, ...]) -> tuple[tuple[bool, bool, tuple[str, ...], str], ...]:
-    """The rules as (any depth, is a directory, folded components, reason), folded once."""
+def _compiled_rules(
+    extra: tuple[str, ...],
+) -> tuple[tuple[_Rule, ...], dict[str, list[int]], list[int]]:
+    """The rules as (any depth, is a directory, folded components, reason), folded once; and
+    their indexes by first component (a literal name), and of those starting with a glob."""
     rules = [*SENSITIVE_PATHS, *((p, "git hooks (core.hooksPath)") for p in extra)]
     out = []
-    for pattern, why in rules:
+    by_first: dict[str, list[int]] = {}
+    globbed: list[int] = []
+    for i, (pattern, why) in enumerate(rules):
         pat = pattern.removeprefix("**/")
         parts = tuple(norm_component(p) for p in pat.rstrip("/").split("/"))
         out.append((pattern.startswith("**/"), pat.endswith("/"), parts, why))
-    return tuple(out)
+        if any(c in parts[0] for c in "*?["):
+            globbed.append(i)
+        else:
+            by_first.setdefault(parts[0], []).append(i)
+    return tuple(out), by_first, globbed
 
 
 def _sensitive_why(path: str, extra: Sequence[str] = ()) -> str | None:
-    """The reason ``path`` is sensitive, or None."""
+    """The reason ``path`` is sensitive (the first rule that matches), or None."""
     parts = [norm_component(p) for p in path.split("/")]
-    present = set(parts)
-    for any_depth, is_dir, pat_parts, why in _compiled_rules(tuple(extra)):
-        first = pat_parts[0]
-        # Most rules start with a literal name: skip them unless the path has that name.
-        if first not in present and not any(c in first for c in "*?["):
-            continue
+    rules, by_first, globbed = _compiled_rules(tuple(extra))
+    # Most rules start with a literal name: only those whose name the path has are tried.
+    candidates = [i for name in set(parts) for i in by_first.get(name, ())] + globbed
+    for i in sorted(set(candidates)) if len(candidates) > 1 else candidates:
+        any_depth, is_dir, pat_parts, why = rules[i]
         k = len(pat_parts)
         for start in range(len(parts) - k + 1) if any_depth else (0,):
             window = parts[start : start + k]

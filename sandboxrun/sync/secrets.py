@@ -362,7 +362,7 @@ _RUN_B64URL = b"a" * 26
 
 def is_text(data: bytes) -> bool:
     """Git's rule of thumb: a NUL byte in the first 8 KiB means binary."""
-    return b"\0" not in data[:8192]
+    return data.find(b"\0", 0, 8192) < 0  # no 8 KiB slice copied
 
 
 def _placeholder(value: bytes) -> bool:

@@ -1,6 +1,6 @@
 """PID 1 of one emulated sandbox: sets up its mounts, then reaps orphans until it is killed.
 
-``python nsinit.py HOME TOOLS TMP SHADOW`` runs inside the sandbox's fresh mount and PID
+``python nsinit.py HOME TOOLS TMP SHADOW [LOWER]`` runs inside the sandbox's fresh mount and PID
 namespaces (and, without root, a user namespace where we are root). It first makes ``HOME``
 this namespace's ``/home/user``, ``TOOLS`` its ``/usr/local/sbin`` and ``TMP`` its ``/tmp``
 (each VM has its own /tmp: programs that keep per-user state there, such as Claude Code's
@@ -63,13 +63,20 @@ def _shadow_home():
     os.mkdir(SANDBOX_HOME)
 
 
-def setup(home, tools, tmp, shadow):
-    fds = {
-        target: os.open(source, os.O_PATH | os.O_DIRECTORY)
-        for source, target in ((home, SANDBOX_HOME), (tools, TOOLS_MOUNT), (tmp, "/tmp"))
-    }
+def setup(home, tools, tmp, shadow, lower=None):
+    """``lower``: a snapshot's files, seen through an overlay whose upper layer is ``home``
+    (with ``home``'s sibling ``work`` as overlayfs' work directory): a sandbox started from a
+    snapshot gets its files at once, and never writes into the snapshot."""
+    mounts = [(tools, TOOLS_MOUNT), (tmp, "/tmp")]
+    if lower is None:
+        mounts.append((home, SANDBOX_HOME))
+    fds = {target: os.open(source, os.O_PATH | os.O_DIRECTORY) for source, target in mounts}
     if shadow:
         _shadow_home()
+    if lower is not None:  # first: the paths are this machine's, before /tmp is the sandbox's
+        work = os.path.join(os.path.dirname(home), "work")
+        _mount("overlay", SANDBOX_HOME, "overlay", 0,
+               f"lowerdir={lower},upperdir={home},workdir={work}")  # fmt: skip
     for target, fd in fds.items():
         _mount(_fd_path(fd), target, None, MS_BIND)
         os.close(fd)
@@ -91,8 +98,9 @@ def reap_forever():
 
 def main():
     home, tools, tmp, shadow = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
+    lower = sys.argv[5] if len(sys.argv) > 5 else None
     try:
-        setup(home, tools, tmp, shadow)
+        setup(home, tools, tmp, shadow, lower)
     except OSError as exc:
         sys.stderr.write(f"sandbox setup failed: {exc}\n")
         sys.exit(1)

@@ -180,7 +180,8 @@ class EmuSandbox:
 
     @property
     def home(self) -> Path:
-        """The directory on this machine that is ``/home/user`` inside the sandbox."""
+        """The directory on this machine that is ``/home/user`` inside the sandbox (for one
+        started from a snapshot as root, the overlay's upper layer: use :meth:`host_path`)."""
         return self.root / "home"
 
     def resolve(self, path: str) -> str:
@@ -196,6 +197,19 @@ class EmuSandbox:
         its home and every other path in this machine's filesystem, exactly as commands see it.
         """
         return Path(f"/proc/{self.init_pid}/root{self.resolve(path)}")
+
+
+async def copy_tree(src: Path, dest: Path) -> None:
+    """Copy the contents of ``src`` into the existing directory ``dest``, keeping modes and
+    times (``cp -a``: E2B's snapshots keep a filesystem as it was)."""
+    proc = await asyncio.create_subprocess_exec(
+        "cp", "-a", "--", f"{src}/.", f"{dest}/",
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"copying {src} to {dest} failed: {err.decode(errors='replace')}")
 
 
 class SandboxManager:
@@ -234,10 +248,19 @@ class SandboxManager:
         timeout: float,
         metadata: dict[str, str],
         env_vars: dict[str, str],
+        seed: Path | None = None,
     ) -> EmuSandbox:
+        """A new sandbox; ``seed`` (a snapshot's copy of a home) becomes its ``/home/user``."""
         sandbox_id = "i" + secrets.token_hex(10)
         root = self.root / sandbox_id
         (root / "home").mkdir(parents=True)
+        # A snapshot's files: through an overlay when we may mount one (root: no copying, as
+        # E2B boots a snapshot without copying it through anything), else copied.
+        overlay = seed is not None and not self.userns
+        if overlay:
+            (root / "work").mkdir()
+        elif seed is not None:
+            await copy_tree(seed, root / "home")
         (root / "tmp").mkdir()
         (root / "tmp").chmod(0o1777)
         now = time.time()
@@ -273,6 +296,7 @@ class SandboxManager:
             str(self.tools_dir),
             str(root / "tmp"),
             "1" if self.shadow_home else "0",
+            *([str(seed)] if overlay else []),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

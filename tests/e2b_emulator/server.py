@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import socket
 import tempfile
@@ -35,7 +36,7 @@ from starlette.routing import Route
 
 from . import envd
 from .faults import Faults
-from .sandboxes import ENVD_VERSION, SANDBOX_HOME, EmuSandbox, SandboxManager
+from .sandboxes import ENVD_VERSION, SANDBOX_HOME, EmuSandbox, SandboxManager, copy_tree
 
 DEFAULT_API_KEY = "e2b_emulator_test_key"
 #: the templates a fresh emulator knows: E2B's default and sandboxrun's default
@@ -88,6 +89,14 @@ class E2BEmulator:
         self._control_failures: list[tuple[int, int | None]] = []
         self._upload_failures: list[int] = []
         self._idempotency: dict[str, str] = {}
+        #: when each create was accepted (time.time(), in order), and when one was refused
+        #: by ``create_rate_limit`` (429): tests check the client's spacing against these
+        self.create_times: list[float] = []
+        self.refused_create_times: list[float] = []
+        #: accept at most this many creations per second (E2B's per-team limit), else 429
+        self.create_rate_limit: float | None = None
+        #: snapshots (``create_snapshot``): id -> the copy of the sandbox's home it was made of
+        self.snapshots: dict[str, Path] = {}
         #: scripted failures per kind of request (tests/e2b_emulator/faults.py)
         self.faults = Faults()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -262,10 +271,24 @@ class E2BEmulator:
         with self._lock:
             self._control_failures.clear()
             self._upload_failures.clear()
+            self.create_times.clear()
+            self.refused_create_times.clear()
+        self.create_rate_limit = None
+        for snapshot_id in list(self.snapshots):
+            self.drop_snapshot(snapshot_id)
         self.faults.clear()
         self.templates = set(DEFAULT_TEMPLATES)
         self.set_claude(None)
         self.stats.clear()
+
+    def drop_snapshot(self, snapshot_id: str) -> bool:
+        """Delete a snapshot, as if it expired or someone deleted it on E2B's side.
+
+        Sandboxes already started from it keep their files (its copy is the lower layer of
+        their overlay): the copy goes with the emulator's directory.
+        """
+        with self._lock:
+            return self.snapshots.pop(snapshot_id, None) is not None
 
     def set_claude(self, program: str | os.PathLike[str] | None) -> None:
         """Make ``program`` the ``claude`` on every sandbox's PATH (None: no claude at all)."""
@@ -383,6 +406,8 @@ class E2BEmulator:
                 Route("/sandboxes/{sid}", self._info, methods=["GET"]),
                 Route("/sandboxes/{sid}", self._kill, methods=["DELETE"]),
                 Route("/sandboxes/{sid}/timeout", self._set_timeout, methods=["POST"]),
+                Route("/sandboxes/{sid}/snapshots", self._snapshot, methods=["POST"]),
+                Route("/templates/{tid}", self._delete_template, methods=["DELETE"]),
                 Route("/_emulator/sandboxes/{sid}/expire", self._http_expire, methods=["POST"]),
                 Route("/_emulator/sandboxes/{sid}/lose", self._http_lose, methods=["POST"]),
                 Route("/_emulator/settle", self._http_settle, methods=["POST"]),
@@ -429,8 +454,17 @@ class E2BEmulator:
         self.stats["create"] += 1
         body = await self._json(request)
         template = body.get("templateID", "")
-        if self.templates is not None and template not in self.templates:
+        seed = self.snapshots.get(template)
+        if seed is None and self.templates is not None and template not in self.templates:
             return _error(404, f"template '{template}' not found")
+        now = time.time()
+        with self._lock:
+            limit = self.create_rate_limit
+            if limit and self.create_times and now - self.create_times[-1] < 1.0 / limit:
+                self.refused_create_times.append(now)
+                self.stats["rate_limited_create"] += 1
+                return _error(429, "Rate limit exceeded", {"Retry-After": "1"})
+            self.create_times.append(now)
         timeout = self._check_timeout(body.get("timeout", self.default_timeout))
         if isinstance(timeout, Response):
             return timeout
@@ -444,6 +478,7 @@ class E2BEmulator:
             timeout=timeout,
             metadata=body.get("metadata") or {},
             env_vars=body.get("envVars") or {},
+            seed=seed,
         )
         if key:
             self._idempotency[key] = sandbox.sandbox_id
@@ -491,6 +526,28 @@ class E2BEmulator:
         self.stats["kill"] += 1
         if not await self.manager.destroy(request.path_params["sid"], "killed"):
             return _error(404, f"sandbox {request.path_params['sid']} not found")
+        return Response(status_code=204)
+
+    async def _snapshot(self, request: Request) -> Response:
+        """``create_snapshot``: copy the sandbox's home; new sandboxes can start from it."""
+        self.stats["snapshot"] += 1
+        sandbox = self.manager.sandboxes.get(request.path_params["sid"])
+        if sandbox is None:
+            return _error(404, f"sandbox {request.path_params['sid']} not found")
+        raw_id = "snap" + secrets.token_hex(8)
+        snapshot_id = f"{raw_id}:default"  # E2B: the raw template id with its tag
+        where = self._root / "snapshots" / raw_id
+        where.mkdir(parents=True)
+        await copy_tree(sandbox.host_path(SANDBOX_HOME), where)  # what the sandbox sees
+        with self._lock:
+            self.snapshots[snapshot_id] = where
+        return JSONResponse({"snapshotID": snapshot_id, "names": [snapshot_id]}, status_code=201)
+
+    async def _delete_template(self, request: Request) -> Response:
+        """``delete_snapshot`` (a snapshot is a template on E2B): 204, or 404 if unknown."""
+        self.stats["delete_template"] += 1
+        if not self.drop_snapshot(request.path_params["tid"]):
+            return _error(404, f"template '{request.path_params['tid']}' not found")
         return Response(status_code=204)
 
     async def _set_timeout(self, request: Request) -> Response:

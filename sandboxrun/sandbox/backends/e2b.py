@@ -53,6 +53,7 @@ from sandboxrun.errors import (
     BackendError,
     SandboxLostError,
     SandboxrunError,
+    TemplateNotFoundError,
     UnsafeArchiveError,
 )
 from sandboxrun.sandbox.backends.base import DETACH_WRAPPER, ExecResult, Launch
@@ -71,6 +72,7 @@ from sandboxrun.sandbox.backends.e2b_scripts import (
 )
 from sandboxrun.sandbox.backends.e2b_scripts import MARK as _MARK
 from sandboxrun.sandbox.backends.e2b_template import build_template, claude_template
+from sandboxrun.sandbox.ratelimit import CreateLimiter, default_rate
 
 __all__ = [
     "CLAUDE_CODE_VERSION", "CREDENTIAL_VARS", "PASSTHROUGH_VARS", "SECRET_VARS", "E2BBackend", "E2BSandbox",
@@ -86,6 +88,8 @@ HOME = "/home/user"
 #: bigger ones are cut in the sandbox and downloaded as a file
 INLINE_READ_LIMIT = 1 << 20
 DEFAULT_RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0)
+#: creation attempts, each in its own rate-limit turn, before a 429 counts as one failure
+CREATE_TURNS = 4
 _SIGNALS = ("INT", "TERM", "KILL", "0")
 
 
@@ -365,6 +369,13 @@ class E2BSandbox:
             return True
         return str(getattr(info.state, "value", info.state)) == "running"
 
+    def snapshot(self) -> str:
+        """``create_snapshot``: the id new sandboxes start from (``create(template=id)``)."""
+        info = self._backend.retry(
+            "snapshotting the sandbox", self._sdk.create_snapshot, sandbox_id=self.id
+        )
+        return str(info.snapshot_id)
+
     def destroy(self) -> None:
         # Already gone is what we wanted: kill() answers False for an unknown sandbox.
         with contextlib.suppress(SandboxLostError):
@@ -388,6 +399,8 @@ class E2BBackend:
             except ValueError:
                 retry_delays = ()
         self.retry_delays = tuple(retry_delays or DEFAULT_RETRY_DELAYS)
+        #: sandbox creations per second, kept across processes (sandbox/ratelimit.py)
+        self.create_rate = default_rate()
 
     # -- readiness and credentials -----------------------------------------------------------
 
@@ -426,8 +439,12 @@ class E2BBackend:
         timeout_s: float,
         env: Mapping[str, str],
         metadata: Mapping[str, str],
+        template: str | None = None,
     ) -> E2BSandbox:
-        template = self.settings.template
+        """A sandbox from ``template`` (default: configured; or a snapshot id), rate-limited."""
+        from_snapshot = template is not None
+        template = template or self.settings.template
+        limiter = CreateLimiter.for_e2b(self.settings.home, self.create_rate)
         meta = {str(k): str(v) for k, v in metadata.items()}
         meta.setdefault("sandboxrun_session", session_id)
         # One key for all our retries: if a create went through but its answer was lost, E2B
@@ -436,13 +453,22 @@ class E2BBackend:
         timeout = max(1, math.ceil(timeout_s))
 
         def create() -> SDKSandbox:
-            return SDKSandbox.create(
-                template=template,
-                timeout=timeout,
-                metadata=meta,
-                envs=dict(env),
-                idempotency_key=key,
-            )
+            # each attempt waits its turn (after a 429, a later one); the SDK's retries would not
+            for attempt in range(CREATE_TURNS):
+                with limiter.turn():
+                    try:
+                        return SDKSandbox.create(
+                            template=template,
+                            timeout=timeout,
+                            metadata=meta,
+                            envs=dict(env),
+                            idempotency_key=key,
+                            retries=0,
+                        )
+                    except RateLimitException:
+                        if attempt == CREATE_TURNS - 1:
+                            raise
+            raise AssertionError("unreachable")
 
         try:
             sdk = self.retry("creating the sandbox", create)
@@ -450,6 +476,11 @@ class E2BBackend:
             cause = exc.__cause__ if isinstance(exc.__cause__, SandboxException) else None
             status = getattr(cause, "status_code", None)
             text = str(cause or "").lower()
+            if from_snapshot and (status == 404 or "not found" in text):
+                raise TemplateNotFoundError(
+                    f"the E2B snapshot {template!r} no longer exists",
+                    "Build a new one with `sandboxrun warm`.",
+                ) from cause
             if status == 404 or ("template" in text and "not found" in text):
                 raise BackendError(
                     f"the E2B template {template!r} does not exist (or is not yours)",
@@ -467,6 +498,12 @@ class E2BBackend:
             raise
         log.debug("created E2B sandbox %s for session %s", sdk.sandbox_id, session_id)
         return E2BSandbox(self, sdk)
+
+    def delete_snapshot(self, snapshot_id: str) -> bool:
+        """Delete a snapshot made by :meth:`E2BSandbox.snapshot`; False if it was gone."""
+        return bool(
+            self.retry("deleting a snapshot", lambda: SDKSandbox.delete_snapshot(snapshot_id))
+        )
 
     def connect(self, sandbox_id: str) -> E2BSandbox:
         sdk = self.retry(
