@@ -199,6 +199,27 @@ def test_autocrlf_input_converts_on_commit_only_so_edits_stay_in_place(tmp_path:
     assert r.status() == ""
 
 
+def test_a_write_error_midway_is_a_git_error_with_the_next_step(tmp_path: Path) -> None:
+    """A full disk or an I/O error while rewriting in place ends like a failed git update."""
+    import resource
+    import signal
+
+    r = Repo(tmp_path, {"a/small.txt": "s\n", "b/big.txt": "old\n"})
+    new = r.commit_elsewhere({"a/small.txt": "t\n", "b/big.txt": "x" * 4096})
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1024, limits[1]))  # writes past 1 KiB: EFBIG
+    try:
+        with pytest.raises(GitError) as info:
+            update_worktree(r.path, r.old, new)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, previous)
+    assert "could not be updated" in info.value.message
+    assert "sandboxrun apply" in (info.value.hint or "")
+    assert (r.path / "a" / "small.txt").read_text() == "t\n"  # written before the failure
+
+
 def test_a_crash_halfway_through_the_in_place_writes_is_finished(tmp_path: Path) -> None:
     p = Pipeline(tmp_path, many(60, "old"))
     for name, content in many(60, "agent").items():

@@ -211,7 +211,14 @@ class DashboardApp(App[None]):
     def refresh_view(self) -> None:
         if self.conn is None:
             return
-        snap = self.snap = self.tracker.refresh(self.conn)
+        try:
+            snap = self.snap = self.tracker.refresh(self.conn)
+        except (sqlite3.Error, SandboxrunError) as exc:
+            # a locked or damaged database, a row from a newer version: say it, keep the last
+            # view, try again at the next tick
+            text = exc.message if isinstance(exc, SandboxrunError) else str(exc)
+            self.query_one("#summary", Static).update(Text(f"cannot read the database: {text}"))
+            return
         table = self.query_one("#sessions", DataTable)
         now = time.time()
         seen = set()

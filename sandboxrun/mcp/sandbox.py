@@ -46,6 +46,7 @@ def register(mcp: FastMCP, coord: Coord) -> None:
         repo: str | None = None,
         dry_run: bool = False,
         include_submodules: bool | None = None,
+        allow_claimed: bool = False,
     ) -> dict[str, Any]:
         """Start a Claude Code agent in a sandbox on its own branch, in the background.
 
@@ -56,6 +57,8 @@ def register(mcp: FastMCP, coord: Coord) -> None:
         sandbox_logs, stop it with kill_sandbox. dry_run makes the whole round trip without
         the agent (no API key needed). include_submodules uploads the submodules' files
         too (default: the repository's config); changes inside them come back as patches.
+        Changes to files another live session claimed exclusively are held back (kept for
+        `sandboxrun apply --allow-claimed`) unless allow_claimed.
         """
         root = Path(coord.repo(repo))
         # The repository's own config applies (as for `sandboxrun run --repo`), in this
@@ -82,6 +85,7 @@ def register(mcp: FastMCP, coord: Coord) -> None:
                 base=base,
                 backend=backend,
                 dry_run=dry_run,
+                extra_options={"allow_claimed": allow_claimed},
             ),
             detach=True,
         )

@@ -503,6 +503,7 @@ def keep_on_ref(
     *,
     allow_sensitive: bool = False,
     leftover_message: str = LEFTOVER_MESSAGE,
+    held: Callable[[Iterable[str]], Mapping[str, str]] | None = None,
 ) -> Plan | None:
     """Keep the collection in ``directory`` on ``ref``, built on ``expected``; no branch moves.
 
@@ -514,7 +515,7 @@ def keep_on_ref(
     worktree, directory = Path(worktree), Path(directory)
     plan = build_plan(worktree, directory, expected, allow_sensitive=allow_sensitive,
                       extra_sensitive=hooks_path_pattern(worktree),
-                      leftover_message=leftover_message)  # fmt: skip
+                      leftover_message=leftover_message, held=held)  # fmt: skip
     if plan.new == plan.old:
         return None
     _move_objects(Quarantine(worktree, directory), plan.old, plan.new)

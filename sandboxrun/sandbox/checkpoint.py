@@ -24,13 +24,14 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sandboxrun.errors import GitError, SandboxLostError, SandboxrunError
 from sandboxrun.sandbox.gitpack import collect_patches, known_blobs
 from sandboxrun.store import Status
-from sandboxrun.sync.replay import BASELINE_PACK, MANIFEST, WORK_PACK, Quarantine
+from sandboxrun.sync.quarantine import BASELINE_PACK, MANIFEST, WORK_PACK, Quarantine
 
 if TYPE_CHECKING:
     from sandboxrun.sandbox.lifetime import Run
@@ -193,6 +194,7 @@ def land_checkpoint(store: SessionStore, session: Session, artifacts: Path) -> s
     worktree is busy — the branch is left alone and the work is put on :func:`side_ref`
     instead. The session's error says which, and from when.
     """
+    from sandboxrun.coord.claims import hold_back_check
     from sandboxrun.sandbox.apply import apply_collected, expected_commit
 
     info = read_checkpoint(artifacts) or {}
@@ -204,9 +206,14 @@ def land_checkpoint(store: SessionStore, session: Session, artifacts: Path) -> s
     worktree = Path(session.worktree)
     expected = expected_commit(session, artifacts)
     allow = bool(session.options.get("allow_sensitive"))
+    # files other live sessions claimed exclusively are held back, as at a final collection
+    held = hold_back_check(store.conn, session.repo, session.id,
+                           allow_claimed=bool(session.options.get("allow_claimed")))  # fmt: skip
     try:
+        held = hold_back_check(store.conn, session.repo, session.id,  # others' claimed files
+                               allow_claimed=bool(session.options.get("allow_claimed")))  # fmt: skip
         applied = apply_collected(worktree, session.branch, ck, expected, allow_sensitive=allow,
-                                  leftover_message=CHECKPOINT_MESSAGE)  # fmt: skip
+                                  leftover_message=CHECKPOINT_MESSAGE, held=held)  # fmt: skip
         record = applied.record
         fields = {"result_commits": applied.commits,
                   "files_changed": len(record.get("files_changed") or []),
@@ -220,7 +227,7 @@ def land_checkpoint(store: SessionStore, session: Session, artifacts: Path) -> s
     except GitError as exc:
         note += f"; not applied: {exc.message}"
         ref, told = keep_aside(session, ck, expected, side_ref(session), "checkpoint",
-                               leftover_message=CHECKPOINT_MESSAGE)  # fmt: skip
+                               leftover_message=CHECKPOINT_MESSAGE, held=held)  # fmt: skip
         if ref is not None:
             info["side_ref"] = ref
             _save_info(artifacts, info)
@@ -242,6 +249,7 @@ def keep_aside(
     what: str,
     *,
     leftover_message: str | None = None,
+    held: Callable[[Iterable[str]], Mapping[str, str]] | None = None,
 ) -> tuple[str | None, str]:
     """Keep work that its branch refused on ``ref``; returns (ref or None, a sentence).
 
@@ -264,7 +272,7 @@ def keep_aside(
     try:
         plan = keep_on_ref(worktree, directory, expected, ref,
                            allow_sensitive=bool(session.options.get("allow_sensitive")),
-                           **extra)  # fmt: skip
+                           held=held, **extra)  # fmt: skip
     except (SandboxrunError, OSError) as exc:
         log.warning("could not keep the %s of %s on %s: %s", what, session.name, ref, exc)
         return None, ""

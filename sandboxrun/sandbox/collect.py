@@ -241,6 +241,9 @@ def apply_and_record(
     state["intended_status"], state["intended_error"] = str(status), error
     save_state(artifacts, state)
     assert s.worktree is not None and s.branch is not None
+    held = hold_back_check(  # files other live sessions claimed exclusively
+        store.conn, s.repo, sid, allow_claimed=bool(s.options.get("allow_claimed"))
+    )
     try:
         applied = apply_collected(
             Path(s.worktree),
@@ -248,9 +251,7 @@ def apply_and_record(
             artifacts,
             expected_commit(s, artifacts),
             allow_sensitive=bool(s.options.get("allow_sensitive")),
-            held=hold_back_check(  # files other live sessions claimed exclusively
-                store.conn, s.repo, sid, allow_claimed=bool(s.options.get("allow_claimed"))
-            ),
+            held=held,
         )
     except (GitError, PatchRejectedError, SandboxrunError) as exc:
         aside = ""
@@ -259,7 +260,7 @@ def apply_and_record(
             from sandboxrun.sandbox.checkpoint import keep_aside, side_ref
 
             ref, aside = keep_aside(s, artifacts, expected_commit(s, artifacts),
-                                    side_ref(s, "work"), "work")  # fmt: skip
+                                    side_ref(s, "work"), "work", held=held)  # fmt: skip
             if ref is not None:
                 options["kept_on"] = ref
         store.set_status(

@@ -28,7 +28,7 @@ from sandboxrun.errors import BackendError, PatchRejectedError, SandboxrunError
 from sandboxrun.sandbox.backends.base import Sandbox, control_dir
 from sandboxrun.sandbox.transfer import fetch_file, retrying
 from sandboxrun.store import Session
-from sandboxrun.sync.replay import BASELINE_PACK, MANIFEST, WORK_PACK, Manifest
+from sandboxrun.sync.quarantine import BASELINE_PACK, MANIFEST, WORK_PACK, Manifest
 
 log = logging.getLogger(__name__)
 
@@ -295,7 +295,7 @@ def known_blobs(artifacts: Path) -> bytes | None:
 
 def verify_artifacts(worktree: Path, directory: Path) -> None:
     """Prove the collection in ``directory`` complete: every object there, every hash right."""
-    from sandboxrun.sync.replay import Quarantine
+    from sandboxrun.sync.quarantine import Quarantine
 
     q = Quarantine(worktree, directory)
     q.add_pack(q.objects / "pack" / f"{WORK_PACK}.pack", WORK_PACK)

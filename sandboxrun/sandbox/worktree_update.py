@@ -290,7 +290,14 @@ def update_worktree(worktree: Path, old: str, new: str) -> int:
     written: list[Change] = []
     if candidates and _conversion_free(worktree, changes):
         plain = _attribute_free(worktree, [c.path for c in candidates])
-        written = _write_in_place(worktree, [c for c in candidates if c.path in plain])
+        try:
+            written = _write_in_place(worktree, [c for c in candidates if c.path in plain])
+        except OSError as exc:  # a full disk, an I/O error: as when git's own update fails
+            raise GitError(
+                f"The branch now holds the agent's work, but its worktree {worktree} could not "
+                f"be updated: {exc}",
+                "Fix the cause, then run `sandboxrun apply` on the session to finish.",
+            ) from exc
     start = old
     if written:
         info = b"".join(f"{c.new_mode} {c.new_sha}\t".encode() + os.fsencode(c.path) + b"\0"

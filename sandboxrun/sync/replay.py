@@ -37,7 +37,7 @@ from pathlib import Path
 from sandboxrun.coord.claims import CLAIMED_REASON
 from sandboxrun.errors import PatchRejectedError
 from sandboxrun.gitops import FALLBACK_IDENTITY, identity_env
-from sandboxrun.process import Result, run, run_bytes
+from sandboxrun.process import run
 from sandboxrun.redact import Redactor
 from sandboxrun.sync.patchcheck import (
     SENSITIVE_REASON,
@@ -47,12 +47,18 @@ from sandboxrun.sync.patchcheck import (
     norm_component,
 )
 
+# The collection directory's report and object store: defined in .quarantine, and still
+# importable from here under their old names.
+from sandboxrun.sync.quarantine import BASELINE_PACK as BASELINE_PACK
+from sandboxrun.sync.quarantine import GIT_OPTS as GIT_OPTS
+from sandboxrun.sync.quarantine import MANIFEST as MANIFEST
+from sandboxrun.sync.quarantine import WORK_PACK as WORK_PACK
+from sandboxrun.sync.quarantine import Manifest as Manifest
+from sandboxrun.sync.quarantine import Quarantine as Quarantine
+
 ZERO = "0" * 40
 LEFTOVER_MESSAGE = "sandboxrun: uncommitted changes left by the agent"
 SQUASH_MESSAGE = "sandboxrun: the agent's work as one commit"
-MANIFEST = "collect.out"
-WORK_PACK = "work"
-BASELINE_PACK = "baseline"
 REFUSED_PATCH = "refused.diff"
 #: where the changes kept back inside submodules go, one patch per submodule
 SUBMODULES_DIR = "submodules"
@@ -64,69 +70,10 @@ CONFLICT_REASON = (
     "the branch's version is not the one the sandbox was given (kept out of the upload, or "
     "changed on the branch)"
 )
-#: Options for every git we run here. No hooks: a hook is code the user trusts running over files
-#: we just wrote from an untrusted source. Any blob over 1 MiB is big: streamed, never
-#: delta-compressed or diffed in memory, so a huge file costs little memory (docs/performance.md).
-GIT_OPTS = (
-    "-c", f"core.hooksPath={os.devnull}", "-c", "core.bigFileThreshold=1m",
-    # Packs are read through mmap windows (1 GiB each by default): the pages count as memory.
-    "-c", "core.packedGitWindowSize=8m", "-c", "core.packedGitLimit=32m",
-)  # fmt: skip
 _GIT_OPTS = GIT_OPTS
 # Commit headers we carry over; everything else (signatures now invalid, unknown headers) is
 # dropped. Continuation lines (" ...") belong to the header before them.
 _KEPT_HEADERS = (b"author", b"committer", b"encoding")
-
-
-@dataclass
-class Manifest:
-    """What the sandbox-side script reported about the work it packed."""
-
-    mode: str  # "history": commits since the baseline; "tree": the final tree only
-    base: str
-    head: str
-    tree: str
-    commits: int = 0
-    dotgit: int = 0  # ".git"-like names found in the tree and left out
-    addfail: bool = False  # some files could not be read
-    why: str = ""
-
-    @classmethod
-    def parse(cls, text: str) -> Manifest:
-        """Read the ``key=value`` lines; anything malformed raises PatchRejectedError."""
-        values: dict[str, str] = {}
-        for line in text.splitlines():
-            key, sep, value = line.partition("=")
-            if sep:
-                values[key] = value
-        try:
-            m = cls(
-                mode=values["mode"],
-                base=values["base"],
-                head=values.get("head", ""),
-                tree=values["tree"],
-                commits=int(values.get("commits") or 0),
-                dotgit=int(values.get("dotgit") or 0),
-                addfail=values.get("addfail") == "1",
-                why=values.get("why", "")[:500],
-            )
-        except (KeyError, ValueError) as exc:
-            raise PatchRejectedError(
-                f"the sandbox's collection report is malformed ({exc})",
-                "Nothing was applied.",
-            ) from exc
-        for sha in (m.base, m.tree, *([m.head] if m.head else [])):
-            if len(sha) != 40 or any(c not in "0123456789abcdef" for c in sha):
-                raise PatchRejectedError(
-                    f"the sandbox's collection report names an invalid object {sha[:50]!r}",
-                    "Nothing was applied.",
-                )
-        if m.mode not in ("history", "tree") or (m.mode == "history" and not m.head):
-            raise PatchRejectedError(
-                f"the sandbox's collection report has an unknown mode {m.mode[:20]!r}",
-                "Nothing was applied.",
-            )
-        return m
 
 
 @dataclass
@@ -154,63 +101,6 @@ class Plan:
     def refused_paths(self) -> list[str]:
         """Each refused path once, in the order found."""
         return list(dict.fromkeys(p for p, _ in self.refused))
-
-
-class Quarantine:
-    """The sandbox's objects, kept apart from the repository's until a commit is accepted."""
-
-    def __init__(self, worktree: Path, directory: Path) -> None:
-        self.worktree = Path(worktree)
-        self.directory = Path(directory)
-        self.objects = self.directory / "objects"
-        common = run(["git", "rev-parse", "--git-common-dir"], cwd=self.worktree).stdout.strip()
-        self.repo_objects = (self.worktree / common).resolve() / "objects"
-        self.env = {
-            **os.environ,
-            "GIT_OBJECT_DIRECTORY": str(self.objects),
-            "GIT_ALTERNATE_OBJECT_DIRECTORIES": str(self.repo_objects),
-            "GIT_INDEX_FILE": str(self.directory / "replay.index"),
-        }
-        for var in ("GIT_DIR", "GIT_WORK_TREE", "GIT_CEILING_DIRECTORIES"):
-            self.env.pop(var, None)
-
-    def git(self, *args: str, input: bytes | str | None = None, check: bool = True) -> Result:
-        """git in the worktree, reading and writing objects in the quarantine. No hooks."""
-        return run(["git", *_GIT_OPTS, *args],
-                   cwd=self.worktree, env=self.env, input=input, check=check)  # fmt: skip
-
-    def raw(self, *args: str) -> bytes:
-        """Like :meth:`git`, for binary output."""
-        return run_bytes(["git", *_GIT_OPTS, *args],
-                         cwd=self.worktree, env=self.env)  # fmt: skip
-
-    def add_pack(self, source: Path, name: str) -> None:
-        """Take ``source`` into the quarantine; index-pack verifies every object it holds."""
-        pack_dir = self.objects / "pack"
-        pack_dir.mkdir(parents=True, exist_ok=True)
-        (self.objects / "info").mkdir(exist_ok=True)
-        pack, idx = pack_dir / f"{name}.pack", pack_dir / f"{name}.idx"
-        if source.resolve() != pack.resolve():
-            idx.unlink(missing_ok=True)
-            shutil.copyfile(source, pack)
-        if idx.exists():
-            return
-        res = run(["git", *_GIT_OPTS, "index-pack", "-o", str(idx), str(pack)], cwd=self.worktree,
-                  env=self.env, check=False)  # fmt: skip
-        if not res.ok:
-            idx.unlink(missing_ok=True)
-            raise PatchRejectedError(
-                f"the objects from the sandbox are damaged or incomplete: {res.stderr.strip()[-500:]}",
-                "Nothing was applied.",
-            )
-
-    def exists(self, spec: str) -> bool:
-        """True when ``spec`` (e.g. ``SHA^{commit}``) resolves in the quarantine."""
-        return self.git("cat-file", "-e", spec, check=False).ok
-
-    def tree_of(self, rev: str) -> str:
-        """The tree SHA of a commit (or a tree)."""
-        return self.git("rev-parse", "--verify", f"{rev}^{{tree}}").stdout.strip()
 
 
 @dataclass

@@ -176,13 +176,18 @@ class Control:
             )
         return master
 
-    def _rate_limit(self, key: str) -> None:
+    def _rate_limit(self, target: Session) -> None:
+        """At most RATE_LIMIT messages per RATE_WINDOW seconds to one session (429 beyond)."""
         now = time.monotonic()
-        window = self.sent.setdefault(key, deque())
+        window = self.sent.setdefault(target.id, deque())
         while window and now - window[0] > RATE_WINDOW:
             window.popleft()
         if len(window) >= RATE_LIMIT:
-            raise Problem(429, f"over {RATE_LIMIT} messages in {RATE_WINDOW:g}s to {key}", "Wait.")
+            raise Problem(
+                429,
+                f"over {RATE_LIMIT} messages in {RATE_WINDOW:g}s to {target.name}",
+                f"Wait {RATE_WINDOW:g}s, or put several things in one message.",
+            )
         window.append(now)
 
     def _type_into(self, target: Session, text: str) -> send_mod.SendResult:
@@ -218,7 +223,7 @@ class Control:
                 f"session {target.name} has no pane or role to deliver to",
                 "Address a local session (a worker, the master, or one with the hooks).",
             )
-        self._rate_limit(target.id)
+        self._rate_limit(target)
         if target.tmux_session:
             result = await run_in_threadpool(self._type_into, target, text)
             self.coord.store.add_event(
@@ -230,7 +235,8 @@ class Control:
                 body["hint"] = f"Look at it with `sandboxrun open {target.name}`."
                 return JSONResponse(body, status_code=409)
             return JSONResponse(body, status_code=200 if result.outcome == "delivered" else 202)
-        assert target.role and target.repo
+        if not target.repo:
+            raise Problem(409, f"session {target.name} has no repository to deliver in")
         with self.coord.store.transaction() as conn:
             mid = messages.send(
                 conn,

@@ -14,12 +14,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sandboxrun.dashboard.model import Tracker, data_version, describe, events_since
+from sandboxrun.errors import SandboxrunError
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -49,6 +53,8 @@ class Subscriber:
         self.snapshot: dict[str, Any] | None = None
         self.events: list[dict[str, Any]] = []
         self.overflow = False
+        #: the last event its first snapshot already covers
+        self.after = 0
 
 
 class Hub:
@@ -62,7 +68,8 @@ class Hub:
         self.task: asyncio.Task[None] | None = None
         self._conn: sqlite3.Connection | None = None
         self._version: int | None = None
-        self._last_event_id = 0
+        #: the last event handed out (None until the first snapshot fixes where streams start)
+        self._last_event_id: int | None = None
         self._lock = asyncio.Lock()
         #: polls and refreshes done (the benchmark reads them)
         self.polls = 0
@@ -78,7 +85,12 @@ class Hub:
         tracker = self.trackers.get(scope)
         if tracker is None:
             tracker = self.trackers[scope] = Tracker(scope)
-        return tracker.refresh(self._connection()).to_dict()
+        snap = tracker.refresh(self._connection()).to_dict()
+        if self._last_event_id is None:
+            # events after this snapshot are what the streams carry: none written between the
+            # first page's snapshot and the first poll may be lost
+            self._last_event_id = snap["last_event_id"]
+        return snap
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` on the hub's connection in a worker thread (one reader at a time)."""
@@ -98,7 +110,7 @@ class Hub:
         if version == self._version:
             return None
         self._version = version
-        if not self._last_event_id:
+        if self._last_event_id is None:
             row = conn.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()
             self._last_event_id = int(row[0])
         new: list[dict[str, Any]] = []
@@ -116,7 +128,14 @@ class Hub:
         while self.subscribers:
             async with self._lock:
                 scopes = {s.scope for s in self.subscribers}
-                found = await asyncio.to_thread(self._poll, scopes)
+                try:
+                    found = await asyncio.to_thread(self._poll, scopes)
+                except (sqlite3.Error, SandboxrunError) as exc:
+                    # a locked or damaged database, a row from a newer version: say so in the
+                    # log and keep polling (the pages keep their last snapshot meanwhile)
+                    log.warning("dashboard poll failed: %s", exc)
+                    self._version = None
+                    found = None
             if found is not None:
                 new, snaps = found
                 for sub in list(self.subscribers):
@@ -125,7 +144,9 @@ class Hub:
                         continue
                     ids = {s["id"] for s in snap["sessions"]}
                     sub.snapshot = snap
-                    sub.events.extend(e for e in new if e["session_id"] in ids)
+                    sub.events.extend(
+                        e for e in new if e["session_id"] in ids and e["id"] > sub.after
+                    )
                     if len(sub.events) > BACKLOG:
                         sub.events, sub.overflow = [], True
                     sub.wake.set()
@@ -140,6 +161,7 @@ class Hub:
         """The text/event-stream of one browser: ``snapshot`` and ``events`` messages."""
         sub = Subscriber(scope)
         first = await self.current(scope)
+        sub.after = int(first.get("last_event_id") or 0)
         self.subscribers.add(sub)
         self._ensure_running()
         try:

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-# tests/dashboard has no __init__.py: put tests/ (sbr_testlib) and this directory (dashlib) on
-# sys.path.
-for _p in (Path(__file__).resolve().parents[1], Path(__file__).resolve().parent):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
+# tests/dashboard has no __init__.py: put tests/ on sys.path for the shared `sbr_testlib`
+# (pytest puts this directory there itself, for `dashlib`).
+_TESTS = Path(__file__).resolve().parents[1]
+if str(_TESTS) not in sys.path:
+    sys.path.insert(0, str(_TESTS))
 
 from sbr_testlib import git, isolated_env  # noqa: E402, F401
 

@@ -154,3 +154,22 @@ def test_durations(seconds, text):
     from sandboxrun.dashboard.app import fmt_seconds
 
     assert fmt_seconds(seconds) == text
+
+
+def test_a_row_it_cannot_read_is_said_and_the_view_recovers(proj, store):
+    sid = sandbox_session(store, "run1", proj)
+    app = DashboardApp(load_settings(), str(proj), poll=0.05)
+
+    def summary() -> str:
+        return str(app.query_one("#summary").render())
+
+    async def script(pilot):
+        await until(pilot, lambda: app.snap and app.snap.sessions, "a row")
+        # a newer sandboxrun wrote a status this version does not know
+        store.conn.execute("UPDATE sessions SET status = 'hibernating' WHERE id = ?", (sid,))
+        await until(pilot, lambda: "cannot read the database" in summary(), "said")
+        assert "hibernating" in summary() and cell(app, "run1", "state") == "running"
+        store.set_status(sid, Status.COMPLETED)
+        await until(pilot, lambda: cell(app, "run1", "state") == "completed", "recovered")
+
+    run_app(app, script)

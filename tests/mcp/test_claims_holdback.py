@@ -138,3 +138,30 @@ def test_a_claim_that_ends_before_apply_lets_the_kept_change_through(cli, repo: 
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert git(repo, "show", "sandboxrun/wait:src/app.py") == "X = 1\n"
     store.close()
+
+
+def test_a_lost_runs_checkpoint_holds_back_claimed_files_too(tmp_path: Path):
+    """The other way a sandbox's work lands: the last checkpoint of a lost run."""
+    from test_checkpoint_fetch import Checkpointed
+
+    from sandboxrun.sandbox.checkpoint import land_checkpoint, mark_lost
+    from sandboxrun.store import Status
+
+    cp = Checkpointed(tmp_path)
+    try:
+        holder = cp.store.create_session(
+            name="api", mode="local", backend="tmux", status=Status.RUNNING, repo=str(cp.repo),
+            role="api", last_heartbeat=time.time(),
+        )  # fmt: skip
+        with cp.store.transaction() as conn:
+            claims.claim(conn, str(cp.repo), ["README.md"], "exclusive", holder.id, role="api")
+        cp.write("README.md", "# changed in the sandbox\n")
+        cp.write("one.txt", "1\n")
+        cp.checkpoint()
+        mark_lost(cp.store, cp.store.get(cp.sid), cp.artifacts, "the sandbox is gone")
+        note = land_checkpoint(cp.store, cp.store.get(cp.sid), cp.artifacts)
+        assert "applied to branch" in note and "README.md" in note
+        assert "one.txt" in cp.files()
+        assert cp.show("sandboxrun/t", "README.md") == b"# project\n"
+    finally:
+        cp.store.close()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 from mcptest_lib import Tools, coord_for
-from sbr_testlib import branch_files, retry_until
+from sbr_testlib import branch_files, git, retry_until
 
 pytestmark = pytest.mark.slow
 
@@ -68,3 +69,38 @@ def test_dry_run_round_trip(repo: Path):
     assert s["name"] == "dry" and s["status"] in ("completed", "completed_no_changes"), s
     kinds = {e["kind"] for e in tools("sandbox_logs", session="dry", limit=1000)["events"]}
     assert {"status", "phase"} <= kinds
+
+
+def test_run_in_sandbox_holds_back_claimed_files_unless_allowed(repo: Path):
+    from mcptest_lib import add_worktree, hook
+
+    from sandboxrun.coord import claims
+    from sandboxrun.store import SessionStore
+
+    git(repo, "config", "user.name", "Human")
+    git(repo, "config", "user.email", "human@example.com")
+    api_wt = add_worktree(repo, "api")
+    hook("SessionStart", api_wt, "claude-api", "api", source="startup")
+    store = SessionStore(Path(os.environ["SANDBOXRUN_HOME"]) / "state.db")
+    api_id = store.conn.execute("SELECT id FROM sessions WHERE role = 'api'").fetchone()[0]
+    with store.transaction() as conn:
+        claims.claim(conn, str(repo), ["README.md"], "exclusive", api_id, role="api")
+    store.close()
+    tools = Tools(coord_for(repo))
+    plan = "@append README.md from the sandbox\n@write free.txt free"
+    tools("run_in_sandbox", prompt=plan, backend="local", name="held")
+    tools("run_in_sandbox", prompt=plan, backend="local", name="allowed", allow_claimed=True)
+
+    def ended(name):
+        s = tools("examine_session", session=name, events=0)
+        return s if s["status"] not in ("created", "preparing", "packing", "provisioning",
+                                         "running", "collecting") else None  # fmt: skip
+
+    held = retry_until(lambda: ended("held"), timeout=180)
+    assert held["status"] == "completed_with_refusals", held["error"]
+    assert "README.md" in held["error"] and "--allow-claimed" in held["error"]
+    assert git(repo, "show", "sandboxrun/held:README.md") == "# project\n"
+    assert "free.txt" in branch_files(repo, "sandboxrun/held")
+    allowed = retry_until(lambda: ended("allowed"), timeout=180)
+    assert allowed["status"] == "completed", allowed["error"]
+    assert "from the sandbox" in git(repo, "show", "sandboxrun/allowed:README.md")

@@ -113,6 +113,7 @@ function appendLog(events) {
     const t = new Date(ev.ts * 1000).toTimeString().slice(0, 8);
     log.appendChild(el("div", { class: "line", "data-kind": ev.kind, "data-id": ev.id }, t + " " + ev.text));
   }
+  while (log.childElementCount > 2000) log.firstElementChild.remove(); // a long run: keep the tail
   if (stick) log.scrollTop = log.scrollHeight;
 }
 
