@@ -50,6 +50,9 @@ _ARMED = re.compile(
 )
 #: ... and the lines that say it will not happen after all (then we continue the child)
 _DISARMED = re.compile(r"automatic continue (cancelled|canceled|stopped)", re.IGNORECASE)
+_PROMPT_MARK = "\u276f"  # ❯ : a prompt in the conversation, and the composer
+#: resets this close are one limit (the screen gives the minute, the transcript the second)
+_SAME_RESET = 90.0
 #: continue attempts per usage-limit reset before the monitor escalates instead
 MAX_CONTINUE_ATTEMPTS = 3
 _LIMIT_TEXTS = ("You've hit your", "usage limit reached", "limit reached ∙ resets")
@@ -63,10 +66,25 @@ def children(store: SessionStore, repo: str | None = None) -> list[Session]:
 
 
 def limit_from_pane(text: str, now: float) -> tuple[bool, float | None]:
-    """Whether the pane shows a usage limit, and its reset time when the text gives one."""
-    for line in reversed(text.splitlines()):
+    """Whether the pane shows a usage limit as its latest word, and its reset time when the
+    text gives one. Pure.
+
+    A limit line above the newest prompt echoed in the conversation (``❯ continue``: the
+    child was continued since) is history, not a limit: it stays on screen for a while.
+    """
+    lines = text.splitlines()
+    prompts = [i for i, line in enumerate(lines) if line.lstrip().startswith(_PROMPT_MARK)]
+    # the last ❯ line is the composer; the one before it, the newest prompt sent
+    newest_prompt = prompts[-2] if len(prompts) >= 2 else -1
+    for i in range(len(lines) - 1, newest_prompt, -1):
+        line = lines[i]
         if any(t in line for t in _LIMIT_TEXTS) and "% of your" not in line:
-            return True, parse_limit_message(line, now)
+            reset = parse_limit_message(line, now)
+            # "resets 3:45pm" is a minute: its end, or a continue could come up to 59 s early
+            # (and meet the limit again)
+            if reset is not None and "|" not in line:
+                reset += 60
+            return True, reset
     return False, None
 
 
@@ -278,14 +296,26 @@ class Monitor:
 
     def _continues(self, session_id: str, reset: float) -> list[dict[str, object]]:
         """The continue attempts already made for the limit that resets at ``reset``."""
+        # A StopFailure hook starts a limit episode: a continue after the newest one belongs to
+        # it (a continue sent too early meets a fresh limit: that one is continued again).
+        # Without such a hook (a limit seen on the screen only), the reset time tells.
+        hooks = self.store.conn.execute(
+            "SELECT id, payload FROM events WHERE session_id = ? AND kind = 'hook' "
+            "AND payload LIKE '%StopFailure%' ORDER BY id DESC",
+            (session_id,),
+        ).fetchall()
+        episode = next((i for i, p in hooks if json.loads(p).get("event") == "StopFailure"), None)
         rows = self.store.conn.execute(
-            "SELECT payload FROM events WHERE session_id = ? AND kind = 'quota_continue'",
+            "SELECT id, payload FROM events WHERE session_id = ? AND kind = 'quota_continue'",
             (session_id,),
         ).fetchall()
         out = []
-        for (payload,) in rows:
+        for event_id, payload in rows:
             data = json.loads(payload)
-            if abs(float(data.get("resets_at") or 0) - reset) < 1:
+            if episode is not None:
+                if event_id > episode:
+                    out.append(data)
+            elif abs(float(data.get("resets_at") or 0) - reset) < _SAME_RESET:
                 out.append(data)
         return out
 

@@ -207,10 +207,30 @@ def test_usage_limit_waits_for_the_reset_then_continues_across_a_monitor_restart
         mon.kill()
         mon.wait()
         mon = monitor()
-        retry_until(lambda: (wt / "after.txt").exists(), timeout=90)
+        try:
+            retry_until(lambda: (wt / "after.txt").exists(), timeout=90)
+        except AssertionError:
+            raise AssertionError(
+                json.dumps(
+                    {
+                        "continues": children.events("q", "quota_continue"),
+                        "states": children.events("q", "state"),
+                        "row": {k: children.row("q")[k] for k in ("activity", "resets_at")},
+                        "reset": reset,
+                        "limited": gate.limited,
+                        "screen": children.tmux.capture("t_child_q"),
+                    },
+                    indent=1,
+                    ensure_ascii=False,
+                )
+            ) from None
         assert children("wait", "q", "--timeout", "60s").returncode == 0
         cont = children.events("q", "quota_continue")
-        assert [c["outcome"] for c in cont] == ["delivered"]
+        assert [c["outcome"] for c in cont] == ["delivered"], (
+            cont,
+            children.events("q", "state"),
+            children.tmux.capture("t_child_q"),
+        )
         assert children.prompts().count("please continue where you stopped") == 1
     finally:
         mon.kill()
@@ -351,30 +371,47 @@ def test_child_calls_sandboxrun_mcp_and_the_repos_mcp_json_server(children, proj
     servers, which Claude Code does not load in a worktree by itself."""
     import sys
 
-    repo_server = {"command": sys.executable, "args": ["-m", "sandboxrun", "mcp"]}
-    (proj / ".mcp.json").write_text(json.dumps({"mcpServers": {"repotools": repo_server}}))
     from sbr_testlib import git
 
+    repo_server = {"command": sys.executable, "args": ["-m", "sandboxrun", "mcp"]}
+    (proj / ".mcp.json").write_text(json.dumps({"mcpServers": {"repotools": repo_server}}))
     git(proj, "add", ".mcp.json")
     git(proj, "commit", "-q", "-m", "team MCP servers")
-    children.api.script(
+    wanted = ("mcp__sandboxrun__get_my_session", "mcp__repotools__list_sessions")
+
+    class OnceAnnounced:
+        """Like a model: call the MCP tools only once Claude Code has announced them (it
+        connects its MCP servers while the first turn already runs)."""
+
+        def __init__(self, *replies):
+            self.replies, self.at, self.calls = list(replies), None, 0
+
+        def __call__(self, req):  # (runs under the fake's lock: no api.* calls in here)
+            self.calls += 1  # every main request is answered here: the index + 1
+            if self.at is None and all(w in json.dumps(req.body) for w in wanted):
+                self.at = self.calls - 1
+            if self.at is None:
+                return text("the tools are not there yet")
+            return self.replies.pop(0) if self.replies else text("done")
+
+    model = OnceAnnounced(
         tool("mcp__sandboxrun__get_my_session"),
         tool("mcp__repotools__list_sessions", state="active"),
         text("done"),
     )
+    children.api.script(*[model] * 20)
     out = children("spawn", "m1", "--prompt", "who am i", "--skip-permissions")
     assert out.returncode == 0, out.stderr
     assert children("wait", "m1", "--timeout", "60s").returncode == 0
+    for _ in range(10):  # a turn per message until both servers' tools are announced
+        if model.at is not None:
+            break
+        assert "delivered" in children("send", "m1", "and now?").stdout
+        assert children("wait", "m1", "--timeout", "60s").returncode == 0
+    assert model.at is not None, "the MCP tools were never announced"
     row = children.row("m1")
-    requests = children.api.main_requests
-    print("WAIT", _hook_events(children, "m1"), children.tmux.capture("t_child_m1"))
+    requests = children.api.main_requests[model.at :]
     assert len(requests) == 3, [r.tool_results() for r in requests]
-    # both servers' tools are announced to the model (2.1.330 defers MCP tools behind
-    # ToolSearch and lists them by name once the servers are connected: after the first turn
-    # began, as the first prompt is given on the command line)
-    offered = json.dumps(requests[1].body)
-    assert "mcp__sandboxrun__get_my_session" in offered
-    assert "mcp__repotools__list_sessions" in offered
     me, is_error = _tool_result(requests[1])
     assert not is_error, me
     me = json.loads(me)

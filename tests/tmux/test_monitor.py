@@ -8,13 +8,14 @@ import json
 import os
 import sys
 import time
+from datetime import UTC
 from pathlib import Path
 
 import pytest
 from sbr_testlib import retry_until
 
 from sandboxrun.config import load_settings
-from sandboxrun.local.monitor import Monitor, auto_continue_armed
+from sandboxrun.local.monitor import Monitor, auto_continue_armed, limit_from_pane
 from sandboxrun.store import SessionStore, Status
 
 # Claude Code 2.1.330's own banner while it waits to continue by itself (from its source:
@@ -195,3 +196,73 @@ def test_the_monitor_takes_over_children_whose_rows_were_lost(
     assert all(s.id != "foreign00001" for s in store.list())
     assert mon.sync() == []  # once
     assert mon.tick()["lost"].name == "idle"
+
+
+def test_a_limit_line_above_a_newer_prompt_is_history():
+    """After the monitor continued a child, its old limit line stays on screen for a while:
+    it must not read as a new limit (a second continue)."""
+    rule = "\u2500" * 40
+    limited = (
+        "\u276f write after.txt\n\n  \u23bf  You've hit your session limit \u00b7 resets 3:45pm\n\n"
+        f"{rule}\n\u276f\n{rule}\n"
+    )
+    now = 1_800_000_000.0
+    hit, reset = limit_from_pane(limited, now)
+    assert hit and reset is not None
+    continued = limited.replace(
+        f"{rule}\n\u276f\n", f"\u276f please continue\n\n\u25cf Write(after.txt)\n{rule}\n\u276f\n"
+    )
+    assert limit_from_pane(continued, now) == (False, None)
+    # no prompt echo at all (a limit at the very first prompt): the line counts
+    assert limit_from_pane("You've hit your session limit \u00b7 resets 3:45pm\n\u276f\n", now)[0]
+    assert not limit_from_pane("You've used 85% of your session limit\n\u276f\n", now)[0]
+
+
+def test_a_reset_already_continued_is_not_continued_again(tmux_server, tmp_path):
+    """Two monitors, or a pane whose reset is read to the minute after the transcript gave
+    the second: one continue per limit."""
+    settings = load_settings(None)
+    store = SessionStore(Path(os.environ["SANDBOXRUN_HOME"]) / "state.db")
+    past = time.time() - 120
+    row, reader = _child(
+        store,
+        tmux_server,
+        tmp_path,
+        "done",
+        "You've hit your session limit \u00b7 resets 3:45pm\n\u276f \n",
+        activity="usage_limited",
+        activity_at=past,
+        resets_at=past,
+    )
+    store.add_event(row.id, "quota_continue", {"outcome": "delivered", "resets_at": past + 40})
+    states = Monitor(store, tmux_server, settings, margin=0).tick()
+    assert states["done"].name == "busy"
+    assert len(_events(store, row.id, "quota_continue")) == 1
+    assert reader.read_bytes() == b""  # nothing typed
+
+
+def test_a_limit_met_again_after_a_continue_is_a_new_episode(tmux_server, tmp_path):
+    """A continue sent at a reset read to the minute can meet the limit again (a new
+    StopFailure): that limit is continued again, whatever its reset time."""
+    settings = load_settings(None)
+    store = SessionStore(Path(os.environ["SANDBOXRUN_HOME"]) / "state.db")
+    row = store.create_session(name="ep", mode="local", backend="tmux", status=Status.RUNNING)
+    mon = Monitor(store, tmux_server, settings)
+    reset = time.time() + 30
+    store.add_event(row.id, "hook", {"event": "StopFailure", "error": "rate_limit"})
+    assert mon._continues(row.id, reset) == []
+    store.add_event(row.id, "quota_continue", {"outcome": "delivered", "resets_at": reset - 39})
+    assert [c["outcome"] for c in mon._continues(row.id, reset)] == ["delivered"]
+    store.add_event(row.id, "hook", {"event": "StopFailure", "error": "rate_limit"})
+    assert mon._continues(row.id, reset) == []  # the fresh limit: continue it again
+
+
+def test_a_reset_read_from_the_screen_is_the_end_of_its_minute(monkeypatch):
+    from datetime import datetime
+
+    monkeypatch.setenv("TZ", "UTC")  # the screen's times are local times
+    time.tzset()
+    now = datetime(2026, 11, 30, 15, 40, 10, tzinfo=UTC).timestamp()
+    hit, reset = limit_from_pane("You've hit your session limit \u00b7 resets 3:45pm\n", now)
+    minute = datetime(2026, 11, 30, 15, 45, tzinfo=UTC).timestamp()
+    assert hit and reset is not None and reset >= minute + 59
