@@ -18,20 +18,26 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import stat
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import pathspec
-
-from sandboxrun import process, testhold
+from sandboxrun import testhold
 from sandboxrun.errors import PackError, UsageError
-from sandboxrun.gitops import git, git_bytes
+from sandboxrun.sync.candidates import (
+    Spec,
+    git_candidates,
+    git_ignored_matching,
+    is_git_worktree,
+    load_spec,
+    read_lines,
+    walk_candidates,
+    with_submodules,
+)
 from sandboxrun.sync.secrets import SCAN_LIMIT, ContentCheck, name_reason
 from sandboxrun.sync.tarstream import (
     BLOCK,
@@ -126,44 +132,6 @@ class PackResult:
 # --------------------------------------------------------------------------- selection
 
 
-_ANY_DEPTH = "^(?:.+/)?"  # how pathspec starts a pattern without a slash
-
-
-class _Spec:
-    """A gitignore-style spec with a one-regex prefilter.
-
-    pathspec tries every pattern in turn (~30 regex searches per path for the deny-list, a
-    quarter of a second on 20,000 files). Most paths match no pattern at all, so one combined
-    regex of the non-negated patterns answers "no" in a single search; only paths it flags go
-    through pathspec's full, order-aware check.
-    """
-
-    def __init__(self, lines: Iterable[str]) -> None:
-        self.spec = pathspec.GitIgnoreSpec.from_lines(lines)
-        sources = [
-            p.regex.pattern.replace("(?P<ps_d>", "(?:")
-            for p in self.spec.patterns
-            if p.include and p.regex is not None
-        ]
-        # "match at any depth" patterns share a prefix that makes the union backtrack at every
-        # slash; hoisting it out keeps the prefilter at ~1.5 us per path
-        anywhere = [s.removeprefix(_ANY_DEPTH) for s in sources if s.startswith(_ANY_DEPTH)]
-        parts = [f"(?:{s})" for s in sources if not s.startswith(_ANY_DEPTH)]
-        if anywhere:
-            parts.append("(?:^|/)(?:" + "|".join(anywhere) + ")")
-        try:
-            self.any = re.compile("|".join(parts)) if parts else None
-        except re.error:  # an unexpected pathspec regex dialect: fall back to the full check
-            self.any = re.compile("")
-        self.empty = not sources
-
-    def match(self, path: str) -> bool:
-        """True when the spec selects ``path`` (last matching pattern wins, as in git)."""
-        if self.empty or (self.any is not None and not self.any.search(path)):
-            return False
-        return self.spec.match_file(path)
-
-
 def select_files(
     root: Path, *, scan_cache: Path | None = None, submodules: Sequence[str] = ()
 ) -> Selection:
@@ -248,18 +216,18 @@ def _start(
     root = Path(root).resolve()
     if not root.is_dir():
         raise PackError(f"{root} is not a directory", "Pass the path of a work tree to pack.")
-    ignore_spec = _load_spec(root / IGNORE_FILE)
-    include_lines = _read_lines(root / INCLUDE_FILE)
-    include_spec = _Spec(include_lines) if include_lines else None
+    ignore_spec = load_spec(root / IGNORE_FILE)
+    include_lines = read_lines(root / INCLUDE_FILE)
+    include_spec = Spec(include_lines) if include_lines else None
     sel = Selection(root=root)
-    if _is_git_worktree(root):
-        candidates = _git_candidates(root)
+    if is_git_worktree(root):
+        candidates = git_candidates(root)
         if submodules:
-            candidates = _with_submodules(root, candidates, submodules)
-        ignored = _git_ignored_matching(root, include_lines) if include_spec else []
+            candidates = with_submodules(root, candidates, submodules)
+        ignored = git_ignored_matching(root, include_lines) if include_spec else []
     else:
         sel.source = "walk"
-        candidates, ignored = _walk_candidates(root, include_lines, include_spec)
+        candidates, ignored = walk_candidates(root, include_lines, include_spec)
 
     def note(lst: list[str], dir_fd: int, rel: str) -> bool:
         with contextlib.suppress(OSError):  # a deleted tracked file is not worth a mention
@@ -290,7 +258,7 @@ def _start(
     return sel, named, _wanted(include_spec)
 
 
-def _wanted(include_spec: _Spec | None) -> Callable[[str], bool]:
+def _wanted(include_spec: Spec | None) -> Callable[[str], bool]:
     return (lambda rel: False) if include_spec is None else include_spec.match
 
 
@@ -330,152 +298,6 @@ _SKIP_RACED = {
 
 def _skip(rel: str, kind: str, *, fresh: bool) -> tuple[str, str]:
     return rel.rstrip("/"), (_SKIP_FRESH if fresh else _SKIP_RACED)[kind]
-
-
-def _read_lines(path: Path) -> list[str]:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        raise PackError(f"cannot read {path}: {exc.strerror}") from exc
-
-
-def _load_spec(path: Path) -> _Spec | None:
-    lines = _read_lines(path)
-    return _Spec(lines) if lines else None
-
-
-def _is_git_worktree(root: Path) -> bool:
-    if process.which("git") is None:
-        log.debug("git not found; walking %s as a plain directory", root)
-        return False
-    res = git(root, "rev-parse", "--is-inside-work-tree", check=False)
-    return res.ok and res.stdout.strip() == "true"
-
-
-def _split_z(raw: bytes) -> list[str]:
-    # git prints paths as raw bytes; fsdecode keeps odd (non-UTF-8) names round-trippable
-    return [os.fsdecode(p) for p in raw.split(b"\0") if p]
-
-
-def _git_candidates(root: Path) -> list[str]:
-    raw = git_bytes(root, "ls-files", "-z", "-c", "-o", "--exclude-standard")
-    # -c lists an unmerged path once per stage; dict keeps first-seen order
-    return list(dict.fromkeys(_split_z(raw)))
-
-
-def _with_submodules(root: Path, candidates: list[str], paths: Sequence[str]) -> list[str]:
-    """The candidates with each submodule's gitlink replaced by the files under it."""
-    subs = set(paths)
-    out = [c for c in candidates if c not in subs]
-    for sub in paths:
-        if (root / sub).is_dir():
-            files, _ = _walk_candidates(root / sub, [], None)
-            out += [f"{sub}/{f}" for f in sorted(files)]
-    return out
-
-
-def _include_pathspecs(lines: Iterable[str]) -> list[str]:
-    """Translate ``.sandboxruninclude`` lines into git pathspecs that cover (at least) them.
-
-    Only used to keep git from walking ignored trees the include file cannot match; the
-    exact decision is still made by pathspec afterwards, so a superset is fine.
-    """
-    out: list[str] = []
-    for raw in lines:
-        line = raw.strip()
-        if not line or line.startswith(("#", "!")):
-            continue  # negations only remove, so they never widen the search
-        anchored = "/" in line.rstrip("/")
-        pat = line.strip("/")
-        if not pat:
-            continue
-        base = pat if anchored else f"**/{pat}"
-        out += [f":(glob){base}", f":(glob){base}/**"]
-    return out
-
-
-def _git_ignored_matching(root: Path, include_lines: list[str]) -> list[str]:
-    specs = _include_pathspecs(include_lines)
-    if not specs:
-        return []
-    raw = git_bytes(root, "ls-files", "-z", "-o", "-i", "--exclude-standard", "--", *specs)
-    return _split_z(raw)
-
-
-def _prefixes(include_lines: Iterable[str]) -> list[str]:
-    """Literal leading directories of include patterns ("" when a pattern can match anywhere)."""
-    out = []
-    for raw in include_lines:
-        line = raw.strip()
-        if not line or line.startswith(("#", "!")):
-            continue
-        if "/" not in line.rstrip("/"):
-            return [""]
-        parts = []
-        for part in line.strip("/").split("/")[:-1]:
-            if any(ch in part for ch in "*?[\\"):
-                break
-            parts.append(part)
-        out.append("/".join(parts))
-    return out
-
-
-def _may_contain(prefixes: list[str], rel_dir: str) -> bool:
-    return any(
-        p in ("", rel_dir) or rel_dir.startswith(p + "/") or p.startswith(rel_dir + "/")
-        for p in prefixes
-    )
-
-
-def _ignored_by(rel: str, specs: list[tuple[str, _Spec]]) -> bool:
-    # deeper .gitignore files override shallower ones, as in git
-    for base, spec in reversed(specs):
-        result = spec.spec.check_file(rel[len(base) :])
-        if result.include is not None:
-            return bool(result.include)
-    return False
-
-
-def _walk_candidates(
-    root: Path, include_lines: list[str], include_spec: _Spec | None
-) -> tuple[list[str], list[str]]:
-    """Walk a plain directory honouring nested .gitignore files; skip every ``.git``.
-
-    Returns (candidates, ignored files worth testing against the include spec). An ignored
-    directory is only descended into when an include pattern could match inside it.
-    """
-    files: list[str] = []
-    ignored: list[str] = []
-    prefixes = _prefixes(include_lines) if include_spec is not None else []
-    stack: list[tuple[str, list[tuple[str, _Spec]], bool]] = [("", [], False)]
-    while stack:
-        rel_dir, specs, in_ignored = stack.pop()
-        abs_dir = os.path.join(root, rel_dir)
-        if not in_ignored:
-            spec = _load_spec(Path(abs_dir) / ".gitignore")
-            if spec is not None:
-                specs = [*specs, (rel_dir, spec)]
-        try:
-            entries = list(os.scandir(abs_dir))
-        except OSError as exc:
-            raise PackError(f"cannot read directory {abs_dir}: {exc.strerror}") from exc
-        for entry in entries:
-            if entry.name == ".git":
-                continue
-            rel = rel_dir + entry.name
-            is_dir = entry.is_dir(follow_symlinks=False)
-            hidden = in_ignored or _ignored_by(rel + "/" if is_dir else rel, specs)
-            if is_dir:
-                if not hidden or _may_contain(prefixes, rel):
-                    stack.append((rel + "/", specs, hidden))
-            elif hidden:
-                if include_spec is not None:
-                    ignored.append(rel)
-            else:
-                files.append(rel)
-    return files, ignored
 
 
 def pack_worktree(
@@ -537,7 +359,7 @@ def pack_worktree(
         )
         brought_back = set(sel.included_on_purpose)
         skipped = list(sel.skipped)
-        wanted = _wanted(_load_spec(sel.root / INCLUDE_FILE))
+        wanted = _wanted(load_spec(sel.root / INCLUDE_FILE))
 
         def named(dir_fd: int) -> Iterator[tuple[str, bool]]:
             return ((rel, rel in brought_back) for rel in sel.files)

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import os
 import posixpath
-import shutil
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,11 +45,6 @@ from sandboxrun.sync.patchcheck import (
     check_changes,
     norm_component,
 )
-from sandboxrun.sync.submodule_changes import (
-    GITLINK_MODE,
-    keep_submodule_changes,
-    write_submodule_patches,
-)
 
 # The collection directory's report and object store: defined in .quarantine, and still
 # importable from here under their old names.
@@ -60,6 +54,11 @@ from sandboxrun.sync.quarantine import MANIFEST as MANIFEST
 from sandboxrun.sync.quarantine import WORK_PACK as WORK_PACK
 from sandboxrun.sync.quarantine import Manifest as Manifest
 from sandboxrun.sync.quarantine import Quarantine as Quarantine
+from sandboxrun.sync.submodule_changes import (
+    GITLINK_MODE,
+    keep_submodule_changes,
+    write_submodule_patches,
+)
 
 ZERO = "0" * 40
 LEFTOVER_MESSAGE = "sandboxrun: uncommitted changes left by the agent"

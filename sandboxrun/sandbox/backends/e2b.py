@@ -30,18 +30,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
-import httpx
 from e2b import (
-    AuthenticationException,
     CommandExitException,
     FileNotFoundException,
-    NotEnoughSpaceException,
     RateLimitException,
     SandboxException,
-    SandboxNotFoundException,
     SandboxNotRunningException,
     SandboxUnreachableException,
-    ServiceBusyException,
     TimeoutException,
 )
 from e2b import Sandbox as SDKSandbox
@@ -63,6 +58,7 @@ from sandboxrun.sandbox.backends.e2b_env import (
     SECRET_VARS,
     scrub,
 )
+from sandboxrun.sandbox.backends.e2b_errors import is_transient, translate
 from sandboxrun.sandbox.backends.e2b_scripts import (
     _EXEC_SCRIPT,
     _LAUNCH_SCRIPT,
@@ -536,15 +532,7 @@ class E2BBackend:
             except passthrough:
                 raise
             except Exception as exc:  # noqa: BLE001 - classified below
-                transient = isinstance(
-                    exc,
-                    RateLimitException
-                    | ServiceBusyException
-                    | SandboxUnreachableException
-                    | httpx.TransportError
-                    | ConnectionError,
-                )
-                if not transient or attempt >= len(self.retry_delays):
+                if not is_transient(exc) or attempt >= len(self.retry_delays):
                     raise self.translate(exc, what, sandbox_id) from exc
                 delay = self.retry_delays[attempt] * (0.75 + random.random() / 2)
                 log.info("E2B: %s failed (%s); retrying in %.1fs", what, type(exc).__name__, delay)
@@ -555,47 +543,4 @@ class E2BBackend:
         self, exc: BaseException, what: str, sandbox_id: str | None = None
     ) -> SandboxrunError:
         """One of our errors for an SDK (or network) failure while doing ``what``."""
-        where = f"E2B sandbox {sandbox_id}" if sandbox_id else "E2B"
-        detail = scrub(str(exc)).strip()[:500]
-        if isinstance(exc, AuthenticationException):
-            return AuthError(
-                f"E2B rejected the API key (E2B_API_KEY) while {what}",
-                "Check the key at https://e2b.dev/dashboard?tab=keys and export it again, or "
-                "use `--backend local`.",
-            )
-        if isinstance(exc, SandboxNotFoundException | SandboxNotRunningException):
-            return SandboxLostError(
-                f"{where} is gone (it was killed or reached its time limit) while {what}",
-                "Whatever was collected before is kept under the session's artifacts; "
-                "`sandboxrun extend` keeps a running sandbox alive longer.",
-            )
-        if isinstance(exc, RateLimitException):
-            return BackendError(
-                f"E2B kept rate-limiting us while {what} (gave up after "
-                f"{len(self.retry_delays)} retries)",
-                "Start fewer sandboxes at once (E2B allows 1 creation/s on Hobby, 5/s on "
-                "Pro) and try again in a minute.",
-            )
-        if isinstance(exc, NotEnoughSpaceException):
-            return BackendError(
-                f"{where} ran out of disk space while {what}",
-                "Make the upload smaller (.sandboxrunignore), or build a template with more "
-                "disk (`sandboxrun template build`).",
-            )
-        if isinstance(
-            exc,
-            httpx.TransportError
-            | ConnectionError
-            | SandboxUnreachableException
-            | ServiceBusyException,
-        ):
-            return BackendError(
-                f"cannot reach {where} while {what}: {detail}",
-                "Check the network (and https://status.e2b.dev); the run can be picked up "
-                "again with `sandboxrun attach`.",
-            )
-        if isinstance(exc, TimeoutException):
-            return BackendError(f"E2B timed out while {what}: {detail}")
-        if isinstance(exc, SandboxrunError):
-            return exc
-        return BackendError(f"E2B failed while {what}: {detail}")
+        return translate(exc, what, sandbox_id, retries=len(self.retry_delays))
