@@ -24,6 +24,9 @@ def hold(point: str) -> None:
     if name != point or not gate:
         return
     gate_path = Path(gate)
-    Path(f"{gate}.reached").write_text(str(os.getpid()))
+    # written whole, then renamed: a test that sees ``.reached`` always reads the pid in it
+    tmp = Path(f"{gate}.reached.{os.getpid()}.tmp")
+    tmp.write_text(str(os.getpid()))
+    os.replace(tmp, f"{gate}.reached")
     while not gate_path.exists():
         time.sleep(0.02)
