@@ -453,6 +453,14 @@ def test_a_message_sent_while_busy_is_taken_once(children, proj, tmp_path, busy_
     finally:
         gate.set()
         gate_file.touch()
+    # taken as the next turn (busy_in=last_reply), the child is idle for a moment between the
+    # two turns: wait until the model has been sent the message, then for the idle after it
+    retry_until(
+        lambda: any(
+            "a queued message" in t for r in children.api.main_requests for t in r.user_texts()
+        ),
+        timeout=60,
+    )
     assert children("wait", "qd", "--timeout", "60s").returncode == 0
     assert (result["outcome"], result["confirmed"], result["enters"]) == ("queued", True, 1)
     # one UserPromptSubmit with its text, and the model saw it once (mid-turn wrapped in
