@@ -49,6 +49,22 @@ def test_selection_takes_the_submodule_files_with_the_same_rules(with_sub):
     assert not any(p == "vendor/lib" for p, _ in sel.skipped)
 
 
+def test_pack_previews_what_an_including_run_uploads(cli, with_sub):
+    plain = cli("pack", str(with_sub), "--list")
+    assert plain.returncode == 0, plain.stderr
+    assert not any(line.startswith("vendor/lib/") for line in plain.stdout.splitlines())
+    proc = cli("pack", str(with_sub), "--list", "--include-submodules")
+    assert proc.returncode == 0, proc.stderr
+    listed = proc.stdout.splitlines()
+    assert "vendor/lib/lib.c" in listed and "vendor/lib/build.o" not in listed
+    assert "vendor/lib/id_ed25519" not in listed and "vendor/lib/id_ed25519" in proc.stderr
+    # not the top of a work tree: a usage error that says what to pass
+    sub = cli("pack", str(with_sub / "vendor"), "--list", "--include-submodules")
+    assert sub.returncode == 2
+    message, hint = edge_error(sub.stderr)
+    assert "top of a git work tree" in message and hint
+
+
 @pytest.mark.slow
 def test_without_the_flag_the_run_names_the_submodules_and_the_flag(cli, with_sub):
     proc = cli("run", "--backend", "local", "--dry-run", "--name", "plain", "--prompt", "x")

@@ -33,7 +33,10 @@ PACK_HELP = (
     "- .sandboxruninclude (repo root, gitignore syntax) brings files back on\n"
     "  purpose, even if git ignores them or the deny-list matches them\n"
     "  (.sandboxrunignore still wins).\n\n"
-    "Symlinks, submodules and special files are never uploaded; they are listed as skipped.\n\n"
+    "Symlinks and special files are never uploaded; they are listed as skipped. Submodules "
+    "are left out unless --include-submodules is given (as for `sandboxrun run`): then the "
+    "files of each checked-out submodule are listed and packed under its path, with the same "
+    "ignore and secret rules.\n\n"
     "By default the tarball is written to ./<directory name>.tar.gz (.tar.zst with zstd), or "
     "next to the packed directory when you are inside it (never into the tree it packs), and a "
     "summary is printed; --output may name a file or a directory. With --list only the file "
@@ -103,13 +106,30 @@ def tarball_path(root: Path, output: Path | None, compression: str) -> Path:
     return cwd / name
 
 
-def _pack(root: Path, output: Path, compression: str, show_progress: bool) -> PackResult:
+def _submodule_paths(root: Path) -> list[str]:
+    """The submodules of ``root``'s HEAD that are checked out (what --include-submodules adds)."""
+    from sandboxrun.errors import UsageError
+    from sandboxrun.gitops import git
+    from sandboxrun.sandbox.submodules import submodule_entries
+
+    top = git(root, "rev-parse", "--show-toplevel", check=False)
+    if not top.ok or Path(top.stdout.strip()).resolve() != root:
+        raise UsageError(
+            f"--include-submodules needs the top of a git work tree; {root} is not one",
+            "Pass the repository's top directory, or leave out --include-submodules.",
+        )
+    return [p for p, _ in submodule_entries(root, "HEAD") if (root / p / ".git").exists()]
+
+
+def _pack(
+    root: Path, output: Path, compression: str, show_progress: bool, submodules: list[str]
+) -> PackResult:
     if not show_progress:
         # no selection given: pack_worktree selects while it packs, which is faster
-        return pack_worktree(root, output, compression=compression)
+        return pack_worktree(root, output, compression=compression, submodules=submodules)
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
-    sel = select_files(root)  # a progress bar needs the total up front
+    sel = select_files(root, submodules=submodules)  # a progress bar needs the total up front
     with Progress(
         "packing",
         BarColumn(),
@@ -124,6 +144,7 @@ def _pack(root: Path, output: Path, compression: str, show_progress: bool) -> Pa
             output,
             compression=compression,
             selection=sel,
+            submodules=submodules,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
 
@@ -153,10 +174,19 @@ def pack(
         bool,
         typer.Option("--list", help="Only print the files that would be uploaded, one per line."),
     ] = False,
+    include_submodules: Annotated[
+        bool,
+        typer.Option(
+            "--include-submodules",
+            help="Also the files of checked-out submodules, as `run --include-submodules` "
+            "uploads them.",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead.")] = False,
 ) -> None:
+    submodules = _submodule_paths(path.resolve()) if include_submodules else []
     if list_files:
-        sel = select_files(path)
+        sel = select_files(path, submodules=submodules)
         if as_json:
             print_json(sel.to_dict())
         else:
@@ -171,7 +201,7 @@ def pack(
     root = path.resolve()
     target = tarball_path(root, output, compression.value)
     show_progress = not as_json and err_console.is_terminal
-    result = _pack(root, target, compression.value, show_progress)
+    result = _pack(root, target, compression.value, show_progress, submodules)
     if as_json:
         data = result.selection.to_dict()
         del data["files"]  # --list --json gives the full list; this stays readable
