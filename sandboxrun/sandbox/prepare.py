@@ -65,7 +65,7 @@ def choose_backend(settings: Settings, requested: str | None) -> str:
     raise UsageError(
         "no backend chosen and E2B_API_KEY is not set",
         "Set E2B_API_KEY to run in an E2B cloud sandbox, or pass --backend local to run in a "
-        "directory on this machine (not isolated).",
+        "directory on this machine (confined with bubblewrap on Linux; not isolated on macOS).",
     )
 
 

@@ -405,7 +405,7 @@ class E2BBackend:
             raise BackendError(
                 "E2B_API_KEY is not set, so no E2B sandbox can be created",
                 "Get a key at https://e2b.dev/dashboard?tab=keys and `export E2B_API_KEY=...`, "
-                "or run on this machine with `--backend local` (not isolated).",
+                "or run on this machine with `--backend local` (bubblewrap-confined on Linux).",
             )
 
     def agent_env(self, *, dry_run: bool) -> dict[str, str]:
