@@ -157,6 +157,35 @@ def test_lose_kills_processes(emulator):
     assert sb.is_running() is False
 
 
+def test_commands_in_flight_when_lost_end_with_an_error_not_at_their_timeout(emulator):
+    """Commands started while the sandbox is being destroyed (the window between destroy()
+    telling the running ones and the namespace dying) end like the running ones: with an
+    error, as a dropped VM's connection would, never left to the client's own timeout (60 s
+    and more: a follower then stalls once per call)."""
+    import threading
+
+    sb = Sandbox.create(template="base")
+    stop, outcomes = threading.Event(), []
+
+    def keep_starting() -> None:
+        while not stop.is_set():
+            try:
+                sb.commands.run("true", timeout=600, request_timeout=600)
+            except Exception as exc:  # noqa: BLE001 - any error ends the loop, as lost should
+                outcomes.append(type(exc).__name__)
+                return
+
+    threads = [threading.Thread(target=keep_starting, daemon=True) for _ in range(8)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)  # let commands be in flight at every stage when the sandbox goes
+    assert emulator.lose(sb.sandbox_id)
+    stop.set()
+    for t in threads:
+        t.join(timeout=120)  # a hang, not a speed, is what this detects (timeouts are 600 s)
+    assert not any(t.is_alive() for t in threads), "a command outlived its lost sandbox"
+
+
 def test_wrong_api_key_is_401(emulator):
     """A wrong key gets E2B's 401, which the SDK raises as AuthenticationException."""
     with pytest.raises(AuthenticationException):

@@ -132,6 +132,11 @@ class EmuProcess:
         self.sandbox.procs.pop(self.pid, None)
         if self.sandbox.alive:
             self.publish(("end", self.end))
+        else:
+            # A command started while the sandbox was being destroyed (registered after
+            # destroy() told the running ones) ends like them: its stream breaks, as a dropped
+            # VM's would, instead of hanging until the client's own timeout.
+            self.publish(("lost", f"The sandbox {self.sandbox.sandbox_id} was not found"))
 
     async def _read(self, stream: asyncio.StreamReader | None, name: str) -> None:
         if stream is None:
