@@ -11,8 +11,8 @@ from rich.console import Console
 from rich.text import Text
 
 from sandboxrun.config import Settings, load_settings
-from sandboxrun.errors import SandboxrunError
-from sandboxrun.gitops import repo_root
+from sandboxrun.errors import SandboxrunError, UsageError
+from sandboxrun.gitops import main_worktree, repo_root
 from sandboxrun.store import SessionStore
 
 # markup=False: what we print is full of user- and agent-controlled text (paths such as
@@ -69,3 +69,21 @@ def settings_for(repo: Path | None = None, **flags: Any) -> Settings:
 def open_store(settings: Settings) -> SessionStore:
     """Open the state database named by ``settings``."""
     return SessionStore(settings.db_path)
+
+
+def repo_scope(all_repos: bool, repo: Path | None) -> Path | None:
+    """The main checkout whose sessions a command works on; None for every repository.
+
+    ``--all`` wins; ``--repo PATH`` must be a repository; otherwise the repository of the
+    current directory, or every repository when it is not in one.
+    """
+    if all_repos:
+        if repo is not None:
+            raise UsageError("give --all or --repo, not both")
+        return None
+    if repo is not None:
+        return main_worktree(repo_root(repo))
+    try:
+        return main_worktree(repo_root(Path.cwd()))
+    except SandboxrunError:
+        return None

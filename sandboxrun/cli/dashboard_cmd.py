@@ -7,24 +7,8 @@ from pathlib import Path
 
 import typer
 
-from sandboxrun import gitops
-from sandboxrun.cli.common import print_json, settings_for
-from sandboxrun.errors import SandboxrunError, UsageError
-
-
-def _scope(all_repos: bool, repo: Path | None) -> Path | None:
-    """The main checkout shown; None for every repository (``--all``, or outside a repo), as
-    ``sandboxrun status`` scopes."""
-    if all_repos:
-        if repo is not None:
-            raise UsageError("give --all or --repo, not both")
-        return None
-    if repo is not None:
-        return gitops.main_worktree(gitops.repo_root(repo))
-    try:
-        return gitops.main_worktree(gitops.repo_root(Path.cwd()))
-    except SandboxrunError:
-        return None
+from sandboxrun.cli.common import print_json, repo_scope, settings_for
+from sandboxrun.errors import UsageError
 
 
 def dashboard(
@@ -59,7 +43,7 @@ def dashboard(
 
     if poll <= 0 or poll > 60:
         raise UsageError(f"invalid --poll {poll}", "Pass seconds between 0.05 and 60.")
-    scope = _scope(all_repos, repo)
+    scope = repo_scope(all_repos, repo)
     settings = settings_for(scope or Path("."))
     where = str(scope) if scope is not None else None
     if json_out:

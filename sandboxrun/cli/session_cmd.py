@@ -9,12 +9,12 @@ from typing import Any
 
 import typer
 
-from sandboxrun import gitops
 from sandboxrun.cli.common import (
     console,
     open_store,
     print_json,
     print_json_line,
+    repo_scope,
     say,
     settings_for,
 )
@@ -27,7 +27,7 @@ from sandboxrun.cli.render import (
     session_json,
 )
 from sandboxrun.config import format_duration, parse_duration
-from sandboxrun.errors import SandboxrunError, UsageError
+from sandboxrun.errors import UsageError
 from sandboxrun.redact import Redactor
 from sandboxrun.store import SUCCESS
 
@@ -91,24 +91,6 @@ def status(
         console.print(
             f"No sessions{where} yet. Start one with `sandboxrun run --prompt-file PLAN.md`."
         )
-
-
-def repo_scope(all_repos: bool, repo: Path | None) -> Path | None:
-    """The main checkout whose sessions a command works on; None for every repository.
-
-    ``--all`` wins; ``--repo PATH`` must be a repository; otherwise the repository of the
-    current directory, or every repository when it is not in one.
-    """
-    if all_repos:
-        if repo is not None:
-            raise UsageError("give --all or --repo, not both")
-        return None
-    if repo is not None:
-        return gitops.main_worktree(gitops.repo_root(repo))
-    try:
-        return gitops.main_worktree(gitops.repo_root(Path.cwd()))
-    except SandboxrunError:
-        return None
 
 
 def logs(
