@@ -377,6 +377,12 @@ def test_the_compiled_database_is_cached_and_a_damaged_cache_ignored(tmp_path: P
             engine = secrets_hs.load_engine(tmp_path)  # compiled afresh, cache rewritten
             assert engine is not None and engine(b"k = " + token) == "e2b-api-key"
             assert cached.read_bytes()[:40] == good[:40]
+        # an engine built without a cache directory is kept in the first one given later
+        secrets_hs.reset()
+        assert secrets_hs.load_engine() is not None
+        later = tmp_path / "later"
+        assert secrets_hs.load_engine(later) is not None
+        assert [p.read_bytes() for p in later.glob("secrets-hyperscan-*.db")] == [good]
         # a new process loads it instead of compiling
         code = (
             "import sys; from pathlib import Path; from sandboxrun.sync import secrets_hs as h\n"

@@ -48,15 +48,17 @@ class HyperscanEngine:
     name = "hyperscan"
 
     def __init__(self, hs: ModuleType, database: Any) -> None:
-        self._hs = hs
-        self._db = database
+        self.hs = hs
+        self.db = database
+        #: cache directories the database is known to be kept in
+        self.saved: set[Path] = set()
         self._scan: Callable[..., None] = database.scan
         self._local = threading.local()
 
     def _scratch(self) -> Any:
         scratch = getattr(self._local, "scratch", None)
         if scratch is None:  # one per thread: a scratch space serves one scan at a time
-            scratch = self._local.scratch = self._hs.Scratch(self._db)
+            scratch = self._local.scratch = self.hs.Scratch(self.db)
         return scratch
 
     def candidates(self, data: bytes) -> list[int]:
@@ -146,6 +148,13 @@ def load_engine(cache_dir: Path | None = None) -> HyperscanEngine | None:
     with _lock:  # uncontended after the first call: ~0.1 us
         if _engine is None and _failure is None:
             _engine, _failure = _build(cache_dir)
+        elif _engine is not None and cache_dir is not None and cache_dir not in _engine.saved:
+            # built earlier without this directory (``run --with-changes`` checks the carried
+            # files first): keep it there too, so the next process loads it
+            path = cache_dir / f"secrets-hyperscan-{_cache_key(_engine.hs)}.db"
+            if not path.exists():
+                _save(_engine.hs, _engine.db, path)
+            _engine.saved.add(cache_dir)
         return _engine
 
 
@@ -163,7 +172,10 @@ def _build(cache_dir: Path | None) -> tuple[HyperscanEngine | None, str | None]:
             return None, f"hyperscan cannot compile the rules here ({exc!r})"
         if path is not None:
             _save(hs, db, path)
-    return HyperscanEngine(hs, db), None
+    engine = HyperscanEngine(hs, db)
+    if cache_dir is not None:
+        engine.saved.add(cache_dir)
+    return engine, None
 
 
 def failure() -> str | None:
