@@ -30,7 +30,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from sandboxrun.sync.secrets_content import CHECKS, confirm, scannable
+from sandboxrun.sync.secrets_content import CHECKS, SCAN_LIMIT, confirm
 
 __all__ = ["HyperscanEngine", "load_engine"]
 
@@ -55,23 +55,27 @@ class HyperscanEngine:
         self._scan: Callable[..., None] = database.scan
         self._local = threading.local()
 
-    def _scratch(self) -> Any:
-        scratch = getattr(self._local, "scratch", None)
-        if scratch is None:  # one per thread: a scratch space serves one scan at a time
-            scratch = self._local.scratch = self.hs.Scratch(self.db)
+    def _new_scratch(self) -> Any:
+        # one per thread: a scratch space serves one scan at a time
+        scratch = self._local.scratch = self.hs.Scratch(self.db)
         return scratch
 
     def candidates(self, data: bytes) -> list[int]:
         """Indexes into ``CHECKS`` of every pattern Hyperscan found in ``data`` (no check
         for text or size: callers use :meth:`__call__`)."""
+        try:
+            scratch = self._local.scratch
+        except AttributeError:
+            scratch = self._new_scratch()
         found: list[int] = []
-        self._scan(data, match_event_handler=_collect, context=found, scratch=self._scratch())
+        self._scan(data, match_event_handler=_collect, context=found, scratch=scratch)
         return found
 
     def __call__(self, data: bytes) -> str | None:
         """The name of the first check ``data`` matches, or None; binary or over
         ``SCAN_LIMIT``: not scanned (None). Never the matched value."""
-        if not scannable(data):
+        # scannable() inlined: this runs once per file of every pack
+        if len(data) > SCAN_LIMIT or data.find(b"\0", 0, 8192) >= 0:
             return None
         found = self.candidates(data)
         return confirm(data, found) if found else None
