@@ -218,16 +218,18 @@ def _checkpoints(cli, name: str) -> int:
 @pytest.mark.parametrize(
     "fault",
     [
-        {"action": "drop", "times": 3},
-        {"action": "stall", "seconds": None, "times": 2},
-        {"action": "stall", "seconds": None, "stall_after": 0, "times": 1},
+        {"kind": "command", "action": "drop", "times": 3},
+        {"kind": "command", "action": "stall", "seconds": None, "times": 2},
+        {"kind": "command", "action": "stall", "seconds": None, "stall_after": 0},
+        {"kind": "download", "action": "stall", "seconds": None, "match": "agent.exit",
+         "times": 2},
     ],
-    ids=["dropped", "no-answer", "stream-stopped"],
-)
+    ids=["dropped", "no-answer", "stream-stopped", "exit-check-hung"],
+)  # fmt: skip
 def test_follow_polls_broken_the_run_carries_on(cli, repo, e2b, fault):
-    """Polls of the agent's log dropped or hung: the follower tries again, the agent's whole
-    output arrives once, and the run completes with its work."""
-    f = e2b.faults.add("command", match=POLL, after=2, **fault)
+    """Polls of the agent's log (or the check whether it exited) dropped or hung: the
+    follower tries again, the agent's whole output arrives once, and the run completes."""
+    f = e2b.faults.add(**{"match": POLL, "after": 2, **fault})
     proc = run(cli, "f1", "@write a.txt a\n@sleep 2\n@write b.txt b\n@sleep 2\n@write c.txt c")
     assert proc.returncode == 0, proc.stderr
     assert f.hits == f.times
@@ -290,6 +292,27 @@ def test_stop_signal_hung_is_sent_again(cli, repo, e2b):
     assert fault.hits >= 1
     assert cli.status("s1")["status"] == "timeout", proc.stderr
     assert "t.txt" in branch_files(repo, "sandboxrun/s1")
+    assert_nothing_left(e2b)
+
+
+def test_extension_before_the_stop_hung_still_collects(cli, repo, e2b):
+    """Pushing the sandbox's end before the stop gets no answer, ever: the run gives up on it
+    within a part of the time left, says so, and collects in the time the sandbox has (its end
+    was set with room to collect at the start). Each call is allowed 30 s here, so the
+    backend's retries alone would outlast that room, and the sandbox with the work."""
+    run_ = cli.popen("run", "--backend", "e2b", "--name", "s2", "--timeout", "4s",
+                     "--prompt", "@write t.txt t\n@sleep 600",
+                     env={"SANDBOXRUN_E2B_REQUEST_TIMEOUT": "30"})  # fmt: skip
+    try:
+        cli.wait_status("s2", lambda s: s["status"] == "running", timeout=60)
+        fault = e2b.faults.add("timeout", "stall", seconds=None, times=1000)
+        out, err = run_.communicate(timeout=ENDS_WITHIN)
+    finally:
+        run_.kill()
+    assert fault.hits >= 1
+    assert "could not extend the sandbox for the collection" in out + err
+    assert cli.status("s2")["status"] == "timeout", err
+    assert "t.txt" in branch_files(repo, "sandboxrun/s2")
     assert_nothing_left(e2b)
 
 
