@@ -21,6 +21,7 @@ from typing import Any
 from sandboxrun.config import Settings
 from sandboxrun.errors import SandboxrunError
 from sandboxrun.fanout import groups as G
+from sandboxrun.fanout.forkserver import DriverServer
 from sandboxrun.fanout.merge import merge_all
 from sandboxrun.fanout.taskmain import claim_session as claim_session  # re-exported
 from sandboxrun.sandbox.backends import get_backend
@@ -115,7 +116,9 @@ class GroupScheduler:
         self.settings = settings
         self.store = store
         self.gid = group_id
-        self.spawn = spawn or (lambda s, attach: spawn_task_driver(s, attach, settings))
+        self.spawn = spawn or self._start_driver
+        #: while :meth:`run` schedules: the fork server task drivers start from (forkserver.py)
+        self._server: DriverServer | None = None
         self._ended: set[str] = set()
         self._agent_checked = False
         #: task driver pids this scheduler started, by session id
@@ -134,13 +137,28 @@ class GroupScheduler:
                 f"group {group.name} is already driven by process {group.owner_pid}",
                 f"Follow it with `sandboxrun logs {group.name}`.",
             )
-        while True:
-            step = self.step()
-            if on_step:
-                on_step(step)
-            if step.group.is_terminal:
-                return step.group
-            time.sleep(self.settings.poll_interval)
+        self._server = DriverServer(self.settings)
+        self._server.start()  # it imports the run pipeline while the first task is prepared
+        try:
+            while True:
+                step = self.step()
+                if on_step:
+                    on_step(step)
+                if step.group.is_terminal:
+                    return step.group
+                time.sleep(self.settings.poll_interval)
+        finally:
+            self._server.close()
+            self._server = None
+
+    def _start_driver(self, s: Session, attach: bool) -> int:
+        """A task's driver: forked by the group's server when there is one, else started anew."""
+        if self._server is not None:
+            log = self.settings.session_artifacts(s.id) / "driver.log"
+            pid = self._server.spawn(s.id, attach, log)
+            if pid is not None:
+                return pid
+        return spawn_task_driver(s, attach, self.settings)
 
     def step(self) -> Step:
         """One pass: react to kills, budgets and dead drivers; start what may start."""
