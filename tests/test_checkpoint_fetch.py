@@ -143,9 +143,18 @@ def test_a_branch_moved_while_the_run_was_lost_is_left_alone(cp: Checkpointed) -
 
 
 def test_a_lost_run_without_a_checkpoint_keeps_nothing_and_says_so(cp: Checkpointed) -> None:
+    cp.store.update(cp.sid, agent_pgid=4242)  # its agent had started
     mark_lost(cp.store, cp.store.get(cp.sid), cp.artifacts, "the sandbox is gone", land=True)
     st = cp.store.get(cp.sid)
     assert st.status == "lost" and "nothing was kept" in st.error and cp.tip() == cp.old
+
+
+def test_a_run_lost_before_its_agent_started_says_nothing_was_lost(cp: Checkpointed) -> None:
+    """Lost while the sandbox was made ready: there was no work to lose, and it says so."""
+    mark_lost(cp.store, cp.store.get(cp.sid), cp.artifacts, "the sandbox is gone", land=True)
+    st = cp.store.get(cp.sid)
+    assert st.status == "lost" and "before the agent started" in st.error
+    assert "nothing of its work was lost" in st.error and cp.tip() == cp.old
 
 
 def test_the_final_collection_brings_back_a_finished_pack_as_it_is(cp: Checkpointed) -> None:

@@ -180,10 +180,9 @@ def mark_lost(
     """
     info = read_checkpoint(artifacts)
     options = {**session.options, "lost_reason": message}
-    if session.agent_pgid is None:
-        note = BEFORE_AGENT_NOTE
-    elif info is None or not checkpoint_pending(artifacts):
-        note = "no checkpoint of the work had been saved yet, so nothing was kept"
+    if info is None or not checkpoint_pending(artifacts):
+        note = (BEFORE_AGENT_NOTE if session.agent_pgid is None
+                else "no checkpoint of the work had been saved yet, so nothing was kept")  # fmt: skip
     else:
         note = (f"kept the last {describe(info)}, not applied yet: `sandboxrun attach "
                 f"{session.name}` applies it to branch {session.branch}")  # fmt: skip

@@ -79,6 +79,17 @@ def within(seconds: float, fn: Callable[[], float | None]) -> float | None:
     return outcome.get("value")  # type: ignore[return-value]
 
 
+def alive_within(sandbox: Sandbox, seconds: float = EXTEND_BUDGET) -> bool:
+    """``sandbox.is_alive()``, but "alive" (unknown) once asking took ``seconds``: a hung
+    check must not hold up a watch whose deadline is running (its retries take minutes)."""
+    try:
+        return bool(within(seconds, sandbox.is_alive))
+    except SandboxLostError:
+        return False
+    except SandboxrunError:
+        return True
+
+
 @dataclass(frozen=True)
 class Run:
     """What collecting and checkpointing need of a run: its record, sandbox and places."""

@@ -155,14 +155,15 @@ def test_upload_hung_for_good_fails_cleanly(cli, repo, e2b):
 
 
 @pytest.mark.parametrize(
-    ("match", "what"),
-    [(UNPACK, "unpacking"), (BASELINE, "baseline"), (START, "starting the agent")],
-    ids=["unpack", "baseline", "start"],
+    ("match", "after"),
+    [(UNPACK, None), (BASELINE, None), (START, None), (START, 0)],
+    ids=["unpack", "baseline", "start", "start-answer-lost"],
 )
-def test_a_hung_provisioning_command_fails_cleanly(cli, repo, e2b, match, what):
+def test_a_hung_provisioning_command_fails_cleanly(cli, repo, e2b, match, after):
     """Unpacking, the baseline commit and the agent's start are not safe to run twice: a hung
-    one fails the run once its bound passed. The agent never ran, so nothing is lost."""
-    fault = e2b.faults.add("command", "stall", seconds=None, match=match)
+    one fails the run once its bound passed, and the sandbox goes (with an agent whose start
+    went through but whose pid never came back: it has done nothing yet)."""
+    fault = e2b.faults.add("command", "stall", seconds=None, match=match, stall_after=after)
     proc = run(cli, "h5", "@write a.txt a")
     assert proc.returncode == 1, proc.stderr
     assert fault.hits == 1

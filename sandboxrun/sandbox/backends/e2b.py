@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import BinaryIO, TypeVar, cast
 
 from e2b import (
     CommandExitException,
@@ -70,6 +70,7 @@ from sandboxrun.sandbox.backends.e2b_scripts import MARK as _MARK
 from sandboxrun.sandbox.backends.e2b_template import build_template, claude_template
 from sandboxrun.sandbox.backends.e2b_watch import (
     DEFAULT_STALL_TIMEOUT,
+    Progress,
     WatchedReader,
     WatchedWriter,
     env_seconds,
@@ -278,7 +279,7 @@ class E2BSandbox:
                 )
             remote = tmp
 
-        def stream(progress) -> int:
+        def stream(progress: Progress) -> int:
             # The SDK bounds a stalled stream by a fixed 60 s only: ours is `stall_timeout`,
             # and once given up on, this worker can no longer write into `out`.
             sink, written = WatchedWriter(out, progress), 0
@@ -317,8 +318,8 @@ class E2BSandbox:
         def upload() -> None:
             with open(tarball, "rb") as fh:  # a binary file object: the SDK streams it
                 # no client-side bound in the SDK for a streamed upload: ours (e2b_watch)
-                watched(lambda p: self._sdk.files.write(remote, WatchedReader(fh, p)),
-                        idle=self._backend.stall_timeout, what=f"uploading {tarball.name}")  # fmt: skip
+                send = lambda p: self._sdk.files.write(remote, cast(BinaryIO, WatchedReader(fh, p)))  # noqa: E731
+                watched(send, idle=self._backend.stall_timeout, what=f"uploading {tarball.name}")
 
         self._backend.retry(f"uploading {tarball.name}", upload, sandbox_id=self.id)
         return remote
@@ -419,9 +420,12 @@ class E2BBackend:
                 retry_delays = ()
         self.retry_delays = tuple(retry_delays or DEFAULT_RETRY_DELAYS)
         # How long a call may hang before it counts as failed (e2b_watch; tests make them
-        # short). None: the SDK's own (60 s a request; each command its own limit).
+        # short). None: the SDK's own (60 s a request; each command its own limit). A
+        # sandbox keeps the request timeout it was created or connected with for all calls.
         self.request_timeout = env_seconds("SANDBOXRUN_E2B_REQUEST_TIMEOUT", None)
-        self.stall_timeout = env_seconds("SANDBOXRUN_E2B_STALL_TIMEOUT", DEFAULT_STALL_TIMEOUT)
+        self.stall_timeout = (
+            env_seconds("SANDBOXRUN_E2B_STALL_TIMEOUT", None) or DEFAULT_STALL_TIMEOUT
+        )
         self.command_timeout = env_seconds("SANDBOXRUN_E2B_COMMAND_TIMEOUT", None)
         #: sandbox creations per second, kept across processes (sandbox/ratelimit.py)
         self.create_rate = default_rate()
@@ -488,7 +492,7 @@ class E2BBackend:
                             envs=dict(env),
                             idempotency_key=key,
                             retries=0,
-                            **self._api_opts(),
+                            request_timeout=self.request_timeout,
                         )
                     except RateLimitException:
                         if attempt == CREATE_TURNS - 1:
@@ -529,21 +533,19 @@ class E2BBackend:
         return bool(
             self.retry(
                 "deleting a snapshot",
-                lambda: SDKSandbox.delete_snapshot(snapshot_id, **self._api_opts()),
+                lambda: SDKSandbox.delete_snapshot(
+                    snapshot_id, request_timeout=self.request_timeout
+                ),
             )
         )
 
     def connect(self, sandbox_id: str) -> E2BSandbox:
         sdk = self.retry(
             "reconnecting to the sandbox",
-            lambda: SDKSandbox.connect(sandbox_id, **self._api_opts()),
+            lambda: SDKSandbox.connect(sandbox_id, request_timeout=self.request_timeout),
             sandbox_id=sandbox_id,
         )
         return E2BSandbox(self, sdk)
-
-    def _api_opts(self) -> dict[str, float]:
-        """SDK options for every API call: a sandbox keeps them for all of its requests."""
-        return {} if self.request_timeout is None else {"request_timeout": self.request_timeout}
 
     # -- errors and retries ------------------------------------------------------------------
 
