@@ -68,7 +68,7 @@ class MigrationSet:
             done = {row[0] for row in rows}
         return [n for n in self.names if n not in done]
 
-    def sqlite_utils(self) -> Migrations:
+    def as_sqlite_utils(self) -> Migrations:
         """The same migrations as sqlite-utils ``Migrations`` (imported now)."""
         from sqlite_utils.migrations import Migrations
 
@@ -83,7 +83,7 @@ class MigrationSet:
 
     def apply(self, db: sqlite_utils.Database) -> None:
         """Apply the pending migrations, each in its transaction (``Migrations.apply``)."""
-        self.sqlite_utils().apply(db)
+        self.as_sqlite_utils().apply(db)
 
 
 migrations = MigrationSet("sandboxrun")

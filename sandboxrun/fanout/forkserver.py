@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from sandboxrun.config import Settings
@@ -63,7 +64,7 @@ def serve() -> int:
     return 0
 
 
-def _lines(fd: int):
+def _lines(fd: int) -> Iterator[str]:
     """Lines read straight from ``fd`` (no buffered reader a fork would copy half-read)."""
     pending = b""
     while True:
@@ -77,7 +78,7 @@ def _lines(fd: int):
                 yield line.decode()
 
 
-def _child(run, args: list[str], log: str) -> int:
+def _child(run: Callable[[list[str]], int], args: list[str], log: str) -> int:
     """In the forked driver: detach, take the task's log as stdout/stderr, run the task."""
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # its own children are waited for
     os.setsid()
