@@ -33,6 +33,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -113,9 +114,10 @@ def pack_git(
             excluded_secrets=list(selection.excluded_secrets),
             secret_reasons=dict(selection.secret_reasons),
         )
-    if any(Path(f).name.lower() == ".gitattributes" for f in sel.files):
+    if any(f.rpartition("/")[2].lower() == ".gitattributes" for f in sel.files):
         raise PackError("a .gitattributes is uploaded (the sandbox would convert contents)")
-    scratch = Path(tempfile.mkdtemp(prefix=".sandboxrun-gitupload-", dir=output.parent))
+    # outside the artifacts: removed by a thread once the pack is written (see below)
+    scratch = Path(tempfile.mkdtemp(prefix="sandboxrun-gitupload-"))
     try:
         objects = gitops.git(
             root, "rev-parse", "--path-format=absolute", "--git-path", "objects"
@@ -142,7 +144,9 @@ def pack_git(
         finally:
             tmp.unlink(missing_ok=True)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        # the scratch objects are not needed any more: removing their directories is left to
+        # a thread (a loaded disk takes a while to remove a few hundred), not waited for
+        threading.Thread(target=shutil.rmtree, args=(scratch, True), name="gitupload-rm").start()
     log.debug(
         "git upload of %s: %d files, %d blob ids from the index", root, len(sel.files), reused
     )

@@ -335,23 +335,29 @@ class E2BSandbox:
         Every object is verified, and every entry of the tree must be a regular file with a
         safe name before anything is written (``_CHECKOUT_SCRIPT``).
         """
-        remote = self.upload(pack)
+        return self.checkout(self.upload(pack), tree, dest, name=pack.name)
+
+    def checkout(self, remote: str, tree: str, dest: str, *, name: str = "") -> str:
+        """Check the uploaded pack ``remote`` and check its ``tree`` out into ``dest``.
+
+        Returns the baseline commit; ``remote`` is removed whatever happens.
+        """
+        name = name or Path(remote).name
         res = self.exec(["bash", "-c", _CHECKOUT_SCRIPT, "checkout", remote, dest, tree],
                         timeout=900)  # fmt: skip
         if res.exit_code == 66:
             raise UnsafeArchiveError(
-                f"refused to check out {pack.name} in the sandbox: {res.error_text()}",
+                f"refused to check out {name} in the sandbox: {res.error_text()}",
                 "The tree holds links, submodules or names that could escape the repository; "
                 "sandboxrun never builds those, so check where the pack came from.",
             )
         if not res.ok:
             raise BackendError(
-                f"checking out {pack.name} in E2B sandbox {self.id} failed: "
-                f"{res.error_text()[-1000:]}"
+                f"checking out {name} in E2B sandbox {self.id} failed: {res.error_text()[-1000:]}"
             )
         lines = res.text().strip().splitlines()
         if not lines or not re.fullmatch(r"[0-9a-f]{40,64}", lines[-1]):
-            raise BackendError(f"checking out {pack.name} in E2B sandbox {self.id} said no commit")
+            raise BackendError(f"checking out {name} in E2B sandbox {self.id} said no commit")
         return lines[-1]
 
     # -- processes and lifetime ------------------------------------------------------------
