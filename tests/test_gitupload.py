@@ -205,3 +205,12 @@ def test_a_file_that_becomes_a_secret_after_the_selection_is_left_out(tmp_path):
     assert "new/untracked.txt" not in result.selection.files
     out = checkout(result.path, result.tree, tmp_path / "out")
     assert not (out / "new/untracked.txt").exists()
+
+
+def test_a_sha256_repository_keeps_the_tarball(tmp_path):
+    """A fresh repository in the sandbox holds sha1 objects: a sha256 pack could not go in."""
+    repo = tmp_path / "sha256"
+    repo.mkdir()
+    git(repo, "init", "-q", "--object-format=sha256")
+    write(repo, "a.txt")
+    assert plan(repo) == "object format sha256"

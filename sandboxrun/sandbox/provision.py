@@ -87,7 +87,10 @@ class Provisioner:
         self.times = times
 
     def pack(self, session: Session) -> PackResult:
-        """Pack the worktree into an upload tarball under the session's artifacts."""
+        """Pack the worktree for the upload under the session's artifacts.
+
+        Git objects (``upload.pack``) where they can stand for the files, else a tarball.
+        """
         from sandboxrun.sync.pack import pack_worktree
 
         assert session.worktree is not None
@@ -183,7 +186,11 @@ class Provisioner:
         return sandbox
 
     def upload(self, sandbox: Sandbox, packed: PackResult) -> None:
-        """Unpack the tarball in the sandbox and commit it there as the baseline."""
+        """Put the files in the sandbox and commit them there as the baseline.
+
+        A git upload is checked out and committed by one command (``upload_and_checkout``);
+        a tarball is unpacked, then committed by ``BASELINE_SCRIPT``.
+        """
         if packed.tree is not None:  # a git upload: the checkout makes the baseline
             with self.times.measure("upload"):
                 base = sandbox.upload_and_checkout(  # type: ignore[attr-defined]

@@ -18,8 +18,8 @@ packs already hold those blobs compressed. So instead:
    repository), and ``git pack-objects`` packs that tree and everything in it, reusing the
    compressed objects of the repository's packs as they are.
 
-It applies only where the blobs are the files' bytes: a git work tree without included
-submodules, no ``core.autocrlf``, and no attributes file anywhere that could ask for a content
+It applies only where the blobs are the files' bytes: a git work tree (sha1 objects) without
+included submodules, no ``core.autocrlf``, and no attributes file anywhere that could ask for a content
 conversion (a ``.gitattributes``, ``info/attributes``, a global or system one). Otherwise
 :func:`plan` says why and the run uploads a tarball as before.
 """
@@ -35,8 +35,10 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import IO
 
 from sandboxrun import gitops, process
 from sandboxrun.errors import GitError, PackError
@@ -61,9 +63,12 @@ def plan(root: Path, submodules: tuple[str, ...] | list[str] = ()) -> str | None
     res = gitops.git(root, "config", "--get", "core.autocrlf", check=False)
     if res.stdout.strip().lower() in ("true", "input"):
         return "core.autocrlf converts line endings"
-    where = gitops.git(
-        root, "rev-parse", "--path-format=absolute", "--git-path", "info/attributes"
-    ).stdout.strip()
+    fmt, _, where = gitops.git(
+        root, "rev-parse", "--show-object-format", "--path-format=absolute",
+        "--git-path", "info/attributes",
+    ).stdout.strip().partition("\n")  # fmt: skip
+    if fmt != "sha1":  # a sandbox's fresh repository is sha1
+        return f"object format {fmt}"
     if _non_empty(Path(where)):
         return "info/attributes"
     glob = gitops.git(root, "config", "--path", "--get", "core.attributesFile", check=False)
@@ -247,7 +252,7 @@ def _read_exactly(fd: int, rel: str, size: int) -> bytes:
     return data
 
 
-def _pieces(fd: int, rel: str, size: int):  # noqa: ANN202 - a generator of bytes
+def _pieces(fd: int, rel: str, size: int) -> Iterator[bytes]:
     left = size
     while left > 0:
         chunk = os.read(fd, min(left, _PIECE))
@@ -259,7 +264,9 @@ def _pieces(fd: int, rel: str, size: int):  # noqa: ANN202 - a generator of byte
         raise PackError(f"{rel} changed size while it was being packed")
 
 
-def _git_stream(root: Path, env: dict[str, str], *args: str, stdout=None) -> process.Stream:  # noqa: ANN001
+def _git_stream(
+    root: Path, env: dict[str, str], *args: str, stdout: IO[bytes] | None = None
+) -> process.Stream:
     argv = ["git", "-C", str(root), *args]
     return process.Stream(
         argv,
@@ -279,7 +286,7 @@ class _Blobs:
         self.count = 0
         self.marks = Path(env["GIT_OBJECT_DIRECTORY"]).parent / "marks"
 
-    def add(self, size: int, pieces) -> None:  # noqa: ANN001 - an iterable of bytes
+    def add(self, size: int, pieces: Iterable[bytes]) -> None:
         if self.proc is None:
             self.proc = _git_stream(
                 self.root, self.env, "-c", f"pack.compression={_LEVEL}", "fast-import",
