@@ -12,7 +12,6 @@ as markup. Actions that wait (kill collects, send confirms) run in worker thread
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -21,7 +20,7 @@ from typing import ClassVar
 
 from rich.text import Text
 from textual import on, work
-from textual.app import App, ComposeResult
+from textual.app import App, ComposeResult, SuspendNotSupported
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.screen import ModalScreen
@@ -355,16 +354,38 @@ class DashboardApp(App[None]):
             self.detail(self._group_lines)
 
     def action_open_pane(self) -> None:
+        """Show the child's tmux pane: switch to it inside the same tmux, open it in a new
+        window of another tmux, or (no tmux) hand this terminal to ``tmux attach`` until the
+        person detaches. Always says what it did and the attach command for any terminal."""
         session = self._session()
         if session is None:
             return
         try:
-            argv = actions.open_argv(session, inside_tmux=bool(os.environ.get("TMUX")))
+            plan = actions.plan_open(session)
         except SandboxrunError as exc:
+            self.say(exc.message + (f"\n{exc.hint}" if exc.hint else ""), error=True)
+            return
+        if plan.how != "attach":
+            self._act(lambda _store: actions.open_pane(plan))
+            return
+        try:
+            with self.suspend():
+                code = process.run_foreground(plan.argv)
+        except SuspendNotSupported:
+            self.say(
+                f"this terminal cannot be handed to tmux from here; attach to {plan.name} "
+                f"from a terminal with: {plan.attach}",
+                error=True,
+            )
+            return
+        except SandboxrunError as exc:  # tmux itself missing
             self.say(exc.message, error=True)
             return
-        with self.suspend():
-            process.run_foreground(argv)
+        if code != 0:
+            self.say(f"tmux attach to {plan.name} failed (exit {code}): {plan.attach}", error=True)
+        else:
+            self.say(f"back from {plan.name} (detached); attach again from any terminal with: "
+                     f"{plan.attach}")  # fmt: skip
 
     def action_send(self) -> None:
         session = self._session()

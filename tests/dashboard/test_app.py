@@ -12,7 +12,7 @@ import sys
 import time
 
 import pytest
-from dashlib import hook, local_child, make_group, sandbox_session
+from dashlib import hook, local_child, make_group, run_app, sandbox_session, until
 from sbr_testlib import git
 
 from sandboxrun.config import load_settings
@@ -28,24 +28,6 @@ def cell(app: DashboardApp, name: str, column: str) -> str:
 
 def detail(app: DashboardApp) -> str:
     return "\n".join(app.query_one("#detail").lines)
-
-
-async def until(pilot, condition, what: str, limit: float = 30.0):
-    """Let the app run until ``condition()`` holds (polling, not a fixed sleep)."""
-    end = time.monotonic() + limit
-    while time.monotonic() < end:
-        if condition():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError(f"not reached: {what}")
-
-
-def run_app(app: DashboardApp, script) -> None:
-    async def main():
-        async with app.run_test(size=(170, 45)) as pilot:
-            await script(pilot)
-
-    asyncio.run(main())
 
 
 def test_row_follows_real_hook_events(proj, store):
