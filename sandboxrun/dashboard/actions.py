@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 import shlex
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sandboxrun.config import Settings
+from sandboxrun.config import Settings, format_duration
 from sandboxrun.errors import SandboxrunError, UsageError
 from sandboxrun.store import Session, SessionStore
 
@@ -161,7 +162,9 @@ def extend(settings: Settings, store: SessionStore, session: Session, seconds: f
     if session.mode != "sandbox":
         raise UsageError(f"{session.name} is a local child: it has no time limit to extend")
     s = extend_session(settings, store, session, seconds)
-    return f"{s.name}: limit extended by {seconds:g}s"
+    left = format_duration(max(0.0, (s.deadline or time.time()) - time.time()))
+    until = time.strftime("%H:%M:%S", time.localtime(s.deadline)) if s.deadline else "?"
+    return f"{s.name}: limit extended by {format_duration(seconds)}, now {until} ({left} left)"
 
 
 def merge(settings: Settings, session: Session) -> str:

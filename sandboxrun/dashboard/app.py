@@ -420,11 +420,14 @@ class DashboardApp(App[None]):
             try:
                 seconds = parse_duration(value)
             except SandboxrunError as exc:
-                self.say(exc.message, error=True)
+                self.say(exc.message + (f"\n{exc.hint}" if exc.hint else ""), error=True)
                 return
             self._act(lambda store: actions.extend(self.settings, store, session, seconds))
 
-        self.push_screen(Prompt(f"extend {session.name} by:", "10m"), extended)
+        row = self.selected()
+        left = f" ({fmt_seconds(row.time_left)} left)" if row and row.time_left is not None else ""
+        question = f"extend {session.name}{left} by (e.g. 10m, 1h, 90s):"
+        self.push_screen(Prompt(question, "10m"), extended)
 
     def action_merge(self) -> None:
         session = self._session()
