@@ -34,21 +34,25 @@ from sandboxrun.dashboard.table import SessionTable
 from sandboxrun.errors import SandboxrunError
 from sandboxrun.store import Session, SessionStore
 
+#: the columns, in the order shown: the short ones first, so a narrow terminal still shows
+#: each session's state, time left and cost; the last action takes the rest of the width
 COLUMNS = (
     "name",
     "mode",
     "state",
     "age",
     "branch",
-    "last action",
     "turns",
     "cost",
     "left",
     "presence",
+    "last action",
 )
-#: fixed widths: a row is redrawn alone when its cells change, never the whole table to
-#: re-measure a column ("needs_permission" fits the state column; longer text is cut with …)
-WIDTHS = (18, 7, 16, 6, 22, 28, 5, 8, 6, 8)
+#: each column's width with room to spare, and the least it shrinks to (equal: fixed; the
+#: state column fits "needs_permission"); longer text is cut with "…". A row is redrawn alone
+#: when its cells change, never the whole table to re-measure a column.
+WIDTHS = (18, 7, 16, 5, 24, 5, 7, 6, 8, 40)
+LEAST = (10, 7, 16, 5, 12, 5, 7, 6, 8, 12)
 
 
 def fmt_seconds(seconds: float | None) -> str:
@@ -74,11 +78,11 @@ def cells(row: Row, now: float) -> tuple[str, ...]:
         row.state,
         fmt_seconds(now - row.state_since) if row.state_since else "",
         row.branch or "",
-        action,
         "" if row.turns is None else str(row.turns),
         "" if row.cost_usd is None else f"${row.cost_usd:.2f}",
         fmt_seconds(row.time_left),
         row.presence or "",
+        action,
     )
 
 
@@ -191,7 +195,8 @@ class DashboardApp(App[None]):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static(id="summary")
-        yield SessionTable(list(zip(COLUMNS, WIDTHS, strict=True)), id="sessions")
+        columns = list(zip(COLUMNS, WIDTHS, LEAST, strict=True))
+        yield SessionTable(columns, keep_end=("branch",), id="sessions")
         yield Log(id="detail", max_lines=2000)
         yield Footer()
 

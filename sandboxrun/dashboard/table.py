@@ -16,6 +16,7 @@ cursor or change its colours).
 from __future__ import annotations
 
 import unicodedata
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import ClassVar
 
@@ -53,11 +54,36 @@ def plain(text: str) -> str:
     )
 
 
-def fit(text: str, width: int) -> str:
-    """``text`` in exactly ``width`` terminal cells: padded, or cut with an ellipsis."""
+def fit_widths(columns: Sequence[tuple[str, int, int]], available: int) -> list[int]:
+    """Column widths for a screen ``available`` cells wide (pure): each column's own width when
+    there is room, the last column taking what is left; else the flexible ones shrink, the last
+    first, down to their least width (then the table scrolls sideways)."""
+    widths = [w for _k, w, _least in columns]
+    over = sum(widths) + len(widths) - available  # one space before each cell
+    for i in reversed(range(len(columns))):
+        if over <= 0:
+            break
+        cut = min(over, widths[i] - columns[i][2])
+        widths[i] -= cut
+        over -= cut
+    if over < 0:
+        widths[-1] -= over
+    return widths
+
+
+def fit(text: str, width: int, *, keep_end: bool = False) -> str:
+    """``text`` in exactly ``width`` terminal cells: padded, or cut with an ellipsis (at the
+    start with ``keep_end``: a branch's last part names it)."""
     if cell_len(text) <= width:
         return set_cell_size(text, width)
-    return set_cell_size(text, max(0, width - 1)) + "…" if width else ""
+    if not width:
+        return ""
+    if keep_end:
+        tail = text[-(width - 1) :] if width > 1 else ""
+        while cell_len(tail) > width - 1:  # wide characters
+            tail = tail[1:]
+        return set_cell_size("…" + tail, width)
+    return set_cell_size(text, width - 1) + "…"
 
 
 class SessionTable(ScrollView, can_focus=True):
@@ -94,11 +120,20 @@ class SessionTable(ScrollView, can_focus=True):
         Binding("end", "cursor_to(-1)", "Last", show=False),
     ]
 
-    def __init__(self, columns: Sequence[tuple[str, int]], *, id: str | None = None) -> None:  # noqa: A002 - Textual's own name
-        super().__init__(id=id)
-        #: (key, width in cells); the key is also the header's label
+    def __init__(
+        self,
+        columns: Sequence[tuple[str, int, int]],
+        *,
+        keep_end: Iterable[str] = (),
+        **kwargs: str,
+    ) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        #: columns whose text is cut at its start when too long
+        self.keep_end = frozenset(keep_end)
+        #: (key, width, least width) in cells; the key is also the header's label
         self.columns = list(columns)
-        self._col = {key: i for i, (key, _w) in enumerate(self.columns)}
+        self.widths = [w for _k, w, _least in self.columns]
+        self._col = {key: i for i, (key, _w, _least) in enumerate(self.columns)}
         self.keys: list[str] = []
         self._index: dict[str, int] = {}
         self._cells: dict[str, tuple[str, ...]] = {}
@@ -106,9 +141,9 @@ class SessionTable(ScrollView, can_focus=True):
         self._lines: dict[str, tuple[tuple[object, ...], Strip]] = {}
         self._header: tuple[tuple[object, ...], Strip] | None = None
         self.cursor_row = 0
-        self.total_width = sum(w + 2 for _k, w in self.columns)
-        #: rows drawn since the start (what a benchmark or a test can count)
-        self.lines_drawn = 0
+        self.total_width = sum(w + 1 for w in self.widths)
+        #: how many times each row was drawn (header: ""), for tests and benchmarks to count
+        self.drawn: Counter[str] = Counter()
 
     # -- data ---------------------------------------------------------------------------------
 
@@ -148,6 +183,7 @@ class SessionTable(ScrollView, can_focus=True):
                 self.cursor_row = self._index[cursor_key]
             self.cursor_row = max(0, min(self.cursor_row, len(order) - 1))
             self.refresh()
+            self.call_after_refresh(self._fit)  # a scrollbar may have come or gone
         else:
             for key in changed:
                 self.refresh_line(self._index[key] + 1)
@@ -193,19 +229,37 @@ class SessionTable(ScrollView, can_focus=True):
 
     # -- drawing ------------------------------------------------------------------------------
 
+    def on_resize(self, event: events.Resize) -> None:
+        self._fit()
+
+    def _fit(self) -> None:
+        """Widths for the screen as it is now; everything is drawn again when they change."""
+        available = self.scrollable_content_region.width
+        if available <= 0:
+            return
+        widths = fit_widths(self.columns, available)
+        if widths != self.widths:
+            self.widths = widths
+            self.total_width = sum(w + 1 for w in widths)
+            self.virtual_size = Size(self.total_width, len(self.keys) + 1)
+            self._lines.clear()
+            self._header = None
+            self.refresh()
+
     def notify_style_update(self) -> None:
         super().notify_style_update()
         self._lines.clear()  # a new theme: every line is drawn again with its colours
         self._header = None
 
-    def _draw(self, cells: Sequence[str], style: Style, *, header: bool = False) -> Strip:
+    def _draw(self, key: str, cells: Sequence[str], style: Style, *, header: bool = False) -> Strip:
         segments = []
-        for (key, width), text in zip(self.columns, cells, strict=True):
+        for (column, _w, _least), width, text in zip(self.columns, self.widths, cells, strict=True):
             cell_style = style
-            if not header and key == "state" and text in STATE_STYLES:
+            if not header and column == "state" and text in STATE_STYLES:
                 cell_style = style + STATE_STYLES[text]
-            segments.append(Segment(" " + fit(text, width) + " ", cell_style))
-        self.lines_drawn += 1
+            text = fit(text, width, keep_end=column in self.keep_end and not header)
+            segments.append(Segment(" " + text, cell_style))
+        self.drawn[key] += 1
         return Strip(segments, self.total_width)
 
     def _row_line(self, index: int) -> Strip:
@@ -223,7 +277,7 @@ class SessionTable(ScrollView, can_focus=True):
             style += self.get_component_rich_style("sessiontable--even")
         if cursor:
             style += self.get_component_rich_style("sessiontable--cursor")
-        strip = self._draw(cells, style)
+        strip = self._draw(key, cells, style)
         self._lines[key] = (sig, strip)
         return strip
 
@@ -234,7 +288,10 @@ class SessionTable(ScrollView, can_focus=True):
         if y == 0:
             if self._header is None:
                 style = base + self.get_component_rich_style("sessiontable--header")
-                self._header = ((), self._draw([k for k, _w in self.columns], style, header=True))
+                self._header = (
+                    (),
+                    self._draw("", [c[0] for c in self.columns], style, header=True),
+                )
             strip = self._header[1]
         else:
             index = scroll_y + y - 1
