@@ -141,6 +141,28 @@ class Confirm(ModalScreen[bool]):
         self.dismiss(yes)
 
 
+#: the keys: (key, action, what the footer says)
+KEYS = (
+    ("q", "quit", "Quit"),
+    ("o", "open_pane", "Open pane"),
+    ("s", "send", "Send"),
+    ("r", "read", "Read"),
+    ("l", "follow", "Log"),
+    ("K", "kill", "Kill"),
+    ("e", "extend", "Extend"),
+    ("m", "merge", "Merge"),
+    ("a", "approve", "Approve"),
+    ("x", "refuse", "Refuse"),
+    ("g", "groups", "Groups"),
+)
+HELP = [
+    "keys on the selected session (arrows, PgUp/PgDn, Home/End, click): o open its tmux pane,",
+    "s send a message, r read its conversation, l follow its log, K kill, e extend,",
+    "m merge its finished branch, a approve / x refuse the permission it waits on;",
+    "g fan-out groups, q quit",
+]
+
+
 class DashboardApp(App[None]):
     """The live table of sessions, a detail pane (log, conversation or groups), and keys."""
 
@@ -152,19 +174,7 @@ class DashboardApp(App[None]):
     #prompt { width: 80; height: auto; padding: 1 2; border: thick $accent; background: $panel; }
     Prompt, Confirm { align: center middle; }
     """
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("q", "quit", "Quit"),
-        Binding("o", "open_pane", "Open pane"),
-        Binding("s", "send", "Send"),
-        Binding("r", "read", "Read"),
-        Binding("l", "follow", "Log"),
-        Binding("K", "kill", "Kill"),
-        Binding("e", "extend", "Extend"),
-        Binding("m", "merge", "Merge"),
-        Binding("a", "approve", "Approve"),
-        Binding("x", "refuse", "Refuse"),
-        Binding("g", "groups", "Groups"),
-    ]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding(*k) for k in KEYS]
 
     def __init__(
         self,
@@ -180,7 +190,6 @@ class DashboardApp(App[None]):
         self.tracker = Tracker(repo)
         self.poll = poll
         self.snap: Snapshot | None = None
-        self.rows: dict[str, tuple[str, ...]] = {}
         self.following: str | None = None
         self.follow_after = 0
         self.detail_mode = "help"
@@ -205,8 +214,7 @@ class DashboardApp(App[None]):
         self.conn = sqlite3.connect(self.db_path, check_same_thread=False)
         table = self.query_one("#sessions", SessionTable)
         self.refresh_view()
-        self.detail(["keys: o open pane, s send, r read, l log, K kill, e extend, m merge,",
-                     "      a approve / x refuse a permission, g groups, q quit"])  # fmt: skip
+        self.detail(HELP)
         self.set_interval(self.poll, self.check)
         self.set_interval(1.0, self.tick)  # ages, time left, stale states
         table.focus()

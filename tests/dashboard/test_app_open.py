@@ -206,3 +206,23 @@ def test_in_a_real_terminal_o_hands_it_to_tmux_and_comes_back(proj, store, serve
     )
     tmux(servers.yours, "send-keys", "-t", "=term:", "q")
     retry_until(lambda: "term" not in tmux(servers.yours, "ls", check=False), timeout=30)
+
+
+def test_open_plan_picks_the_way_from_where_the_dashboard_runs(tmp_path):
+    from sandboxrun.dashboard.actions import open_plan
+
+    kids = str(tmp_path / "kids")
+    args = ["-S", kids]
+    told = f"tmux -S {kids} attach-session -t =t_child_api"
+    outside = open_plan("t_child_api", args, kids, None)
+    assert (outside.how, outside.attach) == ("attach", told)
+    assert outside.argv == ["tmux", "-S", kids, "attach-session", "-t", "=t_child_api"]
+    same = open_plan("t_child_api", args, kids, f"{kids},123,0")
+    assert same.how == "switch" and same.argv[-3:] == ["switch-client", "-t", "=t_child_api"]
+    other = open_plan("t_child_api", args, kids, "/tmp/tmux-0/default,99,2")
+    assert other.how == "window" and other.attach == told
+    assert other.argv[:4] == ["tmux", "-S", "/tmp/tmux-0/default", "new-window"]
+    assert other.argv[-9:] == ["env", "-u", "TMUX", "tmux", "-S", kids, "attach-session",
+                               "-t", "=t_child_api"]  # fmt: skip
+    # a name with spaces or quotes is told shell-quoted, exactly as typed
+    assert open_plan("a b'c", [], "/s", None).attach == "tmux attach-session -t '=a b'\"'\"'c'"
