@@ -205,7 +205,7 @@ class DashboardApp(App[None]):
         yield Header()
         yield Static(id="summary")
         columns = list(zip(COLUMNS, WIDTHS, LEAST, strict=True))
-        yield SessionTable(columns, keep_end=("branch",), id="sessions")
+        yield SessionTable(columns, keep_end=("branch", "last action"), id="sessions")
         yield Log(id="detail", max_lines=2000)
         yield Footer()
 

@@ -72,18 +72,22 @@ def fit_widths(columns: Sequence[tuple[str, int, int]], available: int) -> list[
 
 
 def fit(text: str, width: int, *, keep_end: bool = False) -> str:
-    """``text`` in exactly ``width`` terminal cells: padded, or cut with an ellipsis (at the
-    start with ``keep_end``: a branch's last part names it)."""
+    """``text`` in exactly ``width`` terminal cells: padded, or cut with an ellipsis. With
+    ``keep_end`` the end is kept (a branch's last part names it; a file's name is at the end
+    of its path), and a first word before a space too when there is room ("Edit …/a/b.py")."""
     if cell_len(text) <= width:
         return set_cell_size(text, width)
     if not width:
         return ""
-    if keep_end:
-        tail = text[-(width - 1) :] if width > 1 else ""
-        while cell_len(tail) > width - 1:  # wide characters
-            tail = tail[1:]
-        return set_cell_size("…" + tail, width)
-    return set_cell_size(text, width - 1) + "…"
+    if not keep_end:
+        return set_cell_size(text, width - 1) + "…"
+    head, _sp, rest = text.partition(" ")
+    if rest and cell_len(head) + 8 <= width:  # the first word, and room for a useful tail
+        return head + " " + fit(rest, width - cell_len(head) - 1, keep_end=True)
+    tail = text[-(width - 1) :] if width > 1 else ""
+    while cell_len(tail) > width - 1:  # wide characters
+        tail = tail[1:]
+    return set_cell_size("…" + tail, width)
 
 
 class SessionTable(ScrollView, can_focus=True):

@@ -18,6 +18,9 @@ from sandboxrun.store import Status
         ("abc", 5, False, "abc  "),
         ("sandboxrun/s000", 8, False, "sandbox…"),
         ("sandboxrun/s000", 8, True, "…un/s000"),
+        ("Edit src/module/very/long/file.py", 20, True, "Edit …y/long/file.py"),
+        ("Edit src/a.py", 12, True, "Edit …c/a.py"),
+        ("Edit src/a.py", 9, True, "…src/a.py"),  # no room for the tool's name too
         ("日本語のブランチ", 7, True, "…ランチ"),  # wide characters: 1 + 3 x 2 cells
         ("日本語", 4, False, "日 …"),  # no half characters
         ("x", 0, False, ""),
