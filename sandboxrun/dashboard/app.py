@@ -265,8 +265,10 @@ class DashboardApp(App[None]):
                 f"{len(snap.sessions)} sessions ({counts}) · ${snap.cost_usd:.2f} · {scope}"
             )
         else:
-            self._summary(f"no sessions in {scope} yet: start one with `sandboxrun run` or "
-                          "`sandboxrun spawn` (--all: every repository)")  # fmt: skip
+            where = f" in {snap.repo}" if snap.repo else ""
+            other = " (--all: every repository's)" if snap.repo else ""
+            self._summary(f"no sessions{where} yet: start one with `sandboxrun run` or "
+                          f"`sandboxrun spawn`{other}")  # fmt: skip
 
     def _summary(self, text: str) -> None:
         if text != self._said_summary:
