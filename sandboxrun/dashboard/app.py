@@ -213,6 +213,7 @@ class DashboardApp(App[None]):
         SessionStore(self.db_path).close()  # the schema exists before we read it
         self.conn = sqlite3.connect(self.db_path, check_same_thread=False)
         table = self.query_one("#sessions", SessionTable)
+        self.tracker.changed(self.conn)  # the version read now: the first poll reads no more
         self.refresh_view()
         self.detail(HELP)
         self.set_interval(self.poll, self.check)

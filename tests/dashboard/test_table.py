@@ -122,3 +122,21 @@ def test_no_sessions_says_how_to_start_one(proj, store):
         assert app.said == ["no session selected"]
 
     run_app(app, script)
+
+
+def test_the_clock_ticks_ages_without_reading_the_database(proj, store):
+    sid = sandbox_session(store, "young", proj)  # its age in seconds: new text every second
+    app = DashboardApp(load_settings(), str(proj), poll=0.05)
+
+    async def script(pilot):
+        table = app.query_one("#sessions")
+        await until(pilot, lambda: table.row_count == 1 and table.drawn[sid], "drawn")
+        statements: list[str] = []
+        app.conn.set_trace_callback(statements.append)
+        age, drawn = table.get_cell(sid, "age"), table.drawn[sid]
+        await until(pilot, lambda: table.get_cell(sid, "age") != age, "a tick", 10)
+        await until(pilot, lambda: table.drawn[sid] > drawn, "the row drawn again", 10)
+        app.conn.set_trace_callback(None)
+        assert statements and set(statements) == {"PRAGMA data_version"}, statements
+
+    run_app(app, script)
