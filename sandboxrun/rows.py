@@ -20,12 +20,16 @@ def rows_after(
     **equal: Any,
 ) -> list[Any]:
     """Rows of ``table`` (``columns``) with ``id > after_id``, oldest first, at most ``limit``
-    (None or 0: all); each ``column=value`` of ``equal`` filters on equality, a None value not
-    at all (``session_id=None``: every session's)."""
+    (None or 0: all); each ``column=value`` of ``equal`` filters on equality (a tuple: on
+    being one of its values), a None value or an empty tuple not at all (``session_id=None``:
+    every session's)."""
     sql = f"SELECT {columns} FROM {table} WHERE id > ?"
     args: list[Any] = [after_id]
     for column, value in equal.items():
-        if value is not None:
+        if isinstance(value, tuple) and value:
+            sql += f" AND {column} IN ({', '.join('?' * len(value))})"
+            args.extend(value)
+        elif value is not None and not isinstance(value, tuple):
             sql += f" AND {column} = ?"
             args.append(value)
     sql += " ORDER BY id"

@@ -250,4 +250,6 @@ def test_rows_after_pages_by_id_with_optional_filters(tmp_path):
     assert ids(rows_after(conn, "t", "id", after_id=2, limit=2)) == [3, 4]
     assert ids(rows_after(conn, "t", "id", who="a", kind=None)) == [1, 3, 4]
     assert ids(rows_after(conn, "t", "id", after_id=1, who="a", kind="x", limit=0)) == [4]
+    assert ids(rows_after(conn, "t", "id", kind=("y", "z"))) == [3, 5]
+    assert ids(rows_after(conn, "t", "id", kind=())) == [1, 2, 3, 4, 5]
     conn.close()
