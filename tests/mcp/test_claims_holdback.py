@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from mcptest_lib import add_worktree, hook
+from mcptest_lib import add_worktree, claim_as, hook
 from sbr_testlib import branch_files, git
 
 from sandboxrun.coord import claims
@@ -123,13 +123,8 @@ def test_a_run_holds_back_claimed_files_until_allowed(cli, repo: Path):
 
 @pytest.mark.slow
 def test_a_claim_that_ends_before_apply_lets_the_kept_change_through(cli, repo: Path):
-    api_wt = add_worktree(repo, "api")
-    hook("SessionStart", api_wt, "claude-api", "api", source="startup")
+    api_id = claim_as(repo, "api", ["src/app.py"], expires_at=time.time() + 3600)
     store = SessionStore(Path(os.environ["SANDBOXRUN_HOME"]) / "state.db")
-    api_id = store.conn.execute("SELECT id FROM sessions WHERE role = 'api'").fetchone()[0]
-    with store.transaction() as conn:
-        claims.claim(conn, str(repo), ["src/app.py"], "exclusive", api_id, role="api",
-                     expires_at=time.time() + 3600)  # fmt: skip
     proc = cli("run", "--backend", "local", "--name", "wait", "--prompt", "@write src/app.py X = 1")
     assert proc.returncode == 1 and "src/app.py" in proc.stdout + proc.stderr
     with store.transaction() as conn:
@@ -201,12 +196,8 @@ def test_a_run_judges_the_holder_by_the_configured_stale_after(cli, repo: Path):
     """The final collection's hold-back check uses the repository's ``stale_after`` (1m here):
     a holder silent for 200 s holds nothing back (the default, 300 s, would keep it)."""
     (repo / ".sandboxrun.toml").write_text('stale_after = "1m"\n')
-    api_wt = add_worktree(repo, "api")
-    hook("SessionStart", api_wt, "claude-api", "api", source="startup")
+    api_id = claim_as(repo, "api", ["src/"])
     store = SessionStore(Path(os.environ["SANDBOXRUN_HOME"]) / "state.db")
-    api_id = store.conn.execute("SELECT id FROM sessions WHERE role = 'api'").fetchone()[0]
-    with store.transaction() as conn:
-        claims.claim(conn, str(repo), ["src/"], "exclusive", api_id, role="api")
     store.update(api_id, last_heartbeat=time.time() - 200)
     proc = cli(
         "run", "--backend", "local", "--name", "stale", "--prompt", "@write src/new.py X = 1"
