@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -160,10 +159,14 @@ def _read_repo_file(repo: Path | None) -> dict[str, Any]:
     if repo is None:
         return {}
     own = repo / ".sandboxrun.toml"
+    pyproject = repo / "pyproject.toml"
+    if not own.is_file() and not pyproject.is_file():
+        return {}
+    import tomllib  # here: ~5 ms of every process's start, and most repos have no such file
+
     try:
         if own.is_file():
             return tomllib.loads(own.read_text())
-        pyproject = repo / "pyproject.toml"
         if pyproject.is_file():
             section = tomllib.loads(pyproject.read_text()).get("tool", {}).get("sandboxrun", {})
             return dict(section)

@@ -15,8 +15,9 @@ import pytest
 from sbr_testlib import edge_error, git, retry_until
 
 from sandboxrun.config import load_settings
-from sandboxrun.errors import UsageError
-from sandboxrun.sandbox.prepare import RunRequest, read_task
+from sandboxrun.errors import SandboxrunError, UsageError
+from sandboxrun.sandbox.detach import DriverStartError, process_exited, start_driver_process
+from sandboxrun.sandbox.prepare import RunRequest, prepare_run, read_task
 from sandboxrun.sandbox.start import changes_left_out, start_run
 from sandboxrun.store import TERMINAL, SessionStore
 
@@ -59,6 +60,57 @@ def test_detached_start_records_the_driver_which_finishes_the_run(repo):
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_a_driver_waited_for_has_recorded_itself_when_the_start_returns(repo):
+    """The shared detached start (run, fan-out task, fan-out group): with ``recorded`` it returns
+    once the driver has claimed its session, here a fan-out task driver (the real module)."""
+    settings = load_settings(repo)
+    store = SessionStore(settings.db_path)
+    req = RunRequest(repo=repo, prompt="x", name="waited", backend="local", dry_run=True)
+    session = prepare_run(settings, store, req)
+    log = settings.session_artifacts(session.id) / "driver.log"
+    pid = start_driver_process(
+        [session.id],
+        module="sandboxrun.fanout.taskmain",
+        log=log,
+        home=settings.home,
+        recorded=lambda pid: store.get(session.id).owner_pid == pid,
+    )
+    try:
+        assert store.get(session.id).owner_pid == pid
+        final = retry_until(
+            lambda: (s := store.get(session.id)).status in TERMINAL and s, timeout=120
+        )
+        assert final.status == "completed_no_changes", final.error
+        assert retry_until(lambda: process_exited(pid), timeout=30)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_a_driver_that_dies_before_recording_itself_is_an_error_quoting_its_log(tmp_path):
+    log = tmp_path / "logs" / "driver.log"
+    log.parent.mkdir()
+    log.write_text("an earlier driver's line\n")
+    with pytest.raises(DriverStartError) as err:
+        start_driver_process(
+            ["x"], module="sandboxrun.no_such_driver", log=log, home=tmp_path / "home",
+            recorded=lambda pid: False,
+        )  # fmt: skip
+    assert "exited before it started" in err.value.message
+    assert "No module named sandboxrun.no_such_driver" in err.value.message
+    assert "an earlier driver's line" not in err.value.message  # only what this one wrote
+    assert str(log) in (err.value.hint or "")
+
+
+def test_a_driver_log_that_cannot_be_made_is_an_error_with_the_next_step(tmp_path):
+    (tmp_path / "artifacts").write_text("a file where the log's directory should be\n")
+    with pytest.raises(SandboxrunError) as err:
+        start_driver_process(
+            ["_drive", "x"], log=tmp_path / "artifacts" / "s1" / "driver.log", home=tmp_path
+        )
+    assert "artifacts" in err.value.message and err.value.hint
 
 
 @pytest.mark.parametrize(

@@ -162,6 +162,13 @@ def checkpoint_pending(artifacts: Path) -> bool:
     return has_collection(ck) and not load_state(ck).get("applied") and not info.get("side_ref")
 
 
+#: what a session lost before its agent started says (there was no work to lose)
+BEFORE_AGENT_NOTE = (
+    "this was before the agent started, so nothing of its work was lost (the branch and "
+    "worktree are as they were); start a new run to try again"
+)
+
+
 def mark_lost(
     store: SessionStore,
     session: Session,
@@ -179,7 +186,9 @@ def mark_lost(
     """
     info = read_checkpoint(artifacts)
     options = {**session.options, "lost_reason": message}
-    if info is None or not checkpoint_pending(artifacts):
+    if session.agent_pgid is None:
+        note = BEFORE_AGENT_NOTE
+    elif info is None or not checkpoint_pending(artifacts):
         note = "no checkpoint of the work had been saved yet, so nothing was kept"
     else:
         note = (f"kept the last {describe(info)}, not applied yet: `sandboxrun attach "

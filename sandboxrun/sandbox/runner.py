@@ -191,10 +191,7 @@ class RunDriver:
         """Carry on a session whose driver died: reconnect, follow, warn, collect."""
         s = self._refresh()
         if not s.sandbox_id or s.agent_pgid is None:
-            raise UsageError(
-                f"session {s.name} never started its agent, so there is nothing to attach to",
-                "Start a new run.",
-            )
+            raise not_started_error(s)
         self._claim()
         try:
             self.sandbox = self.backend.connect(s.sandbox_id)
@@ -341,6 +338,29 @@ class RunDriver:
             self.sandbox.destroy()
         except SandboxrunError as exc:
             log.warning("could not tear down sandbox %s: %s", self.sandbox.id, exc)
+
+
+def not_started_error(s: Session) -> UsageError:
+    """Why a session has no agent to attach to: it is still starting, or it never will."""
+    from sandboxrun.sandbox.interrupted import still_starting
+    from sandboxrun.sandbox.nextstep import SessionFacts, next_step_hint
+    from sandboxrun.store import owner_alive
+
+    starting = not s.is_terminal and (still_starting(s) or owner_alive(s))
+    facts = SessionFacts(name=s.name, status=str(s.status), driver_alive=starting,
+                         agent_started=False, has_commits=False, has_patches=False)  # fmt: skip
+    if starting:
+        # Its run process is still making the sandbox ready: attach works once the agent
+        # runs; until then the run can be watched or stopped.
+        return UsageError(
+            f"session {s.name} is still starting ({s.status}): its agent is not running yet, "
+            "so there is nothing to attach to yet",
+            next_step_hint(facts) + " `attach` works once the agent runs.",
+        )
+    return UsageError(
+        f"session {s.name} never started its agent, so there is nothing to attach to",
+        next_step_hint(facts) + " Start a new run to try again.",
+    )
 
 
 class _KilledBeforeAgent(Exception):
