@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from sandboxrun.errors import ConfigError, SandboxrunError, UsageError
+from sandboxrun.home import DEFAULT_HOME, absolute_home
 
-DEFAULT_HOME = Path.home() / ".local" / "share" / "sandboxrun"
 DEFAULT_TEMPLATE = "sandboxrun-claude"
 #: the Claude Code release sandboxrun installs (template build, --install-claude). Newer ones
 #: need Node >= 22; this one runs on Node 20 too.
@@ -276,9 +276,3 @@ def load_settings(repo: Path | None = None, env: dict[str, str] | None = None) -
             # tmux children) then uses this same directory whatever its working directory.
             os.environ["SANDBOXRUN_HOME"] = str(values["home"])
     return Settings(**values)
-
-
-def absolute_home(value: str) -> Path:
-    """``SANDBOXRUN_HOME`` as an absolute path (``~`` expanded; relative: to the current
-    directory), so that a run, its detached driver and its sandbox agree on one directory."""
-    return Path(os.path.abspath(Path(value).expanduser()))

@@ -30,6 +30,7 @@ from sandboxrun.errors import (
     SessionNotFoundError,
 )
 from sandboxrun.redact import clamp
+from sandboxrun.rows import rows_after
 from sandboxrun.schema import migrations
 
 #: the most one event stores (JSON characters); longer strings in a payload are cut. Agent
@@ -442,18 +443,11 @@ class SessionStore:
         limit: int | None = None,
     ) -> builtins.list[dict[str, Any]]:
         """Events of a session with id > ``after_id``, oldest first."""
-        sql = "SELECT id, ts, kind, payload FROM events WHERE session_id = ? AND id > ?"
-        args: list[Any] = [session_id, after_id]
-        if kinds:
-            sql += f" AND kind IN ({', '.join('?' for _ in kinds)})"
-            args.extend(kinds)
-        sql += " ORDER BY id"
-        if limit:
-            sql += " LIMIT ?"
-            args.append(limit)
+        rows = rows_after(self.conn, "events", "id, ts, kind, payload", after_id=after_id,
+                          limit=limit, session_id=session_id, kind=tuple(kinds or ()))  # fmt: skip
         return [
             {"id": r["id"], "ts": r["ts"], "kind": r["kind"], "payload": json.loads(r["payload"])}
-            for r in self.conn.execute(sql, args).fetchall()
+            for r in rows
         ]
 
 

@@ -136,3 +136,42 @@ def test_spawn_reads_its_task_the_same_way(cli, repo):
     assert "prompt file src is a directory" in message and hint
     assert git(repo, "worktree", "list").count("\n") == 1
     assert git(repo, "branch", "--list") == "* main\n"
+
+
+# -- run_request: the one reading of `run`'s flags and `run_in_sandbox`'s arguments -------------
+
+
+def test_run_request_lays_the_flags_over_the_repository_settings(repo, tmp_path):
+    from pathlib import Path
+
+    from sandboxrun.sandbox.request import run_request
+
+    base = load_settings(repo)
+    settings, req = run_request(
+        base, Path("."), prompt="x", timeout="20m", warn_at="5m,10m", max_turns=3,
+        include_submodules=None, cwd=repo, allow_claimed=True,
+    )  # fmt: skip
+    assert settings.timeout == 1200 and settings.warn_at == (300.0, 600.0)
+    assert settings.max_turns == 3 and settings.include_submodules == base.include_submodules
+    assert req.repo == repo / "." and req.prompt == "x" and req.prompt_file is None
+    assert req.extra_options["allow_claimed"] is True and req.extra_options["no_isolation"] is False
+    # the caller's directory places a relative plan (MCP); without one it stays as typed (CLI)
+    _, req = run_request(base, repo, prompt_file=Path("plans/a.md"), cwd=tmp_path)
+    assert req.prompt_file == tmp_path / "plans" / "a.md"
+    _, req = run_request(base, repo, prompt_file=Path("plans/a.md"))
+    assert req.prompt_file == Path("plans/a.md") and req.repo == repo
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"prompt": "x", "timeout": "soon"}, "soon"),
+        ({"prompt": "x", "warn_at": "5m,later"}, "later"),
+        ({"prompt": "x", "compression": "rar"}, "--compression"),
+    ],
+)
+def test_run_request_refuses_what_a_run_cannot_take(repo, kw, message):
+    from sandboxrun.sandbox.request import run_request
+
+    with pytest.raises(UsageError, match=message):
+        run_request(load_settings(repo), repo, **kw)

@@ -20,6 +20,7 @@ from typing import Any
 from sandboxrun.agent import AgentEvent
 from sandboxrun.coord.presence import presence_state
 from sandboxrun.local.states import DEFAULT_STALE_AFTER, Facts, derive_state
+from sandboxrun.rows import rows_after
 from sandboxrun.store import ACTIVE, SUCCESS, Session, Status
 
 #: tools whose input names one file (the hook records the tool; the claim gate the file)
@@ -274,15 +275,11 @@ def events_since(
 
     A reader pages on with the last id it got; a payload that is not JSON reads as its text.
     """
-    sql = "SELECT id, session_id, ts, kind, payload FROM events WHERE id > ?"
-    args: list[Any] = [after_id]
-    if session_id is not None:
-        sql += " AND session_id = ?"
-        args.append(session_id)
-    sql += " ORDER BY id LIMIT ?"
-    args.append(limit)
     out = []
-    for eid, sid, ts, kind, payload in conn.execute(sql, args).fetchall():
+    columns = "id, session_id, ts, kind, payload"
+    for eid, sid, ts, kind, payload in rows_after(
+        conn, "events", columns, after_id=after_id, limit=limit, session_id=session_id
+    ):
         try:
             data = json.loads(payload)
         except ValueError:

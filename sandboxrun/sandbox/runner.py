@@ -124,7 +124,7 @@ class RunDriver:
         except SandboxLostError as exc:
             if self.sandbox is not None and has_collection(self.artifacts):
                 return self._finish_from_snapshot(exc)
-            mark_lost(self.journal.store, self._refresh(), self.artifacts, exc.message, land=True)
+            self._mark_lost(exc.message)
             raise
         except CollectionIncomplete:
             raise  # the session stays `collecting`, its sandbox alive: `attach` finishes it
@@ -198,7 +198,7 @@ class RunDriver:
         except SandboxLostError as exc:
             if has_collection(self.artifacts):
                 return self._finish_from_snapshot(exc)
-            mark_lost(self.journal.store, self._refresh(), self.artifacts, exc.message, land=True)
+            self._mark_lost(exc.message)
             raise
         try:
             self.agent = AgentProcess(self.sandbox, s.agent_pgid)
@@ -209,10 +209,16 @@ class RunDriver:
         except SandboxLostError as exc:
             if has_collection(self.artifacts):
                 return self._finish_from_snapshot(exc)
-            mark_lost(self.journal.store, self._refresh(), self.artifacts, exc.message, land=True)
+            self._mark_lost(exc.message)
             raise
         finally:
             self.record_timings()
+
+    def _mark_lost(self, message: str) -> None:
+        """End the session ``lost`` and land its last checkpoint (others' claims judged by the
+        configured ``stale_after``)."""
+        mark_lost(self.journal.store, self._refresh(), self.artifacts, message, land=True,
+                  stale_after=self.settings.stale_after)  # fmt: skip
 
     def _finish_from_snapshot(self, exc: SandboxLostError) -> Session:
         """The sandbox is gone but the artifacts hold its collection: apply that, not `lost`.
@@ -231,7 +237,7 @@ class RunDriver:
             outcome = FollowOutcome("lost", None, detail=exc.message)
         self.session = apply_and_record(
             self.journal, outcome, progress=self.progress, artifacts=self.artifacts,
-            times=self.times,
+            times=self.times, stale_after=self.settings.stale_after,
         )  # fmt: skip
         return self.session
 
@@ -256,7 +262,7 @@ class RunDriver:
             if has_collection(self.artifacts):
                 self._claim()
                 return self._finish_from_snapshot(exc)
-            mark_lost(self.journal.store, self._refresh(), self.artifacts, exc.message, land=True)
+            self._mark_lost(exc.message)
             return self._refresh()
 
     def _replay_progress(self) -> None:

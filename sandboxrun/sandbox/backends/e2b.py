@@ -52,7 +52,7 @@ from sandboxrun.errors import (
     TemplateNotFoundError,
     UnsafeArchiveError,
 )
-from sandboxrun.sandbox.backends.base import DETACH_WRAPPER, ExecResult, Launch
+from sandboxrun.sandbox.backends.base import DETACH_WRAPPER, ExecResult, Launch, Sandbox
 from sandboxrun.sandbox.backends.e2b_env import (
     CREDENTIAL_VARS,
     PASSTHROUGH_VARS,
@@ -111,7 +111,7 @@ def _after_mark(text: str) -> str:
     return text.rsplit(_MARK, 1)[-1] if _MARK in text else ""
 
 
-class E2BSandbox:
+class E2BSandbox(Sandbox):
     """A live E2B sandbox, driven through the SDK."""
 
     home = HOME
@@ -163,13 +163,8 @@ class E2BSandbox:
         except Exception as exc:  # noqa: BLE001 - every SDK failure becomes one of ours
             raise self._backend.translate(exc, what, self.id) from None
 
-    def exec(
-        self,
-        argv: Sequence[str],
-        *,
-        cwd: str | None = None,
-        env: Mapping[str, str] | None = None,
-        timeout: float = 120,
+    def run_argv(
+        self, argv: Sequence[str], cwd: str | None, env: Mapping[str, str] | None, timeout: float
     ) -> ExecResult:
         """Run ``argv`` to completion in the sandbox; output comes back byte for byte."""
         if not argv:
