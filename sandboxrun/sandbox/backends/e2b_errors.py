@@ -20,7 +20,7 @@ from sandboxrun.sandbox.backends.e2b_env import scrub
 
 # Names only a command that works in every state: what to do next depends on where the run
 # was (the CLI adds the next step; `status` lists them).
-_NETWORK_HINT = (
+NETWORK_HINT = (
     "Check the network (and https://status.e2b.dev); `sandboxrun status` says where the run "
     "stands and what to do next."
 )
@@ -84,13 +84,13 @@ def translate(
     ):
         return BackendError(
             f"cannot reach {where} while {what}: {detail}",
-            _NETWORK_HINT,
+            NETWORK_HINT,
         )
     if isinstance(exc, SandboxrunError):
         return exc
     if isinstance(exc, TimeoutException):
         return BackendError(
             f"E2B did not answer in time while {what} ({where}): {detail}",
-            _NETWORK_HINT,
+            NETWORK_HINT,
         )
     return BackendError(f"E2B failed while {what}: {detail}")

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import BinaryIO, TypeVar
 
-from sandboxrun.sandbox.backends.e2b_errors import StalledTransfer
+from sandboxrun.sandbox.backends.e2b_errors import NETWORK_HINT, StalledTransfer
 
 T = TypeVar("T")
 
@@ -124,8 +124,7 @@ def watched(fn: Callable[[Progress], T], *, idle: float, what: str) -> T:
                 break
             raise StalledTransfer(
                 f"{what}: nothing moved for {idle:g}s (the connection hangs); given up",
-                "A network or E2B problem; it is retried. If it keeps happening, check "
-                "https://status.e2b.dev.",
+                NETWORK_HINT,
             )
     if "error" in outcome:
         raise outcome["error"]  # type: ignore[misc]
