@@ -55,7 +55,11 @@ from sandboxrun.sandbox.backends.base import Launch  # noqa: E402
 from sandboxrun.sandbox.backends.e2b import E2BBackend, E2BSandbox  # noqa: E402
 from sandboxrun.sandbox.gitpack import collect_patches, save_artifacts  # noqa: E402
 from sandboxrun.sandbox.provision import BASELINE_SCRIPT  # noqa: E402
+from sandboxrun.sync.gitupload import pack_git  # noqa: E402
 from sandboxrun.sync.pack import pack_worktree  # noqa: E402
+
+#: (pack, tree) when the pipeline uploads git objects (the default), None for the tarball
+GIT_UPLOAD: tuple[Path, str] | None = None
 
 CTL = "/home/user/.sandboxrun"
 #: the stand-in agent: commits an edit of 20 files, then leaves 20 more edits and a new file
@@ -233,15 +237,21 @@ def run_pipeline(
         "create", lambda: backend.create("bench", timeout_s=600, env={}, metadata={})
     )
     try:
-        remote = timed("upload", lambda: sb.upload(tarball))
-        timed("unpack", lambda: sb.unpack(remote, "gzip", sb.repo_dir))
+        if GIT_UPLOAD:  # the cold upload as git objects: the checkout makes the baseline
+            path, tree = GIT_UPLOAD
+            remote = timed("upload", lambda: sb.upload(path))
+            base = timed("unpack", lambda: sb.checkout(remote, tree, sb.repo_dir))
+            timed("baseline", lambda: None)  # (made by the checkout, in "unpack")
+        else:
+            remote = timed("upload", lambda: sb.upload(tarball))
+            timed("unpack", lambda: sb.unpack(remote, "gzip", sb.repo_dir))
 
-        def baseline() -> str:
-            res = sb.exec(["sh", "-c", BASELINE_SCRIPT, "sh", sb.repo_dir], cwd=sb.home)
-            assert res.ok, res.error_text()
-            return res.text().strip().splitlines()[-1]
+            def baseline() -> str:
+                res = sb.exec(["sh", "-c", BASELINE_SCRIPT, "sh", sb.repo_dir], cwd=sb.home)
+                assert res.ok, res.error_text()
+                return res.text().strip().splitlines()[-1]
 
-        base = timed("baseline", baseline)
+            base = timed("baseline", baseline)
 
         def start() -> None:
             sb.write_file(f"{CTL}/prompt.txt", b"do the thing\n")
@@ -424,8 +434,9 @@ def report(results: dict) -> None:
         print("DIAGNOSTIC RUN: the sandboxes' files are in RAM, unlike any real VM's disk\n")
     print(
         f"{results['files']} files, {results['bytes_in'] / 1e6:.1f} MB -> "
-        f"{results['tarball_bytes'] / 1e6:.1f} MB gzip; median of {results['repeat']}; "
-        f"{c['cores']} cores"
+        f"{results['tarball_bytes'] / 1e6:.1f} MB gzip; uploaded as {results['upload']} "
+        f"({results['upload_bytes'] / 1e6:.1f} MB); median of {results['repeat']}; "
+        f"{c['cores']} cores, load {os.getloadavg()[0]:.2f}"
     )
     p = o["phases"]
     print("\nOne run, phase by phase (the run's own code):   wall     CPU: client  sandbox+emu")
@@ -502,6 +513,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument(
+        "--upload",
+        choices=("git", "tar"),
+        default="git",
+        help="the cold upload: git objects checked out (what a run does) or the tarball "
+        "(what it falls back to)",
+    )
+    parser.add_argument(
         "--in-ram",
         action="store_true",
         help="diagnostic: keep the sandboxes' files in RAM (/dev/shm), to see what is left "
@@ -515,6 +533,13 @@ def main() -> None:
         base = make_repo(work / "repo", args.scale)
         tarball = work / "upload.tar.gz"
         packed = pack_worktree(work / "repo", tarball, compression="gzip")
+        upload_bytes = packed.bytes_out
+        if args.upload == "git":
+            global GIT_UPLOAD
+            git_pack = pack_git(work / "repo", work / "upload.pack")
+            assert git_pack.tree is not None
+            GIT_UPLOAD = (git_pack.path, git_pack.tree)
+            upload_bytes = git_pack.bytes_out
         worktrees = Worktrees(work / "repo", base, 5)
         emulator = Emulator(ram)
         backend = E2BBackend(Settings(home=work / "home"))
@@ -522,6 +547,8 @@ def main() -> None:
             "files": packed.file_count,
             "bytes_in": packed.bytes_in,
             "tarball_bytes": packed.bytes_out,
+            "upload": args.upload,
+            "upload_bytes": upload_bytes,
             "repeat": args.repeat,
             "in_ram": args.in_ram,
             "overhead": measure_overhead(backend, emulator, tarball, worktrees, args.repeat),

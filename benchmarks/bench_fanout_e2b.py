@@ -12,7 +12,10 @@ diff back, each round in turn, on the same in-process E2B emulator:
   ``files.write`` of the tarball, ``tar -xzf && git init && git add -A && git commit`` in the
   sandbox, then ``git add -A && git diff --cached --binary`` back over stdout.
 - **cold**: sandboxrun's own run code (``Provisioner.pack``, ``create_sandbox``, ``upload``
-  with its baseline, then ``collect_patches``), on a real session row.
+  with its baseline, then ``collect_patches``), on a real session row: the upload is git
+  objects (``sync/gitupload.py``), checked out in the sandbox.
+- **tar** (with ``--tar``): the same, with the tarball upload (``upload = "tar"``: what a
+  run falls back to where git objects cannot stand for the files).
 - **warm**: the same run started from a snapshot (``sandbox/warm.py``): only the difference
   is uploaded (the snapshot is made once, before the rounds, and reported on its own).
 
@@ -92,7 +95,9 @@ def naive(repo: Path, work: Path, emu) -> dict[str, float]:
     return out
 
 
-def ours(repo: Path, settings, store, emu, warm_key: str | None) -> dict[str, float]:
+def ours(
+    repo: Path, settings, store, emu, warm_key: str | None, upload: str = "auto"
+) -> dict[str, float]:
     """sandboxrun's own run code, cold (``warm_key`` None) or from the snapshot."""
     from sandboxrun.sandbox.backends.e2b import E2BBackend
     from sandboxrun.sandbox.gitpack import collect_patches
@@ -103,7 +108,7 @@ def ours(repo: Path, settings, store, emu, warm_key: str | None) -> dict[str, fl
     session = store.create_session(
         name=f"bench-{time.monotonic_ns()}", mode="sandbox", backend="e2b", repo=str(repo),
         worktree=str(repo), branch="main", base_commit=sh("git", "-C", str(repo), "rev-parse",
-        "HEAD").strip(), options={"compression": "gzip", "dry_run": True},
+        "HEAD").strip(), options={"compression": "gzip", "dry_run": True, "upload": upload},
     )  # fmt: skip
     times = PhaseTimes()
     backend = E2BBackend(settings)
@@ -148,6 +153,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--tar", action="store_true", help="also time a cold start with a tarball")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("the E2B emulator needs root")
@@ -160,6 +166,7 @@ def main() -> None:
     from tests.e2b_emulator import E2BEmulator
 
     repo = corpus(args.scale, args.seed)
+    load_start = [round(x, 2) for x in os.getloadavg()]
     with tempfile.TemporaryDirectory(prefix="bench-fanout-e2b-") as tmp, E2BEmulator() as emu:
         work = Path(tmp)
         os.environ.update(emu.env())
@@ -172,6 +179,8 @@ def main() -> None:
         entry = build_snapshot(settings, repo, base="HEAD")
         warm_build = {"seconds": time.perf_counter() - t, "bytes": emu.stats["bytes_uploaded"] - b0}
         runs: dict[str, list[dict[str, float]]] = {"naive": [], "cold": [], "warm": []}
+        if args.tar:
+            runs["tar"] = []
         for _ in range(args.rounds):
             runs["naive"].append(naive(repo, work, emu))
             emu.settle()
@@ -179,6 +188,9 @@ def main() -> None:
             emu.settle()
             runs["warm"].append(ours(repo, settings, store, emu, entry.key))
             emu.settle()
+            if args.tar:
+                runs["tar"].append(ours(repo, settings, store, emu, None, upload="tar"))
+                emu.settle()
         med = {name: median_of(r) for name, r in runs.items()}
         for m in med.values():
             m["to_start"] = sum(m.get(p, 0.0) for p in TO_START)
@@ -198,8 +210,11 @@ def main() -> None:
                 "warm_start_vs_cold": 0.3,
             },  # fmt: skip
             "cores": os.cpu_count(),
+            "load_avg_start": load_start,
             "load_avg": [round(x, 2) for x in os.getloadavg()],
         }
+        if "tar" in med:
+            result["tar_vs_naive"] = round(med["tar"]["total"] / med["naive"]["total"], 3)
         store.close()
     if args.json:
         print(json.dumps(result, indent=2))
@@ -212,9 +227,14 @@ def main() -> None:
         row = "".join(f"{m.get(c, 0.0):>10.2f}" for c in cols)
         print(f"{name:6}{row}{int(m['bytes']):>12}")
     print(f"cold / naive (total): {result['cold_vs_naive']}x (target <= 0.5x)")
+    if "tar" in med:
+        print(f"tar (cold, tarball upload) / naive: {result['tar_vs_naive']}x")
     print(f"warm / cold bytes uploaded: {result['warm_bytes_vs_cold']:.2%} (target <= 1%)")
     print(f"warm / cold time to agent start: {result['warm_start_vs_cold']}x (target <= 0.3x)")
-    print(f"machine: {result['cores']} cores, load {result['load_avg']}")
+    print(
+        f"machine: {result['cores']} cores, load {result['load_avg_start']} at the start, "
+        f"{result['load_avg']} at the end"
+    )
 
 
 if __name__ == "__main__":

@@ -25,8 +25,9 @@ from sandboxrun.store import ACTIVE, Session, SessionStore, Status, owner_alive,
 log = logging.getLogger(__name__)
 
 #: what a run writes before its agent starts and removes itself when it ends normally: the
-#: upload tarball, and the temporary file it is written to (``sync.pack`` renames it when done)
-LEFTOVER_GLOBS = ("upload.tar*", ".upload.tar*.tmp")
+#: upload tarball, and the temporary file it is written to (``sync.pack`` renames it when done);
+#: or the upload as git objects and its temporary file (``sync.gitupload``)
+LEFTOVER_GLOBS = ("upload.tar*", ".upload.tar*.tmp", "upload.pack", ".upload.pack.tmp")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from sandboxrun.config import (
     Settings,
     format_duration,
 )
-from sandboxrun.errors import AgentError, BackendError, UsageError
+from sandboxrun.errors import AgentError, BackendError, SandboxrunError, UsageError
 from sandboxrun.faults import disk_fault
 from sandboxrun.sandbox.agentproc import AgentFiles, AgentProcess
 from sandboxrun.sandbox.backends.base import Backend, Sandbox, control_dir
@@ -31,6 +31,8 @@ from sandboxrun.sync.pack import SUFFIXES, PackResult
 #: extra lifetime asked for a sandbox while packing and uploading, before the agent's clock
 #: starts (the limit is then reset to exactly --timeout when the agent starts)
 PROVISION_MARGIN = 600.0
+#: backends whose sandboxes take a cold upload as git objects (``Sandbox.upload_and_checkout``)
+GIT_UPLOAD_BACKENDS = frozenset({"e2b"})
 
 # The baseline commit of the unpacked repository ("$1"), without a file per object: `git add`
 # streams every blob over core.bigFileThreshold (1 byte) into one pack, and `git fast-import`
@@ -85,7 +87,10 @@ class Provisioner:
         self.times = times
 
     def pack(self, session: Session) -> PackResult:
-        """Pack the worktree into an upload tarball under the session's artifacts."""
+        """Pack the worktree for the upload under the session's artifacts.
+
+        Git objects (``upload.pack``) where they can stand for the files, else a tarball.
+        """
         from sandboxrun.sync.pack import pack_worktree
 
         assert session.worktree is not None
@@ -96,14 +101,16 @@ class Provisioner:
         tarball = self.artifacts / f"upload{SUFFIXES[compression]}"
         with self.times.measure("pack"):
             try:
-                result = pack_worktree(
-                    Path(session.worktree),
-                    tarball,
-                    compression=compression,
-                    submodules=session.options.get("included_submodules") or (),
-                    # contents found clean by the secrets check are not scanned again next time
-                    scan_cache=self.settings.home / "cache" / "clean-contents",
-                )
+                result = self._pack_git(session, self.artifacts / "upload.pack")
+                if result is None:
+                    result = pack_worktree(
+                        Path(session.worktree),
+                        tarball,
+                        compression=compression,
+                        submodules=session.options.get("included_submodules") or (),
+                        # contents found clean by the secrets check are not scanned again
+                        scan_cache=self.scan_cache,
+                    )
             except OSError as exc:  # a full disk names the upload, not "a file"
                 fault = disk_fault(exc, tarball)
                 if fault is None:
@@ -128,6 +135,34 @@ class Provisioner:
             self.journal.reporter.warning("kept out of the upload as secrets: " + ", ".join(why))
         return result
 
+    @property
+    def scan_cache(self) -> Path:
+        """Contents found clean by the secrets check, not scanned again next time."""
+        return self.settings.home / "cache" / "clean-contents"
+
+    def _pack_git(self, session: Session, output: Path) -> PackResult | None:
+        """The upload as git objects (``sync/gitupload.py``), or None: pack a tarball.
+
+        Only for a backend that checks a pack out (E2B: the local backend unpacks a tarball
+        with its own checked extractor), when the run did not ask for a tarball
+        (``upload = "tar"``) and the files' bytes are their blobs (see ``gitupload.plan``).
+        """
+        from sandboxrun.sync import gitupload
+
+        if self.backend.name not in GIT_UPLOAD_BACKENDS or session.options.get("upload") == "tar":
+            return None
+        assert session.worktree is not None
+        root = Path(session.worktree)
+        subs = session.options.get("included_submodules") or ()
+        why = gitupload.plan(root, subs)
+        if why is None:
+            try:
+                return gitupload.pack_git(root, output, scan_cache=self.scan_cache)
+            except (SandboxrunError, OSError) as exc:  # a file changed under us, git refused
+                why = getattr(exc, "message", None) or str(exc)
+        self.journal.event("upload_mode", {"mode": "tar", "why": why})
+        return None
+
     def create_sandbox(self, session: Session) -> Sandbox:
         """A fresh sandbox for the session, recorded in its row."""
         assert session.repo is not None
@@ -151,7 +186,20 @@ class Provisioner:
         return sandbox
 
     def upload(self, sandbox: Sandbox, packed: PackResult) -> None:
-        """Unpack the tarball in the sandbox and commit it there as the baseline."""
+        """Put the files in the sandbox and commit them there as the baseline.
+
+        A git upload is checked out and committed by one command (``upload_and_checkout``);
+        a tarball is unpacked, then committed by ``BASELINE_SCRIPT``.
+        """
+        if packed.tree is not None:  # a git upload: the checkout makes the baseline
+            with self.times.measure("upload"):
+                base = sandbox.upload_and_checkout(  # type: ignore[attr-defined]
+                    packed.path, packed.tree, sandbox.repo_dir
+                )
+            with self.times.measure("baseline"):
+                self.journal.update(sandbox_base=base)
+                save_baseline(sandbox, base, self.artifacts)
+            return
         with self.times.measure("upload"):
             sandbox.upload_and_unpack(packed.path, packed.compression, sandbox.repo_dir)
         with self.times.measure("baseline"):

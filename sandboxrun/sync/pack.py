@@ -116,6 +116,8 @@ class PackResult:
     bytes_out: int
     seconds: float
     selection: Selection
+    #: a git upload (``compression == "git"``, :mod:`.gitupload`): the baseline tree it holds
+    tree: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready summary without the selection."""

@@ -142,3 +142,44 @@ if [ "$n" -gt 1 ] && [ "$(wc -l < "$t.names")" -ge 500 ] && awk -v n="$n" -v out
 fi
 tar -xf "$u" -C "$d" --no-same-owner
 """
+
+# `upload_and_checkout`: a cold upload made of git objects (`sync/gitupload.py`): "$1" the
+# uploaded pack, "$2" the repository to make, "$3" the baseline tree (its id computed on our
+# side from the manifest of the files to upload). `index-pack --strict` checks every object
+# (its id is the hash of its bytes; git's fsck rules for trees: no `.git`, `..` or `/` in a
+# name). `read-tree` of that id (so only the tree we built, whatever else the pack holds;
+# git's own verify_path refuses `.git` and `..` components again) fills the index; before
+# anything is written, every entry must be a regular file (100644/100755: no link, no
+# submodule) with a name passing the tar path's rules. Then `checkout-index` writes the files
+# (in parallel: checkout.workers) and records their stat data, and the baseline commit is
+# made of that tree (nothing is hashed again). No hooks run (none of these commands has any).
+_CHECKOUT_SCRIPT = r"""
+set -o pipefail
+p="$1"; d="$2"; tree="$3"
+trap 'rm -f -- "$p"' EXIT
+mkdir -p -- "$d" && cd -- "$d" || exit 1
+git init -q || exit 1
+git config user.name "Claude (sandboxrun)"
+git config user.email "agent@sandboxrun.invalid"
+git config commit.gpgsign false
+if ! err=$(git -c core.fsync=none index-pack --strict --stdin < "$p" 2>&1 > /dev/null); then
+  case "$err" in
+    *"fsck error"*) printf 'objects failing git'"'"'s checks:\n%s\n' "$err" | head -n 6 >&2; exit 66 ;;
+    *) printf 'the uploaded pack is damaged: %s\n' "$err" >&2; exit 65 ;;
+  esac
+fi
+rm -f -- "$p"
+[ "$(git cat-file -t "$tree" 2>/dev/null)" = tree ] || { echo "the pack lacks the tree $tree" >&2; exit 65; }
+git read-tree "$tree" || { echo "unsafe names in the tree" >&2; exit 66; }
+bad=$(git ls-files -s | awk '$1 != "100644" && $1 != "100755" { n++; if (n <= 5) print } END { exit n > 0 }')
+if [ "$?" -ne 0 ]; then printf 'links or special files:\n%s\n' "$bad" >&2; exit 66; fi
+bad=$(git -c core.quotepath=on ls-files | awk '{ s = tolower($0); if (s ~ /^"?\// || s ~ /(^"?|\/)\.\.(\/|"?$)/ || s ~ /(^"?|\/)\.git(\/|"?$)/) { n++; if (n <= 5) print } } END { exit n > 0 }')
+if [ "$?" -ne 0 ]; then printf 'unsafe names:\n%s\n' "$bad" >&2; exit 66; fi
+n=$(nproc 2>/dev/null) || n=1
+[ "$n" -gt 8 ] && n=8
+git -c checkout.workers="$n" -c checkout.thresholdForParallelism=100 -c core.fsync=none \
+  checkout-index -a -u || exit 1
+c=$(printf 'sandboxrun baseline\n' | git commit-tree "$tree") || exit 1
+git update-ref HEAD "$c" || exit 1
+printf '%s\n' "$c"
+"""
