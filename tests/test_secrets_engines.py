@@ -410,3 +410,22 @@ def test_the_compiled_database_is_cached_and_a_damaged_cache_ignored(tmp_path: P
         assert done.stdout.strip() == "e2b-api-key", done.stderr
     finally:
         secrets_hs.reset()
+
+
+@needs_hyperscan
+def test_ignore_specs_keep_pathspecs_python_backend(tmp_path: Path, monkeypatch) -> None:
+    """Installing hyperscan must not switch pathspec (>= 1.0) to its Hyperscan backend, which
+    compiles a database for every spec: our specs use the pure-Python one."""
+    from sandboxrun.sync.candidates import Spec
+
+    def no_database(*_args, **_kwargs):
+        raise AssertionError("pathspec compiled a Hyperscan database")
+
+    monkeypatch.setattr(hyperscan, "Database", no_database)
+    spec = Spec(["*.log", "!keep.log", "build/"])
+    assert spec.match("a/x.log") and spec.match("build/out.o")
+    assert not spec.match("keep.log") and not spec.match("src/app.py")
+    (tmp_path / ".sandboxruninclude").write_text("prod.env\n")
+    (tmp_path / "prod.env").write_text("X=1\n")
+    (tmp_path / "dev.env").write_text("X=1\n")
+    assert secrets.secret_paths(tmp_path, ["prod.env", "dev.env"]) == ["dev.env"]

@@ -435,7 +435,7 @@ def secret_paths(root: Path, names: list[str]) -> list[str]:
         lines = (root / ".sandboxruninclude").read_text(errors="replace").splitlines()
     except OSError:
         lines = []
-    include = pathspec.GitIgnoreSpec.from_lines(lines)
+    include = pathspec.GitIgnoreSpec.from_lines(lines, backend="simple")  # see candidates.Spec
     found = []
     scan = content_engine()
     for name in names:
