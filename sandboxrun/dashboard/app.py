@@ -289,8 +289,10 @@ class DashboardApp(App[None]):
         return next((r for r in self.snap.sessions if r.id == key), None)
 
     def say(self, text: str, *, error: bool = False) -> None:
+        """Tell the person (a toast). Errors and anything with a command to copy stay longer."""
         self.said.append(text)  # what was told, in order (tests and the log of a session)
-        self.notify(text, severity="error" if error else "information", markup=False)
+        keep = 20.0 if error or "tmux" in text else 6.0
+        self.notify(text, severity="error" if error else "information", timeout=keep, markup=False)
 
     # -- acting -------------------------------------------------------------------------------
 

@@ -35,6 +35,9 @@ def test_fit_widths_shrinks_the_last_flexible_columns_first_and_grows_the_last()
     assert fit_widths(cols, 40) == [10, 10, 17]  # room: the last column takes it
     assert fit_widths(cols, 25) == [8, 10, 4]  # action to its least, then name
     assert fit_widths(cols, 10) == [5, 10, 4]  # no room: least widths (it scrolls)
+    # as wide as the widest text within bounds; the last column takes the rest
+    assert fit_widths(cols, 40, [3, 10, 2]) == [5, 10, 22]
+    assert fit_widths(cols, 40, [50, 10, 2]) == [10, 10, 17]
 
 
 def test_plain_drops_control_characters():
