@@ -143,3 +143,20 @@ def test_the_clock_ticks_ages_without_reading_the_database(proj, store):
         assert statements and set(statements) == {"PRAGMA data_version"}, statements
 
     run_app(app, script)
+
+
+def test_every_repository_names_whose_session_a_row_is(proj, store, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    a = sandbox_session(store, "api", proj)
+    b = sandbox_session(store, "web", other)
+    app = DashboardApp(load_settings(), None, poll=0.05)  # --all
+
+    async def script(pilot):
+        table = app.query_one("#sessions")
+        await until(pilot, lambda: table.row_count == 2, "both rows")
+        assert table.get_cell(a, "name") == "proj:api"
+        assert table.get_cell(b, "name") == "other:web"
+        assert "every repository" in str(app.query_one("#summary").render())
+
+    run_app(app, script)
