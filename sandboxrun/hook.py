@@ -439,7 +439,7 @@ def _stale_after(hook: Hook) -> float:
     from sandboxrun.coord import gate
 
     if hook.settings is not None:
-        return hook.settings.stale_after
+        return float(hook.settings.stale_after)
     value = hook.env.get("SANDBOXRUN_STALE_AFTER")
     if value:
         from sandboxrun.config import parse_duration
