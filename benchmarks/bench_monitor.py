@@ -23,12 +23,10 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from tmux_bench import Workspace, claude_child_env, workspace
 
 #: what an idle Claude Code 2.1.330 shows (title ✳ = done), then wait for ever
 STAND_IN = r"""
@@ -68,30 +66,18 @@ def main() -> int:
     parser.add_argument("--real", action="store_true", help="real Claude Code children")
     args = parser.parse_args()
 
-    tmp = Path(tempfile.mkdtemp(prefix="sbr-bench-mon-"))
-    os.environ.pop("TMUX", None)
-    os.environ.pop("TMUX_PANE", None)
-    os.environ["SANDBOXRUN_HOME"] = str(tmp / "home")
-    os.environ["SANDBOXRUN_TMUX_SOCKET"] = str(tmp / "tmux.sock")
+    ws = workspace("sbr-bench-mon-")
+    tmp, repo, tmux = ws.tmp, ws.repo, ws.tmux
     from sandboxrun.config import load_settings
     from sandboxrun.store import SessionStore, Status
-    from sandboxrun.tmux import Tmux
 
-    repo = tmp / "repo"
-    repo.mkdir()
-    for cmd in (
-        ["init", "-q", "-b", "main"],
-        ["-c", "user.name=b", "-c", "user.email=b@b", "commit", "-q", "--allow-empty", "-m", "i"],
-    ):
-        subprocess.run(["git", "-C", str(repo), *cmd], check=True)
-    tmux = Tmux(socket_path=tmp / "tmux.sock")
     settings = load_settings(repo)
     store = SessionStore(settings.db_path)
     api = None
     monitor: subprocess.Popen[bytes] | None = None
     try:
         if args.real:
-            api = _spawn_real(tmp, repo, store, tmux, args.children)
+            api = _spawn_real(ws, store, args.children)
         else:
             for i in range(args.children):
                 name = f"t_child_c{i}"
@@ -144,27 +130,19 @@ def main() -> int:
     return 0
 
 
-def _spawn_real(tmp: Path, repo: Path, store, tmux, n: int):  # type: ignore[no-untyped-def]
+def _spawn_real(ws: Workspace, store, n: int):  # type: ignore[no-untyped-def]
     """``n`` real interactive Claude Code children (idle after one short turn)."""
     from sandboxrun.config import load_settings
     from sandboxrun.local.spawn import SpawnRequest, spawn
     from tests.fake_anthropic import FakeAnthropic
-    from tests.fake_anthropic.cli import claude_env, installed_claude
+    from tests.fake_anthropic.cli import installed_claude
 
     api = FakeAnthropic().__enter__()
-    env = claude_env(api.url, tmp / "agent-home")
-    key = env["ANTHROPIC_API_KEY"][-20:]
-    (Path(env["CLAUDE_CONFIG_DIR"]) / ".claude.json").write_text(
-        '{"hasCompletedOnboarding": true, "customApiKeyResponses": {"approved": ["'
-        + key
-        + '"], "rejected": []}}'
-    )
-    env["SANDBOXRUN_HOME"] = os.environ["SANDBOXRUN_HOME"]
-    env["SANDBOXRUN_TMUX_SOCKET"] = os.environ["SANDBOXRUN_TMUX_SOCKET"]
-    settings = load_settings(repo, env=env).with_overrides(claude_bin=str(installed_claude()))
+    env = claude_child_env(api.url, ws)
+    settings = load_settings(ws.repo, env=env).with_overrides(claude_bin=str(installed_claude()))
     for i in range(n):
         req = SpawnRequest(name=f"c{i}", task=f"hello {i}", skip_permissions=True)
-        spawn(repo, req, settings, store, tmux, env=env, ready_timeout=180)
+        spawn(ws.repo, req, settings, store, ws.tmux, env=env, ready_timeout=180)
     return api
 
 

@@ -18,18 +18,13 @@ temporary git repository and ``SANDBOXRUN_HOME``:
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from tmux_bench import claude_child_env, workspace
 
 TARGET_SPAWN_S = 2.0
 
@@ -40,22 +35,6 @@ def _cpu() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def _claude() -> Path:
-    explicit = os.environ.get("SANDBOXRUN_TEST_CLAUDE")
-    if explicit:
-        return Path(explicit)
-    from tests.fake_anthropic.cli import PINNED_VERSION
-
-    return (
-        Path.home()
-        / ".cache"
-        / "sandboxrun-test"
-        / f"claude-code-{PINNED_VERSION}"
-        / "bin"
-        / ("claude")
-    )
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spawns", type=int, default=5)
@@ -64,38 +43,22 @@ def main() -> int:
     parser.add_argument("--ticks", type=int, default=6, help="monitor passes to time")
     args = parser.parse_args()
 
-    tmp = Path(tempfile.mkdtemp(prefix="sbr-bench-"))
-    os.environ.pop("TMUX", None)
-    os.environ.pop("TMUX_PANE", None)
-    os.environ["SANDBOXRUN_HOME"] = str(tmp / "home")
-    os.environ["SANDBOXRUN_TMUX_SOCKET"] = str(tmp / "tmux.sock")
+    ws = workspace("sbr-bench-")
+    tmp, repo, tmux = ws.tmp, ws.repo, ws.tmux
     from sandboxrun.config import load_settings
     from sandboxrun.local.monitor import Monitor
     from sandboxrun.local.send import DELIVERED, send
     from sandboxrun.local.spawn import SpawnRequest, spawn
     from sandboxrun.store import SessionStore
-    from sandboxrun.tmux import Tmux
     from tests.fake_anthropic import FakeAnthropic
-    from tests.fake_anthropic.cli import claude_env
+    from tests.fake_anthropic.cli import installed_claude
 
-    repo = tmp / "repo"
-    repo.mkdir()
-    for cmd in (
-        ["init", "-q", "-b", "main"],
-        ["-c", "user.name=b", "-c", "user.email=b@b", "commit", "-q", "--allow-empty", "-m", "i"],
-    ):
-        subprocess.run(["git", "-C", str(repo), *cmd], check=True)
-    tmux = Tmux(socket_path=tmp / "tmux.sock")
     try:
         with FakeAnthropic() as api:
-            env = claude_env(api.url, tmp / "agent-home")
-            (Path(env["CLAUDE_CONFIG_DIR"]) / ".claude.json").write_text(
-                '{"hasCompletedOnboarding": true, "customApiKeyResponses": {"approved": ["'
-                + env["ANTHROPIC_API_KEY"][-20:]
-                + '"], "rejected": []}}'
+            env = claude_child_env(api.url, ws)
+            settings = load_settings(repo, env=env).with_overrides(
+                claude_bin=str(installed_claude())
             )
-            env["SANDBOXRUN_HOME"] = os.environ["SANDBOXRUN_HOME"]
-            settings = load_settings(repo, env=env).with_overrides(claude_bin=str(_claude()))
             store = SessionStore(settings.db_path)
             spawn_times = []
             total = max(args.spawns, args.idle)

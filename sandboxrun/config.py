@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from sandboxrun.errors import ConfigError, SandboxrunError, UsageError
+from sandboxrun.home import DEFAULT_HOME, absolute_home
 
-DEFAULT_HOME = Path.home() / ".local" / "share" / "sandboxrun"
 DEFAULT_TEMPLATE = "sandboxrun-claude"
 #: the Claude Code release sandboxrun installs (template build, --install-claude). Newer ones
 #: need Node >= 22; this one runs on Node 20 too.
@@ -160,10 +159,14 @@ def _read_repo_file(repo: Path | None) -> dict[str, Any]:
     if repo is None:
         return {}
     own = repo / ".sandboxrun.toml"
+    pyproject = repo / "pyproject.toml"
+    if not own.is_file() and not pyproject.is_file():
+        return {}
+    import tomllib  # here: ~5 ms of every process's start, and most repos have no such file
+
     try:
         if own.is_file():
             return tomllib.loads(own.read_text())
-        pyproject = repo / "pyproject.toml"
         if pyproject.is_file():
             section = tomllib.loads(pyproject.read_text()).get("tool", {}).get("sandboxrun", {})
             return dict(section)
@@ -273,9 +276,3 @@ def load_settings(repo: Path | None = None, env: dict[str, str] | None = None) -
             # tmux children) then uses this same directory whatever its working directory.
             os.environ["SANDBOXRUN_HOME"] = str(values["home"])
     return Settings(**values)
-
-
-def absolute_home(value: str) -> Path:
-    """``SANDBOXRUN_HOME`` as an absolute path (``~`` expanded; relative: to the current
-    directory), so that a run, its detached driver and its sandbox agree on one directory."""
-    return Path(os.path.abspath(Path(value).expanduser()))

@@ -123,6 +123,26 @@ def repo_root(path: Path) -> Path:
     return Path(res.stdout.strip()).resolve()
 
 
+def repo_paths(path: Path) -> tuple[Path, Path, Path]:
+    """``(top level, main work tree, common git dir)`` of the checkout containing ``path``, in
+    one git call (:func:`repo_root`, :func:`main_worktree` and :func:`common_dir` together)."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise NotAGitRepoError(f"{path} does not exist", "Pass --repo with a git repository path.")
+    res = git(
+        path, "rev-parse", "--show-toplevel", "--path-format=absolute", "--git-common-dir",
+        check=False,
+    )  # fmt: skip
+    lines = res.stdout.splitlines()
+    if not res.ok or len(lines) != 2:
+        raise NotAGitRepoError(
+            f"{path} is not inside a git repository",
+            "Run from a git checkout, pass --repo PATH, or `git init` and commit first.",
+        )
+    top, common = Path(lines[0]).resolve(), Path(lines[1])
+    return top, (common.parent if common.name == ".git" else top), common
+
+
 def main_worktree(path: Path) -> Path:
     """The repository's main work tree, even when ``path`` is one of its linked worktrees."""
     common = common_dir(path)
@@ -161,9 +181,10 @@ def validate_name(name: str) -> str:
 
 
 @contextmanager
-def repo_lock(repo: Path) -> Iterator[None]:
-    """Exclusive lock for worktree/branch changes in ``repo`` (all worktrees share it)."""
-    lock_path = common_dir(repo) / "sandboxrun.lock"
+def repo_lock(repo: Path, common: Path | None = None) -> Iterator[None]:
+    """Exclusive lock for worktree/branch changes in ``repo`` (all worktrees share it);
+    ``common``: its :func:`common_dir`, when the caller knows it already."""
+    lock_path = (common or common_dir(repo)) / "sandboxrun.lock"
     with open(lock_path, "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
@@ -172,9 +193,9 @@ def repo_lock(repo: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def ensure_excluded(repo: Path, pattern: str) -> None:
+def ensure_excluded(repo: Path, pattern: str, common: Path | None = None) -> None:
     """Add ``pattern`` to ``.git/info/exclude`` (never to a tracked file) if missing."""
-    exclude = common_dir(repo) / "info" / "exclude"
+    exclude = (common or common_dir(repo)) / "info" / "exclude"
     exclude.parent.mkdir(parents=True, exist_ok=True)
     text = exclude.read_text() if exclude.exists() else ""
     if pattern in (line.strip() for line in text.splitlines()):
@@ -188,9 +209,11 @@ def branch_exists(repo: Path, branch: str) -> bool:
     return git(repo, "show-ref", "--verify", "--quiet", f"refs/heads/{branch}", check=False).ok
 
 
-def create_worktree(repo: Path, path: Path, branch: str, base_commit: str) -> None:
+def create_worktree(
+    repo: Path, path: Path, branch: str, base_commit: str, common: Path | None = None
+) -> None:
     """Create ``path`` on a new ``branch`` at ``base_commit``; leave nothing behind on failure."""
-    with repo_lock(repo):
+    with repo_lock(repo, common):
         if branch_exists(repo, branch):
             raise NameInUseError(
                 f"branch {branch!r} already exists",

@@ -43,6 +43,7 @@ import sys
 import time
 from pathlib import Path
 
+from sandboxrun.home import hook_home
 from sandboxrun.local.states import EVENTS, activity_for
 
 __all__ = ["EVENTS", "activity_for", "cli", "handle", "main"]
@@ -80,9 +81,9 @@ def resets_at(payload: dict[str, Any], now: float | None = None) -> float | None
 
 
 def home_dir(env: dict[str, str] | os._Environ[str]) -> Path:
-    """``$SANDBOXRUN_HOME`` or the default (the same rule as :mod:`sandboxrun.config`)."""
-    home = env.get("SANDBOXRUN_HOME")
-    return Path(home).expanduser() if home else Path.home() / ".local" / "share" / "sandboxrun"
+    """``$SANDBOXRUN_HOME`` (absolute; a relative value from where Claude Code was started,
+    not from the agent's current directory) or the default: :func:`sandboxrun.home.hook_home`."""
+    return hook_home(env)
 
 
 def log(home: Path, message: str) -> None:

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, TypedDict, Unpack
 
 from sandboxrun.errors import ProcessError, ProgramNotFoundError
 
@@ -84,23 +84,35 @@ def describe(args: Sequence[str]) -> str:
     return " ".join([Path(args[0]).name, *args[1:3]])
 
 
-def run_raw(
-    argv: Argv,
-    *,
-    cwd: PathArg | None = None,
-    env: Mapping[str, str] | None = None,
-    input: str | bytes | None = None,
-    check: bool = True,
-    timeout: float | None = None,
-    hint: str | None = None,
-    what: str | None = None,
-) -> RawResult:
+class RunOptions(TypedDict, total=False):
+    """How :func:`run` and :func:`run_raw` run a program; every key may be left out."""
+
+    #: the working directory (default: ours)
+    cwd: PathArg | None
+    #: the program's whole environment (default: ours)
+    env: Mapping[str, str] | None
+    #: fed on its stdin (text is UTF-8 encoded)
+    input: str | bytes | None
+    #: a non-zero exit raises :class:`ProcessError` (default True)
+    check: bool
+    #: seconds before it is killed and :class:`ProcessError` raised (default: no limit)
+    timeout: float | None
+    #: the hint of any error raised
+    hint: str | None
+    #: how an error names the command (default: the program and its first two arguments)
+    what: str | None
+
+
+def run_raw(argv: Argv, **options: Unpack[RunOptions]) -> RawResult:
     """Run ``argv`` to completion and return its exit code and output as bytes.
 
     With ``check`` a non-zero exit raises :class:`ProcessError` carrying the program's stderr,
     so the user sees the program's own words rather than a bare exit code. ``what`` names the
     command in that message (default: the program and its first two arguments).
     """
+    cwd, env, input = options.get("cwd"), options.get("env"), options.get("input")
+    timeout, hint, what = options.get("timeout"), options.get("hint"), options.get("what")
+    check = options.get("check", True)
     args = _argv(argv)
     log.debug("run %s (cwd=%s)", args, cwd)
     data = input.encode() if isinstance(input, str) else input
@@ -136,21 +148,9 @@ def run_raw(
     return result
 
 
-def run(
-    argv: Argv,
-    *,
-    cwd: PathArg | None = None,
-    env: Mapping[str, str] | None = None,
-    input: str | bytes | None = None,
-    check: bool = True,
-    timeout: float | None = None,
-    hint: str | None = None,
-    what: str | None = None,
-) -> Result:
+def run(argv: Argv, **options: Unpack[RunOptions]) -> Result:
     """Run ``argv`` to completion and return its output as text (see :func:`run_raw`)."""
-    raw = run_raw(
-        argv, cwd=cwd, env=env, input=input, check=check, timeout=timeout, hint=hint, what=what
-    )
+    raw = run_raw(argv, **options)
     return Result(
         argv=raw.argv,
         returncode=raw.returncode,
@@ -159,17 +159,9 @@ def run(
     )
 
 
-def run_bytes(
-    argv: Argv,
-    *,
-    cwd: PathArg | None = None,
-    env: Mapping[str, str] | None = None,
-    check: bool = True,
-    timeout: float | None = None,
-    what: str | None = None,
-) -> bytes:
+def run_bytes(argv: Argv, **options: Unpack[RunOptions]) -> bytes:
     """Run ``argv`` and return its raw stdout (for binary-safe diffs and NUL lists)."""
-    return run_raw(argv, cwd=cwd, env=env, check=check, timeout=timeout, what=what).stdout
+    return run_raw(argv, **options).stdout
 
 
 def run_foreground(argv: Argv, *, hint: str | None = None) -> int:

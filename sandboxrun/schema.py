@@ -6,10 +6,87 @@ under a file lock; ``sandboxrun/hook.py`` relies on the tables they create.
 
 from __future__ import annotations
 
-import sqlite_utils
-from sqlite_utils.migrations import Migrations
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-migrations = Migrations("sandboxrun")
+if TYPE_CHECKING:
+    import sqlite_utils
+    from sqlite_utils.migrations import Migrations
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One named migration (``fn`` takes a ``sqlite_utils.Database``)."""
+
+    name: str
+    fn: Callable[[Any], None]
+    transactional: bool = True
+
+
+class MigrationSet:
+    """sqlite-utils ``Migrations`` (same decorator, same ``_sqlite_migrations`` table), made
+    only when one is pending: importing sqlite-utils (click, dateutil...) costs ~30 ms, most of
+    every process's store opening, and a database is nearly always up to date. Telling that
+    takes one plain query (:meth:`pending_names`)."""
+
+    table = "_sqlite_migrations"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._migrations: list[Migration] = []
+
+    def __call__(
+        self, *, name: str | None = None, transactional: bool = True
+    ) -> Callable[[Callable[[Any], None]], Callable[[Any], None]]:
+        """``@migrations()``: register the function as the next migration."""
+
+        def register(fn: Callable[[Any], None]) -> Callable[[Any], None]:
+            label = name or fn.__name__
+            if any(m.name == label for m in self._migrations):
+                raise ValueError(f"migration {label!r} is registered twice")
+            self._migrations.append(Migration(label, fn, transactional))
+            return fn
+
+        return register
+
+    @property
+    def names(self) -> list[str]:
+        return [m.name for m in self._migrations]
+
+    def pending_names(self, conn: sqlite3.Connection) -> list[str]:
+        """The migrations ``conn``'s database has not had yet, in order (reads only)."""
+        exists = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (self.table,)
+        ).fetchone()
+        done: set[str] = set()
+        if exists:
+            rows = conn.execute(
+                f"SELECT name FROM {self.table} WHERE migration_set = ?", (self.name,)
+            ).fetchall()
+            done = {row[0] for row in rows}
+        return [n for n in self.names if n not in done]
+
+    def as_sqlite_utils(self) -> Migrations:
+        """The same migrations as sqlite-utils ``Migrations`` (imported now)."""
+        from sqlite_utils.migrations import Migrations
+
+        real = Migrations(self.name)
+        for m in self._migrations:
+            real(name=m.name, transactional=m.transactional)(m.fn)
+        return real
+
+    def pending(self, db: sqlite_utils.Database) -> list[str]:
+        """As ``Migrations.pending`` (names)."""
+        return self.pending_names(db.conn)
+
+    def apply(self, db: sqlite_utils.Database) -> None:
+        """Apply the pending migrations, each in its transaction (``Migrations.apply``)."""
+        self.as_sqlite_utils().apply(db)
+
+
+migrations = MigrationSet("sandboxrun")
 
 
 @migrations()

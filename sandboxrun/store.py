@@ -13,7 +13,6 @@ import contextlib
 import fcntl
 import json
 import os
-import secrets
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -23,8 +22,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from sandboxrun import faults
 from sandboxrun.errors import (
     AmbiguousSessionError,
@@ -33,6 +30,7 @@ from sandboxrun.errors import (
     SessionNotFoundError,
 )
 from sandboxrun.redact import clamp
+from sandboxrun.rows import rows_after
 from sandboxrun.schema import migrations
 
 #: the most one event stores (JSON characters); longer strings in a payload are cut. Agent
@@ -226,7 +224,7 @@ def _update_row(conn: sqlite3.Connection, session_id: str, fields: dict[str, Any
 
 def new_session_id() -> str:
     """A short random id, unique enough to be typed as a prefix."""
-    return secrets.token_hex(6)
+    return os.urandom(6).hex()  # secrets.token_hex(6), without importing secrets (hmac...)
 
 
 class SessionStore:
@@ -256,13 +254,15 @@ class SessionStore:
             raise
 
     def _migrate(self) -> None:
-        db = sqlite_utils.Database(self.conn)
         # WAL is a property of the file: once set it stays. Switching needs an exclusive lock
         # that busy_timeout does not wait for, so two processes opening a fresh database at
         # once could fail with "database is locked"; switch only under the file lock.
         wal = self.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        if wal and not migrations.pending(db):
-            return
+        if wal and not migrations.pending_names(self.conn):
+            return  # the usual case: no sqlite-utils import at all (schema.MigrationSet)
+        import sqlite_utils
+
+        db = sqlite_utils.Database(self.conn)
         lock_path = self.path.with_name(self.path.name + ".migrate.lock")
         with open(lock_path, "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
@@ -443,18 +443,11 @@ class SessionStore:
         limit: int | None = None,
     ) -> builtins.list[dict[str, Any]]:
         """Events of a session with id > ``after_id``, oldest first."""
-        sql = "SELECT id, ts, kind, payload FROM events WHERE session_id = ? AND id > ?"
-        args: list[Any] = [session_id, after_id]
-        if kinds:
-            sql += f" AND kind IN ({', '.join('?' for _ in kinds)})"
-            args.extend(kinds)
-        sql += " ORDER BY id"
-        if limit:
-            sql += " LIMIT ?"
-            args.append(limit)
+        rows = rows_after(self.conn, "events", "id, ts, kind, payload", after_id=after_id,
+                          limit=limit, session_id=session_id, kind=tuple(kinds or ()))  # fmt: skip
         return [
             {"id": r["id"], "ts": r["ts"], "kind": r["kind"], "payload": json.loads(r["payload"])}
-            for r in self.conn.execute(sql, args).fetchall()
+            for r in rows
         ]
 
 

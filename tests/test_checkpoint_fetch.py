@@ -111,7 +111,7 @@ def test_a_lost_run_lands_its_last_checkpoint_through_the_checked_path(cp: Check
     assert st.status == "lost" and "not applied yet" in st.error and "attach cp" in st.error
     assert cp.tip() == cp.old and checkpoint_pending(art)
     # the explicit step lands it: the agent's commit as it was, the leftover as one commit
-    note = land_checkpoint(cp.store, cp.store.get(cp.sid), art)
+    note = land_checkpoint(cp.store, cp.store.get(cp.sid), art, stale_after=300)
     assert "applied to branch" in note and ".claude/settings.json" in note
     assert cp.log() == [CHECKPOINT_MESSAGE, "agent: one"]
     assert {"one.txt", "left.txt"} <= cp.files() and ".claude/settings.json" not in cp.files()
@@ -131,7 +131,8 @@ def test_a_branch_moved_while_the_run_was_lost_is_left_alone(cp: Checkpointed) -
     subprocess.run(["git", "-C", str(cp.worktree), "-c", "user.name=U", "-c", "user.email=u@x",
                     "commit", "-qm", "user: mine"], check=True)  # fmt: skip
     moved = cp.tip()
-    mark_lost(cp.store, cp.store.get(cp.sid), cp.artifacts, "the sandbox is gone", land=True)
+    mark_lost(cp.store, cp.store.get(cp.sid), cp.artifacts, "the sandbox is gone", land=True,
+              stale_after=300)  # fmt: skip
     assert cp.tip() == moved and cp.clean()
     st = cp.store.get(cp.sid)
     ref = read_checkpoint(cp.artifacts)["side_ref"]
@@ -143,9 +144,19 @@ def test_a_branch_moved_while_the_run_was_lost_is_left_alone(cp: Checkpointed) -
 
 
 def test_a_lost_run_without_a_checkpoint_keeps_nothing_and_says_so(cp: Checkpointed) -> None:
-    mark_lost(cp.store, cp.store.get(cp.sid), cp.artifacts, "the sandbox is gone", land=True)
+    cp.store.update(cp.sid, agent_pgid=4242)  # its agent had started
+    mark_lost(cp.store, cp.store.get(cp.sid), cp.artifacts, "the sandbox is gone", land=True,
+              stale_after=300)  # fmt: skip
     st = cp.store.get(cp.sid)
     assert st.status == "lost" and "nothing was kept" in st.error and cp.tip() == cp.old
+
+
+def test_a_run_lost_before_its_agent_started_says_nothing_was_lost(cp: Checkpointed) -> None:
+    """Lost while the sandbox was made ready: there was no work to lose, and it says so."""
+    mark_lost(cp.store, cp.store.get(cp.sid), cp.artifacts, "the sandbox is gone", land=True)
+    st = cp.store.get(cp.sid)
+    assert st.status == "lost" and "before the agent started" in st.error
+    assert "nothing of its work was lost" in st.error and cp.tip() == cp.old
 
 
 def test_the_final_collection_brings_back_a_finished_pack_as_it_is(cp: Checkpointed) -> None:

@@ -12,7 +12,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from sbr_testlib import git
+from sbr_testlib import git, git_project
 
 from sandboxrun.sandbox.prepare import root_refusal
 
@@ -147,12 +147,7 @@ def test_pack_json_inside_the_repo_writes_outside_it(cli, repo):
 @pytest.mark.slow
 def test_submodules_left_out_are_named(cli, repo, tmp_path):
     """A repository with submodules: the run says which ones the agent will not see."""
-    lib = tmp_path / "lib"
-    lib.mkdir()
-    git(lib, "init", "-q", "-b", "main")
-    (lib / "lib.c").write_text("int x;\n")
-    git(lib, "add", "-A")
-    git(lib, "commit", "-q", "-m", "lib")
+    lib = git_project(tmp_path / "lib", {"lib.c": "int x;\n"})
     git(repo, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(lib), "vendor/lib")
     git(repo, "commit", "-q", "-m", "add submodule")
     proc = cli("run", "--backend", "local", "--dry-run", "--name", "sub", "--prompt", "x")

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sbr_testlib import CLI, git
+from sbr_testlib import CLI, git, git_project
 
 import sandboxrun
 from sandboxrun.config import load_settings
@@ -107,12 +107,7 @@ def test_warnings_with_brackets_print_literally(cli, repo):
 @pytest.mark.slow
 def test_review_and_merge_commands_paste_into_a_shell(tmp_path):
     """The printed commands work as printed for a repository whose path has spaces."""
-    repo = tmp_path / "my project [v2]"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    (repo / "README.md").write_text("hi\n")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "init")
+    repo = git_project(tmp_path / "my project [v2]", {"README.md": "hi\n"})
     cli = CLI(repo)
     proc = cli(
         "run", "--backend", "local", "--name", "q", "--prompt", "@write a.txt A\n@commit add a"

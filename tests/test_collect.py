@@ -9,6 +9,7 @@ script (:func:`collect_patches`) and applies with :func:`apply_collected`.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -317,6 +318,29 @@ def test_a_branch_that_moved_is_never_built_on(p: Pipeline) -> None:
     run(p.worktree, "git", "reset", "-q", "--keep", "HEAD~1")
     p.apply()
     assert "work.txt" in p.files() and "user.txt" not in p.files()
+
+
+@pytest.mark.parametrize(
+    "name", ["rebase-apply", "rebase-merge", "MERGE_HEAD", "CHERRY_PICK_HEAD", "REVERT_HEAD"]
+)
+def test_a_worktree_in_the_middle_of_a_git_operation_is_never_applied_to(
+    p: Pipeline, name: str
+) -> None:
+    p.write("work.txt", "agent\n")
+    p.collect()
+    # the session worktree's own git directory (a linked worktree: .git/worktrees/<name>)
+    marker = p.worktree / run(p.worktree, "git", "rev-parse", "--git-path", name).strip()
+    if name.startswith("rebase-"):
+        marker.mkdir()
+    else:
+        marker.write_text(p.old + "\n")
+    with pytest.raises(GitError) as info:
+        p.apply()
+    assert f"git operation in progress ({name})" in info.value.message
+    assert p.tip() == p.old
+    shutil.rmtree(marker) if marker.is_dir() else marker.unlink()
+    p.apply()
+    assert "work.txt" in p.files()
 
 
 # --- 4. The sandbox's git is data -------------------------------------------------------------

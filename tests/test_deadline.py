@@ -80,3 +80,14 @@ def test_stop_signals_are_scheduled_against_one_deadline():
 def test_backoff_doubles_up_to_a_cap():
     assert [backoff(i) for i in range(6)] == [0.5, 1, 2, 4, 8, 8]
     assert backoff(3, base=1, cap=5) == 5
+
+
+def test_extension_attempts_fit_in_the_time_the_sandbox_has():
+    """Trying to push a sandbox's end gives up within a quarter of its time left (5 to 30 s):
+    a hung call must never eat the room the collection needs."""
+    from sandboxrun.sandbox.lifetime import EXTEND_BUDGET, extend_budget
+
+    assert extend_budget(1000.0 + 60, 1000.0) == 15.0
+    assert extend_budget(1000.0 + 10, 1000.0) == 5.0  # never less than one short try
+    assert extend_budget(1000.0 + 3600, 1000.0) == EXTEND_BUDGET == 30.0
+    assert extend_budget(None, 1000.0) == EXTEND_BUDGET

@@ -102,3 +102,100 @@ def test_install_refuses_a_python_without_tarfile_filters(tmp_path):
     assert proc.returncode == 1
     assert "needs Python 3.11.4 or newer (found: Python 3." in proc.stderr
     assert not (src / ".venv").exists()
+
+
+# -- scripts/lib/apt.sh: install a Debian package, with sudo when not root, or say how -----------
+
+SCRIPTS = ROOT / "scripts"
+
+
+def _path_without(tmp: Path, *missing: str) -> str:
+    """A PATH with every program of this machine's PATH but ``missing`` (symlinks in ``tmp``)."""
+    bin_dir = tmp / "bin"
+    bin_dir.mkdir(parents=True)
+    for directory in os.environ.get("PATH", "/usr/bin:/bin").split(os.pathsep):
+        if not os.path.isdir(directory):
+            continue
+        for name in os.listdir(directory):
+            target = bin_dir / name
+            if name not in missing and not target.exists() and not target.is_symlink():
+                target.symlink_to(os.path.join(directory, name))
+    return str(bin_dir)
+
+
+def _run(argv: list[str], path: str, **kw) -> subprocess.CompletedProcess:
+    env = {"PATH": path, "HOME": os.environ.get("HOME", "/root"), "LANG": "C.UTF-8"}
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, **kw)
+
+
+def _public_copy() -> Path:
+    """``scripts/`` copied where an ordinary user can read it (pytest's tmp_path is root's)."""
+    import tempfile
+
+    top = Path(tempfile.mkdtemp(prefix="sbr-apt-"))
+    top.chmod(0o755)
+    shutil.copytree(SCRIPTS, top / "scripts")
+    return top
+
+
+@pytest.mark.parametrize(
+    ("script", "missing", "manual"),
+    [
+        ("install_bwrap.sh", ("bwrap",), "sudo apt-get install -y bubblewrap"),
+        (
+            "install_chromium.sh",
+            ("chromium", "chromedriver"),
+            "sudo apt-get install -y chromium chromium-driver",
+        ),
+    ],  # fmt: skip
+)
+def test_install_scripts_say_what_to_run_without_apt(tmp_path, script, missing, manual):
+    """No apt-get on the machine: nothing is tried, the command to run by hand is said, exit 1."""
+    path = _path_without(tmp_path, *missing, "apt-get")
+    proc = _run(["bash", str(SCRIPTS / script)], path)
+    assert proc.returncode == 1, proc
+    assert "Installing" not in proc.stdout
+    assert "cannot install" in proc.stderr and f"Install it yourself: {manual}" in proc.stderr
+
+
+def test_apt_install_without_root_or_sudo_tries_nothing(tmp_path):
+    """As an ordinary user without password-less sudo the helper returns 2 and runs no apt-get;
+    the bwrap script then says what to run."""
+    import pwd
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run as the ordinary user 'tuser'")
+    try:
+        pwd.getpwnam("tuser")
+    except KeyError:
+        pytest.skip("no ordinary user 'tuser' on this machine")
+    top = _public_copy()
+    try:
+        helper = top / "scripts" / "lib" / "apt.sh"
+        proc = _run(["bash", "-c", f'. {helper}; apt_install bubblewrap why bubblewrap; echo "rc=$?"'],
+                    "/usr/bin:/bin", user="tuser")  # fmt: skip
+        assert proc.stdout.strip() == "rc=2", proc
+        path = _path_without(top / "t", "bwrap")
+        (top / "t").chmod(0o755)
+        proc = _run(["bash", str(top / "scripts" / "install_bwrap.sh")], path, user="tuser")
+        assert proc.returncode == 1, proc
+        assert "Install it yourself: sudo apt-get install -y bubblewrap" in proc.stderr
+    finally:
+        shutil.rmtree(top)
+
+
+def test_apt_install_as_root_installs_and_says_so(tmp_path):
+    """As root with apt-get: the real apt-get installs bubblewrap (already there: a no-op), and
+    install_bwrap.sh, not finding bwrap on its PATH, says it installed it."""
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        pytest.skip("needs root and apt-get")
+    if shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap is not installed here (the test installs nothing new)")
+    proc = _run(["bash", "-c", f'. {SCRIPTS}/lib/apt.sh; apt_install bubblewrap "a test" bubblewrap'],
+                os.environ["PATH"])  # fmt: skip
+    assert proc.returncode == 0, proc
+    assert proc.stdout == "Installing bubblewrap with apt-get (a test) ...\n"
+    proc = _run(["bash", str(SCRIPTS / "install_bwrap.sh")], _path_without(tmp_path, "bwrap"))
+    assert proc.returncode == 0, proc
+    assert "Installing bubblewrap with apt-get" in proc.stdout
+    assert "bubblewrap installed" in proc.stdout

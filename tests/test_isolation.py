@@ -97,7 +97,7 @@ def test_agent_cannot_touch_sandboxrun_state(cli, repo):
         f"python3 -c '{script}' {home}/state.db",
         f"echo pwned > {home}/pwned.txt",
         f"echo pwned >> {home}/state.db",
-        f"mkdir -p {home}/artifacts/x && echo pwned > {home}/artifacts/x/commits.mbox",
+        f"mkdir -p {home}/artifacts/x && echo pwned > {home}/artifacts/x/changes.diff",
         # Its own control directory: forging the exit code, the pid or the log.
         "echo 0 > ../.sandboxrun/agent.exit; echo 1 > ../.sandboxrun/agent.pid",
         "echo '{}' >> ../.sandboxrun/agent.log; ln -sf /etc/passwd ../.sandboxrun/changes.diff",

@@ -538,3 +538,24 @@ def test_update_claude_runs_before_the_agent_and_install_is_refused_locally(
         driver.execute()
     assert "scripts/install.sh --with-claude" in err.value.hint
     assert store.get(session.id).status == "failed"
+
+
+def test_attach_to_a_session_still_starting_says_so(pipeline, settings, store):
+    """Its run process is alive and still making the sandbox ready: `attach` says the session
+    is still starting and names what works now (watch it, stop it), not "never started";
+    once that process is gone, the start was interrupted and attach finishes it instead."""
+    session = pipeline.start("@write a.txt a", name="early")
+    assert session.starter_pid == os.getpid()  # this process is "the run starting it"
+    with pytest.raises(UsageError) as err:
+        attach_session(settings, store, store.get(session.id))
+    assert "still starting" in err.value.message and "never" not in err.value.message
+    hint = err.value.hint or ""
+    assert "`sandboxrun logs early --follow`" in hint and "`sandboxrun kill early`" in hint
+    # the driver claimed it and is alive, before the agent started: still starting too
+    store.update(session.id, owner_pid=os.getpid(), status="provisioning")
+    with pytest.raises(UsageError, match="still starting"):
+        RunDriver(settings, store, store.get(session.id)).resume()
+    # the run process died before the agent started: attach ends it, nothing to follow
+    store.update(session.id, owner_pid=dead_pid(), starter_pid=dead_pid())
+    final = attach_session(settings, store, store.get(session.id))
+    assert final.is_terminal and final.agent_pgid is None

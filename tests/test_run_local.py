@@ -111,7 +111,7 @@ def test_ignored_files_and_secrets_never_reach_the_sandbox(cli, repo):
 
 
 def test_commit_message_with_from_line_survives(cli, repo):
-    """format-patch in mboxrd form: a message line starting with "From " does not split it."""
+    """A message line starting with "From " (an mbox separator) comes back unchanged."""
     plan = (
         "@write a.txt a\n"
         "@bash git add -A && printf 'subject line\\n\\nFrom 0123456789abcdef0123456789abcdef01234567 Mon Sep 17 00:00:00 2001\\n' "

@@ -479,12 +479,20 @@ def test_with_changes_never_commits_secrets(cli, repo: Path) -> None:
 
 
 def test_clean_contents_are_remembered_across_copies_of_a_tree(tmp_path: Path, monkeypatch) -> None:
-    """A fresh worktree with the same contents is not scanned again; changed contents are."""
+    """A fresh worktree with the same contents is not scanned again; changed contents are.
+    (The pure-Python engine's memory: Hyperscan scans as fast as the memory hashes.)"""
     from sandboxrun.sync import secrets as secrets_module
 
+    monkeypatch.setenv(secrets_module.ENGINE_ENV, "python")
+
     scanned: list[bytes] = []
-    real = secrets_module.scan_content
-    monkeypatch.setattr(secrets_module, "scan_content", lambda d: scanned.append(d) or real(d))
+    real = secrets_module.content_engine
+
+    def counting(cache_dir=None):
+        engine = real(cache_dir)
+        return lambda d: scanned.append(d) or engine(d)
+
+    monkeypatch.setattr(secrets_module, "content_engine", counting)
     cache = tmp_path / "home" / "clean-contents"
     first = _repo(tmp_path / "one")
     res = pack_worktree(first, tmp_path / "a.tar.gz", scan_cache=cache)
@@ -502,8 +510,10 @@ def test_clean_contents_are_remembered_across_copies_of_a_tree(tmp_path: Path, m
     assert all(b"print('hi')" not in d for d in scanned)
 
 
-def test_a_cache_from_other_rules_or_corrupt_is_ignored(tmp_path: Path) -> None:
-    from sandboxrun.sync.secrets import ContentCheck
+def test_a_cache_from_other_rules_or_corrupt_is_ignored(tmp_path: Path, monkeypatch) -> None:
+    from sandboxrun.sync.secrets import ENGINE_ENV, ContentCheck
+
+    monkeypatch.setenv(ENGINE_ENV, "python")
 
     cache = tmp_path / "c"
     token = TOKENS["npm-token"]().encode()

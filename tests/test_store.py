@@ -230,3 +230,26 @@ def test_many_processes_open_a_fresh_database_at_the_same_instant(tmp_path):
             _, err = p.communicate(timeout=120)
             assert p.returncode == 0, err.decode()
         assert sqlite3.connect(db).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_rows_after_pages_by_id_with_optional_filters(tmp_path):
+    """The one paging query (events, messages, reports, merge events): id > after, oldest
+    first, a None filter matches everything, limit 0/None: no limit."""
+    import sqlite3
+
+    from sandboxrun.rows import rows_after
+
+    conn = sqlite3.connect(tmp_path / "t.db")
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, who TEXT, kind TEXT)")
+    conn.executemany(
+        "INSERT INTO t (who, kind) VALUES (?, ?)",
+        [("a", "x"), ("b", "x"), ("a", "y"), ("a", "x"), ("b", "y")],
+    )
+    ids = lambda rows: [r[0] for r in rows]  # noqa: E731
+    assert ids(rows_after(conn, "t", "id")) == [1, 2, 3, 4, 5]
+    assert ids(rows_after(conn, "t", "id", after_id=2, limit=2)) == [3, 4]
+    assert ids(rows_after(conn, "t", "id", who="a", kind=None)) == [1, 3, 4]
+    assert ids(rows_after(conn, "t", "id", after_id=1, who="a", kind="x", limit=0)) == [4]
+    assert ids(rows_after(conn, "t", "id", kind=("y", "z"))) == [3, 5]
+    assert ids(rows_after(conn, "t", "id", kind=())) == [1, 2, 3, 4, 5]
+    conn.close()

@@ -9,8 +9,6 @@ and nowhere else.
 
 from __future__ import annotations
 
-import logging
-import os
 import sys
 
 import typer
@@ -18,6 +16,7 @@ import typer
 from sandboxrun.cli import common
 from sandboxrun.errors import SandboxrunError
 from sandboxrun.faults import disk_fault
+from sandboxrun.logs import configure_logging
 
 app = typer.Typer(
     name="sandboxrun",
@@ -89,43 +88,13 @@ mcp_cmd.register(app)
 dashboard_cmd.register(app)  # issue 13: the live view of every session
 
 
-def _configure_logging() -> None:
-    """Log lines (ours, the e2b SDK's, httpx's) go to a file, never into the live view.
-
-    With ``SANDBOXRUN_DEBUG`` set they go to stderr instead, at debug level.
-    """
-    if os.environ.get("SANDBOXRUN_DEBUG"):
-        logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
-        return
-    from logging.handlers import RotatingFileHandler
-
-    from sandboxrun.config import load_settings
-
-    # A log line that cannot be written (a full disk) is dropped, not printed as a traceback.
-    logging.raiseExceptions = False
-    root = logging.getLogger()
-    root.setLevel(logging.WARNING)
-    logging.getLogger("sandboxrun").setLevel(logging.INFO)
-    handler: logging.Handler
-    try:
-        home = load_settings(None).home
-        home.mkdir(parents=True, exist_ok=True)
-        handler = RotatingFileHandler(home / "sandboxrun.log", maxBytes=5 << 20, backupCount=1)
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(process)d %(name)s %(levelname)s: %(message)s")
-        )
-    except (OSError, SandboxrunError):  # an unusable home: the command itself says so
-        handler = logging.NullHandler()
-    root.addHandler(handler)
-
-
 def main() -> None:
     """Console-script entry point: run the app and translate our errors into exit codes.
 
     Click's standalone mode handles its own usage errors (exit 2), ``typer.Exit`` and Ctrl-C
     outside a run; our :class:`SandboxrunError` becomes ``Error: ...`` + hint, exit 1 or 2.
     """
-    _configure_logging()
+    configure_logging()
     try:
         app()
     except SandboxrunError as exc:

@@ -23,13 +23,17 @@ def dashboard(
 ) -> None:
     """A live full-screen view of every session (both modes) and fan-out group.
 
-    Per session: name, mode, state and for how long, branch, last action (tool and file),
-    turns, cost, time left, presence. It reads the database the hooks and runs write (never
-    an agent's screen) and updates within a second of an event.
+    Per session: name, mode, state and for how long, branch, turns, cost,
+    time left, presence, last action (tool and file). It reads the database
+    the hooks and runs write (never an agent's screen) and updates within a
+    second of an event. Outside a repository: every repository's sessions.
 
-    Keys on the selected session: o open its tmux pane, s send a message, r read its
-    conversation, l follow its log, K kill, e extend, m merge its finished branch, a approve /
-    x refuse the permission it waits on, g fan-out groups, q quit.
+    Keys on the selected session (arrows, PgUp/PgDn, Home/End or a click
+    select): o open its tmux pane (inside tmux: switch to it, or a new window
+    when its tmux is another server; outside: attach until you detach), s send
+    a message, r read its conversation, l follow its log, K kill, e extend,
+    m merge its finished branch, a approve / x refuse the permission it waits
+    on, g fan-out groups, q quit.
 
     Not a terminal: nothing is drawn; use --json for a snapshot.
 
@@ -41,7 +45,7 @@ def dashboard(
     from sandboxrun.dashboard.model import snapshot
     from sandboxrun.store import SessionStore
 
-    if poll <= 0 or poll > 60:
+    if not 0.05 <= poll <= 60:
         raise UsageError(f"invalid --poll {poll}", "Pass seconds between 0.05 and 60.")
     scope = repo_scope(all_repos, repo)
     settings = settings_for(scope or Path("."))

@@ -13,7 +13,7 @@ from typing import Any
 
 import typer
 
-from sandboxrun import gitops, process
+from sandboxrun import gitops
 from sandboxrun.cli.common import (
     console,
     err_console,
@@ -35,6 +35,7 @@ from sandboxrun.fanout.scheduler import (
 )
 from sandboxrun.fanout.tasks import load_tasks, validate_group_name
 from sandboxrun.sandbox.backends import get_backend
+from sandboxrun.sandbox.detach import start_driver_process
 from sandboxrun.sandbox.prepare import choose_backend
 from sandboxrun.store import SessionStore
 
@@ -297,7 +298,7 @@ def register(app: typer.Typer) -> None:
             options=options,
         )
         if detach:
-            pid = spawn_group_driver(settings, g)
+            pid = spawn_group_driver(settings, store, g)
             if json_out:
                 print_json({"group": g.id, "name": g.name, "detached_pid": pid})
             else:
@@ -464,12 +465,19 @@ def _conflict_error(name: str, files: list[str], branch: str, commit: str) -> Ex
     )
 
 
-def spawn_group_driver(settings: Any, g: G.Group) -> int:
-    """Start ``sandboxrun _fanout_drive GROUP`` detached; returns its pid."""
-    log = settings.home / "groups" / f"{g.id}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    return process.spawn_detached(
-        [sys.executable, "-m", "sandboxrun", "_fanout_drive", g.id], output=log
+def spawn_group_driver(settings: Any, store: SessionStore, g: G.Group) -> int:
+    """Start ``sandboxrun _fanout_drive GROUP`` detached and wait until it has claimed the
+    group (a driver that dies first is an error quoting its log); returns its pid."""
+
+    def claimed(pid: int) -> bool:
+        now = G.get_group(store, g.id)
+        return now.owner_pid == pid or now.is_terminal
+
+    return start_driver_process(
+        ["_fanout_drive", g.id],
+        log=settings.home / "groups" / f"{g.id}.log",
+        home=settings.home,
+        recorded=claimed,
     )
 
 

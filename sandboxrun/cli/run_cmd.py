@@ -17,10 +17,10 @@ from sandboxrun.cli.common import (
 )
 from sandboxrun.cli.render import print_dry_run, print_summary, session_json
 from sandboxrun.cli.reporters import JsonReporter, LiveReporter
-from sandboxrun.config import Settings, parse_duration, parse_durations
+from sandboxrun.config import Settings
 from sandboxrun.errors import UsageError
-from sandboxrun.sandbox.prepare import RunRequest
 from sandboxrun.sandbox.reporting import Reporter
+from sandboxrun.sandbox.request import run_request
 from sandboxrun.sandbox.runner import RunDriver
 from sandboxrun.sandbox.start import start_run
 from sandboxrun.store import SUCCESS, Session, SessionStore
@@ -146,35 +146,31 @@ def run(
     prompt_file = _one("--prompt-file", prompt_files or [])
     if prompt_file is not None and prompt is not None:
         raise UsageError("give --prompt or --prompt-file, not both")
-    flags = {
-        "timeout": parse_duration(timeout) if timeout else None,
-        "warn_at": tuple(parse_durations(warn_at)) if warn_at else None,
-        "model": model,
-        "max_turns": max_turns,
-        "template": template,
-        "compression": compression,
-        "include_submodules": True if include_submodules else None,  # else: the config's
-    }
-    settings = settings_for(repo, **flags)
-    store = open_store(settings)
-    req = RunRequest(
-        repo=repo.expanduser().absolute(),  # errors name the real path, not "."
+    settings, req = run_request(
+        settings_for(repo),
+        repo,
         prompt=prompt,
         prompt_file=prompt_file,
         name=name,
         base=base,
         backend=backend,
+        timeout=timeout,
+        warn_at=warn_at,
+        model=model,
+        max_turns=max_turns,
+        template=template,
+        compression=compression,
+        include_submodules=True if include_submodules else None,  # else: the config's
         keep=keep,
         dry_run=dry_run,
         allow_sensitive=allow_sensitive,
         with_changes=with_changes,
-        extra_options={
-            "install_claude": install_claude,
-            "update_claude": update_claude,
-            "no_isolation": no_isolation,
-            "allow_claimed": allow_claimed,
-        },
+        allow_claimed=allow_claimed,
+        install_claude=install_claude,
+        update_claude=update_claude,
+        no_isolation=no_isolation,
     )
+    store = open_store(settings)
     started = start_run(settings, store, req, detach=detach)
     session = started.session
     for note in started.notes:

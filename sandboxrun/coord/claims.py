@@ -302,11 +302,14 @@ def hold_back_check(
     session_id: str,
     *,
     allow_claimed: bool = False,
-    stale_after: float = STALE_AFTER,
+    stale_after: float,
     now: float | None = None,
 ) -> Callable[[Iterable[str]], dict[str, str]] | None:
     """The claims check a sandbox run's apply calls with the paths its result touches: the
-    live claims of ``repo`` are read once, now. None when nothing can be held back."""
+    live claims of ``repo`` are read once, now. None when nothing can be held back.
+
+    ``stale_after`` (the configured ``Settings.stale_after``, no default: a holder silent for
+    longer no longer holds anything) must be the same as everywhere else claims are judged."""
     if allow_claimed or not repo:
         return None
     live = [

@@ -20,6 +20,7 @@ from typing import Any
 from sandboxrun import gitops
 from sandboxrun.coord import messages
 from sandboxrun.errors import GitError, UsageError
+from sandboxrun.rows import rows_after
 from sandboxrun.store import ACTIVE
 
 MERGED = "MERGED"
@@ -168,12 +169,8 @@ def list_events(
     conn: sqlite3.Connection, repo: str | None = None, *, after_id: int = 0, limit: int = 100
 ) -> list[MergeEvent]:
     """Merge events (of one repo, or all) with id > ``after_id``, oldest first."""
-    sql = "SELECT id, ts, repo, branch, base, tip, base_tip FROM merge_events WHERE id > ?"
-    args: list[Any] = [after_id]
-    if repo is not None:
-        sql += " AND repo = ?"
-        args.append(repo)
-    rows = conn.execute(sql + " ORDER BY id LIMIT ?", [*args, limit]).fetchall()
+    columns = "id, ts, repo, branch, base, tip, base_tip"
+    rows = rows_after(conn, "merge_events", columns, after_id=after_id, limit=limit, repo=repo)
     return [MergeEvent(*tuple(r)) for r in rows]
 
 

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from sandboxrun.errors import UsageError
+from sandboxrun.rows import rows_after
 
 SESSION_START = "SESSION_START"
 SESSION_END = "SESSION_END"
@@ -132,16 +133,7 @@ def list_messages(
     limit: int | None = None,
 ) -> list[Message]:
     """Messages (optionally of one repo / type) with id > ``after_id``, oldest first."""
-    sql = f"SELECT {_COLUMNS} FROM messages WHERE id > ?"
-    args: list[Any] = [after_id]
-    if repo is not None:
-        sql += " AND repo = ?"
-        args.append(repo)
-    if kind is not None:
-        sql += " AND type = ?"
-        args.append(kind)
-    sql += " ORDER BY id"
-    if limit:
-        sql += " LIMIT ?"
-        args.append(limit)
-    return [_message(r) for r in conn.execute(sql, args).fetchall()]
+    rows = rows_after(
+        conn, "messages", _COLUMNS, after_id=after_id, limit=limit, repo=repo, type=kind
+    )
+    return [_message(r) for r in rows]

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from sandboxrun.errors import UsageError
+from sandboxrun.rows import rows_after
 
 STATES = ("started", "running", "blocked", "done")
 
@@ -99,15 +100,11 @@ def list_reports(
     limit: int = 100,
 ) -> list[Report]:
     """Reports (of one session, or all) with id > ``after_id``, oldest first."""
-    sql = "SELECT id, ts, session_id, task_id, name, state, notes, artifacts FROM reports WHERE id > ?"
-    args: list[Any] = [after_id]
-    if session_id is not None:
-        sql += " AND session_id = ?"
-        args.append(session_id)
-    sql += " ORDER BY id LIMIT ?"
-    args.append(limit)
+    columns = "id, ts, session_id, task_id, name, state, notes, artifacts"
     out = []
-    for row in conn.execute(sql, args).fetchall():
+    for row in rows_after(
+        conn, "reports", columns, after_id=after_id, limit=limit, session_id=session_id
+    ):
         rid, ts, sid, task, name, state, notes, arts = tuple(row)
         out.append(Report(rid, ts, sid, task, name, state, notes, json.loads(arts)))
     return out

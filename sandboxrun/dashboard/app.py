@@ -3,14 +3,15 @@
 It draws :mod:`sandboxrun.dashboard.model` snapshots and acts through
 :mod:`sandboxrun.dashboard.actions` (the CLI's own functions). Updates: a timer asks SQLite's
 ``data_version`` every ``poll`` seconds (a pragma, no table read) and refreshes only when some
-other process committed; ages and time left are recomputed once a second. Everything an agent
-can write (names, branches, files, log lines, conversation) is shown as plain ``Text``, never
+other process committed; once a second the clock-derived cells (ages, time left, local states
+going stale) are recomputed from the last read, without SQL. The table
+(:mod:`sandboxrun.dashboard.table`) redraws only the rows whose text changed. Everything an
+agent can write (names, branches, files, log lines, conversation) is shown as plain text, never
 as markup. Actions that wait (kill collects, send confirms) run in worker threads.
 """
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -19,34 +20,39 @@ from typing import ClassVar
 
 from rich.text import Text
 from textual import on, work
-from textual.app import App, ComposeResult
+from textual.app import App, ComposeResult, SuspendNotSupported
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import DataTable, Footer, Header, Input, Label, Log, Static
+from textual.widgets import Footer, Header, Input, Label, Log, Static
 
 from sandboxrun import process
 from sandboxrun.config import Settings, parse_duration
 from sandboxrun.dashboard import actions
 from sandboxrun.dashboard.model import Row, Snapshot, Tracker, describe, events_since
+from sandboxrun.dashboard.table import SessionTable
 from sandboxrun.errors import SandboxrunError
 from sandboxrun.store import Session, SessionStore
 
+#: the columns, in the order shown: the short ones first, so a narrow terminal still shows
+#: each session's state, time left and cost; the last action takes the rest of the width
 COLUMNS = (
     "name",
     "mode",
     "state",
     "age",
     "branch",
-    "last action",
     "turns",
     "cost",
     "left",
     "presence",
+    "last action",
 )
-#: fixed widths: a cell updated in place keeps its column's width (Textual measures only on
-#: add), so a state growing from "idle" to "needs_permission" must fit without a re-measure
-WIDTHS = (18, 7, 16, 6, 22, 28, 5, 8, 6, 8)
+#: each column's width with room to spare, and the least it shrinks to (equal: fixed; the
+#: state column fits "needs_permission"); longer text is cut with "…". A row is redrawn alone
+#: when its cells change, never the whole table to re-measure a column.
+WIDTHS = (18, 7, 16, 5, 24, 5, 7, 6, 8, 40)
+LEAST = (10, 7, 16, 5, 12, 5, 7, 6, 8, 12)
 
 
 def fmt_seconds(seconds: float | None) -> str:
@@ -64,7 +70,7 @@ def fmt_seconds(seconds: float | None) -> str:
 
 
 def cells(row: Row, now: float) -> tuple[str, ...]:
-    """The table's cells of one row (plain strings; wrapped in ``Text`` when drawn)."""
+    """The table's cells of one row (plain strings, drawn as text: never markup)."""
     action = " ".join(x for x in (row.last_tool or "", row.last_file or "") if x)
     return (
         row.name,
@@ -72,11 +78,11 @@ def cells(row: Row, now: float) -> tuple[str, ...]:
         row.state,
         fmt_seconds(now - row.state_since) if row.state_since else "",
         row.branch or "",
-        action,
         "" if row.turns is None else str(row.turns),
         "" if row.cost_usd is None else f"${row.cost_usd:.2f}",
         fmt_seconds(row.time_left),
         row.presence or "",
+        action,
     )
 
 
@@ -135,6 +141,28 @@ class Confirm(ModalScreen[bool]):
         self.dismiss(yes)
 
 
+#: the keys: (key, action, what the footer says)
+KEYS = (
+    ("q", "quit", "Quit"),
+    ("o", "open_pane", "Open pane"),
+    ("s", "send", "Send"),
+    ("r", "read", "Read"),
+    ("l", "follow", "Log"),
+    ("K", "kill", "Kill"),
+    ("e", "extend", "Extend"),
+    ("m", "merge", "Merge"),
+    ("a", "approve", "Approve"),
+    ("x", "refuse", "Refuse"),
+    ("g", "groups", "Groups"),
+)
+HELP = [
+    "keys on the selected session (arrows, PgUp/PgDn, Home/End, click): o open its tmux pane,",
+    "s send a message, r read its conversation, l follow its log, K kill, e extend,",
+    "m merge its finished branch, a approve / x refuse the permission it waits on;",
+    "g fan-out groups, q quit",
+]
+
+
 class DashboardApp(App[None]):
     """The live table of sessions, a detail pane (log, conversation or groups), and keys."""
 
@@ -146,19 +174,7 @@ class DashboardApp(App[None]):
     #prompt { width: 80; height: auto; padding: 1 2; border: thick $accent; background: $panel; }
     Prompt, Confirm { align: center middle; }
     """
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("q", "quit", "Quit"),
-        Binding("o", "open_pane", "Open pane"),
-        Binding("s", "send", "Send"),
-        Binding("r", "read", "Read"),
-        Binding("l", "follow", "Log"),
-        Binding("K", "kill", "Kill"),
-        Binding("e", "extend", "Extend"),
-        Binding("m", "merge", "Merge"),
-        Binding("a", "approve", "Approve"),
-        Binding("x", "refuse", "Refuse"),
-        Binding("g", "groups", "Groups"),
-    ]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding(*k) for k in KEYS]
 
     def __init__(
         self,
@@ -174,33 +190,34 @@ class DashboardApp(App[None]):
         self.tracker = Tracker(repo)
         self.poll = poll
         self.snap: Snapshot | None = None
-        self.rows: dict[str, tuple[str, ...]] = {}
         self.following: str | None = None
         self.follow_after = 0
         self.detail_mode = "help"
         self.conn: sqlite3.Connection | None = None
         self.said: list[str] = []
+        self._said_summary = ""
+        self._group_lines: list[str] = []
+        self._unread = False
 
     # -- drawing ------------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static(id="summary")
-        yield DataTable(id="sessions", cursor_type="row", zebra_stripes=True)
+        columns = list(zip(COLUMNS, WIDTHS, LEAST, strict=True))
+        yield SessionTable(columns, keep_end=("branch", "last action"), id="sessions")
         yield Log(id="detail", max_lines=2000)
         yield Footer()
 
     def on_mount(self) -> None:
         SessionStore(self.db_path).close()  # the schema exists before we read it
         self.conn = sqlite3.connect(self.db_path, check_same_thread=False)
-        table = self.query_one("#sessions", DataTable)
-        for name, width in zip(COLUMNS, WIDTHS, strict=True):
-            table.add_column(name, key=name, width=width)
+        table = self.query_one("#sessions", SessionTable)
+        self.tracker.changed(self.conn)  # the version read now: the first poll reads no more
         self.refresh_view()
-        self.detail(["keys: o open pane, s send, r read, l log, K kill, e extend, m merge,",
-                     "      a approve / x refuse a permission, g groups, q quit"])  # fmt: skip
+        self.detail(HELP)
         self.set_interval(self.poll, self.check)
-        self.set_interval(1.0, self.refresh_view)  # ages, time left, stale states
+        self.set_interval(1.0, self.tick)  # ages, time left, stale states
         table.focus()
 
     def check(self) -> None:
@@ -208,44 +225,56 @@ class DashboardApp(App[None]):
         if self.conn is not None and self.tracker.changed(self.conn):
             self.refresh_view()
 
+    def tick(self) -> None:
+        """Once a second: what the clock changes (ages, time left, local states going stale),
+        from the last read, without SQL; only rows whose text changed are redrawn."""
+        if self._unread:
+            self.refresh_view()  # the last read failed: try again
+        elif self.snap is not None:
+            self.show(self.tracker.at(time.time()))
+
     def refresh_view(self) -> None:
+        """Read the database (new events, the sessions) and show it."""
         if self.conn is None:
             return
         try:
-            snap = self.snap = self.tracker.refresh(self.conn)
+            snap = self.tracker.refresh(self.conn)
         except (sqlite3.Error, SandboxrunError) as exc:
             # a locked or damaged database, a row from a newer version: say it, keep the last
             # view, try again at the next tick
             text = exc.message if isinstance(exc, SandboxrunError) else str(exc)
-            self.query_one("#summary", Static).update(Text(f"cannot read the database: {text}"))
+            self._summary(f"cannot read the database: {text}")
+            self._unread = True
             return
-        table = self.query_one("#sessions", DataTable)
-        now = time.time()
-        seen = set()
-        for row in snap.sessions:
-            seen.add(row.id)
-            new = cells(row, now)
-            old = self.rows.get(row.id)
-            if old is None:
-                table.add_row(*(Text(c) for c in new), key=row.id)
-            else:
-                for col, (a, b) in zip(COLUMNS, zip(old, new, strict=True), strict=True):
-                    if a != b:
-                        table.update_cell(row.id, col, Text(b))
-            self.rows[row.id] = new
-        for gone in set(self.rows) - seen:
-            table.remove_row(gone)
-            del self.rows[gone]
-        counts = ", ".join(f"{n} {state}" for state, n in sorted(snap.counts().items()))
-        scope = snap.repo or "every repository"
-        summary = (
-            f"{len(snap.sessions)} sessions ({counts or 'none'}) · ${snap.cost_usd:.2f} · {scope}"
-        )
-        self.query_one("#summary", Static).update(Text(summary))
+        self._unread = False
+        self.show(snap)
         if self.following:
             self._follow_more()
-        elif self.detail_mode == "groups":
-            self.detail(group_lines(snap))
+        elif self.detail_mode == "groups" and group_lines(snap) != self._group_lines:
+            self.action_groups()
+
+    def show(self, snap: Snapshot) -> None:
+        """Put a snapshot on screen: only the rows whose cells changed are redrawn."""
+        self.snap = snap
+        table = self.query_one("#sessions", SessionTable)
+        now = snap.at
+        table.sync((row.id, cells(row, now)) for row in snap.sessions)
+        counts = ", ".join(f"{n} {state}" for state, n in sorted(snap.counts().items()))
+        scope = snap.repo or "every repository"
+        if snap.sessions:
+            self._summary(
+                f"{len(snap.sessions)} sessions ({counts}) · ${snap.cost_usd:.2f} · {scope}"
+            )
+        else:
+            where = f" in {snap.repo}" if snap.repo else ""
+            other = " (--all: every repository's)" if snap.repo else ""
+            self._summary(f"no sessions{where} yet: start one with `sandboxrun run` or "
+                          f"`sandboxrun spawn`{other}")  # fmt: skip
+
+    def _summary(self, text: str) -> None:
+        if text != self._said_summary:
+            self._said_summary = text
+            self.query_one("#summary", Static).update(Text(text), layout=False)
 
     def detail(self, lines: list[str]) -> None:
         log = self.query_one("#detail", Log)
@@ -254,10 +283,9 @@ class DashboardApp(App[None]):
 
     def selected(self) -> Row | None:
         """The session under the cursor."""
-        table = self.query_one("#sessions", DataTable)
-        if self.snap is None or table.row_count == 0:
+        key = self.query_one("#sessions", SessionTable).cursor_key
+        if self.snap is None or key is None:
             return None
-        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
         return next((r for r in self.snap.sessions if r.id == key), None)
 
     def say(self, text: str, *, error: bool = False) -> None:
@@ -338,19 +366,42 @@ class DashboardApp(App[None]):
     def action_groups(self) -> None:
         self.following, self.detail_mode = None, "groups"
         if self.snap is not None:
-            self.detail(group_lines(self.snap))
+            self._group_lines = group_lines(self.snap)
+            self.detail(self._group_lines)
 
     def action_open_pane(self) -> None:
+        """Show the child's tmux pane: switch to it inside the same tmux, open it in a new
+        window of another tmux, or (no tmux) hand this terminal to ``tmux attach`` until the
+        person detaches. Always says what it did and the attach command for any terminal."""
         session = self._session()
         if session is None:
             return
         try:
-            argv = actions.open_argv(session, inside_tmux=bool(os.environ.get("TMUX")))
+            plan = actions.plan_open(session)
         except SandboxrunError as exc:
+            self.say(exc.message + (f"\n{exc.hint}" if exc.hint else ""), error=True)
+            return
+        if plan.how != "attach":
+            self._act(lambda _store: actions.open_pane(plan))
+            return
+        try:
+            with self.suspend():
+                code = process.run_foreground(plan.argv)
+        except SuspendNotSupported:
+            self.say(
+                f"this terminal cannot be handed to tmux from here; attach to {plan.name} "
+                f"from a terminal with: {plan.attach}",
+                error=True,
+            )
+            return
+        except SandboxrunError as exc:  # tmux itself missing
             self.say(exc.message, error=True)
             return
-        with self.suspend():
-            process.run_foreground(argv)
+        if code != 0:
+            self.say(f"tmux attach to {plan.name} failed (exit {code}): {plan.attach}", error=True)
+        else:
+            self.say(f"back from {plan.name} (detached); attach again from any terminal with: "
+                     f"{plan.attach}")  # fmt: skip
 
     def action_send(self) -> None:
         session = self._session()
@@ -385,11 +436,14 @@ class DashboardApp(App[None]):
             try:
                 seconds = parse_duration(value)
             except SandboxrunError as exc:
-                self.say(exc.message, error=True)
+                self.say(exc.message + (f"\n{exc.hint}" if exc.hint else ""), error=True)
                 return
             self._act(lambda store: actions.extend(self.settings, store, session, seconds))
 
-        self.push_screen(Prompt(f"extend {session.name} by:", "10m"), extended)
+        row = self.selected()
+        left = f" ({fmt_seconds(row.time_left)} left)" if row and row.time_left is not None else ""
+        question = f"extend {session.name}{left} by (e.g. 10m, 1h, 90s):"
+        self.push_screen(Prompt(question, "10m"), extended)
 
     def action_merge(self) -> None:
         session = self._session()

@@ -20,6 +20,7 @@ from typing import Any
 from sandboxrun.agent import AgentEvent
 from sandboxrun.coord.presence import presence_state
 from sandboxrun.local.states import DEFAULT_STALE_AFTER, Facts, derive_state
+from sandboxrun.rows import rows_after
 from sandboxrun.store import ACTIVE, SUCCESS, Session, Status
 
 #: tools whose input names one file (the hook records the tool; the claim gate the file)
@@ -274,15 +275,11 @@ def events_since(
 
     A reader pages on with the last id it got; a payload that is not JSON reads as its text.
     """
-    sql = "SELECT id, session_id, ts, kind, payload FROM events WHERE id > ?"
-    args: list[Any] = [after_id]
-    if session_id is not None:
-        sql += " AND session_id = ?"
-        args.append(session_id)
-    sql += " ORDER BY id LIMIT ?"
-    args.append(limit)
     out = []
-    for eid, sid, ts, kind, payload in conn.execute(sql, args).fetchall():
+    columns = "id, session_id, ts, kind, payload"
+    for eid, sid, ts, kind, payload in rows_after(
+        conn, "events", columns, after_id=after_id, limit=limit, session_id=session_id
+    ):
         try:
             data = json.loads(payload)
         except ValueError:
@@ -341,6 +338,9 @@ class Tracker:
         self.acts: dict[str, Activity] = {}
         self.last_event_id = 0
         self._version: int | None = None
+        #: what the last refresh read: sessions, presence by (repo, role), groups
+        self._read: tuple[list[Session], dict[tuple[str, str], tuple[str, float]], list[GroupRow]]
+        self._read = ([], {}, [])
 
     def changed(self, conn: sqlite3.Connection) -> bool:
         """Whether another connection committed since the last call (first call: True)."""
@@ -423,17 +423,24 @@ class Tracker:
             for r in conn.execute("SELECT repo, role, status, last_heartbeat FROM presence")
         }
         groups = self._groups(conn, sessions)
+        for s in sessions:
+            if s.id not in self.acts:
+                self.acts[s.id] = self._prime(conn, s.id)
+        self._read = (sessions, presence, groups)
+        return self.at(now)
+
+    def at(self, now: float) -> Snapshot:
+        """The last snapshot read, with its clock-derived parts (ages, time left, local states
+        that go stale, presence) as of ``now``: no SQL, for a view's per-second tick."""
+        sessions, presence, groups = self._read
         group_names = {g.id: g.name for g in groups}
         rows = []
         for s in sessions:
-            act = self.acts.get(s.id)
-            if act is None:
-                act = self.acts[s.id] = self._prime(conn, s.id)
             pres = presence.get((s.repo or "", s.role)) if s.role else None
             rows.append(
                 row_for(
                     s,
-                    act,
+                    self.acts.get(s.id) or Activity(),
                     now=now,
                     presence=pres,
                     group=group_names.get(s.group_id or ""),

@@ -12,19 +12,20 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sandboxrun import process
 from sandboxrun.config import Settings
 from sandboxrun.errors import SandboxrunError
 from sandboxrun.fanout import groups as G
+from sandboxrun.fanout.forkserver import DriverServer
 from sandboxrun.fanout.merge import merge_all
+from sandboxrun.fanout.taskmain import claim_session as claim_session  # re-exported
 from sandboxrun.sandbox.backends import get_backend
+from sandboxrun.sandbox.detach import start_driver_process
 from sandboxrun.sandbox.prepare import RunRequest, prepare_run
 from sandboxrun.store import SUCCESS, Session, SessionStore, Status, owner_alive
 
@@ -115,7 +116,9 @@ class GroupScheduler:
         self.settings = settings
         self.store = store
         self.gid = group_id
-        self.spawn = spawn or spawn_task_driver
+        self.spawn = spawn or self._start_driver
+        #: while :meth:`run` schedules: the fork server task drivers start from (forkserver.py)
+        self._server: DriverServer | None = None
         self._ended: set[str] = set()
         self._agent_checked = False
         #: task driver pids this scheduler started, by session id
@@ -134,13 +137,28 @@ class GroupScheduler:
                 f"group {group.name} is already driven by process {group.owner_pid}",
                 f"Follow it with `sandboxrun logs {group.name}`.",
             )
-        while True:
-            step = self.step()
-            if on_step:
-                on_step(step)
-            if step.group.is_terminal:
-                return step.group
-            time.sleep(self.settings.poll_interval)
+        self._server = DriverServer(self.settings)
+        self._server.start()  # it imports the run pipeline while the first task is prepared
+        try:
+            while True:
+                step = self.step()
+                if on_step:
+                    on_step(step)
+                if step.group.is_terminal:
+                    return step.group
+                time.sleep(self.settings.poll_interval)
+        finally:
+            self._server.close()
+            self._server = None
+
+    def _start_driver(self, s: Session, attach: bool) -> int:
+        """A task's driver: forked by the group's server when there is one, else started anew."""
+        if self._server is not None:
+            log = self.settings.session_artifacts(s.id) / "driver.log"
+            pid = self._server.spawn(s.id, attach, log)
+            if pid is not None:
+                return pid
+        return spawn_task_driver(s, attach, self.settings)
 
     def step(self) -> Step:
         """One pass: react to kills, budgets and dead drivers; start what may start."""
@@ -405,36 +423,18 @@ def group_driver_alive(g: G.Group) -> bool:
     return owner_alive(_as_owner(g))
 
 
-def spawn_task_driver(session: Session, attach: bool) -> int:
-    """Start the task's driver (``fanout/taskmain.py``) detached; it claims the session first."""
-    from sandboxrun.config import load_settings
+def spawn_task_driver(session: Session, attach: bool, settings: Settings | None = None) -> int:
+    """Start the task's driver (``fanout/taskmain.py``) detached; it claims the session first.
 
-    settings = load_settings(Path(session.repo) if session.repo else None)
-    log_dir = settings.session_artifacts(session.id)
-    log_dir.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "sandboxrun.fanout.taskmain", session.id]
-    if attach:
-        argv.append("--attach")
-    return process.spawn_detached(argv, output=log_dir / "driver.log")
-
-
-def claim_session(store: SessionStore, session_id: str, pid: int, *, attach: bool) -> bool:
-    """Make ``pid`` the driver of a task's session unless another live process drives it.
-
-    Atomic (``BEGIN IMMEDIATE``): of two drivers started for the same session, one runs it.
-    Without ``attach`` only a session that has not started yet is claimed.
+    It runs with ``settings``' home (default: this process's settings for the task's repo).
     """
-    with store.transaction() as conn:
-        row = conn.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
-        s = Session.from_row(row)
-        if s.owner_pid not in (None, pid) and owner_alive(s):
-            return False
-        if not attach and s.status != Status.CREATED:
-            return False
-        if s.is_terminal:
-            return False
-        conn.execute(
-            "UPDATE sessions SET owner_pid = ?, owner_host = ? WHERE id = ?",
-            (pid, os.uname().nodename, session_id),
-        )
-    return True
+    if settings is None:
+        from sandboxrun.config import load_settings
+
+        settings = load_settings(Path(session.repo) if session.repo else None)
+    return start_driver_process(
+        [session.id, "--attach"] if attach else [session.id],
+        module="sandboxrun.fanout.taskmain",
+        log=settings.session_artifacts(session.id) / "driver.log",
+        home=settings.home,
+    )

@@ -14,12 +14,34 @@ from pathlib import Path
 
 from sandboxrun.config import load_settings
 from sandboxrun.errors import SandboxrunError
-from sandboxrun.store import SessionStore
+from sandboxrun.store import Session, SessionStore, Status, owner_alive
+
+
+def claim_session(store: SessionStore, session_id: str, pid: int, *, attach: bool) -> bool:
+    """Make ``pid`` the driver of a task's session unless another live process drives it.
+
+    Atomic (``BEGIN IMMEDIATE``): of two drivers started for the same session, one runs it.
+    Without ``attach`` only a session that has not started yet is claimed. (Here rather than
+    in the scheduler, so a task's driver does not import the scheduler to claim its task.)
+    """
+    with store.transaction() as conn:
+        row = conn.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        s = Session.from_row(row)
+        if s.owner_pid not in (None, pid) and owner_alive(s):
+            return False
+        if not attach and s.status != Status.CREATED:
+            return False
+        if s.is_terminal:
+            return False
+        conn.execute(
+            "UPDATE sessions SET owner_pid = ?, owner_host = ? WHERE id = ?",
+            (pid, os.uname().nodename, session_id),
+        )
+    return True
 
 
 def run_task(session_id: str, *, attach: bool) -> None:
     """Drive the task's session to its end, unless another live process already drives it."""
-    from sandboxrun.fanout.scheduler import claim_session
     from sandboxrun.sandbox.runner import RunDriver
 
     store = SessionStore(load_settings().db_path)

@@ -7,7 +7,6 @@ worktree-scoped ``user.email`` of the checkout (mapped back to a role), then non
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -175,10 +174,3 @@ def placement_warning(
             f"start Claude Code in {checkout.main / worktree_dir / role}."
         )
     return None
-
-
-def default_home(env: Mapping[str, str] | None = None) -> Path:
-    """``$SANDBOXRUN_HOME`` or the default (same rule as :mod:`sandboxrun.config`)."""
-    env = os.environ if env is None else env
-    home = env.get("SANDBOXRUN_HOME")
-    return Path(home).expanduser() if home else Path.home() / ".local" / "share" / "sandboxrun"

@@ -26,8 +26,9 @@ from sandboxrun.local.spawn import (
     SpawnError,
     SpawnRequest,
     claude_argv,
+    claude_env,
     prefix_for,
-    trust_workspace,
+    tmux_row,
     wait_ready,
     write_settings,
 )
@@ -93,28 +94,11 @@ def start(
         if not old.is_terminal:
             store.set_status(old.id, Status.COMPLETED, error="replaced by a new master")
         store.update(old.id, name=f"{name}~{old.id[:8]}")
-    row = store.create_session(
-        name=name,
-        mode="local",
-        backend="tmux",
-        status=Status.RUNNING,
-        repo=str(root),
-        worktree=str(root),
-        branch=_branch(root),
-        base_ref=default_branch(root),
-        role=settings.pm_role,
-        tmux_session=name,
-        started_at=time.time(),
-        options={
-            "master": True,
-            "push_url": _push_url(root),
-            "master_prompt_sent": send_prompt,
-            "socket": tmux.socket_path,
-        },
-    )
-    full_env = child_env(env, SANDBOXRUN_SESSION=row.id, CLAUDE_INSTANCE_ID=settings.pm_role)
-    full_env["SANDBOXRUN_HOME"] = str(settings.home)
-    trust_workspace(full_env, root)
+    options = {"master": True, "push_url": _push_url(root), "master_prompt_sent": send_prompt}
+    row = tmux_row(store, tmux, name=name, role=settings.pm_role, repo=root, worktree=root,
+                   branch=_branch(root), base_ref=default_branch(root), tmux_session=name,
+                   options=options)  # fmt: skip
+    full_env = claude_env(env, row, settings, root)
     request = req or SpawnRequest(name="master", task="")
     mcp_file = write_mcp_config(settings.home, row.id, worktree=root, root=root, env=full_env)
     argv = claude_argv(

@@ -31,6 +31,16 @@ PASSED_ENV = (
 )
 
 
+def read_json(path: Path, hint: str) -> Any:
+    """The JSON in the file at ``path`` (an empty file reads as ``{}``); a ConfigError naming
+    the file, with ``hint``, when it is not JSON. For the MCP configuration files we read
+    (``.mcp.json``, ``~/.claude.json``): one message for a broken one wherever it is met."""
+    try:
+        return json.loads(path.read_text() or "{}")
+    except ValueError as exc:
+        raise ConfigError(f"{path} is not valid JSON ({exc})", hint) from exc
+
+
 def repo_servers(worktree: Path, root: Path) -> dict[str, Any]:
     """The ``mcpServers`` of the repository's ``.mcp.json``: the worktree's copy (its branch's
     version), else the main checkout's (an untracked file is only there). ``{}`` without one;
@@ -39,13 +49,7 @@ def repo_servers(worktree: Path, root: Path) -> dict[str, Any]:
         path = base / ".mcp.json"
         if not path.is_file():
             continue
-        try:
-            data = json.loads(path.read_text() or "{}")
-        except ValueError as exc:
-            raise ConfigError(
-                f"{path} is not valid JSON ({exc})",
-                "Fix it (Claude Code would not load it either), then spawn again.",
-            ) from exc
+        data = read_json(path, "Fix it (Claude Code would not load it either), then spawn again.")
         servers = data.get("mcpServers", {}) if isinstance(data, dict) else None
         if not isinstance(servers, dict):
             raise ConfigError(

@@ -12,7 +12,6 @@ restarted monitor carries on where the last one stopped.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import logging.handlers
@@ -21,8 +20,6 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from sandboxrun.agent import parse_limit_message
@@ -270,7 +267,7 @@ class Monitor:
             return state
         # Under a per-child lock and decided from the database: two monitors (one per repo and
         # one for all, or an old one still finishing) continue one reset once between them.
-        with _continue_lock(self.settings.home, session.id):
+        with send_mod.child_lock(self.settings.home, session.id, "continue"):
             earlier = self._continues(session.id, reset)
             if any(c.get("outcome") != send_mod.FAILED for c in earlier):
                 return State("busy", "continued after the usage limit reset")
@@ -342,15 +339,6 @@ class Monitor:
             if once:
                 return
             time.sleep(interval)
-
-
-@contextmanager
-def _continue_lock(home: Path, session_id: str) -> Iterator[None]:
-    path = home / "local" / session_id / "continue.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        yield
 
 
 def _terminate(signum: int, frame: object) -> None:

@@ -58,9 +58,11 @@ class SendResult:
 
 
 @contextmanager
-def _send_lock(home: Path, session_id: str) -> Iterator[None]:
-    """One send at a time per child: two pastes must never interleave in one composer."""
-    path = home / "local" / session_id / "send.lock"
+def child_lock(home: Path, session_id: str, name: str) -> Iterator[None]:
+    """Hold the child's lock ``name`` (a file under ``home/local/<id>/``) while typing into its
+    pane: ``send`` (two pastes must never interleave in one composer), the monitor's
+    ``continue`` after a usage limit."""
+    path = home / "local" / session_id / f"{name}.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -112,7 +114,7 @@ def send(
     tmux_name = session.tmux_session
     if not tmux_name:
         return SendResult(name, FAILED, "not a tmux child (no tmux session recorded)")
-    with _send_lock(home, session.id):
+    with child_lock(home, session.id, "send"):
         pane = tmux.pane(tmux_name)
         if pane is None or pane.dead:
             return SendResult(name, FAILED, f"the child has exited (no live pane {tmux_name})")

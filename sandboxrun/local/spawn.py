@@ -35,7 +35,7 @@ from sandboxrun.local.identity import validate_role
 from sandboxrun.local.mcp_config import repo_servers, write_mcp_config
 from sandboxrun.local.send import prompt_seen
 from sandboxrun.local.states import prompt_hash
-from sandboxrun.store import SessionStore, Status
+from sandboxrun.store import Session, SessionStore, Status
 from sandboxrun.tmux import Tmux, child_env
 
 #: the file in ``.sandboxrun/`` that wraps a child's first prompt
@@ -218,25 +218,10 @@ def spawn(
         },
     )
     _free_name(store, name)
-    row = store.create_session(
-        name=name,
-        mode="local",
-        backend="tmux",
-        status=Status.RUNNING,
-        repo=str(root),
-        worktree=str(path),
-        branch=branch,
-        base_ref=base,
-        role=role,
-        prompt=req.task,
-        model=req.model,
-        tmux_session=tmux_name,
-        started_at=time.time(),
-        options={"socket": tmux.socket_path, "worktree": req.worktree},
-    )
-    full_env = child_env(env, SANDBOXRUN_SESSION=row.id, CLAUDE_INSTANCE_ID=role)
-    full_env["SANDBOXRUN_HOME"] = str(settings.home)
-    trust_workspace(full_env, path)
+    row = tmux_row(store, tmux, name=name, role=role, repo=root, worktree=path, branch=branch,
+                   base_ref=base, tmux_session=tmux_name, prompt=req.task, model=req.model,
+                   options={"worktree": req.worktree})  # fmt: skip
+    full_env = claude_env(env, row, settings, path)
     settings_file = write_settings(
         settings.home, row.id, project_servers=list(repo_servers(path, path))
     )
@@ -255,6 +240,29 @@ def spawn(
 def _current_branch(root: Path) -> str | None:
     res = gitops.git(root, "symbolic-ref", "--quiet", "--short", "HEAD", check=False)
     return res.stdout.strip() or None if res.ok else None
+
+
+def tmux_row(
+    store: SessionStore, tmux: Tmux, *, repo: Path, worktree: Path, **fields: Any
+) -> Session:
+    """The row of an interactive Claude Code in tmux (a child or the master): local, running
+    from now, in ``worktree`` of the repository ``repo``, its tmux server's socket recorded."""
+    options = {**fields.pop("options", {}), "socket": tmux.socket_path}
+    return store.create_session(mode="local", backend="tmux", status=Status.RUNNING,
+                                repo=str(repo), worktree=str(worktree), started_at=time.time(),
+                                options=options, **fields)  # fmt: skip
+
+
+def claude_env(
+    env: Mapping[str, str] | None, row: Session, settings: Settings, workspace: Path
+) -> dict[str, str]:
+    """The environment of that Claude Code: ``env`` (default ours) for a tmux pane, with its session and
+    role (what its hooks and our MCP server bind to) and this home; its trust dialog for
+    ``workspace`` pre-accepted."""
+    full_env = child_env(env, SANDBOXRUN_SESSION=row.id, CLAUDE_INSTANCE_ID=row.role or "")
+    full_env["SANDBOXRUN_HOME"] = str(settings.home)
+    trust_workspace(full_env, workspace)
+    return full_env
 
 
 def _free_name(store: SessionStore, name: str) -> None:

@@ -19,6 +19,7 @@ import json
 import os
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -152,6 +153,11 @@ class Coord:
                 "Pass repo='/path/to/repo', or start the server inside the repository.",
             )
         return str(self.checkout.main)
+
+    def repo_settings(self, root: Path) -> Settings:
+        """The repository's own settings (as the CLI reads them there: its config file, this
+        server's environment), in this server's home (the database every tool reads)."""
+        return replace(load_settings(root, env=self.env), home=self.settings.home)
 
     def me(self) -> Session | None:
         """The sandboxrun session the caller is (None when it is not one we track)."""

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sandboxrun.errors import ConfigError
+from sandboxrun.local.mcp_config import read_json
 
 KEY = "sandboxrun"
 
@@ -79,13 +80,9 @@ class InstallResult:
 def _read(path: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
-    try:
-        data = json.loads(path.read_text() or "{}")
-    except ValueError as exc:
-        raise ConfigError(
-            f"{path} is not valid JSON ({exc})",
-            "Fix the file by hand first; sandboxrun never overwrites a file it cannot read.",
-        ) from exc
+    data = read_json(
+        path, "Fix the file by hand first; sandboxrun never overwrites a file it cannot read."
+    )
     if not isinstance(data, dict):
         raise ConfigError(f"{path} does not hold a JSON object", "Fix the file by hand first.")
     return data

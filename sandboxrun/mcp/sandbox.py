@@ -7,19 +7,21 @@ its end, so the tool returns at once and the run outlives the MCP server.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastmcp import FastMCP
 
-from sandboxrun.config import load_settings, parse_duration
+from sandboxrun.config import parse_duration
 from sandboxrun.errors import UsageError
 from sandboxrun.mcp.common import Coord, compact, tool
-from sandboxrun.sandbox.prepare import RunRequest
-from sandboxrun.sandbox.sessions import download_session, extend_session, kill_session
-from sandboxrun.sandbox.start import start_run
-from sandboxrun.store import Session
+
+if TYPE_CHECKING:
+    from sandboxrun.store import Session
+
+# The run machinery (sandbox.start, .request, .sessions: the backends, packing, git plumbing)
+# is imported inside the tools that use it: every local child starts its own MCP server, and
+# most never start a sandbox run.
 
 
 def _sandbox_session(coord: Coord, ref: str) -> Session:
@@ -60,35 +62,28 @@ def register(mcp: FastMCP, coord: Coord) -> None:
         Changes to files another live session claimed exclusively are held back (kept for
         `sandboxrun apply --allow-claimed`) unless allow_claimed.
         """
+        from sandboxrun.sandbox.request import run_request
+        from sandboxrun.sandbox.start import start_run
+
         root = Path(coord.repo(repo))
         # The repository's own config applies (as for `sandboxrun run --repo`), in this
         # server's home (the database every tool reads).
-        settings = replace(
-            load_settings(root, env=coord.env).with_overrides(
-                timeout=parse_duration(timeout) if timeout else None,
-                include_submodules=include_submodules,
-            ),
-            home=coord.settings.home,
+        settings, req = run_request(
+            coord.repo_settings(root),
+            root,
+            prompt=prompt,
+            prompt_file=Path(plan_file) if plan_file else None,
+            cwd=coord.cwd,
+            name=name,
+            base=base,
+            backend=backend,
+            timeout=timeout,
+            include_submodules=include_submodules,
+            dry_run=dry_run,
+            allow_claimed=allow_claimed,
         )
-        plan = Path(plan_file) if plan_file else None
-        if plan is not None and not plan.is_absolute():
-            plan = (coord.cwd / plan).resolve()
         store = coord.store
-        started = start_run(
-            settings,
-            store,
-            RunRequest(
-                repo=root,
-                prompt=prompt,
-                prompt_file=plan,
-                name=name,
-                base=base,
-                backend=backend,
-                dry_run=dry_run,
-                extra_options={"allow_claimed": allow_claimed},
-            ),
-            detach=True,
-        )
+        started = start_run(settings, store, req, detach=True)
         return {
             **compact(store.get(started.session.id)),
             "driver_pid": started.driver_pid,
@@ -119,14 +114,20 @@ def register(mcp: FastMCP, coord: Coord) -> None:
     def kill_sandbox(session: str, discard: bool = False, wait: float = 120.0) -> dict[str, Any]:
         """Stop a sandbox run. Its work so far is collected onto its branch unless discard is
         true (then it is thrown away). Waits up to `wait` seconds for the run to end."""
+        from sandboxrun.sandbox.sessions import kill_session
+
         s = _sandbox_session(coord, session)
         final = kill_session(coord.settings, coord.store, s, discard=discard, wait=wait)
         return compact(final)
 
     @tool(mcp, idempotent=True, open_world=True)
     def download_sandbox(session: str, output: str | None = None) -> dict[str, Any]:
-        """Write a sandbox run's current patches (commits.mbox, changes.diff) to a directory
-        without stopping it; default directory: the session's artifacts/download."""
+        """Write a sandbox run's current work to a directory without stopping it: the collection
+        itself (the agent's commits, for `sandboxrun apply --from DIR`), changes.diff (every
+        accepted change as one diff), commits.txt, and refused.diff when a check kept something
+        back. Default directory: the session's artifacts/download."""
+        from sandboxrun.sandbox.sessions import download_session
+
         s = _sandbox_session(coord, session)
         out = Path(output) if output else coord.settings.session_artifacts(s.id) / "download"
         if not out.is_absolute():
@@ -145,6 +146,8 @@ def register(mcp: FastMCP, coord: Coord) -> None:
         seconds = parse_duration(by)
         if seconds <= 0:
             raise UsageError("the extension must be positive", "Pass by='15m', for example.")
+        from sandboxrun.sandbox.sessions import extend_session
+
         s = _sandbox_session(coord, session)
         updated = extend_session(coord.settings, coord.store, s, seconds)
         return {**compact(updated), "deadline": updated.deadline, "timeout_s": updated.timeout_s}

@@ -83,6 +83,29 @@ def serve_stdio(coord: Coord | None = None) -> None:
     build_server(coord).run("stdio", show_banner=False)
 
 
+def stdio_main() -> None:
+    """``python -m sandboxrun mcp``, exactly (what Claude Code starts for every local child and
+    the master): the stdio server, without loading the CLI and every command's modules (typer,
+    rich, the run pipeline). The same edge as the CLI: log lines to the log file, our errors as
+    ``Error:`` and ``Hint:`` lines on stderr with their exit code, never a traceback."""
+    import sys
+
+    from sandboxrun.errors import SandboxrunError
+    from sandboxrun.faults import disk_fault
+    from sandboxrun.logs import configure_logging
+
+    configure_logging()
+    try:
+        check_git()
+        serve_stdio()
+    except (SandboxrunError, OSError) as exc:
+        err = exc if isinstance(exc, SandboxrunError) else disk_fault(exc)
+        if err is None:
+            raise
+        sys.stderr.write(f"Error: {err.message}\n" + (f"Hint: {err.hint}\n" if err.hint else ""))
+        sys.exit(err.exit_code)
+
+
 def serve_http(
     host: str = "127.0.0.1",
     port: int = 8765,

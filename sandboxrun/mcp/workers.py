@@ -12,24 +12,22 @@ user's default server.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastmcp import FastMCP
 from pydantic import BaseModel, Field
 
-from sandboxrun.config import Settings, load_settings
 from sandboxrun.errors import SandboxrunError, UsageError
-from sandboxrun.local import adopt as adopt_mod
-from sandboxrun.local import close as close_mod
-from sandboxrun.local import send as send_mod
-from sandboxrun.local import spawn as spawn_mod
-from sandboxrun.local import transcript
-from sandboxrun.local import wait as wait_mod
 from sandboxrun.mcp.common import Coord, compact, tool
 from sandboxrun.store import Session, SessionStore
-from sandboxrun.tmux import SOCKET_ENV, Tmux
+
+if TYPE_CHECKING:
+    from sandboxrun.local.spawn import SpawnRequest
+    from sandboxrun.tmux import Tmux
+
+# sandboxrun.local.* and sandboxrun.tmux (libtmux) are imported inside the tools that use them:
+# every local child starts its own MCP server, and most calls never touch a worker.
 
 #: spawn at most this many workers at the same time (each waits for its first prompt)
 MAX_PARALLEL_SPAWNS = 8
@@ -48,13 +46,10 @@ class WorkerSpec(BaseModel):
     worktree: bool = Field(True, description="False: work in the main checkout instead.")
 
 
-def repo_settings(coord: Coord, root: Path) -> Settings:
-    """The repository's own settings (as the CLI reads them there), in this server's home."""
-    return replace(load_settings(root, env=coord.env), home=coord.settings.home)
-
-
 def tmux_for(coord: Coord, session: Session | None = None) -> Tmux:
     """The tmux server of ``session`` (its recorded socket), else the server's default."""
+    from sandboxrun.tmux import SOCKET_ENV, Tmux
+
     socket = (session.options.get("socket") if session else None) or coord.env.get(SOCKET_ENV)
     return Tmux(socket_path=socket or None)
 
@@ -102,15 +97,17 @@ def _error(name: str, exc: SandboxrunError) -> dict[str, Any]:
 def spawn_all(
     coord: Coord,
     root: Path,
-    requests: list[spawn_mod.SpawnRequest],
+    requests: list[SpawnRequest],
     *,
     ready_timeout: float = 60.0,
 ) -> tuple[list[Session], list[dict[str, Any]]]:
     """Start the workers at the same time (each in its own thread and connection); the
     sessions started and the failures (name, error, hint)."""
-    settings = repo_settings(coord, root)
+    from sandboxrun.local import spawn as spawn_mod
 
-    def one(req: spawn_mod.SpawnRequest) -> Session | dict[str, Any]:
+    settings = coord.repo_settings(root)
+
+    def one(req: SpawnRequest) -> Session | dict[str, Any]:
         store = SessionStore(settings.db_path)
         try:
             session: Session = spawn_mod.spawn(
@@ -175,9 +172,11 @@ def register(mcp: FastMCP, coord: Coord) -> None:
             raise UsageError(
                 "ready_timeout must be between 0 and 600 seconds", "Pass 60, for example."
             )
+        from sandboxrun.local.spawn import SpawnRequest
+
         root = Path(coord.repo(repo))
         requests = [
-            spawn_mod.SpawnRequest(
+            SpawnRequest(
                 name=w.name,
                 task=w.task,
                 role=w.role,
@@ -213,6 +212,9 @@ def register(mcp: FastMCP, coord: Coord) -> None:
         `timeout` seconds, until one or all of them are done (idle, needing a permission
         answer, or exited).
         """
+        from sandboxrun.local import send as send_mod
+        from sandboxrun.local import wait as wait_mod
+
         if not message.strip():
             raise UsageError("the message is empty", "Pass the text to type as message.")
         targets = workers(coord, names)
@@ -239,6 +241,8 @@ def register(mcp: FastMCP, coord: Coord) -> None:
         """Wait until workers are done with their turn: idle, needing a permission answer, or
         exited; mode='any' returns when the first is. Returns each worker's state and whether
         the wait ended by timeout (then call again to keep waiting)."""
+        from sandboxrun.local import wait as wait_mod
+
         limit = _wait_limit(timeout)
         targets = workers(coord, names)
         result = wait_mod.wait_for(
@@ -250,6 +254,8 @@ def register(mcp: FastMCP, coord: Coord) -> None:
     def read_worker_logs(name: str, last: int = 20, screen: bool = False) -> dict[str, Any]:
         """A worker's conversation (its prompts, Claude's answers and tool calls), the last
         `last` messages, across /clear; screen=true adds what its terminal shows now."""
+        from sandboxrun.local import transcript
+
         if last < 1:
             raise UsageError("last must be at least 1", "Pass last=20, for example.")
         s = worker(coord, name)
@@ -273,13 +279,13 @@ def register(mcp: FastMCP, coord: Coord) -> None:
         worktrees and branches stay. A busy worker is refused (its turn would be lost) unless
         force; remove_worktree also removes a worktree without uncommitted changes (the
         branch, and every commit, always stays)."""
+        from sandboxrun.local import close as close_mod
+
         targets = workers(coord, names)
         results = []
         for s in targets:
             try:
-                settings = (
-                    repo_settings(coord, Path(s.repo)) if remove_worktree and s.repo else None
-                )
+                settings = coord.repo_settings(Path(s.repo)) if remove_worktree and s.repo else None
                 if remove_worktree and settings is None:
                     raise close_mod.CloseRefusedError(f"{s.name} has no repository recorded")
                 results.append(
@@ -299,8 +305,11 @@ def register(mcp: FastMCP, coord: Coord) -> None:
     def discover_workers(repo: str | None = None) -> dict[str, Any]:
         """Workers alive in tmux that the database does not know (after a lost database):
         their names, tmux sessions and worktrees. Take them over with adopt_worker."""
+        from sandboxrun.local import adopt as adopt_mod
+        from sandboxrun.local import spawn as spawn_mod
+
         root = Path(coord.repo(repo))
-        prefix = spawn_mod.prefix_for(root, repo_settings(coord, root), coord.env)
+        prefix = spawn_mod.prefix_for(root, coord.repo_settings(root), coord.env)
         found = adopt_mod.discover(coord.store, tmux_for(coord), prefix)
         return {"prefix": prefix, "workers": [o.to_dict() for o in found]}
 
@@ -310,13 +319,16 @@ def register(mcp: FastMCP, coord: Coord) -> None:
     ) -> dict[str, Any]:
         """Take over workers discover_workers found (by name, or all_found=true): their
         sessions come back under the same id, and their hooks report to them again."""
+        from sandboxrun.local import adopt as adopt_mod
+        from sandboxrun.local import spawn as spawn_mod
+
         if bool(names) == all_found:
             raise UsageError(
                 "name the workers to adopt, or pass all_found=true (not both)",
                 "See them with discover_workers.",
             )
         root = Path(coord.repo(repo))
-        prefix = spawn_mod.prefix_for(root, repo_settings(coord, root), coord.env)
+        prefix = spawn_mod.prefix_for(root, coord.repo_settings(root), coord.env)
         tmux = tmux_for(coord)
         found = adopt_mod.discover(coord.store, tmux, prefix)
         chosen = found if all_found else [o for o in found if o.name in (names or [])]
@@ -339,6 +351,7 @@ def wake(coord: Coord, root: str, role: str, sender: str | None) -> list[dict[st
     """Wake the idle workers of ``role`` in ``root`` by typing a short prompt into their pane,
     so a message sent to them is read now rather than at their next turn. Busy workers are
     left alone: their hook delivers the message at their next tool call."""
+    from sandboxrun.local import send as send_mod
     from sandboxrun.local.observe import state_of
 
     rows = coord.store.conn.execute(

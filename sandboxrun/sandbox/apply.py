@@ -174,8 +174,11 @@ def check_branch(worktree: Path, branch: str, expected: str, where: str) -> None
             f"The worktree {worktree} is not on {branch} (HEAD is {head or 'detached'}).",
             f"Check out {branch} there, then run `sandboxrun apply` on the session.",
         )
-    for name in ("rebase-apply", "rebase-merge", "MERGE_HEAD", "CHERRY_PICK_HEAD", "REVERT_HEAD"):
-        rel = _git(worktree, "rev-parse", "--git-path", name).stdout.strip()
+    # One git for the five paths (a process each cost more than the rest of the check).
+    names = ("rebase-apply", "rebase-merge", "MERGE_HEAD", "CHERRY_PICK_HEAD", "REVERT_HEAD")
+    args = [a for name in names for a in ("--git-path", name)]
+    rels = _git(worktree, "rev-parse", *args).stdout.splitlines()
+    for name, rel in zip(names, rels, strict=True):
         if (worktree / rel).exists():
             raise GitError(
                 f"The worktree {worktree} has a git operation in progress ({name}).",

@@ -162,19 +162,33 @@ def checkpoint_pending(artifacts: Path) -> bool:
     return has_collection(ck) and not load_state(ck).get("applied") and not info.get("side_ref")
 
 
+#: what a session lost before its agent started says (there was no work to lose)
+BEFORE_AGENT_NOTE = (
+    "this was before the agent started, so nothing of its work was lost (the branch and "
+    "worktree are as they were); start a new run to try again"
+)
+
+
 def mark_lost(
-    store: SessionStore, session: Session, artifacts: Path, message: str, *, land: bool = False
+    store: SessionStore,
+    session: Session,
+    artifacts: Path,
+    message: str,
+    *,
+    land: bool = False,
+    stale_after: float | None = None,
 ) -> None:
     """End a session whose sandbox is gone, saying what of its work was kept.
 
     Writes only the session's record: the branch is untouched (``status`` calls this). With
     ``land`` (a command that carries the run to its end) the last checkpoint is then landed
-    (:func:`land_checkpoint`).
+    (:func:`land_checkpoint`, judging others' claims by ``stale_after``, required then).
     """
     info = read_checkpoint(artifacts)
     options = {**session.options, "lost_reason": message}
     if info is None or not checkpoint_pending(artifacts):
-        note = "no checkpoint of the work had been saved yet, so nothing was kept"
+        note = (BEFORE_AGENT_NOTE if session.agent_pgid is None
+                else "no checkpoint of the work had been saved yet, so nothing was kept")  # fmt: skip
     else:
         note = (f"kept the last {describe(info)}, not applied yet: `sandboxrun attach "
                 f"{session.name}` applies it to branch {session.branch}")  # fmt: skip
@@ -182,10 +196,14 @@ def mark_lost(
         session.id, Status.LOST, only_if_active=True, error=f"{message}; {note}", options=options
     )
     if land and changed and info is not None and checkpoint_pending(artifacts):
-        land_checkpoint(store, store.get(session.id), artifacts)
+        if stale_after is None:
+            raise TypeError("mark_lost(land=True) needs stale_after (Settings.stale_after)")
+        land_checkpoint(store, store.get(session.id), artifacts, stale_after=stale_after)
 
 
-def land_checkpoint(store: SessionStore, session: Session, artifacts: Path) -> str:
+def land_checkpoint(
+    store: SessionStore, session: Session, artifacts: Path, *, stale_after: float
+) -> str:
     """Land a lost session's last checkpoint on its branch, or beside it; returns the note.
 
     The checkpoint goes through the final collection's checked path (every change checked,
@@ -206,11 +224,9 @@ def land_checkpoint(store: SessionStore, session: Session, artifacts: Path) -> s
     worktree = Path(session.worktree)
     expected = expected_commit(session, artifacts)
     allow = bool(session.options.get("allow_sensitive"))
-    # files other live sessions claimed exclusively are held back, as at a final collection
-    held = hold_back_check(store.conn, session.repo, session.id,
-                           allow_claimed=bool(session.options.get("allow_claimed")))  # fmt: skip
     try:
-        held = hold_back_check(store.conn, session.repo, session.id,  # others' claimed files
+        # files other live sessions claimed exclusively are held back, as at a final collection
+        held = hold_back_check(store.conn, session.repo, session.id, stale_after=stale_after,
                                allow_claimed=bool(session.options.get("allow_claimed")))  # fmt: skip
         applied = apply_collected(worktree, session.branch, ck, expected, allow_sensitive=allow,
                                   leftover_message=CHECKPOINT_MESSAGE, held=held)  # fmt: skip

@@ -154,7 +154,8 @@ def finish_with_patches(
     with times.measure("collect"):
         bring_back_pack(Run(journal, sandbox, settings, artifacts))
     teardown()
-    return apply_and_record(journal, outcome, progress=progress, artifacts=artifacts, times=times)
+    return apply_and_record(journal, outcome, progress=progress, artifacts=artifacts, times=times,
+                            stale_after=settings.stale_after)  # fmt: skip
 
 
 def _end_status(
@@ -209,6 +210,7 @@ def apply_and_record(
     progress: AgentProgress,
     artifacts: Path,
     times: PhaseTimes,
+    stale_after: float,
 ) -> Session:
     """Land the collection kept in the artifacts and record how the session ended.
 
@@ -242,8 +244,9 @@ def apply_and_record(
     save_state(artifacts, state)
     assert s.worktree is not None and s.branch is not None
     held = hold_back_check(  # files other live sessions claimed exclusively
-        store.conn, s.repo, sid, allow_claimed=bool(s.options.get("allow_claimed"))
-    )
+        store.conn, s.repo, sid, allow_claimed=bool(s.options.get("allow_claimed")),
+        stale_after=stale_after,
+    )  # fmt: skip
     try:
         applied = apply_collected(
             Path(s.worktree),

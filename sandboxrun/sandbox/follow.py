@@ -22,7 +22,7 @@ from sandboxrun.sandbox.agentproc import AgentProcess
 from sandboxrun.sandbox.checkpoint import read_checkpoint, take_checkpoint
 from sandboxrun.sandbox.deadline import collection_seconds
 from sandboxrun.sandbox.journal import Journal
-from sandboxrun.sandbox.lifetime import Run, begin_stop, stop_plan
+from sandboxrun.sandbox.lifetime import Run, alive_within, begin_stop, stop_plan
 from sandboxrun.sandbox.reporting import time_limit_message
 
 log = logging.getLogger(__name__)
@@ -192,7 +192,7 @@ def follow_agent(
         except BackendError as exc:
             # Transient trouble reaching the sandbox: say so and keep trying until the limit.
             log.warning("following %s: %s", sid, exc)
-            if not sb.is_alive():
+            if not alive_within(sb):
                 raise SandboxLostError(
                     f"the sandbox {sb.id} is gone", "The last checkpoint of the work is kept."
                 ) from exc

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,6 +40,54 @@ a=$(git ls-files -z -m -o --exclude-standard | xargs -0 -r stat -c %s -- 2>/dev/
 b=$(git rev-list --objects "$2"..HEAD 2>/dev/null | cut -d' ' -f1 | git cat-file --batch-check='%(objectsize)' 2>/dev/null | awk '{s+=$1} END {print s+0}')
 echo $((a + b))
 """
+
+
+#: the most time trying to push the sandbox's end may take before a stop or collection: it
+#: comes out of the time the collection has if E2B does not answer (a hung call is retried
+#: for minutes by the backend, longer than a collection's room)
+EXTEND_BUDGET = 30.0
+
+
+def extend_budget(sandbox_end: float | None, now: float) -> float:
+    """How long to keep trying to extend: a quarter of the time left, 5 to 30 s. Pure."""
+    if sandbox_end is None:
+        return EXTEND_BUDGET
+    return max(5.0, min(EXTEND_BUDGET, (sandbox_end - now) / 4))
+
+
+def within(seconds: float, fn: Callable[[], float | None]) -> float | None:
+    """``fn()``, or BackendError once it has not returned after ``seconds``.
+
+    A call that hangs is left to finish on its own (a daemon thread; an extension granted
+    late only gives more time, and we do not count on it).
+    """
+    outcome: dict[str, object] = {}
+
+    def work() -> None:
+        try:
+            outcome["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=work, name="extending the sandbox", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise BackendError(f"E2B did not answer within {seconds:g}s")
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome.get("value")  # type: ignore[return-value]
+
+
+def alive_within(sandbox: Sandbox, seconds: float = EXTEND_BUDGET) -> bool:
+    """``sandbox.is_alive()``, but "alive" (unknown) once asking took ``seconds``: a hung
+    check must not hold up a watch whose deadline is running (its retries take minutes)."""
+    try:
+        return bool(within(seconds, sandbox.is_alive))
+    except SandboxLostError:
+        return False
+    except SandboxrunError:
+        return True
 
 
 @dataclass(frozen=True)
@@ -117,7 +167,8 @@ def secure_collection(run: Run, nbytes: int | None = None) -> bool:
     if target is None:
         return True
     try:
-        confirmed = extend_sandbox(sb, target)
+        budget = extend_budget(s.sandbox_end, now)
+        confirmed = within(budget, lambda: extend_sandbox(sb, target))
     except SandboxLostError:
         raise
     except SandboxrunError as exc:
@@ -147,7 +198,8 @@ def start_clock(run: Run, timeout: float) -> None:
     cap = (s.sandbox_created_at or now) + run.settings.max_lifetime
     end = min(cap, now + timeout + collection_seconds(0, minimum=run.settings.grace))
     try:
-        confirmed = extend_sandbox(sb, end)
+        # the agent's clock runs already: a hung call must not eat its time
+        confirmed = within(EXTEND_BUDGET, lambda: extend_sandbox(sb, end))
     except SandboxLostError:
         raise
     except SandboxrunError as exc:
@@ -156,7 +208,7 @@ def start_clock(run: Run, timeout: float) -> None:
         run.journal.reporter.warning(msg)
         left = None
         with contextlib.suppress(SandboxrunError):
-            left = sb.time_left()
+            left = within(EXTEND_BUDGET, sb.time_left)
         confirmed = None if left is None else time.time() + left
     if confirmed is not None:
         run.store.update(s.id, sandbox_end=confirmed)

@@ -4,6 +4,7 @@ session. Leaves nothing half-made when anything fails; `RunDriver` takes it from
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -188,6 +189,18 @@ def submodules_warning(paths: list[str]) -> str:
     return submodules.left_out_note(paths)
 
 
+def _submodule_entries(repo: Path, commit: str) -> list[tuple[str, str]]:
+    """:func:`~sandboxrun.sandbox.submodules.submodule_entries`, once per commit and process:
+    a commit's tree never changes, and a fan-out group prepares its tasks from the same base
+    (the whole tree's listing each time cost a git process, longer in a large repository)."""
+    return list(_submodule_entries_cached(repo, commit))
+
+
+@functools.lru_cache(maxsize=32)
+def _submodule_entries_cached(repo: Path, commit: str) -> tuple[tuple[str, str], ...]:
+    return tuple(submodules.submodule_entries(repo, commit))
+
+
 def prepare_run(settings: Settings, store: SessionStore, req: RunRequest) -> Session:
     """Validate the request, create the worktree + branch and register the session.
 
@@ -199,8 +212,7 @@ def prepare_run(settings: Settings, store: SessionStore, req: RunRequest) -> Ses
             f"--max-turns must be 1 or more, got {settings.max_turns}",
             "Leave it out for no limit.",
         )
-    requested_root = gitops.repo_root(req.repo)
-    repo = gitops.main_worktree(requested_root)
+    requested_root, repo, common = gitops.repo_paths(req.repo)
     if requested_root != repo and requested_root.parent.name == settings.worktree_dir:
         raise UsageError(
             f"{requested_root} is a sandboxrun worktree, not the main checkout",
@@ -228,16 +240,16 @@ def prepare_run(settings: Settings, store: SessionStore, req: RunRequest) -> Ses
     base_commit = gitops.resolve_commit(repo, req.base)
     branch = f"{settings.branch_prefix}{name}"
     worktree = repo / settings.worktree_dir / name
-    if any(other.name == name for other in store.list()):
+    if store.conn.execute("SELECT 1 FROM sessions WHERE name = ?", (name,)).fetchone():
         raise NameInUseError(
             f"a session named {name!r} already exists",
             f"Pick another --name, or look at it with `sandboxrun status {name}`.",
         )
-    subs = submodules.submodule_entries(repo, base_commit)
+    subs = _submodule_entries(repo, base_commit)
     included = subs if settings.include_submodules else []
     submodules.check_available(repo, included)
-    gitops.ensure_excluded(repo, f"/{settings.worktree_dir}/")
-    gitops.create_worktree(repo, worktree, branch, base_commit)
+    gitops.ensure_excluded(repo, f"/{settings.worktree_dir}/", common)
+    gitops.create_worktree(repo, worktree, branch, base_commit, common)
     try:
         submodules.materialize(repo, worktree, included)
         carried_secrets: list[str] = []

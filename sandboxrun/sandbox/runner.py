@@ -124,7 +124,7 @@ class RunDriver:
         except SandboxLostError as exc:
             if self.sandbox is not None and has_collection(self.artifacts):
                 return self._finish_from_snapshot(exc)
-            mark_lost(self.journal.store, self._refresh(), self.artifacts, exc.message, land=True)
+            self._mark_lost(exc.message)
             raise
         except CollectionIncomplete:
             raise  # the session stays `collecting`, its sandbox alive: `attach` finishes it
@@ -191,17 +191,14 @@ class RunDriver:
         """Carry on a session whose driver died: reconnect, follow, warn, collect."""
         s = self._refresh()
         if not s.sandbox_id or s.agent_pgid is None:
-            raise UsageError(
-                f"session {s.name} never started its agent, so there is nothing to attach to",
-                "Start a new run.",
-            )
+            raise not_started_error(s)
         self._claim()
         try:
             self.sandbox = self.backend.connect(s.sandbox_id)
         except SandboxLostError as exc:
             if has_collection(self.artifacts):
                 return self._finish_from_snapshot(exc)
-            mark_lost(self.journal.store, self._refresh(), self.artifacts, exc.message, land=True)
+            self._mark_lost(exc.message)
             raise
         try:
             self.agent = AgentProcess(self.sandbox, s.agent_pgid)
@@ -212,10 +209,16 @@ class RunDriver:
         except SandboxLostError as exc:
             if has_collection(self.artifacts):
                 return self._finish_from_snapshot(exc)
-            mark_lost(self.journal.store, self._refresh(), self.artifacts, exc.message, land=True)
+            self._mark_lost(exc.message)
             raise
         finally:
             self.record_timings()
+
+    def _mark_lost(self, message: str) -> None:
+        """End the session ``lost`` and land its last checkpoint (others' claims judged by the
+        configured ``stale_after``)."""
+        mark_lost(self.journal.store, self._refresh(), self.artifacts, message, land=True,
+                  stale_after=self.settings.stale_after)  # fmt: skip
 
     def _finish_from_snapshot(self, exc: SandboxLostError) -> Session:
         """The sandbox is gone but the artifacts hold its collection: apply that, not `lost`.
@@ -234,7 +237,7 @@ class RunDriver:
             outcome = FollowOutcome("lost", None, detail=exc.message)
         self.session = apply_and_record(
             self.journal, outcome, progress=self.progress, artifacts=self.artifacts,
-            times=self.times,
+            times=self.times, stale_after=self.settings.stale_after,
         )  # fmt: skip
         return self.session
 
@@ -259,7 +262,7 @@ class RunDriver:
             if has_collection(self.artifacts):
                 self._claim()
                 return self._finish_from_snapshot(exc)
-            mark_lost(self.journal.store, self._refresh(), self.artifacts, exc.message, land=True)
+            self._mark_lost(exc.message)
             return self._refresh()
 
     def _replay_progress(self) -> None:
@@ -335,6 +338,29 @@ class RunDriver:
             self.sandbox.destroy()
         except SandboxrunError as exc:
             log.warning("could not tear down sandbox %s: %s", self.sandbox.id, exc)
+
+
+def not_started_error(s: Session) -> UsageError:
+    """Why a session has no agent to attach to: it is still starting, or it never will."""
+    from sandboxrun.sandbox.interrupted import still_starting
+    from sandboxrun.sandbox.nextstep import SessionFacts, next_step_hint
+    from sandboxrun.store import owner_alive
+
+    starting = not s.is_terminal and (still_starting(s) or owner_alive(s))
+    facts = SessionFacts(name=s.name, status=str(s.status), driver_alive=starting,
+                         agent_started=False, has_commits=False, has_patches=False)  # fmt: skip
+    if starting:
+        # Its run process is still making the sandbox ready: attach works once the agent
+        # runs; until then the run can be watched or stopped.
+        return UsageError(
+            f"session {s.name} is still starting ({s.status}): its agent is not running yet, "
+            "so there is nothing to attach to yet",
+            next_step_hint(facts) + " `attach` works once the agent runs.",
+        )
+    return UsageError(
+        f"session {s.name} never started its agent, so there is nothing to attach to",
+        next_step_hint(facts) + " Start a new run to try again.",
+    )
 
 
 class _KilledBeforeAgent(Exception):

@@ -164,7 +164,7 @@ def attach_session(
     session = reconcile(settings, store, session)
     artifacts = settings.session_artifacts(session.id)
     if session.status == "lost" and checkpoint_pending(artifacts):
-        note = land_checkpoint(store, session, artifacts)
+        note = land_checkpoint(store, session, artifacts, stale_after=settings.stale_after)
         if reporter is not None:
             reporter.warning(note)
         return store.get(session.id)

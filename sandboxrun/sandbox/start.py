@@ -3,21 +3,22 @@
 :func:`start_run` prepares the run (:func:`~sandboxrun.sandbox.prepare.prepare_run`: checks,
 worktree, branch, session), says what the person should know before the agent starts (the
 notes: no isolation, uncommitted changes left out, secrets not carried, submodules), and when
-detached starts the background driver (``sandboxrun _drive SESSION``) that carries the run to its
-end and outlives the caller. Driving in the foreground stays with the caller (the CLI's live
-view). Core: no typer, rich or fastmcp.
+detached starts the background driver (``sandboxrun _drive SESSION``, through
+:func:`~sandboxrun.sandbox.detach.start_driver_process` as the fan-out drivers are) that
+carries the run to its end and outlives the caller. Driving in the foreground stays with the
+caller (the CLI's live view). Core: no typer, rich or fastmcp.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sandboxrun import gitops, process
+from sandboxrun import gitops
 from sandboxrun.config import Settings
 from sandboxrun.sandbox import submodules
+from sandboxrun.sandbox.detach import start_driver_process
 from sandboxrun.sandbox.prepare import RunRequest, prepare_run
 from sandboxrun.store import Session, SessionStore
 
@@ -83,14 +84,10 @@ def changes_left_out(repo: Path) -> list[str]:
 def start_driver(settings: Settings, store: SessionStore, session: Session) -> int:
     """Start ``sandboxrun _drive SESSION`` in its own session (recorded as the session's owner);
     its pid. It runs with this very ``SANDBOXRUN_HOME``, so it finds the same database."""
-    log_dir = settings.session_artifacts(session.id)
-    log_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    env["SANDBOXRUN_HOME"] = str(settings.home)
-    pid = process.spawn_detached(
-        [sys.executable, "-m", "sandboxrun", "_drive", session.id],
-        env=env,
-        output=log_dir / "driver.log",
+    pid = start_driver_process(
+        ["_drive", session.id],
+        log=settings.session_artifacts(session.id) / "driver.log",
+        home=settings.home,
     )
     store.update(session.id, owner_pid=pid, owner_host=os.uname().nodename)
     return pid

@@ -25,6 +25,7 @@ from sandboxrun.errors import BackendError, SandboxLostError, SandboxrunError
 from sandboxrun.redact import Redactor
 from sandboxrun.sandbox.backends.base import control_dir
 from sandboxrun.sandbox.deadline import backoff
+from sandboxrun.sandbox.lifetime import alive_within
 
 if TYPE_CHECKING:
     from sandboxrun.sandbox.backends.base import Sandbox
@@ -72,7 +73,7 @@ def retrying(what: str, fn: Callable[[], T], sandbox: Sandbox, *, attempts: int 
         except (BackendError, OSError) as exc:
             if isinstance(exc, FileNotFoundError) or attempt == attempts - 1:
                 raise
-            if not sandbox.is_alive():
+            if not alive_within(sandbox):
                 raise SandboxLostError(
                     f"the sandbox {sandbox.id} is gone (while {what})",
                     "The last checkpoint of the work is kept.",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -121,3 +122,21 @@ class Server:
             self.proc.kill()
             self.proc.wait()
         self.proc.stderr.close()
+
+
+async def until(pilot, condition, what: str, limit: float = 30.0):
+    """Let the app run until ``condition()`` holds (polling, not a fixed sleep)."""
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        if condition():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError(f"not reached: {what}")
+
+
+def run_app(app, script) -> None:
+    async def main():
+        async with app.run_test(size=(170, 45)) as pilot:
+            await script(pilot)
+
+    asyncio.run(main())

@@ -12,7 +12,7 @@ import sys
 import time
 
 import pytest
-from dashlib import hook, local_child, make_group, sandbox_session
+from dashlib import hook, local_child, make_group, run_app, sandbox_session, until
 from sbr_testlib import git
 
 from sandboxrun.config import load_settings
@@ -28,24 +28,6 @@ def cell(app: DashboardApp, name: str, column: str) -> str:
 
 def detail(app: DashboardApp) -> str:
     return "\n".join(app.query_one("#detail").lines)
-
-
-async def until(pilot, condition, what: str, limit: float = 30.0):
-    """Let the app run until ``condition()`` holds (polling, not a fixed sleep)."""
-    end = time.monotonic() + limit
-    while time.monotonic() < end:
-        if condition():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError(f"not reached: {what}")
-
-
-def run_app(app: DashboardApp, script) -> None:
-    async def main():
-        async with app.run_test(size=(170, 45)) as pilot:
-            await script(pilot)
-
-    asyncio.run(main())
 
 
 def test_row_follows_real_hook_events(proj, store):
@@ -173,3 +155,22 @@ def test_a_row_it_cannot_read_is_said_and_the_view_recovers(proj, store):
         await until(pilot, lambda: cell(app, "run1", "state") == "completed", "recovered")
 
     run_app(app, script)
+
+
+def test_merge_key_merges_a_local_childs_branch_into_the_default_branch(proj, store):
+    wt = local_child(proj, "api", "claude-api")
+    (wt / "api.txt").write_text("endpoint\n")
+    git(wt, "add", "api.txt")
+    git(wt, "commit", "-q", "-m", "the agent's work")
+    tip = git(wt, "rev-parse", "HEAD").strip()
+    app = DashboardApp(load_settings(), str(proj), poll=0.05)
+
+    async def script(pilot):
+        await until(pilot, lambda: app.snap and app.snap.sessions, "a row")
+        await pilot.press("m", "y")
+        await until(pilot, lambda: app.said, "the merge result")
+
+    run_app(app, script)
+    assert app.said[-1] == f"agent/api/active into main: fast-forward ({tip[:10]})", app.said
+    assert git(proj, "rev-parse", "main").strip() == tip
+    assert (proj / "api.txt").read_text() == "endpoint\n"  # main is checked out: merged there

@@ -267,3 +267,66 @@ def test_sandboxes_without_root_or_without_a_home_user_here(monkeypatch, userns,
         assert sorted(n for n in seen if n != "user") == others and "user" in seen
         sb.kill()
         assert emu.sandbox_ids() == []
+
+
+def test_stall_holds_a_stream_mid_way_until_cleared(emulator):
+    """`stall` with `stall_after` serves that many bytes of the answer, then nothing: the
+    client sees a stream that stopped (no error, no end); clearing the faults drops it."""
+    import threading
+
+    sb = Sandbox.create(template="base")
+    sb.files.write("/home/user/big.bin", os.urandom(200_000))
+    fault = emulator.faults.add("download", "stall", seconds=None, stall_after=1000,
+                                match="big.bin")  # fmt: skip
+    got, ended = bytearray(), threading.Event()
+    outcome: list[str] = []
+
+    def read() -> None:
+        try:
+            with sb.files.read("/home/user/big.bin", format="stream") as chunks:
+                for chunk in chunks:
+                    got.extend(chunk)
+            outcome.append("complete")
+        except Exception as exc:  # noqa: BLE001 - the drop, as the SDK reports it
+            outcome.append(type(exc).__name__)
+        finally:
+            ended.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 30
+    while (len(got) < 1000 or emulator.faults.stalled < 1) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(got) == 1000 and emulator.faults.stalled == 1 and fault.hits == 1
+    assert not ended.is_set()  # held: neither more bytes nor an end
+    emulator.faults.clear()
+    assert ended.wait(30) and outcome != ["complete"] and len(got) < 200_000
+    assert emulator.faults.stalled == 0
+
+
+def test_stalled_upload_stops_reading_the_body(emulator):
+    """For an upload, `stall_after` is bytes of the request body: the server stops reading
+    there (the client's send blocks), and the file is never written whole."""
+    import threading
+
+    sb = Sandbox.create(template="base")
+    emulator.faults.add("upload", "stall", seconds=None, stall_after=4096)
+    done = threading.Event()
+
+    def upload() -> None:
+        try:
+            sb.files.write("/home/user/up.bin", io.BytesIO(os.urandom(8 << 20)))
+        except Exception:  # noqa: BLE001 - dropped when the faults are cleared
+            pass
+        finally:
+            done.set()
+
+    threading.Thread(target=upload, daemon=True).start()
+    deadline = time.monotonic() + 30
+    while emulator.faults.stalled < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert emulator.faults.stalled == 1 and not done.is_set()
+    emulator.faults.clear()
+    assert done.wait(60)
+    path = emulator.host_path(sb.sandbox_id, "/home/user/up.bin")
+    assert not path.exists() or path.stat().st_size < 8 << 20

@@ -7,6 +7,8 @@ many good ones::
     emu.faults.add("timeout", "status", status=503, times=10)                # extend fails
     emu.faults.add("command", "lose", match="sandboxrun-collect")           # lost at collect
     emu.faults.add("create", "stall", seconds=3)                             # slow control plane
+    emu.faults.add("upload", "stall", seconds=None)                          # hung until cleared
+    emu.faults.add("download", "stall", seconds=None, stall_after=65536)     # a stream that stops
 
 Kinds (what the SDK does): ``create``, ``connect``, ``info``, ``list``, ``timeout`` (set_timeout,
 i.e. extend), ``kill``, ``upload``, ``download``, ``command`` (``process.Process/Start``: every
@@ -18,7 +20,13 @@ Actions:
 - ``drop``: cut the connection. Before the response (``drop_after`` None): the client sees a
   connection closed without an answer. With ``drop_after=N``: the request is served, and the
   connection is cut once N bytes of the response body went out (a transfer broken halfway).
-- ``stall``: wait ``seconds`` before serving the request (a slow or hung network).
+- ``stall``: wait ``seconds`` before serving the request (a slow network); ``seconds=None``
+  holds it without an answer until the faults are cleared (a hung connection: longer than any
+  client timeout), and the connection is then dropped. With ``stall_after=N`` the request is
+  served and the stall starts once N bytes of the response body went out (a stream that stops
+  mid-way: a command's output, a download); for an ``upload`` it starts once N bytes of the
+  request body came in (the server stops reading; the client's send blocks). A client that
+  gives up is never answered: the held request ends when the stall does.
 - ``lose`` / ``expire``: the request's sandbox is destroyed (lost) or reaches its end now,
   then the request goes on (and finds it gone, as a request racing E2B would).
 
@@ -47,6 +55,17 @@ _SID = re.compile(r"^/(?:v2/)?sandboxes/([^/]+)")
 
 class DroppedConnection(Exception):
     """Raised inside the ASGI app to make the server close the connection mid-request."""
+
+
+async def _promise_and_drop(send, headers: dict, fault: Fault) -> None:
+    """Headers promising a body that never comes, then the connection closes: the client gets
+    no usable answer (an exception before the headers would make the server answer 500)."""
+    await send(
+        {"type": "http.response.start", "status": 200,
+         "headers": [(b"content-length", b"1048576"),
+                     (b"content-type", headers.get("content-type", "").encode())]}
+    )  # fmt: skip
+    raise DroppedConnection(f"fault {fault.id}: connection dropped before an answer")
 
 
 def request_kind(method: str, path: str) -> str:
@@ -85,9 +104,12 @@ class Fault:
     times: int = 1
     after: int = 0
     status: int = 503
-    seconds: float = 0.0
+    #: stall: how long; None holds the request until the faults are cleared (then dropped)
+    seconds: float | None = 0.0
     match: str = ""
     drop_after: int | None = None
+    #: stall: bytes of the response (of the request body, for an upload) served first
+    stall_after: int | None = None
     message: str = "injected fault"
     #: matching requests seen and hit so far
     seen: int = 0
@@ -115,6 +137,10 @@ class Faults:
     faults: list[Fault] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _next: int = 1
+    #: bumped by clear(): stalls that began before it end (their connection is dropped)
+    _generation: int = 0
+    #: requests held by a stall right now
+    stalled: int = 0
 
     def add(self, kind: str, action: str, **options) -> Fault:
         """Script a failure; returns it (its ``hits`` count how often it struck)."""
@@ -126,8 +152,26 @@ class Faults:
         return fault
 
     def clear(self) -> None:
+        """Remove every fault, and end the stalls holding requests now (dropped)."""
         with self._lock:
             self.faults.clear()
+            self._generation += 1
+
+    async def _stall(self, fault: Fault) -> None:
+        """Hold for ``fault.seconds`` (None: until clear()); DroppedConnection if cleared."""
+        with self._lock:
+            generation = self._generation
+            self.stalled += 1
+        loop = asyncio.get_running_loop()
+        end = None if fault.seconds is None else loop.time() + fault.seconds
+        try:
+            while end is None or loop.time() < end:
+                if self._generation != generation:
+                    raise DroppedConnection(f"fault {fault.id}: stalled connection dropped")
+                await asyncio.sleep(0.05 if end is None else min(0.05, end - loop.time()))
+        finally:
+            with self._lock:
+                self.stalled -= 1
 
     def pending(self) -> list[Fault]:
         with self._lock:
@@ -192,8 +236,13 @@ class Faults:
             await response(scope, receive, send)
             return None
         if fault.action == "stall":
-            await asyncio.sleep(fault.seconds)
-            return receive, send
+            if fault.stall_after is None:
+                try:
+                    await self._stall(fault)
+                except DroppedConnection:
+                    await _promise_and_drop(send, headers, fault)
+                return receive, send
+            return self._stalling(fault, kind, receive, send)
         if fault.action in ("lose", "expire"):
             sid = headers.get("e2b-sandbox-id") or (m.group(1) if (m := _SID.match(path)) else "")
             if sid and fault.action == "lose":
@@ -206,15 +255,7 @@ class Faults:
             return receive, send
         # drop
         if fault.drop_after is None:
-            # Headers promising a body that never comes, then the connection closes: the
-            # client gets no usable answer (an exception before the headers would make the
-            # server answer 500 instead).
-            await send(
-                {"type": "http.response.start", "status": 200,
-                 "headers": [(b"content-length", b"1048576"),
-                             (b"content-type", headers.get("content-type", "").encode())]}
-            )  # fmt: skip
-            raise DroppedConnection(f"fault {fault.id}: connection dropped before an answer")
+            await _promise_and_drop(send, headers, fault)
         left = fault.drop_after
 
         async def cutting_send(message):
@@ -229,3 +270,34 @@ class Faults:
             await send(message)
 
         return receive, cutting_send
+
+    def _stalling(self, fault: Fault, kind: str, receive, send):
+        """(receive, send) that stall once ``fault.stall_after`` bytes went through."""
+        left = fault.stall_after or 0
+
+        async def stalling_send(message):
+            nonlocal left
+            if message["type"] == "http.response.body" and left >= 0:
+                body = message.get("body", b"")
+                if len(body) >= left:
+                    cut, left = left, -1
+                    if cut:
+                        await send({**message, "body": body[:cut], "more_body": True})
+                    await self._stall(fault)  # then the rest, as a slow network would
+                    message = {**message, "body": body[cut:]}
+                else:
+                    left -= len(body)
+            await send(message)
+
+        async def stalling_receive():
+            nonlocal left
+            message = await receive()
+            if message["type"] == "http.request" and left >= 0:
+                left -= len(message.get("body", b""))
+                if left < 0:
+                    await self._stall(fault)
+            return message
+
+        if kind == "upload":
+            return stalling_receive, send
+        return receive, stalling_send

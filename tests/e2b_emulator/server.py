@@ -172,6 +172,7 @@ class E2BEmulator:
 
     def stop(self) -> None:
         """Kill every sandbox (and its processes), stop the server, delete its files."""
+        self.faults.clear()  # ends the stalls holding requests
         if self._loop is not None and self.manager is not None and self._loop.is_running():
             with contextlib.suppress(Exception):
                 self._call(self.manager.destroy_all(), timeout=60)
@@ -266,6 +267,11 @@ class E2BEmulator:
 
     def reset(self) -> None:
         """Back to a fresh state between tests: no sandboxes, no injected failures, no claude."""
+        # Stalled requests first: released, they are dropped (a held create makes nothing).
+        self.faults.clear()
+        deadline = time.monotonic() + 10
+        while self.faults.stalled and time.monotonic() < deadline:
+            time.sleep(0.02)
         for sandbox_id in self.sandbox_ids():
             self.lose(sandbox_id)
         with self._lock:

@@ -172,6 +172,21 @@ def claude_version(claude: str | Path) -> str:
     return proc.stdout.split()[0] if proc.stdout.split() else ""
 
 
+def logged_in_home(api_url: str, home: Path, *, gateway: bool = False) -> dict[str, str]:
+    """claude's environment (:func:`claude_env`) with onboarding done and the key approved, as
+    for a real user: what an interactive Claude Code needs to start without asking anything."""
+    env = claude_env(api_url, home, gateway=gateway)
+    config = Path(env["CLAUDE_CONFIG_DIR"]) / ".claude.json"
+    data: dict[str, Any] = {"hasCompletedOnboarding": True}
+    if "ANTHROPIC_API_KEY" in env:
+        data["customApiKeyResponses"] = {
+            "approved": [env["ANTHROPIC_API_KEY"][-20:]],
+            "rejected": [],
+        }
+    config.write_text(json.dumps(data))
+    return env
+
+
 def installed_claude() -> Path:
     """The pinned real Claude Code CLI (``SANDBOXRUN_TEST_CLAUDE``, else the test cache);
     the calling test is skipped with the reason when it is not installed."""

@@ -300,3 +300,37 @@ def test_twenty_concurrent_sessions_with_zero_lock_errors(proj, tmp_path):
     assert {(r["activity"], r["status"]) for r in rows} == {("exited", "completed")}
     assert db_rows("SELECT count(*) AS n FROM events WHERE kind = 'hook'")[0]["n"] == 20 * 13
     assert db_rows("SELECT count(*) AS n FROM messages")[0]["n"] == 40
+
+
+def test_relative_home_is_taken_from_where_claude_started(agent_wt, tmp_path):
+    """A relative SANDBOXRUN_HOME (set in a person's shell) is taken from CLAUDE_PROJECT_DIR,
+    where Claude Code started: the agent changing directory (the hook's working directory
+    is the agent's) does not move the database. Without it, from the current directory,
+    as the rest of sandboxrun does."""
+    from sandboxrun.home import hook_home
+
+    sub = agent_wt / "src" / "deep"
+    sub.mkdir(parents=True)
+    env = {"SANDBOXRUN_HOME": "rel-home", "CLAUDE_PROJECT_DIR": str(agent_wt)}
+    proc = subprocess.run(
+        [*hook_argv(), "SessionStart"],
+        input=json.dumps(payload("SessionStart", sub)).encode(),
+        env={**os.environ, **env},
+        cwd=sub,
+        capture_output=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0 and proc.stderr == b"", proc
+    assert (agent_wt / "rel-home" / "state.db").is_file()
+    assert not (sub / "rel-home").exists()
+    # the same rule, as a function: ~ expanded, absolute paths kept, the default without one
+    assert hook_home(env) == agent_wt / "rel-home"
+    assert hook_home({"SANDBOXRUN_HOME": "~/h"}) == Path.home() / "h"
+    assert hook_home({"SANDBOXRUN_HOME": str(tmp_path), "CLAUDE_PROJECT_DIR": "/x"}) == tmp_path
+    old = os.getcwd()
+    try:
+        os.chdir(tmp_path)
+        assert hook_home({"SANDBOXRUN_HOME": "a/../b"}) == tmp_path / "b"
+    finally:
+        os.chdir(old)
+    assert hook_home({}) == Path.home() / ".local" / "share" / "sandboxrun"

@@ -65,6 +65,23 @@ def hook(event: str, cwd: Path, claude_id: str, role: str | None = None, **extra
     return json.loads(out) if out else {}
 
 
+def claim_as(repo: Path, role: str, paths: list[str], mode: str = "exclusive", **kw: Any) -> str:
+    """A live Claude Code session of ``role`` (its worktree made, its SessionStart hook run)
+    claiming ``paths`` in ``repo``; its session id. ``kw``: :func:`claims.claim`'s options."""
+    from sandboxrun.coord import claims
+    from sandboxrun.store import SessionStore
+
+    hook("SessionStart", add_worktree(repo, role), f"claude-{role}", role, source="startup")
+    store = SessionStore(Path(os.environ["SANDBOXRUN_HOME"]) / "state.db")
+    try:
+        sid = store.conn.execute("SELECT id FROM sessions WHERE role = ?", (role,)).fetchone()[0]
+        with store.transaction() as conn:
+            claims.claim(conn, str(repo), paths, mode, sid, role=role, **kw)
+    finally:
+        store.close()
+    return str(sid)
+
+
 def coord_for(cwd: Path, role: str | None = None) -> Coord:
     """The server context of a Claude Code session running in ``cwd`` as ``role``."""
     env = dict(os.environ)

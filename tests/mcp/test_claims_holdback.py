@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from mcptest_lib import add_worktree, hook
+from mcptest_lib import add_worktree, claim_as, hook
 from sbr_testlib import branch_files, git
 
 from sandboxrun.coord import claims
@@ -123,13 +123,8 @@ def test_a_run_holds_back_claimed_files_until_allowed(cli, repo: Path):
 
 @pytest.mark.slow
 def test_a_claim_that_ends_before_apply_lets_the_kept_change_through(cli, repo: Path):
-    api_wt = add_worktree(repo, "api")
-    hook("SessionStart", api_wt, "claude-api", "api", source="startup")
+    api_id = claim_as(repo, "api", ["src/app.py"], expires_at=time.time() + 3600)
     store = SessionStore(Path(os.environ["SANDBOXRUN_HOME"]) / "state.db")
-    api_id = store.conn.execute("SELECT id FROM sessions WHERE role = 'api'").fetchone()[0]
-    with store.transaction() as conn:
-        claims.claim(conn, str(repo), ["src/app.py"], "exclusive", api_id, role="api",
-                     expires_at=time.time() + 3600)  # fmt: skip
     proc = cli("run", "--backend", "local", "--name", "wait", "--prompt", "@write src/app.py X = 1")
     assert proc.returncode == 1 and "src/app.py" in proc.stdout + proc.stderr
     with store.transaction() as conn:
@@ -159,9 +154,54 @@ def test_a_lost_runs_checkpoint_holds_back_claimed_files_too(tmp_path: Path):
         cp.write("one.txt", "1\n")
         cp.checkpoint()
         mark_lost(cp.store, cp.store.get(cp.sid), cp.artifacts, "the sandbox is gone")
-        note = land_checkpoint(cp.store, cp.store.get(cp.sid), cp.artifacts)
+        note = land_checkpoint(cp.store, cp.store.get(cp.sid), cp.artifacts, stale_after=300)
         assert "applied to branch" in note and "README.md" in note
         assert "one.txt" in cp.files()
         assert cp.show("sandboxrun/t", "README.md") == b"# project\n"
     finally:
         cp.store.close()
+
+
+@pytest.mark.parametrize(("stale_after", "held"), [(60.0, False), (600.0, True)])
+def test_a_lost_runs_checkpoint_judges_the_holder_by_the_configured_stale_after(
+    tmp_path: Path, stale_after: float, held: bool
+):
+    """A holder silent for 200 s: stale (its claim lapsed) with stale_after 60 s, still live
+    with 600 s; the default (300 s) would give the same answer for both."""
+    from test_checkpoint_fetch import Checkpointed
+
+    from sandboxrun.sandbox.checkpoint import land_checkpoint, mark_lost
+    from sandboxrun.store import Status
+
+    cp = Checkpointed(tmp_path)
+    try:
+        holder = cp.store.create_session(
+            name="api", mode="local", backend="tmux", status=Status.RUNNING, repo=str(cp.repo),
+            role="api", last_heartbeat=time.time() - 200,
+        )  # fmt: skip
+        with cp.store.transaction() as conn:
+            claims.claim(conn, str(cp.repo), ["README.md"], "exclusive", holder.id, role="api")
+        cp.write("README.md", "# changed in the sandbox\n")
+        cp.checkpoint()
+        mark_lost(cp.store, cp.store.get(cp.sid), cp.artifacts, "the sandbox is gone")
+        land_checkpoint(cp.store, cp.store.get(cp.sid), cp.artifacts, stale_after=stale_after)
+        readme = cp.show("sandboxrun/t", "README.md")
+        assert readme == (b"# project\n" if held else b"# changed in the sandbox\n")
+    finally:
+        cp.store.close()
+
+
+@pytest.mark.slow
+def test_a_run_judges_the_holder_by_the_configured_stale_after(cli, repo: Path):
+    """The final collection's hold-back check uses the repository's ``stale_after`` (1m here):
+    a holder silent for 200 s holds nothing back (the default, 300 s, would keep it)."""
+    (repo / ".sandboxrun.toml").write_text('stale_after = "1m"\n')
+    api_id = claim_as(repo, "api", ["src/"])
+    store = SessionStore(Path(os.environ["SANDBOXRUN_HOME"]) / "state.db")
+    store.update(api_id, last_heartbeat=time.time() - 200)
+    proc = cli(
+        "run", "--backend", "local", "--name", "stale", "--prompt", "@write src/new.py X = 1"
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "src/new.py" in branch_files(repo, "sandboxrun/stale")
+    store.close()

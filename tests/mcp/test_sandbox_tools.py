@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -72,20 +71,11 @@ def test_dry_run_round_trip(repo: Path):
 
 
 def test_run_in_sandbox_holds_back_claimed_files_unless_allowed(repo: Path):
-    from mcptest_lib import add_worktree, hook
-
-    from sandboxrun.coord import claims
-    from sandboxrun.store import SessionStore
+    from mcptest_lib import claim_as
 
     git(repo, "config", "user.name", "Human")
     git(repo, "config", "user.email", "human@example.com")
-    api_wt = add_worktree(repo, "api")
-    hook("SessionStart", api_wt, "claude-api", "api", source="startup")
-    store = SessionStore(Path(os.environ["SANDBOXRUN_HOME"]) / "state.db")
-    api_id = store.conn.execute("SELECT id FROM sessions WHERE role = 'api'").fetchone()[0]
-    with store.transaction() as conn:
-        claims.claim(conn, str(repo), ["README.md"], "exclusive", api_id, role="api")
-    store.close()
+    claim_as(repo, "api", ["README.md"])
     tools = Tools(coord_for(repo))
     plan = "@append README.md from the sandbox\n@write free.txt free"
     tools("run_in_sandbox", prompt=plan, backend="local", name="held")

@@ -142,3 +142,27 @@ def test_http_mcp_control_plane_and_twenty_concurrent_clients(http_server, proj:
         for i in range(12)
     ]
     assert codes.count(429) >= 2 and set(codes) == {202, 429}  # 10 per 10 s, one already sent
+
+
+def test_stdio_entry_skips_the_cli_and_keeps_its_edge(tmp_path: Path):
+    """`python -m sandboxrun mcp` (what a child's Claude Code starts) loads no CLI module, and
+    a start-up error is still one Error:/Hint: pair and exit 1, never a traceback."""
+    import subprocess
+
+    probe = (
+        "import runpy, sys; sys.argv = ['sandboxrun', 'mcp']\n"
+        "import sandboxrun.mcp.server as s\n"
+        "s.serve_stdio = lambda: print(sorted(m for m in sys.modules if m.startswith("
+        "('sandboxrun.cli', 'typer', 'sandboxrun.sandbox.runner'))))\n"
+        "runpy.run_module('sandboxrun', run_name='__main__')\n"
+    )
+    env = {**os.environ, "SANDBOXRUN_HOME": str(tmp_path / "home")}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out
+    no_git = {**env, "PATH": str(tmp_path / "empty")}
+    proc = subprocess.run([sys.executable, "-m", "sandboxrun", "mcp"], env=no_git, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 1, proc
+    assert proc.stderr.startswith("Error: git is not installed") and "Hint: " in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -27,7 +27,7 @@ if str(ROOT) not in sys.path:
 from sandboxrun.local.states import unwrap_pastes  # noqa: E402
 from sandboxrun.tmux import SOCKET_ENV, Tmux  # noqa: E402
 from tests.fake_anthropic import FakeAnthropic  # noqa: E402
-from tests.fake_anthropic.cli import claude_env, installed_claude  # noqa: E402
+from tests.fake_anthropic.cli import installed_claude, logged_in_home  # noqa: E402
 
 
 @pytest.fixture
@@ -42,20 +42,6 @@ def tmux_server(monkeypatch):
     yield tmux
     tmux.kill_server()
     shutil.rmtree(sockdir, ignore_errors=True)
-
-
-def logged_in_home(api_url: str, home: Path, *, gateway: bool = False) -> dict[str, str]:
-    """claude's environment with onboarding done and the key approved, as for a real user."""
-    env = claude_env(api_url, home, gateway=gateway)
-    config = Path(env["CLAUDE_CONFIG_DIR"]) / ".claude.json"
-    data: dict = {"hasCompletedOnboarding": True}
-    if "ANTHROPIC_API_KEY" in env:
-        data["customApiKeyResponses"] = {
-            "approved": [env["ANTHROPIC_API_KEY"][-20:]],
-            "rejected": [],
-        }
-    config.write_text(json.dumps(data))
-    return env
 
 
 class Children:

@@ -187,6 +187,9 @@ def test_the_monitor_takes_over_children_whose_rows_were_lost(
         repo=str(proj),
         tmux_session="proj_child_ending",
     )
+    # the stand-in draws its idle screen on its own time: wait for it (under load it may not
+    # have yet, and the monitor would rightly call the child still starting)
+    retry_until(lambda: "\u276f" in tmux_server.capture("proj_child_lost"))
     mon = Monitor(store, tmux_server, settings, repo=str(proj))
     assert mon.sync() == ["lost"]
     row = store.get("lostid000001")

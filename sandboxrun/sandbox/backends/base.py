@@ -106,7 +106,17 @@ class Sandbox(Protocol):
         env: Mapping[str, str] | None = None,
         timeout: float = 120,
     ) -> ExecResult:
-        """Run a short command to completion (argv list, never a shell string with user text)."""
+        """Run a short command to completion (argv list, never a shell string with user text).
+
+        The one signature and its defaults; a backend (subclassing :class:`Sandbox`) runs it
+        in :meth:`run_argv`, every argument given.
+        """
+        return self.run_argv(argv, cwd, env, timeout)
+
+    def run_argv(
+        self, argv: Sequence[str], cwd: str | None, env: Mapping[str, str] | None, timeout: float
+    ) -> ExecResult:
+        """The backend's own :meth:`exec`."""
         ...
 
     def start_detached(self, launch: Launch) -> int:

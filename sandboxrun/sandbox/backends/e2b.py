@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import BinaryIO, TypeVar, cast
 
 from e2b import (
     CommandExitException,
@@ -52,7 +52,7 @@ from sandboxrun.errors import (
     TemplateNotFoundError,
     UnsafeArchiveError,
 )
-from sandboxrun.sandbox.backends.base import DETACH_WRAPPER, ExecResult, Launch
+from sandboxrun.sandbox.backends.base import DETACH_WRAPPER, ExecResult, Launch, Sandbox
 from sandboxrun.sandbox.backends.e2b_env import (
     CREDENTIAL_VARS,
     PASSTHROUGH_VARS,
@@ -70,6 +70,14 @@ from sandboxrun.sandbox.backends.e2b_scripts import (
 )
 from sandboxrun.sandbox.backends.e2b_scripts import MARK as _MARK
 from sandboxrun.sandbox.backends.e2b_template import build_template, claude_template
+from sandboxrun.sandbox.backends.e2b_watch import (
+    DEFAULT_STALL_TIMEOUT,
+    Progress,
+    WatchedReader,
+    WatchedWriter,
+    env_seconds,
+    watched,
+)
 from sandboxrun.sandbox.ratelimit import CreateLimiter, default_rate
 
 __all__ = [
@@ -85,6 +93,8 @@ HOME = "/home/user"
 #: read_file deltas up to this size come back inline (base64) in one command round trip;
 #: bigger ones are cut in the sandbox and downloaded as a file
 INLINE_READ_LIMIT = 1 << 20
+#: a follow poll (one small command): short, so a hung one never holds the watch for long
+READ_TIMEOUT = 60.0
 DEFAULT_RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0)
 #: creation attempts, each in its own rate-limit turn, before a 429 counts as one failure
 CREATE_TURNS = 4
@@ -101,7 +111,7 @@ def _after_mark(text: str) -> str:
     return text.rsplit(_MARK, 1)[-1] if _MARK in text else ""
 
 
-class E2BSandbox:
+class E2BSandbox(Sandbox):
     """A live E2B sandbox, driven through the SDK."""
 
     home = HOME
@@ -126,7 +136,13 @@ class E2BSandbox:
         env: Mapping[str, str] | None = None,
         timeout: float = 120,
     ) -> tuple[int, str, str]:
-        """Run shell text to completion: (exit code, stdout, stderr). Not retried."""
+        """Run shell text to completion: (exit code, stdout, stderr). Not retried.
+
+        ``timeout`` bounds the whole command, a stream that hangs included (the SDK's own
+        bound); ``SANDBOXRUN_E2B_COMMAND_TIMEOUT`` caps it for every command.
+        """
+        cap = self._backend.command_timeout
+        timeout = min(timeout, cap) if cap else timeout
         try:
             result = self._sdk.commands.run(
                 command,
@@ -147,13 +163,8 @@ class E2BSandbox:
         except Exception as exc:  # noqa: BLE001 - every SDK failure becomes one of ours
             raise self._backend.translate(exc, what, self.id) from None
 
-    def exec(
-        self,
-        argv: Sequence[str],
-        *,
-        cwd: str | None = None,
-        env: Mapping[str, str] | None = None,
-        timeout: float = 120,
+    def run_argv(
+        self, argv: Sequence[str], cwd: str | None, env: Mapping[str, str] | None, timeout: float
     ) -> ExecResult:
         """Run ``argv`` to completion in the sandbox; output comes back byte for byte."""
         if not argv:
@@ -206,7 +217,7 @@ class E2BSandbox:
         code, out, err = self._run(
             _script(_READ_SCRIPT, [path, str(offset), str(INLINE_READ_LIMIT), tmp]),
             what=f"reading {path}",
-            timeout=300,
+            timeout=READ_TIMEOUT,
         )
         answer = _after_mark(out)
         if answer == "MISSING":
@@ -264,13 +275,19 @@ class E2BSandbox:
                     f"{scrub(err.strip() or f'exit code {code}')[-500:]}"
                 )
             remote = tmp
-        written = 0
-        try:
-            stream = self._sdk.files.read(remote, format="stream")
-            with stream:
-                for chunk in stream:
-                    out.write(chunk)
+
+        def stream(progress: Progress) -> int:
+            # The SDK bounds a stalled stream by a fixed 60 s only: ours is `stall_timeout`,
+            # and once given up on, this worker can no longer write into `out`.
+            sink, written = WatchedWriter(out, progress), 0
+            with self._sdk.files.read(remote, format="stream") as chunks:
+                for chunk in chunks:
+                    sink.write(chunk)
                     written += len(chunk)
+            return written
+
+        try:
+            written = watched(stream, idle=self._backend.stall_timeout, what=f"downloading {path}")
         except FileNotFoundException:
             raise FileNotFoundError(path) from None
         except Exception as exc:  # noqa: BLE001 - network drops, a lost sandbox...
@@ -297,7 +314,9 @@ class E2BSandbox:
 
         def upload() -> None:
             with open(tarball, "rb") as fh:  # a binary file object: the SDK streams it
-                self._sdk.files.write(remote, fh)
+                # no client-side bound in the SDK for a streamed upload: ours (e2b_watch)
+                send = lambda p: self._sdk.files.write(remote, cast(BinaryIO, WatchedReader(fh, p)))  # noqa: E731
+                watched(send, idle=self._backend.stall_timeout, what=f"uploading {tarball.name}")
 
         self._backend.retry(f"uploading {tarball.name}", upload, sandbox_id=self.id)
         return remote
@@ -429,6 +448,14 @@ class E2BBackend:
             except ValueError:
                 retry_delays = ()
         self.retry_delays = tuple(retry_delays or DEFAULT_RETRY_DELAYS)
+        # How long a call may hang before it counts as failed (e2b_watch; tests make them
+        # short). None: the SDK's own (60 s a request; each command its own limit). A
+        # sandbox keeps the request timeout it was created or connected with for all calls.
+        self.request_timeout = env_seconds("SANDBOXRUN_E2B_REQUEST_TIMEOUT", None)
+        self.stall_timeout = (
+            env_seconds("SANDBOXRUN_E2B_STALL_TIMEOUT", None) or DEFAULT_STALL_TIMEOUT
+        )
+        self.command_timeout = env_seconds("SANDBOXRUN_E2B_COMMAND_TIMEOUT", None)
         #: sandbox creations per second, kept across processes (sandbox/ratelimit.py)
         self.create_rate = default_rate()
 
@@ -494,6 +521,7 @@ class E2BBackend:
                             envs=dict(env),
                             idempotency_key=key,
                             retries=0,
+                            request_timeout=self.request_timeout,
                         )
                     except RateLimitException:
                         if attempt == CREATE_TURNS - 1:
@@ -532,13 +560,18 @@ class E2BBackend:
     def delete_snapshot(self, snapshot_id: str) -> bool:
         """Delete a snapshot made by :meth:`E2BSandbox.snapshot`; False if it was gone."""
         return bool(
-            self.retry("deleting a snapshot", lambda: SDKSandbox.delete_snapshot(snapshot_id))
+            self.retry(
+                "deleting a snapshot",
+                lambda: SDKSandbox.delete_snapshot(
+                    snapshot_id, request_timeout=self.request_timeout
+                ),
+            )
         )
 
     def connect(self, sandbox_id: str) -> E2BSandbox:
         sdk = self.retry(
             "reconnecting to the sandbox",
-            lambda: SDKSandbox.connect(sandbox_id),
+            lambda: SDKSandbox.connect(sandbox_id, request_timeout=self.request_timeout),
             sandbox_id=sandbox_id,
         )
         return E2BSandbox(self, sdk)

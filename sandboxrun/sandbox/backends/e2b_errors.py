@@ -18,14 +18,30 @@ from e2b import (
 from sandboxrun.errors import AuthError, BackendError, SandboxLostError, SandboxrunError
 from sandboxrun.sandbox.backends.e2b_env import scrub
 
+# Names only a command that works in every state: what to do next depends on where the run
+# was (the CLI adds the next step; `status` lists them).
+_NETWORK_HINT = (
+    "Check the network (and https://status.e2b.dev); `sandboxrun status` says where the run "
+    "stands and what to do next."
+)
+
+
+class StalledTransfer(BackendError):
+    """A call or transfer that hung (no answer, no byte moving) past its bound: retried."""
+
 
 def is_transient(exc: BaseException) -> bool:
-    """A rate limit or a network hiccup: safe to try again after a pause."""
+    """A rate limit, a network hiccup or a call that timed out: safe to try again after a
+    pause (only ever asked about calls that are safe to repeat)."""
+    if isinstance(exc, SandboxNotRunningException):
+        return False  # the sandbox is gone: trying again cannot help
     return isinstance(
         exc,
         RateLimitException
         | ServiceBusyException
         | SandboxUnreachableException
+        | TimeoutException  # the SDK's request_timeout: a hung connection, not an answer
+        | StalledTransfer
         | httpx.TransportError
         | ConnectionError,
     )
@@ -47,8 +63,8 @@ def translate(
     if isinstance(exc, SandboxNotFoundException | SandboxNotRunningException):
         return SandboxLostError(
             f"{where} is gone (it was killed or reached its time limit) while {what}",
-            "Whatever was collected before is kept under the session's artifacts; "
-            "`sandboxrun extend` keeps a running sandbox alive longer.",
+            "Whatever was collected before (the last checkpoint) is kept under the session's "
+            "artifacts; `sandboxrun status` says what was kept and what to do next.",
         )
     if isinstance(exc, RateLimitException):
         return BackendError(
@@ -68,11 +84,13 @@ def translate(
     ):
         return BackendError(
             f"cannot reach {where} while {what}: {detail}",
-            "Check the network (and https://status.e2b.dev); the run can be picked up "
-            "again with `sandboxrun attach`.",
+            _NETWORK_HINT,
         )
-    if isinstance(exc, TimeoutException):
-        return BackendError(f"E2B timed out while {what}: {detail}")
     if isinstance(exc, SandboxrunError):
         return exc
+    if isinstance(exc, TimeoutException):
+        return BackendError(
+            f"E2B did not answer in time while {what} ({where}): {detail}",
+            _NETWORK_HINT,
+        )
     return BackendError(f"E2B failed while {what}: {detail}")

@@ -39,7 +39,7 @@ from sandboxrun.errors import (
     ProgramNotFoundError,
     SandboxLostError,
 )
-from sandboxrun.sandbox.backends.base import ExecResult, Launch
+from sandboxrun.sandbox.backends.base import ExecResult, Launch, Sandbox
 
 # With isolation this shell is the supervisor: it stays outside the sandbox, owns the bwrap
 # process ("$@" is the bwrap argv) and writes the exit code where the agent cannot. INT and
@@ -107,7 +107,7 @@ def _env_resets_signals() -> bool:
     return res.ok
 
 
-class LocalSandbox:
+class LocalSandbox(Sandbox):
     """A sandbox that is a directory on this machine (confined with bwrap when ``isolated``)."""
 
     def __init__(
@@ -167,13 +167,8 @@ class LocalSandbox:
 
     # -- the Sandbox primitives ---------------------------------------------------------------
 
-    def exec(
-        self,
-        argv: Sequence[str],
-        *,
-        cwd: str | None = None,
-        env: Mapping[str, str] | None = None,
-        timeout: float = 120,
+    def run_argv(
+        self, argv: Sequence[str], cwd: str | None, env: Mapping[str, str] | None, timeout: float
     ) -> ExecResult:
         """Run a short command in the sandbox (confined like the agent when isolated)."""
         self._require()

@@ -1,0 +1,352 @@
+"""Hangs, losses and expiries at the early phases, and network trouble while the agent works.
+
+The other half of the fault matrix (tests/e2b/test_e2b_faults.py has the first): every test
+runs the real CLI against the emulator with one fault scripted in it
+(tests/e2b_emulator/faults.py), and checks what the issue asks: the run ends in a bounded
+time in a state that tells the truth, the agent's work (up to its last checkpoint) is on the
+branch, nothing is left behind (sandbox, upload tarball), and every command a message names
+works in that state.
+
+*Stalls* hold a request without an answer (``seconds=None``: until the test ends), or stop a
+stream mid-way (``stall_after``): longer than any timeout of the SDK's. The bounds are made
+short through our own settings (``SANDBOXRUN_E2B_REQUEST_TIMEOUT``, ``..._STALL_TIMEOUT``,
+``..._COMMAND_TIMEOUT``), never by patching code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+from sbr_testlib import FAKE_CLAUDE, branch_files, git, retry_until
+
+pytestmark = pytest.mark.slow
+
+SECRET = "sk-ant-api03-e2b-stalls-secret"
+#: how long a hung call may take here (production: 60 s a request, each command its own limit)
+BOUNDS = {
+    "SANDBOXRUN_E2B_REQUEST_TIMEOUT": "2",
+    "SANDBOXRUN_E2B_STALL_TIMEOUT": "2",
+    "SANDBOXRUN_E2B_COMMAND_TIMEOUT": "10",
+}
+#: what a run with every step hung still ends within (it is minutes without the bounds)
+ENDS_WITHIN = 150
+
+# What identifies each phase's command in the emulator (its text is in the request body).
+UNPACK = "sandboxrun-upload-"  # the uploaded archive's name, in the unpack command
+BASELINE = "fast-import"
+START = "NOAGENT"  # the launch script
+POLL = "sandboxrun-read-"  # a follow poll of the agent's log
+STOP = "-INT"
+PRODUCE = ".sandboxrun/collect"  # producing the final collection's pack
+CHECKPOINT = ".sandboxrun/checkpoint"  # producing a checkpoint's pack
+
+
+@pytest.fixture
+def e2b(emulator, monkeypatch):
+    emulator.set_claude(FAKE_CLAUDE)
+    monkeypatch.setenv("SANDBOXRUN_CLAUDE_BIN", "claude")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
+    monkeypatch.setenv("SANDBOXRUN_E2B_RETRY_DELAYS", "0.1,0.2,0.4")
+    for key, value in BOUNDS.items():
+        monkeypatch.setenv(key, value)
+    return emulator
+
+
+def home() -> Path:
+    return Path(os.environ["SANDBOXRUN_HOME"])
+
+
+def no_uploads_left() -> bool:
+    return not list(home().rglob("upload.tar*"))
+
+
+def run(cli, name: str, prompt: str, *extra: str, env: dict | None = None):
+    return cli("run", "--backend", "e2b", "--name", name, "--prompt", prompt, *extra,
+               timeout=ENDS_WITHIN, env=env)  # fmt: skip
+
+
+def named_commands(text: str) -> list[str]:
+    """Every `sandboxrun ...` command a message names (in backticks)."""
+    return [c for c in re.findall(r"`(sandboxrun [^`]+)`", text) if "..." not in c]
+
+
+def assert_hints_work(cli, name: str, stderr: str) -> None:
+    """Every command the run's messages and `status` name works now: none refuses (exit 2).
+
+    `kill` and `attach` would change what is checked next, so they are run last.
+    """
+    st = cli.status(name)
+    commands = list(dict.fromkeys(named_commands(stderr) + named_commands(st.get("error") or "")
+                                  + st["next"]))  # fmt: skip
+    assert commands, (stderr, st)
+    order = sorted(commands, key=lambda c: any(w in c for w in (" kill ", " attach ")))
+    for command in order:
+        argv = shlex.split(command)[1:]
+        if argv[0] == "download":
+            argv += ["--output", str(home() / f"dl-{name}")]
+        proc = cli(*argv, timeout=ENDS_WITHIN)
+        assert proc.returncode != 2, (command, proc.stderr)
+        assert "Traceback" not in proc.stderr, (command, proc.stderr)
+
+
+def assert_nothing_left(e2b) -> None:
+    assert e2b.sandbox_ids() == []
+    assert no_uploads_left()
+
+
+# -- stalls before the agent: create, upload, unpack, baseline, start -------------------------
+
+
+def test_create_hung_once_is_retried_with_the_same_key(cli, repo, e2b):
+    """A create with no answer is given up on after the request timeout and retried; the
+    idempotency key makes sure the retry never starts a second sandbox."""
+    fault = e2b.faults.add("create", "stall", seconds=None)
+    proc = run(cli, "h1", "@write a.txt a")
+    assert proc.returncode == 0, proc.stderr
+    assert fault.hits == 1
+    assert cli.status("h1")["status"] == "completed"
+    assert "a.txt" in branch_files(repo, "sandboxrun/h1")
+    assert_nothing_left(e2b)
+
+
+def test_create_hung_for_good_fails_in_bounded_time(cli, repo, e2b):
+    e2b.faults.add("create", "stall", seconds=None, times=1000)
+    proc = run(cli, "h2", "@write a.txt a")
+    assert proc.returncode == 1
+    assert "creating the sandbox" in proc.stderr and "Traceback" not in proc.stderr
+    st = cli.status("h2")
+    assert st["status"] == "failed" and "creating the sandbox" in st["error"]
+    assert_nothing_left(e2b)
+    assert_hints_work(cli, "h2", proc.stderr)
+
+
+@pytest.mark.parametrize(
+    "stall",
+    [{"seconds": None}, {"seconds": None, "stall_after": 200}],
+    ids=["no-answer", "mid-body"],
+)
+def test_upload_hung_once_is_retried(cli, repo, e2b, stall):
+    """The SDK puts no bound on a streamed upload: ours gives up on it (before any answer, or
+    with the server no longer reading the body) and the retry completes the run."""
+    (repo / "filler.bin").write_bytes(os.urandom(64 * 1024))  # more than one read's worth
+    git(repo, "add", "filler.bin")
+    git(repo, "commit", "-qm", "filler")
+    fault = e2b.faults.add("upload", "stall", **stall)
+    proc = run(cli, "h3", "@write a.txt a")
+    assert proc.returncode == 0, proc.stderr
+    assert fault.hits == 1
+    assert {"a.txt", "filler.bin"} <= branch_files(repo, "sandboxrun/h3")
+    assert_nothing_left(e2b)
+
+
+def test_upload_hung_for_good_fails_cleanly(cli, repo, e2b):
+    e2b.faults.add("upload", "stall", seconds=None, times=1000)
+    proc = run(cli, "h4", "@write a.txt a")
+    assert proc.returncode == 1
+    assert "nothing moved" in proc.stderr, proc.stderr
+    assert cli.status("h4")["status"] == "failed"
+    assert_nothing_left(e2b)  # torn down, and the partial upload.tar.gz removed
+    assert_hints_work(cli, "h4", proc.stderr)
+
+
+@pytest.mark.parametrize(
+    ("match", "after"),
+    [(UNPACK, None), (BASELINE, None), (START, None), (START, 0)],
+    ids=["unpack", "baseline", "start", "start-answer-lost"],
+)
+def test_a_hung_provisioning_command_fails_cleanly(cli, repo, e2b, match, after):
+    """Unpacking, the baseline commit and the agent's start are not safe to run twice: a hung
+    one fails the run once its bound passed, and the sandbox goes (with an agent whose start
+    went through but whose pid never came back: it has done nothing yet)."""
+    fault = e2b.faults.add("command", "stall", seconds=None, match=match, stall_after=after)
+    proc = run(cli, "h5", "@write a.txt a")
+    assert proc.returncode == 1, proc.stderr
+    assert fault.hits == 1
+    st = cli.status("h5")
+    assert st["status"] == "failed" and "did not finish within" in st["error"], st
+    assert st.get("started_at") is None  # the agent never ran
+    assert_nothing_left(e2b)
+    assert_hints_work(cli, "h5", proc.stderr)
+
+
+# -- lost or expired before the agent ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "action", "match"),
+    [
+        ("upload", "lose", ""),
+        ("upload", "expire", ""),
+        ("command", "lose", UNPACK),
+        ("command", "lose", BASELINE),
+        ("command", "expire", BASELINE),
+        ("command", "lose", START),
+    ],
+    ids=["lost-upload", "expired-upload", "lost-unpack", "lost-baseline", "expired-baseline",
+         "lost-start"],
+)  # fmt: skip
+def test_sandbox_gone_before_the_agent_ran(cli, repo, e2b, kind, action, match):
+    """The sandbox disappears while it is being made ready: the run ends `lost` at once (no
+    retries against a sandbox that is gone), saying the agent never ran so nothing of its was
+    lost; nothing is left behind and every command named works."""
+    fault = e2b.faults.add(kind, action, match=match)
+    proc = run(cli, "g1", "@write a.txt a")
+    assert proc.returncode == 1
+    assert fault.hits == 1
+    st = cli.status("g1")
+    assert st["status"] == "lost", st
+    assert "before the agent started" in st["error"] and "nothing" in st["error"], st["error"]
+    assert "Traceback" not in proc.stderr
+    assert_nothing_left(e2b)
+    assert_hints_work(cli, "g1", proc.stderr)
+    assert cli("attach", "g1").returncode == 2  # nothing to attach to, and it says so
+
+
+# -- the agent working: polls, checkpoints -------------------------------------------------
+
+
+def _checkpoints(cli, name: str) -> int:
+    events = [json.loads(x) for x in cli("logs", name, "--json").stdout.splitlines() if x]
+    return sum(1 for e in events
+               if e["kind"] == "phase" and e["payload"].get("phase") == "checkpoint")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"kind": "command", "action": "drop", "times": 3},
+        {"kind": "command", "action": "stall", "seconds": None, "times": 2},
+        {"kind": "command", "action": "stall", "seconds": None, "stall_after": 0},
+        {"kind": "download", "action": "stall", "seconds": None, "match": "agent.exit",
+         "times": 2},
+    ],
+    ids=["dropped", "no-answer", "stream-stopped", "exit-check-hung"],
+)  # fmt: skip
+def test_follow_polls_broken_the_run_carries_on(cli, repo, e2b, fault):
+    """Polls of the agent's log (or the check whether it exited) dropped or hung: the
+    follower tries again, the agent's whole output arrives once, and the run completes."""
+    f = e2b.faults.add(**{"match": POLL, "after": 2, **fault})
+    proc = run(cli, "f1", "@write a.txt a\n@sleep 2\n@write b.txt b\n@sleep 2\n@write c.txt c")
+    assert proc.returncode == 0, proc.stderr
+    assert f.hits == f.times
+    st = cli.status("f1")
+    assert st["status"] == "completed"
+    assert {"a.txt", "b.txt", "c.txt"} <= branch_files(repo, "sandboxrun/f1")
+    lines = [json.loads(x) for x in cli("logs", "f1", "--json").stdout.splitlines() if x]
+    tools = [e["payload"] for e in lines
+             if e["kind"] == "agent" and e["payload"].get("type") == "tool_use"]  # fmt: skip
+    writes = [t["summary"].rsplit("/", 1)[-1] for t in tools if t.get("name") == "Write"]
+    assert writes == ["a.txt", "b.txt", "c.txt"], tools  # each once: no line lost or repeated
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"kind": "command", "action": "stall", "seconds": None, "match": CHECKPOINT},
+        {"kind": "download", "action": "drop", "match": "checkpoint/work.pack"},
+        {"kind": "download", "action": "stall", "seconds": None, "stall_after": 0,
+         "match": "checkpoint/work.pack"},
+    ],
+    ids=["produce-hung", "fetch-dropped", "fetch-hung"],
+)  # fmt: skip
+def test_checkpoints_survive_network_trouble_then_loss(cli, repo, e2b, fault):
+    """A checkpoint whose making or fetch breaks is taken again at the next one; when the
+    sandbox is then lost, the last checkpoint that landed is on the branch."""
+    f = e2b.faults.add(**fault)
+    run_ = cli.popen("run", "--backend", "e2b", "--name", "p1",
+                     "--prompt", "@write one.txt 1\n@commit agent: one\n@write two.txt 2\n"
+                                 "@sleep 300", env={"SANDBOXRUN_CHECKPOINT_EVERY": "1s"})  # fmt: skip
+    try:
+        st = cli.wait_status("p1", lambda s: s["status"] == "running", timeout=60)
+        retry_until(lambda: f.hits >= 1 and _checkpoints(cli, "p1") >= 1, timeout=90)
+        art = home() / "artifacts" / st["id"]
+
+        def whole() -> bool:
+            path = art / "checkpoint.json"
+            info = json.loads(path.read_text() or "{}") if path.exists() else {}
+            return info.get("commits") == 1 and bool(info.get("uncommitted"))
+
+        retry_until(whole, timeout=60)
+        e2b.lose(st["sandbox_id"])
+        run_.communicate(timeout=ENDS_WITHIN)
+    finally:
+        run_.kill()
+    assert run_.returncode == 1
+    st = cli.status("p1")
+    assert st["status"] == "lost" and "applied to branch" in st["error"], st
+    assert {"one.txt", "two.txt"} <= branch_files(repo, "sandboxrun/p1")
+
+
+# -- stop and collect, hung ------------------------------------------------------------------
+
+
+def test_stop_signal_hung_is_sent_again(cli, repo, e2b):
+    """The `kill -INT` command hangs: given up on at its bound, the next poll stops the agent
+    again, and the run times out with its work collected."""
+    fault = e2b.faults.add("command", "stall", seconds=None, match=STOP)
+    proc = run(cli, "s1", "@write t.txt t\n@sleep 600", "--timeout", "3s")
+    assert fault.hits >= 1
+    assert cli.status("s1")["status"] == "timeout", proc.stderr
+    assert "t.txt" in branch_files(repo, "sandboxrun/s1")
+    assert_nothing_left(e2b)
+
+
+def test_extension_before_the_stop_hung_still_collects(cli, repo, e2b):
+    """Pushing the sandbox's end before the stop gets no answer, ever: the run gives up on it
+    within a part of the time left, says so, and collects in the time the sandbox has (its end
+    was set with room to collect at the start). Each call is allowed 30 s here, so the
+    backend's retries alone would outlast that room, and the sandbox with the work."""
+    run_ = cli.popen("run", "--backend", "e2b", "--name", "s2", "--timeout", "4s",
+                     "--prompt", "@write t.txt t\n@sleep 600",
+                     env={"SANDBOXRUN_E2B_REQUEST_TIMEOUT": "30"})  # fmt: skip
+    try:
+        cli.wait_status("s2", lambda s: s["status"] == "running", timeout=60)
+        fault = e2b.faults.add("timeout", "stall", seconds=None, times=1000)
+        out, err = run_.communicate(timeout=ENDS_WITHIN)
+    finally:
+        run_.kill()
+    assert fault.hits >= 1
+    assert "could not extend the sandbox for the collection" in out + err
+    assert cli.status("s2")["status"] == "timeout", err
+    assert "t.txt" in branch_files(repo, "sandboxrun/s2")
+    assert_nothing_left(e2b)
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"kind": "command", "action": "stall", "seconds": None, "match": PRODUCE},
+        {"kind": "download", "action": "stall", "seconds": None, "stall_after": 1 << 16,
+         "match": "collect/work.pack"},
+    ],
+    ids=["produce-hung", "download-stopped"],
+)  # fmt: skip
+def test_collection_hung_once_is_retried_and_resumed(cli, repo, e2b, fault):
+    """Producing the pack hangs, or its download stops mid-way: given up on, retried (the
+    download from the bytes already on disk), and the run completes."""
+    f = e2b.faults.add(**fault)
+    proc = run(cli, "k1", "@binary big.bin 1500000\n@write x.txt x")
+    assert proc.returncode == 0, proc.stderr
+    assert f.hits == 1
+    assert cli.status("k1")["status"] == "completed"
+    assert {"big.bin", "x.txt"} <= branch_files(repo, "sandboxrun/k1")
+    assert_nothing_left(e2b)
+
+
+def test_collection_hung_for_good_keeps_the_sandbox_for_attach(cli, repo, e2b):
+    e2b.faults.add("download", "stall", seconds=None, match="collect/", times=100_000)
+    proc = run(cli, "k2", "@write q.txt q")
+    assert proc.returncode == 1
+    st = cli.status("k2")
+    assert st["status"] == "collecting" and st["next"][0] == "sandboxrun attach k2", st
+    assert e2b.sandbox_ids() == [st["sandbox_id"]]
+    e2b.faults.clear()
+    proc = cli("attach", "k2", timeout=ENDS_WITHIN)
+    assert proc.returncode == 0, proc.stderr
+    assert "q.txt" in branch_files(repo, "sandboxrun/k2")
+    assert_nothing_left(e2b)
