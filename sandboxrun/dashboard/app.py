@@ -69,11 +69,14 @@ def fmt_seconds(seconds: float | None) -> str:
     return f"{s // 86400}d"
 
 
-def cells(row: Row, now: float) -> tuple[str, ...]:
-    """The table's cells of one row (plain strings, drawn as text: never markup)."""
+def cells(row: Row, now: float, *, with_repo: bool = False) -> tuple[str, ...]:
+    """The table's cells of one row (plain strings, drawn as text: never markup).
+
+    ``with_repo`` (every repository shown): the name says whose it is, ``repo:name``."""
     action = " ".join(x for x in (row.last_tool or "", row.last_file or "") if x)
+    name = f"{Path(row.repo).name}:{row.name}" if with_repo and row.repo else row.name
     return (
-        row.name,
+        name,
         row.mode,
         row.state,
         fmt_seconds(now - row.state_since) if row.state_since else "",
@@ -258,7 +261,8 @@ class DashboardApp(App[None]):
         self.snap = snap
         table = self.query_one("#sessions", SessionTable)
         now = snap.at
-        table.sync((row.id, cells(row, now)) for row in snap.sessions)
+        every = snap.repo is None
+        table.sync((row.id, cells(row, now, with_repo=every)) for row in snap.sessions)
         counts = ", ".join(f"{n} {state}" for state, n in sorted(snap.counts().items()))
         scope = snap.repo or "every repository"
         if snap.sessions:
@@ -289,8 +293,10 @@ class DashboardApp(App[None]):
         return next((r for r in self.snap.sessions if r.id == key), None)
 
     def say(self, text: str, *, error: bool = False) -> None:
+        """Tell the person (a toast). Errors and anything with a command to copy stay longer."""
         self.said.append(text)  # what was told, in order (tests and the log of a session)
-        self.notify(text, severity="error" if error else "information", markup=False)
+        keep = 20.0 if error or "tmux" in text else 6.0
+        self.notify(text, severity="error" if error else "information", timeout=keep, markup=False)
 
     # -- acting -------------------------------------------------------------------------------
 

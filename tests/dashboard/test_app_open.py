@@ -173,6 +173,9 @@ def test_open_refuses_what_has_no_pane(proj, store, servers):
         await pilot.press("o")
         await until(pilot, lambda: len(app.said) == 2, "the refusal")
         assert "its tmux session t_child_gone is gone" in app.said[-1]
+        await pilot.press("e", "enter")  # a local child has no time limit: said so
+        await until(pilot, lambda: len(app.said) == 3, "the refusal")
+        assert "gone is a local child: it has no time limit to extend" in app.said[-1]
 
     run_app(app, script)
 
