@@ -38,7 +38,9 @@ ENDS_WITHIN = 150
 
 # What identifies each phase's command in the emulator (its text is in the request body).
 UNPACK = "sandboxrun-upload-"  # the uploaded archive's name, in the unpack command
-BASELINE = "fast-import"
+# the baseline commit's message: in BASELINE_SCRIPT after a tarball, and in the checkout of a
+# git upload (which is also the unpack command there: one command does both)
+BASELINE = "sandboxrun baseline"
 START = "NOAGENT"  # the launch script
 POLL = "sandboxrun-read-"  # a follow poll of the agent's log
 STOP = "-INT"
@@ -62,7 +64,7 @@ def home() -> Path:
 
 
 def no_uploads_left() -> bool:
-    return not list(home().rglob("upload.tar*"))
+    return not list(home().rglob("upload.tar*")) and not list(home().rglob("upload.pack"))
 
 
 def run(cli, name: str, prompt: str, *extra: str, env: dict | None = None):
