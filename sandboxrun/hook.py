@@ -432,26 +432,6 @@ def record_presence(hook: Hook, sid: str, repo: str, role: str) -> None:
         )
 
 
-def _stale_after(hook: Hook) -> float:
-    """The configured ``stale_after`` (a holder silent that long lost its claims): from the
-    settings when this call loaded them, else ``SANDBOXRUN_STALE_AFTER``, which ``spawn`` sets
-    from the repository's config (the gate reads no config file on every edit)."""
-    from sandboxrun.coord import gate
-
-    if hook.settings is not None:
-        return float(hook.settings.stale_after)
-    value = hook.env.get("SANDBOXRUN_STALE_AFTER")
-    if value:
-        from sandboxrun.config import parse_duration
-        from sandboxrun.errors import SandboxrunError
-
-        try:
-            return parse_duration(value)
-        except SandboxrunError:
-            log(home_dir(hook.env), f"SANDBOXRUN_STALE_AFTER={value!r} is not a duration; 5m used")
-    return gate.STALE_AFTER
-
-
 def gate_reply(hook: Hook, sid: str, repo: str, worktree: str | None) -> dict[str, Any] | None:
     """Deny an edit of a file another live session claimed exclusively; warn on advisory."""
     from sandboxrun.coord import gate  # os/time only; imported for edit tools alone
@@ -464,7 +444,8 @@ def gate_reply(hook: Hook, sid: str, repo: str, worktree: str | None) -> dict[st
     rel = gate.relative_path(path, worktree or hook.cwd, repo)
     if rel is None:
         return None  # outside the repository: not ours to gate
-    found = gate.check(hook.conn, repo, rel, sid, hook.now, stale_after=_stale_after(hook))
+    stale_after = gate.stale_after_for(hook.settings, hook.env)
+    found = gate.check(hook.conn, repo, rel, sid, hook.now, stale_after=stale_after)
     if found is None:
         return None
     verdict, text, ids = found
