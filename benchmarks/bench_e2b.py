@@ -53,6 +53,7 @@ from sandboxrun.config import Settings  # noqa: E402
 from sandboxrun.sandbox.apply import apply_collected  # noqa: E402
 from sandboxrun.sandbox.backends.base import Launch  # noqa: E402
 from sandboxrun.sandbox.backends.e2b import E2BBackend, E2BSandbox  # noqa: E402
+from sandboxrun.sandbox.backends.e2b_checkout import checkout  # noqa: E402
 from sandboxrun.sandbox.gitpack import collect_patches, save_artifacts  # noqa: E402
 from sandboxrun.sandbox.provision import BASELINE_SCRIPT  # noqa: E402
 from sandboxrun.sync.gitupload import pack_git  # noqa: E402
@@ -240,7 +241,7 @@ def run_pipeline(
         if GIT_UPLOAD:  # the cold upload as git objects: the checkout makes the baseline
             path, tree = GIT_UPLOAD
             remote = timed("upload", lambda: sb.upload(path))
-            base = timed("unpack", lambda: sb.checkout(remote, tree, sb.repo_dir))
+            base = timed("unpack", lambda: checkout(sb, remote, tree, sb.repo_dir))
             timed("baseline", lambda: None)  # (made by the checkout, in "unpack")
         else:
             remote = timed("upload", lambda: sb.upload(tarball))

@@ -444,7 +444,8 @@ def gate_reply(hook: Hook, sid: str, repo: str, worktree: str | None) -> dict[st
     rel = gate.relative_path(path, worktree or hook.cwd, repo)
     if rel is None:
         return None  # outside the repository: not ours to gate
-    found = gate.check(hook.conn, repo, rel, sid, hook.now)
+    stale_after = gate.stale_after_for(hook.settings, hook.env)
+    found = gate.check(hook.conn, repo, rel, sid, hook.now, stale_after=stale_after)
     if found is None:
         return None
     verdict, text, ids = found

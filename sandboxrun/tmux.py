@@ -248,11 +248,6 @@ class Tmux:
             return None
         return res.stdout[0].split("=", 1)[1]
 
-    def attach_argv(self, session: str, *, inside_tmux: bool) -> list[str]:
-        """The tmux command that shows ``session`` in this terminal."""
-        verb = "switch-client" if inside_tmux else "attach-session"
-        return ["tmux", *self.socket_args(), verb, "-t", f"={session}"]
-
 
 def _pane_info(line: str) -> PaneInfo | None:
     """A :data:`_PANE_FORMAT` line as a PaneInfo (None: not a pane, e.g. no server)."""

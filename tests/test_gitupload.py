@@ -185,6 +185,7 @@ def test_plain_directory_and_submodules_keep_the_tarball(tmp_path):
     repo = make_repo(tmp_path / "repo")
     assert plan(repo) is None
     assert plan(repo, ["vendor/lib"]) == "submodules are included"
+    assert plan(repo / "src") == "not the top of a work tree"
 
 
 def test_a_file_that_becomes_a_secret_after_the_selection_is_left_out(tmp_path):

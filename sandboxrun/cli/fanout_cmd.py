@@ -35,7 +35,7 @@ from sandboxrun.fanout.scheduler import (
 )
 from sandboxrun.fanout.tasks import load_tasks, validate_group_name
 from sandboxrun.sandbox.backends import get_backend
-from sandboxrun.sandbox.detach import start_driver_process
+from sandboxrun.sandbox.detach import DriverStartError, start_driver_process
 from sandboxrun.sandbox.prepare import choose_backend
 from sandboxrun.store import SessionStore
 
@@ -473,12 +473,19 @@ def spawn_group_driver(settings: Any, store: SessionStore, g: G.Group) -> int:
         now = G.get_group(store, g.id)
         return now.owner_pid == pid or now.is_terminal
 
-    return start_driver_process(
-        ["_fanout_drive", g.id],
-        log=settings.home / "groups" / f"{g.id}.log",
-        home=settings.home,
-        recorded=claimed,
-    )
+    try:
+        return start_driver_process(
+            ["_fanout_drive", g.id],
+            log=settings.home / "groups" / f"{g.id}.log",
+            home=settings.home,
+            recorded=claimed,
+        )
+    except DriverStartError as exc:
+        raise DriverStartError(
+            exc.message,
+            f"{exc.hint} The group exists and nothing of it has started: `sandboxrun attach "
+            f"{g.name}` schedules it from this terminal.",
+        ) from exc
 
 
 def _drive_and_print(settings: Any, store: SessionStore, g: G.Group, json_out: bool) -> None:

@@ -188,12 +188,26 @@ def read_cmd(
 
 
 def open_cmd(name: str = typer.Argument(..., help="The child.")) -> None:
-    """Attach this terminal to the child's tmux session (switch client inside tmux)."""
+    """Show the child's tmux session: this terminal attaches to it (detach: prefix + d).
+
+    Inside a tmux client of sandboxrun's own tmux server, this client switches to the child;
+    inside another tmux (your own), a new window of it attaches to the child. The child's
+    tmux server is the one it was spawned on.
+    """
+    from sandboxrun.dashboard.actions import open_pane, plan_open
+
     settings = settings_for(Path("."))
-    session = _child(open_store(settings), name)
-    argv = Tmux().attach_argv(session.tmux_session or "", inside_tmux=bool(os.environ.get("TMUX")))
+    plan = plan_open(_child(open_store(settings), name))
+    if plan.how != "attach":
+        console.print(open_pane(plan))
+        return
+    if not sys.stdin.isatty():
+        raise UsageError(
+            f"`open` needs a terminal to attach to {plan.name}",
+            f"From a terminal: {plan.attach}",
+        )
     sys.stdout.flush()
-    os.execvp(argv[0], argv)
+    os.execvp(plan.argv[0], plan.argv)
 
 
 def close_cmd(

@@ -14,6 +14,8 @@ import time
 TYPE_CHECKING = False  # not `from typing import ...`: typing costs milliseconds per process
 if TYPE_CHECKING:
     import sqlite3
+    from collections.abc import Mapping
+    from typing import Any
 
 #: the tools the gate checks, and the input key naming the file
 EDIT_TOOLS = {
@@ -72,6 +74,25 @@ def holder_live(
     if mode == "local":
         return heartbeat is not None and now - heartbeat <= stale_after
     return True
+
+
+def stale_after_for(settings: Any, env: Mapping[str, str]) -> float:
+    """The configured ``stale_after`` for a hook: from ``settings`` when the hook loaded them,
+    else ``SANDBOXRUN_STALE_AFTER``, which ``spawn`` sets from the repository's config (so the
+    gate reads no config file on every edit); the default when neither says (or says nonsense:
+    an edit is never broken by a bad value)."""
+    if settings is not None:
+        return float(settings.stale_after)
+    value = env.get("SANDBOXRUN_STALE_AFTER")
+    if value:
+        from sandboxrun.config import parse_duration
+        from sandboxrun.errors import SandboxrunError
+
+        try:
+            return parse_duration(value)
+        except SandboxrunError:
+            pass
+    return STALE_AFTER
 
 
 def check(

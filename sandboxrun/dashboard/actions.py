@@ -13,18 +13,21 @@ import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sandboxrun.config import Settings, format_duration
 from sandboxrun.errors import SandboxrunError, UsageError
 from sandboxrun.store import Session, SessionStore
+
+if TYPE_CHECKING:
+    from sandboxrun.tmux import Tmux
 
 #: what a permission answer presses in Claude Code's dialog: Enter takes the highlighted
 #: "1. Yes"; Escape is "No, and tell Claude what to do differently"
 APPROVE_KEY, REFUSE_KEY = "Enter", "Escape"
 
 
-def _tmux(session: Session) -> Any:
+def _tmux(session: Session) -> Tmux:
     """The tmux server the child was started on (recorded at spawn; else the environment's)."""
     from sandboxrun.tmux import Tmux
 

@@ -1,7 +1,8 @@
 """``sandboxrun dashboard``: the whole team in one full-screen terminal view (Textual).
 
-It draws :mod:`sandboxrun.dashboard.model` snapshots and acts through
-:mod:`sandboxrun.dashboard.actions` (the CLI's own functions). Updates: a timer asks SQLite's
+It draws :mod:`sandboxrun.dashboard.model` snapshots; the keys that act on a session live in
+:mod:`sandboxrun.dashboard.keys` (through :mod:`sandboxrun.dashboard.actions`, the CLI's own
+functions). Updates: a timer asks SQLite's
 ``data_version`` every ``poll`` seconds (a pragma, no table read) and refreshes only when some
 other process committed; once a second the clock-derived cells (ages, time left, local states
 going stale) are recomputed from the last read, without SQL. The table
@@ -14,25 +15,21 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
 from rich.text import Text
-from textual import on, work
-from textual.app import App, ComposeResult, SuspendNotSupported
+from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical
-from textual.screen import ModalScreen
-from textual.widgets import Footer, Header, Input, Label, Log, Static
+from textual.widgets import Footer, Header, Log, Static
 
-from sandboxrun import process
-from sandboxrun.config import Settings, parse_duration
+from sandboxrun.config import Settings
 from sandboxrun.dashboard import actions
-from sandboxrun.dashboard.model import Row, Snapshot, Tracker, describe, events_since
+from sandboxrun.dashboard.keys import ActingApp
+from sandboxrun.dashboard.model import Row, Snapshot, Tracker, describe, events_since, fmt_seconds
 from sandboxrun.dashboard.table import SessionTable
 from sandboxrun.errors import SandboxrunError
-from sandboxrun.store import Session, SessionStore
+from sandboxrun.store import SessionStore
 
 #: the columns, in the order shown: the short ones first, so a narrow terminal still shows
 #: each session's state, time left and cost; the last action takes the rest of the width
@@ -55,25 +52,14 @@ WIDTHS = (18, 7, 16, 5, 24, 5, 7, 6, 8, 40)
 LEAST = (10, 7, 16, 5, 12, 5, 7, 6, 8, 12)
 
 
-def fmt_seconds(seconds: float | None) -> str:
-    """A short duration: 42s, 7m, 3h05m, 2d (empty for None)."""
-    if seconds is None:
-        return ""
-    s = int(max(0.0, seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m"
-    if s < 86400:
-        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-    return f"{s // 86400}d"
+def cells(row: Row, now: float, *, with_repo: bool = False) -> tuple[str, ...]:
+    """The table's cells of one row (plain strings, drawn as text: never markup).
 
-
-def cells(row: Row, now: float) -> tuple[str, ...]:
-    """The table's cells of one row (plain strings, drawn as text: never markup)."""
+    ``with_repo`` (every repository shown): the name says whose it is, ``repo:name``."""
     action = " ".join(x for x in (row.last_tool or "", row.last_file or "") if x)
+    name = f"{Path(row.repo).name}:{row.name}" if with_repo and row.repo else row.name
     return (
-        row.name,
+        name,
         row.mode,
         row.state,
         fmt_seconds(now - row.state_since) if row.state_since else "",
@@ -98,49 +84,6 @@ def group_lines(snap: Snapshot) -> list[str]:
     return lines or ["no fan-out groups"]
 
 
-class Prompt(ModalScreen[str | None]):
-    """Ask for one line (a message, a duration); Escape cancels."""
-
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
-
-    def __init__(self, question: str, value: str = "") -> None:
-        super().__init__()
-        self.question = question
-        self.value = value
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="prompt"):
-            yield Label(Text(self.question))
-            yield Input(value=self.value, id="answer")
-
-    @on(Input.Submitted)
-    def _submitted(self, event: Input.Submitted) -> None:
-        self.dismiss(event.value)
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
-
-
-class Confirm(ModalScreen[bool]):
-    """y / n."""
-
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("y", "answer(True)", "Yes"),
-        Binding("n,escape", "answer(False)", "No"),
-    ]
-
-    def __init__(self, question: str) -> None:
-        super().__init__()
-        self.question = question
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="prompt"):
-            yield Label(Text(self.question + "  (y/n)"))
-
-    def action_answer(self, yes: bool) -> None:
-        self.dismiss(yes)
-
-
 #: the keys: (key, action, what the footer says)
 KEYS = (
     ("q", "quit", "Quit"),
@@ -163,7 +106,7 @@ HELP = [
 ]
 
 
-class DashboardApp(App[None]):
+class DashboardApp(ActingApp):
     """The live table of sessions, a detail pane (log, conversation or groups), and keys."""
 
     TITLE = "sandboxrun dashboard"
@@ -258,7 +201,8 @@ class DashboardApp(App[None]):
         self.snap = snap
         table = self.query_one("#sessions", SessionTable)
         now = snap.at
-        table.sync((row.id, cells(row, now)) for row in snap.sessions)
+        every = snap.repo is None
+        table.sync((row.id, cells(row, now, with_repo=every)) for row in snap.sessions)
         counts = ", ".join(f"{n} {state}" for state, n in sorted(snap.counts().items()))
         scope = snap.repo or "every repository"
         if snap.sessions:
@@ -288,38 +232,7 @@ class DashboardApp(App[None]):
             return None
         return next((r for r in self.snap.sessions if r.id == key), None)
 
-    def say(self, text: str, *, error: bool = False) -> None:
-        self.said.append(text)  # what was told, in order (tests and the log of a session)
-        self.notify(text, severity="error" if error else "information", markup=False)
-
-    # -- acting -------------------------------------------------------------------------------
-
-    def _store(self) -> SessionStore:
-        return SessionStore(self.db_path)
-
-    @work(thread=True, exclusive=False)
-    def _act(self, what: Callable[[SessionStore], str]) -> None:
-        """Run an action in a worker thread (it may wait) with its own store connection."""
-        store = self._store()
-        try:
-            text = what(store)
-            self.call_from_thread(self.say, text)
-        except SandboxrunError as exc:
-            msg = exc.message + (f"\n{exc.hint}" if exc.hint else "")
-            self.call_from_thread(self.say, msg, error=True)
-        finally:
-            store.close()
-
-    def _session(self) -> Session | None:
-        row = self.selected()
-        if row is None:
-            self.say("no session selected", error=True)
-            return None
-        store = self._store()
-        try:
-            return store.get(row.id)
-        finally:
-            store.close()
+    # -- the detail pane: a log, a conversation, the groups -----------------------------------
 
     def action_follow(self) -> None:
         row = self.selected()
@@ -368,104 +281,6 @@ class DashboardApp(App[None]):
         if self.snap is not None:
             self._group_lines = group_lines(self.snap)
             self.detail(self._group_lines)
-
-    def action_open_pane(self) -> None:
-        """Show the child's tmux pane: switch to it inside the same tmux, open it in a new
-        window of another tmux, or (no tmux) hand this terminal to ``tmux attach`` until the
-        person detaches. Always says what it did and the attach command for any terminal."""
-        session = self._session()
-        if session is None:
-            return
-        try:
-            plan = actions.plan_open(session)
-        except SandboxrunError as exc:
-            self.say(exc.message + (f"\n{exc.hint}" if exc.hint else ""), error=True)
-            return
-        if plan.how != "attach":
-            self._act(lambda _store: actions.open_pane(plan))
-            return
-        try:
-            with self.suspend():
-                code = process.run_foreground(plan.argv)
-        except SuspendNotSupported:
-            self.say(
-                f"this terminal cannot be handed to tmux from here; attach to {plan.name} "
-                f"from a terminal with: {plan.attach}",
-                error=True,
-            )
-            return
-        except SandboxrunError as exc:  # tmux itself missing
-            self.say(exc.message, error=True)
-            return
-        if code != 0:
-            self.say(f"tmux attach to {plan.name} failed (exit {code}): {plan.attach}", error=True)
-        else:
-            self.say(f"back from {plan.name} (detached); attach again from any terminal with: "
-                     f"{plan.attach}")  # fmt: skip
-
-    def action_send(self) -> None:
-        session = self._session()
-        if session is None:
-            return
-
-        def sent(text: str | None) -> None:
-            if text and text.strip():
-                self._act(lambda store: actions.send(self.settings, store, session, text))
-
-        self.push_screen(Prompt(f"message to {session.name}:"), sent)
-
-    def action_kill(self) -> None:
-        session = self._session()
-        if session is None:
-            return
-
-        def confirmed(yes: bool | None) -> None:
-            if yes:
-                self._act(lambda store: actions.kill(self.settings, store, session))
-
-        self.push_screen(Confirm(f"kill {session.name}?"), confirmed)
-
-    def action_extend(self) -> None:
-        session = self._session()
-        if session is None:
-            return
-
-        def extended(value: str | None) -> None:
-            if not value:
-                return
-            try:
-                seconds = parse_duration(value)
-            except SandboxrunError as exc:
-                self.say(exc.message + (f"\n{exc.hint}" if exc.hint else ""), error=True)
-                return
-            self._act(lambda store: actions.extend(self.settings, store, session, seconds))
-
-        row = self.selected()
-        left = f" ({fmt_seconds(row.time_left)} left)" if row and row.time_left is not None else ""
-        question = f"extend {session.name}{left} by (e.g. 10m, 1h, 90s):"
-        self.push_screen(Prompt(question, "10m"), extended)
-
-    def action_merge(self) -> None:
-        session = self._session()
-        if session is None:
-            return
-
-        def confirmed(yes: bool | None) -> None:
-            if yes:
-                self._act(lambda store: actions.merge(self.settings, session))
-
-        self.push_screen(Confirm(f"merge {session.branch}?"), confirmed)
-
-    def action_approve(self) -> None:
-        self._answer(True)
-
-    def action_refuse(self) -> None:
-        self._answer(False)
-
-    def _answer(self, approve: bool) -> None:
-        session = self._session()
-        if session is not None:
-            self._act(lambda store: actions.answer_permission(store, session, approve=approve))
 
     def on_unmount(self) -> None:
         if self.conn is not None:

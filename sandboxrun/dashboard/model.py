@@ -522,3 +522,17 @@ def snapshot(
 ) -> Snapshot:
     """One snapshot from scratch (``dashboard --json``, the page's first load)."""
     return Tracker(repo, stale_after=stale_after).refresh(conn, now=now)
+
+
+def fmt_seconds(seconds: float | None) -> str:
+    """A short duration: 42s, 7m, 3h05m, 2d (empty for None)."""
+    if seconds is None:
+        return ""
+    s = int(max(0.0, seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    return f"{s // 86400}d"

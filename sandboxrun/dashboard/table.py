@@ -54,11 +54,22 @@ def plain(text: str) -> str:
     )
 
 
-def fit_widths(columns: Sequence[tuple[str, int, int]], available: int) -> list[int]:
-    """Column widths for a screen ``available`` cells wide (pure): each column's own width when
-    there is room, the last column taking what is left; else the flexible ones shrink, the last
-    first, down to their least width (then the table scrolls sideways)."""
-    widths = [w for _k, w, _least in columns]
+def fit_widths(
+    columns: Sequence[tuple[str, int, int]],
+    available: int,
+    content: Sequence[int] | None = None,
+) -> list[int]:
+    """Column widths for a screen ``available`` cells wide (pure).
+
+    A flexible column (least < width) is as wide as its widest text (``content``, per column)
+    within its bounds; the last column takes what is left. Without room the flexible ones
+    shrink, the last first, down to their least width (then the table scrolls sideways).
+    """
+    widths = []
+    for i, (_key, width, least) in enumerate(columns):
+        if content is not None and least < width and i < len(columns) - 1:
+            width = max(least, min(width, content[i]))
+        widths.append(width)
     over = sum(widths) + len(widths) - available  # one space before each cell
     for i in reversed(range(len(columns))):
         if over <= 0:
@@ -145,6 +156,7 @@ class SessionTable(ScrollView, can_focus=True):
         self._lines: dict[str, tuple[tuple[object, ...], Strip]] = {}
         self._header: tuple[tuple[object, ...], Strip] | None = None
         self.cursor_row = 0
+        self._content: list[int] | None = None
         self.total_width = sum(w + 1 for w in self.widths)
         #: how many times each row was drawn (header: ""), for tests and benchmarks to count
         self.drawn: Counter[str] = Counter()
@@ -178,6 +190,10 @@ class SessionTable(ScrollView, can_focus=True):
         for gone in set(self._cells) - set(cells_of):
             self._lines.pop(gone, None)
         self._cells = cells_of
+        content = self._measure() if changed or moved else self._content
+        if content != self._content:
+            self._content = content  # a longer name or branch: the columns fit again
+            self.call_after_refresh(self._fit)
         if moved:
             self.keys = order
             self._index = {k: i for i, k in enumerate(order)}
@@ -192,6 +208,15 @@ class SessionTable(ScrollView, can_focus=True):
             for key in changed:
                 self.refresh_line(self._index[key] + 1)
         return len(changed)
+
+    def _measure(self) -> list[int]:
+        """The widest text (header included) of each column."""
+        widest = [cell_len(key) for key, _w, _least in self.columns]
+        for cells in self._cells.values():
+            for i, text in enumerate(cells):
+                if len(text) > widest[i] or not text.isascii():
+                    widest[i] = max(widest[i], cell_len(text))
+        return widest
 
     # -- the cursor ---------------------------------------------------------------------------
 
@@ -241,7 +266,7 @@ class SessionTable(ScrollView, can_focus=True):
         available = self.scrollable_content_region.width
         if available <= 0:
             return
-        widths = fit_widths(self.columns, available)
+        widths = fit_widths(self.columns, available, self._content)
         if widths != self.widths:
             self.widths = widths
             self.total_width = sum(w + 1 for w in widths)

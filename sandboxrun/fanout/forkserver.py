@@ -47,6 +47,7 @@ def serve() -> int:
     import sandboxrun.sync.unpack  # noqa: F401
     from sandboxrun.fanout import taskmain
 
+    _prewarm()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # forked drivers are reaped by the kernel
     for line in _lines(0):
         try:
@@ -62,6 +63,22 @@ def serve() -> int:
             raise SystemExit(_child(taskmain.main, args, log))
         os.write(1, f"{pid}\n".encode())
     return 0
+
+
+def _prewarm() -> None:
+    """Build once what every driver would build for itself: the secrets check's Hyperscan
+    database (compiled, ~30 ms of CPU, or loaded from the home's cache: ten drivers of a
+    group's first pack each compiled it at once) and the bwrap probe. Best effort: a driver
+    builds whatever is missing."""
+    try:
+        from sandboxrun.config import load_settings
+        from sandboxrun.sandbox.backends.local import probe_tools
+        from sandboxrun.sync import secrets_hs
+
+        secrets_hs.load_engine(load_settings().home / "cache")
+        probe_tools()
+    except Exception:  # noqa: BLE001 - an optimisation: the drivers do it themselves
+        pass
 
 
 def _lines(fd: int) -> Iterator[str]:

@@ -261,6 +261,9 @@ def claude_env(
     ``workspace`` pre-accepted."""
     full_env = child_env(env, SANDBOXRUN_SESSION=row.id, CLAUDE_INSTANCE_ID=row.role or "")
     full_env["SANDBOXRUN_HOME"] = str(settings.home)
+    # the claim gate in its hooks judges other holders by the repository's stale_after
+    # without reading the config file on every edit
+    full_env["SANDBOXRUN_STALE_AFTER"] = f"{settings.stale_after:g}"
     trust_workspace(full_env, workspace)
     return full_env
 

@@ -63,12 +63,14 @@ def plan(root: Path, submodules: tuple[str, ...] | list[str] = ()) -> str | None
     res = gitops.git(root, "config", "--get", "core.autocrlf", check=False)
     if res.stdout.strip().lower() in ("true", "input"):
         return "core.autocrlf converts line endings"
-    fmt, _, where = gitops.git(
-        root, "rev-parse", "--show-object-format", "--path-format=absolute",
+    fmt, prefix, where = gitops.git(
+        root, "rev-parse", "--show-object-format", "--show-prefix", "--path-format=absolute",
         "--git-path", "info/attributes",
-    ).stdout.strip().partition("\n")  # fmt: skip
+    ).stdout.split("\n")[:3]  # fmt: skip
     if fmt != "sha1":  # a sandbox's fresh repository is sha1
         return f"object format {fmt}"
+    if prefix:  # index paths are the top's; the upload's are relative to root
+        return "not the top of a work tree"
     if _non_empty(Path(where)):
         return "info/attributes"
     glob = gitops.git(root, "config", "--path", "--get", "core.attributesFile", check=False)

@@ -21,7 +21,7 @@ Two pure checks, shared by every path that sends files away or commits them for 
 
 Speed: the content check runs on every text file while packing. Two engines apply the same
 rules with the same results (:func:`content_engine`): Hyperscan (:mod:`.secrets_hs`, one SIMD
-pass for every rule, ~1.5 GB/s) where it can be used, else pure Python (a few C-level
+pass for every rule, ~1.3 GB/s) where it can be used, else pure Python (a few C-level
 ``translate``/``find`` passes per file, ~270 MB/s). :class:`ContentCheck` also remembers
 contents found clean, for the next session of the same repository.
 """
@@ -298,7 +298,7 @@ _warned: list[str] = []
 def content_engine(cache_dir: Path | None = None) -> Callable[[bytes], str | None]:
     """The content-check engine for this process, as :data:`ENGINE_ENV` asks.
 
-    Both engines give the same answer (:mod:`.secrets_content`); Hyperscan's is ~6× faster.
+    Both engines give the same answer (:mod:`.secrets_content`); Hyperscan's is ~6–7× faster.
     Where it cannot be used (no wheel for this platform, an unsupported CPU) the pure-Python
     engine is used and a warning logged once per process. ``cache_dir`` keeps the compiled
     Hyperscan database between processes.
@@ -360,7 +360,7 @@ class ContentCheck:
     worktree, so file stats never repeat; contents do). With ``cache_file`` set and the
     pure-Python engine, a content already found clean by the same rules is not scanned again:
     hashing costs about a seventh of its scan. Hyperscan scans as fast as SHA-256 hashes
-    (~1.5 GB/s here), so with it the memory would only add the hashing to a repository's first
+    (~1.3 GB/s here), so with it the memory would only add the hashing to a repository's first
     pack: it is not used (and not written), and ``cache_file``'s directory keeps the compiled
     Hyperscan database instead. Only clean verdicts are cached; a secret is found afresh every
     time. The cache is best effort: unreadable, foreign or stale (other rules) files are
@@ -435,7 +435,7 @@ def secret_paths(root: Path, names: list[str]) -> list[str]:
         lines = (root / ".sandboxruninclude").read_text(errors="replace").splitlines()
     except OSError:
         lines = []
-    include = pathspec.GitIgnoreSpec.from_lines(lines)
+    include = pathspec.GitIgnoreSpec.from_lines(lines, backend="simple")  # see candidates.Spec
     found = []
     scan = content_engine()
     for name in names:

@@ -8,7 +8,7 @@ the matched value. Two engines apply the same checks and must give the same answ
 * :func:`scan_python` (here): pure Python, works everywhere. Each group of rules is gated by a
   cheap C-level test that every match of the group needs (see "Gates" below), so a file with
   no secret costs a few ``translate``/``find`` passes (~270 MB/s here).
-* :mod:`.secrets_hs`: one Hyperscan database of every check's pattern (SIMD, ~1.5 GB/s);
+* :mod:`.secrets_hs`: one Hyperscan database of every check's pattern (SIMD, ~1.3 GB/s);
   a file it flags goes through :func:`confirm`, the same exact rules as here.
 
 :data:`CHECKS` is in reporting order: when a file holds several secrets, both engines name

@@ -173,6 +173,9 @@ def test_open_refuses_what_has_no_pane(proj, store, servers):
         await pilot.press("o")
         await until(pilot, lambda: len(app.said) == 2, "the refusal")
         assert "its tmux session t_child_gone is gone" in app.said[-1]
+        await pilot.press("e", "enter")  # a local child has no time limit: said so
+        await until(pilot, lambda: len(app.said) == 3, "the refusal")
+        assert "gone is a local child: it has no time limit to extend" in app.said[-1]
 
     run_app(app, script)
 
@@ -226,3 +229,33 @@ def test_open_plan_picks_the_way_from_where_the_dashboard_runs(tmp_path):
                                "-t", "=t_child_api"]  # fmt: skip
     # a name with spaces or quotes is told shell-quoted, exactly as typed
     assert open_plan("a b'c", [], "/s", None).attach == "tmux attach-session -t '=a b'\"'\"'c'"
+
+
+def _open_cli(proj: Path, env_extra: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **env_extra}
+    return subprocess.run(
+        [sys.executable, "-m", "sandboxrun", "open", "api"],
+        cwd=proj, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60,
+    )  # fmt: skip
+
+
+def test_open_command_inside_another_tmux_opens_a_window_there(proj, store, servers):
+    """`sandboxrun open` makes the same choice as the dashboard's `o` (it used to run
+    `switch-client` against the children's server from a client of another one)."""
+    tmux_child(store, proj, servers.kids, "api")
+    tmux(servers.yours, "new-session", "-d", "-s", "desk", "-x", "120", "-y", "30")
+    res = _open_cli(proj, inside(servers.yours, "desk"))
+    assert res.returncode == 0, res.stderr
+    assert "opened t_child_api in a new window of your tmux" in res.stdout
+    windows = tmux(servers.yours, "list-windows", "-t", "=desk", "-F", "#{window_name}")
+    assert "t_child_api" in windows.split()
+    retry_until(lambda: clients(servers.kids) == ["t_child_api"], timeout=20)
+
+
+def test_open_command_without_a_terminal_names_the_attach_command(proj, store, servers):
+    tmux_child(store, proj, servers.kids, "api")
+    res = _open_cli(proj, {})
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    assert "needs a terminal" in res.stderr
+    assert f"tmux -S {servers.kids} attach-session -t =t_child_api" in res.stderr
+    assert clients(servers.kids) == []  # nothing attached behind the person's back

@@ -96,8 +96,11 @@ def test_k_kills_a_run_and_brings_back_its_work(cli, repo, store):
 @pytest.fixture
 def e2b(monkeypatch, repo):
     """The loopback E2B emulator with the stand-in agent, the SDK pointed at it."""
-    if shutil.which("unshare") is None or not sys.platform.startswith("linux"):
-        pytest.skip("the E2B emulator needs Linux namespaces (util-linux)")
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the E2B emulator needs Linux namespaces")
+    missing = [p for p in ("unshare", "nsenter", "setpriv") if shutil.which(p) is None]
+    if missing:  # as tests/e2b: fail with the reason, never pass without the test
+        pytest.fail(f"the E2B emulator needs {', '.join(missing)} (util-linux)", pytrace=False)
     from tests.e2b_emulator import E2BEmulator
 
     emu = E2BEmulator()

@@ -35,6 +35,9 @@ def test_fit_widths_shrinks_the_last_flexible_columns_first_and_grows_the_last()
     assert fit_widths(cols, 40) == [10, 10, 17]  # room: the last column takes it
     assert fit_widths(cols, 25) == [8, 10, 4]  # action to its least, then name
     assert fit_widths(cols, 10) == [5, 10, 4]  # no room: least widths (it scrolls)
+    # as wide as the widest text within bounds; the last column takes the rest
+    assert fit_widths(cols, 40, [3, 10, 2]) == [5, 10, 22]
+    assert fit_widths(cols, 40, [50, 10, 2]) == [10, 10, 17]
 
 
 def test_plain_drops_control_characters():
@@ -138,5 +141,22 @@ def test_the_clock_ticks_ages_without_reading_the_database(proj, store):
         await until(pilot, lambda: table.drawn[sid] > drawn, "the row drawn again", 10)
         app.conn.set_trace_callback(None)
         assert statements and set(statements) == {"PRAGMA data_version"}, statements
+
+    run_app(app, script)
+
+
+def test_every_repository_names_whose_session_a_row_is(proj, store, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    a = sandbox_session(store, "api", proj)
+    b = sandbox_session(store, "web", other)
+    app = DashboardApp(load_settings(), None, poll=0.05)  # --all
+
+    async def script(pilot):
+        table = app.query_one("#sessions")
+        await until(pilot, lambda: table.row_count == 2, "both rows")
+        assert table.get_cell(a, "name") == "proj:api"
+        assert table.get_cell(b, "name") == "other:web"
+        assert "every repository" in str(app.query_one("#summary").render())
 
     run_app(app, script)

@@ -54,7 +54,7 @@ def wait_running(cli, name: str) -> dict:
 
 
 def no_uploads_left() -> bool:
-    return not list(home().rglob("upload.tar.*"))
+    return not list(home().rglob("upload.tar.*")) and not list(home().rglob("upload.pack"))
 
 
 # -- create ----------------------------------------------------------------------------------

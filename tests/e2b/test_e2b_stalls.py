@@ -65,7 +65,7 @@ def home() -> Path:
 
 
 def no_uploads_left() -> bool:
-    return not list(home().rglob("upload.tar*"))
+    return not list(home().rglob("upload.tar*")) and not list(home().rglob("upload.pack"))
 
 
 def as_tarball(repo: Path) -> None:

@@ -40,7 +40,14 @@ def add_worktree(repo: Path, role: str) -> Path:
     return setup(repo, role, load_settings(repo)).path
 
 
-def hook(event: str, cwd: Path, claude_id: str, role: str | None = None, **extra: Any) -> dict:
+def hook(
+    event: str,
+    cwd: Path,
+    claude_id: str,
+    role: str | None = None,
+    env_extra: dict[str, str] | None = None,
+    **extra: Any,
+) -> dict:
     """Run ``sandboxrun-hook EVENT`` as a real process; its JSON reply ({} when none)."""
     payload = {
         "session_id": claude_id,
@@ -53,6 +60,7 @@ def hook(event: str, cwd: Path, claude_id: str, role: str | None = None, **extra
     env.pop("CLAUDE_INSTANCE_ID", None)
     if role:
         env["CLAUDE_INSTANCE_ID"] = role
+    env.update(env_extra or {})
     proc = subprocess.run(
         [str(HOOK), event],
         input=json.dumps(payload).encode(),

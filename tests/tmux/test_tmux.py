@@ -73,13 +73,6 @@ def test_paste_is_bracketed_and_exact(tmux_server, tmp_path):
     assert tmux_server.cmd("list-buffers") == []  # the named buffer was deleted by the paste
 
 
-def test_attach_argv_names_the_socket(tmux_server):
-    argv = tmux_server.attach_argv("t_child_a", inside_tmux=False)
-    assert argv[:3] == ["tmux", "-S", tmux_server.socket_path]
-    assert argv[3:] == ["attach-session", "-t", "=t_child_a"]
-    assert tmux_server.attach_argv("x", inside_tmux=True)[3] == "switch-client"
-
-
 def test_snapshot_is_pane_and_capture_in_one_call(tmux_server, tmp_path):
     code = "print('first line;'); print('x ; y'); import time; time.sleep(60)"
     tmux_server.new_session("t_snap", [sys.executable, "-c", code], cwd=tmp_path)

@@ -22,7 +22,6 @@ import logging
 import math
 import os
 import random
-import re
 import shlex
 import time
 import uuid
@@ -61,7 +60,6 @@ from sandboxrun.sandbox.backends.e2b_env import (
 )
 from sandboxrun.sandbox.backends.e2b_errors import is_transient, translate
 from sandboxrun.sandbox.backends.e2b_scripts import (
-    _CHECKOUT_SCRIPT,
     _EXEC_SCRIPT,
     _LAUNCH_SCRIPT,
     _PIECE_SCRIPT,
@@ -348,36 +346,11 @@ class E2BSandbox(Sandbox):
             )
 
     def upload_and_checkout(self, pack: Path, tree: str, dest: str) -> str:
-        """Stream a git ``pack`` up, check out its ``tree`` into a new repository ``dest``.
+        """Stream a git ``pack`` up, check its ``tree`` out into a new repository ``dest``;
+        returns the baseline commit (``e2b_checkout.checkout``)."""
+        from sandboxrun.sandbox.backends.e2b_checkout import checkout
 
-        The baseline of a git upload (``sync/gitupload.py``): returns the baseline commit.
-        Every object is verified, and every entry of the tree must be a regular file with a
-        safe name before anything is written (``_CHECKOUT_SCRIPT``).
-        """
-        return self.checkout(self.upload(pack), tree, dest, name=pack.name)
-
-    def checkout(self, remote: str, tree: str, dest: str, *, name: str = "") -> str:
-        """Check the uploaded pack ``remote`` and check its ``tree`` out into ``dest``.
-
-        Returns the baseline commit; ``remote`` is removed whatever happens.
-        """
-        name = name or Path(remote).name
-        res = self.exec(["bash", "-c", _CHECKOUT_SCRIPT, "checkout", remote, dest, tree],
-                        timeout=900)  # fmt: skip
-        if res.exit_code == 66:
-            raise UnsafeArchiveError(
-                f"refused to check out {name} in the sandbox: {res.error_text()}",
-                "The tree holds links, submodules or names that could escape the repository; "
-                "sandboxrun never builds those, so check where the pack came from.",
-            )
-        if not res.ok:
-            raise BackendError(
-                f"checking out {name} in E2B sandbox {self.id} failed: {res.error_text()[-1000:]}"
-            )
-        lines = res.text().strip().splitlines()
-        if not lines or not re.fullmatch(r"[0-9a-f]{40,64}", lines[-1]):
-            raise BackendError(f"checking out {name} in E2B sandbox {self.id} said no commit")
-        return lines[-1]
+        return checkout(self, self.upload(pack), tree, dest, name=pack.name)
 
     # -- processes and lifetime ------------------------------------------------------------
 

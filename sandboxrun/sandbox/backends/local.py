@@ -91,6 +91,12 @@ def _tools() -> _Tools:
     return _Tools(path, bwrap_mod.probe_host(res.stdout))
 
 
+def probe_tools() -> None:
+    """Probe bwrap now (once per process; a fork server does it for the drivers it forks)."""
+    if bwrap_mod.find_bwrap() is not None:
+        _tools()
+
+
 def _bwrap_failure() -> str | None:
     """Why bwrap cannot start a sandbox on this machine (user namespaces refused...), or None."""
     tools = _tools()
