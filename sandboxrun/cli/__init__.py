@@ -10,6 +10,7 @@ and nowhere else.
 from __future__ import annotations
 
 import sys
+from typing import NoReturn
 
 import typer
 
@@ -17,6 +18,11 @@ from sandboxrun.cli import common
 from sandboxrun.errors import SandboxrunError
 from sandboxrun.faults import disk_fault
 from sandboxrun.logs import configure_logging
+
+try:  # typer >= 0.22 carries its own copy of click; older ones use click itself
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click import exceptions as click_errors  # type: ignore[no-redef]
 
 app = typer.Typer(
     name="sandboxrun",
@@ -89,22 +95,67 @@ dashboard_cmd.register(app)  # issue 13: the live view of every session
 
 
 def main() -> None:
-    """Console-script entry point: run the app and translate our errors into exit codes.
+    """Console-script entry point: run the app and translate errors into exit codes.
 
-    Click's standalone mode handles its own usage errors (exit 2), ``typer.Exit`` and Ctrl-C
-    outside a run; our :class:`SandboxrunError` becomes ``Error: ...`` + hint, exit 1 or 2.
+    Every error a person meets is one ``Error:`` line and, where there is one, a ``Hint:``
+    naming what works, on stderr: our :class:`SandboxrunError` (exit 1, or 2 for usage), and
+    click's own usage errors (unknown option, missing argument, a bad value: exit 2), which
+    click would otherwise draw as a boxed panel. With ``--json`` the same error is also one
+    JSON object on stdout (``error``, ``hint``, ``exit_code``), so a script reading stdout
+    always gets JSON. Ctrl-C outside a run exits 130.
     """
     configure_logging()
     try:
-        app()
+        rv = app(standalone_mode=False)
     except SandboxrunError as exc:
-        common.print_error(exc)
+        _fail(exc.message, exc.hint, exc.exit_code)
+    except click_errors.NoArgsIsHelpError as exc:
+        help_text = exc.ctx.get_help()  # rich prints the help itself and returns ""
+        if help_text:
+            typer.echo(help_text)
         sys.exit(exc.exit_code)
+    except click_errors.ClickException as exc:
+        _fail(*usage_error_text(exc), exc.exit_code)
+    except click_errors.Abort:
+        _fail("aborted", None, 130)
     except OSError as exc:
         # A disk that refused a write (full, read-only, a size limit) outside the database
         # (an upload tarball, artifacts): one line with the next step, not a traceback.
         fault = disk_fault(exc)
         if fault is None:
             raise
-        common.print_error(fault)
-        sys.exit(fault.exit_code)
+        _fail(fault.message, fault.hint, fault.exit_code)
+    # standalone_mode=False returns typer.Exit's code (Ctrl-C: 130); commands return None.
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def usage_error_text(exc: click_errors.ClickException) -> tuple[str, str | None]:
+    """The ``Error:`` message and ``Hint:`` of one of click's own errors (pure).
+
+    The hint names the help of the command that was being parsed (``sandboxrun logs -h``),
+    where click knows it.
+    """
+    ctx = getattr(exc, "ctx", None)
+    hint = None
+    if ctx is not None:
+        what = "commands" if isinstance(ctx.command, typer.core.TyperGroup) else "options"
+        hint = f"See `{ctx.command_path} -h` for its {what}."
+    return exc.format_message(), hint
+
+
+def _fail(message: str, hint: str | None, code: int) -> NoReturn:
+    """Print ``Error:``/``Hint:`` (and the JSON error under ``--json``), then exit ``code``."""
+    common.print_error(SandboxrunError(message, hint))
+    if _json_requested(sys.argv[1:]):
+        common.print_json_line({"error": message, "hint": hint, "exit_code": code})
+    sys.exit(code)
+
+
+def _json_requested(argv: list[str]) -> bool:
+    """Whether the command line asked for ``--json`` (before a ``--`` separator)."""
+    for arg in argv:
+        if arg == "--":
+            return False
+        if arg == "--json":
+            return True
+    return False

@@ -1,0 +1,101 @@
+"""What a new user meets at the CLI edge: every error one ``Error:`` line and a ``Hint:`` that
+names a working command, the right exit code (1 error, 2 usage), JSON on stdout under
+``--json`` also when the command fails, never a traceback. Real processes on real repos."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sbr_testlib import edge_error, git
+
+CONSOLE_SCRIPT = str(Path(sys.executable).with_name("sandboxrun"))
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message", "hint"),
+    [
+        (["status", "--bogus"], 2, "No such option: --bogus", "`sandboxrun status -h`"),
+        (["logs"], 2, "Missing argument", "`sandboxrun logs -h`"),
+        (
+            ["nosuchcommand"],
+            2,
+            "No such command 'nosuchcommand'",
+            "`sandboxrun -h` for its commands",
+        ),
+        (["template", "nosuch"], 2, "No such command", "`sandboxrun template -h`"),
+        (["run", "--prompt", "x", "--max-turns", "0"], 2, "--max-turns", "`sandboxrun run -h`"),
+        (["read", "x", "--last", "many"], 2, "--last", "`sandboxrun read -h`"),
+        (["status", "nosuch"], 1, "no session matches 'nosuch'", "sandboxrun status"),
+        (["report", "nosuch"], 1, "no group named 'nosuch'", "sandboxrun groups"),
+    ],
+)
+def test_every_error_is_one_error_line_and_a_hint(cli, args, code, message, hint):
+    """click's own usage errors look like ours: no boxed panel, one ``Error:``, one ``Hint:``."""
+    proc = subprocess.run(
+        [CONSOLE_SCRIPT, *args], cwd=cli.cwd, env=cli.env(), capture_output=True, text=True
+    )
+    assert proc.returncode == code, proc.stderr
+    got_message, got_hint = edge_error(proc.stderr)
+    assert message in got_message
+    assert got_hint and hint in got_hint
+    assert "╭" not in proc.stderr and "│" not in proc.stderr  # no rich panel
+    assert proc.stdout == ""  # without --json nothing goes to stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["status", "nosuch"], 1),
+        (["logs", "nosuch"], 1),
+        (["kill", "nosuch"], 1),
+        (["download", "nosuch"], 1),
+        (["read", "nosuch"], 1),
+        (["integrate", "nosuch"], 1),
+        (["status", "--repo", "/nonexistent"], 1),
+        (["run", "--prompt", "x", "--timeout", "soon"], 2),
+        (["status", "--bogus"], 2),
+    ],
+)
+def test_json_errors_are_json_on_stdout(cli, args, code):
+    """With --json a failing command still prints one JSON object (error, hint, exit_code)."""
+    proc = cli(*args, "--json")
+    assert proc.returncode == code, proc.stderr
+    data = json.loads(proc.stdout)
+    assert set(data) == {"error", "hint", "exit_code"}
+    assert data["exit_code"] == code and data["error"] and data["hint"]
+    message, _ = edge_error(proc.stderr)
+    assert message == data["error"]
+
+
+def test_json_after_a_double_dash_is_not_the_flag(cli):
+    proc = cli("logs", "x", "--", "--json")
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    edge_error(proc.stderr)
+
+
+def test_no_arguments_prints_the_help(cli):
+    proc = cli()
+    assert proc.returncode == 2
+    assert "Usage:" in proc.stdout and "Traceback" not in proc.stderr
+    group = cli("template")
+    assert group.returncode == 2 and "build" in group.stdout
+
+
+def test_usage_error_creates_nothing(cli, repo):
+    """A flag click rejects is refused before anything exists: no row, branch or worktree."""
+    before = git(repo, "branch", "--list")
+    proc = cli("run", "--backend", "local", "--prompt", "x", "--max-turns", "-1")
+    assert proc.returncode == 2
+    edge_error(proc.stderr)
+    assert git(repo, "branch", "--list") == before
+    assert not (repo / ".worktrees").exists()
+    db = Path(cli.env()["SANDBOXRUN_HOME"]) / "state.db"
+    if db.exists():
+        with sqlite3.connect(db) as conn:
+            assert conn.execute("SELECT count(*) FROM sessions").fetchone()[0] == 0
