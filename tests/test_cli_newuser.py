@@ -99,3 +99,24 @@ def test_usage_error_creates_nothing(cli, repo):
     if db.exists():
         with sqlite3.connect(db) as conn:
             assert conn.execute("SELECT count(*) FROM sessions").fetchone()[0] == 0
+
+
+def test_install_status_reports_the_mcp_server_entry(cli, repo, tmp_path):
+    """`install --status` says where the MCP server is configured (it used to claim there was
+    no MCP server in sandboxrun at all), and a broken config file is reported, not raised."""
+    home = tmp_path / "userhome"
+    home.mkdir()
+    env = {"HOME": str(home), "CLAUDE_CONFIG_DIR": ""}
+    before = cli("install", "--status", "--json", env=env)
+    assert before.returncode == 0, before.stderr
+    assert {e["scope"]: e["installed"] for e in json.loads(before.stdout)["mcp"]} == {
+        "local": False,
+        "global": False,
+    }
+    assert "sandboxrun mcp install" in cli("install", "--status", env=env).stdout
+    assert cli("mcp", "install", "--local", env=env).returncode == 0
+    (home / ".claude.json").write_text("{not json")
+    after = json.loads(cli("install", "--status", "--json", env=env).stdout)
+    assert {e["scope"]: e["installed"] for e in after["mcp"]} == {"local": True, "global": None}
+    text = cli("install", "--status", env=env).stdout
+    assert "not part of sandboxrun" not in text and "unreadable" in text

@@ -11,6 +11,7 @@ from sandboxrun.cli.common import Part, console, print_json, say
 from sandboxrun.cli.hooks_cmd import _repo_or_none, print_status
 from sandboxrun.errors import UsageError
 from sandboxrun.local import hooks_install
+from sandboxrun.mcp import install as mcp_install
 
 
 def _report(root: Path | None) -> dict:
@@ -19,8 +20,19 @@ def _report(root: Path | None) -> dict:
         "hook_executable": exe,
         "hook_executable_found": process.which(exe) is not None,
         "hooks": hooks_install.status(root),
-        "mcp": {"installed": False, "note": "the MCP server is not part of sandboxrun yet"},
+        "mcp": _mcp_status(root),
     }
+
+
+def _mcp_status(root: Path | None) -> list[dict]:
+    """Where the MCP server entry is: the repository's .mcp.json (in a repository) and your
+    ~/.claude.json; ``installed`` is None for a file that is not valid JSON."""
+    scopes = (["local"] if root is not None else []) + ["global"]
+    out = []
+    for scope in scopes:
+        path = mcp_install.config_path(scope, root)
+        out.append({"scope": scope, "path": str(path), "installed": mcp_install.installed(path)})
+    return out
 
 
 def register(app: typer.Typer) -> None:
@@ -33,10 +45,13 @@ def register(app: typer.Typer) -> None:
         repo: Path = typer.Option(Path("."), "--repo", help="The git repository (default: here)."),
         json_out: bool = typer.Option(False, "--json", help="Print JSON."),
     ) -> None:
-        """Install what local mode needs (the hooks; later the MCP server entry), or report it.
+        """Install what local mode needs (the hooks), or report it (hooks and MCP server).
 
         --all merges the hooks into your user settings (see `sandboxrun hooks install` for
-        per-repository scopes); --status says what is installed where.
+        per-repository scopes); --status says what is installed where, the MCP server entry
+        included (add it with `sandboxrun mcp install`).
+
+        Example: sandboxrun install --all && sandboxrun mcp install --local
         """
         if all_ == status:
             raise UsageError(
@@ -61,4 +76,12 @@ def register(app: typer.Typer) -> None:
         found: Part = "found" if report["hook_executable_found"] else ("NOT FOUND", "red")
         say(f"hook program: {report['hook_executable']} (", found, ")")
         print_status(report["hooks"], False)
-        console.print(f"mcp     not installed ({report['mcp']['note']})")
+        for entry in report["mcp"]:
+            state = {True: "installed", False: "not installed", None: "unreadable (not JSON)"}
+            console.print(
+                f"mcp {entry['scope']:<7} {state[entry['installed']]:<23} {entry['path']}"
+            )
+        if not any(entry["installed"] for entry in report["mcp"]):
+            console.print(
+                "  Add the MCP server with `sandboxrun mcp install --local` (or --global)."
+            )

@@ -115,3 +115,15 @@ def uninstall(path: Path) -> InstallResult:
         return InstallResult(path, "absent")
     _write(path, remove_server(data))
     return InstallResult(path, "removed")
+
+
+def installed(path: Path) -> bool | None:
+    """Whether the config file at ``path`` names our server (None: the file is unreadable).
+
+    Read-only, for ``sandboxrun install --status``: a broken file is reported, not raised.
+    """
+    try:
+        data = _read(path)
+    except ConfigError:
+        return None
+    return KEY in (data.get("mcpServers") or {})
