@@ -33,12 +33,20 @@ _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([hms]?)")
 _UNIT = {"h": 3600, "m": 60, "s": 1, "": 1}
 
 
+#: the longest duration anything takes (30 days): beyond it a typo, not a plan, and a number
+#: too big for the clocks and timers it ends up in (an infinite one failed a run mid-way)
+MAX_DURATION = 30 * 24 * 3600.0
+
+
 def parse_duration(text: str | int | float) -> float:
-    """Parse ``90s``, ``20m``, ``1h``, ``1h30m`` (or a bare number of seconds) into seconds."""
+    """Parse ``90s``, ``20m``, ``1h``, ``1h30m`` (or a bare number of seconds) into seconds.
+
+    More than zero and at most :data:`MAX_DURATION`; anything else is a :class:`UsageError`.
+    """
     if isinstance(text, int | float):
-        if text <= 0:
+        if not text > 0:  # also NaN
             raise UsageError(f"duration must be positive, got {text}")
-        return float(text)
+        return _bounded(float(text), text)
     raw = text.strip().lower()
     pos, total = 0, 0.0
     for match in _DURATION_RE.finditer(raw):
@@ -54,7 +62,16 @@ def parse_duration(text: str | int | float) -> float:
         raise UsageError(
             f"invalid duration {text!r}", "Use a number with a unit: 90s, 20m, 1h or 1h30m."
         )
-    return total
+    return _bounded(total, text)
+
+
+def _bounded(seconds: float, text: str | int | float) -> float:
+    if not seconds <= MAX_DURATION:  # also inf and NaN
+        raise UsageError(
+            f"duration {text!r} is too long",
+            f"Use at most {int(MAX_DURATION // 3600)}h (30 days): e.g. 90s, 20m, 1h or 1h30m.",
+        )
+    return seconds
 
 
 def parse_durations(text: str) -> list[float]:

@@ -120,3 +120,16 @@ def test_install_status_reports_the_mcp_server_entry(cli, repo, tmp_path):
     assert {e["scope"]: e["installed"] for e in after["mcp"]} == {"local": True, "global": None}
     text = cli("install", "--status", env=env).stdout
     assert "not part of sandboxrun" not in text and "unreadable" in text
+
+
+@pytest.mark.parametrize("flag", ["--timeout", "--warn-at"])
+def test_infinite_duration_is_refused_before_anything_exists(cli, repo, flag):
+    """`--timeout 999...9h` (a float overflow to infinity) used to start the run and fail it
+    with an OverflowError; now it is a usage error and nothing is created."""
+    before = git(repo, "branch", "--list")
+    proc = cli("run", "--backend", "local", "--prompt", "x", flag, "9" * 400 + "h")
+    assert proc.returncode == 2, proc.stderr
+    message, hint = edge_error(proc.stderr)
+    assert "too long" in message and hint and "720h" in hint
+    assert git(repo, "branch", "--list") == before
+    assert not (repo / ".worktrees").exists()

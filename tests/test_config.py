@@ -88,3 +88,16 @@ def test_flags_are_converted_like_the_file(tmp_path):
         timeout="20m", warn_at=("5m", 60), compression="zstd", max_turns="3"
     )
     assert (s.timeout, s.warn_at, s.compression, s.max_turns) == (1200, (60, 300), "zstd", 3)
+
+
+@pytest.mark.parametrize(
+    "text", ["721h", "9" * 400 + "h", "99999999999h", 1e400, float("nan"), 30 * 24 * 3600 + 1]
+)
+def test_too_long_or_infinite_durations_are_usage_errors(text):
+    """An infinite timeout once failed a run mid-way (OverflowError): refused at the flag."""
+    with pytest.raises(UsageError, match="too long|must be positive"):
+        parse_duration(text)
+
+
+def test_the_longest_duration_is_accepted():
+    assert parse_duration("720h") == parse_duration(30 * 24 * 3600) == 30 * 24 * 3600
