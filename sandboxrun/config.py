@@ -173,26 +173,41 @@ _FILE_KEYS = {f.name for f in fields(Settings)} - {"home", "extra"}
 
 
 def _read_repo_file(repo: Path | None) -> dict[str, Any]:
+    """The repository's settings table: ``.sandboxrun.toml``, else ``[tool.sandboxrun]`` of
+    ``pyproject.toml``; {} without either. A file that cannot be read as a TOML table (bad
+    syntax, not UTF-8, a directory, unreadable) is a :class:`ConfigError` naming it."""
     if repo is None:
         return {}
     own = repo / ".sandboxrun.toml"
     pyproject = repo / "pyproject.toml"
-    if not own.is_file() and not pyproject.is_file():
+    if not own.exists() and not pyproject.is_file():
         return {}
     import tomllib  # here: ~5 ms of every process's start, and most repos have no such file
 
+    path = own if own.exists() else pyproject
+    fix = "Fix the TOML syntax in .sandboxrun.toml (or [tool.sandboxrun] in pyproject.toml)."
     try:
-        if own.is_file():
-            return tomllib.loads(own.read_text())
-        if pyproject.is_file():
-            section = tomllib.loads(pyproject.read_text()).get("tool", {}).get("sandboxrun", {})
-            return dict(section)
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"cannot parse the sandboxrun config in {repo}: {exc}", fix) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text", "Save it as UTF-8 text.") from exc
+    except IsADirectoryError as exc:
         raise ConfigError(
-            f"cannot parse the sandboxrun config in {repo}: {exc}",
-            "Fix the TOML syntax in .sandboxrun.toml (or [tool.sandboxrun] in pyproject.toml).",
+            f"{path} is a directory", "The settings go in a file: move the directory away."
         ) from exc
-    return {}
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read {path}: {exc.strerror}", "Check its permissions (ls -l)."
+        ) from exc
+    if path == pyproject:
+        data = data.get("tool", {}).get("sandboxrun", {})
+        if not isinstance(data, dict):
+            raise ConfigError(
+                f"[tool.sandboxrun] in {path} is not a table",
+                'e.g. [tool.sandboxrun] timeout = "45m"',
+            )
+    return dict(data)
 
 
 def _coerce(
@@ -207,15 +222,15 @@ def _coerce(
             "timeout", "grace", "poll_interval", "quota_stall", "checkpoint_every", "max_lifetime",
             "stale_after",
         ):  # fmt: skip
-            return parse_duration(value)
+            return parse_duration(_duration_value(value))
         if key in _LOCAL_KEYS:
             return _coerce_local(key, value)
         if key == "warn_at":
             if isinstance(value, list | tuple):
-                return tuple(sorted(parse_duration(v) for v in value))
+                return tuple(sorted(parse_duration(_duration_value(v)) for v in value))
             return tuple(parse_durations(str(value)))
         if key == "max_turns":
-            turns = int(value)
+            turns = _whole_number(value)
             if turns < 1:
                 raise ValueError("Give a number of turns of at least 1.")
             return turns
@@ -230,6 +245,23 @@ def _coerce(
 
 
 _LOCAL_KEYS = {"roles", "identities", "post_create", "copy_files"}
+
+
+def _duration_value(value: Any) -> str | int | float:
+    """A duration as written: text (``"45m"``) or a number of seconds, nothing else."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError('Use a number with a unit, e.g. timeout = "45m" (or 90s, 1h, 1h30m).')
+    return value
+
+
+def _whole_number(value: Any) -> int:
+    """A count: an integer, or its digits as text (from the environment)."""
+    if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
+        raise ValueError("Give a whole number, e.g. 50.")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError("Give a whole number, e.g. 50.") from None
 
 
 def _coerce_bool(value: Any) -> bool:

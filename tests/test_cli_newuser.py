@@ -133,3 +133,23 @@ def test_infinite_duration_is_refused_before_anything_exists(cli, repo, flag):
     assert "too long" in message and hint and "720h" in hint
     assert git(repo, "branch", "--list") == before
     assert not (repo / ".worktrees").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\xff\xfe timeout", "is not UTF-8 text"),
+        (b"max_turns = [1]\n", "invalid value for 'max_turns'"),
+        (b"timeout = [\n", "cannot parse the sandboxrun config"),
+        (b'timeot = "20m"\n', "unknown setting 'timeot'"),
+    ],
+)
+def test_a_broken_repo_config_is_one_error_and_creates_nothing(cli, repo, content, message):
+    (repo / ".sandboxrun.toml").write_bytes(content)
+    before = git(repo, "branch", "--list")
+    proc = cli("run", "--backend", "local", "--prompt", "x")
+    assert proc.returncode == 1, proc.stderr
+    got, hint = edge_error(proc.stderr)
+    assert message in got and hint
+    assert git(repo, "branch", "--list") == before
+    assert not (repo / ".worktrees").exists()

@@ -101,3 +101,40 @@ def test_too_long_or_infinite_durations_are_usage_errors(text):
 
 def test_the_longest_duration_is_accepted():
     assert parse_duration("720h") == parse_duration(30 * 24 * 3600) == 30 * 24 * 3600
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("max_turns = [1]\n", "whole number"),
+        ("max_turns = 1.5\n", "whole number"),
+        ('max_turns = "x"\n', "whole number"),
+        ("timeout = [1]\n", "number with a unit"),
+        ("timeout = true\n", "number with a unit"),
+        ('warn_at = ["30m", true]\n', "number with a unit"),
+        ("timeout = 1e999\n", "at most 720h"),
+    ],
+)
+def test_wrong_types_in_the_repo_file_are_config_errors(tmp_path, text, needle):
+    """Values of the wrong TOML type used to escape as TypeError/AttributeError tracebacks."""
+    (tmp_path / ".sandboxrun.toml").write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(tmp_path)
+    assert needle in (info.value.hint or "")
+
+
+def test_unreadable_repo_files_are_config_errors(tmp_path):
+    own = tmp_path / ".sandboxrun.toml"
+    own.write_bytes(b"\xff\xfe timeout")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_settings(tmp_path)
+    own.unlink()
+    own.mkdir()
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_settings(tmp_path)
+    own.rmdir()
+    (tmp_path / "pyproject.toml").write_text("[tool]\nsandboxrun = 5\n")
+    with pytest.raises(ConfigError, match="not a table"):
+        load_settings(tmp_path)
+    (tmp_path / "pyproject.toml").write_text('[tool.sandboxrun]\nmax_turns = "7"\n')
+    assert load_settings(tmp_path).max_turns == 7

@@ -116,7 +116,7 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except click_errors.ClickException as exc:
         _fail(*usage_error_text(exc), exc.exit_code)
-    except click_errors.Abort:
+    except typer.Abort:
         _fail("aborted", None, 130)
     except OSError as exc:
         # A disk that refused a write (full, read-only, a size limit) outside the database
