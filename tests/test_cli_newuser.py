@@ -153,3 +153,60 @@ def test_a_broken_repo_config_is_one_error_and_creates_nothing(cli, repo, conten
     assert message in got and hint
     assert git(repo, "branch", "--list") == before
     assert not (repo / ".worktrees").exists()
+
+
+def test_download_into_a_file_or_an_impossible_place_is_an_error(cli, repo, tmp_path):
+    """`download --output` naming a file, or a directory that cannot be made, was a
+    FileExistsError/FileNotFoundError traceback; now one error naming the path."""
+    assert (
+        cli("run", "--backend", "local", "--name", "dl", "--prompt", "@write f.txt hi").returncode
+        == 0
+    )
+    a_file = tmp_path / "a-file"
+    a_file.write_text("mine\n")
+    proc = cli("download", "dl", "--output", str(a_file))
+    assert proc.returncode == 2
+    message, hint = edge_error(proc.stderr)
+    assert message == f"{a_file} is not a directory" and hint and "--output" in hint
+    assert a_file.read_text() == "mine\n"
+    blocked = a_file / "sub"
+    proc = cli("download", "dl", "--output", str(blocked), "--json")
+    assert proc.returncode == 1
+    message, _ = edge_error(proc.stderr)
+    assert message.startswith(f"cannot create {blocked}")
+    assert json.loads(proc.stdout)["exit_code"] == 1
+    spaced = tmp_path / "dl ü dir"
+    ok = cli("download", "dl", "--output", str(spaced), "--json")
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["directory"] == str(spaced)
+
+
+@pytest.mark.parametrize(
+    ("plan", "output", "message"),
+    [
+        ("DIR", "tasks.toml", "is a directory"),
+        ("PLAN.md", "DIR", "is a directory"),
+        ("EMPTY.md", "tasks.toml", "is empty"),
+        ("PLAN.md", "missing/tasks.toml", "does not exist"),
+        ("missing.md", "tasks.toml", "does not exist"),
+    ],
+)
+def test_plan_split_checks_its_paths_before_asking_claude(cli, repo, plan, output, message):
+    """Each refused before Claude is run (its answer costs money): the stand-in agent would
+    otherwise be asked, and the error would come after it."""
+    (repo / "DIR").mkdir()
+    (repo / "PLAN.md").write_text("Build it.\n")
+    (repo / "EMPTY.md").write_text("\n")
+    proc = cli("plan", "split", plan, "-o", output, env={"SANDBOXRUN_CLAUDE_BIN": "/nonexistent"})
+    assert proc.returncode == 2, proc.stderr
+    got, hint = edge_error(proc.stderr)
+    assert message in got and hint
+    assert not (repo / "tasks.toml").exists()
+
+
+def test_an_unexpected_file_error_is_one_line_not_a_traceback():
+    from sandboxrun.cli import file_fault
+
+    fault = file_fault(FileExistsError(17, "File exists", "/x/y"))
+    assert fault is not None and fault.message == "File exists: /x/y" and fault.hint
+    assert file_fault(OSError(5, "Input/output error")) is None  # not ours to explain

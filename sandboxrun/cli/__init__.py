@@ -9,6 +9,7 @@ and nowhere else.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import NoReturn
 
@@ -121,8 +122,8 @@ def main() -> None:
     except OSError as exc:
         # A disk that refused a write (full, read-only, a size limit) outside the database
         # (an upload tarball, artifacts): one line with the next step, not a traceback.
-        fault = disk_fault(exc)
-        if fault is None:
+        fault = disk_fault(exc) or file_fault(exc)
+        if fault is None or os.environ.get("SANDBOXRUN_DEBUG"):
             raise
         _fail(fault.message, fault.hint, fault.exit_code)
     # standalone_mode=False returns typer.Exit's code (Ctrl-C: 130); commands return None.
@@ -141,6 +142,22 @@ def usage_error_text(exc: click_errors.ClickException) -> tuple[str, str | None]
         what = "commands" if isinstance(ctx.command, typer.core.TyperGroup) else "options"
         hint = f"See `{ctx.command_path} -h` for its {what}."
     return exc.format_message(), hint
+
+
+def file_fault(exc: OSError) -> SandboxrunError | None:
+    """A file-system error no command turned into its own message (a path that is a file, a
+    directory that cannot be made, a permission), as one line naming the path (pure).
+
+    A last resort so a person never meets a traceback; ``SANDBOXRUN_DEBUG=1`` shows it.
+    """
+    kinds = (FileExistsError, FileNotFoundError, NotADirectoryError, IsADirectoryError)
+    if not isinstance(exc, (*kinds, PermissionError)):
+        return None
+    where = f": {exc.filename}" if exc.filename else ""
+    return SandboxrunError(
+        f"{exc.strerror or exc}{where}",
+        "Check the path and its permissions (SANDBOXRUN_DEBUG=1 shows where it happened).",
+    )
 
 
 def _fail(message: str, hint: str | None, code: int) -> NoReturn:

@@ -114,11 +114,22 @@ def split_plan(
     plan: Path, output: Path, *, claude_bin: str, model: str | None = None, force: bool = False
 ) -> TaskGraph:
     """Ask Claude to split ``plan``; validate; write ``output``. Returns the validated graph."""
+    # Every check before Claude is asked: its answer costs money and must have a place to go.
+    if plan.is_dir():
+        raise UsageError(f"plan file {plan} is a directory", "Give the plan's file, e.g. PLAN.md.")
     if not plan.is_file():
-        raise UsageError(f"plan file {plan} does not exist")
+        raise UsageError(f"plan file {plan} does not exist", "Check the path, e.g. PLAN.md.")
+    if output.is_dir():
+        raise UsageError(f"{output} is a directory", "Pass -o with a file name, e.g. tasks.toml.")
     if output.exists() and not force:
         raise UsageError(f"{output} already exists", "Pass --force to replace it.")
+    if not output.parent.is_dir():
+        raise UsageError(
+            f"{output.parent} does not exist", "Create the directory first, or choose another -o."
+        )
     text = plan.read_text(encoding="utf-8", errors="replace")
+    if not text.strip():
+        raise UsageError(f"plan file {plan} is empty", f"Write the plan into {plan} first.")
     res = process.run(
         split_argv(claude_bin, model),
         input=SPLIT_INSTRUCTIONS + text,

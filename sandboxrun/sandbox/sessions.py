@@ -195,6 +195,25 @@ class Download:
     base: str = ""  # the commit a branch must be at for ``commands`` to apply
 
 
+def _output_directory(output: Path) -> Path:
+    """``output`` made (with its parents) and returned absolute; a path that is a file, or that
+    cannot be made, is an error naming it (before anything is read or written)."""
+    output = output.resolve()
+    if output.exists() and not output.is_dir():
+        raise UsageError(
+            f"{output} is not a directory",
+            "Pass --output with a directory to write into (made if missing).",
+        )
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SandboxrunError(
+            f"cannot create {output}: {exc.strerror}",
+            "Pass --output with a directory you can write to.",
+        ) from exc
+    return output
+
+
 def download_session(
     settings: Settings, store: SessionStore, session: Session, output: Path
 ) -> Download:
@@ -213,8 +232,7 @@ def download_session(
     from sandboxrun.sandbox.gitpack import known_blobs
     from sandboxrun.sync.replay import BASELINE_PACK, Quarantine, build_plan, hooks_path_pattern
 
-    output = Path(output).resolve()
-    output.mkdir(parents=True, exist_ok=True)
+    output = _output_directory(Path(output))
     artifacts = settings.session_artifacts(session.id)
     patches: Patches | None = None
     # A live sandbox (running, or kept after the end) has the freshest work.
