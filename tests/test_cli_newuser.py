@@ -210,3 +210,47 @@ def test_an_unexpected_file_error_is_one_line_not_a_traceback():
     fault = file_fault(FileExistsError(17, "File exists", "/x/y"))
     assert fault is not None and fault.message == "File exists: /x/y" and fault.hint
     assert file_fault(OSError(5, "Input/output error")) is None  # not ours to explain
+
+
+TASKS = '[[task]]\nname = "a"\nprompt = "@write a.md A"\n'
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--hard-factor", "0.5"], "--hard-factor must be at least 1"),
+        (["--budget-usd", "nan"], "--budget-usd must be positive"),
+        (["--budget-minutes", "-1"], "--budget-minutes must be positive"),
+        (["--max-parallel", "0"], "--max-parallel must be at least 1"),
+        (["--start-rate", "0"], "--start-rate must be positive"),
+    ],
+)
+def test_fanout_bad_numbers_are_usage_errors_with_a_hint(cli, repo, tmp_path, flags, message):
+    """A hard factor below 1 would stop running tasks before the budget stops new ones."""
+    tasks = tmp_path / "tasks.toml"
+    tasks.write_text(TASKS)
+    proc = cli("fanout", str(tasks), "--backend", "local", "--name", "g", *flags)
+    assert proc.returncode == 2, proc.stderr
+    got, hint = edge_error(proc.stderr)
+    assert message in got and hint
+    assert cli.json("groups") == []
+    assert "sandboxrun/g-a" not in git(repo, "branch", "--list")
+
+
+@pytest.mark.slow
+def test_report_and_integrate_refuse_bad_targets(cli, repo, tmp_path):
+    tasks = tmp_path / "tasks.toml"
+    tasks.write_text(TASKS)
+    assert cli("fanout", str(tasks), "--backend", "local", "--name", "g").returncode == 0
+    for target, where in ((tmp_path, "is a directory"), (tmp_path / "no" / "r.html", "not exist")):
+        proc = cli("report", "g", "--format", "html", "-o", str(target))
+        assert proc.returncode == 2, proc.stderr
+        got, hint = edge_error(proc.stderr)
+        assert where in got and hint
+    proc = cli("integrate", "g", "--into", "bad..name", "--json")
+    assert proc.returncode == 2, proc.stderr
+    got, hint = edge_error(proc.stderr)
+    assert got == "'bad..name' is not a valid branch name" and hint and "--into" in hint
+    assert json.loads(proc.stdout)["exit_code"] == 2
+    assert "bad..name" not in git(repo, "branch", "--list")
+    assert cli("integrate", "g", "--json").returncode == 0

@@ -239,10 +239,15 @@ def register(app: typer.Typer) -> None:
         graph = load_tasks(tasks_path)
         group_name = validate_group_name(name or graph.default_group)
         if max_parallel < 1:
-            raise UsageError("--max-parallel must be at least 1")
+            raise UsageError("--max-parallel must be at least 1", "e.g. --max-parallel 5")
         for label, value in (("--budget-usd", budget_usd), ("--budget-minutes", budget_minutes)):
-            if value is not None and value <= 0:
-                raise UsageError(f"{label} must be positive")
+            if value is not None and not value > 0:  # also NaN
+                raise UsageError(f"{label} must be positive", f"e.g. {label} 20")
+        if not hard_factor >= 1:
+            raise UsageError(
+                f"--hard-factor must be at least 1, got {hard_factor}",
+                "Running tasks are stopped at this multiple of the budget: e.g. --hard-factor 1.25.",
+            )
         settings = settings_for(repo)
         store = open_store(settings)
         root = gitops.main_worktree(gitops.repo_root(repo))
@@ -253,8 +258,8 @@ def register(app: typer.Typer) -> None:
             raise UsageError(f"unknown --warm {warm!r}", "Use auto, on or off.")
         if warm == "on" and backend_name != "e2b":
             raise UsageError("--warm on needs --backend e2b", "Local runs upload nothing.")
-        if start_rate is not None and start_rate <= 0:
-            raise UsageError("--start-rate must be positive")
+        if start_rate is not None and not start_rate > 0:
+            raise UsageError("--start-rate must be positive", "e.g. --start-rate 1 (per second)")
         # the backend is ready (E2B key, Claude Code, bubblewrap...) before any task exists
         get_backend(backend_name, settings).check_ready(dry_run=False)
         base_commit = gitops.resolve_commit(root, "HEAD")
@@ -342,6 +347,9 @@ def register(app: typer.Typer) -> None:
         """Per task status, branch, commits, files, cost, turns, duration; the critical path."""
         if fmt not in ("md", "json", "html"):
             raise UsageError(f"unknown --format {fmt!r}", "Use md, json or html.")
+        if output is not None and (output.is_dir() or not output.parent.is_dir()):
+            where = "is a directory" if output.is_dir() else "is in a directory that does not exist"
+            raise UsageError(f"--output {output} {where}", "Pass a file name, e.g. -o report.html.")
         store = open_store(settings_for(None))
         text = render(build_report(store, _group_or_fail(store, group)), fmt)
         if output:

@@ -100,7 +100,11 @@ def integrate(repo: Path, base: str, branches: list[str], into: str, label: str)
             "under it",
             "Pass another --into, or check out a different branch there first.",
         )
-    gitops.git(repo, "check-ref-format", "--branch", into)
+    if gitops.git(repo, "check-ref-format", "--branch", into, check=False).returncode != 0:
+        raise UsageError(
+            f"{into!r} is not a valid branch name",
+            "Pass --into with a branch name such as integration/GROUP (git check-ref-format).",
+        )
     start = into if gitops.branch_exists(repo, into) else base
     result = MergeResult(commit=gitops.resolve_commit(repo, start))
     gitops.git(repo, "update-ref", f"refs/heads/{into}", result.commit)
