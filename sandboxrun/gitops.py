@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import shlex
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -116,11 +117,24 @@ def repo_root(path: Path) -> Path:
         raise NotAGitRepoError(f"{path} does not exist", "Pass --repo with a git repository path.")
     res = git(path, "rev-parse", "--show-toplevel", check=False)
     if not res.ok:
-        raise NotAGitRepoError(
-            f"{path} is not inside a git repository",
-            "Run from a git checkout, pass --repo PATH, or `git init` and commit first.",
-        )
+        raise _not_a_work_tree(path)
     return Path(res.stdout.strip()).resolve()
+
+
+def _not_a_work_tree(path: Path) -> NotAGitRepoError:
+    """The error for ``path`` outside any work tree: a bare repository said as such, the path
+    absolute (``.`` tells nobody where they were)."""
+    shown = path.absolute()
+    bare = git(path, "rev-parse", "--is-bare-repository", check=False)
+    if bare.ok and bare.stdout.strip() == "true":
+        return NotAGitRepoError(
+            f"{shown} is a bare repository (it has no work tree)",
+            f"Clone it (git clone {shlex.quote(str(shown))} DIR) and run in the clone.",
+        )
+    return NotAGitRepoError(
+        f"{shown} is not inside a git repository",
+        "Run from a git checkout, pass --repo PATH, or `git init` and commit first.",
+    )
 
 
 def repo_paths(path: Path) -> tuple[Path, Path, Path]:
@@ -135,10 +149,7 @@ def repo_paths(path: Path) -> tuple[Path, Path, Path]:
     )  # fmt: skip
     lines = res.stdout.splitlines()
     if not res.ok or len(lines) != 2:
-        raise NotAGitRepoError(
-            f"{path} is not inside a git repository",
-            "Run from a git checkout, pass --repo PATH, or `git init` and commit first.",
-        )
+        raise _not_a_work_tree(path)
     top, common = Path(lines[0]).resolve(), Path(lines[1])
     return top, (common.parent if common.name == ".git" else top), common
 
@@ -159,7 +170,10 @@ def resolve_commit(repo: Path, ref: str) -> str:
     """Full SHA of ``ref``; a clear error when it does not name a commit."""
     res = git(repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
     if not res.ok:
-        if ref == "HEAD":
+        if (
+            ref == "HEAD"
+            or not git(repo, "rev-parse", "--verify", "--quiet", "HEAD", check=False).ok
+        ):
             raise GitError(
                 "the repository has no commits yet",
                 "Make a first commit (git add -A && git commit -m init) and run again.",

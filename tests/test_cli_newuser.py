@@ -254,3 +254,53 @@ def test_report_and_integrate_refuse_bad_targets(cli, repo, tmp_path):
     assert json.loads(proc.stdout)["exit_code"] == 2
     assert "bad..name" not in git(repo, "branch", "--list")
     assert cli("integrate", "g", "--json").returncode == 0
+
+
+def test_a_bare_repository_is_named_and_never_packed(cli, tmp_path):
+    """`pack --list` in a bare repository used to list git's own files (hooks, info/exclude)
+    as the upload; every command now says it is a bare repository."""
+    bare = tmp_path / "bare.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
+    proc = cli("pack", "--list", cwd=bare)
+    assert proc.returncode == 1 and proc.stdout == ""
+    message, hint = edge_error(proc.stderr)
+    assert "is a git directory" in message and hint and "clone" in hint
+    for args in (["worktree", "list"], ["run", "--backend", "local", "--prompt", "x"]):
+        proc = cli(*args, cwd=bare)
+        assert proc.returncode == 1
+        message, hint = edge_error(proc.stderr)
+        assert message == f"{bare} is a bare repository (it has no work tree)"
+        assert hint and "git clone" in hint
+
+
+def test_outside_a_repository_the_error_names_the_absolute_path(cli, tmp_path):
+    plain = tmp_path / "plain dir ü"
+    plain.mkdir()
+    proc = cli("presence", cwd=plain)
+    assert proc.returncode == 1
+    message, _ = edge_error(proc.stderr)
+    assert message == f"{plain} is not inside a git repository"
+
+
+def test_a_repository_without_commits_says_so_for_local_mode(cli, tmp_path):
+    """`worktree setup` / `spawn` used to say "'master' is not a commit ... Pass --base"."""
+    fresh = tmp_path / "fresh"
+    subprocess.run(["git", "init", "-q", str(fresh)], check=True)
+    for args in (["worktree", "setup", "api"], ["spawn", "api", "--prompt", "x"]):
+        proc = cli(*args, cwd=fresh)
+        assert proc.returncode == 1, proc.stderr
+        message, hint = edge_error(proc.stderr)
+        assert message == "the repository has no commits yet" and hint and "commit" in hint
+    assert not (fresh / ".worktrees").exists()
+
+
+def test_worktree_next_step_is_shell_quoted(cli, tmp_path):
+    spaced = tmp_path / "my project ü"
+    spaced.mkdir()
+    git(spaced, "init", "-q", "-b", "main")
+    (spaced / "f").write_text("x\n")
+    git(spaced, "add", "f")
+    git(spaced, "commit", "-q", "-m", "init")
+    proc = cli("worktree", "setup", "api", cwd=spaced)
+    assert proc.returncode == 0, proc.stderr
+    assert f"next: cd '{spaced / '.worktrees' / 'api'}' && claude" in proc.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 
@@ -61,7 +62,7 @@ def setup_cmd(
         console.print(f"  copied {name}")
     for name in result.missing:
         say((f"  copy_files: {name} does not exist, not copied", "yellow"), err=True)
-    console.print(f"  next: cd {result.path} && claude")
+    console.print(f"  next: cd {shlex.quote(str(result.path))} && claude")
 
 
 @worktree_app.command("list")

@@ -85,6 +85,15 @@ def is_git_worktree(root: Path) -> bool:
     return res.ok and res.stdout.strip() == "true"
 
 
+def is_git_dir(root: Path) -> bool:
+    """Whether ``root`` is inside a git directory itself (a bare repository, or ``.git``):
+    its files are git's own, never a tree to upload."""
+    if process.which("git") is None:
+        return False
+    res = git(root, "rev-parse", "--is-inside-git-dir", check=False)
+    return res.ok and res.stdout.strip() == "true"
+
+
 def split_z(raw: bytes) -> list[str]:
     # git prints paths as raw bytes; fsdecode keeps odd (non-UTF-8) names round-trippable
     return [os.fsdecode(p) for p in raw.split(b"\0") if p]

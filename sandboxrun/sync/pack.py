@@ -32,6 +32,7 @@ from sandboxrun.sync.candidates import (
     Spec,
     git_candidates,
     git_ignored_matching,
+    is_git_dir,
     is_git_worktree,
     load_spec,
     read_lines,
@@ -227,6 +228,11 @@ def _start(
         if submodules:
             candidates = with_submodules(root, candidates, submodules)
         ignored = git_ignored_matching(root, include_lines) if include_spec else []
+    elif is_git_dir(root):
+        raise PackError(
+            f"{root} is a git directory (a bare repository or .git), not a work tree",
+            "Pack a checkout: clone the repository (git clone) and pass its path.",
+        )
     else:
         sel.source = "walk"
         candidates, ignored = walk_candidates(root, include_lines, include_spec)
