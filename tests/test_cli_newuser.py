@@ -25,7 +25,7 @@ CONSOLE_SCRIPT = str(Path(sys.executable).with_name("sandboxrun"))
             ["nosuchcommand"],
             2,
             "No such command 'nosuchcommand'",
-            "`sandboxrun -h` for its commands",
+            "`sandboxrun -h` for its commands and options",
         ),
         (["template", "nosuch"], 2, "No such command", "`sandboxrun template -h`"),
         (["run", "--prompt", "x", "--max-turns", "0"], 2, "--max-turns", "`sandboxrun run -h`"),
@@ -331,3 +331,28 @@ def test_help_paragraphs_are_reflowed_not_ragged(cli):
     wide = cli("status", "--help", env={"COLUMNS": "300"})
     assert wide.returncode == 0
     assert "the repository you are in (all of them outside a repository); --all" in wide.stdout
+
+
+@pytest.mark.parametrize("command", [["serve"], ["mcp", "--http"]])
+def test_a_port_in_use_is_one_error_line(cli, command):
+    """uvicorn logged its own `ERROR: [Errno 98] ...` and exited 3; now one Error:/Hint:
+    before the banner, exit 1. The port is held by a real listening socket."""
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        proc = cli(*command, "--port", str(port), timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    message, hint = edge_error(proc.stderr)
+    assert message == f"port {port} on 127.0.0.1 is already in use"
+    assert hint and "--port" in hint
+    assert "http://" not in proc.stderr  # no banner for a server that never started
+
+
+def test_a_host_that_does_not_resolve_is_a_usage_error(cli):
+    proc = cli("serve", "--host", "999.1.1.1", "--port", "8799", timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    message, hint = edge_error(proc.stderr)
+    assert "does not resolve" in message and hint and "127.0.0.1" in hint

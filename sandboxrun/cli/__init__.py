@@ -182,7 +182,9 @@ def usage_error_text(exc: click_errors.ClickException) -> tuple[str, str | None]
     ctx = getattr(exc, "ctx", None)
     hint = None
     if ctx is not None:
-        what = "commands" if isinstance(ctx.command, typer.core.TyperGroup) else "options"
+        what = (
+            "commands and options" if isinstance(ctx.command, typer.core.TyperGroup) else "options"
+        )
         hint = f"See `{ctx.command_path} -h` for its {what}."
     return exc.format_message(), hint
 

@@ -84,11 +84,12 @@ def serve(
     timeline, and cost totals. The MCP endpoint /mcp and the /msg/* API are served beside it.
     """
     from sandboxrun.config import load_settings
-    from sandboxrun.mcp.server import check_git, serve_http
+    from sandboxrun.mcp.server import check_address, check_git, serve_http
 
     if not 0 < port < 65536:
         raise UsageError(f"invalid port {port}", "Pass --port between 1 and 65535.")
     check_git()
+    check_address(host, port)  # before the banner: an address in use is the only line
     home = load_settings().home
     typer.echo(
         f"sandboxrun dashboard at http://{host}:{port}/ (token: {home / 'http.token'})", err=True

@@ -47,6 +47,7 @@ def serve(
         return
     from sandboxrun.mcp.server import (
         caller_is_master,
+        check_address,
         check_git,
         http_port,
         serve_http,
@@ -62,6 +63,7 @@ def serve(
         if not 0 < port < 65536:
             raise UsageError(f"invalid port {port}", "Pass --port between 1 and 65535.")
         home = coord.settings.home
+        check_address(host, port)  # before the banner: an address in use is the only line
         typer.echo(
             f"sandboxrun MCP at http://{host}:{port}/mcp (token: {home / 'http.token'})", err=True
         )

@@ -15,7 +15,7 @@ from typing import Any
 
 from fastmcp import FastMCP
 
-from sandboxrun.errors import ProgramNotFoundError
+from sandboxrun.errors import ProgramNotFoundError, SandboxrunError, UsageError
 from sandboxrun.mcp import claims, merges, messages, presence, sandbox, sessions, workers
 from sandboxrun.mcp.common import Coord
 
@@ -121,6 +121,38 @@ def serve_http(
 
     from sandboxrun.web.control import build_app
 
+    check_address(host, port)
     server = build_server(coord)
     app = build_app(server, token_path=token_path)
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2)
+
+
+def check_address(host: str, port: int) -> None:
+    """Refuse, as one error with the next step, an address the server could not listen on (a
+    port in use, a host that does not resolve or is not this machine's), before the server
+    starts: uvicorn would log it in its own format and exit 3."""
+    import errno
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise UsageError(
+            f"cannot listen on {host}: the host does not resolve",
+            "Pass --host 127.0.0.1 (this machine only) or an address of this machine.",
+        ) from exc
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(addr)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise SandboxrunError(
+                    f"port {port} on {host} is already in use",
+                    f"Pass another --port, or see what holds it: ss -ltnp 'sport = :{port}'.",
+                ) from exc
+            raise SandboxrunError(
+                f"cannot listen on {host}:{port}: {exc.strerror}",
+                "Pass --host 127.0.0.1 and a --port above 1023 (lower ones need root).",
+            ) from exc
