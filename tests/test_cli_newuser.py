@@ -356,3 +356,29 @@ def test_a_host_that_does_not_resolve_is_a_usage_error(cli):
     assert proc.returncode == 2, proc.stderr
     message, hint = edge_error(proc.stderr)
     assert "does not resolve" in message and hint and "127.0.0.1" in hint
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["send", "api", "--file", "missing.md"], "message file missing.md does not exist"),
+        (["send", "api", "--file", "."], "message file . is a directory"),
+        (["send", "api", "  "], "the message is empty"),
+        (["send", "api"], "give the children's names and then the text"),
+        (["wait", "api", "--any", "--all"], "--any and --all exclude each other"),
+        (["read", "api", "--last", "-3"], "--last"),
+    ],
+)
+def test_local_mode_bad_input_is_a_usage_error_with_a_hint(cli, args, message):
+    """`send --file` of a missing file was a FileNotFoundError; `read --last -3` silently
+    dropped the first three messages instead."""
+    proc = cli(*args)
+    assert proc.returncode == 2, proc.stderr
+    got, hint = edge_error(proc.stderr)
+    assert message in got and hint
+
+
+def test_adopt_all_with_nothing_to_adopt_says_so(cli, tmp_path):
+    proc = cli("adopt", "--all", env={"SANDBOXRUN_TMUX_SOCKET": str(tmp_path / "tmux.sock")})
+    assert proc.returncode == 0, proc.stderr
+    assert "no unknown children" in proc.stdout

@@ -113,11 +113,16 @@ def send_cmd(
     Exit 1 when any failed. Example: sandboxrun send api web "rebase on main, then run tests"
     """
     if file is not None:
-        text = file.read_text()
+        text = _message_file(file)
     elif len(names) >= 2:
         names, text = names[:-1], names[-1]
     else:
-        raise UsageError("give the children's names and then the text (or --file FILE)")
+        raise UsageError(
+            "give the children's names and then the text (or --file FILE)",
+            'e.g. sandboxrun send api "run the tests", or sandboxrun send api --file msg.md',
+        )
+    if not text.strip():
+        raise UsageError("the message is empty", "Say what the children should do.")
     settings = settings_for(Path("."))
     store = open_store(settings)
     tmux = Tmux()
@@ -148,7 +153,10 @@ def wait_cmd(
     124 timeout.
     """
     if any_ and all_:
-        raise UsageError("--any and --all exclude each other")
+        raise UsageError(
+            "--any and --all exclude each other",
+            "--any returns when one child is ready, --all (the default) when every one is.",
+        )
     limit = parse_duration(timeout) if timeout else None
     settings = settings_for(Path("."))
     store = open_store(settings)
@@ -166,9 +174,18 @@ def wait_cmd(
     raise typer.Exit(max(WAIT_CODES[st.name] for st in done.values()))
 
 
+def _message_file(path: Path) -> str:
+    """The text of ``send --file``: a missing file or a directory is a usage error naming it."""
+    if path.is_dir():
+        raise UsageError(f"message file {path} is a directory", "Give the file with the message.")
+    if not path.is_file():
+        raise UsageError(f"message file {path} does not exist", "Check the path.")
+    return path.read_text(encoding="utf-8", errors="replace")
+
+
 def read_cmd(
     name: str = typer.Argument(..., help="The child."),
-    last: int = typer.Option(None, "--last", "-n", help="Only the last N messages."),
+    last: int = typer.Option(None, "--last", "-n", min=1, help="Only the last N messages."),
     json_out: bool = typer.Option(False, "--json", help="Print the messages as JSON."),
 ) -> None:
     """The child's conversation (user and assistant messages, tool uses), across /clear."""
@@ -402,6 +419,8 @@ def adopt_cmd(
         return
     for s in sessions:
         console.print(f"{s.name}: adopted (session {s.id}, {s.activity or 'state unknown'})")
+    if not sessions:
+        console.print("no unknown children to adopt (`sandboxrun discover` lists them)")
 
 
 def shutdown_cmd(
