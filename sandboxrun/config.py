@@ -45,7 +45,9 @@ def parse_duration(text: str | int | float) -> float:
     """
     if isinstance(text, int | float):
         if not text > 0:  # also NaN
-            raise UsageError(f"duration must be positive, got {text}")
+            raise UsageError(
+                f"duration must be positive, got {text}", "e.g. 90s, 20m, 1h or 1h30m."
+            )
         return _bounded(float(text), text)
     raw = text.strip().lower()
     pos, total = 0, 0.0

@@ -382,3 +382,33 @@ def test_adopt_all_with_nothing_to_adopt_says_so(cli, tmp_path):
     proc = cli("adopt", "--all", env={"SANDBOXRUN_TMUX_SOCKET": str(tmp_path / "tmux.sock")})
     assert proc.returncode == 0, proc.stderr
     assert "no unknown children" in proc.stdout
+
+
+def test_every_error_the_cli_layer_raises_has_a_hint():
+    """The class, not the examples: every SandboxrunError raised in the CLI modules (and the
+    user-facing checks of TASKS files, settings and spawn) carries a hint, read from the source
+    so a new one without a hint fails here."""
+    import ast
+
+    import sandboxrun
+    from sandboxrun import errors
+
+    ours = {
+        name
+        for name, cls in vars(errors).items()
+        if isinstance(cls, type) and issubclass(cls, errors.SandboxrunError)
+    }
+    root = Path(sandboxrun.__file__).parent
+    files = [*sorted((root / "cli").glob("*.py"))]
+    files += [root / "fanout" / "tasks.py", root / "config.py", root / "local" / "spawn.py"]
+    missing = []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call)):
+                continue
+            func = node.exc.func
+            name = getattr(func, "id", None) or getattr(func, "attr", None)
+            has_hint = len(node.exc.args) >= 2 or any(k.arg == "hint" for k in node.exc.keywords)
+            if name in ours and not has_hint:
+                missing.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert missing == []

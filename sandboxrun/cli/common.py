@@ -79,7 +79,10 @@ def repo_scope(all_repos: bool, repo: Path | None) -> Path | None:
     """
     if all_repos:
         if repo is not None:
-            raise UsageError("give --all or --repo, not both")
+            raise UsageError(
+                "give --all or --repo, not both",
+                "--all: every repository; --repo PATH: that one.",
+            )
         return None
     if repo is not None:
         return main_worktree(repo_root(repo))

@@ -163,7 +163,10 @@ def kill_group(settings: Any, store: SessionStore, g: G.Group, json_out: bool) -
     from sandboxrun.sandbox.sessions import kill_session
 
     if g.is_terminal:
-        raise UsageError(f"group {g.name} already ended ({g.status})")
+        raise UsageError(
+            f"group {g.name} already ended ({g.status})",
+            f"See what it did with `sandboxrun report {g.name}`.",
+        )
     G.update_group(store, g.id, kill_requested=1)
     if not group_driver_alive(g):
         # nobody schedules it: stop its tasks here, then settle the group ourselves
@@ -516,7 +519,10 @@ def _drive_and_print(settings: Any, store: SessionStore, g: G.Group, json_out: b
 def attach_group(settings: Any, store: SessionStore, g: G.Group, json_out: bool) -> None:
     """`attach GROUP`: resume scheduling a group whose driver died."""
     if g.is_terminal:
-        raise UsageError(f"group {g.name} already ended ({g.status})")
+        raise UsageError(
+            f"group {g.name} already ended ({g.status})",
+            f"See what it did with `sandboxrun report {g.name}`.",
+        )
     if group_driver_alive(g):
         raise UsageError(
             f"group {g.name} is still driven by process {g.owner_pid}",

@@ -29,7 +29,8 @@ def choose_scope(
     chosen = [s for s, on in zip(hooks_install.SCOPES, (global_, local, shared), strict=True) if on]
     if len(chosen) > 1:
         raise UsageError(
-            f"pick one of --global, --local, --shared (got {', '.join('--' + c for c in chosen)})"
+            f"pick one of --global, --local, --shared (got {', '.join('--' + c for c in chosen)})",
+            "--global: every project (~/.claude); --local: this repository, for you only.",
         )
     if chosen:
         return chosen[0]
@@ -95,7 +96,10 @@ def install_cmd(
     root = _repo_or_none(repo)
     if status:
         if uninstall:
-            raise UsageError("--status and --uninstall exclude each other")
+            raise UsageError(
+                "--status and --uninstall exclude each other",
+                "See where they are with --status, then remove them with --uninstall.",
+            )
         print_status(hooks_install.status(root), json_out)
         return
     action = "removed from" if uninstall else "installed"

@@ -302,7 +302,10 @@ def monitor_cmd(
     Example: sandboxrun monitor --repo . --daemon; sandboxrun monitor --repo . --status
     """
     if sum((once, daemon, show_status, stop)) > 1:
-        raise UsageError("give at most one of --once, --daemon, --status, --stop")
+        raise UsageError(
+            "give at most one of --once, --daemon, --status, --stop",
+            "e.g. sandboxrun monitor --daemon, then sandboxrun monitor --status",
+        )
     root = _root(repo) if repo else None
     settings = settings_for(root or Path("."))
     key = str(root) if root else None
@@ -400,7 +403,10 @@ def adopt_cmd(
 ) -> None:
     """Take over children the database lost: their rows come back (same session id)."""
     if bool(names) == all_:
-        raise UsageError("name the children to adopt, or pass --all (not both)")
+        raise UsageError(
+            "name the children to adopt, or pass --all (not both)",
+            "See them with `sandboxrun discover`.",
+        )
     root = _root(repo)
     settings = settings_for(root)
     store = open_store(settings)

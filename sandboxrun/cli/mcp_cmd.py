@@ -84,7 +84,10 @@ def install_cmd(
     from sandboxrun.mcp import install as inst
 
     if local and global_:
-        raise UsageError("give --local or --global, not both")
+        raise UsageError(
+            "give --local or --global, not both",
+            "--local: this repository's .mcp.json; --global: your ~/.claude.json.",
+        )
     scope = "global" if global_ else "local"
     root = None
     if scope == "local":

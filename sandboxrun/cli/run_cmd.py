@@ -145,7 +145,10 @@ def run(
     prompt = _one("--prompt", prompts or [])
     prompt_file = _one("--prompt-file", prompt_files or [])
     if prompt_file is not None and prompt is not None:
-        raise UsageError("give --prompt or --prompt-file, not both")
+        raise UsageError(
+            "give --prompt or --prompt-file, not both",
+            'e.g. --prompt-file PLAN.md, or --prompt "fix the failing test"',
+        )
     settings, req = run_request(
         settings_for(repo),
         repo,

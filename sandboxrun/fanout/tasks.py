@@ -132,7 +132,7 @@ def parse_tasks(
     seen: set[str] = set()
     for i, item in enumerate(raw, 1):
         if not isinstance(item, dict):
-            raise UsageError(f"task #{i} in {source} is not a table")
+            raise UsageError(f"task #{i} in {source} is not a table", _TASK_HINT)
         specs.append(_one_task(item, i, base_dir, seen))
         seen.add(specs[-1].name)
     names = {s.name for s in specs}
@@ -145,6 +145,18 @@ def parse_tasks(
             )
     order = topological_order(specs)
     return TaskGraph(tuple(order), source=source, default_group=_slug(default_group))
+
+
+#: the next step for a task the TASKS file gets wrong
+_TASK_HINT = (
+    'Each [[task]] has a name, prompt = "..." or prompt_file = "...", and optionally '
+    'depends_on = ["other"], base, model, timeout = "20m", max_turns (README: Fan-out).'
+)
+
+
+def _bad(message: str) -> UsageError:
+    """A task the TASKS file gets wrong, with the shape of a good one as the hint."""
+    return UsageError(message, _TASK_HINT)
 
 
 def _one_task(item: dict[str, Any], i: int, base_dir: Path, seen: set[str]) -> TaskSpec:
@@ -166,10 +178,10 @@ def _one_task(item: dict[str, Any], i: int, base_dir: Path, seen: set[str]) -> T
     label = f"task {name!r}"
     prompt, prompt_file = item.get("prompt"), item.get("prompt_file")
     if (prompt is None) == (prompt_file is None):
-        raise UsageError(f"{label} needs exactly one of prompt or prompt_file")
+        raise _bad(f"{label} needs exactly one of prompt or prompt_file")
     if prompt_file is not None:
         if not isinstance(prompt_file, str):
-            raise UsageError(f"{label}: prompt_file must be a string")
+            raise _bad(f"{label}: prompt_file must be a string")
         file = (base_dir / prompt_file).expanduser()
         if not file.is_file():
             raise UsageError(
@@ -178,25 +190,25 @@ def _one_task(item: dict[str, Any], i: int, base_dir: Path, seen: set[str]) -> T
             )
         prompt = file.read_text(encoding="utf-8", errors="replace")
     if not isinstance(prompt, str) or not prompt.strip():
-        raise UsageError(f"{label} has an empty prompt")
+        raise _bad(f"{label} has an empty prompt")
     deps = item.get("depends_on", [])
     if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
-        raise UsageError(f"{label}: depends_on must be a list of task names")
+        raise _bad(f"{label}: depends_on must be a list of task names")
     if name in deps:
-        raise UsageError(f"{label} depends on itself (cycle: {name} -> {name})")
+        raise _bad(f"{label} depends on itself (cycle: {name} -> {name})")
     if len(set(deps)) != len(deps):
-        raise UsageError(f"{label} lists a dependency twice")
+        raise _bad(f"{label} lists a dependency twice")
     for key in ("base", "model"):
         if item.get(key) is not None and not isinstance(item[key], str):
-            raise UsageError(f"{label}: {key} must be a string")
+            raise _bad(f"{label}: {key} must be a string")
     timeout = item.get("timeout")
     if timeout is not None:
         if not isinstance(timeout, str | int | float) or isinstance(timeout, bool):
-            raise UsageError(f'{label}: timeout must be a duration such as "20m"')
+            raise _bad(f'{label}: timeout must be a duration such as "20m"')
         timeout = parse_duration(timeout)
     turns = item.get("max_turns")
     if turns is not None and (not isinstance(turns, int) or isinstance(turns, bool) or turns < 1):
-        raise UsageError(f"{label}: max_turns must be a whole number of at least 1")
+        raise _bad(f"{label}: max_turns must be a whole number of at least 1")
     return TaskSpec(
         name=name,
         prompt=prompt,

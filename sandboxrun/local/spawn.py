@@ -189,7 +189,10 @@ def spawn(
     marked failed) when the child does not come up.
     """
     if req.skip_permissions and req.permission_mode:
-        raise UsageError("--skip-permissions and --permission-mode exclude each other")
+        raise UsageError(
+            "--skip-permissions and --permission-mode exclude each other",
+            "Pick one: --skip-permissions, or e.g. --permission-mode acceptEdits.",
+        )
     name = validate_role(req.name)
     role = validate_role(req.role) if req.role else name
     root = gitops.main_worktree(repo)
