@@ -337,10 +337,13 @@ def wait_ready(
                 tmux.send_keys(tmux_name, "Enter" if on_yes else "Down")
                 last_key = time.monotonic()
         if time.monotonic() > deadline:
+            screen = "\n".join(text.strip().splitlines()[-12:])
+            # spawn() ends the tmux session on this error: the hint must not send anyone to it
             raise SpawnError(
                 f"the child did not take its first prompt within {timeout:.0f}s "
-                f"(no UserPromptSubmit hook with it); its screen ends with:\n"
-                + "\n".join(text.strip().splitlines()[-12:]),
-                f"Look at it with `tmux {' '.join(tmux.socket_args())} attach -t {tmux_name}`.",
+                f"(no UserPromptSubmit hook with it); "
+                + (f"its screen ended with:\n{screen}" if screen else "its screen was blank"),
+                "Its tmux session was ended; the worktree and branch stay. Check that `claude` "
+                "starts there by hand (SANDBOXRUN_CLAUDE_BIN names which one), then spawn again.",
             )
         time.sleep(_POLL)
