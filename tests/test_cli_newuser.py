@@ -412,3 +412,9 @@ def test_every_error_the_cli_layer_raises_has_a_hint():
             if name in ours and not has_hint:
                 missing.append(f"{path.relative_to(root)}:{node.lineno}")
     assert missing == []
+
+
+def test_shutdown_with_no_children_says_so(cli, tmp_path):
+    proc = cli("shutdown", env={"SANDBOXRUN_TMUX_SOCKET": str(tmp_path / "tmux.sock")})
+    assert proc.returncode == 0, proc.stderr
+    assert "no running children" in proc.stdout and "nothing to close" in proc.stdout

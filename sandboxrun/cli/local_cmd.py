@@ -444,6 +444,10 @@ def shutdown_cmd(
         s for s in monitor_mod.children(store, str(root) if root else None) if not s.is_terminal
     ]
     deadline = time.monotonic() + parse_duration(wait)
+    if not live:
+        where = "any repository" if root is None else str(root)
+        console.print(f"no running children in {where}: nothing to close")
+        return
     while time.monotonic() < deadline:
         states = [state_of(tmux, store.get(s.id)).name for s in live]
         if not any(st in ("busy", "starting") for st in states):
