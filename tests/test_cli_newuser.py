@@ -306,32 +306,6 @@ def test_worktree_next_step_is_shell_quoted(cli, tmp_path):
     assert f"next: cd '{spaced / '.worktrees' / 'api'}' && claude" in proc.stdout
 
 
-def test_help_paragraphs_are_reflowed_not_ragged(cli):
-    """The renderer keeps a docstring's line breaks: each paragraph is joined into one line
-    first, so the help wraps at the terminal's width instead of at the source's."""
-    from sandboxrun.cli import reflow_help
-
-    doc = """First line.
-
-        A paragraph wrapped
-        in the source.
-
-        - an item
-          continued
-        - another
-
-        \b
-        Examples:
-          kept as laid out
-        """
-    assert reflow_help(doc) == (
-        "First line.\n\nA paragraph wrapped in the source.\n\n- an item continued\n- another"
-        "\n\n\b\nExamples:\n  kept as laid out"
-    )
-    wide = cli("status", "--help", env={"COLUMNS": "300"})
-    assert wide.returncode == 0
-    assert "the repository you are in (all of them outside a repository); --all" in wide.stdout
-
 
 @pytest.mark.parametrize("command", [["serve"], ["mcp", "--http"]])
 def test_a_port_in_use_is_one_error_line(cli, command):

@@ -9,7 +9,6 @@ and nowhere else.
 
 from __future__ import annotations
 
-import inspect
 import os
 import sys
 from typing import NoReturn
@@ -95,47 +94,6 @@ local_cmd.register(app)  # issue 10: tmux children (spawn, send, wait, ...)
 mcp_cmd.register(app)
 dashboard_cmd.register(app)  # issue 13: the live view of every session
 
-
-def reflow_help(text: str) -> str:
-    """A docstring as help: each paragraph one line for the renderer to wrap (pure).
-
-    The help renderer keeps single line breaks, so a docstring's source wrapping showed as
-    ragged lines in every `--help`. List items (``- ``) stay on their own lines; a ``\b``
-    paragraph keeps its layout (click's marker for examples laid out by hand).
-    """
-    out = []
-    for para in inspect.cleandoc(text).split("\n\n"):
-        if para.startswith("\b"):
-            out.append(para)
-            continue
-        lines: list[str] = []
-        for line in para.splitlines():
-            if lines and not line.lstrip().startswith(("- ", "* ")):
-                lines[-1] += " " + line.strip()
-            else:
-                lines.append(line)
-        out.append("\n".join(lines))
-    return "\n\n".join(out)
-
-
-def _reflow_all(typer_app: typer.Typer) -> None:
-    """Apply :func:`reflow_help` to every command and group of ``typer_app``, recursively."""
-    for cmd in typer_app.registered_commands:
-        doc = cmd.help if isinstance(cmd.help, str) else inspect.getdoc(cmd.callback)
-        if doc:
-            cmd.help = reflow_help(doc)
-    for group in typer_app.registered_groups:
-        sub = group.typer_instance
-        if sub is None:
-            continue
-        if isinstance(sub.info.help, str):
-            sub.info.help = reflow_help(sub.info.help)
-        if isinstance(group.help, str):
-            group.help = reflow_help(group.help)
-        _reflow_all(sub)
-
-
-_reflow_all(app)
 
 
 def main() -> None:
