@@ -306,7 +306,6 @@ def test_worktree_next_step_is_shell_quoted(cli, tmp_path):
     assert f"next: cd '{spaced / '.worktrees' / 'api'}' && claude" in proc.stdout
 
 
-
 @pytest.mark.parametrize("command", [["serve"], ["mcp", "--http"]])
 def test_a_port_in_use_is_one_error_line(cli, command):
     """uvicorn logged its own `ERROR: [Errno 98] ...` and exited 3; now one Error:/Hint:

@@ -97,7 +97,6 @@ dashboard_cmd.register(app)  # issue 13: the live view of every session
 helptext.apply(app)  # every --help reflowed to the terminal's width, markup escaped
 
 
-
 def main() -> None:
     """Console-script entry point: run the app and translate errors into exit codes.
 
