@@ -56,7 +56,7 @@ EXTEND_WAIT = 45.0
 #: a provisioning command (unpack, checkout, baseline) of an upload of N bytes may run
 #: COMMAND_FLOOR + N / COMMAND_RATE seconds before it counts as hung: on E2B these run at
 #: 50-100 MB/s of upload, so the bound is 10-25 times the expected time, and a hung one
-#: fails in 30 s for a small repository (2 min 40 s for 500 MB) instead of 15 minutes
+#: fails in 30 s for a small repository (2 min 35 s for 500 MB) instead of 15 minutes
 COMMAND_FLOOR = 30.0
 COMMAND_RATE = 4 * 1024 * 1024
 
