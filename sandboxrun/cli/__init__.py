@@ -57,6 +57,7 @@ from sandboxrun.cli import (  # noqa: E402
     dashboard_cmd,
     e2b_cmd,
     fanout_cmd,
+    helptext,
     hidden_cmd,
     hooks_cmd,
     install_cmd,
@@ -86,6 +87,7 @@ local_cmd.register(app)  # issue 10: tmux children (spawn, send, wait, ...)
 # coordination over MCP and HTTP (issue 11)
 mcp_cmd.register(app)
 dashboard_cmd.register(app)  # issue 13: the live view of every session
+helptext.apply(app)  # every --help reflowed to the terminal's width, markup escaped
 
 
 def main() -> None:
