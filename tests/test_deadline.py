@@ -91,3 +91,27 @@ def test_extension_attempts_fit_in_the_time_the_sandbox_has():
     assert extend_budget(1000.0 + 10, 1000.0) == 5.0  # never less than one short try
     assert extend_budget(1000.0 + 3600, 1000.0) == EXTEND_BUDGET == 30.0
     assert extend_budget(None, 1000.0) == EXTEND_BUDGET
+
+
+def test_provisioning_command_bound_grows_with_the_upload_from_a_floor():
+    """A hung unpack/checkout/baseline fails within 30 s for a small repository, and a big
+    upload gets time in proportion (1 s per 4 MiB), never less than the floor."""
+    from sandboxrun.sandbox.lifetime import COMMAND_FLOOR, command_bound
+
+    assert command_bound(0) == COMMAND_FLOOR == 30.0
+    assert command_bound(-5) == COMMAND_FLOOR
+    assert command_bound(4 * 1024 * 1024) == 31.0
+    assert command_bound(500 * 1024 * 1024) == 155.0
+    sizes = [0, 1, 1 << 20, 1 << 30]
+    assert [command_bound(n) for n in sizes] == sorted(command_bound(n) for n in sizes)
+
+
+def test_extend_waits_45_s_unless_told(monkeypatch):
+    from sandboxrun.sandbox.lifetime import EXTEND_WAIT, extend_wait
+
+    monkeypatch.delenv("SANDBOXRUN_E2B_EXTEND_TIMEOUT", raising=False)
+    assert extend_wait() == EXTEND_WAIT == 45.0
+    monkeypatch.setenv("SANDBOXRUN_E2B_EXTEND_TIMEOUT", "3")
+    assert extend_wait() == 3.0
+    monkeypatch.setenv("SANDBOXRUN_E2B_EXTEND_TIMEOUT", "nonsense")
+    assert extend_wait() == EXTEND_WAIT

@@ -263,7 +263,11 @@ def extend(
     duration: str = typer.Argument(..., help="How much longer: 90s, 20m, 1h."),
     json_out: bool = typer.Option(False, "--json", help="Print the session as JSON."),
 ) -> None:
-    """Push a running session's time limit (and its sandbox's) back by DURATION."""
+    """Push a running session's time limit (and its sandbox's) back by DURATION.
+
+    On E2B the limit moves only once E2B has confirmed the sandbox's new end; if E2B refuses
+    or does not answer within 45 s (SANDBOXRUN_E2B_EXTEND_TIMEOUT), nothing changes (exit 1).
+    """
     from sandboxrun.sandbox.sessions import extend_session
 
     settings = settings_for(None)

@@ -48,6 +48,31 @@ echo $((a + b))
 EXTEND_BUDGET = 30.0
 
 
+#: how long `sandboxrun extend` (the dashboard's `e`, MCP `extend_sandbox`) waits for E2B to
+#: accept and confirm a new end before saying it did not extend (nothing changed); the SDK's
+#: own retries of a hung call would take minutes. SANDBOXRUN_E2B_EXTEND_TIMEOUT overrides it.
+EXTEND_WAIT = 45.0
+
+#: a provisioning command (unpack, checkout, baseline) of an upload of N bytes may run
+#: COMMAND_FLOOR + N / COMMAND_RATE seconds before it counts as hung: on E2B these run at
+#: 50-100 MB/s of upload, so the bound is 10-25 times the expected time, and a hung one
+#: fails in 30 s for a small repository (2 min 35 s for 500 MB) instead of 15 minutes
+COMMAND_FLOOR = 30.0
+COMMAND_RATE = 4 * 1024 * 1024
+
+
+def command_bound(nbytes: int) -> float:
+    """Seconds a provisioning command over an upload of ``nbytes`` may take. Pure."""
+    return COMMAND_FLOOR + max(0, nbytes) / COMMAND_RATE
+
+
+def extend_wait() -> float:
+    """How long an asked-for extension waits for E2B (``EXTEND_WAIT``, or the environment's)."""
+    from sandboxrun.sandbox.backends.e2b_watch import env_seconds
+
+    return env_seconds("SANDBOXRUN_E2B_EXTEND_TIMEOUT", EXTEND_WAIT) or EXTEND_WAIT
+
+
 def extend_budget(sandbox_end: float | None, now: float) -> float:
     """How long to keep trying to extend: a quarter of the time left, 5 to 30 s. Pure."""
     if sandbox_end is None:

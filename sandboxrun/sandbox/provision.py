@@ -24,7 +24,7 @@ from sandboxrun.sandbox.backends.base import Backend, Sandbox, control_dir
 from sandboxrun.sandbox.collect import record_branch_head
 from sandboxrun.sandbox.gitpack import save_baseline
 from sandboxrun.sandbox.journal import Journal, PhaseTimes
-from sandboxrun.sandbox.lifetime import Run, start_clock
+from sandboxrun.sandbox.lifetime import Run, command_bound, start_clock
 from sandboxrun.store import Session, Status
 from sandboxrun.sync.pack import SUFFIXES, PackResult
 
@@ -200,10 +200,12 @@ class Provisioner:
                 self.journal.update(sandbox_base=base)
                 save_baseline(sandbox, base, self.artifacts)
             return
+        # in a remote sandbox, a hung baseline fails within a bound sized from the upload
+        bound = command_bound(packed.path.stat().st_size) if self.backend.isolated else 300
         with self.times.measure("upload"):
             sandbox.upload_and_unpack(packed.path, packed.compression, sandbox.repo_dir)
         with self.times.measure("baseline"):
-            out = sh(sandbox, BASELINE_SCRIPT, sandbox.repo_dir)
+            out = sh(sandbox, BASELINE_SCRIPT, sandbox.repo_dir, timeout=bound)
             base = out.decode().strip().splitlines()[-1]
             self.journal.update(sandbox_base=base)
             save_baseline(sandbox, base, self.artifacts)

@@ -310,7 +310,7 @@ def extend_session(
     back) the sandbox's new end, which keeps the same room for collecting after the limit.
     If E2B refuses or cannot be reached, nothing changes and the error says so.
     """
-    from sandboxrun.sandbox.lifetime import extend_sandbox
+    from sandboxrun.sandbox.lifetime import extend_sandbox, extend_wait, within
 
     session = reconcile(settings, store, session)
     if session.is_terminal:
@@ -343,9 +343,13 @@ def extend_session(
                 "E2B allows 1 h per sandbox on Hobby and 24 h on Pro; on Pro set "
                 '`max_lifetime = "24h"` in .sandboxrun.toml (or SANDBOXRUN_MAX_LIFETIME).',
             )
+        backend, sandbox_id = get_backend(session.backend, settings), session.sandbox_id
         try:
-            sandbox = get_backend(session.backend, settings).connect(session.sandbox_id)
-            confirmed = extend_sandbox(sandbox, end)
+            # a person waits for the answer: bounded (a late success only gives more time,
+            # and only an end read back is recorded, so nothing counts on it)
+            confirmed = within(
+                extend_wait(), lambda: extend_sandbox(backend.connect(sandbox_id), end)
+            )
         except SandboxLostError as exc:
             raise SandboxrunError(
                 f"the sandbox of {session.name} is gone: {exc.message}",
@@ -390,7 +394,25 @@ class CleanupReport:
     files_removed: list[str] = field(default_factory=list)
 
 
-def _remove_sandbox(settings: Settings, s: Session, report: CleanupReport, dry_run: bool) -> None:
+#: a create E2B carried out after we gave up lives at most its provisioning margin (10 min):
+#: failed E2B sessions without a sandbox are searched for one this long after they ended
+LATE_CREATE_WINDOW = 1200.0
+
+
+def _remove_sandbox(
+    settings: Settings, s: Session, report: CleanupReport, dry_run: bool, store: SessionStore
+) -> None:
+    recent = time.time() - (s.ended_at or s.created_at) < LATE_CREATE_WINDOW
+    if not s.sandbox_id and s.backend == "e2b" and s.status == "failed" and recent:
+        # its create was never answered: E2B may have carried it out after all
+        from sandboxrun.sandbox.backends.e2b_orphans import sweep
+
+        found = sweep(get_backend(s.backend, settings), s.id, kill=not dry_run)  # type: ignore[arg-type]
+        for sandbox_id in found:
+            report.sandboxes_removed.append(s.name)
+            if not dry_run:
+                msg = f"killed sandbox {sandbox_id}: E2B started it after the run gave up"
+                store.add_event(s.id, "warning", {"mark": "cleanup", "message": msg})
     if s.sandbox_id:
         try:
             sandbox = get_backend(s.backend, settings).connect(s.sandbox_id)
@@ -443,13 +465,13 @@ def cleanup(
                 # for `kill`/`attach` to end (they also remove an empty worktree)
                 report.interrupted.append(s.name)
                 report.files_removed.extend(_remove(leftovers(settings, s), dry_run))
-                _remove_sandbox(settings, s, report, dry_run)
+                _remove_sandbox(settings, s, report, dry_run, store)
             elif not owner_alive(s):
                 report.orphans.append(s.name)
             continue
         # an upload tarball, whole or partial, left by a run killed before it removed it
         report.files_removed.extend(_remove(leftovers(settings, s), dry_run))
-        _remove_sandbox(settings, s, report, dry_run)
+        _remove_sandbox(settings, s, report, dry_run, store)
         worktree_stays = bool(s.worktree and Path(s.worktree).exists())
         if worktrees and worktree_stays and s.repo and s.worktree:
             if gitops.is_clean(Path(s.worktree)):

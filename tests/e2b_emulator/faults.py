@@ -22,7 +22,9 @@ Actions:
   connection is cut once N bytes of the response body went out (a transfer broken halfway).
 - ``stall``: wait ``seconds`` before serving the request (a slow network); ``seconds=None``
   holds it without an answer until the faults are cleared (a hung connection: longer than any
-  client timeout), and the connection is then dropped. With ``stall_after=N`` the request is
+  client timeout), and the connection is then dropped; or until :meth:`Faults.release`, and
+  the request is then served, even if the client gave up on it long ago (E2B doing late what
+  it was asked: a create held, then released, makes a sandbox nobody was told of). With ``stall_after=N`` the request is
   served and the stall starts once N bytes of the response body went out (a stream that stops
   mid-way: a command's output, a download); for an ``upload`` it starts once N bytes of the
   request body came in (the server stops reading; the client's send blocks). A client that
@@ -95,6 +97,21 @@ def request_kind(method: str, path: str) -> str:
     return "other"
 
 
+async def _buffered(receive):
+    """``receive`` with the whole request body read now and handed on as it came."""
+    messages = []
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request" or not message.get("more_body"):
+            break
+
+    async def replay():
+        return messages.pop(0) if messages else await receive()
+
+    return replay
+
+
 @dataclass
 class Fault:
     """One scripted failure (see the module docstring for the fields)."""
@@ -139,6 +156,8 @@ class Faults:
     _next: int = 1
     #: bumped by clear(): stalls that began before it end (their connection is dropped)
     _generation: int = 0
+    #: bumped by release(): stalls that began before it end and their request is served
+    _released: int = 0
     #: requests held by a stall right now
     stalled: int = 0
 
@@ -157,10 +176,17 @@ class Faults:
             self.faults.clear()
             self._generation += 1
 
-    async def _stall(self, fault: Fault) -> None:
-        """Hold for ``fault.seconds`` (None: until clear()); DroppedConnection if cleared."""
+    def release(self) -> None:
+        """Remove every fault, and end the stalls holding requests now: they are served."""
         with self._lock:
-            generation = self._generation
+            self.faults.clear()
+            self._released += 1
+
+    async def _stall(self, fault: Fault) -> None:
+        """Hold for ``fault.seconds`` (None: until clear() or release()); DroppedConnection if
+        cleared."""
+        with self._lock:
+            generation, released = self._generation, self._released
             self.stalled += 1
         loop = asyncio.get_running_loop()
         end = None if fault.seconds is None else loop.time() + fault.seconds
@@ -168,6 +194,8 @@ class Faults:
             while end is None or loop.time() < end:
                 if self._generation != generation:
                     raise DroppedConnection(f"fault {fault.id}: stalled connection dropped")
+                if self._released != released:
+                    return
                 await asyncio.sleep(0.05 if end is None else min(0.05, end - loop.time()))
         finally:
             with self._lock:
@@ -237,6 +265,10 @@ class Faults:
             return None
         if fault.action == "stall":
             if fault.stall_after is None:
+                if kind not in ("upload", "download"):
+                    # a small body: read it now, so a request released after its client gave
+                    # up is still served whole (as E2B would, having had it all along)
+                    receive = await _buffered(receive)
                 try:
                     await self._stall(fault)
                 except DroppedConnection:

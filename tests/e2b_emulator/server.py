@@ -476,6 +476,7 @@ class E2BEmulator:
             return timeout
         key = request.headers.get("idempotency-key")
         if key and self._idempotency.get(key) in self.manager.sandboxes:
+            self.stats["create_served"] += 1
             return JSONResponse(
                 self._created(self.manager.sandboxes[self._idempotency[key]]), status_code=201
             )
@@ -488,6 +489,7 @@ class E2BEmulator:
         )
         if key:
             self._idempotency[key] = sandbox.sandbox_id
+        self.stats["create_served"] += 1  # even when its client is gone: tests wait on it
         return JSONResponse(self._created(sandbox), status_code=201)
 
     async def _connect(self, request: Request) -> Response:

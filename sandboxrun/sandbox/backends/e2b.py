@@ -59,6 +59,7 @@ from sandboxrun.sandbox.backends.e2b_env import (
     scrub,
 )
 from sandboxrun.sandbox.backends.e2b_errors import is_transient, translate
+from sandboxrun.sandbox.backends.e2b_orphans import sweep
 from sandboxrun.sandbox.backends.e2b_scripts import (
     _EXEC_SCRIPT,
     _LAUNCH_SCRIPT,
@@ -76,6 +77,7 @@ from sandboxrun.sandbox.backends.e2b_watch import (
     env_seconds,
     watched,
 )
+from sandboxrun.sandbox.lifetime import command_bound
 from sandboxrun.sandbox.ratelimit import CreateLimiter, default_rate
 
 __all__ = [
@@ -303,8 +305,10 @@ class E2BSandbox(Sandbox):
         )
 
     def upload_and_unpack(self, tarball: Path, compression: str, dest: str) -> None:
-        """Stream ``tarball`` up (never whole in memory), check it, unpack it into ``dest``."""
-        self.unpack(self.upload(tarball), compression, dest, name=tarball.name)
+        """Stream ``tarball`` up (never whole in memory), check it, unpack it into ``dest``
+        (a hung unpack fails after ``lifetime.command_bound`` of the tarball's size)."""
+        bound = command_bound(tarball.stat().st_size)
+        self.unpack(self.upload(tarball), compression, dest, name=tarball.name, timeout=bound)
 
     def upload(self, tarball: Path) -> str:
         """Stream ``tarball`` to a fresh file under ``/tmp`` in the sandbox; returns its path."""
@@ -319,7 +323,9 @@ class E2BSandbox(Sandbox):
         self._backend.retry(f"uploading {tarball.name}", upload, sandbox_id=self.id)
         return remote
 
-    def unpack(self, remote: str, compression: str, dest: str, *, name: str = "") -> None:
+    def unpack(
+        self, remote: str, compression: str, dest: str, *, name: str = "", timeout: float = 900
+    ) -> None:
         """Check the uploaded archive ``remote`` and extract it into ``dest`` (one command).
 
         GNU tar must list every member as a regular file or directory with a safe name
@@ -327,7 +333,7 @@ class E2BSandbox(Sandbox):
         """
         name = name or Path(remote).name
         res = self.exec(
-            ["bash", "-c", _UNPACK_SCRIPT, "unpack", remote, dest, compression], timeout=900
+            ["bash", "-c", _UNPACK_SCRIPT, "unpack", remote, dest, compression], timeout=timeout
         )
         if res.exit_code == 66:
             raise UnsafeArchiveError(
@@ -350,7 +356,8 @@ class E2BSandbox(Sandbox):
         returns the baseline commit (``e2b_checkout.checkout``)."""
         from sandboxrun.sandbox.backends.e2b_checkout import checkout
 
-        return checkout(self, self.upload(pack), tree, dest, name=pack.name)
+        bound = command_bound(pack.stat().st_size)
+        return checkout(self, self.upload(pack), tree, dest, name=pack.name, timeout=bound)
 
     # -- processes and lifetime ------------------------------------------------------------
 
@@ -507,6 +514,9 @@ class E2BBackend:
             cause = exc.__cause__ if isinstance(exc.__cause__, SandboxException) else None
             status = getattr(cause, "status_code", None)
             text = str(cause or "").lower()
+            # no answer, or a server error: E2B may yet have started it, so find it
+            if (status is None or status >= 500) and (killed := sweep(self, session_id)):
+                exc.message += f" (killed {', '.join(killed)}, started without an answer)"
             if from_snapshot and (status == 404 or "not found" in text):
                 raise TemplateNotFoundError(
                     f"the E2B snapshot {template!r} no longer exists",

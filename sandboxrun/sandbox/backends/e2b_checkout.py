@@ -17,15 +17,17 @@ from sandboxrun.sandbox.backends.e2b_scripts import _CHECKOUT_SCRIPT
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 
 
-def checkout(sb: Sandbox, remote: str, tree: str, dest: str, *, name: str = "") -> str:
+def checkout(
+    sb: Sandbox, remote: str, tree: str, dest: str, *, name: str = "", timeout: float = 900
+) -> str:
     """Check the uploaded pack ``remote`` and check its ``tree`` out into ``dest``.
 
     Every object is verified and every entry of the tree must be a regular file with a safe
     name before anything is written. Returns the baseline commit; ``remote`` is removed
-    whatever happens. Raises :class:`UnsafeArchiveError` for a pack sandboxrun never makes.
+    whatever happens; ``timeout`` bounds the command (``lifetime.command_bound``). Raises :class:`UnsafeArchiveError` for a pack sandboxrun never makes.
     """
     name = name or Path(remote).name
-    res = sb.exec(["bash", "-c", _CHECKOUT_SCRIPT, "checkout", remote, dest, tree], timeout=900)
+    res = sb.exec(["bash", "-c", _CHECKOUT_SCRIPT, "checkout", remote, dest, tree], timeout=timeout)
     if res.exit_code == 66:
         raise UnsafeArchiveError(
             f"refused to check out {name} in the sandbox: {res.error_text()}",

@@ -13,7 +13,8 @@ writing: its next read fails and its writes are refused.
 The timeouts come from the environment (tests make them short; see docs/e2b.md):
 ``SANDBOXRUN_E2B_REQUEST_TIMEOUT`` (each API call, the SDK's ``request_timeout``, default 60 s),
 ``SANDBOXRUN_E2B_STALL_TIMEOUT`` (a transfer with no progress, default 60 s) and
-``SANDBOXRUN_E2B_COMMAND_TIMEOUT`` (a ceiling on any one command's run, default none).
+``SANDBOXRUN_E2B_COMMAND_TIMEOUT`` (a ceiling on any one command's run, default none: each
+command has its own limit, a provisioning one ``lifetime.command_bound`` of the upload).
 """
 
 from __future__ import annotations
