@@ -32,6 +32,9 @@ CONSOLE_SCRIPT = str(Path(sys.executable).with_name("sandboxrun"))
         (["read", "x", "--last", "many"], 2, "--last", "`sandboxrun read -h`"),
         (["status", "nosuch"], 1, "no session matches 'nosuch'", "sandboxrun status"),
         (["report", "nosuch"], 1, "no group named 'nosuch'", "sandboxrun groups"),
+        # destructive only when asked alone: never as a side effect of a listing
+        (["warm", "--delete", "--list"], 2, "--delete cannot be combined", "warm --list"),
+        (["warm", "--delete", "--setup", "npm ci"], 2, "--delete cannot", "warm --delete"),
     ],
 )
 def test_every_error_is_one_error_line_and_a_hint(cli, args, code, message, hint):

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from sandboxrun.cli.common import console, err_console, print_json, settings_for
+from sandboxrun.errors import UsageError
 
 WARM_HELP = """Make a warm snapshot: the repository uploaded once, for many runs to start from.
 
@@ -44,6 +45,14 @@ def register(app: typer.Typer) -> None:
         from sandboxrun.sandbox.warm import WarmCache
         from sandboxrun.sandbox.warm_build import build_snapshot, delete_snapshots
 
+        if delete and (list_ or setup is not None):
+            # `--delete` is destructive: never the side effect of a flag combination that
+            # also reads like a listing or a build
+            raise UsageError(
+                "--delete cannot be combined with --list or --setup",
+                "List first with `sandboxrun warm --list`, then delete with "
+                "`sandboxrun warm --delete`.",
+            )
         settings = settings_for(repo)
         if delete:
             deleted = delete_snapshots(settings, repo)
