@@ -184,6 +184,26 @@ def test_download_into_a_file_or_an_impossible_place_is_an_error(cli, repo, tmp_
     assert json.loads(ok.stdout)["directory"] == str(spaced)
 
 
+def test_apply_from_a_missing_or_non_directory_path_says_so(cli, repo, tmp_path):
+    """`apply --from` a path that is not there said "no collected work" as if the snapshot
+    were empty; it names what is wrong with the path and the command that makes one."""
+    assert (
+        cli("run", "--backend", "local", "--name", "ap", "--prompt", "@write f.txt hi").returncode
+        == 0
+    )
+    missing = tmp_path / "nowhere"
+    proc = cli("apply", "ap", "--from", str(missing))
+    assert proc.returncode == 2
+    message, hint = edge_error(proc.stderr)
+    assert message == f"--from {missing} does not exist"
+    assert hint and "sandboxrun download ap -o DIR" in hint
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x\n")
+    proc = cli("apply", "ap", "--from", str(a_file))
+    assert proc.returncode == 2
+    assert edge_error(proc.stderr)[0] == f"--from {a_file} is not a directory"
+
+
 @pytest.mark.parametrize(
     ("plan", "output", "message"),
     [

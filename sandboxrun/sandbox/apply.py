@@ -443,6 +443,12 @@ def apply_session(
 
     artifacts = settings.session_artifacts(session.id)
     directory = Path(source) if source else artifacts
+    if source is not None and not directory.is_dir():
+        what = "does not exist" if not directory.exists() else "is not a directory"
+        raise UsageError(
+            f"--from {directory} {what}",
+            f"Give the directory `sandboxrun download {session.name} -o DIR` wrote.",
+        )
     if not has_collection(directory):
         raise UsageError(
             f"there is no collected work for session {session.name} in {directory}",
