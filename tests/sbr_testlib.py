@@ -351,3 +351,13 @@ def run_on_pty(args: list[str], cwd: Path, env: dict[str, str], prompt: bytes, a
         _, status = os.waitpid(pid, 0)
         os.close(fd)
     return os.waitstatus_to_exitcode(status), output
+
+
+def logs_json(cli, name: str) -> list[dict]:
+    """The events of session ``name`` (``logs NAME --json``), [] while it does not exist yet:
+    an error is a JSON object too (``{"error", "hint", "exit_code"}``), so a poll must look at
+    the exit code, not only at the lines."""
+    proc = cli("logs", name, "--json")
+    if proc.returncode != 0:
+        return []
+    return [json.loads(x) for x in proc.stdout.splitlines() if x.strip()]

@@ -16,7 +16,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from sbr_testlib import FAKE_CLAUDE, branch_files, git, retry_until
+from sbr_testlib import FAKE_CLAUDE, branch_files, git, logs_json, retry_until
 
 from sandboxrun.sandbox.lifetime import command_bound
 
@@ -43,7 +43,7 @@ def home() -> Path:
 
 
 def events(cli, name: str) -> list[dict]:
-    return [json.loads(x) for x in cli("logs", name, "--json").stdout.splitlines() if x]
+    return logs_json(cli, name)
 
 
 def sandbox_end(name: str) -> float:

@@ -12,7 +12,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from sbr_testlib import FAKE_CLAUDE, branch_files, edge_error, git, retry_until
+from sbr_testlib import FAKE_CLAUDE, branch_files, edge_error, git, logs_json, retry_until
 
 pytestmark = pytest.mark.slow
 
@@ -29,8 +29,7 @@ def e2b(emulator, monkeypatch):
 
 
 def _snapshot_after_write(cli, name: str) -> bool:
-    lines = cli("logs", name, "--json").stdout.splitlines()
-    events = [json.loads(line) for line in lines if line.strip()]
+    events = logs_json(cli, name)
     writes = [
         e["id"] for e in events if e["kind"] == "agent" and e["payload"].get("name") == "Write"
     ]

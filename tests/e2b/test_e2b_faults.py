@@ -16,7 +16,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from sbr_testlib import FAKE_CLAUDE, branch_files, git, retry_until
+from sbr_testlib import FAKE_CLAUDE, branch_files, git, logs_json, retry_until
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +41,7 @@ def artifacts(cli, name: str) -> Path:
 
 
 def events(cli, name: str) -> list[dict]:
-    return [json.loads(x) for x in cli("logs", name, "--json").stdout.splitlines() if x]
+    return logs_json(cli, name)
 
 
 def phases(cli, name: str, phase: str) -> list[dict]:

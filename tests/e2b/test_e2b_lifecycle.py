@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import pytest
-from sbr_testlib import FAKE_CLAUDE, branch_files, retry_until
+from sbr_testlib import FAKE_CLAUDE, branch_files, logs_json, retry_until
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +21,7 @@ def e2b(emulator, monkeypatch):
 
 
 def events(cli, name: str) -> list[dict]:
-    return [json.loads(x) for x in cli("logs", name, "--json").stdout.splitlines() if x]
+    return logs_json(cli, name)
 
 
 def test_warnings_and_timeout_collect_before_the_sandbox_ends(cli, repo, e2b):

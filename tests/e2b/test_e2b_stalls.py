@@ -22,7 +22,7 @@ import shlex
 from pathlib import Path
 
 import pytest
-from sbr_testlib import FAKE_CLAUDE, branch_files, git, retry_until
+from sbr_testlib import FAKE_CLAUDE, branch_files, git, logs_json, retry_until
 
 pytestmark = pytest.mark.slow
 
@@ -240,7 +240,7 @@ def test_sandbox_gone_before_the_agent_ran(cli, repo, e2b, tar, kind, action, ma
 
 
 def _checkpoints(cli, name: str) -> int:
-    events = [json.loads(x) for x in cli("logs", name, "--json").stdout.splitlines() if x]
+    events = logs_json(cli, name)
     return sum(1 for e in events
                if e["kind"] == "phase" and e["payload"].get("phase") == "checkpoint")  # fmt: skip
 
