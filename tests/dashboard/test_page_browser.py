@@ -66,14 +66,31 @@ def browser(tmp_path):
 
 
 def wait_for(driver, condition, what: str, timeout: float = 30):
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    """Poll `condition` until it is truthy; a page being replaced or re-rendered is "not yet".
+
+    The login form posting, or a live update re-rendering a row, can pull a node out of the
+    document between finding it and reading it. Chromium reports that as a stale element or,
+    depending on the moment, as a generic "Node with given id does not belong to the document"
+    inspector error; both mean "look again", never a failure of the page.
+    """
+    from selenium.common.exceptions import (
+        NoSuchElementException,
+        StaleElementReferenceException,
+        WebDriverException,
+    )
     from selenium.webdriver.support.ui import WebDriverWait
 
-    # a page being replaced (the login form posting) leaves stale elements for a moment
-    ignored = (NoSuchElementException, StaleElementReferenceException)
-    return WebDriverWait(driver, timeout, poll_frequency=0.1, ignored_exceptions=ignored).until(
-        lambda d: condition(d), message=what
-    )
+    def check(d):
+        try:
+            return condition(d)
+        except (NoSuchElementException, StaleElementReferenceException):
+            return False
+        except WebDriverException as exc:
+            if "does not belong to the document" in str(exc):
+                return False
+            raise
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(check, message=what)
 
 
 def row_state(driver, name: str) -> str | None:
@@ -125,7 +142,8 @@ def test_page_in_chromium_follows_a_run_and_escapes_agent_text(browser, server, 
     wait_for(driver, lambda d: row_state(d, api_name) == "needs_permission", "api row asks")
 
     # open run1's log, then the run progresses: its lines stream in, agent markup stays text
-    driver.find_element(By.CSS_SELECTOR, '#sessions tbody tr[data-name="run1"]').click()
+    run1_row = '#sessions tbody tr[data-name="run1"]'
+    wait_for(driver, lambda d: d.find_element(By.CSS_SELECTOR, run1_row).click() or True, "click")
     wait_for(driver, lambda d: d.find_element(By.ID, "detail").is_displayed(), "detail shown")
     store.add_event(sid, "agent", {"type": "text", "text": EVIL, "message_id": "m1"})
     store.add_event(sid, "agent", {"type": "tool_use", "name": "Edit", "summary": "src/app.py"})
@@ -134,13 +152,14 @@ def test_page_in_chromium_follows_a_run_and_escapes_agent_text(browser, server, 
     groups.update_task(store, gid, "api", state="started", session_id=sid)
     wait_for(driver, lambda d: "Edit: src/app.py" in d.find_element(By.ID, "log").text, "log")
     wait_for(driver, lambda d: row_state(d, "run1") == "completed", "run1 row completed")
-    log_text = driver.find_element(By.ID, "log").text
-    assert EVIL in log_text  # shown as the agent wrote it
+    # shown as the agent wrote it
+    wait_for(driver, lambda d: EVIL in d.find_element(By.ID, "log").text, "agent markup as text")
     assert driver.find_elements(By.CSS_SELECTOR, "#log img, #log script") == []
     assert driver.execute_script("return window.__pwned === undefined")
-    cost = driver.find_element(By.CSS_SELECTOR, '#sessions tbody tr[data-name="run1"] td.cost')
-    assert cost.text == "$0.42"
-    assert "total $0.42" in driver.find_element(By.ID, "totals").text
+    # rows re-render on every event, so each read is a wait that tolerates a replaced node
+    run1_cost = '#sessions tbody tr[data-name="run1"] td.cost'
+    wait_for(driver, lambda d: d.find_element(By.CSS_SELECTOR, run1_cost).text == "$0.42", "cost")
+    wait_for(driver, lambda d: "total $0.42" in d.find_element(By.ID, "totals").text, "totals")
     # the group: its dependency graph and timeline
     wait_for(
         driver,
