@@ -116,6 +116,8 @@ def _event_payload(event: str, payload: dict[str, Any], claude_id: str | None) -
         from sandboxrun.local.states import prompt_hash
 
         data["prompt_sha256"] = prompt_hash(payload["prompt"])
+        if payload["prompt"].lstrip().startswith("/"):
+            data["slash"] = True  # a command: its transcript record is not the prompt text
     return data
 
 
