@@ -45,7 +45,8 @@ def _child(store: SessionStore, name: str) -> Session:
     if session.backend != "tmux":
         raise UsageError(
             f"{name!r} is not a local tmux child ({session.mode}/{session.backend})",
-            "These commands talk to children started with `sandboxrun spawn`.",
+            "These commands talk to children started with `sandboxrun spawn`; for this "
+            f"session use `sandboxrun logs {session.name}`, `status` or `kill`.",
         )
     return session
 
@@ -126,16 +127,20 @@ def send_cmd(
     settings = settings_for(Path("."))
     store = open_store(settings)
     tmux = Tmux()
-    results = []
-    for name in names:
-        results.append(send_mod.send(store, tmux, _child(store, name), text, home=settings.home))
+    # every name is resolved before anything is typed: a typo in the last name must not leave
+    # the message delivered to the first ones only
+    targets = [_child(store, name) for name in names]
+    results = [send_mod.send(store, tmux, t, text, home=settings.home) for t in targets]
     if json_out:
         print_json([r.to_dict() for r in results])
     else:
         for r in results:
-            (console if r.outcome != send_mod.FAILED else err_console).print(
-                f"{r.name}: {r.outcome} ({r.detail})"
-            )
+            if r.outcome != send_mod.FAILED:
+                console.print(f"{r.name}: {r.outcome} ({r.detail})")
+                continue
+            err_console.print(f"{r.name}: failed ({r.detail})", markup=False)
+            if r.hint:
+                err_console.print(f"  Hint: {r.hint}", markup=False)
     if any(r.outcome == send_mod.FAILED for r in results):
         raise typer.Exit(1)
 

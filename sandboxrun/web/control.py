@@ -255,7 +255,7 @@ class Control:
             body = {"to": target.name, "session": target.id, "taskId": task, **result.to_dict()}
             if result.outcome == send_mod.FAILED:
                 body["error"] = f"not delivered: {result.detail}"
-                body["hint"] = f"Look at it with `sandboxrun open {target.name}`."
+                body["hint"] = result.hint or f"Look at it with `sandboxrun open {target.name}`."
                 return JSONResponse(body, status_code=409)
             return JSONResponse(body, status_code=200 if result.outcome == "delivered" else 202)
         if not target.repo:
