@@ -346,8 +346,19 @@ def register(app: typer.Typer) -> None:
         group: str = typer.Argument(..., help="Group name or id."),
         fmt: str = typer.Option("md", "--format", help="md, json or html."),
         output: Path | None = typer.Option(None, "--output", "-o", help="Write to FILE."),
+        json_out: bool = typer.Option(False, "--json", help="The same as --format json."),
     ) -> None:
-        """Per task status, branch, commits, files, cost, turns, duration; the critical path."""
+        """Per task status, branch, commits, files, cost, turns, duration; the critical path.
+
+        Example: sandboxrun report tasks --format html -o report.html
+        """
+        if json_out:
+            if fmt not in ("md", "json"):
+                raise UsageError(
+                    f"--json and --format {fmt} ask for two formats",
+                    "Pass one: --json (the same as --format json) or --format html.",
+                )
+            fmt = "json"
         if fmt not in ("md", "json", "html"):
             raise UsageError(f"unknown --format {fmt!r}", "Use md, json or html.")
         if output is not None and (output.is_dir() or not output.parent.is_dir()):
