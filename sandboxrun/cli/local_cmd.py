@@ -10,6 +10,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -268,18 +269,28 @@ def close_cmd(
         except SandboxrunError as exc:
             failed = True
             results.append({"name": name, "closed": False, "error": exc.message, "hint": exc.hint})
-    if json_out:
-        print_json(results)
-    else:
-        for r in results:
-            if r.get("closed"):
-                console.print(f"{r['name']}: closed ({r['how']}); worktree kept at {r['worktree']}")
-            else:
-                err_console.print(f"{r['name']}: not closed: {r['error']}")
-                if r.get("hint"):
-                    err_console.print(f"  Hint: {r['hint']}")
+    _print_closed(results, json_out)
     if failed:
         raise typer.Exit(1)
+
+
+def _print_closed(results: list[dict[str, Any]], json_out: bool) -> None:
+    """Per child: closed (how, where its worktree stays) or not closed, with a hint."""
+    if json_out:
+        print_json(results)
+        return
+    for r in results:
+        if r.get("closed"):
+            where = r.get("worktree")
+            if r.get("worktree_removed"):
+                kept = f"; worktree {where} removed (its branch and commits stay)"
+            else:
+                kept = f"; worktree kept at {where}" if where else ""
+            console.print(f"{r['name']}: closed ({r.get('how', 'ended')}){kept}")
+        else:
+            err_console.print(f"{r['name']}: not closed: {r['error']}")
+            if r.get("hint"):
+                err_console.print(f"  Hint: {r['hint']}")
 
 
 def monitor_cmd(
@@ -439,6 +450,7 @@ def shutdown_cmd(
     wait: str = typer.Option("60s", "--wait", help="How long busy children get to finish."),
     force: bool = typer.Option(False, "--force", help="Then end children still busy."),
     repo: Path = REPO_OPTION,
+    json_out: bool = typer.Option(False, "--json", help="Print results as JSON."),
 ) -> None:
     """Close every child gracefully (/exit, then end its tmux session); worktrees kept."""
     root = None if all_ else _root(repo)
@@ -450,6 +462,9 @@ def shutdown_cmd(
     ]
     deadline = time.monotonic() + parse_duration(wait)
     if not live:
+        if json_out:
+            print_json([])
+            return
         where = "any repository" if root is None else str(root)
         console.print(f"no running children in {where}: nothing to close")
         return
@@ -458,15 +473,16 @@ def shutdown_cmd(
         if not any(st in ("busy", "starting") for st in states):
             break
         time.sleep(0.5)
-    failed = False
+    results: list[dict[str, Any]] = []
     for s in live:
         try:
-            close_mod.close(store, tmux, store.get(s.id), force=force)
-            console.print(f"{s.name}: closed")
+            results.append(close_mod.close(store, tmux, store.get(s.id), force=force))
         except SandboxrunError as exc:
-            failed = True
-            err_console.print(f"{s.name}: not closed: {exc.message}")
-    if failed:
+            results.append(
+                {"name": s.name, "closed": False, "error": exc.message, "hint": exc.hint}
+            )
+    _print_closed(results, json_out)
+    if any(not r.get("closed") for r in results):
         raise typer.Exit(1)
 
 
