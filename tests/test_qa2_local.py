@@ -150,3 +150,28 @@ def test_a_name_held_by_a_sandbox_run_is_refused_before_a_worktree_is_made(proj,
     message, hint = edge_error(proc.stderr)
     assert "already exists" in message and hint and "another name" in hint
     _nothing_made(proj, tmux, "web")
+
+
+def test_a_name_whose_worktree_path_is_taken_says_by_what(proj, tmux):
+    """Another branch's worktree (e.g. a sandbox run's `.worktrees/NAME`) or a stray directory
+    at the child's path: the error names the holder, the hint a name change, and nothing there
+    is touched."""
+    git(proj, "worktree", "add", "-q", "-b", "sandboxrun/web", str(proj / ".worktrees" / "web"))
+    (proj / ".worktrees" / "web" / "work.txt").write_text("uncommitted\n")
+    stray = proj / ".worktrees" / "docs"
+    stray.mkdir()
+    (stray / "notes.txt").write_text("mine\n")
+    cli = CLI(proj)
+    proc = cli("spawn", "web", "--prompt", "hi")
+    assert proc.returncode == 1, proc.stderr
+    message, hint = edge_error(proc.stderr)
+    assert "already the worktree of sandboxrun/web" in message
+    assert hint and "another name than 'web'" in hint and "setup again" not in hint
+    proc = cli("worktree", "setup", "docs")
+    message, hint = edge_error(proc.stderr)
+    assert proc.returncode == 1 and "not a git worktree" in message
+    assert hint and "another name than 'docs'" in hint
+    assert (proj / ".worktrees" / "web" / "work.txt").read_text() == "uncommitted\n"
+    assert (stray / "notes.txt").read_text() == "mine\n"
+    assert git(proj, "branch", "--list", "agent/*").strip() == ""
+    assert db_rows("SELECT name FROM sessions") == [] and tmux.sessions() == []
