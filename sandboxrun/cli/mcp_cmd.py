@@ -54,6 +54,12 @@ def serve(
         serve_stdio,
     )
 
+    if not http and (port is not None or host != "127.0.0.1"):
+        given = "--port" if port is not None else "--host"
+        raise UsageError(
+            f"{given} applies to the HTTP server only",
+            f"Add --http: sandboxrun mcp --http {given} ... (plain `sandboxrun mcp` is stdio).",
+        )
     check_git()
     if http:
         from sandboxrun.mcp.common import Coord
