@@ -29,7 +29,7 @@ mcp_app = typer.Typer(
 def serve(
     ctx: typer.Context,
     http: bool = typer.Option(False, "--http", help="Serve streamable HTTP instead of stdio."),
-    port: int = typer.Option(
+    port: int | None = typer.Option(
         None,
         "--port",
         help="HTTP port (with --http). Default 8765; the master session binds $WEB_PORT "
