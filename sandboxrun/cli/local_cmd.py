@@ -186,7 +186,9 @@ def _message_file(path: Path) -> str:
         raise UsageError(f"message file {path} is a directory", "Give the file with the message.")
     if not path.is_file():
         raise UsageError(f"message file {path} does not exist", "Check the path.")
-    return path.read_text(encoding="utf-8", errors="replace")
+    from sandboxrun.fanout.tasks import read_text_file
+
+    return read_text_file(path, "message file")
 
 
 def read_cmd(
