@@ -92,3 +92,27 @@ def test_plan_split_without_claude_says_how_to_install_it(cli, tmp_path):
     assert "is not installed" in message
     assert hint and "SANDBOXRUN_CLAUDE_BIN" in hint and "by hand" in hint
     assert not (tmp_path / "t.toml").exists()
+
+
+def test_integrate_says_what_it_left_out_and_refuses_nothing_to_merge(cli, tmp_path):
+    from sbr_testlib import git
+
+    tasks = _write(
+        tmp_path / "mixed.toml",
+        '[[task]]\nname = "ok"\nprompt = "@write ok.txt hi\\n@commit ok"\n'
+        '[[task]]\nname = "bad"\nprompt = "@fail 3"\n',
+    )
+    cli("fanout", str(tasks), "--backend", "local")
+    data = cli.json("integrate", "mixed")
+    assert data["merged"] == ["sandboxrun/mixed-ok"] and data["left_out"] == {"bad": "failed"}
+    human = cli("integrate", "mixed")
+    assert human.returncode == 0 and "left out: bad (failed)" in human.stdout
+    failing = _write(tmp_path / "failing.toml", '[[task]]\nname = "f"\nprompt = "@fail 3"\n')
+    cli("fanout", str(failing), "--backend", "local")
+    proc = cli("integrate", "failing", "--json")
+    assert proc.returncode == 1, proc.stderr
+    message, hint = edge_error(proc.stderr)
+    assert "no completed task to integrate (f failed)" in message
+    assert hint and "sandboxrun report failing" in hint
+    assert json.loads(proc.stdout)["exit_code"] == 1
+    assert git(cli.cwd, "branch", "--list", "sandboxrun/failing/*").strip() == ""

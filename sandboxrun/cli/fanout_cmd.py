@@ -389,19 +389,22 @@ def register(app: typer.Typer) -> None:
 
         store = open_store(settings_for(None))
         g = _group_or_fail(store, group)
-        res, branch = integrate_group(store, g, into)
+        res, branch, left_out = integrate_group(store, g, into)
         data = {
             "branch": branch,
             "commit": res.commit,
             "merged": res.merged,
             "conflict_with": res.conflict_with,
             "conflicts": res.conflicts,
+            "left_out": left_out,
         }
         if json_out:
             print_json(data)
         else:
+            left = ", ".join(f"{n} ({o})" for n, o in left_out.items())
             console.print(
-                f"{branch} at {res.commit[:12]}: merged {len(res.merged)} branch(es)",
+                f"{branch} at {res.commit[:12]}: merged {len(res.merged)} branch(es)"
+                + (f"; left out: {left}" if left else ""),
                 highlight=False,
             )
         if not res.ok:
