@@ -383,9 +383,10 @@ def wait_ready(
                 )
         if pane is None or pane.dead:
             last = "\n".join(exit_lines(text))
-            status = pane.dead_status if pane else "?"
+            # tmux can report the pane dead a moment before its exit status
+            status = pane.dead_status if pane else None
             raise SpawnError(
-                f"claude exited at start (status {status})"
+                "claude exited at start" + (f" (status {status})" if status is not None else "")
                 + (f": {last}" if last else ", before its screen showed anything"),
                 (f"Run it by hand to see why: {by_hand}" if by_hand else "Run `claude` by hand "
                  "to see why.") + " (SANDBOXRUN_CLAUDE_BIN names which claude is used.)",
