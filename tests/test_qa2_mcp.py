@@ -56,3 +56,13 @@ def test_stdio_from_a_pipe_prints_no_note(cli: CLI):
     )  # fmt: skip
     assert proc.returncode == 0
     assert b"waiting for an MCP client" not in proc.stderr
+
+
+def test_merges_watch_once_says_when_there_is_nothing(cli: CLI):
+    """A one-shot check that finds nothing says so (it printed nothing at all); --json stays
+    one line per merge, so none."""
+    proc = cli("merges", "watch", "--once")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "no new merges"
+    proc = cli("merges", "watch", "--once", "--json")
+    assert proc.returncode == 0 and proc.stdout == ""

@@ -138,12 +138,15 @@ def merges_watch(
     settings = load_settings()
     store = open_store(settings)
     while True:
-        for event in merges.monitor_pass(store.conn, None, pm_role=settings.pm_role):
+        found = merges.monitor_pass(store.conn, None, pm_role=settings.pm_role)
+        for event in found:
             if json_out:
                 print_json_line(event.to_dict())
             else:
                 console.print(f"merged: {event.branch} into {event.base} ({event.repo})")
         if once:
+            if not found and not json_out:  # (--json: one line per merge, so none)
+                console.print("no new merges")
             return
         time.sleep(interval)
 
