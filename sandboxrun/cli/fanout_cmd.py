@@ -178,6 +178,13 @@ def kill_group(settings: Any, store: SessionStore, g: G.Group, json_out: bool) -
     while time.monotonic() < deadline and not G.get_group(store, g.id).is_terminal:
         time.sleep(0.3)
     final = G.get_group(store, g.id)
+    if not final.is_terminal:
+        raise SandboxrunError(
+            f"group {final.name} was asked to stop, but its driver (pid {final.owner_pid}) has "
+            f"not ended it within 180s (still {final.status})",
+            f"Follow it with `sandboxrun logs {final.name}`; run `sandboxrun kill {final.name}` "
+            "again to wait more.",
+        )
     if json_out:
         print_json(build_report(store, final))
     else:

@@ -20,7 +20,7 @@ from typing import Any
 
 from sandboxrun import gitops
 from sandboxrun.config import Settings
-from sandboxrun.errors import UsageError
+from sandboxrun.errors import SandboxrunError, UsageError
 from sandboxrun.local import monitor_pid
 from sandboxrun.local.mcp_config import write_mcp_config
 from sandboxrun.local.spawn import (
@@ -119,8 +119,8 @@ def start(
         tmux.new_session(name, argv, cwd=root, env=full_env)
         wait_ready(store, tmux, row.id, name, prompt, timeout=ready_timeout,
                    by_hand=by_hand(settings.claude_bin, request, root))  # fmt: skip
-        while not store.get(row.id).agent_session_id:  # bound by SessionStart, just before
-            time.sleep(0.05)
+        # bound by SessionStart, just before the prompt: normally already there
+        wait_session_id(store, tmux, row.id, name, timeout=ready_timeout)
     claude_id = store.get(row.id).agent_session_id or ""
     bind_session_id(root, claude_id)
     if monitor and not monitor_pid.status(settings.home, str(root)).running:
@@ -133,8 +133,39 @@ def start(
             env=child_env(env, SANDBOXRUN_HOME=str(settings.home)),
         )
         # say "running" only once it is: the window's monitor takes its pidfile in a moment
-        monitor_pid.wait_running(settings.home, str(root), timeout=30)
+        if not monitor_pid.wait_running(settings.home, str(root), timeout=30):
+            raise SandboxrunError(
+                f"the master runs, but its monitor did not start within 30s (tmux session "
+                f"{name}, window {MONITOR_WINDOW!r})",
+                f"Look at that window: `tmux attach -t {name}` (then select {MONITOR_WINDOW!r}), "
+                "or run `sandboxrun monitor` by hand to see why.",
+            )
     return store.get(row.id)
+
+
+def wait_session_id(
+    store: SessionStore, tmux: Tmux, session_id: str, tmux_name: str, *, timeout: float
+) -> str:
+    """Until the row's Claude session id is bound (its SessionStart hook); a SpawnError naming
+    the pane's last lines when ``timeout`` seconds pass first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        claude_id = store.get(session_id).agent_session_id
+        if claude_id:
+            return claude_id
+        if time.monotonic() > deadline:
+            _, text = tmux.snapshot(tmux_name)
+            screen = "\n".join(text.strip().splitlines()[-12:])
+            # the caller ends the tmux session on this error: the screen is shown here
+            raise SpawnError(
+                f"claude took no session id within {timeout:.0f}s (its SessionStart hook never "
+                "ran); "
+                + (f"its screen ended with:\n{screen}" if screen else "its screen was blank"),
+                "Its tmux session was ended. Check that `claude` starts there by hand "
+                "(SANDBOXRUN_CLAUDE_BIN names which one) and that its hooks can run `sandboxrun` "
+                "(the python it was started with); then start again.",
+            )
+        time.sleep(0.05)
 
 
 def _branch(root: Path) -> str | None:
