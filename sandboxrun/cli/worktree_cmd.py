@@ -100,7 +100,10 @@ def teardown_cmd(
     role: str = ROLE_ARG,
     merge: bool = typer.Option(False, "--merge", help="Merge the branch into its base first."),
     abandon: bool = typer.Option(
-        False, "--abandon", help="Discard the worktree's uncommitted changes."
+        False,
+        "--abandon",
+        help="Discard the worktree's uncommitted changes, and its ignored files that are not "
+        "clutter (a .env, notes; caches and build output never block a removal).",
     ),
     delete_branch: bool = typer.Option(
         False, "--delete-branch", help="Delete the branch too, when it is fully merged."

@@ -17,6 +17,7 @@ from typing import Any
 from sandboxrun import gitops
 from sandboxrun.config import Settings
 from sandboxrun.errors import SandboxrunError
+from sandboxrun.local import keep
 from sandboxrun.local.observe import state_of
 from sandboxrun.local.worktrees import record_end, teardown
 from sandboxrun.store import Session, SessionStore, Status
@@ -78,6 +79,18 @@ def close(
         raise CloseRefusedError(
             f"{session.name}'s worktree {session.worktree} has uncommitted changes",
             "Commit them (or close without --remove-worktree: the worktree stays as it is).",
+        )
+    kept = (
+        keep.kept_ignored(Path(session.repo or ""), Path(session.worktree or ""),
+                          remove_worktree.copy_files)
+        if removable and remove_worktree is not None and Path(session.worktree or "").is_dir()
+        else []
+    )  # fmt: skip
+    if kept:
+        raise CloseRefusedError(
+            f"{session.name}'s worktree {session.worktree} holds {len(kept)} ignored file(s) "
+            f"that removing it would delete: {keep.describe(kept)}",
+            "Move them out first (or close without --remove-worktree: the worktree stays).",
         )
     state = state_of(tmux, session)
     how = "already exited"

@@ -22,6 +22,7 @@ from sandboxrun import gitops, process
 from sandboxrun.config import Settings
 from sandboxrun.coord import messages, presence
 from sandboxrun.errors import GitError, SandboxrunError, UsageError
+from sandboxrun.local import keep
 from sandboxrun.local.identity import check_allowed, identity_for, validate_role
 
 
@@ -408,6 +409,14 @@ def teardown(
         raise DirtyWorktreeError(
             f"the worktree of {role!r} ({path}) has uncommitted changes",
             "Commit them (then --merge), or pass --abandon to discard them.",
+        )
+    kept = [] if abandon else keep.kept_ignored(root, path, settings.copy_files)
+    if kept:
+        raise DirtyWorktreeError(
+            f"the worktree of {role!r} ({path}) holds {len(kept)} ignored file(s) git does not "
+            f"track, which removing it would delete: {keep.describe(kept)}",
+            "Move them out first, or pass --abandon to delete them with the worktree "
+            "(its branch and commits stay either way).",
         )
     # A conflict raises here, before anything is removed: everything stays in place.
     merged = merge(root, role, settings) if merge_first else None
