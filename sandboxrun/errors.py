@@ -28,6 +28,12 @@ class UsageError(SandboxrunError):
     exit_code = 2
 
 
+class Interrupted(SandboxrunError):
+    """Ctrl-C during a long-running command, with what was left running: exit 130 (SIGINT)."""
+
+    exit_code = 130
+
+
 class ConfigError(SandboxrunError):
     """A configuration file or environment variable is invalid."""
 

@@ -23,7 +23,7 @@ from sandboxrun.cli.common import (
     settings_for,
 )
 from sandboxrun.config import load_settings
-from sandboxrun.errors import SandboxrunError, UsageError
+from sandboxrun.errors import Interrupted, SandboxrunError, UsageError
 from sandboxrun.fanout import groups as G
 from sandboxrun.fanout.report import build_report, render
 from sandboxrun.fanout.scheduler import (
@@ -524,7 +524,7 @@ def _drive_and_print(settings: Any, store: SessionStore, g: G.Group, json_out: b
     try:
         final = GroupScheduler(settings, store, g.id).run(None if json_out else _progress)
     except KeyboardInterrupt:
-        raise SandboxrunError(
+        raise Interrupted(
             f"interrupted; the tasks of group {g.name} that already started keep running",
             f"Resume scheduling with `sandboxrun attach {g.name}`, or stop them all (their "
             f"work collected) with `sandboxrun kill {g.name}`.",

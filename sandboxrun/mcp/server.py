@@ -136,7 +136,12 @@ def serve_http(
     check_address(host, port)
     server = build_server(coord)
     app = build_app(server, token_path=token_path)
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2)
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2
+    )
+    # Server.run, not uvicorn.run: that one swallows the Ctrl-C uvicorn re-raises after its
+    # graceful shutdown, and the command would exit 0 instead of 130 (SIGINT's convention).
+    uvicorn.Server(config).run()
 
 
 def check_address(host: str, port: int) -> None:
