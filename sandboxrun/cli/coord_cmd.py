@@ -87,13 +87,21 @@ def list_cmd(
 @messages_app.command("send")
 def send_cmd(
     kind: str = typer.Argument(..., help="Message type, e.g. STATUS_UPDATE.", metavar="TYPE"),
-    text: str = typer.Option("", "--text", help="What to say."),
+    text: str = typer.Option("", "--text", help="What to say (required, not blank)."),
     to: str | None = typer.Option(None, "--to", help="Address one role (default: everyone)."),
     sender: str | None = typer.Option(None, "--from", help="Your role (default: your identity)."),
     repo: Path = REPO_OPTION,
     json_out: bool = typer.Option(False, "--json", help="Print the stored message as JSON."),
 ) -> None:
-    """Send a message to one role or to everyone in this repository."""
+    """Send a message to one role or to everyone in this repository.
+
+    Example: sandboxrun messages send STATUS_UPDATE --text "api done" --to pm
+    """
+    if not text.strip():
+        raise UsageError(
+            "the message text is empty",
+            f"Pass what to say with --text, e.g. sandboxrun messages send {kind} --text 'api done'.",
+        )
     root = _repo(repo)
     settings = settings_for(root)
     sender = validate_role(sender) if sender is not None else _own_role(settings, Path.cwd())
@@ -104,7 +112,7 @@ def send_cmd(
         kind,
         sender=sender,
         recipient=validate_role(to) if to is not None else None,
-        body={"text": text} if text else {},
+        body={"text": text},
     )
     if json_out:
         print_json(messages.list_messages(store.conn, after_id=mid - 1, limit=1)[0].to_dict())
