@@ -352,12 +352,15 @@ def register(app: typer.Typer) -> None:
     def report(
         group: str = typer.Argument(..., help="Group name or id."),
         fmt: str = typer.Option("md", "--format", help="md, json or html."),
-        output: Path | None = typer.Option(None, "--output", "-o", help="Write to FILE."),
+        output: Path | None = typer.Option(
+            None, "--output", "-o", help="Write to FILE (an existing one only with --force)."
+        ),
+        force: bool = typer.Option(False, "--force", help="Replace OUTPUT if it exists."),
         json_out: bool = typer.Option(False, "--json", help="The same as --format json."),
     ) -> None:
         """Per task status, branch, commits, files, cost, turns, duration; the critical path.
 
-        Example: sandboxrun report tasks --format html -o report.html
+        Example: sandboxrun report tasks --format html -o report.html (--force to replace it)
         """
         if json_out:
             if fmt not in ("md", "json"):
@@ -371,6 +374,8 @@ def register(app: typer.Typer) -> None:
         if output is not None and (output.is_dir() or not output.parent.is_dir()):
             where = "is a directory" if output.is_dir() else "is in a directory that does not exist"
             raise UsageError(f"--output {output} {where}", "Pass a file name, e.g. -o report.html.")
+        if output is not None and output.exists() and not force:
+            raise UsageError(f"{output} already exists", "Pass --force to replace it.")
         store = open_store(settings_for(None))
         text = render(build_report(store, _group_or_fail(store, group)), fmt)
         if output:
