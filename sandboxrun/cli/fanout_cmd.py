@@ -331,7 +331,7 @@ def register(app: typer.Typer) -> None:
     def groups_cmd(
         json_out: bool = typer.Option(False, "--json", help="Print JSON (a list of objects)."),
     ) -> None:
-        """List fan-out groups: status, tasks, spent cost."""
+        """List fan-out groups of every repository: status, tasks, spent cost, repository."""
         store = open_store(settings_for(None))
         reports = [build_report(store, g) for g in G.list_groups(store)]
         if json_out:
@@ -344,7 +344,7 @@ def register(app: typer.Typer) -> None:
             done = sum(1 for r in rep["tasks"] if r["outcome"] == "success")
             console.print(
                 f"{rep['group']:<24} {rep['status']:<10} {done}/{len(rep['tasks'])} completed  "
-                f"${rep['cost_usd']:.4f}",
+                f"${rep['cost_usd']:.4f}  {rep['repo']}",
                 highlight=False,
             )
 
@@ -394,6 +394,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Merge completed task branches, in dependency order, into one branch.
 
+        It acts in the group's own repository (named in the output), wherever it is run.
         Your checkout is never touched; a conflict stops with the files named and the branch
         left at the last clean merge.
         """
@@ -403,6 +404,7 @@ def register(app: typer.Typer) -> None:
         g = _group_or_fail(store, group)
         res, branch, left_out = integrate_group(store, g, into)
         data = {
+            "repo": g.repo,
             "branch": branch,
             "commit": res.commit,
             "merged": res.merged,
@@ -415,7 +417,7 @@ def register(app: typer.Typer) -> None:
         else:
             left = ", ".join(f"{n} ({o})" for n, o in left_out.items())
             console.print(
-                f"{branch} at {res.commit[:12]}: merged {len(res.merged)} branch(es)"
+                f"{branch} at {res.commit[:12]} in {g.repo}: merged {len(res.merged)} branch(es)"
                 + (f"; left out: {left}" if left else ""),
                 highlight=False,
             )

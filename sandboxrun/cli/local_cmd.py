@@ -333,10 +333,10 @@ def monitor_cmd(
             print_json({**info.to_dict(), "stopped": stop and info.running})
         elif info.running:
             verb = "stopped" if stop else "running"
-            console.print(f"monitor {verb} (pid {info.pid}, {info.repo or 'every repository'})")
+            console.print(f"monitor {verb} (pid {info.pid}, {_watching(info.repo)})")
         else:
             stale = f"; stale pidfile of pid {info.pid}" if info.stale else ""
-            console.print(f"no monitor running for {key or 'every repository'}{stale}")
+            console.print(f"no monitor running ({_watching(key)}){stale}")
         if show_status and not info.running:
             raise typer.Exit(1)
         return
@@ -374,6 +374,11 @@ def monitor_cmd(
         return
     with monitor_pid.MonitorLock(settings.home, key):
         mon.run(parse_duration(interval))
+
+
+def _watching(key: str | None) -> str:
+    """Which monitor: the one of a repository, or the one started without --repo."""
+    return f"repository {key}" if key else "the one for all repositories, started without --repo"
 
 
 def _await_monitor(home: Path, key: str | None, pid: int, timeout: float = 30.0) -> None:
