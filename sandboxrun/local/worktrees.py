@@ -410,11 +410,11 @@ def teardown(
             f"the worktree of {role!r} ({path}) has uncommitted changes",
             "Commit them (then --merge), or pass --abandon to discard them.",
         )
-    kept = [] if abandon else keep.kept_ignored(root, path, settings.copy_files)
-    if kept:
+    precious = [] if abandon else keep.kept_ignored(root, path, settings.copy_files)
+    if precious:
         raise DirtyWorktreeError(
-            f"the worktree of {role!r} ({path}) holds {len(kept)} ignored file(s) git does not "
-            f"track, which removing it would delete: {keep.describe(kept)}",
+            f"the worktree of {role!r} ({path}) holds {len(precious)} ignored file(s) git does "
+            f"not track, which removing it would delete: {keep.describe(precious)}",
             "Move them out first, or pass --abandon to delete them with the worktree "
             "(its branch and commits stay either way).",
         )
