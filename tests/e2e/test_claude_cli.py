@@ -174,7 +174,13 @@ def test_retry_watchdog_waits_on_usage_limit(run_claude, fake_api, agent_env, tm
     agent_env.update(claude_env(fake_api.url, tmp_path / "agent-home", gateway=True))
     agent_env["CLAUDE_CODE_RETRY_WATCHDOG"] = "1"
 
-    run = run_claude("Do something", timeout=10)
+    def waiting(events: list[dict]) -> bool:
+        return any(e.get("subtype") == "api_retry" for e in events) and any(
+            e.get("type") == "rate_limit_event" for e in events
+        )
+
+    # It would sit until the reset (an hour): stopped once it said so, or after 120 s
+    run = run_claude("Do something", timeout=120, stop_when=waiting)
 
     assert run.timed_out
     assert run.result is None
