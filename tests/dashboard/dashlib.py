@@ -124,7 +124,7 @@ class Server:
         self.proc.stderr.close()
 
 
-async def until(pilot, condition, what: str, limit: float = 30.0):
+async def until(pilot, condition, what: str, limit: float = 120.0):
     """Let the app run until ``condition()`` holds (polling, not a fixed sleep)."""
     end = time.monotonic() + limit
     while time.monotonic() < end:

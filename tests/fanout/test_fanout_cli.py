@@ -208,7 +208,7 @@ depends_on = ["two"]
     driver = json.loads(proc.stdout)["detached_pid"]
     retry_until(lambda: cli.status_or_none("grp-one"), timeout=60)
     os.kill(driver, signal.SIGKILL)
-    retry_until(lambda: not _alive(driver), timeout=10)
+    retry_until(lambda: not _alive(driver), timeout=60)
     st = json.loads(cli("status", "grp", "--json").stdout)[0]
     assert st["status"] == "running"
 
