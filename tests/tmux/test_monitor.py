@@ -265,7 +265,11 @@ def test_a_reset_read_from_the_screen_is_the_end_of_its_minute(monkeypatch):
 
     monkeypatch.setenv("TZ", "UTC")  # the screen's times are local times
     time.tzset()
-    now = datetime(2026, 11, 30, 15, 40, 10, tzinfo=UTC).timestamp()
-    hit, reset = limit_from_pane("You've hit your session limit \u00b7 resets 3:45pm\n", now)
-    minute = datetime(2026, 11, 30, 15, 45, tzinfo=UTC).timestamp()
-    assert hit and reset is not None and reset >= minute + 59
+    try:
+        now = datetime(2026, 11, 30, 15, 40, 10, tzinfo=UTC).timestamp()
+        hit, reset = limit_from_pane("You've hit your session limit \u00b7 resets 3:45pm\n", now)
+        minute = datetime(2026, 11, 30, 15, 45, tzinfo=UTC).timestamp()
+        assert hit and reset is not None and reset >= minute + 59
+    finally:  # the process's time zone is global: the tests after this one get theirs back
+        monkeypatch.undo()
+        time.tzset()
