@@ -153,14 +153,22 @@ def test_not_logged_in_is_a_clear_error(children, proj):
 
 
 class LimitedUntil:
-    """Main requests get a usage-limit 429 until ``reset``, then the replies in order."""
+    """Main requests get a usage-limit 429 until ``reset``, then the replies in order.
 
-    def __init__(self, reset: int, *replies):
-        self.reset = reset
+    ``reset`` is ``after`` seconds from the first request, not from the test's start: on a
+    loaded machine the child's first request can come late, and a reset already past then
+    meant no limit at all.
+    """
+
+    def __init__(self, after: int, *replies):
+        self.after = after
+        self.reset: int | None = None
         self.replies = list(replies)
         self.limited = 0
 
     def __call__(self, req):
+        if self.reset is None:
+            self.reset = int(time.time()) + self.after
         if time.time() < self.reset:
             self.limited += 1
             return rate_limited(self.reset, times=1)
@@ -175,9 +183,8 @@ def test_usage_limit_waits_for_the_reset_then_continues_across_a_monitor_restart
 
     children.use_gateway(tmp_path / "gw-home")
     wt = proj / ".worktrees" / "q"
-    reset = int(time.time()) + 25
     gate = LimitedUntil(
-        reset, tool("Write", file_path=str(wt / "after.txt"), content="later\n"), text("finished")
+        25, tool("Write", file_path=str(wt / "after.txt"), content="later\n"), text("finished")
     )
     children.api.script(*[gate] * 10)
     (proj / ".sandboxrun").mkdir()
@@ -202,7 +209,7 @@ def test_usage_limit_waits_for_the_reset_then_continues_across_a_monitor_restart
         )
         assert gate.limited >= 1
         # the transcript's exact reset time (the screen and the hook only say the minute)
-        retry_until(lambda: children.row("q")["resets_at"] == pytest.approx(reset, abs=1))
+        retry_until(lambda: children.row("q")["resets_at"] == pytest.approx(gate.reset, abs=1))
         # the monitor dies and a new one takes over from the database and tmux
         mon.kill()
         mon.wait()
@@ -216,7 +223,7 @@ def test_usage_limit_waits_for_the_reset_then_continues_across_a_monitor_restart
                         "continues": children.events("q", "quota_continue"),
                         "states": children.events("q", "state"),
                         "row": {k: children.row("q")[k] for k in ("activity", "resets_at")},
-                        "reset": reset,
+                        "reset": gate.reset,
                         "limited": gate.limited,
                         "screen": children.tmux.capture("t_child_q"),
                     },
