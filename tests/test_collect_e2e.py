@@ -81,7 +81,7 @@ def test_a_crash_while_applying_is_finished_by_attach(cli, repo, step):
 
 def test_download_from_a_sandbox_without_git_prints_a_command_that_works(cli, repo):
     run = cli.popen("run", "--backend", "local", "--name", "nogit", "--prompt",
-                    "@bash rm -rf .git\n@write x.txt from a repo without git\n@sleep 30")  # fmt: skip
+                    f"@bash rm -rf .git\n@write x.txt from a repo without git\n{GATE_WAIT}")  # fmt: skip
     try:
         retry_until(lambda: "x.txt" in cli("logs", "nogit").stdout, timeout=120)
         out = repo.parent / "nogit out"
