@@ -133,7 +133,7 @@ def test_permission_prompt_then_sigkill_is_exited(children, proj):
     assert children.tmux.has_session("t_child_p")
     pid = children.tmux.pane("t_child_p").pid
     os.kill(pid, signal.SIGKILL)
-    wait = children("wait", "p", "--timeout", "30s")
+    wait = children("wait", "p", "--timeout", "90s")
     assert wait.returncode == 11, wait.stdout
     mon = children("monitor", "--once")
     assert mon.returncode == 0, mon.stderr
