@@ -6,18 +6,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+from e2blib import e2b_fixture
 from sbr_testlib import FAKE_CLAUDE, branch_files, logs_json, retry_until
 
 pytestmark = pytest.mark.slow
 
-SECRET = "sk-ant-api03-e2b-lifecycle-secret"
-
-
-@pytest.fixture
-def e2b(emulator, monkeypatch):
-    emulator.set_claude(FAKE_CLAUDE)
-    monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
-    return emulator
+e2b = e2b_fixture("sk-ant-api03-e2b-lifecycle-secret")
 
 
 def events(cli, name: str) -> list[dict]:
