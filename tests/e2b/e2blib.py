@@ -26,7 +26,7 @@ FAST_RETRIES = {"SANDBOXRUN_E2B_RETRY_DELAYS": "0.1,0.2,0.4"}
 #: what a run (or any one CLI call) is given before the test fails: a hang guard
 ENDS_WITHIN = 150
 #: how long a run may take to get its agent going (create, upload, start) on a loaded machine
-STARTS_WITHIN = 60
+STARTS_WITHIN = 120
 
 
 def e2b_fixture(secret: str, **env: str | None):

@@ -11,7 +11,7 @@ import os
 import signal
 
 import pytest
-from e2blib import e2b_fixture, home, run, start
+from e2blib import ENDS_WITHIN, STARTS_WITHIN, e2b_fixture, home, run, start
 from sbr_testlib import branch_files, edge_error, git, logs_json, retry_until
 
 pytestmark = pytest.mark.slow
@@ -89,14 +89,14 @@ def test_kill_and_download_from_another_process(cli, repo, e2b):
     """download while running, then kill: the work so far is collected."""
     runp = start(cli, "victim", "@write made.txt made before kill\n@hang")
     try:
-        retry_until(lambda: "Write" in cli("logs", "victim").stdout, timeout=30)
+        retry_until(lambda: "Write" in cli("logs", "victim").stdout, timeout=STARTS_WITHIN)
         out_dir = repo.parent / "dl"
         proc = cli("download", "victim", "--output", str(out_dir))
         assert proc.returncode == 0, proc.stderr
         assert b"made.txt" in (out_dir / "changes.diff").read_bytes()
         proc = cli("kill", "victim")
         assert proc.returncode == 0, proc.stderr
-        out, _ = runp.communicate(timeout=60)
+        out, _ = runp.communicate(timeout=ENDS_WITHIN)
     finally:
         runp.kill()
     assert runp.returncode == 1 and "killed" in out, out + _
@@ -114,13 +114,13 @@ def test_sigkill_the_run_process_then_attach(cli, repo, e2b):
         "@write first.txt one\n@bash while [ ! -e /home/user/go ]; do sleep 0.05; done\n"
         "@write second.txt two",
     )
-    retry_until(lambda: "Write" in cli("logs", "crash").stdout, timeout=30)
+    retry_until(lambda: "Write" in cli("logs", "crash").stdout, timeout=STARTS_WITHIN)
     runp.send_signal(signal.SIGKILL)
     runp.wait(timeout=10)
     st = cli.status("crash")
     assert st["status"] == "running" and not st["driver_alive"]
     e2b.host_path(st["sandbox_id"], "/home/user/go").touch()
-    proc = cli("attach", "crash", timeout=90)
+    proc = cli("attach", "crash", timeout=ENDS_WITHIN)
     assert proc.returncode == 0, proc.stderr
     assert {"first.txt", "second.txt"} <= branch_files(repo, "sandboxrun/crash")
     st = cli.status("crash")
@@ -130,16 +130,15 @@ def test_sigkill_the_run_process_then_attach(cli, repo, e2b):
 
 def test_expired_sandbox_applies_its_last_checkpoint(cli, repo, e2b):
     """E2B ending the sandbox mid-run: the last checkpoint of the work lands on the branch."""
-    runp = start(
-        cli, "doomed", "@write kept.txt before the end\n@hang", "--warn-at", "1s,2s,3s,4s,6s,8s,12s"
-    )
+    # Checkpoints are taken at each warning mark and every second: one comes after the agent
+    # wrote the file however late it gets to it (the marks alone run out on a loaded machine).
+    runp = start(cli, "doomed", "@write kept.txt before the end\n@hang",
+                 "--warn-at", "1s,2s,3s,4s,6s,8s,12s", env={"SANDBOXRUN_CHECKPOINT_EVERY": "1s"})  # fmt: skip
     try:
-        # A checkpoint (taken at each warning mark) after the agent wrote the file: on a
-        # loaded machine the agent can start after the first mark.
-        retry_until(lambda: _snapshot_after_write(cli, "doomed"), timeout=45)
+        retry_until(lambda: _snapshot_after_write(cli, "doomed"), timeout=STARTS_WITHIN)
         sandbox_id = cli.status("doomed")["sandbox_id"]
         e2b.expire(sandbox_id)
-        out, err = runp.communicate(timeout=60)
+        out, err = runp.communicate(timeout=ENDS_WITHIN)
     finally:
         runp.kill()
     assert runp.returncode == 1

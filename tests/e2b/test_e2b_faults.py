@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 from e2blib import (
+    ENDS_WITHIN,
     FAST_RETRIES,
+    STARTS_WITHIN,
     artifacts,
     assert_nothing_left,
     checkpoint_holds_a_commit_and_work,
@@ -88,7 +90,7 @@ def test_lost_mid_run_keeps_the_last_checkpoint_on_the_branch(cli, repo, e2b):
     try:
         wait_running(cli, "a1")
         art = artifacts(cli, "a1")
-        retry_until(lambda: checkpoint_holds_a_commit_and_work(art), timeout=60)
+        retry_until(lambda: checkpoint_holds_a_commit_and_work(art), timeout=STARTS_WITHIN)
         e2b.lose(cli.status("a1")["sandbox_id"])
         out, err = runp.communicate(timeout=180)
     finally:
@@ -120,14 +122,28 @@ def test_lost_before_any_checkpoint_says_nothing_was_kept(cli, repo, e2b):
     assert cli("logs", "a2").returncode == 0
 
 
+#: a directive that makes the stand-in agent wait until the test touches GATE_PATH
+GATE_PATH = "/home/user/go"
+GATE = f"@bash while [ ! -e {GATE_PATH} ]; do sleep 0.05; done"
+
+
+def checkpoint_with_commits(cli, name: str, commits: int) -> bool:
+    """A checkpoint of session ``name`` holds ``commits`` of the agent's commits."""
+    return any(p.get("commits") == commits for p in phases(cli, name, "checkpoint"))
+
+
 def test_commits_trigger_incremental_checkpoints(cli, repo, e2b):
     """A finished `git commit` is checkpointed at once; the second fetches only the new commit."""
-    plan = ("@write c.txt c\n@commit agent: c\n@sleep 3\n@write d.txt d\n@commit agent: d\n"
+    # The agent waits at a gate between its commits (not a sleep: a follower slower than it on
+    # a loaded machine would see both commits before it took the first checkpoint).
+    plan = (f"@write c.txt c\n@commit agent: c\n{GATE}\n@write d.txt d\n@commit agent: d\n"
             "@sleep 120")  # fmt: skip
     runp = start(cli, "a3", plan)
     try:
-        wait_running(cli, "a3")
-        retry_until(lambda: len(phases(cli, "a3", "checkpoint")) >= 2, timeout=60)
+        st = wait_running(cli, "a3")
+        retry_until(lambda: checkpoint_with_commits(cli, "a3", 1), timeout=STARTS_WITHIN)
+        e2b.host_path(st["sandbox_id"], GATE_PATH).touch()
+        retry_until(lambda: checkpoint_with_commits(cli, "a3", 2), timeout=STARTS_WITHIN)
         art = artifacts(cli, "a3")
         info = json.loads((art / "checkpoint.json").read_text())
         assert cli("kill", "a3").returncode == 0
@@ -148,7 +164,7 @@ def _run_until_checkpointed(cli, name: str, plan: str):
     runp = start(cli, name, plan, env={"SANDBOXRUN_CHECKPOINT_EVERY": "1s"})
     wait_running(cli, name)
     art = artifacts(cli, name)
-    retry_until(lambda: checkpoint_holds_a_commit_and_work(art), timeout=60)
+    retry_until(lambda: checkpoint_holds_a_commit_and_work(art), timeout=STARTS_WITHIN)
     return runp
 
 
@@ -287,7 +303,7 @@ def test_collection_failing_for_good_keeps_the_sandbox_for_attach(cli, repo, e2b
     assert cli("download", "k3", "--output", str(out)).returncode == 0
     assert b"q.txt" in (out / "changes.diff").read_bytes()
     e2b.faults.clear()
-    proc = cli("attach", "k3", timeout=120)
+    proc = cli("attach", "k3", timeout=ENDS_WITHIN)
     assert proc.returncode == 0, proc.stderr
     assert cli.status("k3")["status"] == "completed"
     assert "q.txt" in branch_files(repo, "sandboxrun/k3")
@@ -312,7 +328,7 @@ def test_attach_resumes_a_collection_download_that_broke_off(cli, repo, e2b):
     e2b.faults.clear()
     repack = e2b.faults.add("command", "stall", match="collect.git", times=1000)  # a probe
     sent = e2b.stats["bytes_downloaded"]
-    proc = cli("attach", "r1", timeout=120)
+    proc = cli("attach", "r1", timeout=ENDS_WITHIN)
     assert proc.returncode == 0, proc.stderr
     assert repack.hits == 0  # the pack made before was brought back as it is
     pack = artifacts(cli, "r1") / "objects" / "pack" / "work.pack"
@@ -384,7 +400,7 @@ def test_orphan_whose_sandbox_is_gone_shows_lost(cli, repo, e2b):
     e2b.lose(st["sandbox_id"])
     st = cli.status("o1")
     assert st["status"] == "lost" and st["time_left_s"] is None, st
-    follow = cli("logs", "o1", "--follow", timeout=30)
+    follow = cli("logs", "o1", "--follow", timeout=ENDS_WITHIN)
     assert follow.returncode == 1
     proc = cli("attach", "o1")
     assert proc.returncode == 2 and "Next:" in proc.stderr
