@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,32 @@ def e2b_fixture(secret: str, **env: str | None):
         return emulator
 
     return fixture
+
+
+#: what identifies the command that starts the agent (its launch script) in the emulator
+START = "NOAGENT"
+
+
+def clock_starts_once(e2b, done: Callable[[Path], bool]):
+    """Hold the answer to the agent's launch until ``done(checkout)`` is true of its sandbox's
+    checkout (on this machine); returns the fault.
+
+    The run's clock (``--timeout``) starts when that answer comes: a test of a short limit
+    then counts it from work the agent has done, however slow the machine. Without it, an
+    agent slower to take its first step than the limit is stopped before it (on a loaded
+    machine, a few seconds go by before the stand-in even runs). Never held past the
+    launch's own bound (60 s; ``SANDBOXRUN_E2B_COMMAND_TIMEOUT`` when lower).
+    """
+
+    def ready() -> bool:
+        try:
+            (sandbox_id,) = e2b.sandbox_ids()
+            return done(e2b.host_path(sandbox_id, "/home/user/repo"))
+        except (ValueError, KeyError, OSError):  # none yet, or gone
+            return False
+
+    return e2b.faults.add("command", "stall", seconds=None, match=START, stall_after=0,
+                          until=ready)  # fmt: skip
 
 
 def home() -> Path:

@@ -17,6 +17,7 @@ import pytest
 from e2blib import (
     ENDS_WITHIN,
     FAST_RETRIES,
+    STARTS_WITHIN,
     as_tarball,
     e2b_fixture,
     home,
@@ -60,7 +61,7 @@ def test_hung_extend_gives_up_within_its_bound_and_changes_nothing(cli, repo, e2
         st = wait_running(cli, "x1")
         end = e2b.sandbox(st["sandbox_id"]).end_at
         fault = e2b.faults.add("timeout", "stall", seconds=None, times=1000)
-        proc = cli("extend", "x1", "5m", timeout=60, env={
+        proc = cli("extend", "x1", "5m", timeout=ENDS_WITHIN, env={
             "SANDBOXRUN_E2B_REQUEST_TIMEOUT": "60", "SANDBOXRUN_E2B_EXTEND_TIMEOUT": "3"})  # fmt: skip
         assert proc.returncode == 1, proc.stderr
         assert "did not extend" in proc.stderr and "unchanged" in proc.stderr
@@ -70,7 +71,7 @@ def test_hung_extend_gives_up_within_its_bound_and_changes_nothing(cli, repo, e2
         assert cli.status("x1")["deadline"] == st["deadline"]
         # E2B applies it late (the held request is served now): nothing of ours moves
         e2b.faults.release()
-        retry_until(lambda: e2b.sandbox(st["sandbox_id"]).end_at > end + 60, timeout=30)
+        retry_until(lambda: e2b.sandbox(st["sandbox_id"]).end_at > end + 60, timeout=STARTS_WITHIN)
         later = cli.status("x1")
         assert later["status"] == "running" and later["deadline"] == st["deadline"]
         assert sandbox_end("x1") == recorded < end + 5
@@ -101,7 +102,7 @@ def test_hung_provisioning_command_fails_within_its_sized_bound(cli, repo, e2b, 
     fault = e2b.faults.add("command", "stall", seconds=None, match=match)
     runp = start(cli, f"p-{what}", "@write a a")
     try:
-        retry_until(lambda: e2b.faults.stalled >= 1, timeout=60)
+        retry_until(lambda: e2b.faults.stalled >= 1, timeout=STARTS_WITHIN)
         (sandbox_id,) = e2b.sandbox_ids()
         uploads = list(e2b.host_path(sandbox_id, "/tmp").glob("sandboxrun-upload-*"))
         if tarball:  # unpacked and removed: the tarball's size is in the session's directory
@@ -148,7 +149,7 @@ def test_create_carried_out_after_the_run_gave_up_is_killed_by_cleanup(cli, repo
     st = cli.status("o2")
     assert st["status"] == "failed" and st["sandbox_id"] is None
     e2b.faults.release()
-    retry_until(lambda: e2b.stats["create_served"] == fault.hits, timeout=60)
+    retry_until(lambda: e2b.stats["create_served"] == fault.hits, timeout=STARTS_WITHIN)
     late = e2b.sandbox_ids()
     assert late, "the released creates made no sandbox"
     assert {e2b.sandbox(i).metadata["sandboxrun_session"] for i in late} == {st["id"]}

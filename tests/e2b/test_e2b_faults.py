@@ -22,6 +22,7 @@ from e2blib import (
     artifacts,
     assert_nothing_left,
     checkpoint_holds_a_commit_and_work,
+    clock_starts_once,
     e2b_fixture,
     home,
     no_uploads_left,
@@ -234,6 +235,7 @@ def test_status_never_lands_a_checkpoint_attach_does(cli, repo, e2b):
 
 def test_agent_ignoring_sigint_and_sigterm_is_stopped_within_the_budget(cli, repo, e2b):
     """INT, TERM and KILL go out on one schedule: the collection still happens, with the work."""
+    clock_starts_once(e2b, lambda checkout: (checkout / "s.txt").exists())
     proc = run(cli, "s1", "@slowstop 600\n@write s.txt stubborn\n@sleep 600", "--timeout", "4s",
                timeout=180)  # fmt: skip
     assert proc.returncode == 1, proc.stderr
@@ -245,6 +247,7 @@ def test_agent_ignoring_sigint_and_sigterm_is_stopped_within_the_budget(cli, rep
 
 def test_network_drop_on_the_stop_signal_is_retried(cli, repo, e2b):
     fault = e2b.faults.add("command", "drop", match="-INT")
+    clock_starts_once(e2b, lambda checkout: (checkout / "t.txt").exists())
     proc = run(cli, "s2", "@write t.txt t\n@sleep 600", "--timeout", "3s", timeout=180)
     assert fault.hits == 1
     assert cli.status("s2")["status"] == "timeout", proc.stderr
@@ -253,6 +256,7 @@ def test_network_drop_on_the_stop_signal_is_retried(cli, repo, e2b):
 
 def test_sandbox_lost_while_stopping_keeps_the_checkpoint(cli, repo, e2b):
     e2b.faults.add("command", "lose", match="-INT")
+    clock_starts_once(e2b, lambda checkout: (checkout / "w.txt").exists())
     proc = run(cli, "s3", "@write w.txt w\n@sleep 600", "--timeout", "8s", timeout=180,
                env={"SANDBOXRUN_CHECKPOINT_EVERY": "1s"})  # fmt: skip
     assert proc.returncode == 1
@@ -349,6 +353,8 @@ def test_sandbox_lost_during_collection_keeps_the_checkpoint(cli, repo, e2b):
 
 def test_big_leftover_extends_the_sandbox_for_its_collection(cli, repo, e2b):
     """The sandbox's end is pushed by what is to come back (measured), before stopping."""
+    big = 40_000_000
+    clock_starts_once(e2b, lambda checkout: (checkout / "big.bin").stat().st_size == big)
     proc = run(cli, "k5", "@bash head -c 40000000 /dev/urandom > big.bin\n@sleep 600",
                "--timeout", "4s", timeout=300)  # fmt: skip
     assert cli.status("k5")["status"] == "timeout", proc.stderr

@@ -24,10 +24,12 @@ import pytest
 from e2blib import (
     ENDS_WITHIN,
     FAST_RETRIES,
+    STARTS_WITHIN,
     artifacts,
     as_tarball,
     assert_nothing_left,
     checkpoint_holds_a_commit_and_work,
+    clock_starts_once,
     e2b_fixture,
     home,
     phases,
@@ -263,9 +265,9 @@ def test_checkpoints_survive_network_trouble_then_loss(cli, repo, e2b, fault):
                  env={"SANDBOXRUN_CHECKPOINT_EVERY": "1s"})  # fmt: skip
     try:
         st = wait_running(cli, "p1")
-        retry_until(lambda: f.hits >= 1 and phases(cli, "p1", "checkpoint"), timeout=90)
+        retry_until(lambda: f.hits >= 1 and phases(cli, "p1", "checkpoint"), timeout=STARTS_WITHIN)
         art = artifacts(cli, "p1")
-        retry_until(lambda: checkpoint_holds_a_commit_and_work(art), timeout=60)
+        retry_until(lambda: checkpoint_holds_a_commit_and_work(art), timeout=STARTS_WITHIN)
         e2b.lose(st["sandbox_id"])
         run_.communicate(timeout=ENDS_WITHIN)
     finally:
@@ -283,6 +285,7 @@ def test_stop_signal_hung_is_sent_again(cli, repo, e2b):
     """The `kill -INT` command hangs: given up on at its bound, the next poll stops the agent
     again, and the run times out with its work collected."""
     fault = e2b.faults.add("command", "stall", seconds=None, match=STOP)
+    clock_starts_once(e2b, lambda checkout: (checkout / "t.txt").exists())
     proc = run(cli, "s1", "@write t.txt t\n@sleep 600", "--timeout", "3s")
     assert fault.hits >= 1
     assert cli.status("s1")["status"] == "timeout", proc.stderr
@@ -298,6 +301,7 @@ def test_extension_before_the_stop_hung_still_collects(cli, repo, e2b):
     # Every extension after the first (the agent's start setting the sandbox's end) hangs:
     # scripted before the run, not once it runs, which a loaded machine can notice too late.
     fault = e2b.faults.add("timeout", "stall", seconds=None, after=1, times=1000)
+    clock_starts_once(e2b, lambda checkout: (checkout / "t.txt").exists())
     proc = run(cli, "s2", "@write t.txt t\n@sleep 600", "--timeout", "4s",
                env={"SANDBOXRUN_E2B_REQUEST_TIMEOUT": "30"})  # fmt: skip
     out, err = proc.stdout, proc.stderr

@@ -239,7 +239,7 @@ class E2BEmulator:
     def expire(self, sandbox_id: str, *, wait: bool = True) -> None:
         """Make the sandbox reach its timeout now; the reaper then kills and deletes it."""
         self.sandbox(sandbox_id).end_at = time.time()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60  # the reaper looks every 50 ms: a bound, not a wait
         while wait and sandbox_id in self.manager.sandboxes and time.monotonic() < deadline:
             time.sleep(0.02)
 
@@ -271,7 +271,7 @@ class E2BEmulator:
         """Back to a fresh state between tests: no sandboxes, no injected failures, no claude."""
         # Stalled requests first: released, they are dropped (a held create makes nothing).
         self.faults.clear()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while self.faults.stalled and time.monotonic() < deadline:
             time.sleep(0.02)
         for sandbox_id in self.sandbox_ids():
