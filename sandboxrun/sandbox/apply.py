@@ -449,16 +449,14 @@ def apply_session(
             f"--from {directory} {what}",
             f"Give the directory `sandboxrun download {session.name} -o DIR` wrote.",
         )
-    if not has_collection(directory):
+    if source is None:
+        from sandboxrun.sandbox.sessions import check_state
+
+        check_state("apply", settings, session)  # ended, with its work collected
+    elif not has_collection(directory):
         raise UsageError(
-            f"there is no collected work for session {session.name} in {directory}",
-            "Work is collected when a run ends; `sandboxrun download` takes a snapshot of a "
-            "running one.",
-        )
-    if not session.is_terminal and source is None:
-        raise UsageError(
-            f"session {session.name} has not ended ({session.status})",
-            f"`sandboxrun attach {session.name}` finishes it, including applying its work.",
+            f"--from {directory} holds no collected work",
+            f"Give the directory `sandboxrun download {session.name} -o DIR` wrote.",
         )
     worktree = Path(session.worktree)
     if not worktree.is_dir():

@@ -21,7 +21,7 @@ from sandboxrun.sandbox.interrupted import (
     leftovers,
     still_starting,
 )
-from sandboxrun.sandbox.nextstep import SessionFacts, next_step_hint
+from sandboxrun.sandbox.nextstep import SessionFacts, next_step_hint, refusal
 from sandboxrun.sandbox.reporting import Reporter
 from sandboxrun.store import Session, SessionStore, owner_alive
 
@@ -49,7 +49,17 @@ def session_facts(settings: Settings, session: Session) -> SessionFacts:
         checkpoint_pending=session.status == "lost" and checkpoint_pending(art),
         branch=session.branch or "",
         repo=session.repo or "",
+        stopping=bool(session.stop_reason),
+        collected=has_collection(art),
     )
+
+
+def check_state(command: str, settings: Settings, session: Session) -> None:
+    """Raise an error (exit 1) naming what works instead when ``command`` does not work on
+    ``session`` in its state: the one table of ``sandbox.nextstep.refusal``."""
+    refused = refusal(command, session_facts(settings, session))
+    if refused is not None:
+        raise SandboxrunError(refused.message, refused.hint)
 
 
 def next_step(settings: Settings, session: Session) -> str:
@@ -122,11 +132,7 @@ def kill_session(
     from sandboxrun.sandbox.runner import RunDriver
 
     session = reconcile(settings, store, session)
-    if session.is_terminal:
-        raise UsageError(
-            f"session {session.name} already ended ({session.status})",
-            next_step(settings, session),
-        )
+    check_state("kill", settings, session)
     if interrupted(session):  # its start died: end it and remove what the start left
         return finish_interrupted(settings, store, session, killed=True).session
     store.request_kill(session.id, discard=discard)
@@ -168,16 +174,7 @@ def attach_session(
         if reporter is not None:
             reporter.warning(note)
         return store.get(session.id)
-    if session.is_terminal:
-        raise UsageError(
-            f"session {session.name} already ended ({session.status})",
-            next_step(settings, session),
-        )
-    if owner_alive(session):
-        raise UsageError(
-            f"session {session.name} is still driven by process {session.owner_pid}",
-            next_step(settings, session),
-        )
+    check_state("attach", settings, session)
     if interrupted(session):  # nothing to follow: end it and remove what the start left
         return finish_interrupted(settings, store, session, killed=False).session
     return RunDriver(settings, store, session, reporter).resume()
@@ -232,6 +229,7 @@ def download_session(
     from sandboxrun.sandbox.gitpack import known_blobs
     from sandboxrun.sync.replay import BASELINE_PACK, Quarantine, build_plan, hooks_path_pattern
 
+    check_state("download", settings, session)  # before anything is made on disk
     output = _output_directory(Path(output))
     artifacts = settings.session_artifacts(session.id)
     patches: Patches | None = None
@@ -313,17 +311,7 @@ def extend_session(
     from sandboxrun.sandbox.lifetime import extend_sandbox, extend_wait, within
 
     session = reconcile(settings, store, session)
-    if session.is_terminal:
-        raise UsageError(
-            f"session {session.name} already ended ({session.status})",
-            next_step(settings, session),
-        )
-    if session.status == "collecting" or session.stop_reason:
-        raise UsageError(
-            f"session {session.name} is already collecting its agent's work; its limit no "
-            "longer matters",
-            next_step(settings, session),
-        )
+    check_state("extend", settings, session)
     now = time.time()
     base = session.deadline or now
     deadline = base + seconds
