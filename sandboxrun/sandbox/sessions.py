@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sandboxrun import gitops
-from sandboxrun.config import Settings, format_duration
+from sandboxrun.config import DRIVER_KEYS, Settings, format_duration
 from sandboxrun.errors import SandboxLostError, SandboxrunError, UsageError
 from sandboxrun.sandbox.backends import get_backend
 from sandboxrun.sandbox.gitpack import Patches, collect_patches, save_artifacts
@@ -133,6 +133,8 @@ def kill_session(
 
     session = reconcile(settings, store, session)
     check_state("kill", settings, session)
+    if not owner_alive(session):
+        settings.check(DRIVER_KEYS)  # we take the run over: before anything is stopped
     if interrupted(session):  # its start died: end it and remove what the start left
         return finish_interrupted(settings, store, session, killed=True).session
     store.request_kill(session.id, discard=discard)
@@ -175,6 +177,7 @@ def attach_session(
             reporter.warning(note)
         return store.get(session.id)
     check_state("attach", settings, session)
+    settings.check(DRIVER_KEYS)
     if interrupted(session):  # nothing to follow: end it and remove what the start left
         return finish_interrupted(settings, store, session, killed=False).session
     return RunDriver(settings, store, session, reporter).resume()
@@ -312,6 +315,7 @@ def extend_session(
 
     session = reconcile(settings, store, session)
     check_state("extend", settings, session)
+    settings.check(("grace", "max_lifetime"))
     now = time.time()
     base = session.deadline or now
     deadline = base + seconds
