@@ -77,8 +77,11 @@ class RunDriver:
 
     def execute(self) -> Session:
         """Run the session from its worktree to an end state; returns the final row."""
+        from sandboxrun.sandbox.statecheck import next_step_on_error
+
         try:
-            return self._execute()
+            with next_step_on_error(self.settings, self.journal.store, self.session.id):
+                return self._execute()
         finally:
             self.record_timings()
 

@@ -19,10 +19,16 @@ from sandboxrun.sandbox.interrupted import (
     finish_interrupted,
     interrupted,
     leftovers,
-    still_starting,
 )
-from sandboxrun.sandbox.nextstep import SessionFacts, next_step_hint, refusal
 from sandboxrun.sandbox.reporting import Reporter
+from sandboxrun.sandbox.statecheck import (  # noqa: F401  (next_step*: callers import them here)
+    _hinted,
+    check_state,
+    next_commands_for,
+    next_step,
+    next_step_on_error,
+    session_facts,
+)
 from sandboxrun.store import Session, SessionStore, owner_alive
 
 log = logging.getLogger(__name__)
@@ -30,48 +36,6 @@ log = logging.getLogger(__name__)
 #: a sandbox whose end passed this long ago, with no driver, is taken as gone (E2B's clock
 #: and ours may differ by a little)
 EXPIRY_SLACK = 10.0
-
-
-def session_facts(settings: Settings, session: Session) -> SessionFacts:
-    """What the next-step table needs to know about ``session``."""
-    from sandboxrun.sandbox.apply import has_collection
-    from sandboxrun.sandbox.checkpoint import checkpoint_dir, checkpoint_pending
-
-    art = settings.session_artifacts(session.id)
-    return SessionFacts(
-        name=session.name,
-        status=session.status,
-        # before a driver claims it, the process that created the session is the one starting it
-        driver_alive=owner_alive(session) or (not session.is_terminal and still_starting(session)),
-        agent_started=session.agent_pgid is not None and bool(session.sandbox_id),
-        has_commits=bool(session.result_commits),
-        has_patches=has_collection(art) or has_collection(checkpoint_dir(art)),
-        checkpoint_pending=session.status == "lost" and checkpoint_pending(art),
-        branch=session.branch or "",
-        repo=session.repo or "",
-        stopping=bool(session.stop_reason),
-        collected=has_collection(art),
-    )
-
-
-def check_state(command: str, settings: Settings, session: Session) -> None:
-    """Raise an error (exit 1) naming what works instead when ``command`` does not work on
-    ``session`` in its state: the one table of ``sandbox.nextstep.refusal``."""
-    refused = refusal(command, session_facts(settings, session))
-    if refused is not None:
-        raise SandboxrunError(refused.message, refused.hint)
-
-
-def next_step(settings: Settings, session: Session) -> str:
-    """The hint naming what works next for ``session`` (see ``sandbox.nextstep``)."""
-    return next_step_hint(session_facts(settings, session))
-
-
-def next_commands_for(settings: Settings, session: Session) -> list[str]:
-    """The commands that work next for ``session`` (see ``sandbox.nextstep``)."""
-    from sandboxrun.sandbox.nextstep import next_commands
-
-    return next_commands(session_facts(settings, session))
 
 
 def reconcile(
@@ -116,6 +80,7 @@ def reconcile(
     return store.get(session.id)
 
 
+@_hinted
 def kill_session(
     settings: Settings,
     store: SessionStore,
@@ -157,6 +122,7 @@ def kill_session(
     return RunDriver(settings, store, current).finish_orphan_kill()
 
 
+@_hinted
 def attach_session(
     settings: Settings, store: SessionStore, session: Session, reporter: Reporter | None = None
 ) -> Session:
@@ -214,6 +180,7 @@ def _output_directory(output: Path) -> Path:
     return output
 
 
+@_hinted
 def download_session(
     settings: Settings, store: SessionStore, session: Session, output: Path
 ) -> Download:
@@ -302,6 +269,7 @@ def download_session(
                     else None, commands=commands, base=expected)  # fmt: skip
 
 
+@_hinted
 def extend_session(
     settings: Settings, store: SessionStore, session: Session, seconds: float
 ) -> Session:
@@ -360,7 +328,10 @@ def extend_session(
             sandbox = get_backend(session.backend, settings).connect(session.sandbox_id)
             sandbox.set_timeout(deadline - now)
         except SandboxLostError as exc:
-            raise SandboxrunError(f"the sandbox of {session.name} is gone: {exc.message}") from exc
+            raise SandboxrunError(
+                f"the sandbox of {session.name} is gone: {exc.message}",
+                f"See `sandboxrun status {session.name}`: its last checkpoint is kept.",
+            ) from exc
     store.update(session.id, **fields)
     store.add_event(session.id, "phase", {"phase": "extended", "detail": f"+{seconds:g}s"})
     return store.get(session.id)

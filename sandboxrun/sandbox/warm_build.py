@@ -89,6 +89,13 @@ def build_snapshot(
         sandbox.write_file(f"{sandbox.home}/{WARM_DIR}/files.lst", listing)
         say("snapshotting it")
         snapshot_id = sandbox.snapshot()  # type: ignore[attr-defined]
+    except SandboxrunError as exc:
+        if exc.hint is None:  # a backend or transfer failure says what, not what next
+            exc.hint = (
+                "Nothing was cached and its sandbox is removed: run `sandboxrun warm` again "
+                "(runs start cold meanwhile, which only takes longer)."
+            )
+        raise
     finally:
         if sandbox is not None:
             discard_sandbox(sandbox)
