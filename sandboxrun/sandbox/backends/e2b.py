@@ -412,14 +412,11 @@ class E2BSandbox(Sandbox):
 
 
 def require_key(otherwise: str) -> None:
-    """Raise when E2B_API_KEY is not set; the hint says how to get one, then ``otherwise``
-    (what the command can do without E2B: each command names what works for it)."""
+    """Raise when E2B_API_KEY is not set; the hint ends with ``otherwise`` (what works)."""
     if not os.environ.get("E2B_API_KEY"):
-        raise BackendError(
-            "E2B_API_KEY is not set, so no E2B sandbox can be created",
-            f"Get a key at https://e2b.dev/dashboard?tab=keys and `export E2B_API_KEY=...`, "
-            f"{otherwise}.",
-        )
+        key = "Get a key at https://e2b.dev/dashboard?tab=keys and `export E2B_API_KEY=...`"
+        raise BackendError("E2B_API_KEY is not set, so no E2B sandbox can be created",
+                           f"{key}, {otherwise}.")  # fmt: skip
 
 
 class E2BBackend:
