@@ -34,6 +34,13 @@ def every_facts():
             for pending in (False, True) if status == "lost" and kw["has_patches"] else (False,):
                 yield SessionFacts(name="s1", status=status, branch="sandboxrun/s1", repo="/r",
                                    checkpoint_pending=pending, **kw)  # fmt: skip
+        # a local-mode child (tmux) in the same table
+        yield SessionFacts(name="s1", status=status, driver_alive=False, agent_started=False,
+                           has_commits=False, has_patches=False, mode="local")  # fmt: skip
+
+
+#: what acts on a local-mode child (local_cmd), named by the table for those
+LOCAL_COMMANDS = {"read", "open", "close"}
 
 
 ALL_FACTS = list(every_facts())
@@ -53,7 +60,10 @@ def test_the_table_covers_every_status():
 def test_every_command_named_next_works_and_every_refusal_names_only_what_works(facts):
     for command in next_commands(facts):
         for verb in verbs(command):
-            assert refusal(verb, facts) is None, (verb, facts)
+            if facts.mode == "local":
+                assert verb in LOCAL_COMMANDS | {"logs"}, command
+            else:
+                assert refusal(verb, facts) is None, (verb, facts)
     for command in SESSION_COMMANDS:
         refused = refusal(command, facts)
         if refused is None:
@@ -63,12 +73,14 @@ def test_every_command_named_next_works_and_every_refusal_names_only_what_works(
         assert refused.hint.startswith("Next: `")
         named = verbs(refused.hint)
         assert named and command not in named, refused
-        assert all(refusal(v, facts) is None for v in named), refused
+        assert all(v in LOCAL_COMMANDS or refusal(v, facts) is None for v in named), refused
+        if facts.mode == "local":
+            assert "it is a local-mode child (in tmux), not a sandbox run" in refused.message
 
 
 @pytest.mark.parametrize("status", sorted(str(s) for s in TERMINAL))
 def test_an_ended_session_refuses_kill_extend_and_attach(status):
-    for facts in (f for f in ALL_FACTS if f.status == status):
+    for facts in (f for f in ALL_FACTS if f.status == status and f.mode == "sandbox"):
         assert refusal("kill", facts) is not None
         assert refusal("extend", facts) is not None
         assert (refusal("attach", facts) is None) == facts.checkpoint_pending
@@ -80,7 +92,7 @@ def test_an_ended_session_refuses_kill_extend_and_attach(status):
 
 @pytest.mark.parametrize("status", sorted(str(s) for s in ACTIVE))
 def test_an_active_session_is_never_applied_and_extended_only_while_its_agent_runs(status):
-    for facts in (f for f in ALL_FACTS if f.status == status):
+    for facts in (f for f in ALL_FACTS if f.status == status and f.mode == "sandbox"):
         assert refusal("kill", facts) is None
         assert "has not ended yet" in refusal("apply", facts).message
         extendable = status == "running" and facts.agent_started and not facts.stopping
@@ -190,3 +202,28 @@ def test_download_of_a_session_with_no_work_makes_nothing(cli, repo):
     applied = cli("apply", "f1")
     assert applied.returncode == 1
     assert "there is no collected work of it to apply" in edge_error(applied.stderr)[0]
+
+
+def test_sandbox_commands_on_a_local_mode_child_name_the_local_commands(cli, repo):
+    """kill/attach/... of a tmux child said "unknown backend 'tmux'" (exit 2) or marked it
+    killed without closing it; now each refuses (exit 1) and names read/open/close."""
+    import os
+    from pathlib import Path
+
+    store = SessionStore(Path(os.environ["SANDBOXRUN_HOME"]) / "state.db")
+    try:
+        store.create_session(name="child1", mode="local", backend="tmux", status=Status.RUNNING,
+                             repo=str(repo), worktree=str(repo / ".worktrees" / "child1"),
+                             branch="agent/child1/active", base_ref="main", base_commit="x",
+                             prompt="p")  # fmt: skip
+    finally:
+        store.close()
+    for args in (["kill", "child1"], ["attach", "child1"], ["extend", "child1", "5m"],
+                 ["download", "child1"], ["apply", "child1"]):  # fmt: skip
+        proc = cli(*args)
+        assert proc.returncode == 1, (args, proc.stderr)
+        message, hint = edge_error(proc.stderr)
+        assert message.endswith("it is a local-mode child (in tmux), not a sandbox run")
+        assert hint == ("Next: `sandboxrun read child1`, or `sandboxrun open child1`, or "
+                        "`sandboxrun close child1`.")  # fmt: skip
+    assert cli.status("child1")["status"] == "running"  # nothing was changed

@@ -32,11 +32,18 @@ class SessionFacts:
     stopping: bool = False
     #: the final collection is in the artifacts (what ``sandboxrun apply`` lands)
     collected: bool = False
+    #: "sandbox" (a run), or "local" (a child in tmux: `read`, `open`, `close` act on it)
+    mode: str = "sandbox"
 
 
 def next_commands(f: SessionFacts) -> list[str]:
     """The commands that make sense now, most useful first."""
     n = f.name
+    if f.mode != "sandbox":  # a local-mode child: the sandbox commands do not apply
+        ended = f.status not in _STARTING and f.status not in ("running", "collecting")
+        if ended:
+            return [f"sandboxrun logs {n}"]
+        return [f"sandboxrun read {n}", f"sandboxrun open {n}", f"sandboxrun close {n}"]
     if f.status in _STARTING:
         if f.driver_alive:
             return [f"sandboxrun logs {n} --follow", f"sandboxrun kill {n}"]
@@ -102,6 +109,8 @@ def _why_not(command: str, f: SessionFacts) -> str | None:
     ended = f.status not in _STARTING and f.status not in ("running", "collecting")
     if command in ("status", "logs"):
         return None
+    if f.mode != "sandbox":
+        return "it is a local-mode child (in tmux), not a sandbox run"
     if command == "kill":
         return f"it already ended ({f.status})" if ended else None
     if command == "attach":

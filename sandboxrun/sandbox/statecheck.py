@@ -36,6 +36,7 @@ def session_facts(settings: Settings, session: Session) -> SessionFacts:
         repo=session.repo or "",
         stopping=bool(session.stop_reason),
         collected=has_collection(art),
+        mode=session.mode,
     )
 
 
