@@ -76,9 +76,15 @@ def test_status_and_logs_work_and_run_refuses_naming_the_variable(cli, repo, key
     assert json.loads(as_json.stdout)["error"] == message
 
 
-def test_a_flag_overrides_a_bad_environment_value(cli):
-    env = {"SANDBOXRUN_TIMEOUT": "soon"}
-    proc = cli("run", "--backend", "local", "--dry-run", "-p", "x", "--timeout", "5m", env=env)
+@pytest.mark.parametrize(
+    ("var", "value", "flag"),
+    [("SANDBOXRUN_TIMEOUT", "soon", ["--timeout", "5m"]),
+     ("SANDBOXRUN_BACKEND", "docker", []),  # --backend local is given below
+     ("SANDBOXRUN_MAX_TURNS", "0", ["--max-turns", "3"]),
+     ("SANDBOXRUN_COMPRESSION", "lz4", ["--compression", "zstd"])],
+)  # fmt: skip
+def test_a_flag_overrides_a_bad_environment_value(cli, var, value, flag):
+    proc = cli("run", "--backend", "local", "--dry-run", "-p", "x", *flag, env={var: value})
     assert proc.returncode == 0, proc.stderr
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sandboxrun.config import NO_WARNINGS, Settings, format_duration
+from sandboxrun.config import BACKENDS, NO_WARNINGS, Settings, format_duration
 from sandboxrun.errors import UsageError
 from sandboxrun.sandbox.prepare import RunRequest
 
@@ -55,8 +55,11 @@ def run_request(
     parse is a :class:`UsageError` naming the flag; the task (exactly one of ``prompt`` and
     ``prompt_file``, not empty) is checked where it is read, by ``read_task``.
     """
+    if backend is not None and backend not in BACKENDS:
+        raise UsageError(f"unknown backend {backend!r}", f"Use one of: {', '.join(BACKENDS)}.")
     # As typed: the one check of each value names the flag (``--timeout``) when it is bad.
     settings = settings.with_overrides(
+        backend=backend,  # so a bad SANDBOXRUN_BACKEND does not matter when --backend is given
         timeout=timeout or None,
         warn_at=warn_at or None,
         model=model,
