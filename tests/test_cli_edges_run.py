@@ -26,8 +26,8 @@ def nothing_made(cli, repo, branches_before: str) -> None:
          "--warn-at 20m has a mark at or after the time limit (--timeout 10m)", "before the limit"),
         (["--timeout", "10m", "--warn-at", "5m,10m"],
          "--warn-at 5m,10m has a mark at or after the time limit (--timeout 10m)", "--warn-at none"),
-        (["--warn-at", "90m"], "--warn-at 90m has a mark at or after the time limit (1h00m, the "
-         "default)", "before the limit"),
+        (["--warn-at", "90m"], "--warn-at 90m has a mark at or after the time limit (1h00m without "
+         "--timeout)", "before the limit"),
         (["--warn-at", ","], "--warn-at ',' names no warning mark", "30m,50m"),
         (["--warn-at", "0"], "'0' (duration '0' is zero)", "more than zero"),
         (["--warn-at", "5m,later"], "invalid value for 'warn_at' in --warn-at: '5m,later'", "20m"),

@@ -78,7 +78,7 @@ def run_request(
         limit = (
             f"--timeout {timeout}"
             if timeout
-            else f"{format_duration(settings.timeout)}, the default"
+            else f"{format_duration(settings.timeout)} without --timeout"
         )
         raise UsageError(
             f"--warn-at {warn_at} has a mark at or after the time limit ({limit}): "
