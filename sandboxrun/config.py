@@ -168,7 +168,7 @@ class Settings:
     def __getattribute__(self, name: str) -> Any:
         value = object.__getattribute__(self, name)
         if type(value) is _Invalid:
-            raise value.error
+            raise value.error.with_traceback(None)  # each read afresh, not one growing trace
         return value
 
     def check(self, keys: Iterable[str] | None = None) -> None:
