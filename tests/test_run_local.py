@@ -503,7 +503,7 @@ def test_extend_pushes_the_limit(cli, repo):
     """`extend` from another terminal moves the running session's deadline by exactly that."""
     # The agent waits at a gate: no race with the clock.
     run = cli.popen(
-        "run", "--backend", "local", "--name", "ext", "--timeout", "10m", "--warn-at", "1h",
+        "run", "--backend", "local", "--name", "ext", "--timeout", "10m", "--warn-at", "none",
         "--prompt", f"@write a.txt a\n{GATE_WAIT}\n@write done.txt finished",
     )  # fmt: skip
     before = retry_until(

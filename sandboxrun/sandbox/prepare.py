@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sandboxrun import gitops, process
-from sandboxrun.config import Settings
+from sandboxrun.config import SANDBOX_KEYS, Settings, format_duration
 from sandboxrun.errors import AgentError, NameInUseError, SandboxrunError, UsageError
 from sandboxrun.sandbox import submodules
 from sandboxrun.sandbox.backends import Backend, get_backend
@@ -39,6 +39,8 @@ class RunRequest:
     allow_sensitive: bool = False
     with_changes: bool = False
     extra_options: dict[str, Any] = field(default_factory=dict)
+    #: flags given that only the e2b backend uses (``--template``, ``--install-claude``)
+    e2b_only: tuple[str, ...] = ()
     #: the caller already ran :func:`check_agent_can_start` for this backend (a fan-out group
     #: checks once, not before each of its tasks: ``claude auth status`` alone takes ~0.4 s)
     agent_checked: bool = False
@@ -206,6 +208,7 @@ def prepare_run(settings: Settings, store: SessionStore, req: RunRequest) -> Ses
 
     Everything that can be checked is checked before the worktree, branch and row exist.
     """
+    settings.check(SANDBOX_KEYS)  # a bad setting fails the run now, not half-way
     prompt = read_prompt(req)
     if settings.max_turns is not None and settings.max_turns < 1:
         raise UsageError(
@@ -224,6 +227,20 @@ def prepare_run(settings: Settings, store: SessionStore, req: RunRequest) -> Ses
         raise UsageError(
             "--no-isolation is for --backend local only",
             f"The {backend_name} backend is always isolated; drop --no-isolation.",
+        )
+    if req.e2b_only and backend_name != "e2b":
+        flags = " and ".join(req.e2b_only)
+        raise UsageError(
+            f"{flags} {'is' if len(req.e2b_only) == 1 else 'are'} for --backend e2b only "
+            f"(this run uses {backend_name})",
+            f"Drop {flags}, or run with --backend e2b.",
+        )
+    if backend_name == "e2b" and settings.timeout > settings.max_lifetime:
+        raise UsageError(
+            f"a time limit of {format_duration(settings.timeout)} is longer than an E2B "
+            f"sandbox may live (max_lifetime {format_duration(settings.max_lifetime)})",
+            "E2B allows 1 h per sandbox on Hobby and 24 h on Pro: give a shorter --timeout, or "
+            'on Pro set `max_lifetime = "24h"` in .sandboxrun.toml (or SANDBOXRUN_MAX_LIFETIME).',
         )
     backend = get_backend(backend_name, settings, no_isolation=no_isolation)
     if not req.agent_checked:

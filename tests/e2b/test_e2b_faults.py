@@ -117,7 +117,7 @@ def test_lost_before_any_checkpoint_says_nothing_was_kept(cli, repo, e2b):
     assert st["status"] == "lost" and "nothing was kept" in st["error"]
     # every hint names a command that works now: no attach, no branch that is empty
     proc = cli("attach", "a2")
-    assert proc.returncode == 2
+    assert proc.returncode == 1
     assert "Next:" in proc.stderr and "on branch" not in proc.stderr
     assert "sandboxrun logs a2" in proc.stderr
     assert cli("logs", "a2").returncode == 0
@@ -227,7 +227,7 @@ def test_status_never_lands_a_checkpoint_attach_does(cli, repo, e2b):
     assert st["status"] == "lost" and "applied to branch sandboxrun/m2" in st["error"], st
     assert {"one.txt", "two.txt"} <= branch_files(repo, "sandboxrun/m2")
     assert st["next"][0] != "sandboxrun attach m2"
-    assert cli("attach", "m2").returncode == 2  # nothing left to do
+    assert cli("attach", "m2").returncode == 1  # nothing left to do
 
 
 # -- stop ----------------------------------------------------------------------------------
@@ -409,4 +409,4 @@ def test_orphan_whose_sandbox_is_gone_shows_lost(cli, repo, e2b):
     follow = cli("logs", "o1", "--follow", timeout=ENDS_WITHIN)
     assert follow.returncode == 1
     proc = cli("attach", "o1")
-    assert proc.returncode == 2 and "Next:" in proc.stderr
+    assert proc.returncode == 1 and "Next:" in proc.stderr

@@ -213,7 +213,7 @@ def test_sandbox_gone_before_the_agent_ran(cli, repo, e2b, tar, kind, action, ma
     assert "Traceback" not in proc.stderr
     assert_nothing_left(e2b)
     assert_hints_work(cli, "g1", proc.stderr)
-    assert cli("attach", "g1").returncode == 2  # nothing to attach to, and it says so
+    assert cli("attach", "g1").returncode == 1  # nothing to attach to, and it says so
 
 
 # -- the agent working: polls, checkpoints -------------------------------------------------
