@@ -224,7 +224,7 @@ def test_timeout_warns_stops_and_collects(cli, repo):
         "--name",
         "slow",
         "--timeout",
-        "6s",
+        "15s",  # a window for the agent to write early.txt on a loaded machine
         "--warn-at",
         "1s,2s",
         "--prompt",
