@@ -174,9 +174,9 @@ def _fail(message: str, hint: str | None, code: int) -> NoReturn:
 
 def _json_requested(argv: list[str]) -> bool:
     """Whether the command line asked for ``--json`` (before a ``--`` separator)."""
-    for arg in argv:
+    for i, arg in enumerate(argv):
         if arg == "--":
             return False
-        if arg == "--json":
+        if arg == "--json" or arg == "--format=json" or argv[i - 1 : i + 1] == ["--format", "json"]:
             return True
     return False

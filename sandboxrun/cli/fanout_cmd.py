@@ -346,8 +346,19 @@ def register(app: typer.Typer) -> None:
         group: str = typer.Argument(..., help="Group name or id."),
         fmt: str = typer.Option("md", "--format", help="md, json or html."),
         output: Path | None = typer.Option(None, "--output", "-o", help="Write to FILE."),
+        json_out: bool = typer.Option(False, "--json", help="The same as --format json."),
     ) -> None:
-        """Per task status, branch, commits, files, cost, turns, duration; the critical path."""
+        """Per task status, branch, commits, files, cost, turns, duration; the critical path.
+
+        Example: sandboxrun report tasks --format html -o report.html
+        """
+        if json_out:
+            if fmt not in ("md", "json"):
+                raise UsageError(
+                    f"--json and --format {fmt} ask for two formats",
+                    "Pass one: --json (the same as --format json) or --format html.",
+                )
+            fmt = "json"
         if fmt not in ("md", "json", "html"):
             raise UsageError(f"unknown --format {fmt!r}", "Use md, json or html.")
         if output is not None and (output.is_dir() or not output.parent.is_dir()):
@@ -378,19 +389,22 @@ def register(app: typer.Typer) -> None:
 
         store = open_store(settings_for(None))
         g = _group_or_fail(store, group)
-        res, branch = integrate_group(store, g, into)
+        res, branch, left_out = integrate_group(store, g, into)
         data = {
             "branch": branch,
             "commit": res.commit,
             "merged": res.merged,
             "conflict_with": res.conflict_with,
             "conflicts": res.conflicts,
+            "left_out": left_out,
         }
         if json_out:
             print_json(data)
         else:
+            left = ", ".join(f"{n} ({o})" for n, o in left_out.items())
             console.print(
-                f"{branch} at {res.commit[:12]}: merged {len(res.merged)} branch(es)",
+                f"{branch} at {res.commit[:12]}: merged {len(res.merged)} branch(es)"
+                + (f"; left out: {left}" if left else ""),
                 highlight=False,
             )
         if not res.ok:

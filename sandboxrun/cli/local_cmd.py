@@ -10,6 +10,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -45,7 +46,8 @@ def _child(store: SessionStore, name: str) -> Session:
     if session.backend != "tmux":
         raise UsageError(
             f"{name!r} is not a local tmux child ({session.mode}/{session.backend})",
-            "These commands talk to children started with `sandboxrun spawn`.",
+            "These commands talk to children started with `sandboxrun spawn`; for this "
+            f"session use `sandboxrun logs {session.name}`, `status` or `kill`.",
         )
     return session
 
@@ -126,16 +128,20 @@ def send_cmd(
     settings = settings_for(Path("."))
     store = open_store(settings)
     tmux = Tmux()
-    results = []
-    for name in names:
-        results.append(send_mod.send(store, tmux, _child(store, name), text, home=settings.home))
+    # every name is resolved before anything is typed: a typo in the last name must not leave
+    # the message delivered to the first ones only
+    targets = [_child(store, name) for name in names]
+    results = [send_mod.send(store, tmux, t, text, home=settings.home) for t in targets]
     if json_out:
         print_json([r.to_dict() for r in results])
     else:
         for r in results:
-            (console if r.outcome != send_mod.FAILED else err_console).print(
-                f"{r.name}: {r.outcome} ({r.detail})"
-            )
+            if r.outcome != send_mod.FAILED:
+                console.print(f"{r.name}: {r.outcome} ({r.detail})")
+                continue
+            err_console.print(f"{r.name}: failed ({r.detail})", markup=False)
+            if r.hint:
+                err_console.print(f"  Hint: {r.hint}", markup=False)
     if any(r.outcome == send_mod.FAILED for r in results):
         raise typer.Exit(1)
 
@@ -180,7 +186,9 @@ def _message_file(path: Path) -> str:
         raise UsageError(f"message file {path} is a directory", "Give the file with the message.")
     if not path.is_file():
         raise UsageError(f"message file {path} does not exist", "Check the path.")
-    return path.read_text(encoding="utf-8", errors="replace")
+    from sandboxrun.fanout.tasks import read_text_file
+
+    return read_text_file(path, "message file")
 
 
 def read_cmd(
@@ -263,18 +271,28 @@ def close_cmd(
         except SandboxrunError as exc:
             failed = True
             results.append({"name": name, "closed": False, "error": exc.message, "hint": exc.hint})
-    if json_out:
-        print_json(results)
-    else:
-        for r in results:
-            if r.get("closed"):
-                console.print(f"{r['name']}: closed ({r['how']}); worktree kept at {r['worktree']}")
-            else:
-                err_console.print(f"{r['name']}: not closed: {r['error']}")
-                if r.get("hint"):
-                    err_console.print(f"  Hint: {r['hint']}")
+    _print_closed(results, json_out)
     if failed:
         raise typer.Exit(1)
+
+
+def _print_closed(results: list[dict[str, Any]], json_out: bool) -> None:
+    """Per child: closed (how, where its worktree stays) or not closed, with a hint."""
+    if json_out:
+        print_json(results)
+        return
+    for r in results:
+        if r.get("closed"):
+            where = r.get("worktree")
+            if r.get("worktree_removed"):
+                kept = f"; worktree {where} removed (its branch and commits stay)"
+            else:
+                kept = f"; worktree kept at {where}" if where else ""
+            console.print(f"{r['name']}: closed ({r.get('how', 'ended')}){kept}")
+        else:
+            err_console.print(f"{r['name']}: not closed: {r['error']}")
+            if r.get("hint"):
+                err_console.print(f"  Hint: {r['hint']}")
 
 
 def monitor_cmd(
@@ -434,6 +452,7 @@ def shutdown_cmd(
     wait: str = typer.Option("60s", "--wait", help="How long busy children get to finish."),
     force: bool = typer.Option(False, "--force", help="Then end children still busy."),
     repo: Path = REPO_OPTION,
+    json_out: bool = typer.Option(False, "--json", help="Print results as JSON."),
 ) -> None:
     """Close every child gracefully (/exit, then end its tmux session); worktrees kept."""
     root = None if all_ else _root(repo)
@@ -445,6 +464,9 @@ def shutdown_cmd(
     ]
     deadline = time.monotonic() + parse_duration(wait)
     if not live:
+        if json_out:
+            print_json([])
+            return
         where = "any repository" if root is None else str(root)
         console.print(f"no running children in {where}: nothing to close")
         return
@@ -453,15 +475,16 @@ def shutdown_cmd(
         if not any(st in ("busy", "starting") for st in states):
             break
         time.sleep(0.5)
-    failed = False
+    results: list[dict[str, Any]] = []
     for s in live:
         try:
-            close_mod.close(store, tmux, store.get(s.id), force=force)
-            console.print(f"{s.name}: closed")
+            results.append(close_mod.close(store, tmux, store.get(s.id), force=force))
         except SandboxrunError as exc:
-            failed = True
-            err_console.print(f"{s.name}: not closed: {exc.message}")
-    if failed:
+            results.append(
+                {"name": s.name, "closed": False, "error": exc.message, "hint": exc.hint}
+            )
+    _print_closed(results, json_out)
+    if any(not r.get("closed") for r in results):
         raise typer.Exit(1)
 
 

@@ -29,7 +29,7 @@ mcp_app = typer.Typer(
 def serve(
     ctx: typer.Context,
     http: bool = typer.Option(False, "--http", help="Serve streamable HTTP instead of stdio."),
-    port: int = typer.Option(
+    port: int | None = typer.Option(
         None,
         "--port",
         help="HTTP port (with --http). Default 8765; the master session binds $WEB_PORT "
@@ -54,6 +54,12 @@ def serve(
         serve_stdio,
     )
 
+    if not http and (port is not None or host != "127.0.0.1"):
+        given = "--port" if port is not None else "--host"
+        raise UsageError(
+            f"{given} applies to the HTTP server only",
+            f"Add --http: sandboxrun mcp --http {given} ... (plain `sandboxrun mcp` is stdio).",
+        )
     check_git()
     if http:
         from sandboxrun.mcp.common import Coord
@@ -132,12 +138,15 @@ def merges_watch(
     settings = load_settings()
     store = open_store(settings)
     while True:
-        for event in merges.monitor_pass(store.conn, None, pm_role=settings.pm_role):
+        found = merges.monitor_pass(store.conn, None, pm_role=settings.pm_role)
+        for event in found:
             if json_out:
                 print_json_line(event.to_dict())
             else:
                 console.print(f"merged: {event.branch} into {event.base} ({event.repo})")
         if once:
+            if not found and not json_out:  # (--json: one line per merge, so none)
+                console.print("no new merges")
             return
         time.sleep(interval)
 

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from sandboxrun import process
+from sandboxrun.config import INSTALL_CLAUDE_HINT
 from sandboxrun.errors import AgentError, UsageError
-from sandboxrun.fanout.tasks import TaskGraph, parse_tasks
+from sandboxrun.fanout.tasks import TaskGraph, parse_tasks, read_text_file
 
 SPLIT_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -127,9 +128,14 @@ def split_plan(
         raise UsageError(
             f"{output.parent} does not exist", "Create the directory first, or choose another -o."
         )
-    text = plan.read_text(encoding="utf-8", errors="replace")
+    text = read_text_file(plan, "plan file")
     if not text.strip():
         raise UsageError(f"plan file {plan} is empty", f"Write the plan into {plan} first.")
+    if process.which(claude_bin) is None:
+        raise AgentError(
+            f"Claude Code ({claude_bin!r}) is not installed on this machine",
+            f"{INSTALL_CLAUDE_HINT} Or write the TASKS file by hand (`sandboxrun fanout -h`).",
+        )
     res = process.run(
         split_argv(claude_bin, model),
         input=SPLIT_INSTRUCTIONS + text,

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sandboxrun.errors import StateError
 from sandboxrun.fanout import groups as G
 from sandboxrun.fanout.merge import MergeResult, integrate
 from sandboxrun.fanout.scheduler import session_cost, session_seconds, task_outcome
@@ -214,17 +215,34 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}th{{background:#ee
 """
 
 
-def integrate_group(store: SessionStore, g: G.Group, into: str | None) -> tuple[MergeResult, str]:
-    """Merge the group's completed task branches, in dependency order, into one branch."""
+def integrate_group(
+    store: SessionStore, g: G.Group, into: str | None
+) -> tuple[MergeResult, str, dict[str, str]]:
+    """Merge the group's completed task branches, in dependency order, into one branch.
+
+    Returns the merge, the branch and the tasks left out (name -> pending, running or failed).
+    A group with no completed task is refused: an "integration" branch of nothing would only
+    look like a result.
+    """
     sessions = G.sessions(store, g.id)
     branches = []
+    left_out: dict[str, str] = {}
     for t in G.tasks(store, g.id):
-        if task_outcome(t, sessions) == "success":
-            s = sessions[t.session_id or ""]
-            if s.branch:
-                branches.append(s.branch)
+        outcome = task_outcome(t, sessions)
+        s = sessions.get(t.session_id or "")
+        if outcome == "success" and s is not None and s.branch:
+            branches.append(s.branch)
+        else:
+            left_out[t.name] = outcome
+    if not branches:
+        why = ", ".join(f"{name} {outcome}" for name, outcome in left_out.items())
+        raise StateError(
+            f"group {g.name} has no completed task to integrate ({why})",
+            f"See why with `sandboxrun report {g.name}`; a running group: wait for it "
+            f"(`sandboxrun status {g.name}`), then integrate.",
+        )
     branch = into or f"sandboxrun/{g.name}/integration"
     result = integrate(
         Path(g.repo), g.base_commit or "HEAD", branches, branch, f"sandboxrun {g.name}"
     )
-    return result, branch
+    return result, branch, left_out

@@ -105,10 +105,39 @@ def _from_directory(path: Path) -> TaskGraph:
             f"{path} has no plan files",
             f"Put one plan per file ({', '.join(PLAN_SUFFIXES)}) in the directory.",
         )
-    raw = [{"name": _slug(p.stem), "prompt_file": p.name} for p in files]
+    # a directory's rules are about its files (the [[task]] hints of a TASKS file would
+    # send a person to a file they do not have)
+    named: dict[str, Path] = {}
+    for p in files:
+        slug = _slug(p.stem)
+        if slug in named:
+            raise UsageError(
+                f"plan files {named[slug].name!r} and {p.name!r} both make task {slug!r}",
+                "Rename one of them: a task is named after its file (letters, digits, '_', '-').",
+            )
+        named[slug] = p
+        if not read_text_file(p, "plan file").strip():
+            raise UsageError(
+                f"plan file {p} is empty",
+                f"Write the plan into it, or move it out of {path}.",
+            )
+    raw = [{"name": slug, "prompt_file": p.name} for slug, p in named.items()]
     return parse_tasks(
         {"task": raw}, base_dir=path, source=str(path), default_group=_slug(path.name)
     )
+
+
+def read_text_file(path: Path, what: str) -> str:
+    """The text of a plan, prompt or message file; a binary one (NUL bytes: an image, an
+    archive, a file saved as UTF-16) is refused rather than sent to an agent as a prompt.
+    A stray byte that is not UTF-8 in a text file is kept as U+FFFD."""
+    data = path.read_bytes()
+    if b"\0" in data:
+        raise UsageError(
+            f"{what} {path} is not a text file (it holds NUL bytes)",
+            "Give a plain-text or markdown file (saved as UTF-8).",
+        )
+    return data.decode("utf-8", errors="replace")
 
 
 def _slug(text: str) -> str:
@@ -184,11 +213,12 @@ def _one_task(item: dict[str, Any], i: int, base_dir: Path, seen: set[str]) -> T
             raise _bad(f"{label}: prompt_file must be a string")
         file = (base_dir / prompt_file).expanduser()
         if not file.is_file():
+            what = "is a directory" if file.is_dir() else "does not exist"
             raise UsageError(
-                f"{label}: prompt file {file} does not exist",
-                "prompt_file paths are relative to the TASKS file's directory.",
+                f"{label}: prompt file {file} {what}",
+                "prompt_file names a file, relative to the TASKS file's directory.",
             )
-        prompt = file.read_text(encoding="utf-8", errors="replace")
+        prompt = read_text_file(file, f"{label}: prompt file")
     if not isinstance(prompt, str) or not prompt.strip():
         raise _bad(f"{label} has an empty prompt")
     deps = item.get("depends_on", [])
@@ -205,7 +235,10 @@ def _one_task(item: dict[str, Any], i: int, base_dir: Path, seen: set[str]) -> T
     if timeout is not None:
         if not isinstance(timeout, str | int | float) or isinstance(timeout, bool):
             raise _bad(f'{label}: timeout must be a duration such as "20m"')
-        timeout = parse_duration(timeout)
+        try:
+            timeout = parse_duration(timeout)
+        except UsageError as exc:
+            raise UsageError(f"{label}: {exc.message}", exc.hint) from exc
     turns = item.get("max_turns")
     if turns is not None and (not isinstance(turns, int) or isinstance(turns, bool) or turns < 1):
         raise _bad(f"{label}: max_turns must be a whole number of at least 1")

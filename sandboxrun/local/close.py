@@ -27,6 +27,28 @@ class CloseRefusedError(SandboxrunError):
     """Closing now would lose work."""
 
 
+#: how Claude Code's own screens (/help, /config, /model ...) say Esc leaves them: /exit typed
+#: while one shows would go into it, and the child would never exit
+_DIALOG_TEXTS = ("esc to close", "esc to cancel", "esc to exit", "esc to go back")
+
+
+def shows_dialog(screen: str) -> bool:
+    """Whether the bottom of ``screen`` is one of Claude Code's Esc-to-leave screens (pure)."""
+    tail = [ln.strip().lower() for ln in screen.splitlines() if ln.strip()][-4:]
+    return any(text in ln for ln in tail for text in _DIALOG_TEXTS)
+
+
+def _dismiss_dialog(tmux: Tmux, name: str, timeout: float = 5.0) -> None:
+    """Leave a screen such as /help's with Esc (one key per look, until it is gone)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pane, screen = tmux.snapshot(name)
+        if pane is None or pane.dead or not shows_dialog(screen):
+            return
+        tmux.send_keys(name, "Escape")
+        time.sleep(0.3)
+
+
 def close(
     store: SessionStore,
     tmux: Tmux,
@@ -67,6 +89,7 @@ def close(
             )
         how = "killed"
         if state.name in ("idle", "waiting_quota", "stale"):
+            _dismiss_dialog(tmux, name)
             tmux.paste(name, "/exit")
             time.sleep(0.2)
             tmux.send_keys(name, "Enter")

@@ -11,6 +11,7 @@ the row. The monitor runs in the session's second window.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Mapping
@@ -25,9 +26,12 @@ from sandboxrun.local.mcp_config import write_mcp_config
 from sandboxrun.local.spawn import (
     SpawnError,
     SpawnRequest,
+    by_hand,
     claude_argv,
     claude_env,
+    failed_unless_up,
     prefix_for,
+    root_refusal,
     tmux_row,
     wait_ready,
     write_settings,
@@ -77,6 +81,10 @@ def start(
     ready_timeout: float = 60.0,
 ) -> Any:
     """Start the master (refused when it runs); returns its session row."""
+    request = req or SpawnRequest(name="master", task="")
+    refusal = root_refusal(request, os.geteuid(), os.environ if env is None else env)
+    if refusal is not None:
+        raise SpawnError(*refusal)
     prefix = prefix_for(root, settings, env)
     name = master_session(prefix)
     if tmux.has_session(name):
@@ -98,25 +106,21 @@ def start(
     row = tmux_row(store, tmux, name=name, role=settings.pm_role, repo=root, worktree=root,
                    branch=_branch(root), base_ref=default_branch(root), tmux_session=name,
                    options=options)  # fmt: skip
-    full_env = claude_env(env, row, settings, root)
-    request = req or SpawnRequest(name="master", task="")
-    mcp_file = write_mcp_config(settings.home, row.id, worktree=root, root=root, env=full_env)
-    argv = claude_argv(
-        settings.claude_bin,
-        write_settings(settings.home, row.id),
-        request,
-        prompt,
-        mcp_config=mcp_file,
-    )
-    try:
+    with failed_unless_up(store, tmux, row.id, name):
+        full_env = claude_env(env, row, settings, root)
+        mcp_file = write_mcp_config(settings.home, row.id, worktree=root, root=root, env=full_env)
+        argv = claude_argv(
+            settings.claude_bin,
+            write_settings(settings.home, row.id),
+            request,
+            prompt,
+            mcp_config=mcp_file,
+        )
         tmux.new_session(name, argv, cwd=root, env=full_env)
-        wait_ready(store, tmux, row.id, name, prompt, timeout=ready_timeout)
+        wait_ready(store, tmux, row.id, name, prompt, timeout=ready_timeout,
+                   by_hand=by_hand(settings.claude_bin, request, root))  # fmt: skip
         while not store.get(row.id).agent_session_id:  # bound by SessionStart, just before
             time.sleep(0.05)
-    except SpawnError as exc:
-        tmux.kill_session(name)
-        store.set_status(row.id, Status.FAILED, error=exc.message)
-        raise
     claude_id = store.get(row.id).agent_session_id or ""
     bind_session_id(root, claude_id)
     if monitor and not monitor_pid.status(settings.home, str(root)).running:

@@ -46,15 +46,20 @@ class SendResult:
     enters: int = 0
     #: the child's UserPromptSubmit hook showed the text (False: queued, not yet confirmed)
     confirmed: bool = False
+    #: what to do next when the message failed (a command that works for this child)
+    hint: str | None = None
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "name": self.name,
             "outcome": self.outcome,
             "detail": self.detail,
             "enters": self.enters,
             "confirmed": self.confirmed,
         }
+        if self.hint:
+            out["hint"] = self.hint
+        return out
 
 
 @contextmanager
@@ -102,41 +107,56 @@ def send(
     confirm_after: float = 3.0,
     enter_retries: int = 3,
     enter_delay: float = 0.2,
+    last_wait: float = 20.0,
 ) -> SendResult:
     """Paste ``text`` into the child, press Enter, and confirm by the hook.
 
     ``confirm_after``: seconds to wait for the hook after each Enter; Enter is pressed at most
-    ``1 + enter_retries`` times.
+    ``1 + enter_retries`` times, then the hook is waited for ``last_wait`` seconds more
+    before the send is a failure (on a loaded machine the child and its hook process can take
+    longer than the Enter presses: a message it took is not a failure).
     """
     name = session.name
     if not text.strip():
-        return SendResult(name, FAILED, "the message is empty")
+        return SendResult(name, FAILED, "the message is empty", hint="Send some text.")
     tmux_name = session.tmux_session
     if not tmux_name:
-        return SendResult(name, FAILED, "not a tmux child (no tmux session recorded)")
+        return SendResult(
+            name, FAILED, "not a tmux child (no tmux session recorded)",
+            hint="`sandboxrun send` talks to children started with `sandboxrun spawn`; "
+            "`sandboxrun messages send` reaches any session with the hooks.",
+        )  # fmt: skip
     with child_lock(home, session.id, "send"):
         pane = tmux.pane(tmux_name)
         if pane is None or pane.dead:
-            return SendResult(name, FAILED, f"the child has exited (no live pane {tmux_name})")
+            return SendResult(
+                name, FAILED, f"the child has exited (no live pane {tmux_name})",
+                hint=_EXITED_HINT.format(name=name),
+            )  # fmt: skip
         current = store.get(session.id)
         state = state_of(tmux, current)
         if state.name == "needs_permission":
             # A paste would type into the permission dialog (and might answer it).
             return SendResult(
-                name, FAILED, "the child is waiting for a permission answer; answer it first"
-            )
+                name, FAILED, "the child is waiting for a permission answer; answer it first",
+                hint=f"Answer it in its pane (`sandboxrun open {name}`, or a / x in "
+                "`sandboxrun dashboard`), then send again.",
+            )  # fmt: skip
         was_busy = state.name in ("busy", "starting")
         digest = prompt_hash(text)
         after = _last_event_id(store, session.id)
         tmux.paste(tmux_name, text)
         enters = 0
-        for _attempt in range(1 + enter_retries):
+        for attempt in range(1 + enter_retries):
             # Enter separately and a moment later: in the same write it is part of the paste.
             time.sleep(enter_delay)
             tmux.send_keys(tmux_name, "Enter")
             enters += 1
-            deadline = time.monotonic() + confirm_after
+            last = attempt == enter_retries
+            deadline = time.monotonic() + confirm_after + (last_wait if last else 0)
             while time.monotonic() < deadline:
+                if last and _gone(tmux, tmux_name):
+                    break
                 if prompt_seen(store, session.id, digest, after):
                     if was_busy:
                         return SendResult(name, QUEUED, _TAKEN_WHILE_BUSY, enters, True)
@@ -147,6 +167,24 @@ def send(
                 return SendResult(
                     name, QUEUED, "the child is busy; Claude Code queued the message", enters
                 )
-        pane = tmux.pane(tmux_name)
-        why = "the child exited" if pane is None or pane.dead else "no UserPromptSubmit hook"
-        return SendResult(name, FAILED, f"{why} after {enters} Enter presses", enters)
+        gone = _gone(tmux, tmux_name)
+        why = "the child exited" if gone else "no UserPromptSubmit hook"
+        hint = (
+            _EXITED_HINT.format(name=name)
+            if gone
+            else f"Look at its screen with `sandboxrun open {name}`: a dialog or a slash "
+            "command's screen may hold the composer (Esc closes it); `sandboxrun read "
+            f"{name}` shows what it received."
+        )
+        return SendResult(name, FAILED, f"{why} after {enters} Enter presses", enters, hint=hint)
+
+
+_EXITED_HINT = (
+    "`sandboxrun read {name}` shows its conversation; start it again with "
+    "`sandboxrun spawn {name} --prompt ...` (its worktree and branch are reused)."
+)
+
+
+def _gone(tmux: Tmux, tmux_name: str) -> bool:
+    pane = tmux.pane(tmux_name)
+    return pane is None or pane.dead

@@ -20,8 +20,10 @@ import fcntl
 import json
 import os
 import re
+import shlex
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -173,6 +175,26 @@ def claude_argv(
     return [*argv, "--", prompt]
 
 
+def root_refusal(req: SpawnRequest, euid: int, env: Mapping[str, str]) -> tuple[str, str] | None:
+    """Why Claude Code would exit at once for this child, as (message, hint), or None.
+
+    As root, Claude Code refuses ``--dangerously-skip-permissions`` (and the
+    ``bypassPermissions`` mode) unless ``IS_SANDBOX=1`` says the machine is a throwaway
+    sandbox: without this check the child's pane dies before its first screen. Pure.
+    """
+    bypass = req.skip_permissions or req.permission_mode == "bypassPermissions"
+    if not bypass or euid != 0 or env.get("IS_SANDBOX") == "1":
+        return None
+    flag = "--skip-permissions" if req.skip_permissions else "--permission-mode bypassPermissions"
+    return (
+        f"Claude Code refuses to skip permissions as root ({flag}), so the child would exit "
+        "at once; nothing was started",
+        f"Run sandboxrun as an ordinary user; or drop {flag} (e.g. --permission-mode "
+        "acceptEdits); or, if this machine is itself a disposable sandbox (container, VM), "
+        "set IS_SANDBOX=1.",
+    )
+
+
 def spawn(
     repo: Path,
     req: SpawnRequest,
@@ -195,6 +217,9 @@ def spawn(
         )
     name = validate_role(req.name)
     role = validate_role(req.role) if req.role else name
+    refusal = root_refusal(req, os.geteuid(), os.environ if env is None else env)
+    if refusal is not None:
+        raise SpawnError(*refusal)
     root = gitops.main_worktree(repo)
     prefix = prefix_for(root, settings, env)
     tmux_name = child_session(prefix, name)
@@ -203,6 +228,8 @@ def spawn(
             f"a child named {name!r} is already running (tmux session {tmux_name})",
             f"Talk to it with `sandboxrun send {name} ...`, or `sandboxrun close {name}` first.",
         )
+    # a name held by another session is refused before a worktree or branch is made for it
+    _free_name(store, name)
     branch: str | None
     if req.worktree:
         wt = worktrees.setup(root, role, settings, base=req.base)
@@ -220,24 +247,55 @@ def spawn(
             "base": base or "",
         },
     )
-    _free_name(store, name)
+    # a .mcp.json Claude Code could not load is refused before the child's row exists
+    servers = list(repo_servers(path, path))
     row = tmux_row(store, tmux, name=name, role=role, repo=root, worktree=path, branch=branch,
                    base_ref=base, tmux_session=tmux_name, prompt=req.task, model=req.model,
                    options={"worktree": req.worktree})  # fmt: skip
-    full_env = claude_env(env, row, settings, path)
-    settings_file = write_settings(
-        settings.home, row.id, project_servers=list(repo_servers(path, path))
-    )
-    mcp_file = write_mcp_config(settings.home, row.id, worktree=path, root=root, env=full_env)
-    argv = claude_argv(settings.claude_bin, settings_file, req, prompt, mcp_config=mcp_file)
-    try:
+    with failed_unless_up(store, tmux, row.id, tmux_name):
+        full_env = claude_env(env, row, settings, path)
+        settings_file = write_settings(settings.home, row.id, project_servers=servers)
+        mcp_file = write_mcp_config(settings.home, row.id, worktree=path, root=root, env=full_env)
+        argv = claude_argv(settings.claude_bin, settings_file, req, prompt, mcp_config=mcp_file)
         tmux.new_session(tmux_name, argv, cwd=path, env=full_env)
-        wait_ready(store, tmux, row.id, tmux_name, prompt, timeout=ready_timeout)
-    except SandboxrunError as exc:
-        tmux.kill_session(tmux_name)
-        store.set_status(row.id, Status.FAILED, error=exc.message)
-        raise
+        wait_ready(store, tmux, row.id, tmux_name, prompt, timeout=ready_timeout,
+                   by_hand=by_hand(settings.claude_bin, req, path))  # fmt: skip
     return store.get(row.id)
+
+
+@contextmanager
+def failed_unless_up(
+    store: SessionStore, tmux: Tmux, session_id: str, tmux_name: str
+) -> Iterator[None]:
+    """Around starting a child (or the master) whose row exists: any failure ends its tmux
+    session and marks the row failed, so no row says ``running`` with nothing behind it. A
+    Ctrl-C leaves a child that is already up as it is (row and pane agree); one that never got
+    a pane is marked failed."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if not tmux.has_session(tmux_name):
+            store.set_status(session_id, Status.FAILED, error="interrupted before it started")
+        raise
+    except Exception as exc:
+        tmux.kill_session(tmux_name)
+        message = (
+            exc.message if isinstance(exc, SandboxrunError) else f"{type(exc).__name__}: {exc}"
+        )
+        store.set_status(session_id, Status.FAILED, error=message)
+        raise
+
+
+def by_hand(claude_bin: str, req: SpawnRequest, cwd: Path) -> str:
+    """The command that starts that Claude Code by hand, to see why it would not start."""
+    argv = [claude_bin]
+    if req.model:
+        argv += ["--model", req.model]
+    if req.skip_permissions:
+        argv.append("--dangerously-skip-permissions")
+    elif req.permission_mode:
+        argv += ["--permission-mode", req.permission_mode]
+    return f"cd {shlex.quote(str(cwd))} && {shlex.join(argv)}"
 
 
 def _current_branch(root: Path) -> str | None:
@@ -293,6 +351,7 @@ def wait_ready(
     prompt: str | None,
     *,
     timeout: float,
+    by_hand: str | None = None,
 ) -> None:
     """Until the child's UserPromptSubmit hook has shown the first prompt, intact (its hash),
     or without a prompt until its SessionStart hook; answers first-run screens meanwhile and
@@ -323,11 +382,15 @@ def wait_ready(
                     "then spawn again.",
                 )
         if pane is None or pane.dead:
-            last = "\n".join(text.strip().splitlines()[-5:])
+            last = "\n".join(exit_lines(text))
+            # tmux can report the pane dead a moment before its exit status
+            status = pane.dead_status if pane else None
             raise SpawnError(
-                f"claude exited at start (status {pane.dead_status if pane else '?'}): {last}",
-                "Check SANDBOXRUN_CLAUDE_BIN / `claude --version`, and the flags given.",
-            )
+                "claude exited at start" + (f" (status {status})" if status is not None else "")
+                + (f": {last}" if last else ", before its screen showed anything"),
+                (f"Run it by hand to see why: {by_hand}" if by_hand else "Run `claude` by hand "
+                 "to see why.") + " (SANDBOXRUN_CLAUDE_BIN names which claude is used.)",
+            )  # fmt: skip
         for needle in (_TRUST_TEXT, _BYPASS_TEXT):
             # The pre-seeded config can lose the race with another running Claude Code that
             # rewrites .claude.json: then answer the screen. One key per look, decided by where
@@ -347,3 +410,11 @@ def wait_ready(
                 "starts there by hand (SANDBOXRUN_CLAUDE_BIN names which one), then spawn again.",
             )
         time.sleep(_POLL)
+
+
+def exit_lines(screen: str, keep: int = 5) -> list[str]:
+    """The last ``keep`` lines a dead pane shows that say something: blank lines and tmux's
+    own "Pane is dead" line left out (claude's error sits above a screen of blank lines)."""
+    lines = [ln.rstrip() for ln in screen.splitlines()]
+    said = [ln for ln in lines if ln.strip() and not ln.lstrip().startswith("Pane is dead")]
+    return said[-keep:]

@@ -114,6 +114,22 @@ def _checked_out_at(repo: Path, branch: str) -> Path | None:
     return None
 
 
+def _occupied(root: Path, path: Path, role: str, branch: str) -> GitError:
+    """The error for a role whose worktree path is taken: by another branch's worktree (a
+    sandbox run's, say: never to be removed on our say-so) or by a stray directory."""
+    for entry in _registered_worktrees(root):
+        if Path(entry["worktree"]).resolve() == path.resolve():
+            holder = entry["branch"] or "a detached HEAD"
+            return GitError(
+                f"{path} is already the worktree of {holder}, not of {branch!r}",
+                f"Pick another name than {role!r} (that worktree belongs to {holder}).",
+            )
+    return GitError(
+        f"{path} exists but is not a git worktree (it would be {branch!r}'s)",
+        f"Pick another name than {role!r}, or move that directory away and try again.",
+    )
+
+
 def setup(repo: Path, role: str, settings: Settings, *, base: str | None = None) -> SetupResult:
     """Create (or find) the role's worktree; idempotent: a second call changes nothing."""
     role = check_role(role, settings)
@@ -131,10 +147,7 @@ def setup(repo: Path, role: str, settings: Settings, *, base: str | None = None)
                 "Remove that worktree or pick another role.",
             )
         if path.exists():
-            raise GitError(
-                f"{path} exists but is not the worktree of {branch!r}",
-                "Move or remove that directory, then run setup again.",
-            )
+            raise _occupied(root, path, role, branch)
         gitops.ensure_excluded(root, f"/{settings.worktree_dir}/")
         if gitops.branch_exists(root, branch):
             base_ref = None  # an earlier teardown kept the branch: carry on from it

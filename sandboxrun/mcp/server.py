@@ -80,7 +80,19 @@ def build_server(coord: Coord | None = None) -> FastMCP:
 
 def serve_stdio(coord: Coord | None = None) -> None:
     """Run the server on stdin/stdout (how Claude Code starts MCP servers)."""
+    import sys
+
+    if sys.stdin.isatty():
+        # a person who typed `sandboxrun mcp` would otherwise look at a silent terminal
+        sys.stderr.write(STDIO_NOTE + "\n")
+        sys.stderr.flush()
     build_server(coord).run("stdio", show_banner=False)
+
+
+STDIO_NOTE = (
+    "sandboxrun MCP server on stdio: waiting for an MCP client. Claude Code starts this itself "
+    "(`sandboxrun mcp install` adds it); Ctrl-C stops it; `sandboxrun mcp --http` serves HTTP."
+)
 
 
 def stdio_main() -> None:

@@ -95,14 +95,15 @@ class BearerAuth:
         await self.app(scope, receive, send)
 
 
-def _error(status: int, error: str, hint: str | None = None) -> JSONResponse:
+def _error(status: int, error: str, hint: str) -> JSONResponse:
     return JSONResponse({"error": error, "hint": hint}, status_code=status)
 
 
 class Problem(Exception):
-    """A request we refuse, with its status code."""
+    """A request we refuse, with its status code and a hint that says what to send instead
+    (every refusal has one: a client must never be left with only "bad request")."""
 
-    def __init__(self, status: int, error: str, hint: str | None = None) -> None:
+    def __init__(self, status: int, error: str, hint: str) -> None:
         super().__init__(error)
         self.response = _error(status, error, hint)
 
@@ -111,23 +112,41 @@ async def _json(request: Request) -> dict[str, Any]:
     body = await request.body()
     if len(body) > MAX_BODY:
         raise Problem(413, f"body over {MAX_BODY} bytes", "Send less (notes, not files).")
+    example = _EXAMPLES.get(request.url.path, "{...}")
+    if not body.strip():
+        raise Problem(400, "the body is empty", f"Send a JSON object, e.g. {example}.")
     try:
-        data = json.loads(body or b"null")
+        data = json.loads(body)
     except ValueError as exc:
-        raise Problem(400, "the body is not JSON", "Send a JSON object.") from exc
+        raise Problem(400, "the body is not JSON", f"Send a JSON object, e.g. {example}.") from exc
     if not isinstance(data, dict):
-        raise Problem(400, "the body must be a JSON object", "Send {...}.")
+        raise Problem(400, "the body must be a JSON object", f"Send a JSON object, e.g. {example}.")
     return data
+
+
+#: a minimal valid body per route, named in the hints of refused requests
+_EXAMPLES = {
+    "/msg/send": '{"message": "status please", "sessionId": "api"}',
+    "/msg/health": '{"sessionId": "api", "isIdle": true}',
+    "/msg/report": '{"sessionId": "api", "state": "done", "notes": "tests pass"}',
+}
+
+_JSON_TYPES = {str: "a string", bool: "true or false", list: "a list", int: "a whole number"}
 
 
 def _field(data: dict[str, Any], key: str, kind: type, required: bool = False) -> Any:
     value = data.get(key)
     if value is None:
         if required:
-            raise Problem(400, f"missing field {key!r}")
+            raise Problem(
+                400,
+                f"missing field {key!r}",
+                f"Add {key!r} ({_JSON_TYPES.get(kind, kind.__name__)}) to the JSON object.",
+            )
         return None
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise Problem(400, f"field {key!r} must be {kind.__name__}")
+        what = _JSON_TYPES.get(kind, kind.__name__)
+        raise Problem(400, f"field {key!r} must be {what}", f"Send {key!r} as {what}.")
     return value
 
 
@@ -211,12 +230,16 @@ class Control:
         data = await _json(request)
         text = _field(data, "message", str, required=True)
         if not text.strip():
-            raise Problem(400, "the message is empty")
+            raise Problem(400, "the message is empty", "Put the text to type in 'message'.")
         task = _field(data, "taskId", str)
         ref = _field(data, "sessionId", str)
         target = self._session(ref) if ref else self._default_target()
         if target.is_terminal:
-            raise Problem(409, f"session {target.name} has ended ({target.status})")
+            raise Problem(
+                409,
+                f"session {target.name} has ended ({target.status})",
+                "Address a running session (`sandboxrun status --active` lists them).",
+            )
         if not target.tmux_session and not target.role:
             raise Problem(
                 409,
@@ -232,11 +255,15 @@ class Control:
             body = {"to": target.name, "session": target.id, "taskId": task, **result.to_dict()}
             if result.outcome == send_mod.FAILED:
                 body["error"] = f"not delivered: {result.detail}"
-                body["hint"] = f"Look at it with `sandboxrun open {target.name}`."
+                body["hint"] = result.hint or f"Look at it with `sandboxrun open {target.name}`."
                 return JSONResponse(body, status_code=409)
             return JSONResponse(body, status_code=200 if result.outcome == "delivered" else 202)
         if not target.repo:
-            raise Problem(409, f"session {target.name} has no repository to deliver in")
+            raise Problem(
+                409,
+                f"session {target.name} has no repository to deliver in",
+                "Address a session started in a git repository (a worker or the master).",
+            )
         with self.coord.store.transaction() as conn:
             mid = messages.send(
                 conn,
@@ -283,7 +310,11 @@ class Control:
         ref = _field(data, "sessionId", str)
         name = _field(data, "name", str)
         if not ref and not name:
-            raise Problem(400, "a report needs sessionId or name")
+            raise Problem(
+                400,
+                "a report needs sessionId or name",
+                'Add "sessionId" (a session id or name), or "name" (your tmux session\'s).',
+            )
         s = self._session(ref) if ref else None
         if name:
             # Only this project's tmux sessions ({prefix}_master, {prefix}_child_NAME) report
@@ -300,10 +331,16 @@ class Control:
             if s is None:
                 s = self._by_tmux_name(name, str(root))
             elif name not in (s.tmux_session, s.name):
-                raise Problem(409, f"name {name!r} is not session {s.name}'s")
+                raise Problem(
+                    409,
+                    f"name {name!r} is not session {s.name}'s",
+                    "Send only sessionId, or the name of that session's own tmux session.",
+                )
         arts = _field(data, "artifacts", list) or []
         if not all(isinstance(a, str) for a in arts):
-            raise Problem(400, "artifacts must be a list of strings")
+            raise Problem(
+                400, "artifacts must be a list of strings", 'e.g. "artifacts": ["report.md"].'
+            )
         try:
             with self.coord.store.transaction() as conn:
                 rid = reports.add(
@@ -316,7 +353,7 @@ class Control:
                     artifacts=arts,
                 )
         except SandboxrunError as exc:
-            raise Problem(400, exc.message, exc.hint) from exc
+            raise Problem(400, exc.message, exc.hint or _FIX_AND_RETRY) from exc
         return JSONResponse({"id": rid, "session": s.id if s else None}, status_code=201)
 
 
@@ -331,7 +368,27 @@ def _guard(handler: Handler) -> Handler:
         except Problem as exc:
             return exc.response
         except SandboxrunError as exc:
-            return _error(400, exc.message, exc.hint)
+            return _error(400, exc.message, exc.hint or _FIX_AND_RETRY)
+
+    return run
+
+
+_FIX_AND_RETRY = "Fix the request as the error says and send it again."
+
+
+def _post_only(path: str) -> Handler:
+    """A GET of a POST route: 405 as JSON naming the method and a body to send (Starlette's
+    own 405 is a bare text line)."""
+
+    async def run(request: Request) -> Response:
+        return JSONResponse(
+            {
+                "error": f"{path} takes POST, not {request.method}",
+                "hint": f"POST a JSON object to {path}, e.g. {_EXAMPLES.get(path, '{...}')}.",
+            },
+            status_code=405,
+            headers={"Allow": "POST"},
+        )
 
     return run
 
@@ -358,5 +415,7 @@ def build_app(server: FastMCP, *, token_path: Path | None = None) -> ASGIApp:
     routes.update(page.Page(coord.settings.db_path, token.encode(), _repo_or_none(coord)).routes())
     for (path, method), handler in routes.items():
         server.custom_route(path, methods=[method])(_guard(handler))
+    for path in _EXAMPLES:
+        server.custom_route(path, methods=["GET"])(_post_only(path))
     app = server.http_app(path="/mcp")
     return BearerAuth(app, token)

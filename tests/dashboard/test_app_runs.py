@@ -77,13 +77,13 @@ def test_k_kills_a_run_and_brings_back_its_work(cli, repo, store):
     async def script(pilot):
         await until(pilot, lambda: app.snap and app.snap.sessions, "the row")
         await pilot.press("l")  # its log, from the start, then following
-        await until(pilot, lambda: "/a.txt" in log(), "the run's events", 30)
+        await until(pilot, lambda: "/a.txt" in log(), "the run's events", 120)
         assert "status running" in log() and "Write: " in log()
         await pilot.press("K", "n")  # no: nothing happens
         await pilot.press("K", "y")
         await until(pilot, lambda: app.said, "what it did", 120)
-        await until(pilot, lambda: app.snap.sessions[0].state == "killed", "the row", 30)
-        await until(pilot, lambda: "status killed" in log(), "followed to its end", 30)
+        await until(pilot, lambda: app.snap.sessions[0].state == "killed", "the row", 120)
+        await until(pilot, lambda: "status killed" in log(), "followed to its end", 120)
 
     run_app(app, script)
     assert app.said == ["victim: killed"], app.said
