@@ -435,7 +435,7 @@ def test_usage_limit_is_recorded_as_waiting_quota(cli, repo):
     [
         (["--prompt-file", "missing.md"], 2, "prompt file missing.md does not exist"),
         (["--prompt", "x", "--repo", "/"], 1, "is not inside a git repository"),
-        (["--prompt", "x", "--timeout", "soon"], 2, "invalid duration"),
+        (["--prompt", "x", "--timeout", "soon"], 2, "invalid value for 'timeout' in --timeout"),
         (["--prompt", "x"], 2, "E2B_API_KEY"),
         (["--prompt", "x", "--backend", "nope"], 2, "unknown backend"),
         (["--prompt", "x", "--bogus"], 2, "No such option"),

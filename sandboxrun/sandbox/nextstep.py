@@ -125,7 +125,7 @@ def _why_not(command: str, f: SessionFacts) -> str | None:
     if command == "extend":
         if ended:
             return f"it already ended ({f.status})"
-        if f.status in _STARTING or not f.agent_started:
+        if f.status in _STARTING:  # (`running` is set once the agent runs)
             return f"its agent has not started yet ({f.status}); the time limit starts with it"
         if f.status == "collecting" or f.stopping:
             return "it is already stopping and collecting its agent's work (no limit to extend)"
