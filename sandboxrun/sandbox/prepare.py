@@ -72,6 +72,19 @@ def choose_backend(settings: Settings, requested: str | None) -> str:
     )
 
 
+def read_text_file(path: Path, what: str) -> str:
+    """The text of a plan, prompt or message file; a binary one (NUL bytes: an image, an
+    archive, a file saved as UTF-16) is refused rather than sent to an agent as a prompt.
+    A stray byte that is not UTF-8 in a text file is kept as U+FFFD."""
+    data = path.read_bytes()
+    if b"\0" in data:
+        raise UsageError(
+            f"{what} {path} is not a text file (it holds NUL bytes)",
+            "Give a plain-text or markdown file (saved as UTF-8).",
+        )
+    return data.decode("utf-8", errors="replace")
+
+
 def read_task(prompt: str | None, prompt_file: Path | None, *, allow_empty: bool = False) -> str:
     """The task text from ``--prompt`` or ``--prompt-file`` (exactly one), checked.
 
@@ -98,7 +111,7 @@ def read_task(prompt: str | None, prompt_file: Path | None, *, allow_empty: bool
                 f"prompt file {prompt_file} does not exist",
                 "Check the path, or pass the text with --prompt.",
             )
-        text = path.read_text(encoding="utf-8", errors="replace")
+        text = read_text_file(path, "prompt file")
         empty_hint = f"Write the task into {prompt_file}."
     if not text.strip() and not allow_empty:
         where = "--prompt" if prompt_file is None else f"prompt file {prompt_file}"
