@@ -459,7 +459,7 @@ class LocalBackend:
         if process.which(self.settings.claude_bin) is None:
             raise AgentError(
                 f"Claude Code ({self.settings.claude_bin!r}) is not installed on this machine",
-                f"{INSTALL_CLAUDE_HINT} `--dry-run` works without it.",
+                f"{INSTALL_CLAUDE_HINT} `sandboxrun run --dry-run` (pack and check, no agent) works without it.",
             )
 
     def create(
