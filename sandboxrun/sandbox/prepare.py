@@ -255,6 +255,17 @@ def prepare_run(settings: Settings, store: SessionStore, req: RunRequest) -> Ses
             "E2B allows 1 h per sandbox on Hobby and 24 h on Pro: give a shorter --timeout, or "
             'on Pro set `max_lifetime = "24h"` in .sandboxrun.toml (or SANDBOXRUN_MAX_LIFETIME).',
         )
+    # The repository's own facts first (a name, a base, no commits yet): cheap, and the fix a
+    # user makes before any about the machine (an E2B key, Claude Code installed).
+    name = gitops.validate_name(req.name or default_name(req.prompt_file, prompt))
+    base_commit = gitops.resolve_commit(repo, req.base)
+    branch = f"{settings.branch_prefix}{name}"
+    worktree = repo / settings.worktree_dir / name
+    if store.conn.execute("SELECT 1 FROM sessions WHERE name = ?", (name,)).fetchone():
+        raise NameInUseError(
+            f"a session named {name!r} already exists",
+            f"Pick another --name, or look at it with `sandboxrun status {name}`.",
+        )
     backend = get_backend(backend_name, settings, no_isolation=no_isolation)
     if not req.agent_checked:
         check_agent_can_start(
@@ -266,15 +277,6 @@ def prepare_run(settings: Settings, store: SessionStore, req: RunRequest) -> Ses
         )
     isolation_warning = getattr(getattr(backend, "decision", None), "warning", None)
 
-    name = gitops.validate_name(req.name or default_name(req.prompt_file, prompt))
-    base_commit = gitops.resolve_commit(repo, req.base)
-    branch = f"{settings.branch_prefix}{name}"
-    worktree = repo / settings.worktree_dir / name
-    if store.conn.execute("SELECT 1 FROM sessions WHERE name = ?", (name,)).fetchone():
-        raise NameInUseError(
-            f"a session named {name!r} already exists",
-            f"Pick another --name, or look at it with `sandboxrun status {name}`.",
-        )
     subs = _submodule_entries(repo, base_commit)
     included = subs if settings.include_submodules else []
     submodules.check_available(repo, included)
