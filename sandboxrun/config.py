@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,14 @@ INSTALL_CLAUDE_HINT = (
     "@anthropic-ai/claude-code`, or set SANDBOXRUN_CLAUDE_BIN to the claude executable."
 )
 
+#: the ``warn_at`` value (``--warn-at none``) of a run that gives no warnings before its limit
+NO_WARNINGS = "none"
+
 #: how a run's upload may be compressed (``pack`` also writes "none")
 UPLOAD_COMPRESSIONS = ("gzip", "zstd")
+
+#: the sandbox backends a run can use (``--backend``, ``backend`` setting)
+BACKENDS = ("e2b", "local")
 
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([hms]?)")
 _UNIT = {"h": 3600, "m": 60, "s": 1, "": 1}
@@ -92,9 +99,27 @@ def format_duration(seconds: float) -> str:
     return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
 
 
+class _Invalid:
+    """A setting whose configured value is bad: the error is raised by the first command that
+    reads the setting, so a bad ``SANDBOXRUN_TIMEOUT`` fails ``run``, not ``status``."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: SandboxrunError) -> None:
+        self.error = error
+
+    def __repr__(self) -> str:
+        return f"<invalid: {self.error.message}>"
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Effective settings for one command."""
+    """Effective settings for one command.
+
+    A setting whose value from the repo's file or the environment is bad holds an
+    :class:`_Invalid`: reading it raises that setting's :class:`ConfigError` (naming where the
+    value came from, the value and the accepted form); the others can still be used.
+    """
 
     home: Path = DEFAULT_HOME
     claude_bin: str = "claude"
@@ -140,6 +165,18 @@ class Settings:
     project_prefix: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __getattribute__(self, name: str) -> Any:
+        value = object.__getattribute__(self, name)
+        if type(value) is _Invalid:
+            raise value.error.with_traceback(None)  # each read afresh, not one growing trace
+        return value
+
+    def check(self, keys: Iterable[str] | None = None) -> None:
+        """Raise the error of the first bad setting among ``keys`` (default: every one), so
+        a command fails before it starts anything rather than half-way."""
+        for key in sorted(_FILE_KEYS) if keys is None else keys:
+            getattr(self, key)
+
     @property
     def db_path(self) -> Path:
         return self.home / "state.db"
@@ -168,10 +205,25 @@ class Settings:
             if key not in _FILE_KEYS:
                 raise TypeError(f"unknown setting {key!r}")
             values[key] = _coerce(key, value, f"--{key.replace('_', '-')}", error=UsageError)
-        return replace(self, **values)
+        # not dataclasses.replace: it reads every field, which raises for a bad one not used
+        current = {f.name: object.__getattribute__(self, f.name) for f in fields(self)}
+        return Settings(**{**current, **values})
 
 
 _FILE_KEYS = {f.name for f in fields(Settings)} - {"home", "extra"}
+#: settings only local mode (agent worktrees in tmux) reads
+LOCAL_MODE_KEYS = frozenset(
+    {"branch_template", "roles", "pm_role", "identities", "post_create", "copy_files",
+     "project_prefix"}
+)  # fmt: skip
+#: settings a sandbox run reads (checked before it starts: ``Settings.check``)
+SANDBOX_KEYS = frozenset(_FILE_KEYS - LOCAL_MODE_KEYS)
+#: settings the process following and collecting a started run reads (``attach``, ``kill``
+#: taking over a run nobody follows): the run's own choices are recorded on its session
+DRIVER_KEYS = frozenset(
+    {"grace", "poll_interval", "quota_stall", "checkpoint_every", "max_lifetime", "stale_after",
+     "claude_bin"}
+)  # fmt: skip
 
 
 def _read_repo_file(repo: Path | None) -> dict[str, Any]:
@@ -228,6 +280,8 @@ def _coerce(
         if key in _LOCAL_KEYS:
             return _coerce_local(key, value)
         if key == "warn_at":
+            if isinstance(value, str) and value.strip().lower() == NO_WARNINGS:
+                return ()
             if isinstance(value, list | tuple):
                 return tuple(sorted(parse_duration(_duration_value(v)) for v in value))
             return tuple(parse_durations(str(value)))
@@ -240,10 +294,17 @@ def _coerce(
             return _coerce_bool(value)
         if key == "compression" and value not in UPLOAD_COMPRESSIONS:
             raise ValueError(f"Use {' or '.join(UPLOAD_COMPRESSIONS)}.")
+        if key == "backend" and value not in BACKENDS:
+            raise ValueError(f"Use {' or '.join(BACKENDS)}.")
         return str(value)
     except (UsageError, ValueError) as exc:
         hint = exc.hint if isinstance(exc, UsageError) else str(exc)
-        raise error(f"invalid value for {key!r} in {source}: {value!r}", hint) from exc
+        if source.startswith("SANDBOXRUN_"):
+            hint = f"{hint} Or unset {source} for the default.".strip()
+        why = ""
+        if isinstance(exc, UsageError) and not exc.message.startswith("invalid"):
+            why = f" ({exc.message})"  # e.g. "duration '0s' is zero"
+        raise error(f"invalid value for {key!r} in {source}: {value!r}{why}", hint) from exc
 
 
 _LOCAL_KEYS = {"roles", "identities", "post_create", "copy_files"}
@@ -301,6 +362,21 @@ def _coerce_local(key: str, value: Any) -> Any:
     return tuple(p for p in re.split(r"[,\s]+", str(value)) if p)
 
 
+def _lazy(key: str, value: Any, source: str) -> Any:
+    """``value`` checked; a bad one kept as :class:`_Invalid` for the command that reads it."""
+    try:
+        return _coerce(key, value, source)
+    except ConfigError as exc:
+        return _Invalid(exc)
+
+
+def _config_file(repo: Path | None) -> str:
+    """The file a repository's settings were read from (for messages)."""
+    if repo is not None and (repo / ".sandboxrun.toml").exists():
+        return ".sandboxrun.toml"
+    return "pyproject.toml [tool.sandboxrun]"
+
+
 def load_settings(repo: Path | None = None, env: dict[str, str] | None = None) -> Settings:
     """Build settings from defaults, the repo's config file and ``SANDBOXRUN_*`` env vars."""
     env_is_process = env is None
@@ -314,11 +390,11 @@ def load_settings(repo: Path | None = None, env: dict[str, str] | None = None) -
                 f"unknown setting {key!r} in the sandboxrun config of {repo}",
                 f"Known settings: {', '.join(sorted(_FILE_KEYS))}.",
             )
-        values[norm] = _coerce(norm, value, "the repo config")
+        values[norm] = _lazy(norm, value, f"the repo config ({_config_file(repo)})")
     for key in _FILE_KEYS - {"identities"}:
         env_value = env.get(f"SANDBOXRUN_{key.upper()}")
         if env_value:
-            values[key] = _coerce(key, env_value, f"SANDBOXRUN_{key.upper()}")
+            values[key] = _lazy(key, env_value, f"SANDBOXRUN_{key.upper()}")
     home = env.get("SANDBOXRUN_HOME")
     if home:
         values["home"] = absolute_home(home)

@@ -126,5 +126,5 @@ class StateError(SandboxrunError):
 
     def __init__(self, message: str, hint: str | None = None, *, kind: str = "") -> None:
         super().__init__(message, hint)
-        #: corrupt | readonly | locked | full | io | cantopen
+        #: corrupt | readonly | locked | full | io | cantopen | schema
         self.kind = kind

@@ -191,6 +191,19 @@ def open_fault(exc: OSError, path: Path | str) -> StateError:
     )
 
 
+def schema_fault(exc: sqlite3.Error, path: Path | str) -> StateError:
+    """The :class:`StateError` for a migration that failed on a database's own content (not a
+    fault of the disk): a file made or changed by another version of sandboxrun, whose tables
+    do not match the migrations it recorded. Nothing this version can fix in place."""
+    p = Path(path)
+    return StateError(
+        f"sandboxrun's state database {p} cannot be brought up to date by this version "
+        f"({exc}): another version of sandboxrun made or changed it",
+        "Use the version that made it, or m" + _hint("corrupt", p, database=True)[1:],
+        kind="schema",
+    )
+
+
 def _reraise(exc: sqlite3.Error, path: Path | str, waited: float | None) -> NoReturn:
     """Raise the :class:`StateError` for ``exc`` if it is a fault, else ``exc`` itself."""
     fault = db_fault(exc, path, waited=waited)

@@ -28,7 +28,7 @@ presence, records SESSION_START and shows the role's pending messages to the age
 deregisters presence and records SESSION_END.
 
 It never breaks the agent: any failure (a payload that is not JSON, a database locked for longer
-than ``SANDBOXRUN_HOOK_LOCK_TIMEOUT`` seconds, default 5) costs one line in
+than ``SANDBOXRUN_HOOK_LOCK_TIMEOUT`` seconds, default 20) costs one line in
 ``$SANDBOXRUN_HOME/logs/hook.log`` and the hook exits 0. A database that does not exist yet or
 lacks this version's tables is created/migrated once through :mod:`sandboxrun.store` (the only
 time the hook imports sqlite-utils), so the schema has one definition.
@@ -53,7 +53,11 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-DEFAULT_LOCK_TIMEOUT = 5.0
+#: Twenty agents' hooks on two busy cores queue for SQLite's write lock for seconds (each
+#: transaction is a few ms of CPU, but a holder waits its turn for a core): 5 s lost events
+#: there. A wait past this is only ever a pathological case, and losing the event is worse.
+#: Below hooks_install.HOOK_TIMEOUT, so the hook logs the fault rather than being killed.
+DEFAULT_LOCK_TIMEOUT = 20.0
 #: the tools the claim gate checks (``coord.claims.EDIT_TOOLS``; repeated so that other tools
 #: never import it)
 _EDIT_TOOLS = frozenset({"Edit", "Write", "MultiEdit", "NotebookEdit"})

@@ -268,7 +268,10 @@ class SessionStore:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not wal:
                 self.conn.execute("PRAGMA journal_mode = WAL")
-            migrations.apply(db)  # re-checks pending under the lock
+            try:
+                migrations.apply(db)  # re-checks pending under the lock
+            except sqlite3.Error as exc:  # faults of the disk are StateErrors already
+                raise faults.schema_fault(exc, self.path) from exc
 
     def close(self) -> None:
         self.conn.close()

@@ -200,7 +200,7 @@ class CLI:
         proc = self("status", session, "--json")
         return json.loads(proc.stdout)[0] if proc.returncode == 0 else None
 
-    def wait_status(self, session: str, predicate, timeout: float = 60) -> dict:
+    def wait_status(self, session: str, predicate, timeout: float = 120) -> dict:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             proc = self("status", session, "--json")
@@ -220,7 +220,7 @@ def cli(repo):
     runner.reap()
 
 
-def retry_until(fn, timeout: float = 30, interval: float = 0.1):
+def retry_until(fn, timeout: float = 120, interval: float = 0.1):
     """Poll ``fn`` until it returns something truthy (instead of sleeping blindly)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -15,7 +15,7 @@ from sandboxrun.sandbox.agentproc import AgentFiles, AgentProcess
 from sandboxrun.sandbox.backends.local import LocalBackend
 
 
-def _wait_for(condition, timeout: float = 20.0) -> None:
+def _wait_for(condition, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:

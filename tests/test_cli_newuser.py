@@ -309,8 +309,11 @@ def test_a_repository_without_commits_says_so_for_local_mode(cli, tmp_path):
     """`worktree setup` / `spawn` used to say "'master' is not a commit ... Pass --base"."""
     fresh = tmp_path / "fresh"
     subprocess.run(["git", "init", "-q", str(fresh)], check=True)
-    for args in (["worktree", "setup", "api"], ["spawn", "api", "--prompt", "x"]):
-        proc = cli(*args, cwd=fresh)
+    runs = [["run", "--backend", b, "--prompt", "x"] for b in ("local", "e2b")]
+    for args in (["worktree", "setup", "api"], ["spawn", "api", "--prompt", "x"], *runs):
+        # the repository's fault is said before any about the machine (no claude, no E2B key)
+        proc = cli(*args, cwd=fresh, env={"SANDBOXRUN_CLAUDE_BIN": "/nonexistent/claude",
+                                          "E2B_API_KEY": ""})  # fmt: skip
         assert proc.returncode == 1, proc.stderr
         message, hint = edge_error(proc.stderr)
         assert message == "the repository has no commits yet" and hint and "commit" in hint

@@ -81,9 +81,9 @@ def test_a_crash_while_applying_is_finished_by_attach(cli, repo, step):
 
 def test_download_from_a_sandbox_without_git_prints_a_command_that_works(cli, repo):
     run = cli.popen("run", "--backend", "local", "--name", "nogit", "--prompt",
-                    "@bash rm -rf .git\n@write x.txt from a repo without git\n@sleep 30")  # fmt: skip
+                    f"@bash rm -rf .git\n@write x.txt from a repo without git\n{GATE_WAIT}")  # fmt: skip
     try:
-        retry_until(lambda: "x.txt" in cli("logs", "nogit").stdout, timeout=30)
+        retry_until(lambda: "x.txt" in cli("logs", "nogit").stdout, timeout=120)
         out = repo.parent / "nogit out"
         proc = cli("download", "nogit", "--output", str(out))
         assert proc.returncode == 0, proc.stderr
@@ -104,7 +104,7 @@ def test_a_branch_that_moved_during_the_run_is_refused_then_applied_on_request(c
     run = cli.popen("run", "--backend", "local", "--name", "moved", "--prompt",
                     f"@write agent.txt agent\n{GATE_WAIT}\n@write late.txt late")  # fmt: skip
     try:
-        retry_until(lambda: "agent.txt" in cli("logs", "moved").stdout, timeout=30)
+        retry_until(lambda: "agent.txt" in cli("logs", "moved").stdout, timeout=120)
         wt = repo / ".worktrees" / "moved"
         (wt / "mine.txt").write_text("user work\n")
         git(wt, "add", "mine.txt")

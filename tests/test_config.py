@@ -62,7 +62,7 @@ def test_bad_config_names_the_problem(tmp_path):
         load_settings(tmp_path, env={})
     (tmp_path / ".sandboxrun.toml").write_text("timeout = 'forever'\n")
     with pytest.raises(ConfigError, match="invalid value for 'timeout'"):
-        load_settings(tmp_path, env={})
+        load_settings(tmp_path, env={}).check()
 
 
 @pytest.mark.parametrize(
@@ -73,10 +73,10 @@ def test_every_source_of_a_setting_is_checked_the_same_way(tmp_path, key, value)
     """A bad value is a config error in the file or env, a usage error as a flag."""
     (tmp_path / ".sandboxrun.toml").write_text(f"{key} = {value!r}\n")
     with pytest.raises(ConfigError, match=f"invalid value for '{key}' in the repo config"):
-        load_settings(tmp_path, env={})
+        load_settings(tmp_path, env={}).check()
     env = {f"SANDBOXRUN_{key.upper()}": value}
     with pytest.raises(ConfigError, match=f"invalid value for '{key}' in SANDBOXRUN_"):
-        load_settings(None, env=env)
+        getattr(load_settings(None, env=env), key)
     flag = key.replace("_", "-")
     with pytest.raises(UsageError, match=f"invalid value for '{key}' in --{flag}") as info:
         load_settings(None, env={}).with_overrides(**{key: value})
@@ -119,7 +119,7 @@ def test_wrong_types_in_the_repo_file_are_config_errors(tmp_path, text, needle):
     """Values of the wrong TOML type used to escape as TypeError/AttributeError tracebacks."""
     (tmp_path / ".sandboxrun.toml").write_text(text)
     with pytest.raises(ConfigError) as info:
-        load_settings(tmp_path)
+        load_settings(tmp_path).check()
     assert needle in (info.value.hint or "")
 
 

@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from sbr_testlib import branch_files, git, retry_until
+from sbr_testlib import GATE_WAIT, branch_files, git, retry_until
 
 from sandboxrun.sandbox.backends.bwrap import find_bwrap
 
@@ -122,7 +122,7 @@ def test_a_second_session_cannot_reach_the_first(cli, repo):
     home = Path(os.environ["SANDBOXRUN_HOME"])
     first = cli.popen(
         "run", "--backend", "local", "--name", "first", "--prompt",
-        "@write mine.txt first agent\n@sleep 60",
+        f"@write mine.txt first agent\n{GATE_WAIT}",  # until killed
     )  # fmt: skip
     try:
         retry_until(lambda: "Write" in cli("logs", "first").stdout, timeout=60)
@@ -232,7 +232,7 @@ def test_kill_ends_every_process_of_the_sandbox(cli, repo):
     run = cli.popen(
         "run", "--backend", "local", "--name", "killall", "--prompt",
         f"@daemon trap '' INT TERM HUP; while true; do sleep 0.1; done; {marker}\n"
-        "@write made.txt before kill\n@sleep 60",
+        f"@write made.txt before kill\n{GATE_WAIT}",  # until killed
     )  # fmt: skip
     try:
         retry_until(lambda: "Write" in cli("logs", "killall").stdout, timeout=60)

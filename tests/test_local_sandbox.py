@@ -112,10 +112,10 @@ def test_destroy_ends_a_running_isolated_sandbox(settings):
             pid_path=f"{ctl}/agent.pid",
         )
     )
-    retry_until(lambda: b"started" in _read_or_empty(sb, f"{ctl}/agent.log"), timeout=30)
+    retry_until(lambda: b"started" in _read_or_empty(sb, f"{ctl}/agent.log"), timeout=120)
     sb.destroy()
     # Gone, or zombies waiting for init to reap them (this container's init is slow at it).
-    retry_until(lambda: not _live_members(pid), timeout=30)
+    retry_until(lambda: not _live_members(pid), timeout=120)
     assert not (settings.sandboxes_dir / "s1").exists()
     # Nothing with the sandbox's path in its environment is left (the setsid sleep included).
     assert not [

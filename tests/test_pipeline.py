@@ -283,7 +283,7 @@ def test_warning_marks_then_the_limit_stop_the_agent_and_collect(
     )
     pipeline.wait_for_agent(session)  # early.txt is written: the agent waits at the gate
     store.update(session.id, deadline=time.time() - 1)  # the limit is here
-    final = run.result(timeout=60)
+    final = run.result(timeout=180)
 
     assert final.status == "timeout" and "time limit" in final.error
     marks = [ev["payload"]["mark"] for ev in store.events(session.id, kinds=("warning",))]
@@ -305,10 +305,10 @@ def test_extend_pushes_the_deadline_and_the_run_carries_on(pipeline, settings, s
     assert after.timeout_s == pytest.approx(after.deadline - after.started_at)
     assert any(e["payload"].get("phase") == "extended" for e in store.events(session.id))
     gate.open(session)
-    final = run.result(timeout=60)
+    final = run.result(timeout=180)
     assert final.status == "completed"
     assert {"a.txt", "b.txt"} <= branch_files(repo, "sandboxrun/ext")
-    with pytest.raises(UsageError, match="already ended"):
+    with pytest.raises(SandboxrunError, match="already ended"):
         extend_session(settings, store, final, 60)
 
 
@@ -322,11 +322,11 @@ def test_kill_while_driven_stops_the_agent(pipeline, settings, store, repo, gate
     run = pipeline.background(pipeline.driver(session).execute)
     pipeline.wait_for_agent(session)
     killed = kill_session(settings, store, store.get(session.id), discard=discard)
-    final = run.result(timeout=60)
+    final = run.result(timeout=180)
     assert killed.status == final.status == "killed"
     assert ("made.txt" in branch_files(repo, "sandboxrun/victim")) is not discard
     assert ("discarded" in final.error) is discard
-    with pytest.raises(UsageError, match="already ended"):
+    with pytest.raises(SandboxrunError, match="already ended"):
         kill_session(settings, store, final)
 
 
@@ -340,12 +340,12 @@ def test_a_dead_driver_leaves_the_agent_working_for_download_and_attach(
                              name="crash")  # fmt: skip
     run = pipeline.background(pipeline.driver(session, Recorder(die_on="Write")).execute)
     with pytest.raises(DriverDied):
-        run.result(timeout=60)
+        run.result(timeout=180)
     store.update(session.id, owner_pid=dead_pid())
     s = store.get(session.id)
     assert s.status == "running" and not s.is_terminal
 
-    with pytest.raises(UsageError, match="never started its agent|still driven"):
+    with pytest.raises(SandboxrunError, match="still follows it"):
         attach_session(settings, store, store.update(session.id, owner_pid=os.getpid()))
     store.update(session.id, owner_pid=dead_pid())
 
@@ -365,7 +365,7 @@ def test_a_dead_driver_leaves_the_agent_working_for_download_and_attach(
 
     after = download_session(settings, store, final, tmp_path / "dl2")
     assert not after.live and (tmp_path / "dl2" / "agent.log").exists()
-    with pytest.raises(UsageError, match="already ended"):
+    with pytest.raises(SandboxrunError, match="already ended"):
         attach_session(settings, store, final)
 
 
@@ -373,7 +373,7 @@ def test_kill_with_no_driver_left_does_the_whole_job(pipeline, settings, store, 
     session = pipeline.start(f"@write w.txt w\n{wait_line(gate)}", name="orphan")
     run = pipeline.background(pipeline.driver(session, Recorder(die_on="Write")).execute)
     with pytest.raises(DriverDied):
-        run.result(timeout=60)
+        run.result(timeout=180)
     store.update(session.id, owner_pid=dead_pid())
     final = kill_session(settings, store, store.get(session.id))
     assert final.status == "killed" and "the work so far was collected" in final.error
@@ -387,7 +387,7 @@ def test_a_sandbox_that_vanishes_mid_run_ends_lost(pipeline, settings, store, ga
     pipeline.wait_for_agent(session)
     get_backend("local", settings).connect(session.id).destroy()
     with pytest.raises(SandboxLostError):
-        run.result(timeout=60)
+        run.result(timeout=180)
     assert store.get(session.id).status == "lost"
     with pytest.raises(SandboxLostError):
         get_backend("local", settings).connect(session.id)
@@ -474,7 +474,7 @@ def test_kill_or_attach_a_session_whose_driver_died_before_the_agent(pipeline, s
     store.update(session.id, owner_pid=dead_pid())
     final = attach_session(settings, store, store.get(session.id))
     assert final.status == "failed" and final.error.startswith("interrupted while created")
-    with pytest.raises(UsageError, match="already ended"):
+    with pytest.raises(SandboxrunError, match="already ended"):
         attach_session(settings, store, store.get(session.id))
     session = pipeline.start("@write x.txt x", name="stillborn2")
     store.update(session.id, owner_pid=dead_pid())
@@ -508,7 +508,7 @@ def test_attach_when_the_sandbox_is_gone_marks_it_lost(pipeline, settings, store
     session = pipeline.start(f"@write w.txt w\n{wait_line(gate)}", name="gone")
     run = pipeline.background(pipeline.driver(session, Recorder(die_on="Write")).execute)
     with pytest.raises(DriverDied):
-        run.result(timeout=60)
+        run.result(timeout=180)
     store.update(session.id, owner_pid=dead_pid())
     get_backend("local", settings).connect(session.id).destroy()
     with pytest.raises(SandboxLostError):
@@ -546,14 +546,14 @@ def test_attach_to_a_session_still_starting_says_so(pipeline, settings, store):
     once that process is gone, the start was interrupted and attach finishes it instead."""
     session = pipeline.start("@write a.txt a", name="early")
     assert session.starter_pid == os.getpid()  # this process is "the run starting it"
-    with pytest.raises(UsageError) as err:
+    with pytest.raises(SandboxrunError) as err:
         attach_session(settings, store, store.get(session.id))
     assert "still starting" in err.value.message and "never" not in err.value.message
     hint = err.value.hint or ""
     assert "`sandboxrun logs early --follow`" in hint and "`sandboxrun kill early`" in hint
     # the driver claimed it and is alive, before the agent started: still starting too
     store.update(session.id, owner_pid=os.getpid(), status="provisioning")
-    with pytest.raises(UsageError, match="still starting"):
+    with pytest.raises(SandboxrunError, match="still starting"):
         RunDriver(settings, store, store.get(session.id)).resume()
     # the run process died before the agent started: attach ends it, nothing to follow
     store.update(session.id, owner_pid=dead_pid(), starter_pid=dead_pid())

@@ -35,6 +35,9 @@ def test_a_binary_prompt_file_is_refused_everywhere(cli, tmp_path, data):
         ["fanout", str(plan.parent), "--backend", "local"],
         ["plan", "split", str(plan), "-o", str(tmp_path / "out.toml")],
         ["send", "api", "--file", str(plan)],
+        ["run", "--backend", "local", "--prompt-file", str(plan)],
+        ["run", "--backend", "local", "--dry-run", "--prompt-file", str(plan)],
+        ["spawn", "api", "--prompt-file", str(plan)],
     ):
         proc = cli(*args, "--json")
         assert proc.returncode == 2, (args, proc.stderr)
@@ -43,6 +46,7 @@ def test_a_binary_prompt_file_is_refused_everywhere(cli, tmp_path, data):
         assert hint and "UTF-8" in hint
         assert json.loads(proc.stdout)["exit_code"] == 2
     assert json.loads(cli("groups", "--json").stdout) == []
+    assert json.loads(cli("status", "--json").stdout) == []  # no run, no child
     assert not (tmp_path / "out.toml").exists()
 
 

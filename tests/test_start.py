@@ -83,7 +83,7 @@ def test_a_driver_waited_for_has_recorded_itself_when_the_start_returns(repo):
             lambda: (s := store.get(session.id)).status in TERMINAL and s, timeout=120
         )
         assert final.status == "completed_no_changes", final.error
-        assert retry_until(lambda: process_exited(pid), timeout=30)
+        assert retry_until(lambda: process_exited(pid), timeout=120)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)

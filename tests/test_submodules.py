@@ -156,4 +156,4 @@ def test_a_setting_that_is_not_a_boolean_is_refused():
     from sandboxrun.errors import ConfigError
 
     with pytest.raises(ConfigError, match="include_submodules"):
-        load_settings(None, env={"SANDBOXRUN_INCLUDE_SUBMODULES": "maybe"})
+        load_settings(None, env={"SANDBOXRUN_INCLUDE_SUBMODULES": "maybe"}).check()

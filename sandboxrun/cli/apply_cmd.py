@@ -41,16 +41,19 @@ def register(app: typer.Typer) -> None:
             "--allow-claimed",
             help="Also apply changes to files another live session holds an exclusive claim on.",
         ),
-        source: Path = typer.Option(
+        source: Path | None = typer.Option(
             None, "--from", help="Apply a snapshot written by `sandboxrun download` instead."
         ),
         json_out: bool = typer.Option(False, "--json", help="Print the outcome as JSON."),
     ) -> None:
         from sandboxrun.sandbox.apply import apply_session, refusal_text
+        from sandboxrun.sandbox.statecheck import check_state
 
         settings = settings_for(None)
         store = open_store(settings)
         s = store.resolve(session)
+        if source is None:
+            check_state("apply", settings, s)  # ended, with its work collected
         applied = apply_session(
             settings,
             store,

@@ -44,11 +44,17 @@ def build(
     from e2b import Template
 
     from sandboxrun.cli.common import settings_for
-    from sandboxrun.sandbox.backends.e2b import E2BBackend, build_template, claude_template
+    from sandboxrun.sandbox.backends.e2b import (
+        E2BBackend,
+        build_template,
+        claude_template,
+        require_key,
+    )
 
     if dockerfile:
         typer.echo(Template.to_dockerfile(claude_template()), nl=False)
         return
+    require_key("or use `sandboxrun run --backend local`, which needs no template")
     E2BBackend(settings_for()).check_ready(dry_run=False)
     err_console.print(f"Building E2B template {name!r} (this takes a few minutes)...")
     template_id = build_template(

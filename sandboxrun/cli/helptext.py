@@ -12,6 +12,8 @@ or list items (examples, lists), keeps its lines.
 from __future__ import annotations
 
 import inspect
+import typing
+from typing import Any
 
 import typer
 from rich.markup import escape
@@ -61,9 +63,78 @@ def _items(lines: list[str]) -> list[str]:
 _ITEMS = ("- ", "* ", "• ")
 
 
+def metavar(hint: Any, *, argument: str | None = None) -> str | None:
+    """What ``--help`` shows for a parameter's value, where typer's own label reads badly.
+    Pure; None keeps typer's.
+
+    A flag takes no value, so it shows none (not ``<bool>``); a repeatable option shows its
+    element (``<str>``, not ``<list[str]>``); an argument is named in capitals in the usage
+    line (``SESSION``, not ``{session}``)."""
+    if argument is not None:
+        return argument.upper()
+    if hint is bool:
+        return ""
+    if typing.get_origin(hint) is list and len(typing.get_args(hint)) == 1:
+        (element,) = typing.get_args(hint)
+        return f"<{getattr(element, '__name__', str(element)).lower()}>"
+    return None
+
+
+def _tidy_metavars(callback: Any) -> None:
+    """Give the parameters of a command's function the metavars of :func:`metavar`."""
+    try:
+        hints = typing.get_type_hints(callback, include_extras=True)
+    except (NameError, TypeError):  # an annotation not resolvable here: leave typer's
+        return
+    for name, param in inspect.signature(callback).parameters.items():
+        hint = hints.get(name)
+        info = param.default
+        if typing.get_origin(hint) is typing.Annotated:  # x: Annotated[T, typer.Option()]
+            hint, *extras = typing.get_args(hint)
+            info = next((e for e in extras if isinstance(e, typer.models.ParameterInfo)), info)
+            # a string annotation is evaluated anew by typer (a new Option()): keep this one
+            callback.__annotations__[name] = typing.Annotated[(hint, *extras)]
+        if not isinstance(info, typer.models.ParameterInfo) or info.metavar is not None:
+            continue
+        argument = name if isinstance(info, typer.models.ArgumentInfo) else None
+        if argument is None and hint is int and (info.min is not None or info.max is not None):
+            info.metavar = "<int>"  # not "<int range>": the range itself is shown next to it
+            continue
+        info.metavar = metavar(hint, argument=argument)
+
+
+def _flag_help_option(option: Any) -> Any:
+    """The ``-h/--help`` option shown as the flag it is (no ``<bool>``)."""
+    if option is not None and option.metavar is None:
+        option.metavar = ""
+    return option
+
+
+class Command(typer.core.TyperCommand):
+    """A command whose ``--help`` option shows no value."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        return _flag_help_option(super().get_help_option(ctx))
+
+
+class Group(typer.core.TyperGroup):
+    """A group whose ``--help`` option shows no value."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        return _flag_help_option(super().get_help_option(ctx))
+
+
+def _plain(cls: Any, default: type) -> bool:
+    """Whether a command (or group) uses typer's own class (not one chosen on purpose)."""
+    return cls is None or cls is default or isinstance(cls, typer.models.DefaultPlaceholder)
+
+
 def apply(app: typer.Typer) -> None:
-    """Reflow the help of every command and sub-group of ``app`` (recursively), in place."""
+    """Reflow the help of every command and sub-group of ``app`` (recursively), in place;
+    give their parameters readable metavars (:func:`metavar`)."""
     info = app.registered_callback
+    if info is not None and info.callback is not None:
+        _tidy_metavars(info.callback)  # the group's own options (--version, mcp --http)
     if app.info.help and isinstance(app.info.help, str):
         app.info.help = reflow(app.info.help)
     elif info is not None and info.callback is not None and info.callback.__doc__:
@@ -72,6 +143,12 @@ def apply(app: typer.Typer) -> None:
         text = command.help or (command.callback.__doc__ if command.callback else None)
         if isinstance(text, str) and text:
             command.help = reflow(text)
+        if command.callback is not None:
+            _tidy_metavars(command.callback)
+        if _plain(command.cls, typer.core.TyperCommand):
+            command.cls = Command
+    if _plain(app.info.cls, typer.core.TyperGroup):
+        app.info.cls = Group
     for group in app.registered_groups:
         if isinstance(group.help, str) and group.help:
             group.help = reflow(group.help)

@@ -79,7 +79,10 @@ def run(
         None, "--timeout", help="Hard time limit: 90s, 20m, 1h. Default 60m."
     ),
     warn_at: str = typer.Option(
-        None, "--warn-at", help="Comma-separated warning marks. Default 30m,50m."
+        None,
+        "--warn-at",
+        help="Comma-separated warning marks before --timeout. Default 30m,50m "
+        "(those past a shorter --timeout are dropped); none: no warnings.",
     ),
     model: str = typer.Option(None, "--model", help="Claude model for the agent."),
     max_turns: int = typer.Option(

@@ -270,9 +270,14 @@ def extend(
     """
     from sandboxrun.sandbox.sessions import extend_session
 
+    try:
+        seconds = parse_duration(duration)
+    except UsageError as exc:  # name the argument: DURATION, not some duration
+        why = "" if exc.message.startswith("invalid") else f" ({exc.message})"
+        raise UsageError(f"invalid DURATION {duration!r}{why}", exc.hint) from exc
     settings = settings_for(None)
     store = open_store(settings)
-    s = extend_session(settings, store, store.resolve(session), parse_duration(duration))
+    s = extend_session(settings, store, store.resolve(session), seconds)
     if json_out:
         print_json(session_json(s))
         return

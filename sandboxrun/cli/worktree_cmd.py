@@ -81,18 +81,25 @@ def list_cmd(
     if not infos:
         console.print("No agent worktrees. Create one with `sandboxrun worktree setup ROLE`.")
         return
-    width = max(len(i.role) for i in infos)
-    header = (
-        f"{'ROLE':<{width}}  {'BRANCH':<28}  {'HEAD':<9}  {'DIRTY':<5}  "
-        f"{'+/-':<9}  {'PRESENCE':<9}  PATH"
+    rows = [
+        [i.role, i.branch, i.head[:9], "yes" if i.dirty else "no",
+         f"+{i.ahead}/-{i.behind}" if i.ahead is not None else "-", i.presence or "-", str(i.path)]
+        for i in infos
+    ]  # fmt: skip
+    header, *lines = aligned(
+        [["ROLE", "BRANCH", "HEAD", "DIRTY", "+/-", "PRESENCE", "PATH"], *rows]
     )
     say((header, "bold"))
-    for i in infos:
-        ahead = f"+{i.ahead}/-{i.behind}" if i.ahead is not None else "-"
-        console.print(
-            f"{i.role:<{width}}  {i.branch:<28}  {i.head[:9]:<9}  {'yes' if i.dirty else 'no':<5}  "
-            f"{ahead:<9}  {i.presence or '-':<9}  {i.path}"
-        )
+    for line in lines:
+        console.print(line, highlight=False)
+
+
+def aligned(rows: list[list[str]]) -> list[str]:
+    """``rows`` as lines of columns two spaces apart, each as wide as its widest cell (the
+    header's too). Pure."""
+    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+            for row in rows]  # fmt: skip
 
 
 @worktree_app.command("teardown")

@@ -17,6 +17,7 @@ from typing import Any
 
 from sandboxrun.config import parse_duration
 from sandboxrun.errors import UsageError
+from sandboxrun.sandbox.prepare import read_text_file  # one reading of a text file the agent gets
 
 #: task names become part of session and branch names (``<group>-<task>``)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
@@ -125,19 +126,6 @@ def _from_directory(path: Path) -> TaskGraph:
     return parse_tasks(
         {"task": raw}, base_dir=path, source=str(path), default_group=_slug(path.name)
     )
-
-
-def read_text_file(path: Path, what: str) -> str:
-    """The text of a plan, prompt or message file; a binary one (NUL bytes: an image, an
-    archive, a file saved as UTF-16) is refused rather than sent to an agent as a prompt.
-    A stray byte that is not UTF-8 in a text file is kept as U+FFFD."""
-    data = path.read_bytes()
-    if b"\0" in data:
-        raise UsageError(
-            f"{what} {path} is not a text file (it holds NUL bytes)",
-            "Give a plain-text or markdown file (saved as UTF-8).",
-        )
-    return data.decode("utf-8", errors="replace")
 
 
 def _slug(text: str) -> str:

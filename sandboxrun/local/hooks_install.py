@@ -32,8 +32,9 @@ HOOK_PROGRAM = "sandboxrun-hook"
 _TOOL_EVENTS = {"PreToolUse", "PostToolUse"}
 #: events fired as Claude Code exits, whose hook it terminates rather than waits for
 _AT_EXIT_EVENTS = {"StopFailure"}
-#: seconds Claude Code waits for our hook (it normally takes a few tens of ms)
-HOOK_TIMEOUT = 10
+#: seconds Claude Code waits for our hook (it normally takes a few tens of ms; under heavy load
+#: it may wait up to hook.DEFAULT_LOCK_TIMEOUT for the database, plus its own start)
+HOOK_TIMEOUT = 30
 
 
 def hook_executable() -> str:

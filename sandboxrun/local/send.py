@@ -107,11 +107,14 @@ def send(
     confirm_after: float = 3.0,
     enter_retries: int = 3,
     enter_delay: float = 0.2,
+    last_wait: float = 20.0,
 ) -> SendResult:
     """Paste ``text`` into the child, press Enter, and confirm by the hook.
 
     ``confirm_after``: seconds to wait for the hook after each Enter; Enter is pressed at most
-    ``1 + enter_retries`` times.
+    ``1 + enter_retries`` times, then the hook is waited for ``last_wait`` seconds more
+    before the send is a failure (on a loaded machine the child and its hook process can take
+    longer than the Enter presses: a message it took is not a failure).
     """
     name = session.name
     if not text.strip():
@@ -144,13 +147,16 @@ def send(
         after = _last_event_id(store, session.id)
         tmux.paste(tmux_name, text)
         enters = 0
-        for _attempt in range(1 + enter_retries):
+        for attempt in range(1 + enter_retries):
             # Enter separately and a moment later: in the same write it is part of the paste.
             time.sleep(enter_delay)
             tmux.send_keys(tmux_name, "Enter")
             enters += 1
-            deadline = time.monotonic() + confirm_after
+            last = attempt == enter_retries
+            deadline = time.monotonic() + confirm_after + (last_wait if last else 0)
             while time.monotonic() < deadline:
+                if last and _gone(tmux, tmux_name):
+                    break
                 if prompt_seen(store, session.id, digest, after):
                     if was_busy:
                         return SendResult(name, QUEUED, _TAKEN_WHILE_BUSY, enters, True)
@@ -161,8 +167,7 @@ def send(
                 return SendResult(
                     name, QUEUED, "the child is busy; Claude Code queued the message", enters
                 )
-        pane = tmux.pane(tmux_name)
-        gone = pane is None or pane.dead
+        gone = _gone(tmux, tmux_name)
         why = "the child exited" if gone else "no UserPromptSubmit hook"
         hint = (
             _EXITED_HINT.format(name=name)
@@ -178,3 +183,8 @@ _EXITED_HINT = (
     "`sandboxrun read {name}` shows its conversation; start it again with "
     "`sandboxrun spawn {name} --prompt ...` (its worktree and branch are reused)."
 )
+
+
+def _gone(tmux: Tmux, tmux_name: str) -> bool:
+    pane = tmux.pane(tmux_name)
+    return pane is None or pane.dead

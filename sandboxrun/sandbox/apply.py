@@ -438,7 +438,7 @@ def apply_session(
     at collection (sensitive paths need ``allow_sensitive``; files another live session holds
     an exclusive claim on need ``allow_claimed`` while the claim lasts). Updates the record.
     """
-    from sandboxrun.errors import UsageError
+    from sandboxrun.errors import SandboxrunError, UsageError
     from sandboxrun.store import Status
 
     artifacts = settings.session_artifacts(session.id)
@@ -449,16 +449,16 @@ def apply_session(
             f"--from {directory} {what}",
             f"Give the directory `sandboxrun download {session.name} -o DIR` wrote.",
         )
-    if not has_collection(directory):
-        raise UsageError(
-            f"there is no collected work for session {session.name} in {directory}",
-            "Work is collected when a run ends; `sandboxrun download` takes a snapshot of a "
-            "running one.",
+    # (the command checks the session's state first: ``statecheck.check_state("apply")``)
+    if source is None and not (session.is_terminal and has_collection(directory)):
+        raise SandboxrunError(
+            f"session {session.name} has no collected work to apply ({session.status})",
+            f"See `sandboxrun status {session.name}` for what works now.",
         )
-    if not session.is_terminal and source is None:
+    if source is not None and not has_collection(directory):
         raise UsageError(
-            f"session {session.name} has not ended ({session.status})",
-            f"`sandboxrun attach {session.name}` finishes it, including applying its work.",
+            f"--from {directory} holds no collected work",
+            f"Give the directory `sandboxrun download {session.name} -o DIR` wrote.",
         )
     worktree = Path(session.worktree)
     if not worktree.is_dir():

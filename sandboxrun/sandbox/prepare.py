@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sandboxrun import gitops, process
-from sandboxrun.config import Settings
+from sandboxrun.config import SANDBOX_KEYS, Settings, format_duration
 from sandboxrun.errors import AgentError, NameInUseError, SandboxrunError, UsageError
 from sandboxrun.sandbox import submodules
 from sandboxrun.sandbox.backends import Backend, get_backend
@@ -39,6 +39,8 @@ class RunRequest:
     allow_sensitive: bool = False
     with_changes: bool = False
     extra_options: dict[str, Any] = field(default_factory=dict)
+    #: flags given that only the e2b backend uses (``--template``, ``--install-claude``)
+    e2b_only: tuple[str, ...] = ()
     #: the caller already ran :func:`check_agent_can_start` for this backend (a fan-out group
     #: checks once, not before each of its tasks: ``claude auth status`` alone takes ~0.4 s)
     agent_checked: bool = False
@@ -70,6 +72,19 @@ def choose_backend(settings: Settings, requested: str | None) -> str:
     )
 
 
+def read_text_file(path: Path, what: str) -> str:
+    """The text of a plan, prompt or message file; a binary one (NUL bytes: an image, an
+    archive, a file saved as UTF-16) is refused rather than sent to an agent as a prompt.
+    A stray byte that is not UTF-8 in a text file is kept as U+FFFD."""
+    data = path.read_bytes()
+    if b"\0" in data:
+        raise UsageError(
+            f"{what} {path} is not a text file (it holds NUL bytes)",
+            "Give a plain-text or markdown file (saved as UTF-8).",
+        )
+    return data.decode("utf-8", errors="replace")
+
+
 def read_task(prompt: str | None, prompt_file: Path | None, *, allow_empty: bool = False) -> str:
     """The task text from ``--prompt`` or ``--prompt-file`` (exactly one), checked.
 
@@ -96,7 +111,7 @@ def read_task(prompt: str | None, prompt_file: Path | None, *, allow_empty: bool
                 f"prompt file {prompt_file} does not exist",
                 "Check the path, or pass the text with --prompt.",
             )
-        text = path.read_text(encoding="utf-8", errors="replace")
+        text = read_text_file(path, "prompt file")
         empty_hint = f"Write the task into {prompt_file}."
     if not text.strip() and not allow_empty:
         where = "--prompt" if prompt_file is None else f"prompt file {prompt_file}"
@@ -206,6 +221,7 @@ def prepare_run(settings: Settings, store: SessionStore, req: RunRequest) -> Ses
 
     Everything that can be checked is checked before the worktree, branch and row exist.
     """
+    settings.check(SANDBOX_KEYS)  # a bad setting fails the run now, not half-way
     prompt = read_prompt(req)
     if settings.max_turns is not None and settings.max_turns < 1:
         raise UsageError(
@@ -225,6 +241,31 @@ def prepare_run(settings: Settings, store: SessionStore, req: RunRequest) -> Ses
             "--no-isolation is for --backend local only",
             f"The {backend_name} backend is always isolated; drop --no-isolation.",
         )
+    if req.e2b_only and backend_name != "e2b":
+        flags = " and ".join(req.e2b_only)
+        raise UsageError(
+            f"{flags} {'is' if len(req.e2b_only) == 1 else 'are'} for --backend e2b only "
+            f"(this run uses {backend_name})",
+            f"Drop {flags}, or run with --backend e2b.",
+        )
+    if backend_name == "e2b" and settings.timeout > settings.max_lifetime:
+        raise UsageError(
+            f"a time limit of {format_duration(settings.timeout)} is longer than an E2B "
+            f"sandbox may live (max_lifetime {format_duration(settings.max_lifetime)})",
+            "E2B allows 1 h per sandbox on Hobby and 24 h on Pro: give a shorter --timeout, or "
+            'on Pro set `max_lifetime = "24h"` in .sandboxrun.toml (or SANDBOXRUN_MAX_LIFETIME).',
+        )
+    # The repository's own facts first (a name, a base, no commits yet): cheap, and the fix a
+    # user makes before any about the machine (an E2B key, Claude Code installed).
+    name = gitops.validate_name(req.name or default_name(req.prompt_file, prompt))
+    base_commit = gitops.resolve_commit(repo, req.base)
+    branch = f"{settings.branch_prefix}{name}"
+    worktree = repo / settings.worktree_dir / name
+    if store.conn.execute("SELECT 1 FROM sessions WHERE name = ?", (name,)).fetchone():
+        raise NameInUseError(
+            f"a session named {name!r} already exists",
+            f"Pick another --name, or look at it with `sandboxrun status {name}`.",
+        )
     backend = get_backend(backend_name, settings, no_isolation=no_isolation)
     if not req.agent_checked:
         check_agent_can_start(
@@ -236,15 +277,6 @@ def prepare_run(settings: Settings, store: SessionStore, req: RunRequest) -> Ses
         )
     isolation_warning = getattr(getattr(backend, "decision", None), "warning", None)
 
-    name = gitops.validate_name(req.name or default_name(req.prompt_file, prompt))
-    base_commit = gitops.resolve_commit(repo, req.base)
-    branch = f"{settings.branch_prefix}{name}"
-    worktree = repo / settings.worktree_dir / name
-    if store.conn.execute("SELECT 1 FROM sessions WHERE name = ?", (name,)).fetchone():
-        raise NameInUseError(
-            f"a session named {name!r} already exists",
-            f"Pick another --name, or look at it with `sandboxrun status {name}`.",
-        )
     subs = _submodule_entries(repo, base_commit)
     included = subs if settings.include_submodules else []
     submodules.check_available(repo, included)

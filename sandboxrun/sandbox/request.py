@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sandboxrun.config import Settings, parse_duration, parse_durations
+from sandboxrun.config import BACKENDS, NO_WARNINGS, Settings, format_duration
+from sandboxrun.errors import UsageError
 from sandboxrun.sandbox.prepare import RunRequest
 
 
@@ -54,15 +55,39 @@ def run_request(
     parse is a :class:`UsageError` naming the flag; the task (exactly one of ``prompt`` and
     ``prompt_file``, not empty) is checked where it is read, by ``read_task``.
     """
+    if backend is not None and backend not in BACKENDS:
+        raise UsageError(f"unknown backend {backend!r}", f"Use one of: {', '.join(BACKENDS)}.")
+    # As typed: the one check of each value names the flag (``--timeout``) when it is bad.
     settings = settings.with_overrides(
-        timeout=parse_duration(timeout) if timeout else None,
-        warn_at=tuple(parse_durations(warn_at)) if warn_at else None,
+        backend=backend,  # so a bad SANDBOXRUN_BACKEND does not matter when --backend is given
+        timeout=timeout or None,
+        warn_at=warn_at or None,
         model=model,
         max_turns=max_turns,
         template=template,
         compression=compression,
         include_submodules=include_submodules,
     )
+    if warn_at and not settings.warn_at and warn_at.strip().lower() != NO_WARNINGS:
+        raise UsageError(
+            f"--warn-at {warn_at!r} names no warning mark",
+            "Give comma-separated durations before --timeout, e.g. --warn-at 30m,50m "
+            "(--warn-at none: no warnings).",
+        )
+    if settings.warn_at and warn_at and max(settings.warn_at) >= settings.timeout:
+        limit = (
+            f"--timeout {timeout}"
+            if timeout
+            else f"{format_duration(settings.timeout)} without --timeout"
+        )
+        raise UsageError(
+            f"--warn-at {warn_at} has a mark at or after the time limit ({limit}): "
+            "it would never be reached",
+            "Warning marks come before the limit: e.g. --timeout 1h --warn-at 30m,50m "
+            "(--warn-at none: no warnings).",
+        )
+    e2b_only = [flag for flag, given in (("--template", template), ("--install-claude",
+                install_claude)) if given]  # fmt: skip
     repo = repo.expanduser()
     req = RunRequest(
         repo=repo
@@ -77,6 +102,7 @@ def run_request(
         dry_run=dry_run,
         allow_sensitive=allow_sensitive,
         with_changes=with_changes,
+        e2b_only=tuple(e2b_only),
         extra_options={
             "install_claude": install_claude,
             "update_claude": update_claude,

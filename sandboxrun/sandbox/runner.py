@@ -20,7 +20,7 @@ import time
 from sandboxrun import testhold
 from sandboxrun.agent import AgentEvent, AgentProgress
 from sandboxrun.config import Settings
-from sandboxrun.errors import BackendError, SandboxLostError, SandboxrunError, UsageError
+from sandboxrun.errors import BackendError, SandboxLostError, SandboxrunError
 from sandboxrun.faults import disk_fault
 from sandboxrun.sandbox.agentproc import AgentProcess
 from sandboxrun.sandbox.apply import has_collection
@@ -77,8 +77,11 @@ class RunDriver:
 
     def execute(self) -> Session:
         """Run the session from its worktree to an end state; returns the final row."""
+        from sandboxrun.sandbox.statecheck import next_step_on_error
+
         try:
-            return self._execute()
+            with next_step_on_error(self.settings, self.journal.store, self.session.id):
+                return self._execute()
         finally:
             self.record_timings()
 
@@ -340,7 +343,7 @@ class RunDriver:
             log.warning("could not tear down sandbox %s: %s", self.sandbox.id, exc)
 
 
-def not_started_error(s: Session) -> UsageError:
+def not_started_error(s: Session) -> SandboxrunError:
     """Why a session has no agent to attach to: it is still starting, or it never will."""
     from sandboxrun.sandbox.interrupted import still_starting
     from sandboxrun.sandbox.nextstep import SessionFacts, next_step_hint
@@ -352,12 +355,12 @@ def not_started_error(s: Session) -> UsageError:
     if starting:
         # Its run process is still making the sandbox ready: attach works once the agent
         # runs; until then the run can be watched or stopped.
-        return UsageError(
+        return SandboxrunError(
             f"session {s.name} is still starting ({s.status}): its agent is not running yet, "
             "so there is nothing to attach to yet",
             next_step_hint(facts) + " `attach` works once the agent runs.",
         )
-    return UsageError(
+    return SandboxrunError(
         f"session {s.name} never started its agent, so there is nothing to attach to",
         next_step_hint(facts) + " Start a new run to try again.",
     )

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sandboxrun import gitops
-from sandboxrun.config import Settings, format_duration
+from sandboxrun.config import DRIVER_KEYS, Settings, format_duration
 from sandboxrun.errors import SandboxLostError, SandboxrunError, UsageError
 from sandboxrun.sandbox.backends import get_backend
 from sandboxrun.sandbox.gitpack import Patches, collect_patches, save_artifacts
@@ -19,10 +19,16 @@ from sandboxrun.sandbox.interrupted import (
     finish_interrupted,
     interrupted,
     leftovers,
-    still_starting,
 )
-from sandboxrun.sandbox.nextstep import SessionFacts, next_step_hint
 from sandboxrun.sandbox.reporting import Reporter
+from sandboxrun.sandbox.statecheck import (  # noqa: F401  (next_step*: callers import them here)
+    _hinted,
+    check_state,
+    next_commands_for,
+    next_step,
+    next_step_on_error,
+    session_facts,
+)
 from sandboxrun.store import Session, SessionStore, owner_alive
 
 log = logging.getLogger(__name__)
@@ -30,38 +36,6 @@ log = logging.getLogger(__name__)
 #: a sandbox whose end passed this long ago, with no driver, is taken as gone (E2B's clock
 #: and ours may differ by a little)
 EXPIRY_SLACK = 10.0
-
-
-def session_facts(settings: Settings, session: Session) -> SessionFacts:
-    """What the next-step table needs to know about ``session``."""
-    from sandboxrun.sandbox.apply import has_collection
-    from sandboxrun.sandbox.checkpoint import checkpoint_dir, checkpoint_pending
-
-    art = settings.session_artifacts(session.id)
-    return SessionFacts(
-        name=session.name,
-        status=session.status,
-        # before a driver claims it, the process that created the session is the one starting it
-        driver_alive=owner_alive(session) or (not session.is_terminal and still_starting(session)),
-        agent_started=session.agent_pgid is not None and bool(session.sandbox_id),
-        has_commits=bool(session.result_commits),
-        has_patches=has_collection(art) or has_collection(checkpoint_dir(art)),
-        checkpoint_pending=session.status == "lost" and checkpoint_pending(art),
-        branch=session.branch or "",
-        repo=session.repo or "",
-    )
-
-
-def next_step(settings: Settings, session: Session) -> str:
-    """The hint naming what works next for ``session`` (see ``sandbox.nextstep``)."""
-    return next_step_hint(session_facts(settings, session))
-
-
-def next_commands_for(settings: Settings, session: Session) -> list[str]:
-    """The commands that work next for ``session`` (see ``sandbox.nextstep``)."""
-    from sandboxrun.sandbox.nextstep import next_commands
-
-    return next_commands(session_facts(settings, session))
 
 
 def reconcile(
@@ -106,6 +80,7 @@ def reconcile(
     return store.get(session.id)
 
 
+@_hinted
 def kill_session(
     settings: Settings,
     store: SessionStore,
@@ -122,11 +97,9 @@ def kill_session(
     from sandboxrun.sandbox.runner import RunDriver
 
     session = reconcile(settings, store, session)
-    if session.is_terminal:
-        raise UsageError(
-            f"session {session.name} already ended ({session.status})",
-            next_step(settings, session),
-        )
+    check_state("kill", settings, session)
+    if not owner_alive(session):
+        settings.check(DRIVER_KEYS)  # we take the run over: before anything is stopped
     if interrupted(session):  # its start died: end it and remove what the start left
         return finish_interrupted(settings, store, session, killed=True).session
     store.request_kill(session.id, discard=discard)
@@ -149,6 +122,7 @@ def kill_session(
     return RunDriver(settings, store, current).finish_orphan_kill()
 
 
+@_hinted
 def attach_session(
     settings: Settings, store: SessionStore, session: Session, reporter: Reporter | None = None
 ) -> Session:
@@ -168,16 +142,8 @@ def attach_session(
         if reporter is not None:
             reporter.warning(note)
         return store.get(session.id)
-    if session.is_terminal:
-        raise UsageError(
-            f"session {session.name} already ended ({session.status})",
-            next_step(settings, session),
-        )
-    if owner_alive(session):
-        raise UsageError(
-            f"session {session.name} is still driven by process {session.owner_pid}",
-            next_step(settings, session),
-        )
+    check_state("attach", settings, session)
+    settings.check(DRIVER_KEYS)
     if interrupted(session):  # nothing to follow: end it and remove what the start left
         return finish_interrupted(settings, store, session, killed=False).session
     return RunDriver(settings, store, session, reporter).resume()
@@ -214,6 +180,7 @@ def _output_directory(output: Path) -> Path:
     return output
 
 
+@_hinted
 def download_session(
     settings: Settings, store: SessionStore, session: Session, output: Path
 ) -> Download:
@@ -232,6 +199,7 @@ def download_session(
     from sandboxrun.sandbox.gitpack import known_blobs
     from sandboxrun.sync.replay import BASELINE_PACK, Quarantine, build_plan, hooks_path_pattern
 
+    check_state("download", settings, session)  # before anything is made on disk
     output = _output_directory(Path(output))
     artifacts = settings.session_artifacts(session.id)
     patches: Patches | None = None
@@ -301,6 +269,7 @@ def download_session(
                     else None, commands=commands, base=expected)  # fmt: skip
 
 
+@_hinted
 def extend_session(
     settings: Settings, store: SessionStore, session: Session, seconds: float
 ) -> Session:
@@ -313,17 +282,8 @@ def extend_session(
     from sandboxrun.sandbox.lifetime import extend_sandbox, extend_wait, within
 
     session = reconcile(settings, store, session)
-    if session.is_terminal:
-        raise UsageError(
-            f"session {session.name} already ended ({session.status})",
-            next_step(settings, session),
-        )
-    if session.status == "collecting" or session.stop_reason:
-        raise UsageError(
-            f"session {session.name} is already collecting its agent's work; its limit no "
-            "longer matters",
-            next_step(settings, session),
-        )
+    check_state("extend", settings, session)
+    settings.check(("grace", "max_lifetime"))
     now = time.time()
     base = session.deadline or now
     deadline = base + seconds
@@ -368,7 +328,10 @@ def extend_session(
             sandbox = get_backend(session.backend, settings).connect(session.sandbox_id)
             sandbox.set_timeout(deadline - now)
         except SandboxLostError as exc:
-            raise SandboxrunError(f"the sandbox of {session.name} is gone: {exc.message}") from exc
+            raise SandboxrunError(
+                f"the sandbox of {session.name} is gone: {exc.message}",
+                f"See `sandboxrun status {session.name}`: its last checkpoint is kept.",
+            ) from exc
     store.update(session.id, **fields)
     store.add_event(session.id, "phase", {"phase": "extended", "detail": f"+{seconds:g}s"})
     return store.get(session.id)

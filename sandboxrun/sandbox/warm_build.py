@@ -30,6 +30,12 @@ if TYPE_CHECKING:
     from sandboxrun.config import Settings
 
 
+#: what works without E2B when a warm snapshot cannot be made or deleted
+_NO_WARM = (
+    "or do without: runs start cold without a warm snapshot (and `--backend local` runs need none)"
+)
+
+
 def build_snapshot(
     settings: Settings,
     repo: Path,
@@ -44,6 +50,7 @@ def build_snapshot(
     ``say(text)`` reports progress to a person.
     """
     from sandboxrun.sandbox.backends import get_backend
+    from sandboxrun.sandbox.backends.e2b import require_key
     from sandboxrun.sandbox.provision import BASELINE_SCRIPT, sh
     from sandboxrun.sync.pack import SUFFIXES, pack_worktree
 
@@ -54,6 +61,7 @@ def build_snapshot(
     cache = WarmCache(settings.home)
     if (old := cache.get(key)) is not None and cache.manifest(key) is not None:
         return old
+    require_key(_NO_WARM)
     backend = get_backend("e2b", settings)
     backend.check_ready(dry_run=True)
     work = cache.dir / f"tree-{key}-{os.getpid()}"
@@ -89,6 +97,13 @@ def build_snapshot(
         sandbox.write_file(f"{sandbox.home}/{WARM_DIR}/files.lst", listing)
         say("snapshotting it")
         snapshot_id = sandbox.snapshot()  # type: ignore[attr-defined]
+    except SandboxrunError as exc:
+        if exc.hint is None:  # a backend or transfer failure says what, not what next
+            exc.hint = (
+                "Nothing was cached and its sandbox is removed: run `sandboxrun warm` again "
+                "(runs start cold meanwhile, which only takes longer)."
+            )
+        raise
     finally:
         if sandbox is not None:
             discard_sandbox(sandbox)
@@ -119,12 +134,14 @@ def delete_snapshots(settings: Settings, repo: Path) -> list[str]:
     A snapshot holds the repository's files on E2B until it is deleted.
     """
     from sandboxrun.sandbox.backends import get_backend
+    from sandboxrun.sandbox.backends.e2b import require_key
 
     root = gitops.main_worktree(gitops.repo_root(repo))
     cache = WarmCache(settings.home)
     mine = [e for e in cache.list() if e.repo == str(root)]
     if not mine:
         return []
+    require_key(_NO_WARM)
     backend = get_backend("e2b", settings)
     backend.check_ready(dry_run=True)
     for entry in mine:

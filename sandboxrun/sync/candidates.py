@@ -69,7 +69,10 @@ def read_lines(path: Path) -> list[str]:
     except FileNotFoundError:
         return []
     except OSError as exc:
-        raise PackError(f"cannot read {path}: {exc.strerror}") from exc
+        raise PackError(
+            f"cannot read {path}: {exc.strerror}",
+            "Make it readable (chmod/chown), or leave it out with a line in .sandboxrunignore.",
+        ) from exc
 
 
 def load_spec(path: Path) -> Spec | None:
@@ -200,7 +203,10 @@ def walk_candidates(
         try:
             entries = list(os.scandir(abs_dir))
         except OSError as exc:
-            raise PackError(f"cannot read directory {abs_dir}: {exc.strerror}") from exc
+            raise PackError(
+                f"cannot read directory {abs_dir}: {exc.strerror}",
+                "Make it readable (chmod/chown), or leave it out with a line in .sandboxrunignore.",
+            ) from exc
         for entry in entries:
             if entry.name == ".git":
                 continue

@@ -54,6 +54,13 @@ GIT = "git"
 _LEVEL = "1"
 
 
+#: what to do about a file that changed while it was being packed
+_CHANGED_HINT = (
+    "Something (a build, an editor, a watcher) changed it while it was packed: run again once "
+    "it is done, or leave it out with a line in .sandboxrunignore."
+)
+
+
 def plan(root: Path, submodules: tuple[str, ...] | list[str] = ()) -> str | None:
     """Why a git upload cannot stand for a tarball of ``root`` (None: it can)."""
     if not is_git_worktree(root):
@@ -198,7 +205,7 @@ def _manifest(
             raw = rel.encode(errors="surrogateescape")
             st = os.lstat(rel, dir_fd=dir_fd)
             if not stat.S_ISREG(st.st_mode):
-                raise PackError(f"{rel} is no longer a regular file")
+                raise PackError(f"{rel} is no longer a regular file", _CHANGED_HINT)
             mode = b"100755" if st.st_mode & stat.S_IXUSR else b"100644"
             oid = index.get(raw)
             if oid is not None and raw not in dirty:
@@ -210,7 +217,7 @@ def _manifest(
             try:
                 st = os.fstat(fd)
                 if not stat.S_ISREG(st.st_mode):
-                    raise PackError(f"{rel} is no longer a regular file")
+                    raise PackError(f"{rel} is no longer a regular file", _CHANGED_HINT)
                 if st.st_size <= _WHOLE:
                     data = _read_exactly(fd, rel, st.st_size)
                     # the content check sees exactly the bytes that become the blob
@@ -263,7 +270,7 @@ def _pieces(fd: int, rel: str, size: int) -> Iterator[bytes]:
         left -= len(chunk)
         yield chunk
     if left or os.read(fd, 1):
-        raise PackError(f"{rel} changed size while it was being packed")
+        raise PackError(f"{rel} changed size while it was being packed", _CHANGED_HINT)
 
 
 def _git_stream(

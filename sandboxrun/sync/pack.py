@@ -161,7 +161,10 @@ def select_files(
             except (FileNotFoundError, NotADirectoryError):
                 continue  # tracked but deleted in the work tree: nothing to upload
             except OSError as exc:
-                raise PackError(f"cannot look at {rel}: {exc.strerror}") from exc
+                raise PackError(
+                    f"cannot look at {rel}: {exc.strerror}",
+                    "Make it readable (chmod/chown), or leave it out with a line in .sandboxrunignore.",
+                ) from exc
             if stat.S_ISREG(st.st_mode):
                 if not on_purpose and st.st_size <= SCAN_LIMIT:
                     rule = check(_read_small(dir_fd, rel))

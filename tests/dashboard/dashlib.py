@@ -88,11 +88,25 @@ class Server:
     """``sandboxrun mcp --http`` (or ``serve``) as a real process in ``cwd``."""
 
     def __init__(self, cwd: Path, *args: str) -> None:
+        argv = [sys.executable, "-m", "sandboxrun", *(args or ("mcp", "--http"))]
+        for _attempt in range(5):
+            # free_port's port is free when asked, not necessarily when the server binds it
+            # (another process can take it between): a port in use is tried again elsewhere
+            why = self._start(cwd, argv)
+            if why is None:
+                break
+            if "already in use" not in why:
+                raise AssertionError(why)
+        else:
+            raise AssertionError(why)
+        self.token = (Path(os.environ["SANDBOXRUN_HOME"]) / "http.token").read_text().strip()
+
+    def _start(self, cwd: Path, argv: list[str]) -> str | None:
+        """Start the server on a free port and wait for /health; None, or why it exited."""
         import httpx
 
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        argv = [sys.executable, "-m", "sandboxrun", *(args or ("mcp", "--http"))]
         self.proc = subprocess.Popen(
             [*argv, "--port", str(self.port)],
             cwd=cwd,
@@ -102,7 +116,9 @@ class Server:
         deadline = time.monotonic() + 60
         while True:
             if self.proc.poll() is not None:
-                raise AssertionError(self.proc.stderr.read().decode())
+                why = self.proc.stderr.read().decode()
+                self.proc.stderr.close()
+                return why
             try:
                 if httpx.get(f"{self.base}/health", timeout=2).status_code == 200:
                     break
@@ -112,7 +128,7 @@ class Server:
                 self.stop()
                 raise AssertionError("server did not come up")
             time.sleep(0.1)
-        self.token = (Path(os.environ["SANDBOXRUN_HOME"]) / "http.token").read_text().strip()
+        return None
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -124,7 +140,7 @@ class Server:
         self.proc.stderr.close()
 
 
-async def until(pilot, condition, what: str, limit: float = 30.0):
+async def until(pilot, condition, what: str, limit: float = 120.0):
     """Let the app run until ``condition()`` holds (polling, not a fixed sleep)."""
     end = time.monotonic() + limit
     while time.monotonic() < end:

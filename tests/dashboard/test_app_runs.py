@@ -43,7 +43,7 @@ async def extend(pilot, app: DashboardApp, name: str, value: str) -> None:
 
 def test_e_pushes_a_local_runs_deadline(cli, repo, store):
     run = cli.popen("run", "--backend", "local", "--name", "ext", "--timeout", "10m",
-                    "--warn-at", "1h", "--prompt", f"@write a.txt a\n{GATE_WAIT}\n"
+                    "--warn-at", "none", "--prompt", f"@write a.txt a\n{GATE_WAIT}\n"
                     "@write done.txt finished")  # fmt: skip
     retry_until(lambda: (st := cli.status_or_none("ext")) and st["status"] == "running", 60)
     before = row(store, "ext")
@@ -77,13 +77,13 @@ def test_k_kills_a_run_and_brings_back_its_work(cli, repo, store):
     async def script(pilot):
         await until(pilot, lambda: app.snap and app.snap.sessions, "the row")
         await pilot.press("l")  # its log, from the start, then following
-        await until(pilot, lambda: "/a.txt" in log(), "the run's events", 30)
+        await until(pilot, lambda: "/a.txt" in log(), "the run's events", 120)
         assert "status running" in log() and "Write: " in log()
         await pilot.press("K", "n")  # no: nothing happens
         await pilot.press("K", "y")
         await until(pilot, lambda: app.said, "what it did", 120)
-        await until(pilot, lambda: app.snap.sessions[0].state == "killed", "the row", 30)
-        await until(pilot, lambda: "status killed" in log(), "followed to its end", 30)
+        await until(pilot, lambda: app.snap.sessions[0].state == "killed", "the row", 120)
+        await until(pilot, lambda: "status killed" in log(), "followed to its end", 120)
 
     run_app(app, script)
     assert app.said == ["victim: killed"], app.said
@@ -120,7 +120,7 @@ def e2b(monkeypatch, repo):
 def test_e_pushes_an_e2b_sandboxs_end_with_the_deadline(cli, repo, store, e2b):
     gate = "/home/user/go"
     run = cli.popen("run", "--backend", "e2b", "--name", "ext", "--timeout", "10m",
-                    "--warn-at", "1h", "--prompt",
+                    "--warn-at", "none", "--prompt",
                     f"@write a.txt a\n@bash while [ ! -e {gate} ]; do sleep 0.05; done\n"
                     "@write done.txt ok")  # fmt: skip
     retry_until(lambda: (st := cli.status_or_none("ext")) and st["status"] == "running", 90)

@@ -65,7 +65,7 @@ def browser(tmp_path):
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def wait_for(driver, condition, what: str, timeout: float = 30):
+def wait_for(driver, condition, what: str, timeout: float = 120):
     """Poll `condition` until it is truthy; a page being replaced or re-rendered is "not yet".
 
     The login form posting, or a live update re-rendering a row, can pull a node out of the

@@ -63,11 +63,11 @@ def test_snapshot_log_and_stream_follow_store_writes(server, store, proj, tmp_pa
     assert "<b>hello</b>" in [e["text"] for e in log]
 
     got: list[tuple[str, object]] = []
-    with httpx.stream("GET", f"{server.base}/events", headers=auth, timeout=30) as r:
+    with httpx.stream("GET", f"{server.base}/events", headers=auth, timeout=120) as r:
         assert r.headers["content-type"].startswith("text/event-stream")
         kind = None
         wrote = False
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         for line in r.iter_lines():
             if line.startswith("event: "):
                 kind = line[7:]

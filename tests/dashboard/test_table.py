@@ -137,8 +137,8 @@ def test_the_clock_ticks_ages_without_reading_the_database(proj, store):
         statements: list[str] = []
         app.conn.set_trace_callback(statements.append)
         age, drawn = table.get_cell(sid, "age"), table.drawn[sid]
-        await until(pilot, lambda: table.get_cell(sid, "age") != age, "a tick", 10)
-        await until(pilot, lambda: table.drawn[sid] > drawn, "the row drawn again", 10)
+        await until(pilot, lambda: table.get_cell(sid, "age") != age, "a tick", 60)
+        await until(pilot, lambda: table.drawn[sid] > drawn, "the row drawn again", 60)
         app.conn.set_trace_callback(None)
         assert statements and set(statements) == {"PRAGMA data_version"}, statements
 

@@ -60,7 +60,8 @@ def _detach(sb, argv, **kw):
     )
 
 
-def _wait_for(fn, timeout=10.0):
+def _wait_for(fn, timeout=60.0):
+    """Poll ``fn`` until truthy (the deadline is a hang guard: a loaded machine is slow)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = fn()
@@ -426,13 +427,19 @@ def test_baseline_script_commits_exactly_the_tree(sandbox, emulator, tmp_path):
 
 def test_start_detached_survives_and_writes_exit_file(sandbox, backend, emulator):
     """The agent runs on after start_detached returns; stdio and exit code land in files."""
-    argv = ["sh", "-c", 'cat; echo "env=$SBR_AGENT_ENV"; echo oops >&2; sleep 0.5; exit 7']
-    pgid = _detach(sandbox, argv, env={"SBR_AGENT_ENV": "yes"})
+    # It ends only once the test opens its gate (a sleep would race the checks below).
+    gate = f"{sandbox.home}/go"
+    script = (
+        f'cat; echo "env=$SBR_AGENT_ENV"; echo oops >&2; '
+        f"until [ -e {gate} ]; do sleep 0.05; done; exit 7"
+    )
+    pgid = _detach(sandbox, ["sh", "-c", script], env={"SBR_AGENT_ENV": "yes"})
     pid_file = sandbox.read_file(f"{CTL}/agent.pid")
     assert int(pid_file) == pgid
     assert sandbox.signal_group(pgid, "0")  # still running after our command returned
     with pytest.raises(FileNotFoundError):
         sandbox.read_file(f"{CTL}/agent.exit")
+    sandbox.write_file(gate, b"")
     # a different client (another process, after a crash) sees the same sandbox
     other = E2BBackend(backend.settings).connect(sandbox.id)
     exit_code = _wait_for(lambda: _exit_code(other))

@@ -10,40 +10,35 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import sqlite3
-from pathlib import Path
 
 import pytest
-from sbr_testlib import FAKE_CLAUDE, branch_files, git, logs_json, retry_until
+from e2blib import (
+    ENDS_WITHIN,
+    FAST_RETRIES,
+    STARTS_WITHIN,
+    as_tarball,
+    e2b_fixture,
+    home,
+    run,
+    start,
+    wait_running,
+)
+from sbr_testlib import branch_files, logs_json, retry_until
 
 from sandboxrun.sandbox.lifetime import command_bound
 
 pytestmark = pytest.mark.slow
 
-SECRET = "sk-ant-api03-e2b-bounds-secret"
-ENDS_WITHIN = 150
-
-
-@pytest.fixture
-def e2b(emulator, monkeypatch):
-    emulator.set_claude(FAKE_CLAUDE)
-    monkeypatch.setenv("SANDBOXRUN_CLAUDE_BIN", "claude")
-    monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
-    monkeypatch.setenv("SANDBOXRUN_E2B_RETRY_DELAYS", "0.1,0.2,0.4")
-    monkeypatch.setenv("SANDBOXRUN_E2B_REQUEST_TIMEOUT", "2")
-    monkeypatch.setenv("SANDBOXRUN_E2B_STALL_TIMEOUT", "2")
-    monkeypatch.delenv("SANDBOXRUN_E2B_COMMAND_TIMEOUT", raising=False)
-    return emulator
-
-
-def home() -> Path:
-    return Path(os.environ["SANDBOXRUN_HOME"])
-
-
-def events(cli, name: str) -> list[dict]:
-    return logs_json(cli, name)
+# No SANDBOXRUN_E2B_COMMAND_TIMEOUT: the production bound of a provisioning command is tested.
+e2b = e2b_fixture(
+    "sk-ant-api03-e2b-bounds-secret",
+    **FAST_RETRIES,
+    SANDBOXRUN_E2B_REQUEST_TIMEOUT="2",
+    SANDBOXRUN_E2B_STALL_TIMEOUT="2",
+    SANDBOXRUN_E2B_COMMAND_TIMEOUT=None,
+)
 
 
 def sandbox_end(name: str) -> float:
@@ -54,11 +49,6 @@ def sandbox_end(name: str) -> float:
         ]
 
 
-def run(cli, name: str, prompt: str, *extra: str):
-    return cli("run", "--backend", "e2b", "--name", name, "--prompt", prompt, *extra,
-               timeout=ENDS_WITHIN)  # fmt: skip
-
-
 # -- extend ----------------------------------------------------------------------------------
 
 
@@ -66,13 +56,12 @@ def test_hung_extend_gives_up_within_its_bound_and_changes_nothing(cli, repo, e2
     """E2B never answers the extension: `extend` gives up after its own bound (each call
     would be allowed 60 s, retried: minutes), says nothing changed, and when E2B applies it
     late after all, neither our limit nor the recorded sandbox end believe it."""
-    runp = cli.popen("run", "--backend", "e2b", "--name", "x1", "--timeout", "120s",
-                     "--prompt", "@write x.txt x\n@sleep 600")  # fmt: skip
+    runp = start(cli, "x1", "@write x.txt x\n@sleep 600", "--timeout", "120s")
     try:
-        st = cli.wait_status("x1", lambda s: s["status"] == "running", timeout=60)
+        st = wait_running(cli, "x1")
         end = e2b.sandbox(st["sandbox_id"]).end_at
         fault = e2b.faults.add("timeout", "stall", seconds=None, times=1000)
-        proc = cli("extend", "x1", "5m", timeout=60, env={
+        proc = cli("extend", "x1", "5m", timeout=ENDS_WITHIN, env={
             "SANDBOXRUN_E2B_REQUEST_TIMEOUT": "60", "SANDBOXRUN_E2B_EXTEND_TIMEOUT": "3"})  # fmt: skip
         assert proc.returncode == 1, proc.stderr
         assert "did not extend" in proc.stderr and "unchanged" in proc.stderr
@@ -82,11 +71,11 @@ def test_hung_extend_gives_up_within_its_bound_and_changes_nothing(cli, repo, e2
         assert cli.status("x1")["deadline"] == st["deadline"]
         # E2B applies it late (the held request is served now): nothing of ours moves
         e2b.faults.release()
-        retry_until(lambda: e2b.sandbox(st["sandbox_id"]).end_at > end + 60, timeout=30)
+        retry_until(lambda: e2b.sandbox(st["sandbox_id"]).end_at > end + 60, timeout=STARTS_WITHIN)
         later = cli.status("x1")
         assert later["status"] == "running" and later["deadline"] == st["deadline"]
         assert sandbox_end("x1") == recorded < end + 5
-        assert not [e for e in events(cli, "x1") if e["payload"].get("phase") == "extended"
+        assert not [e for e in logs_json(cli, "x1") if e["payload"].get("phase") == "extended"
                     and e["payload"].get("detail") == "+300s"]  # fmt: skip
         assert cli("kill", "x1").returncode == 0
         runp.communicate(timeout=ENDS_WITHIN)
@@ -97,13 +86,6 @@ def test_hung_extend_gives_up_within_its_bound_and_changes_nothing(cli, repo, e2
 
 
 # -- provisioning commands -------------------------------------------------------------------
-
-
-def as_tarball(repo: Path) -> None:
-    """Make the next run upload a tarball, not git objects (sync/gitupload.py's plan)."""
-    (repo / ".gitattributes").write_text("*.bin binary\n")
-    git(repo, "add", ".gitattributes")
-    git(repo, "commit", "-qm", "attributes")
 
 
 @pytest.mark.parametrize(
@@ -118,9 +100,9 @@ def test_hung_provisioning_command_fails_within_its_sized_bound(cli, repo, e2b, 
     if tarball:
         as_tarball(repo)
     fault = e2b.faults.add("command", "stall", seconds=None, match=match)
-    runp = cli.popen("run", "--backend", "e2b", "--name", f"p-{what}", "--prompt", "@write a a")
+    runp = start(cli, f"p-{what}", "@write a a")
     try:
-        retry_until(lambda: e2b.faults.stalled >= 1, timeout=60)
+        retry_until(lambda: e2b.faults.stalled >= 1, timeout=STARTS_WITHIN)
         (sandbox_id,) = e2b.sandbox_ids()
         uploads = list(e2b.host_path(sandbox_id, "/tmp").glob("sandboxrun-upload-*"))
         if tarball:  # unpacked and removed: the tarball's size is in the session's directory
@@ -167,7 +149,7 @@ def test_create_carried_out_after_the_run_gave_up_is_killed_by_cleanup(cli, repo
     st = cli.status("o2")
     assert st["status"] == "failed" and st["sandbox_id"] is None
     e2b.faults.release()
-    retry_until(lambda: e2b.stats["create_served"] == fault.hits, timeout=60)
+    retry_until(lambda: e2b.stats["create_served"] == fault.hits, timeout=STARTS_WITHIN)
     late = e2b.sandbox_ids()
     assert late, "the released creates made no sandbox"
     assert {e2b.sandbox(i).metadata["sandboxrun_session"] for i in late} == {st["id"]}
@@ -178,5 +160,5 @@ def test_create_carried_out_after_the_run_gave_up_is_killed_by_cleanup(cli, repo
     assert done.returncode == 0, done.stderr
     assert "o2" in json.loads(done.stdout)["sandboxes_removed"]
     assert e2b.sandbox_ids() == []
-    said = [e["payload"].get("message", "") for e in events(cli, "o2") if e["kind"] == "warning"]
+    said = [e["payload"].get("message", "") for e in logs_json(cli, "o2") if e["kind"] == "warning"]
     assert any("E2B started it after the run gave up" in m for m in said), said

@@ -9,23 +9,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-from pathlib import Path
 
 import pytest
-from sbr_testlib import FAKE_CLAUDE, branch_files, edge_error, git, logs_json, retry_until
+from e2blib import ENDS_WITHIN, STARTS_WITHIN, e2b_fixture, home, run, start
+from sbr_testlib import branch_files, edge_error, git, logs_json, retry_until
 
 pytestmark = pytest.mark.slow
 
 SECRET = "sk-ant-api03-e2b-cli-test-secret-value"
 
-
-@pytest.fixture
-def e2b(emulator, monkeypatch):
-    """The emulator as E2B for the CLI: claude on the sandbox PATH, a Claude key set."""
-    emulator.set_claude(FAKE_CLAUDE)
-    monkeypatch.setenv("SANDBOXRUN_CLAUDE_BIN", "claude")
-    monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
-    return emulator
+e2b = e2b_fixture(SECRET)
 
 
 def _snapshot_after_write(cli, name: str) -> bool:
@@ -41,19 +34,11 @@ def _snapshot_after_write(cli, name: str) -> bool:
     return bool(writes and snaps and max(snaps) > min(writes))
 
 
-def home() -> Path:
-    return Path(os.environ["SANDBOXRUN_HOME"])
-
-
 def test_happy_path(cli, repo, e2b):
     """Commits and leftovers come back on the branch; the sandbox is torn down."""
-    proc = cli(
-        "run",
-        "--backend",
-        "e2b",
-        "--name",
+    proc = run(
+        cli,
         "happy",
-        "--prompt",
         "@write src/new.py NEW = 2\n@commit agent: add new.py\n@append README.md more\n"
         "@binary blob.bin 2000\n@delete src/old.py",
     )
@@ -73,15 +58,7 @@ def test_happy_path(cli, repo, e2b):
 
 def test_ignored_files_and_secrets_never_reach_the_sandbox(cli, repo, e2b):
     """What the agent sees in the sandbox: no .env, no ignored files."""
-    proc = cli(
-        "run",
-        "--backend",
-        "e2b",
-        "--name",
-        "seen",
-        "--prompt",
-        "@bash find . -path ./.git -prune -o -type f -print | sort > seen.txt",
-    )
+    proc = run(cli, "seen", "@bash find . -path ./.git -prune -o -type f -print | sort > seen.txt")
     assert proc.returncode == 0, proc.stderr
     seen = git(repo, "show", "sandboxrun/seen:seen.txt").split()
     assert "./src/app.py" in seen
@@ -92,7 +69,7 @@ def test_dry_run_needs_no_agent_and_no_claude_key(cli, repo, e2b, monkeypatch):
     """--dry-run uploads, verifies and collects without Claude credentials or claude."""
     monkeypatch.delenv("ANTHROPIC_API_KEY")
     e2b.set_claude(None)
-    proc = cli("run", "--backend", "e2b", "--dry-run", "--name", "dry", "--prompt", "x")
+    proc = run(cli, "dry", "x", "--dry-run")
     assert proc.returncode == 0, proc.stderr
     assert "files verified intact" in proc.stdout
     assert cli.status("dry")["status"] == "completed_no_changes"
@@ -102,7 +79,7 @@ def test_dry_run_needs_no_agent_and_no_claude_key(cli, repo, e2b, monkeypatch):
 def test_no_claude_credentials_fails_before_creating_anything(cli, repo, e2b, monkeypatch):
     """Neither ANTHROPIC_API_KEY nor CLAUDE_CODE_OAUTH_TOKEN: an error, no sandbox made."""
     monkeypatch.delenv("ANTHROPIC_API_KEY")
-    proc = cli("run", "--backend", "e2b", "--name", "nokey", "--prompt", "x")
+    proc = run(cli, "nokey", "x")
     assert proc.returncode == 1
     assert "CLAUDE_CODE_OAUTH_TOKEN" in proc.stderr
     assert e2b.stats["create"] == 0
@@ -110,27 +87,19 @@ def test_no_claude_credentials_fails_before_creating_anything(cli, repo, e2b, mo
 
 def test_kill_and_download_from_another_process(cli, repo, e2b):
     """download while running, then kill: the work so far is collected."""
-    run = cli.popen(
-        "run",
-        "--backend",
-        "e2b",
-        "--name",
-        "victim",
-        "--prompt",
-        "@write made.txt made before kill\n@hang",
-    )
+    runp = start(cli, "victim", "@write made.txt made before kill\n@hang")
     try:
-        retry_until(lambda: "Write" in cli("logs", "victim").stdout, timeout=30)
+        retry_until(lambda: "Write" in cli("logs", "victim").stdout, timeout=STARTS_WITHIN)
         out_dir = repo.parent / "dl"
         proc = cli("download", "victim", "--output", str(out_dir))
         assert proc.returncode == 0, proc.stderr
         assert b"made.txt" in (out_dir / "changes.diff").read_bytes()
         proc = cli("kill", "victim")
         assert proc.returncode == 0, proc.stderr
-        out, _ = run.communicate(timeout=60)
+        out, _ = runp.communicate(timeout=ENDS_WITHIN)
     finally:
-        run.kill()
-    assert run.returncode == 1 and "killed" in out, out + _
+        runp.kill()
+    assert runp.returncode == 1 and "killed" in out, out + _
     assert cli.status("victim")["status"] == "killed"
     assert "made.txt" in branch_files(repo, "sandboxrun/victim")
     assert e2b.sandbox_ids() == []
@@ -138,24 +107,20 @@ def test_kill_and_download_from_another_process(cli, repo, e2b):
 
 def test_sigkill_the_run_process_then_attach(cli, repo, e2b):
     """The agent outlives the `run` process; `attach` follows it to the end and collects."""
-    run = cli.popen(
-        "run",
-        "--backend",
-        "e2b",
-        "--name",
+    runp = start(
+        cli,
         "crash",
-        "--prompt",
         # The agent waits for a file in its sandbox: it is mid-run for as long as we need.
         "@write first.txt one\n@bash while [ ! -e /home/user/go ]; do sleep 0.05; done\n"
         "@write second.txt two",
     )
-    retry_until(lambda: "Write" in cli("logs", "crash").stdout, timeout=30)
-    run.send_signal(signal.SIGKILL)
-    run.wait(timeout=10)
+    retry_until(lambda: "Write" in cli("logs", "crash").stdout, timeout=STARTS_WITHIN)
+    runp.send_signal(signal.SIGKILL)
+    runp.wait(timeout=10)
     st = cli.status("crash")
     assert st["status"] == "running" and not st["driver_alive"]
     e2b.host_path(st["sandbox_id"], "/home/user/go").touch()
-    proc = cli("attach", "crash", timeout=90)
+    proc = cli("attach", "crash", timeout=ENDS_WITHIN)
     assert proc.returncode == 0, proc.stderr
     assert {"first.txt", "second.txt"} <= branch_files(repo, "sandboxrun/crash")
     st = cli.status("crash")
@@ -165,27 +130,18 @@ def test_sigkill_the_run_process_then_attach(cli, repo, e2b):
 
 def test_expired_sandbox_applies_its_last_checkpoint(cli, repo, e2b):
     """E2B ending the sandbox mid-run: the last checkpoint of the work lands on the branch."""
-    run = cli.popen(
-        "run",
-        "--backend",
-        "e2b",
-        "--name",
-        "doomed",
-        "--warn-at",
-        "1s,2s,3s,4s,6s,8s,12s",
-        "--prompt",
-        "@write kept.txt before the end\n@hang",
-    )
+    # Checkpoints are taken at each warning mark and every second: one comes after the agent
+    # wrote the file however late it gets to it (the marks alone run out on a loaded machine).
+    runp = start(cli, "doomed", "@write kept.txt before the end\n@hang",
+                 "--warn-at", "1s,2s,3s,4s,6s,8s,12s", env={"SANDBOXRUN_CHECKPOINT_EVERY": "1s"})  # fmt: skip
     try:
-        # A checkpoint (taken at each warning mark) after the agent wrote the file: on a
-        # loaded machine the agent can start after the first mark.
-        retry_until(lambda: _snapshot_after_write(cli, "doomed"), timeout=45)
+        retry_until(lambda: _snapshot_after_write(cli, "doomed"), timeout=STARTS_WITHIN)
         sandbox_id = cli.status("doomed")["sandbox_id"]
         e2b.expire(sandbox_id)
-        out, err = run.communicate(timeout=60)
+        out, err = runp.communicate(timeout=ENDS_WITHIN)
     finally:
-        run.kill()
-    assert run.returncode == 1
+        runp.kill()
+    assert runp.returncode == 1
     st = cli.status("doomed")
     # `lost` says what happened to the sandbox; the work up to the last checkpoint is applied.
     assert st["status"] == "lost", (out, err)
@@ -196,7 +152,7 @@ def test_expired_sandbox_applies_its_last_checkpoint(cli, repo, e2b):
 def test_wrong_api_key(cli, repo, e2b, monkeypatch):
     """A rejected E2B key: exit 1, a message naming E2B_API_KEY, the key never printed."""
     monkeypatch.setenv("E2B_API_KEY", "e2b_wrong_but_secret_key_77")
-    proc = cli("run", "--backend", "e2b", "--name", "badkey", "--prompt", "x")
+    proc = run(cli, "badkey", "x")
     assert proc.returncode == 1
     message, hint = edge_error(proc.stderr)
     assert "E2B rejected the API key (E2B_API_KEY)" in message and hint
@@ -207,7 +163,7 @@ def test_wrong_api_key(cli, repo, e2b, monkeypatch):
 def test_missing_claude_in_the_template(cli, repo, e2b):
     """No `claude` in the sandbox: a clear error pointing at the template build."""
     e2b.set_claude(None)
-    proc = cli("run", "--backend", "e2b", "--name", "noclaude", "--prompt", "x")
+    proc = run(cli, "noclaude", "x")
     assert proc.returncode == 1
     message, hint = edge_error(proc.stderr)
     assert "not installed in the sandbox" in message
@@ -218,18 +174,7 @@ def test_missing_claude_in_the_template(cli, repo, e2b):
 
 def test_five_concurrent_runs(cli, repo, e2b):
     """Five runs at once, five sandboxes, five branches that each hold only their own work."""
-    procs = [
-        cli.popen(
-            "run",
-            "--backend",
-            "e2b",
-            "--name",
-            f"par{i}",
-            "--prompt",
-            f"@write out{i}.txt run {i}\n@sleep 1",
-        )
-        for i in range(5)
-    ]
+    procs = [start(cli, f"par{i}", f"@write out{i}.txt run {i}\n@sleep 1") for i in range(5)]
     for p in procs:
         _, err = p.communicate(timeout=180)
         assert p.returncode == 0, err
@@ -244,15 +189,11 @@ def test_five_concurrent_runs(cli, repo, e2b):
 def test_secrets_never_stored_logged_or_collected(cli, repo, e2b):
     """Neither the Claude key nor the E2B key ends up in the db, logs, output or artifacts."""
     e2b_key = os.environ["E2B_API_KEY"]
-    proc = cli(
-        "run",
-        "--backend",
-        "e2b",
-        "--name",
+    proc = run(
+        cli,
         "sec",
-        "--json",
-        "--prompt",
         "@write a.txt a\n@bash printenv | grep -c ANTHROPIC_API_KEY > count.txt",
+        "--json",
     )
     assert proc.returncode == 0, proc.stderr
     # the agent did get the key (in its environment) ...
@@ -295,14 +236,14 @@ def test_template_build_without_key(cli, monkeypatch):
 def test_run_uses_no_subprocess_shell_quoting_tricks(cli, repo, e2b):
     """A prompt full of shell syntax reaches the agent verbatim (argv and files, not shells)."""
     prompt = "@write q.txt $(id) `id` ; | & > '\" $HOME\n"
-    proc = cli("run", "--backend", "e2b", "--name", "quote", "--prompt", prompt)
+    proc = run(cli, "quote", prompt)
     assert proc.returncode == 0, proc.stderr
     assert git(repo, "show", "sandboxrun/quote:q.txt") == "$(id) `id` ; | & > '\" $HOME\n"
 
 
 def test_cleanup_and_status_after_run(cli, repo, e2b):
     """status shows the e2b backend and sandbox; nothing is left running afterwards."""
-    assert cli("run", "--backend", "e2b", "--name", "st", "--prompt", "x").returncode == 0
+    assert run(cli, "st", "x").returncode == 0
     st = cli.status("st")
     assert st["backend"] == "e2b" and st["sandbox_id"]
     assert "e2b" in cli("status", "st").stdout
@@ -310,9 +251,7 @@ def test_cleanup_and_status_after_run(cli, repo, e2b):
     # finds nothing to remove (kept with --keep it would).
     assert e2b.sandbox_ids() == []
     assert cli.json("cleanup")["sandboxes_removed"] == []
-    assert (
-        cli("run", "--backend", "e2b", "--name", "kept", "--keep", "--prompt", "x").returncode == 0
-    )
+    assert run(cli, "kept", "x", "--keep").returncode == 0
     kept = cli.status("kept")["sandbox_id"]
     assert e2b.sandbox_ids() == [kept]
     assert cli.json("cleanup")["sandboxes_removed"] == ["kept"]

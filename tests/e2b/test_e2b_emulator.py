@@ -241,6 +241,21 @@ def test_idempotency_key_returns_the_same_sandbox(emulator):
     assert len(emulator.sandbox_ids()) == 1
 
 
+def test_idempotency_key_holds_while_the_first_create_is_carried_out(emulator):
+    """Retries that arrive while the create they repeat is still being carried out (a client
+    that gave up on a slow answer, on a loaded machine) get its sandbox, never a second."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def create(_):
+        return Sandbox.create(template="base", idempotency_key="k-concurrent").sandbox_id
+
+    # starting a sandbox takes a while (a namespace and its init): the creates overlap
+    with ThreadPoolExecutor(4) as pool:
+        ids = set(pool.map(create, range(4)))
+    assert len(ids) == 1 and emulator.sandbox_ids() == list(ids)
+    assert emulator.stats["create_served"] == 4
+
+
 @pytest.mark.parametrize(
     ("userns", "shadow_home"),
     [(True, False), (True, True), (None, True)],

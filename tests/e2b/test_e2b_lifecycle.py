@@ -6,18 +6,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+from e2blib import ENDS_WITHIN, STARTS_WITHIN, clock_starts_once, e2b_fixture
 from sbr_testlib import FAKE_CLAUDE, branch_files, logs_json, retry_until
 
 pytestmark = pytest.mark.slow
 
-SECRET = "sk-ant-api03-e2b-lifecycle-secret"
-
-
-@pytest.fixture
-def e2b(emulator, monkeypatch):
-    emulator.set_claude(FAKE_CLAUDE)
-    monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
-    return emulator
+e2b = e2b_fixture("sk-ant-api03-e2b-lifecycle-secret")
 
 
 def events(cli, name: str) -> list[dict]:
@@ -26,6 +20,7 @@ def events(cli, name: str) -> list[dict]:
 
 def test_warnings_and_timeout_collect_before_the_sandbox_ends(cli, repo, e2b):
     """The sandbox lives exactly --timeout; we warn, stop the agent and collect before that."""
+    clock_starts_once(e2b, lambda checkout: (checkout / "early.txt").exists())
     proc = cli("run", "--backend", "e2b", "--name", "limit", "--timeout", "6s",
                "--warn-at", "1s,2s", "--prompt", "@write early.txt x\n@hang")  # fmt: skip
     assert proc.returncode == 1, proc.stderr
@@ -41,12 +36,12 @@ def test_extend_pushes_our_limit_and_the_sandboxes(cli, repo, e2b):
     """`extend` moves our deadline by exactly that, and the sandbox's own end with it."""
     gate = "/home/user/go"  # the agent waits for it inside its sandbox: no race with the clock
     run = cli.popen("run", "--backend", "e2b", "--name", "ext", "--timeout", "10m",
-                    "--warn-at", "1h", "--prompt",
+                    "--warn-at", "none", "--prompt",
                     f"@write a.txt a\n@bash while [ ! -e {gate} ]; do sleep 0.05; done\n"
                     "@write done.txt ok")  # fmt: skip
     before = retry_until(
         lambda: (st := cli.status_or_none("ext")) and st["status"] == "running" and st,
-        timeout=60,
+        timeout=STARTS_WITHIN,
     )
     sandbox_id = before["sandbox_id"]
     proc = cli("extend", "ext", "30s")
@@ -56,7 +51,7 @@ def test_extend_pushes_our_limit_and_the_sandboxes(cli, repo, e2b):
     # E2B must not end the sandbox before our new limit (it is set to end right at it).
     assert e2b.sandbox(sandbox_id).end_at >= after["deadline"] - 1
     e2b.host_path(sandbox_id, gate).touch()
-    out, err = run.communicate(timeout=90)
+    out, err = run.communicate(timeout=ENDS_WITHIN)
     assert run.returncode == 0, err
     assert "done.txt" in branch_files(repo, "sandboxrun/ext")
 

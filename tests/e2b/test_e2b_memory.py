@@ -17,9 +17,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from sbr_testlib import FAKE_CLAUDE, git
+from e2blib import e2b_fixture
+from sbr_testlib import git
 
 pytestmark = pytest.mark.slow
+
+e2b = e2b_fixture("sk-ant-api03-memory-test")
 
 MB = 1_000_000
 SIZE = 300 * MB
@@ -35,10 +38,7 @@ open(sys.argv[1], "w").write(f"{code} {peak}")
 """
 
 
-def test_a_300_mb_result_comes_back_in_bounded_memory(cli, repo, emulator, monkeypatch, tmp_path):
-    emulator.set_claude(FAKE_CLAUDE)
-    monkeypatch.setenv("SANDBOXRUN_CLAUDE_BIN", "claude")
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-api03-memory-test")
+def test_a_300_mb_result_comes_back_in_bounded_memory(cli, repo, e2b, tmp_path):
     report = tmp_path / "rusage"
     argv = [sys.executable, "-m", "sandboxrun", "run", "--backend", "e2b", "--name", "big",
             "--timeout", "20m",

@@ -24,7 +24,9 @@ Actions:
   holds it without an answer until the faults are cleared (a hung connection: longer than any
   client timeout), and the connection is then dropped; or until :meth:`Faults.release`, and
   the request is then served, even if the client gave up on it long ago (E2B doing late what
-  it was asked: a create held, then released, makes a sandbox nobody was told of). With ``stall_after=N`` the request is
+  it was asked: a create held, then released, makes a sandbox nobody was told of); or until
+  ``until()`` is true (a condition, polled: a window held open for as long as a test needs
+  it, however slow the machine). With ``stall_after=N`` the request is
   served and the stall starts once N bytes of the response body went out (a stream that stops
   mid-way: a command's output, a download); for an ``upload`` it starts once N bytes of the
   request body came in (the server stops reading; the client's send blocks). A client that
@@ -44,6 +46,7 @@ import asyncio
 import re
 import threading
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 KINDS = (
@@ -127,6 +130,8 @@ class Fault:
     drop_after: int | None = None
     #: stall: bytes of the response (of the request body, for an upload) served first
     stall_after: int | None = None
+    #: stall: ends (the request is served) once this returns true; polled, so keep it cheap
+    until: Callable[[], bool] | None = None
     message: str = "injected fault"
     #: matching requests seen and hit so far
     seen: int = 0
@@ -144,7 +149,7 @@ class Fault:
         return self.hits >= self.times
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "until": self.until is not None}  # JSON: whether it has one
 
 
 @dataclass
@@ -194,7 +199,7 @@ class Faults:
             while end is None or loop.time() < end:
                 if self._generation != generation:
                     raise DroppedConnection(f"fault {fault.id}: stalled connection dropped")
-                if self._released != released:
+                if self._released != released or (fault.until is not None and fault.until()):
                     return
                 await asyncio.sleep(0.05 if end is None else min(0.05, end - loop.time()))
         finally:

@@ -89,6 +89,8 @@ class E2BEmulator:
         self._control_failures: list[tuple[int, int | None]] = []
         self._upload_failures: list[int] = []
         self._idempotency: dict[str, str] = {}
+        #: one lock per idempotency key: a create and its retries are carried out one by one
+        self._creating: dict[str, asyncio.Lock] = {}
         #: when each create was accepted (time.time(), in order), and when one was refused
         #: by ``create_rate_limit`` (429): tests check the client's spacing against these
         self.create_times: list[float] = []
@@ -237,7 +239,7 @@ class E2BEmulator:
     def expire(self, sandbox_id: str, *, wait: bool = True) -> None:
         """Make the sandbox reach its timeout now; the reaper then kills and deletes it."""
         self.sandbox(sandbox_id).end_at = time.time()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60  # the reaper looks every 50 ms: a bound, not a wait
         while wait and sandbox_id in self.manager.sandboxes and time.monotonic() < deadline:
             time.sleep(0.02)
 
@@ -269,7 +271,7 @@ class E2BEmulator:
         """Back to a fresh state between tests: no sandboxes, no injected failures, no claude."""
         # Stalled requests first: released, they are dropped (a held create makes nothing).
         self.faults.clear()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while self.faults.stalled and time.monotonic() < deadline:
             time.sleep(0.02)
         for sandbox_id in self.sandbox_ids():
@@ -475,20 +477,21 @@ class E2BEmulator:
         if isinstance(timeout, Response):
             return timeout
         key = request.headers.get("idempotency-key")
-        if key and self._idempotency.get(key) in self.manager.sandboxes:
-            self.stats["create_served"] += 1
-            return JSONResponse(
-                self._created(self.manager.sandboxes[self._idempotency[key]]), status_code=201
-            )
-        sandbox = await self.manager.create(
-            template_id=template,
-            timeout=timeout,
-            metadata=body.get("metadata") or {},
-            env_vars=body.get("envVars") or {},
-            seed=seed,
-        )
-        if key:
-            self._idempotency[key] = sandbox.sandbox_id
+        # A retry may come while the create it repeats is still being carried out (its client
+        # gave up on a slow answer): it waits for that one and gets its sandbox, not a second.
+        lock = self._creating.setdefault(key, asyncio.Lock()) if key else contextlib.nullcontext()
+        async with lock:
+            sandbox = self.manager.sandboxes.get(self._idempotency.get(key or "", ""))
+            if sandbox is None:
+                sandbox = await self.manager.create(
+                    template_id=template,
+                    timeout=timeout,
+                    metadata=body.get("metadata") or {},
+                    env_vars=body.get("envVars") or {},
+                    seed=seed,
+                )
+                if key:
+                    self._idempotency[key] = sandbox.sandbox_id
         self.stats["create_served"] += 1  # even when its client is gone: tests wait on it
         return JSONResponse(self._created(sandbox), status_code=201)
 

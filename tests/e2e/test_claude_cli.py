@@ -132,7 +132,7 @@ def test_usage_limit_rejection_emits_rate_limit_event(run_claude, fake_api, agen
     fake_api.script(rate_limited(resets_at))
     agent_env.update(claude_env(fake_api.url, tmp_path / "agent-home", gateway=True))
 
-    run = run_claude("Do something", timeout=30)
+    run = run_claude("Do something", timeout=120)
 
     assert not run.timed_out
     assert run.returncode == 1
@@ -149,7 +149,7 @@ def test_usage_limit_headers_ignored_with_api_key(run_claude, fake_api):
     """With a plain API key the CLI ignores usage-limit headers: a generic 429 error."""
     fake_api.script(rate_limited(int(time.time()) + 3600))
 
-    run = run_claude("Do something", timeout=30)
+    run = run_claude("Do something", timeout=120)
 
     assert run.returncode == 1
     assert not run.of_type("rate_limit_event")
@@ -161,7 +161,7 @@ def test_usage_limit_text_in_error_body_reaches_result(run_claude, fake_api):
     resets_at = int(time.time()) + 3600
     fake_api.script(error(429, f"Claude AI usage limit reached|{resets_at}", times=None))
 
-    run = run_claude("Do something", timeout=30)
+    run = run_claude("Do something", timeout=120)
 
     assert run.returncode == 1
     assert run.result["result"].endswith(f"Claude AI usage limit reached|{resets_at}")
@@ -174,7 +174,13 @@ def test_retry_watchdog_waits_on_usage_limit(run_claude, fake_api, agent_env, tm
     agent_env.update(claude_env(fake_api.url, tmp_path / "agent-home", gateway=True))
     agent_env["CLAUDE_CODE_RETRY_WATCHDOG"] = "1"
 
-    run = run_claude("Do something", timeout=10)
+    def waiting(events: list[dict]) -> bool:
+        return any(e.get("subtype") == "api_retry" for e in events) and any(
+            e.get("type") == "rate_limit_event" for e in events
+        )
+
+    # It would sit until the reset (an hour): stopped once it said so, or after 120 s
+    run = run_claude("Do something", timeout=120, stop_when=waiting)
 
     assert run.timed_out
     assert run.result is None

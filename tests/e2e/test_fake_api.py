@@ -46,7 +46,7 @@ def api():
 
 
 def post(api: FakeAnthropic, body: dict) -> httpx.Response:
-    return httpx.post(f"{api.url}/v1/messages?beta=true", json=body, timeout=10)
+    return httpx.post(f"{api.url}/v1/messages?beta=true", json=body, timeout=60)
 
 
 def test_tool_reply_streams_in_wire_order(api):
@@ -178,7 +178,7 @@ def test_non_streaming_request_gets_json(api):
 
 def test_unknown_path_is_404_and_recorded(api):
     """Anything but /v1/messages is a 404 the tests can see in api.requests."""
-    response = httpx.get(f"{api.url}/v1/models", timeout=10)
+    response = httpx.get(f"{api.url}/v1/models", timeout=60)
 
     assert response.status_code == 404
     assert api.requests[-1].kind == "other"

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,11 +122,14 @@ def run_claude(
     env: Mapping[str, str],
     args: Sequence[str] = (),
     timeout: float = 60,
+    stop_when: Callable[[list[dict[str, Any]]], bool] | None = None,
 ) -> ClaudeRun:
     """Run ``claude -p PROMPT --output-format stream-json --verbose`` to completion.
 
     Killed (``returncode`` None) when still running after ``timeout`` seconds; the output so
     far is kept, which is how a CLI that sits waiting on a usage limit is observed.
+    ``stop_when(events so far)`` true also kills it: a run that would sit waiting is observed
+    as soon as it said what the test needs (no fixed time that a slow machine could miss).
     """
     argv = [
         str(claude),
@@ -148,6 +152,8 @@ def run_claude(
         text=True,
         errors="backslashreplace",
     )
+    if stop_when is not None:
+        return _run_until(proc, start, timeout, stop_when)
     try:
         out, err = proc.communicate(timeout=timeout)
         code: int | None = proc.returncode
@@ -155,13 +161,51 @@ def run_claude(
         proc.kill()
         out, err = proc.communicate()
         code = None
+    return ClaudeRun(code, out, err, time.monotonic() - start, _events(out))
+
+
+def _events(out: str) -> list[dict[str, Any]]:
     events = []
     for line in out.splitlines():
         try:
             events.append(json.loads(line))
         except ValueError:
             events.append({"type": "<non-json>", "line": line})
-    return ClaudeRun(code, out, err, time.monotonic() - start, events)
+    return events
+
+
+def _run_until(
+    proc: subprocess.Popen, start: float, timeout: float, stop_when: Callable[..., bool]
+) -> ClaudeRun:
+    """Read ``proc``'s stdout as it comes; kill it once ``stop_when(events)`` or at ``timeout``."""
+    assert proc.stdout is not None and proc.stderr is not None
+    lines: list[str] = []
+    errs: list[str] = []
+    stdout, stderr = proc.stdout, proc.stderr
+
+    def read_out() -> None:
+        for line in stdout:
+            lines.append(line)
+
+    readers = [
+        threading.Thread(target=read_out, daemon=True),
+        threading.Thread(target=lambda: errs.append(stderr.read()), daemon=True),
+    ]
+    for reader in readers:
+        reader.start()
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        if stop_when(_events("".join(lines))):
+            break
+        time.sleep(0.1)
+    code = proc.poll()
+    if code is None:
+        proc.kill()
+        proc.wait()
+    for reader in readers:
+        reader.join(timeout=30)
+    out = "".join(lines)
+    return ClaudeRun(code, out, "".join(errs), time.monotonic() - start, _events(out))
 
 
 def claude_version(claude: str | Path) -> str:

@@ -7,7 +7,7 @@ import os
 import signal
 
 import pytest
-from sbr_testlib import branch_files, git, retry_until
+from sbr_testlib import GATE_WAIT, branch_files, git, open_gate, retry_until
 
 pytestmark = pytest.mark.slow
 
@@ -36,15 +36,24 @@ depends_on = ["a", "b"]
 
 [[task]]
 name = "a"
-prompt = "@write a.txt from-a\\n@sleep 1.5\\n@commit a"
+prompt = "@write a.txt from-a\\n{gate}\\n@commit a"
 
 [[task]]
 name = "b"
-prompt = "@write b.txt from-b\\n@sleep 1.5\\n@commit b"
-""",
+prompt = "@write b.txt from-b\\n{gate}\\n@commit b"
+""".replace("{gate}", GATE_WAIT),
     )
-    proc = cli("fanout", str(path), "--backend", "local", "--name", "dia", "--max-parallel", "2")
-    assert proc.returncode == 0, proc.stderr + proc.stdout
+    fan = cli.popen(
+        "fanout", str(path), "--backend", "local", "--name", "dia", "--max-parallel", "2"
+    )
+    # a and b both mid-run at once (each waits at its gate; a fixed sleep could end before a
+    # loaded machine had started the other), then let them finish
+    for task in ("dia-a", "dia-b"):
+        retry_until(lambda task=task: "Write" in cli("logs", task).stdout)
+    open_gate("dia-a")
+    open_gate("dia-b")
+    out, err = fan.communicate(timeout=600)
+    assert fan.returncode == 0, err + out
     rep = report(cli, "dia")
     assert rep["status"] == "completed"
     rows = {r["task"]: r for r in rep["tasks"]}
@@ -208,7 +217,7 @@ depends_on = ["two"]
     driver = json.loads(proc.stdout)["detached_pid"]
     retry_until(lambda: cli.status_or_none("grp-one"), timeout=60)
     os.kill(driver, signal.SIGKILL)
-    retry_until(lambda: not _alive(driver), timeout=10)
+    retry_until(lambda: not _alive(driver), timeout=60)
     st = json.loads(cli("status", "grp", "--json").stdout)[0]
     assert st["status"] == "running"
 

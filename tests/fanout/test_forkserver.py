@@ -55,7 +55,7 @@ def test_forked_drivers_claim_and_finish_their_tasks_and_outlive_the_server(repo
             # its own session (not the server's), its log the task's driver.log
             assert (settings.session_artifacts(s.id) / "driver.log").exists()
             # ended and reaped (the server ignored SIGCHLD), never left as a zombie
-            assert retry_until(lambda pid=pid: process_exited(pid), timeout=30)
+            assert retry_until(lambda pid=pid: process_exited(pid), timeout=120)
     finally:
         server.close()
         for pid in pids:

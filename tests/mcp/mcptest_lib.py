@@ -137,43 +137,63 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _start_http(cwd: Path, env: Mapping[str, str] | None) -> tuple[subprocess.Popen, str]:
+    """``sandboxrun mcp --http`` on a free loopback port, once ``/health`` answers.
+
+    The port is free when asked, not necessarily when the server binds it (another process
+    can take it between): a server that exits because its port is in use is started again on
+    another one."""
+    why = ""
+    for _attempt in range(5):
+        port = _free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sandboxrun", "mcp", "--http", "--port", str(port)],
+            cwd=cwd,
+            env=dict(env) if env is not None else None,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while proc.poll() is None:
+            try:
+                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                    return proc, base
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                _reap(proc)
+                raise AssertionError("server did not come up")
+            time.sleep(0.1)
+        why = proc.communicate()[1].decode()
+        if "already in use" not in why:
+            raise AssertionError(why)
+    raise AssertionError(why)
+
+
+def _reap(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
 @contextlib.contextmanager
 def http_server_process(
     cwd: Path, env: Mapping[str, str] | None = None
 ) -> Iterator[tuple[str, str]]:
     """``sandboxrun mcp --http`` as a process in ``cwd`` on a free loopback port; yields
     (base url, bearer token) once ``/health`` answers, and reaps the process after."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sandboxrun", "mcp", "--http", "--port", str(port)],
-        cwd=cwd,
-        env=dict(env) if env is not None else None,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
+    proc, base = _start_http(cwd, env)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not come up"
-            time.sleep(0.1)
         home = (env or os.environ)["SANDBOXRUN_HOME"]
         token_file = Path(home) / "http.token"
         assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
         yield base, token_file.read_text().strip()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+        _reap(proc)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from mcptest_lib import Tools, coord_for
-from sbr_testlib import branch_files, git, retry_until
+from sbr_testlib import GATE_WAIT, branch_files, git, retry_until
 
 pytestmark = pytest.mark.slow
 
@@ -15,7 +15,7 @@ def test_run_follow_extend_download_and_kill(repo: Path):
     tools = Tools(coord_for(repo))
     started = tools(
         "run_in_sandbox",
-        prompt="@write made.txt made by the agent\n@commit add made\n@sleep 60",
+        prompt=f"@write made.txt made by the agent\n@commit add made\n{GATE_WAIT}",  # until killed
         backend="local",
         name="mcp-run",
         timeout="10m",

@@ -124,7 +124,7 @@ def test_discover_adopt_wait_read_and_close_a_worker_the_database_lost(proj: Pat
     assert tmux_server.has_session("other_child_x")
     again = tools("close_workers", names=["lost"])  # idempotent: already closed
     assert again["closed"] == 1 and again["results"][0]["how"] == "already exited"
-    waited = tools("wait_idle_workers", names=["lost"], timeout=5)
+    waited = tools("wait_idle_workers", names=["lost"], timeout=60)
     assert waited["finished"] is True and waited["states"]["lost"]["state"] == "exited"
 
 

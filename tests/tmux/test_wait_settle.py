@@ -96,7 +96,10 @@ def test_a_wait_ends_once_the_late_transcript_holds_the_turn(store, child, tmux_
     writer = threading.Thread(target=late_write)
     writer.start()
     try:
-        result = wait_mod.wait_for(store, tmux_server, [row], any_=True, timeout=60, poll=0.05)
+        # the settle bound is generous here so a loaded machine's late writer is still waited for
+        result = wait_mod.wait_for(
+            store, tmux_server, [row], any_=True, timeout=120, poll=0.05, settle=120
+        )
         assert written.is_set()  # it did not end on the Stop hook alone
     finally:
         writer.join()

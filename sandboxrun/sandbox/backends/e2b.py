@@ -411,6 +411,14 @@ class E2BSandbox(Sandbox):
             self._backend.retry("killing the sandbox", self._sdk.kill, sandbox_id=self.id)
 
 
+def require_key(otherwise: str) -> None:
+    """Raise when E2B_API_KEY is not set; the hint ends with ``otherwise`` (what works)."""
+    if not os.environ.get("E2B_API_KEY"):
+        key = "Get a key at https://e2b.dev/dashboard?tab=keys and `export E2B_API_KEY=...`"
+        raise BackendError("E2B_API_KEY is not set, so no E2B sandbox can be created",
+                           f"{key}, {otherwise}.")  # fmt: skip
+
+
 class E2BBackend:
     """Creates E2B sandboxes from ``settings.template`` and reconnects to them by id."""
 
@@ -442,12 +450,7 @@ class E2BBackend:
     # -- readiness and credentials -----------------------------------------------------------
 
     def check_ready(self, *, dry_run: bool) -> None:
-        if not os.environ.get("E2B_API_KEY"):
-            raise BackendError(
-                "E2B_API_KEY is not set, so no E2B sandbox can be created",
-                "Get a key at https://e2b.dev/dashboard?tab=keys and `export E2B_API_KEY=...`, "
-                "or run on this machine with `--backend local` (bubblewrap-confined on Linux).",
-            )
+        require_key("or run on this machine with `--backend local` (bubblewrap-confined on Linux)")
 
     def agent_env(self, *, dry_run: bool) -> dict[str, str]:
         """Claude's credentials and settings from this environment, for inside the sandbox."""

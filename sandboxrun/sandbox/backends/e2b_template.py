@@ -58,6 +58,8 @@ def build_template(
         ) from None
     except Exception as exc:  # noqa: BLE001 - BuildException, network errors, ...
         raise BackendError(
-            f"building the E2B template {name!r} failed: {scrub(str(exc))[:1000]}"
+            f"building the E2B template {name!r} failed: {scrub(str(exc))[:1000]}",
+            "Check the network and your E2B plan's build limits, then run "
+            "`sandboxrun template build` again.",
         ) from None
     return getattr(info, "template_id", name)

@@ -459,7 +459,7 @@ class LocalBackend:
         if process.which(self.settings.claude_bin) is None:
             raise AgentError(
                 f"Claude Code ({self.settings.claude_bin!r}) is not installed on this machine",
-                f"{INSTALL_CLAUDE_HINT} `--dry-run` works without it.",
+                f"{INSTALL_CLAUDE_HINT} `sandboxrun run --dry-run` (pack and check, no agent) works without it.",
             )
 
     def create(
@@ -476,7 +476,11 @@ class LocalBackend:
         try:
             root.mkdir(parents=True, exist_ok=False)
         except FileExistsError as exc:
-            raise BackendError(f"local sandbox directory {root} already exists") from exc
+            raise BackendError(
+                f"local sandbox directory {root} already exists",
+                "A sandbox of this session is left over: `sandboxrun cleanup` removes those of "
+                "ended sessions; then start the run again.",
+            ) from exc
         sandbox = LocalSandbox(session_id, root, self.settings, isolated=self.confines_agent)
         home = Path(sandbox.home)
         for path in (home / CONTROL, home / ".claude", root / "etc"):
