@@ -67,9 +67,9 @@ def test_a_change_redraws_only_its_row(proj, store):
         await until(pilot, lambda: table.drawn[ids[3]] > before[ids[3]], "the row drawn")
         await pilot.pause(1.2)
         assert table.get_cell(ids[3], "state") == "collecting"
-        assert {k: v for k, v in table.drawn.items() if v != before.get(k)} == {
-            ids[3]: before[ids[3]] + 1
-        }
+        # only its row: the others' ages are in days, nothing of theirs changed. Its own state
+        # age is fresh now ("collecting 1s"), so a slow machine may see it tick once more.
+        assert {k for k, v in table.drawn.items() if v != before.get(k)} == {ids[3]}
 
     run_app(app, script)
 
