@@ -432,10 +432,12 @@ class E2BBackend:
             # SANDBOXRUN_E2B_RETRY_DELAYS="1,2,4,8" tunes the backoff (tests make it short)
             env = os.environ.get("SANDBOXRUN_E2B_RETRY_DELAYS", "")
             try:
-                retry_delays = tuple(float(x) for x in env.split(",") if x.strip())
+                parsed = tuple(float(x) for x in env.split(",") if x.strip())
             except ValueError:
-                retry_delays = ()
-        self.retry_delays = tuple(retry_delays or DEFAULT_RETRY_DELAYS)
+                parsed = ()
+            retry_delays = parsed or DEFAULT_RETRY_DELAYS
+        # an explicit () is "no retries" (tests of a first failure), not the default
+        self.retry_delays = tuple(retry_delays)
         # How long a call may hang before it counts as failed (e2b_watch; tests make them
         # short). None: the SDK's own (60 s a request; each command its own limit). A
         # sandbox keeps the request timeout it was created or connected with for all calls.
