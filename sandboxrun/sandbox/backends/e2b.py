@@ -428,7 +428,7 @@ class E2BBackend:
 
     def __init__(self, settings: Settings, *, retry_delays: Sequence[float] | None = None) -> None:
         self.settings = settings
-        if retry_delays is None:
+        if retry_delays is None:  # (an explicit () is "no retries": tests of a first failure)
             # SANDBOXRUN_E2B_RETRY_DELAYS="1,2,4,8" tunes the backoff (tests make it short)
             env = os.environ.get("SANDBOXRUN_E2B_RETRY_DELAYS", "")
             try:
@@ -436,7 +436,6 @@ class E2BBackend:
             except ValueError:
                 parsed = ()
             retry_delays = parsed or DEFAULT_RETRY_DELAYS
-        # an explicit () is "no retries" (tests of a first failure), not the default
         self.retry_delays = tuple(retry_delays)
         # How long a call may hang before it counts as failed (e2b_watch; tests make them
         # short). None: the SDK's own (60 s a request; each command its own limit). A
