@@ -10,7 +10,9 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -361,3 +363,30 @@ def logs_json(cli, name: str) -> list[dict]:
     if proc.returncode != 0:
         return []
     return [json.loads(x) for x in proc.stdout.splitlines() if x.strip()]
+
+
+@contextlib.contextmanager
+def private_tmux(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A tmux server of this test's own (a ``sandboxrun.tmux.Tmux``), killed afterwards with
+    everything in it.
+
+    ``TMUX``/``TMUX_PANE`` are unset first, so nothing joins the developer's own server, and
+    ``SANDBOXRUN_TMUX_SOCKET`` names the socket to sandboxrun (in a short /tmp directory:
+    ``sun_path`` holds 108 bytes).
+    """
+    import shutil
+    import tempfile
+
+    from sandboxrun.tmux import SOCKET_ENV, Tmux
+
+    monkeypatch.delenv("TMUX", raising=False)
+    monkeypatch.delenv("TMUX_PANE", raising=False)
+    sockdir = tempfile.mkdtemp(prefix="sbr-tmux-", dir="/tmp")
+    socket = os.path.join(sockdir, "s")
+    monkeypatch.setenv(SOCKET_ENV, socket)
+    server = Tmux(socket_path=socket)
+    try:
+        yield server
+    finally:
+        server.kill_server()
+        shutil.rmtree(sockdir, ignore_errors=True)

@@ -9,16 +9,15 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
-from sbr_testlib import CLI, db_rows, edge_error, git, git_project
+from sbr_testlib import CLI, db_rows, edge_error, git, git_project, private_tmux
 
 from sandboxrun.local.spawn import SpawnRequest, exit_lines, root_refusal
 from sandboxrun.store import SessionStore, Status
-from sandboxrun.tmux import SOCKET_ENV, Tmux
+from sandboxrun.tmux import Tmux
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed")
 
@@ -28,16 +27,9 @@ SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]
 @pytest.fixture
 def tmux(monkeypatch):
     """A private tmux server (TMUX/TMUX_PANE unset), named to sandboxrun, killed after."""
-    monkeypatch.delenv("TMUX", raising=False)
-    monkeypatch.delenv("TMUX_PANE", raising=False)
-    sockdir = tempfile.mkdtemp(prefix="sbr-tmux-", dir="/tmp")
-    socket = os.path.join(sockdir, "s")
-    monkeypatch.setenv(SOCKET_ENV, socket)
     monkeypatch.setenv("PROJECT_PREFIX", "t")
-    server = Tmux(socket_path=socket)
-    yield server
-    server.kill_server()
-    shutil.rmtree(sockdir, ignore_errors=True)
+    with private_tmux(monkeypatch) as server:
+        yield server
 
 
 @pytest.fixture

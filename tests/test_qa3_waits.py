@@ -8,15 +8,15 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
+from sbr_testlib import private_tmux
 
 from sandboxrun.local.master import wait_session_id
 from sandboxrun.local.spawn import SpawnError
 from sandboxrun.store import SessionStore
-from sandboxrun.tmux import SOCKET_ENV, Tmux
+from sandboxrun.tmux import Tmux
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed")
 
@@ -24,15 +24,8 @@ pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not i
 @pytest.fixture
 def tmux(monkeypatch):
     """A private tmux server (TMUX/TMUX_PANE unset), killed after."""
-    monkeypatch.delenv("TMUX", raising=False)
-    monkeypatch.delenv("TMUX_PANE", raising=False)
-    sockdir = tempfile.mkdtemp(prefix="sbr-tmux-", dir="/tmp")
-    socket = os.path.join(sockdir, "s")
-    monkeypatch.setenv(SOCKET_ENV, socket)
-    server = Tmux(socket_path=socket)
-    yield server
-    server.kill_server()
-    shutil.rmtree(sockdir, ignore_errors=True)
+    with private_tmux(monkeypatch) as server:
+        yield server
 
 
 def _row(tmp_path: Path) -> tuple[SessionStore, str]:

@@ -5,32 +5,22 @@ starts and shows nothing, as a hung or wrong binary would."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 
 import pytest
-from sbr_testlib import git
+from sbr_testlib import git, private_tmux
 
 from sandboxrun.config import load_settings
 from sandboxrun.local.spawn import SpawnError, SpawnRequest, spawn
 from sandboxrun.store import SessionStore
-from sandboxrun.tmux import SOCKET_ENV, Tmux
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed")
 
 
 @pytest.fixture
 def tmux(monkeypatch):
-    monkeypatch.delenv("TMUX", raising=False)
-    monkeypatch.delenv("TMUX_PANE", raising=False)
-    sockdir = tempfile.mkdtemp(prefix="sbr-tmux-", dir="/tmp")
-    socket = os.path.join(sockdir, "s")
-    monkeypatch.setenv(SOCKET_ENV, socket)
-    server = Tmux(socket_path=socket)
-    yield server
-    server.kill_server()
-    shutil.rmtree(sockdir, ignore_errors=True)
+    with private_tmux(monkeypatch) as server:
+        yield server
 
 
 def test_a_child_that_never_takes_its_prompt_fails_with_a_true_hint(repo, tmux, tmp_path):

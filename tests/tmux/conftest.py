@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
-from sbr_testlib import CLI, db_rows, git_project
+from sbr_testlib import CLI, db_rows, git_project, private_tmux
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
@@ -33,15 +31,8 @@ from tests.fake_anthropic.cli import installed_claude, logged_in_home  # noqa: E
 @pytest.fixture
 def tmux_server(monkeypatch):
     """A private tmux server for this test (socket in a short /tmp dir: sun_path is 108 bytes)."""
-    monkeypatch.delenv("TMUX", raising=False)
-    monkeypatch.delenv("TMUX_PANE", raising=False)
-    sockdir = tempfile.mkdtemp(prefix="sbr-tmux-", dir="/tmp")
-    socket = os.path.join(sockdir, "s")
-    monkeypatch.setenv(SOCKET_ENV, socket)
-    tmux = Tmux(socket_path=socket)
-    yield tmux
-    tmux.kill_server()
-    shutil.rmtree(sockdir, ignore_errors=True)
+    with private_tmux(monkeypatch) as server:
+        yield server
 
 
 class Children:
