@@ -21,6 +21,7 @@ from sbr_testlib import branch_files, git, retry_until
 from sandboxrun.config import load_settings
 from sandboxrun.errors import (
     AgentError,
+    Interrupted,
     SandboxLostError,
     SandboxrunError,
     UsageError,
@@ -448,9 +449,9 @@ def test_ctrl_c_stops_the_agent_and_collects(pipeline, store, repo, gate):
 def test_a_second_ctrl_c_leaves_the_agent_running(pipeline, settings, store, repo, gate):
     """The second Ctrl-C gives the terminal back and says how to carry on; nothing is lost."""
     session = pipeline.start(f"@write d.txt first\n{wait_line(gate)}", name="ctrlc2")
-    with pytest.raises(SandboxrunError, match="may still be running") as err:
+    with pytest.raises(Interrupted, match="may still be running") as err:
         pipeline.driver(session, Interrupter(twice=True)).execute()
-    assert "sandboxrun attach ctrlc2" in err.value.hint
+    assert "sandboxrun attach ctrlc2" in err.value.hint and err.value.exit_code == 130
     s = store.get(session.id)
     assert not s.is_terminal and (settings.sandboxes_dir / s.id).is_dir()
     store.update(s.id, owner_pid=dead_pid())

@@ -610,7 +610,7 @@ def test_ctrl_c_stops_and_collects_and_a_second_leaves_the_agent_running(cli, re
         out, err = run.communicate(timeout=60)
     finally:
         run.kill()
-    assert run.returncode == 1
+    assert run.returncode == 130  # interrupted, the agent left running: not a failure
     st = cli.status("ctrlc2")
     assert "sandboxrun attach ctrlc2" in err
     assert st["status"] in ("running", "collecting") and not st["driver_alive"]

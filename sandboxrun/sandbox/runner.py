@@ -20,7 +20,7 @@ import time
 from sandboxrun import testhold
 from sandboxrun.agent import AgentEvent, AgentProgress
 from sandboxrun.config import Settings
-from sandboxrun.errors import BackendError, SandboxLostError, SandboxrunError
+from sandboxrun.errors import BackendError, Interrupted, SandboxLostError, SandboxrunError
 from sandboxrun.faults import disk_fault
 from sandboxrun.sandbox.agentproc import AgentProcess
 from sandboxrun.sandbox.apply import has_collection
@@ -135,7 +135,8 @@ class RunDriver:
             if self._agent_started():
                 s = self.session
                 # A second Ctrl-C: leave the agent and its sandbox alone, nothing is lost.
-                raise SandboxrunError(
+                # Exit 130, as for any program SIGINT ends (a script can tell it from a failure).
+                raise Interrupted(
                     f"interrupted; the agent of {s.name} may still be running "
                     f"in sandbox {s.sandbox_id}",
                     f"Carry on with `sandboxrun attach {s.name}`, or stop it and "
