@@ -93,7 +93,11 @@ def test_install_claude_when_the_template_has_none(cli, repo, e2b, tmp_path):
 
 
 def test_local_backend_refuses_install_claude(cli, repo, monkeypatch):
+    """An E2B-only flag on the local backend is a usage error before anything is made (it was
+    ignored, and the run then failed on the missing CLI)."""
     monkeypatch.setenv("SANDBOXRUN_CLAUDE_BIN", "definitely-not-installed-claude")
     proc = cli("run", "--backend", "local", "--name", "li", "--install-claude", "--prompt", "x")
-    assert proc.returncode == 1
-    assert "not installed on this machine" in proc.stderr
+    assert proc.returncode == 2
+    assert "--install-claude is for --backend e2b only" in proc.stderr
+    assert "Drop --install-claude" in proc.stderr
+    assert cli("status", "li").returncode == 1  # no session was made
