@@ -59,9 +59,10 @@ def test_messages_send_list_unread_mark_read(sbr, proj):
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (["messages", "send", "lowercase"], "invalid message type"),
-        (["messages", "send", "STATUS_UPDATE", "--to", "a b"], "invalid role name"),
-        (["messages", "send", "STATUS_UPDATE", "--from", "../x"], "invalid role name"),
+        # with a text: a message without one is refused first (tests/test_qa3_messages.py)
+        (["messages", "send", "lowercase", "--text", "x"], "invalid message type"),
+        (["messages", "send", "STATUS_UPDATE", "--to", "a b", "--text", "x"], "invalid role name"),
+        (["messages", "send", "STATUS_UPDATE", "--from", "../x", "--text", "x"], "invalid role"),
         (["messages", "list", "--unread"], "need a role"),
         (["messages", "list", "--for", ""], "role name is required"),
         (["messages", "send"], "Missing argument"),
