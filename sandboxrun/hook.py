@@ -496,21 +496,26 @@ def deliver_messages(hook: Hook, repo: str, role: str) -> dict[str, Any] | None:
     }
 
 
+def _lenient(home: Path) -> Any:
+    """A bad tuning variable never fails the agent: one line in hook.log, then the default."""
+    return lambda exc: log(home, f"{exc.message}; the default is used ({exc.hint})")
+
+
 def _connect(db: Path, env: Any) -> sqlite3.Connection:
-    try:
-        wait = float(env.get("SANDBOXRUN_HOOK_LOCK_TIMEOUT") or DEFAULT_LOCK_TIMEOUT)
-    except ValueError:
-        wait = DEFAULT_LOCK_TIMEOUT
-    conn = sqlite3.connect(db, timeout=wait, isolation_level=None)
+    from sandboxrun.tuning import env_seconds  # standard library only
+
+    wait = env_seconds("SANDBOXRUN_HOOK_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT, zero_ok=True,
+                       env=env, on_bad=_lenient(db.parent))  # fmt: skip
+    conn = sqlite3.connect(db, timeout=wait or 0.0, isolation_level=None)  # (never None)
     conn.execute("PRAGMA synchronous = NORMAL")
     return conn
 
 
 def _migrate(db: Path) -> None:
     """Create or migrate the database once, through the store (the schema's one definition)."""
-    from sandboxrun.store import SessionStore
+    from sandboxrun.store import SessionStore, busy_timeout
 
-    SessionStore(db).close()
+    SessionStore(db, timeout=busy_timeout(on_bad=_lenient(db.parent))).close()
 
 
 def handle(

@@ -15,7 +15,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
@@ -25,6 +25,7 @@ from typing import Any
 from sandboxrun import faults
 from sandboxrun.errors import (
     AmbiguousSessionError,
+    ConfigError,
     NameInUseError,
     SandboxrunError,
     SessionNotFoundError,
@@ -32,6 +33,7 @@ from sandboxrun.errors import (
 from sandboxrun.redact import clamp
 from sandboxrun.rows import rows_after
 from sandboxrun.schema import migrations
+from sandboxrun.tuning import env_seconds
 
 #: the most one event stores (JSON characters); longer strings in a payload are cut. Agent
 #: output is bounded before it gets here (agent.stored_line, agent.parse_line): this is the
@@ -41,13 +43,14 @@ MAX_EVENT_CHARS = 1 << 20
 BUSY_TIMEOUT = 30.0
 
 
-def busy_timeout() -> float:
-    """Seconds to wait for a lock: ``SANDBOXRUN_DB_LOCK_TIMEOUT``, else :data:`BUSY_TIMEOUT`."""
-    try:
-        value = float(os.environ.get("SANDBOXRUN_DB_LOCK_TIMEOUT") or BUSY_TIMEOUT)
-    except ValueError:
-        return BUSY_TIMEOUT
-    return value if value >= 0 else BUSY_TIMEOUT
+def busy_timeout(on_bad: Callable[[ConfigError], None] | None = None) -> float:
+    """Seconds to wait for a lock: ``SANDBOXRUN_DB_LOCK_TIMEOUT``, else :data:`BUSY_TIMEOUT`.
+
+    A bad value is a :class:`ConfigError` (``tuning.env_seconds``); the hook passes ``on_bad``
+    to log it and wait the default instead.
+    """
+    wait = env_seconds("SANDBOXRUN_DB_LOCK_TIMEOUT", BUSY_TIMEOUT, zero_ok=True, on_bad=on_bad)
+    return BUSY_TIMEOUT if wait is None else wait
 
 
 class Status(StrEnum):
@@ -230,14 +233,16 @@ def new_session_id() -> str:
 class SessionStore:
     """Access to ``state.db``. Cheap to create; open one per process (or per thread)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, timeout: float | None = None) -> None:
+        """``timeout``: seconds to wait for another process's lock (None: :func:`busy_timeout`)."""
         self.path = Path(path)
+        wait = busy_timeout() if timeout is None else timeout
         # Every fault of the database or the disk under it (corrupt, read-only, locked, full)
         # is a StateError with the next step, here and in every later query: faults.py.
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # isolation_level=None: we BEGIN ourselves, so read-modify-write can be IMMEDIATE.
-            self.conn = faults.connect(self.path, timeout=busy_timeout())
+            self.conn = faults.connect(self.path, timeout=wait)
         except OSError as exc:
             raise faults.open_fault(exc, self.path) from exc
         try:

@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from sandboxrun.errors import ConfigError
 from sandboxrun.sandbox.deadline import (
     COLLECT_FIXED,
     COLLECT_RATE,
@@ -113,5 +114,7 @@ def test_extend_waits_45_s_unless_told(monkeypatch):
     assert extend_wait() == EXTEND_WAIT == 45.0
     monkeypatch.setenv("SANDBOXRUN_E2B_EXTEND_TIMEOUT", "3")
     assert extend_wait() == 3.0
-    monkeypatch.setenv("SANDBOXRUN_E2B_EXTEND_TIMEOUT", "nonsense")
-    assert extend_wait() == EXTEND_WAIT
+    for bad in ("nonsense", "0", "-3"):  # a bad value is an error naming it, not the default
+        monkeypatch.setenv("SANDBOXRUN_E2B_EXTEND_TIMEOUT", bad)
+        with pytest.raises(ConfigError, match=f"SANDBOXRUN_E2B_EXTEND_TIMEOUT: '{bad}'"):
+            extend_wait()

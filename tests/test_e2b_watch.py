@@ -9,6 +9,7 @@ import threading
 
 import pytest
 
+from sandboxrun.errors import ConfigError
 from sandboxrun.sandbox.backends.e2b_errors import StalledTransfer, is_transient
 from sandboxrun.sandbox.backends.e2b_watch import (
     WatchedReader,
@@ -89,6 +90,14 @@ def test_errors_and_results_pass_through():
 def test_timeout_settings_from_the_environment(monkeypatch):
     monkeypatch.setenv("SBR_T", "2.5")
     assert env_seconds("SBR_T", None) == 2.5
-    for bad in ("", "soon", "0", "-3"):
-        monkeypatch.setenv("SBR_T", bad)
+    for unset in ("", "  "):
+        monkeypatch.setenv("SBR_T", unset)
         assert env_seconds("SBR_T", 60.0) == 60.0
+    for bad in ("soon", "0", "-3", "nan", "inf"):  # an error naming it, not the default
+        monkeypatch.setenv("SBR_T", bad)
+        with pytest.raises(ConfigError) as err:
+            env_seconds("SBR_T", 60.0)
+        assert err.value.message == f"invalid value for SBR_T: {bad!r}"
+        assert "number of seconds" in (err.value.hint or "") and "unset SBR_T" in (
+            err.value.hint or ""
+        )

@@ -158,8 +158,13 @@ def format_group_event(ev: dict[str, Any]) -> str:
     return f"{ts} {kind:<7} {text}"
 
 
-def kill_group(settings: Any, store: SessionStore, g: G.Group, json_out: bool) -> None:
-    """`kill GROUP`: no new tasks; running ones stopped with their work collected."""
+def kill_group(
+    settings: Any, store: SessionStore, g: G.Group, json_out: bool, *, wait: float = 180.0
+) -> None:
+    """`kill GROUP`: no new tasks; running ones stopped with their work collected.
+
+    Waits up to ``wait`` seconds for the group's driver to end it, then errors with a hint.
+    """
     from sandboxrun.sandbox.sessions import kill_session
 
     if g.is_terminal:
@@ -174,14 +179,14 @@ def kill_group(settings: Any, store: SessionStore, g: G.Group, json_out: bool) -
             if s.is_active:
                 kill_session(settings, store, s)
         GroupScheduler(settings, store, g.id).step()
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + wait
     while time.monotonic() < deadline and not G.get_group(store, g.id).is_terminal:
         time.sleep(0.3)
     final = G.get_group(store, g.id)
     if not final.is_terminal:
         raise SandboxrunError(
             f"group {final.name} was asked to stop, but its driver (pid {final.owner_pid}) has "
-            f"not ended it within 180s (still {final.status})",
+            f"not ended it within {wait:g}s (still {final.status})",
             f"Follow it with `sandboxrun logs {final.name}`; run `sandboxrun kill {final.name}` "
             "again to wait more.",
         )

@@ -20,19 +20,17 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from sandboxrun.tuning import env_rate
+
 #: creations per second when nothing says otherwise: E2B's Hobby plan
 DEFAULT_CREATE_RATE = 1.0
 RATE_ENV = "SANDBOXRUN_E2B_CREATE_RATE"
 
 
 def default_rate(env: dict[str, str] | None = None) -> float:
-    """The creation rate from ``SANDBOXRUN_E2B_CREATE_RATE`` (per second), else 1/s."""
-    raw = (os.environ if env is None else env).get(RATE_ENV, "")
-    try:
-        rate = float(raw) if raw.strip() else DEFAULT_CREATE_RATE
-    except ValueError:
-        rate = DEFAULT_CREATE_RATE
-    return rate if rate > 0 else DEFAULT_CREATE_RATE
+    """The creation rate from ``SANDBOXRUN_E2B_CREATE_RATE`` (per second), else 1/s; a bad
+    value is a ``ConfigError`` naming it (:mod:`sandboxrun.tuning`)."""
+    return env_rate(RATE_ENV, DEFAULT_CREATE_RATE, env=env)
 
 
 def next_slot(last_slot: float, now: float, rate: float) -> float:

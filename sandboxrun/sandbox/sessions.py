@@ -304,12 +304,11 @@ def extend_session(
                 '`max_lifetime = "24h"` in .sandboxrun.toml (or SANDBOXRUN_MAX_LIFETIME).',
             )
         backend, sandbox_id = get_backend(session.backend, settings), session.sandbox_id
+        wait = extend_wait()  # (outside the try: a bad setting is its own error, not E2B's)
         try:
             # a person waits for the answer: bounded (a late success only gives more time,
             # and only an end read back is recorded, so nothing counts on it)
-            confirmed = within(
-                extend_wait(), lambda: extend_sandbox(backend.connect(sandbox_id), end)
-            )
+            confirmed = within(wait, lambda: extend_sandbox(backend.connect(sandbox_id), end))
         except SandboxLostError as exc:
             raise SandboxrunError(
                 f"the sandbox of {session.name} is gone: {exc.message}",
@@ -377,8 +376,9 @@ def _remove_sandbox(
                 msg = f"killed sandbox {sandbox_id}: E2B started it after the run gave up"
                 store.add_event(s.id, "warning", {"mark": "cleanup", "message": msg})
     if s.sandbox_id:
+        backend = get_backend(s.backend, settings)  # a bad setting is an error, not "gone"
         try:
-            sandbox = get_backend(s.backend, settings).connect(s.sandbox_id)
+            sandbox = backend.connect(s.sandbox_id)
             if not dry_run:
                 sandbox.destroy()
             report.sandboxes_removed.append(s.name)

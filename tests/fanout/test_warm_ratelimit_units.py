@@ -8,8 +8,10 @@ import os
 import time
 from pathlib import Path
 
+import pytest
 from sbr_testlib import git
 
+from sandboxrun.errors import ConfigError
 from sandboxrun.sandbox.ratelimit import CreateLimiter, default_rate, limiter_path, next_slot
 from sandboxrun.sandbox.warm import (
     WarmCache,
@@ -36,8 +38,12 @@ def test_next_slot_spaces_by_the_rate():
 def test_default_rate_from_the_environment():
     assert default_rate({}) == 1.0
     assert default_rate({"SANDBOXRUN_E2B_CREATE_RATE": "5"}) == 5.0
-    assert default_rate({"SANDBOXRUN_E2B_CREATE_RATE": "fast"}) == 1.0
-    assert default_rate({"SANDBOXRUN_E2B_CREATE_RATE": "-1"}) == 1.0
+    assert default_rate({"SANDBOXRUN_E2B_CREATE_RATE": " "}) == 1.0
+    for bad in ("fast", "-1", "0", "inf"):  # an error naming it, not the default
+        with pytest.raises(ConfigError) as err:
+            default_rate({"SANDBOXRUN_E2B_CREATE_RATE": bad})
+        assert err.value.message == f"invalid value for SANDBOXRUN_E2B_CREATE_RATE: {bad!r}"
+        assert "unset SANDBOXRUN_E2B_CREATE_RATE" in (err.value.hint or "")
 
 
 def test_limiter_paths_differ_per_account_and_endpoint(tmp_path):

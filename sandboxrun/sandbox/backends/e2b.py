@@ -79,6 +79,7 @@ from sandboxrun.sandbox.backends.e2b_watch import (
 )
 from sandboxrun.sandbox.lifetime import command_bound
 from sandboxrun.sandbox.ratelimit import CreateLimiter, default_rate
+from sandboxrun.tuning import env_delays
 
 __all__ = [
     "CLAUDE_CODE_VERSION", "CREDENTIAL_VARS", "PASSTHROUGH_VARS", "SECRET_VARS", "E2BBackend", "E2BSandbox",
@@ -430,12 +431,7 @@ class E2BBackend:
         self.settings = settings
         if retry_delays is None:  # (an explicit () is "no retries": tests of a first failure)
             # SANDBOXRUN_E2B_RETRY_DELAYS="1,2,4,8" tunes the backoff (tests make it short)
-            env = os.environ.get("SANDBOXRUN_E2B_RETRY_DELAYS", "")
-            try:
-                parsed = tuple(float(x) for x in env.split(",") if x.strip())
-            except ValueError:
-                parsed = ()
-            retry_delays = parsed or DEFAULT_RETRY_DELAYS
+            retry_delays = env_delays("SANDBOXRUN_E2B_RETRY_DELAYS", DEFAULT_RETRY_DELAYS)
         self.retry_delays = tuple(retry_delays)
         # How long a call may hang before it counts as failed (e2b_watch; tests make them
         # short). None: the SDK's own (60 s a request; each command its own limit). A

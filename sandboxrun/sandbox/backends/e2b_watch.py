@@ -19,12 +19,12 @@ command has its own limit, a provisioning one ``lifetime.command_bound`` of the 
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable
 from typing import BinaryIO, TypeVar
 
+from sandboxrun import tuning
 from sandboxrun.sandbox.backends.e2b_errors import NETWORK_HINT, StalledTransfer
 
 T = TypeVar("T")
@@ -34,13 +34,9 @@ DEFAULT_STALL_TIMEOUT = 60.0
 
 
 def env_seconds(name: str, default: float | None) -> float | None:
-    """A positive number of seconds from the environment variable ``name``, else ``default``."""
-    raw = os.environ.get(name, "").strip()
-    try:
-        value = float(raw)
-    except ValueError:
-        return default
-    return value if value > 0 else default
+    """A positive number of seconds from the environment variable ``name``, else ``default``
+    (unset or blank); a bad value is a ``ConfigError`` naming it (:mod:`sandboxrun.tuning`)."""
+    return tuning.env_seconds(name, default)
 
 
 class Progress:
