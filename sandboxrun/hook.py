@@ -29,7 +29,8 @@ deregisters presence and records SESSION_END.
 
 It never breaks the agent: any failure (a payload that is not JSON, a database locked for longer
 than ``SANDBOXRUN_HOOK_LOCK_TIMEOUT`` seconds, default 20) costs one line in
-``$SANDBOXRUN_HOME/logs/hook.log`` and the hook exits 0. A database that does not exist yet or
+``$SANDBOXRUN_HOME/logs/hook.log`` and the hook exits 0; a bad lock-timeout setting is logged
+there too and its default used. A database that does not exist yet or
 lacks this version's tables is created/migrated once through :mod:`sandboxrun.store` (the only
 time the hook imports sqlite-utils), so the schema has one definition.
 """
