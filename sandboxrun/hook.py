@@ -103,6 +103,10 @@ def log(home: Path, message: str) -> None:
         pass
 
 
+#: ``store.ACTIVE`` by value (the hot path imports only the standard library)
+_ACTIVE = frozenset({"created", "preparing", "packing", "provisioning", "running", "collecting"})
+
+
 def _event_payload(event: str, payload: dict[str, Any], claude_id: str | None) -> dict[str, Any]:
     """What the ``hook`` event stores: names and kinds (and a file tool's file), never other
     inputs or prompt text."""
@@ -342,7 +346,8 @@ class Hook:
         elif self.event == "SessionStart":
             status = "running"
             sets += ["ended_at = NULL"]
-        elif self.event == "SessionEnd":
+        elif self.event == "SessionEnd" and row["status"] in _ACTIVE:
+            # only a live row: a failed/killed one (a late SessionEnd) keeps why it ended
             status = "completed"
             sets += ["ended_at = ?"]
             args.append(self.now)

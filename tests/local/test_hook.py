@@ -109,6 +109,27 @@ def test_session_lifecycle_from_worktree_identity(agent_wt, proj):
     assert hook_log() == ""
 
 
+def test_a_late_session_end_keeps_a_failed_or_killed_row(agent_wt):
+    """spawn marks a child that never started `failed` and ends its pane; that claude's
+    SessionEnd can land afterwards (CI saw it): the row keeps the reason it ended."""
+    from sandboxrun.hook import _ACTIVE
+    from sandboxrun.store import ACTIVE
+
+    assert {str(s) for s in ACTIVE} == _ACTIVE  # the hook's copy of the store's set
+    for ended in ("failed", "killed"):
+        sid = f"claude-{ended}"
+        assert run_hook("SessionStart", payload("SessionStart", agent_wt, sid=sid)).returncode == 0
+        row = session_of(sid)
+        store = SessionStore(Path(os.environ["SANDBOXRUN_HOME"]) / "state.db")
+        store.set_status(row["id"], ended, error="never got past the login screen")
+        store.close()
+        end = payload("SessionEnd", agent_wt, sid=sid, reason="other")
+        assert run_hook("SessionEnd", end).returncode == 0
+        row = session_of(sid)
+        assert (row["status"], row["error"]) == (ended, "never got past the login screen")
+        assert row["activity"] == "exited"
+
+
 def test_binding_order_env_session_then_instance_id(agent_wt, proj, tmp_path):
     store = SessionStore(Path(os.environ["SANDBOXRUN_HOME"]) / "state.db")
     made = store.create_session(name="spawned", mode="local", backend="tmux", repo=str(proj))
