@@ -186,7 +186,7 @@ def _message_file(path: Path) -> str:
         raise UsageError(f"message file {path} is a directory", "Give the file with the message.")
     if not path.is_file():
         raise UsageError(f"message file {path} does not exist", "Check the path.")
-    from sandboxrun.fanout.tasks import read_text_file
+    from sandboxrun.textfiles import read_text_file
 
     return read_text_file(path, "message file")
 

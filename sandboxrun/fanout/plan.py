@@ -15,7 +15,8 @@ from typing import Any
 from sandboxrun import process
 from sandboxrun.config import INSTALL_CLAUDE_HINT
 from sandboxrun.errors import AgentError, UsageError
-from sandboxrun.fanout.tasks import TaskGraph, parse_tasks, read_text_file
+from sandboxrun.fanout.tasks import TaskGraph, parse_tasks
+from sandboxrun.textfiles import read_text_file
 
 SPLIT_SCHEMA: dict[str, Any] = {
     "type": "object",

@@ -17,7 +17,7 @@ from typing import Any
 
 from sandboxrun.config import parse_duration
 from sandboxrun.errors import UsageError
-from sandboxrun.sandbox.prepare import read_text_file  # one reading of a text file the agent gets
+from sandboxrun.textfiles import read_text_file
 
 #: task names become part of session and branch names (``<group>-<task>``)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")

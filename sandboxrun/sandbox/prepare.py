@@ -22,6 +22,7 @@ from sandboxrun.sandbox import submodules
 from sandboxrun.sandbox.backends import Backend, get_backend
 from sandboxrun.store import Session, SessionStore
 from sandboxrun.sync.secrets import secret_paths
+from sandboxrun.textfiles import read_text_file
 
 
 @dataclass
@@ -70,19 +71,6 @@ def choose_backend(settings: Settings, requested: str | None) -> str:
         "Set E2B_API_KEY to run in an E2B cloud sandbox, or pass --backend local to run in a "
         "directory on this machine (confined with bubblewrap on Linux; not isolated on macOS).",
     )
-
-
-def read_text_file(path: Path, what: str) -> str:
-    """The text of a plan, prompt or message file; a binary one (NUL bytes: an image, an
-    archive, a file saved as UTF-16) is refused rather than sent to an agent as a prompt.
-    A stray byte that is not UTF-8 in a text file is kept as U+FFFD."""
-    data = path.read_bytes()
-    if b"\0" in data:
-        raise UsageError(
-            f"{what} {path} is not a text file (it holds NUL bytes)",
-            "Give a plain-text or markdown file (saved as UTF-8).",
-        )
-    return data.decode("utf-8", errors="replace")
 
 
 def read_task(prompt: str | None, prompt_file: Path | None, *, allow_empty: bool = False) -> str:
