@@ -151,6 +151,17 @@ class SpawnRequest:
     worktree: bool = True
 
 
+def agent_flags(req: SpawnRequest) -> list[str]:
+    """The options of the request that change how Claude Code behaves (model, permissions):
+    the child's own command line and the one :func:`by_hand` shows share them."""
+    flags = ["--model", req.model] if req.model else []
+    if req.skip_permissions:
+        flags.append("--dangerously-skip-permissions")
+    elif req.permission_mode:
+        flags += ["--permission-mode", req.permission_mode]
+    return flags
+
+
 def claude_argv(
     claude: str,
     settings_file: Path,
@@ -163,12 +174,7 @@ def claude_argv(
     argv = [claude, "--settings", str(settings_file)]
     if mcp_config is not None:
         argv += ["--mcp-config", str(mcp_config)]
-    if req.model:
-        argv += ["--model", req.model]
-    if req.skip_permissions:
-        argv.append("--dangerously-skip-permissions")
-    elif req.permission_mode:
-        argv += ["--permission-mode", req.permission_mode]
+    argv += agent_flags(req)
     if prompt is None:
         return argv
     # "--" ends the options: a prompt starting with "-" stays the prompt.
@@ -288,13 +294,7 @@ def failed_unless_up(
 
 def by_hand(claude_bin: str, req: SpawnRequest, cwd: Path) -> str:
     """The command that starts that Claude Code by hand, to see why it would not start."""
-    argv = [claude_bin]
-    if req.model:
-        argv += ["--model", req.model]
-    if req.skip_permissions:
-        argv.append("--dangerously-skip-permissions")
-    elif req.permission_mode:
-        argv += ["--permission-mode", req.permission_mode]
+    argv = [claude_bin, *agent_flags(req)]
     return f"cd {shlex.quote(str(cwd))} && {shlex.join(argv)}"
 
 
