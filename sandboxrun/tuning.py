@@ -32,6 +32,18 @@ def bad_value(name: str, raw: str, accepted: str) -> ConfigError:
     )
 
 
+def _raw(name: str, env: Mapping[str, str] | None) -> str:
+    return (os.environ if env is None else env).get(name, "")
+
+
+def _number(text: str) -> float:
+    """``text`` as a float; NaN (which every range check refuses) when it is not one."""
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
+
+
 def env_seconds(
     name: str,
     default: float | None,
@@ -42,13 +54,10 @@ def env_seconds(
 ) -> float | None:
     """Seconds from ``$name``: more than 0 (or 0 with ``zero_ok``), at most 30 days; unset or
     blank: ``default``. A bad value raises, or with ``on_bad`` is reported and ``default``."""
-    raw = (os.environ if env is None else env).get(name, "")
+    raw = _raw(name, env)
     if not raw.strip():
         return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
+    value = _number(raw)
     if (value >= 0 if zero_ok else value > 0) and value <= MAX_SECONDS:  # NaN fails both
         return value
     least = "0 or more" if zero_ok else "more than 0"
@@ -63,13 +72,10 @@ def env_seconds(
 def env_rate(name: str, default: float, *, env: Mapping[str, str] | None = None) -> float:
     """A rate per second from ``$name``: a finite number more than 0; unset or blank:
     ``default``; anything else raises."""
-    raw = (os.environ if env is None else env).get(name, "")
+    raw = _raw(name, env)
     if not raw.strip():
         return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
+    value = _number(raw)
     if value > 0 and math.isfinite(value):
         return value
     raise bad_value(name, raw, "Give a number per second more than 0, e.g. 1 (E2B Hobby) or 5 "
@@ -81,17 +87,14 @@ def env_delays(
 ) -> tuple[float, ...]:
     """Comma-separated seconds (``1,2,4,8``) from ``$name``, each 0 to 3600; unset or blank:
     ``default``; anything else raises."""
-    raw = (os.environ if env is None else env).get(name, "")
+    raw = _raw(name, env)
     if not raw.strip():
         return default
     delays: list[float] = []
     for part in (p.strip() for p in raw.split(",")):
         if not part:
             continue
-        try:
-            value = float(part)
-        except ValueError:
-            value = math.nan
+        value = _number(part)
         if not 0 <= value <= 3600:  # also NaN
             delays = []
             break
