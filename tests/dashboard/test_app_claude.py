@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
-from sbr_testlib import retry_until
+from sbr_testlib import private_tmux, retry_until
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
@@ -20,7 +18,7 @@ if str(ROOT) not in sys.path:
 from sandboxrun.config import load_settings  # noqa: E402
 from sandboxrun.dashboard.app import DashboardApp  # noqa: E402
 from sandboxrun.local.observe import PERMISSION_TEXT  # noqa: E402
-from sandboxrun.tmux import SOCKET_ENV, Tmux  # noqa: E402
+from sandboxrun.tmux import SOCKET_ENV  # noqa: E402
 from tests.fake_anthropic import FakeAnthropic, text, tool  # noqa: E402
 from tests.fake_anthropic.cli import installed_claude  # noqa: E402
 from tests.tmux.conftest import Children, logged_in_home  # noqa: E402
@@ -31,23 +29,13 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 @pytest.fixture
 def children(proj, tmp_path, monkeypatch):
     """Real claude children of ``proj`` on a private tmux server, against a fake API."""
-    monkeypatch.delenv("TMUX", raising=False)
-    monkeypatch.delenv("TMUX_PANE", raising=False)
-    sockdir = tempfile.mkdtemp(prefix="sbr-tmux-", dir="/tmp")
-    socket = os.path.join(sockdir, "s")
-    monkeypatch.setenv(SOCKET_ENV, socket)
-    tmux = Tmux(socket_path=socket)
-    with FakeAnthropic() as api:
+    with FakeAnthropic() as api, private_tmux(monkeypatch) as tmux:  # tmux killed first
         env = logged_in_home(api.url, tmp_path / "agent-home")
         env["SANDBOXRUN_CLAUDE_BIN"] = str(installed_claude())
         env["SANDBOXRUN_HOME"] = os.environ["SANDBOXRUN_HOME"]
-        env[SOCKET_ENV] = socket
+        env[SOCKET_ENV] = os.environ[SOCKET_ENV]  # private_tmux's socket
         env["PROJECT_PREFIX"] = "t"
-        try:
-            yield Children(proj, env, api, tmux)
-        finally:
-            tmux.kill_server()
-            shutil.rmtree(sockdir, ignore_errors=True)
+        yield Children(proj, env, api, tmux)
 
 
 async def until(pilot, condition, what: str, limit: float = 60.0):
