@@ -16,7 +16,6 @@ it back without the hook is reported ``queued`` with ``confirmed`` false.
 from __future__ import annotations
 
 import fcntl
-import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -83,18 +82,13 @@ def _last_event_id(store: SessionStore, session_id: str) -> int:
 
 def prompt_seen(store: SessionStore, session_id: str, digest: str, after: int) -> bool:
     """Whether a UserPromptSubmit hook with this prompt hash was recorded after event ``after``."""
-    rows = store.conn.execute(
-        "SELECT payload FROM events WHERE session_id = ? AND id > ? AND kind = 'hook'",
-        (session_id, after),
-    ).fetchall()
-    for (payload,) in rows:
-        try:
-            data = json.loads(payload)
-        except ValueError:
-            continue
-        if data.get("event") == "UserPromptSubmit" and data.get("prompt_sha256") == digest:
-            return True
-    return False
+    row = store.conn.execute(
+        "SELECT 1 FROM events WHERE session_id = ? AND id > ? AND kind = 'hook' "
+        "AND json_extract(payload, '$.event') = 'UserPromptSubmit' "
+        "AND json_extract(payload, '$.prompt_sha256') = ? LIMIT 1",
+        (session_id, after, digest),
+    ).fetchone()
+    return row is not None
 
 
 def send(

@@ -71,18 +71,12 @@ def holds_turn(entries: Sequence[dict[str, Any]], digest: str) -> bool:
 
 def last_prompt(store: SessionStore, session_id: str) -> dict[str, Any] | None:
     """The hook record of the child's newest UserPromptSubmit, if any."""
-    rows = store.conn.execute(
-        "SELECT payload FROM events WHERE session_id = ? AND kind = 'hook' ORDER BY id DESC",
+    row = store.conn.execute(
+        "SELECT payload FROM events WHERE session_id = ? AND kind = 'hook' "
+        "AND json_extract(payload, '$.event') = 'UserPromptSubmit' ORDER BY id DESC LIMIT 1",
         (session_id,),
-    )
-    for (payload,) in rows:
-        try:
-            data = json.loads(payload)
-        except ValueError:
-            continue
-        if isinstance(data, dict) and data.get("event") == "UserPromptSubmit":
-            return data
-    return None
+    ).fetchone()
+    return json.loads(row[0]) if row else None
 
 
 def turn_recorded(store: SessionStore, session: Session) -> bool:
