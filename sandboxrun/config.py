@@ -16,6 +16,7 @@ from typing import Any
 
 from sandboxrun.errors import ConfigError, SandboxrunError, UsageError
 from sandboxrun.home import DEFAULT_HOME, absolute_home
+from sandboxrun.tuning import MAX_SECONDS
 
 DEFAULT_TEMPLATE = "sandboxrun-claude"
 #: the Claude Code release sandboxrun installs (template build, --install-claude). Newer ones
@@ -42,7 +43,7 @@ _UNIT = {"h": 3600, "m": 60, "s": 1, "": 1}
 
 #: the longest duration anything takes (30 days): beyond it a typo, not a plan, and a number
 #: too big for the clocks and timers it ends up in (an infinite one failed a run mid-way)
-MAX_DURATION = 30 * 24 * 3600.0
+MAX_DURATION = MAX_SECONDS
 
 
 def parse_duration(text: str | int | float) -> float:

@@ -20,7 +20,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-#: the longest any of these waits may be (30 days, as config.MAX_DURATION): beyond it a typo,
+#: the longest any of these waits may be (30 days; also config.MAX_DURATION): beyond it a typo,
 #: and a number too big for the timers it ends up in
 MAX_SECONDS = 30 * 24 * 3600.0
 
@@ -61,8 +61,8 @@ def env_seconds(
     if (value >= 0 if zero_ok else value > 0) and value <= MAX_SECONDS:  # NaN fails both
         return value
     least = "0 or more" if zero_ok else "more than 0"
-    error = bad_value(name, raw, f"Give a number of seconds, {least} and at most 2592000 "
-                                 "(30 days), e.g. 30.")  # fmt: skip
+    error = bad_value(name, raw, f"Give a number of seconds, {least} and at most "
+                                 f"{MAX_SECONDS:.0f} (30 days), e.g. 30.")  # fmt: skip
     if on_bad is None:
         raise error
     on_bad(error)
